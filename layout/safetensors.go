@@ -1,0 +1,272 @@
+package layout
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+	"unicode/utf8"
+)
+
+// MaxHeaderSize bounds the JSON header, as the reference safetensors reader does.
+const MaxHeaderSize = 100 << 20
+
+// metadataKey is the reserved header entry holding string metadata.
+const metadataKey = "__metadata__"
+
+// Tensor is one entry of a safetensors header. Begin and End are byte
+// offsets relative to the start of the data buffer.
+type Tensor struct {
+	Name       string
+	DType      DType
+	Shape      []int64
+	Begin, End int64
+}
+
+// Len is the tensor's size in bytes.
+func (t Tensor) Len() int64 { return t.End - t.Begin }
+
+// Header is a parsed safetensors header. Tensors are sorted by Begin.
+type Header struct {
+	// DataStart is the file offset of the data buffer: 8 + header length.
+	DataStart int64
+	Metadata  map[string]string
+	Tensors   []Tensor
+}
+
+// BufferLen is the length of the data buffer the tensors tile.
+func (h *Header) BufferLen() int64 {
+	if len(h.Tensors) == 0 {
+		return 0
+	}
+	return h.Tensors[len(h.Tensors)-1].End
+}
+
+// HeaderLen reads the 8-byte little-endian header length at the start of a
+// safetensors file and checks it against MaxHeaderSize.
+func HeaderLen(prefix []byte) (int64, error) {
+	if len(prefix) < 8 {
+		return 0, errors.New("safetensors: shorter than the 8-byte length prefix")
+	}
+	n := binary.LittleEndian.Uint64(prefix)
+	if n < 2 {
+		return 0, fmt.Errorf("safetensors: header length %d too small", n)
+	}
+	if n > MaxHeaderSize {
+		return 0, fmt.Errorf("safetensors: header length %d exceeds %d", n, MaxHeaderSize)
+	}
+	return int64(n), nil
+}
+
+// ParseFile parses and fully validates the header of a safetensors file of
+// fileSize bytes whose first 8+N bytes are in head. The tensors must tile
+// the data buffer exactly, which must end at the end of the file.
+func ParseFile(head []byte, fileSize int64) (*Header, error) {
+	n, err := HeaderLen(head)
+	if err != nil {
+		return nil, err
+	}
+	if 8+n > fileSize {
+		return nil, fmt.Errorf("safetensors: header length %d beyond file size %d", n, fileSize)
+	}
+	if int64(len(head)) < 8+n {
+		return nil, fmt.Errorf("safetensors: have %d header bytes, need %d", len(head), 8+n)
+	}
+	h, err := ParseHeaderJSON(head[8 : 8+n])
+	if err != nil {
+		return nil, err
+	}
+	h.DataStart = 8 + n
+	if got, want := h.BufferLen(), fileSize-h.DataStart; got != want {
+		return nil, fmt.Errorf("safetensors: tensors cover %d data bytes, file has %d", got, want)
+	}
+	return h, nil
+}
+
+// ParseHeaderJSON parses the JSON part of a header and validates every
+// entry: known dtype, non-negative shape, byte length equal to the product
+// of the shape times the element size, offsets contiguous from zero and no
+// duplicate names. DataStart is left zero.
+func ParseHeaderJSON(js []byte) (*Header, error) {
+	if !utf8.Valid(js) {
+		return nil, errors.New("safetensors: header is not valid UTF-8")
+	}
+	entries, err := decodeObject(js)
+	if err != nil {
+		return nil, fmt.Errorf("safetensors: header: %w", err)
+	}
+	h := &Header{}
+	for _, e := range entries {
+		if e.key == metadataKey {
+			if h.Metadata != nil {
+				return nil, errors.New("safetensors: duplicate __metadata__")
+			}
+			h.Metadata = map[string]string{}
+			if err := json.Unmarshal(e.value, &h.Metadata); err != nil {
+				return nil, fmt.Errorf("safetensors: __metadata__ must map strings to strings: %w", err)
+			}
+			continue
+		}
+		t, err := parseTensor(e.key, e.value)
+		if err != nil {
+			return nil, err
+		}
+		h.Tensors = append(h.Tensors, t)
+	}
+	sort.SliceStable(h.Tensors, func(i, j int) bool {
+		a, b := h.Tensors[i], h.Tensors[j]
+		if a.Begin != b.Begin {
+			return a.Begin < b.Begin
+		}
+		return a.End < b.End
+	})
+	var next int64
+	for _, t := range h.Tensors {
+		if t.Begin != next {
+			if t.Begin < next {
+				return nil, fmt.Errorf("safetensors: tensor %q at %d overlaps the previous one ending at %d", t.Name, t.Begin, next)
+			}
+			return nil, fmt.Errorf("safetensors: gap before tensor %q: %d..%d", t.Name, next, t.Begin)
+		}
+		next = t.End
+	}
+	return h, nil
+}
+
+type tensorJSON struct {
+	DType       *DType   `json:"dtype"`
+	Shape       *[]int64 `json:"shape"`
+	DataOffsets *[]int64 `json:"data_offsets"`
+}
+
+func parseTensor(name string, raw json.RawMessage) (Tensor, error) {
+	var tj tensorJSON
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&tj); err != nil {
+		return Tensor{}, fmt.Errorf("safetensors: tensor %q: %w", name, err)
+	}
+	if tj.DType == nil || tj.Shape == nil || tj.DataOffsets == nil {
+		return Tensor{}, fmt.Errorf("safetensors: tensor %q: needs dtype, shape and data_offsets", name)
+	}
+	t := Tensor{Name: name, DType: *tj.DType, Shape: *tj.Shape}
+	size, ok := t.DType.Size()
+	if !ok {
+		return Tensor{}, fmt.Errorf("safetensors: tensor %q: unknown dtype %q", name, t.DType)
+	}
+	if len(*tj.DataOffsets) != 2 {
+		return Tensor{}, fmt.Errorf("safetensors: tensor %q: data_offsets needs 2 numbers", name)
+	}
+	t.Begin, t.End = (*tj.DataOffsets)[0], (*tj.DataOffsets)[1]
+	if t.Begin < 0 || t.End < t.Begin {
+		return Tensor{}, fmt.Errorf("safetensors: tensor %q: bad data_offsets [%d,%d]", name, t.Begin, t.End)
+	}
+	n := size
+	for _, d := range t.Shape {
+		if d < 0 {
+			return Tensor{}, fmt.Errorf("safetensors: tensor %q: negative dimension %d", name, d)
+		}
+		if d != 0 && n > math.MaxInt64/d {
+			return Tensor{}, fmt.Errorf("safetensors: tensor %q: shape overflows", name)
+		}
+		n *= d
+	}
+	if n != t.Len() {
+		return Tensor{}, fmt.Errorf("safetensors: tensor %q: shape %v of %s is %d bytes, offsets span %d", name, t.Shape, t.DType, n, t.Len())
+	}
+	return t, nil
+}
+
+type jsonEntry struct {
+	key   string
+	value json.RawMessage
+}
+
+// decodeObject decodes one JSON object keeping its entries in order and
+// refusing duplicate keys, which encoding/json would silently merge.
+func decodeObject(js []byte) ([]jsonEntry, error) {
+	dec := json.NewDecoder(bytes.NewReader(js))
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, err
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return nil, errors.New("not a JSON object")
+	}
+	seen := map[string]bool{}
+	var out []jsonEntry
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, err
+		}
+		key, ok := tok.(string)
+		if !ok {
+			return nil, errors.New("object key is not a string")
+		}
+		if seen[key] {
+			return nil, fmt.Errorf("duplicate key %q", key)
+		}
+		seen[key] = true
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return nil, fmt.Errorf("value of %q: %w", key, err)
+		}
+		out = append(out, jsonEntry{key, v})
+	}
+	if _, err := dec.Token(); err != nil {
+		return nil, err
+	}
+	// Only trailing whitespace may follow: safetensors pads with spaces.
+	rest := js[dec.InputOffset():]
+	if len(bytes.TrimRight(rest, " \t\r\n")) != 0 {
+		return nil, errors.New("trailing bytes after the header object")
+	}
+	return out, nil
+}
+
+// EmitHeader builds the 8-byte length prefix and JSON header for tensors in
+// the given order, with contiguous offsets assigned from zero. The JSON is
+// padded with spaces so that the data buffer starts 8-byte aligned. The
+// returned tensors carry the assigned offsets.
+func EmitHeader(tensors []Tensor, metadata map[string]string) ([]byte, []Tensor) {
+	var b strings.Builder
+	b.WriteByte('{')
+	if len(metadata) > 0 {
+		md, _ := json.Marshal(metadata) // map[string]string always marshals, keys sorted
+		b.WriteString(`"__metadata__":`)
+		b.Write(md)
+	}
+	out := make([]Tensor, len(tensors))
+	var off int64
+	for i, t := range tensors {
+		t.Begin, t.End = off, off+t.Len()
+		off = t.End
+		out[i] = t
+		if i > 0 || len(metadata) > 0 {
+			b.WriteByte(',')
+		}
+		name, _ := json.Marshal(t.Name)
+		b.Write(name)
+		fmt.Fprintf(&b, `:{"dtype":%q,"shape":[`, string(t.DType))
+		for j, d := range t.Shape {
+			if j > 0 {
+				b.WriteByte(',')
+			}
+			fmt.Fprint(&b, d)
+		}
+		fmt.Fprintf(&b, `],"data_offsets":[%d,%d]}`, t.Begin, t.End)
+	}
+	b.WriteByte('}')
+	js := b.String()
+	pad := (8 - len(js)%8) % 8
+	buf := make([]byte, 8, 8+len(js)+pad)
+	binary.LittleEndian.PutUint64(buf, uint64(len(js)+pad))
+	buf = append(buf, js...)
+	buf = append(buf, bytes.Repeat([]byte{' '}, pad)...)
+	return buf, out
+}

@@ -1,0 +1,220 @@
+package layout
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/dustin/go-humanize"
+)
+
+// DefaultMaxShardSize is the max shard size of NAME@shards, as transformers'
+// save_pretrained default.
+const DefaultMaxShardSize = 5_000_000_000
+
+// ViewSpec says how a checkpoint's weights are presented.
+type ViewSpec struct {
+	Shards       bool  // false: one model.safetensors
+	MaxShardSize int64 // with Shards
+}
+
+// ParseViewName splits "DIR@single", "DIR@shards" or "DIR@shards=SIZE" into
+// DIR and its spec. ok is false when name is not a view name at all; err is
+// set when it looks like one but the size is malformed.
+func ParseViewName(name string) (dir string, spec ViewSpec, ok bool, err error) {
+	at := strings.LastIndexByte(name, '@')
+	if at <= 0 {
+		return "", ViewSpec{}, false, nil
+	}
+	dir, suffix := name[:at], name[at+1:]
+	switch {
+	case suffix == "single":
+		return dir, ViewSpec{}, true, nil
+	case suffix == "shards":
+		return dir, ViewSpec{Shards: true, MaxShardSize: DefaultMaxShardSize}, true, nil
+	case strings.HasPrefix(suffix, "shards="):
+		size, err := ParseSize(strings.TrimPrefix(suffix, "shards="))
+		if err != nil {
+			return "", ViewSpec{}, true, err
+		}
+		return dir, ViewSpec{Shards: true, MaxShardSize: size}, true, nil
+	}
+	return "", ViewSpec{}, false, nil
+}
+
+// ParseSize reads a size as HuggingFace writes them: "500MB" (10^6), "2GiB"
+// (2^30) or a plain byte count.
+func ParseSize(s string) (int64, error) {
+	n, err := humanize.ParseBytes(s)
+	if err != nil {
+		return 0, fmt.Errorf("size %q: %w", s, err)
+	}
+	if n == 0 || n > 1<<62 {
+		return 0, fmt.Errorf("size %q: out of range", s)
+	}
+	return int64(n), nil
+}
+
+// Source is one weight file of a checkpoint folder, with its parsed header.
+type Source struct {
+	Name   string
+	Header *Header
+}
+
+// Extent is a run of bytes of a view file: either Inline bytes (a synthesized
+// header or index) or Len bytes of source file Source starting at SrcOff.
+type Extent struct {
+	Off    int64
+	Len    int64
+	Inline []byte
+	Source int
+	SrcOff int64
+}
+
+// ViewFile is one file of a view: its name, size and extent map.
+type ViewFile struct {
+	Name    string
+	Size    int64
+	Extents []Extent
+}
+
+// Pieces returns the parts of the extents that cover [off, off+n), clipped
+// to that range and to the file size, found by binary search.
+func (f *ViewFile) Pieces(off, n int64) []Extent {
+	if off >= f.Size || n <= 0 {
+		return nil
+	}
+	end := min(off+n, f.Size)
+	// First extent whose end is past off.
+	lo, hi := 0, len(f.Extents)
+	for lo < hi {
+		mid := (lo + hi) / 2
+		if e := f.Extents[mid]; e.Off+e.Len <= off {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	var out []Extent
+	for i := lo; i < len(f.Extents) && f.Extents[i].Off < end; i++ {
+		e := f.Extents[i]
+		skip := max(off-e.Off, 0)
+		length := min(e.Off+e.Len, end) - (e.Off + skip)
+		p := Extent{Off: e.Off + skip, Len: length, Source: e.Source, SrcOff: e.SrcOff + skip}
+		if e.Inline != nil {
+			p.Inline = e.Inline[skip : skip+length]
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// View is the planned content of a view directory.
+type View struct {
+	Files    []ViewFile
+	Warnings []string // tensors left out, with the reason
+}
+
+type sourcedTensor struct {
+	Tensor
+	source int
+}
+
+// BuildView plans a view of the tensors of sources, taken in source order
+// and, within a source, in offset order. A tensor name seen in an earlier
+// source is left out with a warning. The same input always gives the same
+// bytes.
+func BuildView(sources []Source, spec ViewSpec) *View {
+	v := &View{}
+	seen := map[string]string{}
+	metadata := map[string]string{}
+	var all []sourcedTensor
+	for i, s := range sources {
+		for k, val := range s.Header.Metadata {
+			if _, ok := metadata[k]; !ok {
+				metadata[k] = val
+			}
+		}
+		for _, t := range s.Header.Tensors {
+			if first, dup := seen[t.Name]; dup {
+				v.Warnings = append(v.Warnings, fmt.Sprintf("tensor %q of %s already in %s: left out", t.Name, s.Name, first))
+				continue
+			}
+			seen[t.Name] = s.Name
+			all = append(all, sourcedTensor{t, i})
+		}
+	}
+	if _, ok := metadata["format"]; !ok {
+		metadata["format"] = "pt"
+	}
+	if !spec.Shards {
+		v.Files = []ViewFile{buildFile("model.safetensors", all, sources, metadata)}
+		return v
+	}
+	groups := planShards(all, spec.MaxShardSize)
+	weightMap := map[string]string{}
+	var total int64
+	for i, g := range groups {
+		name := fmt.Sprintf("model-%05d-of-%05d.safetensors", i+1, len(groups))
+		v.Files = append(v.Files, buildFile(name, g, sources, metadata))
+		for _, t := range g {
+			weightMap[t.Name] = name
+			total += t.Len()
+		}
+	}
+	idx := EmitIndex(total, weightMap)
+	v.Files = append(v.Files, ViewFile{
+		Name: "model.safetensors.index.json", Size: int64(len(idx)),
+		Extents: []Extent{{Len: int64(len(idx)), Inline: idx}},
+	})
+	return v
+}
+
+// planShards splits tensors greedily as transformers does: a new shard
+// starts when the next tensor would push the current one past max; a tensor
+// larger than max sits alone.
+func planShards(ts []sourcedTensor, max int64) [][]sourcedTensor {
+	var groups [][]sourcedTensor
+	var cur []sourcedTensor
+	var size int64
+	for _, t := range ts {
+		if len(cur) > 0 && size+t.Len() > max {
+			groups = append(groups, cur)
+			cur, size = nil, 0
+		}
+		cur = append(cur, t)
+		size += t.Len()
+	}
+	if len(cur) > 0 || len(groups) == 0 {
+		groups = append(groups, cur)
+	}
+	return groups
+}
+
+func buildFile(name string, ts []sourcedTensor, sources []Source, metadata map[string]string) ViewFile {
+	plain := make([]Tensor, len(ts))
+	for i, t := range ts {
+		plain[i] = t.Tensor
+	}
+	head, placed := EmitHeader(plain, metadata)
+	f := ViewFile{Name: name, Extents: []Extent{{Len: int64(len(head)), Inline: head}}}
+	off := int64(len(head))
+	for i, t := range ts {
+		if t.Len() == 0 {
+			continue
+		}
+		srcOff := sources[t.source].Header.DataStart + t.Begin
+		last := &f.Extents[len(f.Extents)-1]
+		// Neighbours that are also neighbours in the source share one extent.
+		if last.Inline == nil && last.Source == t.source && last.SrcOff+last.Len == srcOff {
+			last.Len += t.Len()
+		} else {
+			f.Extents = append(f.Extents, Extent{Off: off, Len: t.Len(), Source: t.source, SrcOff: srcOff})
+		}
+		off = int64(len(head)) + placed[i].End
+	}
+	f.Size = int64(len(head))
+	if len(placed) > 0 {
+		f.Size += placed[len(placed)-1].End
+	}
+	return f
+}
