@@ -1,0 +1,120 @@
+package cache
+
+import (
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash/crc32"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/zeebo/blake3"
+)
+
+// Hash is the BLAKE3-256 digest of a chunk's raw bytes: its identity.
+type Hash [32]byte
+
+func (h Hash) String() string { return hex.EncodeToString(h[:]) }
+
+// Short is the first 12 hex digits, for logs.
+func (h Hash) Short() string { return hex.EncodeToString(h[:6]) }
+
+// ChunkRef is one chunk of a file: its hash and raw length.
+type ChunkRef struct {
+	Hash Hash
+	Len  uint32
+}
+
+// ErrCorrupt marks data that failed verification. Readers turn it into EIO.
+var ErrCorrupt = errors.New("corrupt data")
+
+// MaxChunk is the largest chunk the ingest pipeline produces.
+const MaxChunk = 4 << 20
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// Chunk value layout: codec (1 byte), raw length (4), CRC-32C of the
+// payload (4), payload. The CRC catches a damaged payload before it reaches
+// a decoder; the hash of the decoded bytes is checked against the key.
+const chunkHeaderLen = 9
+
+func encodeChunk(codec CodecID, rawLen int, payload []byte) []byte {
+	v := make([]byte, chunkHeaderLen, chunkHeaderLen+len(payload))
+	v[0] = byte(codec)
+	binary.LittleEndian.PutUint32(v[1:], uint32(rawLen))
+	binary.LittleEndian.PutUint32(v[5:], crc32.Checksum(payload, castagnoli))
+	return append(v, payload...)
+}
+
+// decodeChunk verifies and decodes a stored chunk value.
+func (c *codecs) decodeChunk(h Hash, v []byte) ([]byte, error) {
+	if len(v) < chunkHeaderLen {
+		return nil, fmt.Errorf("chunk %s: value of %d bytes: %w", h.Short(), len(v), ErrCorrupt)
+	}
+	codec, rawLen := CodecID(v[0]), int(binary.LittleEndian.Uint32(v[1:]))
+	payload := v[chunkHeaderLen:]
+	if crc32.Checksum(payload, castagnoli) != binary.LittleEndian.Uint32(v[5:]) {
+		return nil, fmt.Errorf("chunk %s: payload checksum mismatch: %w", h.Short(), ErrCorrupt)
+	}
+	if rawLen > 64<<20 {
+		return nil, fmt.Errorf("chunk %s: raw length %d: %w", h.Short(), rawLen, ErrCorrupt)
+	}
+	raw, err := c.decode(codec, payload, rawLen)
+	if err != nil {
+		return nil, fmt.Errorf("chunk %s: %v: %w", h.Short(), err, ErrCorrupt)
+	}
+	if hashOf(raw) != h {
+		return nil, fmt.Errorf("chunk %s: content hash mismatch: %w", h.Short(), ErrCorrupt)
+	}
+	return raw, nil
+}
+
+func hashOf(raw []byte) Hash { return blake3.Sum256(raw) }
+
+func chunkKey(h Hash) []byte { return append([]byte{prefixChunk}, h[:]...) }
+
+// PutChunk stores raw bytes once: a chunk already present is not written
+// again. It returns the chunk's reference.
+func (s *Store) PutChunk(raw []byte, hint Hint) (ChunkRef, error) {
+	ref := ChunkRef{Hash: hashOf(raw), Len: uint32(len(raw))}
+	key := chunkKey(ref.Hash)
+	err := s.db.View(func(txn *badger.Txn) error {
+		_, err := txn.Get(key)
+		return err
+	})
+	if err == nil {
+		return ref, nil // dedup: already stored
+	}
+	if !errors.Is(err, badger.ErrKeyNotFound) {
+		return ref, fmt.Errorf("look up chunk %s: %w", ref.Hash.Short(), err)
+	}
+	codec, payload := s.chunks.codecs.encode(raw, hint)
+	val := encodeChunk(codec, len(raw), payload)
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(key, val) }); err != nil {
+		return ref, fmt.Errorf("write chunk %s: %w", ref.Hash.Short(), err)
+	}
+	return ref, nil
+}
+
+// loadChunk reads and verifies a chunk from the database, bypassing the LRU.
+func (s *Store) loadChunk(h Hash) ([]byte, error) {
+	var raw []byte
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(chunkKey(h))
+		if err != nil {
+			return err
+		}
+		return item.Value(func(v []byte) error {
+			var err error
+			raw, err = s.chunks.codecs.decodeChunk(h, v)
+			return err
+		})
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, fmt.Errorf("chunk %s missing: %w", h.Short(), ErrCorrupt)
+	}
+	if err != nil && !errors.Is(err, ErrCorrupt) {
+		return nil, fmt.Errorf("read chunk %s: %v: %w", h.Short(), err, ErrCorrupt)
+	}
+	return raw, err
+}

@@ -1,0 +1,102 @@
+package cache
+
+import (
+	"fmt"
+	"sync"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+// CodecID identifies how a chunk payload is encoded. It is stored with every
+// chunk, so ids are never reused.
+type CodecID byte
+
+const (
+	CodecRaw  CodecID = 0
+	CodecZstd CodecID = 1
+)
+
+// Codec compresses chunk payloads. Decode gets the exact raw length.
+type Codec interface {
+	Encode(dst, raw []byte) []byte
+	Decode(dst, payload []byte, rawLen int) ([]byte, error)
+}
+
+// Hint tells the codec chooser what a chunk holds: a safetensors dtype name
+// ("BF16") for tensor bytes, empty for anything else.
+type Hint string
+
+// codecs holds the codec implementations by id.
+type codecs struct {
+	byID map[CodecID]Codec
+}
+
+func newCodecs() *codecs {
+	return &codecs{byID: map[CodecID]Codec{CodecRaw: rawCodec{}, CodecZstd: newZstdCodec()}}
+}
+
+// encode picks the codec for a chunk and keeps the raw bytes when
+// compression saves less than 1/32 of them.
+func (c *codecs) encode(raw []byte, hint Hint) (CodecID, []byte) {
+	_ = hint // the float-aware codec will choose by dtype
+	out := c.byID[CodecZstd].Encode(nil, raw)
+	if len(out) < len(raw)-len(raw)/32 {
+		return CodecZstd, out
+	}
+	return CodecRaw, raw
+}
+
+func (c *codecs) decode(id CodecID, payload []byte, rawLen int) ([]byte, error) {
+	codec, ok := c.byID[id]
+	if !ok {
+		return nil, fmt.Errorf("unknown codec %d", id)
+	}
+	return codec.Decode(nil, payload, rawLen)
+}
+
+type rawCodec struct{}
+
+func (rawCodec) Encode(dst, raw []byte) []byte { return append(dst, raw...) }
+func (rawCodec) Decode(dst, payload []byte, rawLen int) ([]byte, error) {
+	if len(payload) != rawLen {
+		return nil, fmt.Errorf("raw payload is %d bytes, want %d", len(payload), rawLen)
+	}
+	return append(dst, payload...), nil
+}
+
+// zstdCodec shares one encoder and decoder; both are safe for concurrent
+// EncodeAll/DecodeAll.
+type zstdCodec struct {
+	once sync.Once
+	enc  *zstd.Encoder
+	dec  *zstd.Decoder
+}
+
+func newZstdCodec() *zstdCodec { return &zstdCodec{} }
+
+func (z *zstdCodec) init() {
+	z.once.Do(func() {
+		z.enc, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
+		z.dec, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(64<<20))
+	})
+}
+
+func (z *zstdCodec) Encode(dst, raw []byte) []byte {
+	z.init()
+	return z.enc.EncodeAll(raw, dst)
+}
+
+func (z *zstdCodec) Decode(dst, payload []byte, rawLen int) ([]byte, error) {
+	z.init()
+	if dst == nil {
+		dst = make([]byte, 0, rawLen)
+	}
+	out, err := z.dec.DecodeAll(payload, dst)
+	if err != nil {
+		return nil, fmt.Errorf("zstd: %w", err)
+	}
+	if len(out)-len(dst) != rawLen {
+		return nil, fmt.Errorf("zstd payload decodes to %d bytes, want %d", len(out)-len(dst), rawLen)
+	}
+	return out, nil
+}

@@ -1,0 +1,108 @@
+package cache
+
+import (
+	"fmt"
+	"runtime"
+	"sync"
+	"syscall"
+)
+
+// FsckReport is the outcome of a full verification.
+type FsckReport struct {
+	Files    int64
+	Chunks   int64
+	Bytes    int64 // raw bytes of all chunks verified
+	Problems []string
+}
+
+// Fsck trusts nothing: it walks the namespace, decodes every inode, reads
+// and verifies every stored chunk against its hash, and checks that every
+// chunk a file references exists with the length the file expects.
+func (s *Store) Fsck() (*FsckReport, error) {
+	rep := &FsckReport{}
+	var mu sync.Mutex
+	problem := func(format string, a ...any) {
+		mu.Lock()
+		rep.Problems = append(rep.Problems, fmt.Sprintf(format, a...))
+		mu.Unlock()
+	}
+	inodes := map[uint64]bool{RootIno: true}
+	refs := map[Hash]ChunkRef{}
+	users := map[Hash]string{}
+	err := s.Walk(RootIno, func(rel string, in *Inode) error {
+		inodes[in.Ino] = true
+		if len(in.Content.Chunks) > 0 || in.Mode&syscall.S_IFMT == syscall.S_IFREG {
+			rep.Files++
+		}
+		for _, c := range in.Content.Chunks {
+			if prev, ok := refs[c.Hash]; ok && prev.Len != c.Len {
+				problem("%s: chunk %s listed with length %d, elsewhere %d", rel, c.Hash, c.Len, prev.Len)
+			}
+			refs[c.Hash] = c
+			if _, ok := users[c.Hash]; !ok {
+				users[c.Hash] = rel
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		// A record that does not decode stops the walk below it: report it.
+		problem("namespace: %v", err)
+	}
+
+	stored := map[Hash]bool{}
+	var keys []Hash
+	if err := s.scanKeys(prefixChunk, func(key []byte, _ int64) error {
+		var h Hash
+		copy(h[:], key[1:])
+		stored[h] = true
+		keys = append(keys, h)
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("fsck: list chunks: %w", err)
+	}
+	work := make(chan Hash)
+	var wg sync.WaitGroup
+	for range runtime.NumCPU() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for h := range work {
+				raw, err := s.loadChunk(h)
+				mu.Lock()
+				rep.Chunks++
+				rep.Bytes += int64(len(raw))
+				mu.Unlock()
+				where := "unreferenced"
+				if u, ok := users[h]; ok {
+					where = "used by " + u
+				}
+				if err != nil {
+					problem("chunk %s (%s): %v", h, where, err)
+				} else if ref, ok := refs[h]; ok && int(ref.Len) != len(raw) {
+					problem("chunk %s (%s): %d bytes, file expects %d", h, where, len(raw), ref.Len)
+				}
+			}
+		}()
+	}
+	for _, h := range keys {
+		work <- h
+	}
+	close(work)
+	wg.Wait()
+
+	for h, rel := range users {
+		if !stored[h] {
+			problem("%s: chunk %s missing", rel, h)
+		}
+	}
+	if err := s.scanKeys(prefixInode, func(key []byte, _ int64) error {
+		if ino := beUint64(key[1:]); !inodes[ino] {
+			problem("inode %d is not reachable from the root (gc removes it)", ino)
+		}
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("fsck: list inodes: %w", err)
+	}
+	return rep, nil
+}

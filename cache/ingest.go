@@ -1,0 +1,248 @@
+package cache
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"sync/atomic"
+
+	"github.com/ckptfs/ckptfs/layout"
+	"github.com/restic/chunker"
+)
+
+// cdcPolynomial is the fixed irreducible polynomial of the content-defined
+// chunker; it must never change, or opaque files stop deduplicating against
+// what is already stored.
+const cdcPolynomial = chunker.Pol(0x3DA3358B4DC173)
+
+// Content-defined chunk bounds for opaque files.
+const (
+	cdcMin = 256 << 10
+	cdcMax = MaxChunk
+)
+
+// Ingest reads r to its end, splits it into chunks, stores them and returns
+// the manifest. A safetensors stream is split at tensor boundaries; anything
+// else by content-defined chunking. Chunks are hashed, compressed and
+// written in parallel.
+func (s *Store) Ingest(r io.Reader) (*Content, error) {
+	p := newPipeline(s)
+	kind, err := split(bufio.NewReaderSize(r, 1<<20), p.emit)
+	content, perr := p.wait()
+	if err != nil {
+		return nil, err
+	}
+	if perr != nil {
+		return nil, perr
+	}
+	content.Kind = kind
+	return content, nil
+}
+
+// pipeline stores chunks on all cores while keeping their order.
+type pipeline struct {
+	store   *Store
+	failed  atomic.Pointer[error] // first store error, seen by emit
+	work    chan *pending
+	ordered chan *pending
+	done    chan struct{}
+	content Content
+	err     error
+}
+
+type pending struct {
+	raw   []byte
+	hint  Hint
+	ref   ChunkRef
+	err   error
+	ready chan struct{}
+}
+
+func newPipeline(s *Store) *pipeline {
+	workers := runtime.NumCPU()
+	p := &pipeline{
+		store:   s,
+		work:    make(chan *pending, workers),
+		ordered: make(chan *pending, 2*workers), // bounds memory in flight
+		done:    make(chan struct{}),
+	}
+	for range workers {
+		go func() {
+			for c := range p.work {
+				c.ref, c.err = s.PutChunk(c.raw, c.hint)
+				if c.err != nil {
+					p.failed.CompareAndSwap(nil, &c.err)
+				}
+				c.raw = nil
+				close(c.ready)
+			}
+		}()
+	}
+	go func() {
+		defer close(p.done)
+		for c := range p.ordered {
+			<-c.ready
+			if c.err != nil && p.err == nil {
+				p.err = c.err
+			}
+			p.content.Chunks = append(p.content.Chunks, c.ref)
+			p.content.Size += int64(c.ref.Len)
+		}
+	}()
+	return p
+}
+
+// emit queues one chunk; it owns raw from here on. It fails once a chunk
+// could not be stored, so that the writer stops early.
+func (p *pipeline) emit(raw []byte, hint Hint) error {
+	if err := p.failed.Load(); err != nil {
+		return *err
+	}
+	c := &pending{raw: raw, hint: hint, ready: make(chan struct{})}
+	p.ordered <- c
+	p.work <- c
+	return nil
+}
+
+func (p *pipeline) wait() (*Content, error) {
+	close(p.work)
+	close(p.ordered)
+	<-p.done
+	if p.err != nil {
+		return nil, p.err
+	}
+	return &p.content, nil
+}
+
+type emitFunc func(raw []byte, hint Hint) error
+
+// split chooses the splitter by sniffing the stream.
+func split(r *bufio.Reader, emit emitFunc) (Kind, error) {
+	head, _ := r.Peek(9)
+	if len(head) == 9 && head[8] == '{' {
+		if n, err := layout.HeaderLen(head); err == nil {
+			return KindSafetensors, splitSafetensors(r, n, emit)
+		}
+	}
+	return KindOpaque, splitCDC(r, emit)
+}
+
+// splitSafetensors emits the 8+n header bytes as their own chunk(s), then
+// every tensor in pieces of at most MaxChunk starting at the tensor's first
+// byte, so a tensor's chunks are the same in any file that holds it. A
+// header that does not parse leaves the rest to content-defined chunking.
+func splitSafetensors(r *bufio.Reader, n int64, emit emitFunc) error {
+	head := make([]byte, 8+n)
+	got, err := io.ReadFull(r, head)
+	if err := emitPieces(head[:got], emit); err != nil {
+		return err
+	}
+	if err != nil {
+		return eofOK(err)
+	}
+	h, err := layout.ParseHeaderJSON(head[8:])
+	if err != nil {
+		return splitCDC(r, emit)
+	}
+	for _, t := range h.Tensors {
+		for left := t.Len(); left > 0; {
+			buf := make([]byte, min(left, MaxChunk))
+			got, err := io.ReadFull(r, buf)
+			if got > 0 {
+				if err := emit(buf[:got], Hint(t.DType)); err != nil {
+					return err
+				}
+			}
+			if err != nil {
+				return eofOK(err)
+			}
+			left -= int64(got)
+		}
+	}
+	return splitCDC(r, emit) // bytes past the last tensor, if any
+}
+
+func emitPieces(b []byte, emit emitFunc) error {
+	for len(b) > 0 {
+		n := min(len(b), MaxChunk)
+		if err := emit(b[:n], ""); err != nil {
+			return err
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+func splitCDC(r io.Reader, emit emitFunc) error {
+	c := chunker.NewWithBoundaries(r, cdcPolynomial, cdcMin, cdcMax)
+	for {
+		ch, err := c.Next(make([]byte, 0, cdcMax))
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := emit(ch.Data, ""); err != nil {
+			return err
+		}
+	}
+}
+
+// eofOK treats a stream that ends early as complete: a truncated file is
+// stored as it is.
+func eofOK(err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return nil
+	}
+	return fmt.Errorf("ingest: %w", err)
+}
+
+// Writer streams bytes into Ingest as they are written.
+type Writer struct {
+	pw     *io.PipeWriter
+	result chan ingestResult
+	n      int64
+}
+
+type ingestResult struct {
+	content *Content
+	err     error
+}
+
+// NewWriter starts an ingest fed by writes.
+func (s *Store) NewWriter() *Writer {
+	pr, pw := io.Pipe()
+	w := &Writer{pw: pw, result: make(chan ingestResult, 1)}
+	go func() {
+		c, err := s.Ingest(pr)
+		pr.CloseWithError(errors.New("ingest stopped")) // unblock a writer if ingest failed early
+		w.result <- ingestResult{c, err}
+	}()
+	return w
+}
+
+// Write appends p to the stream.
+func (w *Writer) Write(p []byte) (int, error) {
+	n, err := w.pw.Write(p)
+	w.n += int64(n)
+	return n, err
+}
+
+// Len is the number of bytes written so far.
+func (w *Writer) Len() int64 { return w.n }
+
+// Close ends the stream and returns the stored content.
+func (w *Writer) Close() (*Content, error) {
+	w.pw.Close()
+	r := <-w.result
+	return r.content, r.err
+}
+
+// Abort discards the stream; chunks already written are left to gc.
+func (w *Writer) Abort() {
+	w.pw.CloseWithError(errors.New("aborted"))
+	<-w.result
+}

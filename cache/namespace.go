@@ -1,0 +1,398 @@
+package cache
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"path"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Key prefixes of the database.
+const (
+	prefixChunk  = 'c' // c + hash -> chunk value
+	prefixInode  = 'i' // i + ino -> inode record
+	prefixDentry = 'd' // d + parent ino + name -> child ino, type bits
+	keyInoSeq    = "s/ino"
+)
+
+// RootIno is the inode number of the namespace root.
+const RootIno uint64 = 1
+
+// DirEntry is one name in a directory.
+type DirEntry struct {
+	Name string
+	Ino  uint64
+	Mode uint32 // type bits only
+}
+
+func inodeKey(ino uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte{prefixInode}, ino)
+}
+
+func dentryPrefix(parent uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte{prefixDentry}, parent)
+}
+
+func dentryKey(parent uint64, name string) []byte {
+	return append(dentryPrefix(parent), name...)
+}
+
+func encodeDentry(ino uint64, mode uint32) []byte {
+	return binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint64(nil, ino), mode&syscall.S_IFMT)
+}
+
+func decodeDentry(v []byte) (uint64, uint32, error) {
+	if len(v) != 12 {
+		return 0, 0, fmt.Errorf("directory entry of %d bytes: %w", len(v), ErrCorrupt)
+	}
+	return binary.BigEndian.Uint64(v), binary.BigEndian.Uint32(v[8:]), nil
+}
+
+// update runs fn in a read-write transaction, retrying on conflicts with
+// concurrent transactions.
+func (s *Store) update(fn func(txn *badger.Txn) error) error {
+	for {
+		err := s.db.Update(fn)
+		if !errors.Is(err, badger.ErrConflict) {
+			return err
+		}
+	}
+}
+
+func getInode(txn *badger.Txn, ino uint64) (*Inode, error) {
+	item, err := txn.Get(inodeKey(ino))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, syscall.ENOENT
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read inode %d: %w", ino, err)
+	}
+	var in *Inode
+	err = item.Value(func(v []byte) error {
+		var err error
+		in, err = decodeInode(ino, v)
+		return err
+	})
+	return in, err
+}
+
+func putInode(txn *badger.Txn, in *Inode) error {
+	return txn.Set(inodeKey(in.Ino), encodeInode(in))
+}
+
+func getDentry(txn *badger.Txn, parent uint64, name string) (uint64, uint32, error) {
+	item, err := txn.Get(dentryKey(parent, name))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return 0, 0, syscall.ENOENT
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("read entry %q: %w", name, err)
+	}
+	v, err := item.ValueCopy(nil)
+	if err != nil {
+		return 0, 0, err
+	}
+	return decodeDentry(v)
+}
+
+func (s *Store) ensureRoot() error {
+	return s.update(func(txn *badger.Txn) error {
+		if _, err := getInode(txn, RootIno); !errors.Is(err, syscall.ENOENT) {
+			return err
+		}
+		now := time.Now().UnixNano()
+		return putInode(txn, &Inode{Ino: RootIno, Mode: syscall.S_IFDIR | 0o755, Atime: now, Mtime: now, Ctime: now})
+	})
+}
+
+// GetInode reads an inode record; syscall.ENOENT if it does not exist.
+func (s *Store) GetInode(ino uint64) (*Inode, error) {
+	var in *Inode
+	err := s.db.View(func(txn *badger.Txn) error {
+		var err error
+		in, err = getInode(txn, ino)
+		return err
+	})
+	return in, err
+}
+
+// Lookup finds name in directory parent.
+func (s *Store) Lookup(parent uint64, name string) (*Inode, error) {
+	var in *Inode
+	err := s.db.View(func(txn *badger.Txn) error {
+		ino, _, err := getDentry(txn, parent, name)
+		if err != nil {
+			return err
+		}
+		in, err = getInode(txn, ino)
+		return err
+	})
+	return in, err
+}
+
+// ReadDir lists directory parent, sorted by name.
+func (s *Store) ReadDir(parent uint64) ([]DirEntry, error) {
+	var out []DirEntry
+	err := s.db.View(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = dentryPrefix(parent)
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			item := it.Item()
+			v, err := item.ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			ino, mode, err := decodeDentry(v)
+			if err != nil {
+				return err
+			}
+			out = append(out, DirEntry{Name: string(item.Key()[len(opts.Prefix):]), Ino: ino, Mode: mode})
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Create adds a new file, directory or symlink named name in parent, from
+// the template in (its Ino is assigned). syscall.EEXIST if the name is taken.
+func (s *Store) Create(parent uint64, name string, in Inode) (*Inode, error) {
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
+		return nil, syscall.EINVAL
+	}
+	ino, err := s.inoSeq.Next()
+	if err != nil {
+		return nil, fmt.Errorf("allocate inode: %w", err)
+	}
+	in.Ino = ino + RootIno + 1
+	err = s.update(func(txn *badger.Txn) error {
+		p, err := getInode(txn, parent)
+		if err != nil {
+			return err
+		}
+		if p.Mode&syscall.S_IFMT != syscall.S_IFDIR {
+			return syscall.ENOTDIR
+		}
+		if _, _, err := getDentry(txn, parent, name); err == nil {
+			return syscall.EEXIST
+		} else if !errors.Is(err, syscall.ENOENT) {
+			return err
+		}
+		p.Mtime, p.Ctime = in.Ctime, in.Ctime
+		if err := putInode(txn, p); err != nil {
+			return err
+		}
+		if err := putInode(txn, &in); err != nil {
+			return err
+		}
+		return txn.Set(dentryKey(parent, name), encodeDentry(in.Ino, in.Mode))
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &in, nil
+}
+
+// Remove unlinks name from parent: a non-directory when dir is false, an
+// empty directory when it is true.
+func (s *Store) Remove(parent uint64, name string, dir bool) error {
+	return s.update(func(txn *badger.Txn) error {
+		ino, mode, err := getDentry(txn, parent, name)
+		if err != nil {
+			return err
+		}
+		isDir := mode == syscall.S_IFDIR
+		switch {
+		case dir && !isDir:
+			return syscall.ENOTDIR
+		case !dir && isDir:
+			return syscall.EISDIR
+		case isDir:
+			if empty, err := dirEmpty(txn, ino); err != nil {
+				return err
+			} else if !empty {
+				return syscall.ENOTEMPTY
+			}
+		}
+		if err := touchDir(txn, parent); err != nil {
+			return err
+		}
+		if err := txn.Delete(dentryKey(parent, name)); err != nil {
+			return err
+		}
+		return txn.Delete(inodeKey(ino))
+	})
+}
+
+func touchDir(txn *badger.Txn, ino uint64) error {
+	p, err := getInode(txn, ino)
+	if err != nil {
+		return err
+	}
+	now := time.Now().UnixNano()
+	p.Mtime, p.Ctime = now, now
+	return putInode(txn, p)
+}
+
+func dirEmpty(txn *badger.Txn, ino uint64) (bool, error) {
+	opts := badger.IteratorOptions{Prefix: dentryPrefix(ino)}
+	it := txn.NewIterator(opts)
+	defer it.Close()
+	it.Rewind()
+	return !it.Valid(), nil
+}
+
+// Rename flags, as renameat2(2).
+const (
+	RenameNoReplace = 1
+	RenameExchange  = 2
+)
+
+// Rename moves oldName in oldParent to newName in newParent atomically,
+// replacing a file there (or an empty directory by a directory).
+func (s *Store) Rename(oldParent uint64, oldName string, newParent uint64, newName string, flags uint32) error {
+	if newName == "" || strings.ContainsAny(newName, "/\x00") {
+		return syscall.EINVAL
+	}
+	if flags&RenameExchange != 0 {
+		return syscall.ENOTSUP
+	}
+	return s.update(func(txn *badger.Txn) error {
+		ino, mode, err := getDentry(txn, oldParent, oldName)
+		if err != nil {
+			return err
+		}
+		np, err := getInode(txn, newParent)
+		if err != nil {
+			return err
+		}
+		if np.Mode&syscall.S_IFMT != syscall.S_IFDIR {
+			return syscall.ENOTDIR
+		}
+		dstIno, dstMode, err := getDentry(txn, newParent, newName)
+		switch {
+		case errors.Is(err, syscall.ENOENT):
+		case err != nil:
+			return err
+		case dstIno == ino:
+			return nil
+		case flags&RenameNoReplace != 0:
+			return syscall.EEXIST
+		default:
+			srcDir, dstDir := mode == syscall.S_IFDIR, dstMode == syscall.S_IFDIR
+			if srcDir && !dstDir {
+				return syscall.ENOTDIR
+			}
+			if !srcDir && dstDir {
+				return syscall.EISDIR
+			}
+			if dstDir {
+				if empty, err := dirEmpty(txn, dstIno); err != nil {
+					return err
+				} else if !empty {
+					return syscall.ENOTEMPTY
+				}
+			}
+			if err := txn.Delete(inodeKey(dstIno)); err != nil {
+				return err
+			}
+		}
+		if err := txn.Delete(dentryKey(oldParent, oldName)); err != nil {
+			return err
+		}
+		if err := txn.Set(dentryKey(newParent, newName), encodeDentry(ino, mode)); err != nil {
+			return err
+		}
+		if err := touchDir(txn, oldParent); err != nil {
+			return err
+		}
+		if newParent != oldParent {
+			return touchDir(txn, newParent)
+		}
+		return nil
+	})
+}
+
+// Update applies fn to the stored inode in one transaction and returns the
+// new record. syscall.ENOENT if the inode was removed meanwhile.
+func (s *Store) Update(ino uint64, fn func(*Inode) error) (*Inode, error) {
+	var in *Inode
+	err := s.update(func(txn *badger.Txn) error {
+		var err error
+		if in, err = getInode(txn, ino); err != nil {
+			return err
+		}
+		if err := fn(in); err != nil {
+			return err
+		}
+		return putInode(txn, in)
+	})
+	return in, err
+}
+
+// Resolve walks a slash-separated path from the root ("" or "/" is the root).
+func (s *Store) Resolve(p string) (*Inode, error) {
+	in, err := s.GetInode(RootIno)
+	for _, name := range strings.Split(strings.Trim(path.Clean("/"+p), "/"), "/") {
+		if err != nil || name == "" {
+			break
+		}
+		in, err = s.Lookup(in.Ino, name)
+		if errors.Is(err, syscall.ENOENT) {
+			return nil, fmt.Errorf("%s: no such file or directory: %w", p, err)
+		}
+	}
+	return in, err
+}
+
+// Walk calls fn for every entry below directory ino, depth first, with
+// paths relative to it. Directories are visited before their contents.
+func (s *Store) Walk(ino uint64, fn func(rel string, in *Inode) error) error {
+	entries, err := s.ReadDir(ino)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		child, err := s.GetInode(e.Ino)
+		if err != nil {
+			return fmt.Errorf("%s: %w", e.Name, err)
+		}
+		if err := fn(e.Name, child); err != nil {
+			return err
+		}
+		if e.Mode == syscall.S_IFDIR {
+			err := s.Walk(e.Ino, func(rel string, in *Inode) error { return fn(e.Name+"/"+rel, in) })
+			if err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// RemoveAll deletes name in parent and everything below it. Chunks stay
+// until gc.
+func (s *Store) RemoveAll(parent uint64, name string) error {
+	in, err := s.Lookup(parent, name)
+	if err != nil {
+		return err
+	}
+	if in.Mode&syscall.S_IFMT == syscall.S_IFDIR {
+		entries, err := s.ReadDir(in.Ino)
+		if err != nil {
+			return err
+		}
+		for _, e := range entries {
+			if err := s.RemoveAll(in.Ino, e.Name); err != nil {
+				return err
+			}
+		}
+	}
+	return s.Remove(parent, name, in.Mode&syscall.S_IFMT == syscall.S_IFDIR)
+}

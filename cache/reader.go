@@ -1,0 +1,81 @@
+package cache
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+)
+
+// readaheadChunks is how many chunks past a sequential read are loaded in
+// the background.
+const readaheadChunks = 8
+
+// FileReader reads a file's content from its chunk list. It is safe for
+// concurrent use; sequential reads trigger parallel readahead.
+type FileReader struct {
+	store  *Store
+	name   string // for error messages
+	chunks []ChunkRef
+	starts []int64 // starts[i] = offset of chunks[i]; starts[len] = size
+
+	mu   sync.Mutex
+	last int // index of the chunk the previous read ended in
+}
+
+// NewReader reads content; name labels errors and logs.
+func (s *Store) NewReader(name string, c *Content) *FileReader {
+	starts := make([]int64, len(c.Chunks)+1)
+	for i, ch := range c.Chunks {
+		starts[i+1] = starts[i] + int64(ch.Len)
+	}
+	return &FileReader{store: s, name: name, chunks: c.Chunks, starts: starts, last: -1}
+}
+
+// Size is the content length.
+func (r *FileReader) Size() int64 { return r.starts[len(r.chunks)] }
+
+// ReadAt fills p from off. Short reads happen only at the end of the file
+// (io.EOF). A chunk that fails verification is logged and returned as an
+// error wrapping ErrCorrupt: never wrong bytes.
+func (r *FileReader) ReadAt(p []byte, off int64) (int, error) {
+	if off >= r.Size() {
+		return 0, io.EOF
+	}
+	i := sort.Search(len(r.chunks), func(i int) bool { return r.starts[i+1] > off }) // chunk holding off
+	first := i
+	n := 0
+	for n < len(p) && i < len(r.chunks) {
+		data, err := r.store.chunks.get(r.chunks[i].Hash)
+		if err != nil {
+			if errors.Is(err, ErrCorrupt) {
+				r.store.log.Error("read failed verification", "file", r.name, "chunk", r.chunks[i].Hash.String(), "err", err)
+			}
+			return n, fmt.Errorf("%s: %w", r.name, err)
+		}
+		n += copy(p[n:], data[off+int64(n)-r.starts[i]:])
+		if n < len(p) {
+			i++
+		}
+	}
+	r.readahead(first, min(i, len(r.chunks)-1))
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// readahead warms the chunks after a read that continues the previous one.
+func (r *FileReader) readahead(first, lastRead int) {
+	r.mu.Lock()
+	sequential := first == r.last || first == r.last+1
+	r.last = lastRead
+	r.mu.Unlock()
+	if !sequential {
+		return
+	}
+	for j := lastRead + 1; j <= lastRead+readaheadChunks && j < len(r.chunks); j++ {
+		r.store.chunks.warm(r.chunks[j].Hash)
+	}
+}

@@ -1,0 +1,55 @@
+package cache
+
+import (
+	"fmt"
+	"syscall"
+)
+
+// Stats describe the space a subtree of the namespace uses.
+type Stats struct {
+	Files   int64
+	Logical int64 // sum of file sizes
+	Unique  int64 // raw bytes of the distinct chunks (after dedup)
+	Stored  int64 // bytes those chunks take in the store (after compression)
+}
+
+// Stats sums the files below ino (or ino itself, if it is a file).
+func (s *Store) Stats(ino uint64) (*Stats, error) {
+	st := &Stats{}
+	seen := map[Hash]bool{}
+	add := func(in *Inode) {
+		if in.Mode&syscall.S_IFMT != syscall.S_IFREG {
+			return
+		}
+		st.Files++
+		st.Logical += in.Content.Size
+		for _, c := range in.Content.Chunks {
+			if !seen[c.Hash] {
+				seen[c.Hash] = true
+				st.Unique += int64(c.Len)
+			}
+		}
+	}
+	in, err := s.GetInode(ino)
+	if err != nil {
+		return nil, err
+	}
+	add(in)
+	if in.Mode&syscall.S_IFMT == syscall.S_IFDIR {
+		if err := s.Walk(ino, func(_ string, in *Inode) error { add(in); return nil }); err != nil {
+			return nil, err
+		}
+	}
+	err = s.scanKeys(prefixChunk, func(key []byte, size int64) error {
+		var h Hash
+		copy(h[:], key[1:])
+		if seen[h] {
+			st.Stored += size
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("stats: %w", err)
+	}
+	return st, nil
+}

@@ -1,0 +1,131 @@
+// Package cache is the ckptfs store: content-addressed chunks (compressed,
+// checksummed, deduplicated) and the namespace of inodes and file manifests,
+// kept in an embedded Badger database, with an in-memory LRU of decoded
+// chunks, readahead, garbage collection and a verifier.
+package cache
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+)
+
+// Options tune a Store; the zero value gives the defaults.
+type Options struct {
+	// CacheBytes bounds the LRU of decoded chunks (default 256 MiB).
+	CacheBytes int64
+	// ReadOnly opens the database without writing to it.
+	ReadOnly bool
+	Logger   *slog.Logger
+}
+
+// Store is an open ckptfs store directory.
+type Store struct {
+	dir    string
+	db     *badger.DB
+	inoSeq *badger.Sequence
+	log    *slog.Logger
+	chunks *chunkCache
+}
+
+// ErrLocked is returned by Open when another process holds the store.
+var ErrLocked = errors.New("store is in use by another ckptfs process (mounted, or a command still running)")
+
+// Open opens or creates the store in dir (mode 0700).
+func Open(dir string, o Options) (*Store, error) {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.CacheBytes == 0 {
+		o.CacheBytes = 256 << 20
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create store %s: %w", dir, err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "staging"), 0o700); err != nil {
+		return nil, fmt.Errorf("create store %s: %w", dir, err)
+	}
+	bo := badger.DefaultOptions(filepath.Join(dir, "db")).
+		WithLogger(badgerLogger{o.Logger}).
+		WithCompression(options.None). // chunks are compressed by our codecs
+		WithValueThreshold(1 << 10).   // chunk payloads and long manifests go to the value log
+		WithMemTableSize(32 << 20).
+		WithNumMemtables(2).
+		WithBlockCacheSize(32 << 20).
+		WithIndexCacheSize(16 << 20).
+		WithNumCompactors(2).
+		WithReadOnly(o.ReadOnly)
+	db, err := badger.Open(bo)
+	if err != nil {
+		if strings.Contains(err.Error(), "Another process is using this Badger database") {
+			return nil, fmt.Errorf("open store %s: %w", dir, ErrLocked)
+		}
+		return nil, fmt.Errorf("open store %s: %w", dir, err)
+	}
+	s := &Store{dir: dir, db: db, log: o.Logger}
+	s.chunks = newChunkCache(s, o.CacheBytes, runtime.NumCPU())
+	if !o.ReadOnly {
+		if s.inoSeq, err = db.GetSequence([]byte(keyInoSeq), 1024); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("open store %s: inode sequence: %w", dir, err)
+		}
+		if err := s.clearStaging(); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("open store %s: clear staging: %w", dir, err)
+		}
+		if err := s.ensureRoot(); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// Dir is the store directory.
+func (s *Store) Dir() string { return s.dir }
+
+// StagingDir holds files being rewritten out of order.
+func (s *Store) StagingDir() string { return filepath.Join(s.dir, "staging") }
+
+// Sync makes everything written so far durable.
+func (s *Store) Sync() error {
+	if err := s.db.Sync(); err != nil {
+		return fmt.Errorf("sync store %s: %w", s.dir, err)
+	}
+	return nil
+}
+
+// Close flushes and closes the store.
+func (s *Store) Close() error {
+	var errs []error
+	if s.inoSeq != nil {
+		errs = append(errs, s.inoSeq.Release())
+	}
+	errs = append(errs, s.db.Close())
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("close store %s: %w", s.dir, err)
+	}
+	return nil
+}
+
+// badgerLogger routes Badger's chatter to slog, keeping only warnings and
+// errors visible at the default level.
+type badgerLogger struct{ l *slog.Logger }
+
+func (b badgerLogger) Errorf(f string, a ...any) {
+	b.l.Error("badger: " + strings.TrimSpace(fmt.Sprintf(f, a...)))
+}
+func (b badgerLogger) Warningf(f string, a ...any) {
+	b.l.Warn("badger: " + strings.TrimSpace(fmt.Sprintf(f, a...)))
+}
+func (b badgerLogger) Infof(f string, a ...any) {
+	b.l.Debug("badger: " + strings.TrimSpace(fmt.Sprintf(f, a...)))
+}
+func (b badgerLogger) Debugf(f string, a ...any) {}

@@ -1,0 +1,276 @@
+package cache
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+func openTemp(t *testing.T) *Store {
+	t.Helper()
+	s, err := Open(t.TempDir(), Options{CacheBytes: 8 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func randomBytes(seed int64, n int) []byte {
+	b := make([]byte, n)
+	rand.New(rand.NewSource(seed)).Read(b)
+	return b
+}
+
+func readAll(t *testing.T, s *Store, c *Content) []byte {
+	t.Helper()
+	out := make([]byte, c.Size)
+	n, err := s.NewReader("test", c).ReadAt(out, 0)
+	if err != nil && err != io.EOF || int64(n) != c.Size {
+		t.Fatalf("read %d of %d: %v", n, c.Size, err)
+	}
+	return out
+}
+
+func TestPutGetDedup(t *testing.T) {
+	s := openTemp(t)
+	data := randomBytes(1, 3<<20)
+	a, err := s.Ingest(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.Ingest(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(readAll(t, s, a), data) {
+		t.Fatal("content differs")
+	}
+	if len(a.Chunks) != len(b.Chunks) {
+		t.Fatal("same bytes chunked differently")
+	}
+	var chunks int
+	s.scanKeys(prefixChunk, func([]byte, int64) error { chunks++; return nil })
+	if chunks != len(a.Chunks) {
+		t.Fatalf("%d chunks stored for %d distinct", chunks, len(a.Chunks))
+	}
+}
+
+func TestZerosCompress(t *testing.T) {
+	s := openTemp(t)
+	dir, _ := s.Create(RootIno, "z", Inode{Mode: syscall.S_IFDIR | 0o755})
+	c, err := s.Ingest(bytes.NewReader(make([]byte, 10<<20)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, _ := s.Create(dir.Ino, "zeros", Inode{Mode: syscall.S_IFREG | 0o644})
+	s.Update(f.Ino, func(in *Inode) error { in.Content = *c; return nil })
+	st, err := s.Stats(dir.Ino)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Logical != 10<<20 || st.Stored*100 > st.Logical {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// safetensorsBytes builds a two-tensor file by hand.
+func safetensorsBytes(a, b []byte) []byte {
+	js := []byte(`{"a":{"dtype":"U8","shape":[` + strconv.Itoa(len(a)) + `],"data_offsets":[0,` + strconv.Itoa(len(a)) + `]},` +
+		`"b":{"dtype":"U8","shape":[` + strconv.Itoa(len(b)) + `],"data_offsets":[` + strconv.Itoa(len(a)) + `,` + strconv.Itoa(len(a)+len(b)) + `]}}`)
+	out := binary.LittleEndian.AppendUint64(nil, uint64(len(js)))
+	out = append(out, js...)
+	out = append(out, a...)
+	return append(out, b...)
+}
+
+func TestSafetensorsSplitAtTensors(t *testing.T) {
+	s := openTemp(t)
+	a, b := randomBytes(2, 5<<20+3), randomBytes(3, 1000)
+	c1, err := s.Ingest(bytes.NewReader(safetensorsBytes(a, b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c1.Kind != KindSafetensors {
+		t.Fatal("not recognized as safetensors")
+	}
+	// header, a in two pieces, b
+	if len(c1.Chunks) != 4 || c1.Chunks[1].Len != MaxChunk {
+		t.Fatalf("chunks %+v", c1.Chunks)
+	}
+	// The same tensors in the other order share their chunks.
+	c2, err := s.Ingest(bytes.NewReader(safetensorsBytes(b, a)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared := 0
+	for _, x := range c1.Chunks {
+		for _, y := range c2.Chunks {
+			if x.Hash == y.Hash {
+				shared++
+			}
+		}
+	}
+	if shared != 3 {
+		t.Fatalf("%d chunks shared, want 3", shared)
+	}
+	if !bytes.Equal(readAll(t, s, c2), safetensorsBytes(b, a)) {
+		t.Fatal("content differs")
+	}
+}
+
+func TestTruncatedAndMalformedRoundTrip(t *testing.T) {
+	s := openTemp(t)
+	full := safetensorsBytes(randomBytes(4, 3000), randomBytes(5, 10))
+	inputs := [][]byte{
+		full[:5], full[:20], full[:len(full)-7], append(full, 1, 2, 3),
+		append(binary.LittleEndian.AppendUint64(nil, 40), []byte("{not json at all, but long enough ......}xyz")...),
+		{}, []byte("x"),
+	}
+	for i, in := range inputs {
+		c, err := s.Ingest(bytes.NewReader(in))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(readAll(t, s, c), in) {
+			t.Fatalf("input %d does not round-trip", i)
+		}
+	}
+}
+
+func TestCorruptionDetected(t *testing.T) {
+	s := openTemp(t)
+	data := randomBytes(6, 100000)
+	c, err := s.Ingest(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := c.Chunks[0].Hash
+	// Flip a payload byte of the stored value.
+	err = s.db.Update(func(txn *badger.Txn) error {
+		item, err := txn.Get(chunkKey(h))
+		if err != nil {
+			return err
+		}
+		v, _ := item.ValueCopy(nil)
+		v[len(v)/2] ^= 0x40
+		return txn.Set(chunkKey(h), v)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.NewReader("f", c).ReadAt(make([]byte, 10), 0)
+	if !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("read of corrupted chunk: %v", err)
+	}
+	f, _ := s.Create(RootIno, "f", Inode{Mode: syscall.S_IFREG | 0o644})
+	s.Update(f.Ino, func(in *Inode) error { in.Content = *c; return nil })
+	rep, err := s.Fsck()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Problems) != 1 || !bytes.Contains([]byte(rep.Problems[0]), []byte("used by f")) {
+		t.Fatalf("fsck problems %v", rep.Problems)
+	}
+}
+
+func TestGCFreesOnlyUnreferenced(t *testing.T) {
+	s := openTemp(t)
+	keep, _ := s.Ingest(bytes.NewReader(randomBytes(7, 2<<20)))
+	drop, _ := s.Ingest(bytes.NewReader(randomBytes(8, 2<<20)))
+	f, _ := s.Create(RootIno, "keep", Inode{Mode: syscall.S_IFREG | 0o644})
+	s.Update(f.Ino, func(in *Inode) error { in.Content = *keep; return nil })
+	g, _ := s.Create(RootIno, "drop", Inode{Mode: syscall.S_IFREG | 0o644})
+	s.Update(g.Ino, func(in *Inode) error { in.Content = *drop; return nil })
+	if err := s.Remove(RootIno, "drop", false); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.GC()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Chunks != int64(len(drop.Chunks)) {
+		t.Fatalf("gc freed %d chunks, want %d", res.Chunks, len(drop.Chunks))
+	}
+	in, err := s.Lookup(RootIno, "keep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(readAll(t, s, &in.Content), randomBytes(7, 2<<20)) {
+		t.Fatal("kept file damaged by gc")
+	}
+	if rep, _ := s.Fsck(); len(rep.Problems) != 0 {
+		t.Fatal(rep.Problems)
+	}
+}
+
+func TestReopen(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(dir, Options{}); !errors.Is(err, ErrLocked) {
+		t.Fatalf("second open: %v", err)
+	}
+	data := randomBytes(9, 1<<20)
+	c, _ := s.Ingest(bytes.NewReader(data))
+	d, _ := s.Create(RootIno, "ck", Inode{Mode: syscall.S_IFDIR | 0o755, Mtime: time.Now().UnixNano()})
+	f, _ := s.Create(d.Ino, "w.bin", Inode{Mode: syscall.S_IFREG | 0o600, Uid: 7})
+	s.Update(f.Ino, func(in *Inode) error { in.Content = *c; return nil })
+	os.WriteFile(filepath.Join(s.StagingDir(), "leftover"), []byte("x"), 0o600)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	in, err := s.Resolve("ck/w.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in.Mode != syscall.S_IFREG|0o600 || in.Uid != 7 || !bytes.Equal(readAll(t, s, &in.Content), data) {
+		t.Fatalf("after reopen: %+v", in)
+	}
+	if left, _ := os.ReadDir(s.StagingDir()); len(left) != 0 {
+		t.Fatal("staging not cleared")
+	}
+}
+
+func TestNamespaceRules(t *testing.T) {
+	s := openTemp(t)
+	d, _ := s.Create(RootIno, "d", Inode{Mode: syscall.S_IFDIR | 0o755})
+	s.Create(d.Ino, "f", Inode{Mode: syscall.S_IFREG | 0o644})
+	g, _ := s.Create(d.Ino, "g", Inode{Mode: syscall.S_IFREG | 0o644})
+	if _, err := s.Create(d.Ino, "f", Inode{Mode: syscall.S_IFREG}); !errors.Is(err, syscall.EEXIST) {
+		t.Fatalf("create over existing: %v", err)
+	}
+	if err := s.Remove(RootIno, "d", true); !errors.Is(err, syscall.ENOTEMPTY) {
+		t.Fatalf("rmdir non-empty: %v", err)
+	}
+	if err := s.Rename(d.Ino, "g", d.Ino, "f", 0); err != nil {
+		t.Fatal(err)
+	}
+	if in, err := s.Lookup(d.Ino, "f"); err != nil || in.Ino != g.Ino {
+		t.Fatalf("rename over: %v %v", in, err)
+	}
+	if err := s.Rename(d.Ino, "f", RootIno, "d", 0); !errors.Is(err, syscall.EISDIR) {
+		t.Fatalf("file over dir: %v", err)
+	}
+	entries, _ := s.ReadDir(d.Ino)
+	if len(entries) != 1 || entries[0].Name != "f" {
+		t.Fatalf("entries %+v", entries)
+	}
+}
