@@ -21,8 +21,6 @@ import (
 type Options struct {
 	// CacheBytes bounds the LRU of decoded chunks (default 256 MiB).
 	CacheBytes int64
-	// ReadOnly opens the database without writing to it.
-	ReadOnly bool
 	Logger   *slog.Logger
 }
 
@@ -60,8 +58,7 @@ func Open(dir string, o Options) (*Store, error) {
 		WithNumMemtables(2).
 		WithBlockCacheSize(32 << 20).
 		WithIndexCacheSize(16 << 20).
-		WithNumCompactors(2).
-		WithReadOnly(o.ReadOnly)
+		WithNumCompactors(2)
 	db, err := badger.Open(bo)
 	if err != nil {
 		if strings.Contains(err.Error(), "Another process is using this Badger database") {
@@ -71,19 +68,17 @@ func Open(dir string, o Options) (*Store, error) {
 	}
 	s := &Store{dir: dir, db: db, log: o.Logger}
 	s.chunks = newChunkCache(s, o.CacheBytes, runtime.NumCPU())
-	if !o.ReadOnly {
-		if s.inoSeq, err = db.GetSequence([]byte(keyInoSeq), 1024); err != nil {
-			db.Close()
-			return nil, fmt.Errorf("open store %s: inode sequence: %w", dir, err)
-		}
-		if err := s.clearStaging(); err != nil {
-			s.Close()
-			return nil, fmt.Errorf("open store %s: clear staging: %w", dir, err)
-		}
-		if err := s.ensureRoot(); err != nil {
-			s.Close()
-			return nil, err
-		}
+	if s.inoSeq, err = db.GetSequence([]byte(keyInoSeq), 1024); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open store %s: inode sequence: %w", dir, err)
+	}
+	if err := s.clearStaging(); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("open store %s: clear staging: %w", dir, err)
+	}
+	if err := s.ensureRoot(); err != nil {
+		s.Close()
+		return nil, err
 	}
 	return s, nil
 }

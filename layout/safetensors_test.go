@@ -61,7 +61,11 @@ func TestParseFileMalformed(t *testing.T) {
 	cases := map[string][]byte{
 		"short prefix":     {1, 2, 3},
 		"length too small": rawFile("{", nil),
-		"length past file": func() []byte { f := rawFile("{"+ok+"}", make([]byte, 8)); binary.LittleEndian.PutUint64(f, 1000); return f }(),
+		"length past file": func() []byte {
+			f := rawFile("{"+ok+"}", make([]byte, 8))
+			binary.LittleEndian.PutUint64(f, 1000)
+			return f
+		}(),
 		"huge length":      func() []byte { f := rawFile("{}", nil); binary.LittleEndian.PutUint64(f, MaxHeaderSize+1); return f }(),
 		"bad json":         rawFile(`{"a":`, make([]byte, 8)),
 		"not object":       rawFile(`[1,2]`, nil),

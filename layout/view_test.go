@@ -91,7 +91,9 @@ func parseIndependently(t *testing.T, f []byte) (map[string][]byte, []string) {
 		ents = append(ents, ent{k, e.DataOffsets[0], e.DataOffsets[1]})
 		out[k] = data[e.DataOffsets[0]:e.DataOffsets[1]]
 	}
-	sort.Slice(ents, func(i, j int) bool { return ents[i].begin < ents[j].begin || ents[i].begin == ents[j].begin && ents[i].end < ents[j].end })
+	sort.Slice(ents, func(i, j int) bool {
+		return ents[i].begin < ents[j].begin || ents[i].begin == ents[j].begin && ents[i].end < ents[j].end
+	})
 	pos := 0
 	var names []string
 	for _, e := range ents {

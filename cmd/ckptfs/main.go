@@ -1,0 +1,111 @@
+// Command ckptfs mounts, fills and inspects a ckptfs checkpoint store.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/ckptfs/ckptfs/cache"
+	"github.com/spf13/cobra"
+)
+
+// app holds the flags shared by every command.
+type app struct {
+	storeDir string
+	logLevel string
+	log      *slog.Logger
+}
+
+func main() {
+	a := &app{}
+	root := &cobra.Command{
+		Use:   "ckptfs",
+		Short: "A FUSE filesystem for model checkpoints",
+		Long: `ckptfs stores checkpoints chunked, deduplicated, compressed and checksummed,
+and mounts them as a filesystem. Besides each folder as written, a folder with
+safetensors weights DIR can be read as
+
+  DIR@single/            one model.safetensors holding every tensor
+  DIR@shards/            HF sharded folder, max shard size 5GB
+  DIR@shards=SIZE/       the same at SIZE (500MB, 2GiB, ...)
+
+computed on the fly. The store is $CKPTFS_STORE, else $XDG_DATA_HOME/ckptfs
+(~/.local/share/ckptfs), unless --store is given.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			var level slog.Level
+			if err := level.UnmarshalText([]byte(a.logLevel)); err != nil {
+				return fmt.Errorf("--log-level %q: use debug, info, warn or error", a.logLevel)
+			}
+			a.log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			slog.SetDefault(a.log)
+			return nil
+		},
+	}
+	root.PersistentFlags().StringVar(&a.storeDir, "store", defaultStore(), "store directory")
+	root.PersistentFlags().StringVar(&a.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	root.AddCommand(a.mountCmd(), a.umountCmd(), a.importCmd(), a.exportCmd(),
+		a.lsCmd(), a.statCmd(), a.rmCmd(), a.gcCmd(), a.fsckCmd())
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "ckptfs:", err)
+		os.Exit(1)
+	}
+}
+
+func defaultStore() string {
+	if d := os.Getenv("CKPTFS_STORE"); d != "" {
+		return d
+	}
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "ckptfs")
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "ckptfs-store"
+	}
+	return filepath.Join(home, ".local", "share", "ckptfs")
+}
+
+// openStore opens the store, explaining who holds it when it is locked.
+func (a *app) openStore(o cache.Options) (*cache.Store, error) {
+	o.Logger = a.log
+	s, err := cache.Open(a.storeDir, o)
+	if errors.Is(err, cache.ErrLocked) {
+		if pid, mnt, ok := readPidFile(a.storeDir); ok {
+			return nil, fmt.Errorf("store %s is mounted at %s by pid %d: run 'ckptfs umount %s' first", a.storeDir, mnt, pid, mnt)
+		}
+	}
+	return s, err
+}
+
+// pidFile records the mount daemon of a store: its pid and mountpoint.
+func pidFile(store string) string { return filepath.Join(store, "mount.pid") }
+
+func readPidFile(store string) (int, string, bool) {
+	b, err := os.ReadFile(pidFile(store))
+	if err != nil {
+		return 0, "", false
+	}
+	var pid int
+	var mnt string
+	lines := strings.SplitN(string(b), "\n", 2)
+	if _, err := fmt.Sscan(lines[0], &pid); err != nil || len(lines) < 2 {
+		return 0, "", false
+	}
+	mnt = strings.TrimSpace(lines[1])
+	return pid, mnt, true
+}
+
+// splitName parses a checkpoint path NAME or NAME/sub into clean elements.
+func cleanName(name string) (string, error) {
+	clean := filepath.ToSlash(filepath.Clean("/" + name))[1:]
+	if clean == "" || strings.HasPrefix(name, "..") {
+		return "", fmt.Errorf("%q is not a checkpoint name", name)
+	}
+	return clean, nil
+}

@@ -1,0 +1,203 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/ckptfs/ckptfs/cache"
+	ckfs "github.com/ckptfs/ckptfs/fs"
+	"github.com/dustin/go-humanize"
+	"github.com/spf13/cobra"
+)
+
+// readyFdEnv names the descriptor a background mount reports readiness on.
+const readyFdEnv = "CKPTFS_READY_FD"
+
+func (a *app) mountCmd() *cobra.Command {
+	var opts ckfs.Options
+	var foreground bool
+	var cacheSize string
+	cmd := &cobra.Command{
+		Use:   "mount [--store DIR] MOUNTPOINT",
+		Short: "Mount the store; returns once the mount is live",
+		Long: `Mount the store at MOUNTPOINT (an existing empty directory). The command
+returns once the mount answers; the daemon logs to STORE/ckptfs.log. With
+--foreground it stays attached and Ctrl-C or SIGTERM unmounts cleanly.
+Unmount with 'ckptfs umount MOUNTPOINT'.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			mnt, err := filepath.Abs(args[0])
+			if err != nil {
+				return err
+			}
+			if err := checkMountpoint(mnt); err != nil {
+				return err
+			}
+			size, err := humanize.ParseBytes(cacheSize)
+			if err != nil {
+				return fmt.Errorf("--cache-size %q: %w", cacheSize, err)
+			}
+			if !foreground {
+				return a.mountBackground(mnt)
+			}
+			return a.serve(mnt, opts, int64(size))
+		},
+	}
+	cmd.Flags().BoolVarP(&foreground, "foreground", "f", false, "stay attached; Ctrl-C unmounts")
+	cmd.Flags().BoolVar(&opts.AllowOther, "allow-other", false, "let other users access the mount (needs user_allow_other in /etc/fuse.conf for non-root)")
+	cmd.Flags().BoolVar(&opts.ShowViews, "show-views", false, "list DIR@single and DIR@shards beside each folder with weights")
+	cmd.Flags().BoolVar(&opts.Debug, "debug", false, "log every FUSE request")
+	cmd.Flags().StringVar(&cacheSize, "cache-size", "256MiB", "memory for decoded chunks")
+	return cmd
+}
+
+func checkMountpoint(mnt string) error {
+	st, err := os.Stat(mnt)
+	if err != nil {
+		return fmt.Errorf("mountpoint %s: %w", mnt, err)
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("mountpoint %s is not a directory", mnt)
+	}
+	entries, err := os.ReadDir(mnt)
+	if err != nil {
+		return fmt.Errorf("mountpoint %s: %w", mnt, err)
+	}
+	if len(entries) > 0 {
+		return fmt.Errorf("mountpoint %s is not empty", mnt)
+	}
+	if _, err := exec.LookPath("fusermount3"); err != nil {
+		return errors.New("fusermount3 not found: install fuse3 (apt-get install -y fuse3)")
+	}
+	return nil
+}
+
+// mountBackground starts this program again in the foreground, detached,
+// and waits until it reports the mount live or fails.
+func (a *app) mountBackground(mnt string) error {
+	if err := os.MkdirAll(a.storeDir, 0o700); err != nil {
+		return fmt.Errorf("store %s: %w", a.storeDir, err)
+	}
+	logPath := filepath.Join(a.storeDir, "ckptfs.log")
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("daemon log: %w", err)
+	}
+	defer logFile.Close()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	args := append([]string{"--store", a.storeDir, "--log-level", a.logLevel}, os.Args[1:]...)
+	args = append(args, "--foreground")
+	child := exec.Command(self, args...)
+	child.Stdout, child.Stderr = logFile, logFile
+	child.ExtraFiles = []*os.File{pw}
+	child.Env = append(os.Environ(), readyFdEnv+"=3")
+	child.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := child.Start(); err != nil {
+		return fmt.Errorf("start daemon: %w", err)
+	}
+	pw.Close()
+	line, _ := bufio.NewReader(pr).ReadString('\n')
+	if strings.TrimSpace(line) == "ok" {
+		child.Process.Release()
+		return nil
+	}
+	child.Wait()
+	if msg := strings.TrimSpace(line); msg != "" {
+		return errors.New(msg)
+	}
+	return fmt.Errorf("mount daemon exited; see %s", logPath)
+}
+
+// serve mounts and serves until unmounted or signalled.
+func (a *app) serve(mnt string, opts ckfs.Options, cacheBytes int64) (err error) {
+	ready := func(msg string) {}
+	if fd := os.Getenv(readyFdEnv); fd == "3" {
+		f := os.NewFile(3, "ready")
+		os.Unsetenv(readyFdEnv)
+		ready = func(msg string) { fmt.Fprintln(f, msg); f.Close() }
+		defer func() {
+			if err != nil {
+				ready(err.Error())
+			}
+		}()
+	}
+	store, err := a.openStore(cache.Options{CacheBytes: cacheBytes})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := store.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}()
+	opts.Logger = a.log
+	server, err := ckfs.Mount(mnt, store, opts)
+	if err != nil {
+		return fmt.Errorf("mount %s: %w", mnt, err)
+	}
+	raiseReadahead(mnt, a)
+	if err := os.WriteFile(pidFile(a.storeDir), fmt.Appendf(nil, "%d\n%s\n", os.Getpid(), mnt), 0o600); err != nil {
+		server.Unmount()
+		return fmt.Errorf("pid file: %w", err)
+	}
+	defer os.Remove(pidFile(a.storeDir))
+	a.log.Info("mounted", "mountpoint", mnt, "store", a.storeDir, "pid", os.Getpid())
+	ready("ok")
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		for s := range sig {
+			a.log.Info("unmounting", "signal", s.String())
+			if err := server.Unmount(); err != nil {
+				a.log.Warn("unmount busy, detaching lazily", "err", err)
+				exec.Command("fusermount3", "-u", "-z", mnt).Run()
+			}
+		}
+	}()
+	server.Wait()
+	signal.Stop(sig)
+	a.log.Info("unmounted", "mountpoint", mnt)
+	return nil
+}
+
+// raiseReadahead lifts the kernel's readahead for the mount from 128 KiB to
+// 1 MiB, which the FUSE protocol cannot ask for.
+func raiseReadahead(mnt string, a *app) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(mnt, &st); err != nil {
+		return
+	}
+	major, minor := (st.Dev>>8)&0xfff, (st.Dev&0xff)|((st.Dev>>12)&0xfff00)
+	path := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", major, minor)
+	if err := os.WriteFile(path, []byte("1024"), 0o644); err != nil {
+		a.log.Debug("readahead not raised", "path", path, "err", err)
+	}
+}
+
+// waitGone waits for a process to exit.
+func waitGone(pid int, limit time.Duration) bool {
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			return true
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return false
+}

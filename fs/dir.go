@@ -1,0 +1,169 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"syscall"
+
+	"github.com/ckptfs/ckptfs/cache"
+	"github.com/ckptfs/ckptfs/layout"
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// dirNode is a stored, read-write directory. Besides its entries it
+// resolves view names (DIR@single, DIR@shards[=SIZE]) of its
+// subdirectories.
+type dirNode struct {
+	fs.Inode
+	fsys *FS
+	ino  uint64
+}
+
+var (
+	_ = (fs.NodeLookuper)((*dirNode)(nil))
+	_ = (fs.NodeReaddirer)((*dirNode)(nil))
+	_ = (fs.NodeGetattrer)((*dirNode)(nil))
+	_ = (fs.NodeSetattrer)((*dirNode)(nil))
+	_ = (fs.NodeCreater)((*dirNode)(nil))
+	_ = (fs.NodeMkdirer)((*dirNode)(nil))
+	_ = (fs.NodeSymlinker)((*dirNode)(nil))
+	_ = (fs.NodeUnlinker)((*dirNode)(nil))
+	_ = (fs.NodeRmdirer)((*dirNode)(nil))
+	_ = (fs.NodeRenamer)((*dirNode)(nil))
+	_ = (fs.NodeStatfser)((*dirNode)(nil))
+)
+
+func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	in, err := n.fsys.store.Lookup(n.ino, name)
+	if err == nil {
+		setAttr(&out.Attr, in)
+		return n.fsys.newNode(ctx, n.EmbeddedInode(), in), 0
+	}
+	if !errors.Is(err, syscall.ENOENT) {
+		return nil, toErrno(n.fsys.log, "lookup "+name, err)
+	}
+	// A written name always wins; only a missing one can be a view.
+	base, spec, ok, perr := layout.ParseViewName(name)
+	if !ok || perr != nil {
+		return nil, syscall.ENOENT
+	}
+	return n.lookupView(ctx, name, base, spec, out)
+}
+
+func (n *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
+	entries, err := n.fsys.store.ReadDir(n.ino)
+	if err != nil {
+		return nil, toErrno(n.fsys.log, "readdir", err)
+	}
+	list := make([]fuse.DirEntry, 0, len(entries))
+	for _, e := range entries {
+		list = append(list, fuse.DirEntry{Name: e.Name, Ino: e.Ino, Mode: e.Mode})
+	}
+	if n.fsys.opts.ShowViews {
+		list = append(list, n.viewEntries(entries)...)
+	}
+	return fs.NewListDirStream(list), 0
+}
+
+func (n *dirNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	in, err := n.fsys.store.GetInode(n.ino)
+	if err != nil {
+		return toErrno(n.fsys.log, "getattr", err)
+	}
+	setAttr(&out.Attr, in)
+	return 0
+}
+
+func (n *dirNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if _, ok := in.GetSize(); ok {
+		return syscall.EISDIR
+	}
+	rec, err := n.fsys.store.Update(n.ino, func(rec *cache.Inode) error { applyAttr(rec, in); return nil })
+	if err != nil {
+		return toErrno(n.fsys.log, "setattr", err)
+	}
+	setAttr(&out.Attr, rec)
+	return 0
+}
+
+// applyAttr applies chmod, chown and utimens parts of a setattr.
+func applyAttr(rec *cache.Inode, in *fuse.SetAttrIn) {
+	t := now()
+	if mode, ok := in.GetMode(); ok {
+		rec.Mode = rec.Mode&syscall.S_IFMT | mode&^syscall.S_IFMT
+	}
+	if uid, ok := in.GetUID(); ok {
+		rec.Uid = uid
+	}
+	if gid, ok := in.GetGID(); ok {
+		rec.Gid = gid
+	}
+	if at, ok := in.GetATime(); ok {
+		rec.Atime = at.UnixNano()
+	}
+	if mt, ok := in.GetMTime(); ok {
+		rec.Mtime = mt.UnixNano()
+	}
+	rec.Ctime = t
+}
+
+// newRecord is the inode template for a new entry made by the caller.
+func newRecord(ctx context.Context, mode uint32) cache.Inode {
+	t := now()
+	rec := cache.Inode{Mode: mode, Atime: t, Mtime: t, Ctime: t}
+	if c, ok := fuse.FromContext(ctx); ok {
+		rec.Uid, rec.Gid = c.Uid, c.Gid
+	}
+	return rec
+}
+
+func (n *dirNode) create(ctx context.Context, name string, rec cache.Inode, out *fuse.EntryOut) (*fs.Inode, *cache.Inode, syscall.Errno) {
+	in, err := n.fsys.store.Create(n.ino, name, rec)
+	if err != nil {
+		return nil, nil, toErrno(n.fsys.log, "create "+name, err)
+	}
+	setAttr(&out.Attr, in)
+	return n.fsys.newNode(ctx, n.EmbeddedInode(), in), in, 0
+}
+
+func (n *dirNode) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	child, in, errno := n.create(ctx, name, newRecord(ctx, syscall.S_IFREG|mode&07777), out)
+	if errno != 0 {
+		return nil, nil, 0, errno
+	}
+	h := child.Operations().(*fileNode).newHandle(&in.Content, flags)
+	return child, h, 0, 0
+}
+
+func (n *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	child, _, errno := n.create(ctx, name, newRecord(ctx, syscall.S_IFDIR|mode&07777), out)
+	return child, errno
+}
+
+func (n *dirNode) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	rec := newRecord(ctx, syscall.S_IFLNK|0o777)
+	rec.Target = target
+	child, _, errno := n.create(ctx, name, rec, out)
+	return child, errno
+}
+
+func (n *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
+	return toErrno(n.fsys.log, "unlink "+name, n.fsys.store.Remove(n.ino, name, false))
+}
+
+func (n *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
+	return toErrno(n.fsys.log, "rmdir "+name, n.fsys.store.Remove(n.ino, name, true))
+}
+
+func (n *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	dst, ok := newParent.(*dirNode)
+	if !ok {
+		return syscall.EROFS // into a view
+	}
+	return toErrno(n.fsys.log, "rename "+name, n.fsys.store.Rename(n.ino, name, dst.ino, newName, flags))
+}
+
+func (n *dirNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	return statfs(n.fsys.store, out)
+}

@@ -1,0 +1,154 @@
+package fs
+
+import (
+	"context"
+	"sync"
+	"syscall"
+
+	"github.com/ckptfs/ckptfs/cache"
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// fileNode is a stored regular file. Its content lives in the store; open
+// handles that write keep their changes private until flush, fsync or
+// release commits them.
+type fileNode struct {
+	fs.Inode
+	fsys *FS
+	ino  uint64
+
+	mu      sync.Mutex
+	handles map[*handle]struct{}
+	gen     uint64 // bumped whenever new content is committed
+	seenGen uint64 // gen the kernel's page cache was filled at
+	opened  bool
+}
+
+var (
+	_ = (fs.NodeGetattrer)((*fileNode)(nil))
+	_ = (fs.NodeSetattrer)((*fileNode)(nil))
+	_ = (fs.NodeOpener)((*fileNode)(nil))
+)
+
+func (n *fileNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	in, err := n.fsys.store.GetInode(n.ino)
+	if err != nil {
+		return toErrno(n.fsys.log, "getattr", err)
+	}
+	n.fillAttr(&out.Attr, in)
+	return 0
+}
+
+// fillAttr reports the size an open writer has reached, as a local file
+// system would, although other handles read the committed content.
+func (n *fileNode) fillAttr(out *fuse.Attr, in *cache.Inode) {
+	setAttr(out, in)
+	for _, h := range n.openHandles() {
+		if size, dirty := h.pendingSize(); dirty {
+			out.Size = uint64(size)
+			out.Blocks = (out.Size + 511) / 512
+		}
+	}
+}
+
+func (n *fileNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if size, ok := in.GetSize(); ok {
+		h, _ := f.(*handle)
+		if h == nil {
+			h = n.dirtyHandle()
+		}
+		var err error
+		if h != nil {
+			err = h.truncate(int64(size))
+		} else {
+			err = n.truncateStored(int64(size))
+		}
+		if err != nil {
+			return toErrno(n.fsys.log, "truncate", err)
+		}
+	}
+	rec, err := n.fsys.store.Update(n.ino, func(rec *cache.Inode) error { applyAttr(rec, in); return nil })
+	if err != nil {
+		return toErrno(n.fsys.log, "setattr", err)
+	}
+	n.fillAttr(&out.Attr, rec)
+	return 0
+}
+
+// truncateStored changes the committed length of a file nobody is writing.
+func (n *fileNode) truncateStored(size int64) error {
+	in, err := n.fsys.store.GetInode(n.ino)
+	if err != nil || in.Content.Size == size {
+		return err
+	}
+	h := n.newHandle(&in.Content, 0)
+	defer h.release()
+	if err := h.truncate(size); err != nil {
+		return err
+	}
+	return h.commit()
+}
+
+func (n *fileNode) dirtyHandle() *handle {
+	for _, h := range n.openHandles() {
+		if _, dirty := h.pendingSize(); dirty {
+			return h
+		}
+	}
+	return nil
+}
+
+func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	in, err := n.fsys.store.GetInode(n.ino)
+	if err != nil {
+		return nil, 0, toErrno(n.fsys.log, "open", err)
+	}
+	h := n.newHandle(&in.Content, flags)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var fuseFlags uint32
+	if n.opened && n.seenGen == n.gen {
+		fuseFlags = fuse.FOPEN_KEEP_CACHE // unchanged since the kernel cached it
+	}
+	n.opened, n.seenGen = true, n.gen
+	return h, fuseFlags, 0
+}
+
+// contentChanged records a commit and drops the kernel's cached pages.
+func (n *fileNode) contentChanged() {
+	n.mu.Lock()
+	n.gen++
+	n.mu.Unlock()
+	// Not from inside the request: the kernel may wait on it.
+	go n.NotifyContent(0, 0)
+}
+
+func (n *fileNode) newHandle(base *cache.Content, flags uint32) *handle {
+	h := &handle{node: n, base: base, reader: n.fsys.store.NewReader(n.Path(nil), base)}
+	n.mu.Lock()
+	if n.handles == nil {
+		n.handles = map[*handle]struct{}{}
+	}
+	n.handles[h] = struct{}{}
+	n.mu.Unlock()
+	return h
+}
+
+// openHandles snapshots the handles, so that their locks are never taken
+// under n.mu (a commit holds its handle's lock and then takes n.mu).
+func (n *fileNode) openHandles() []*handle {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make([]*handle, 0, len(n.handles))
+	for h := range n.handles {
+		out = append(out, h)
+	}
+	return out
+}
+
+func (n *fileNode) forget(h *handle) {
+	n.mu.Lock()
+	delete(n.handles, h)
+	n.mu.Unlock()
+}

@@ -1,0 +1,135 @@
+// Package fs is the ckptfs FUSE node tree: the as-written namespace stored
+// in the cache package, and the read-only translated views planned by the
+// layout package.
+package fs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"syscall"
+	"time"
+
+	"github.com/ckptfs/ckptfs/cache"
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// Options configure a mount.
+type Options struct {
+	AllowOther bool
+	ShowViews  bool // list DIR@single and DIR@shards in readdir
+	Debug      bool
+	Logger     *slog.Logger
+}
+
+// FS holds what every node of one mount shares.
+type FS struct {
+	store *cache.Store
+	log   *slog.Logger
+	opts  Options
+}
+
+// timeout is the kernel's entry and attribute cache time. Every change goes
+// through this process, so it could be longer; one second keeps views that
+// follow a changing folder fresh.
+const timeout = time.Second
+
+// Mount serves store at dir and returns once the mount is live.
+func Mount(dir string, store *cache.Store, opts Options) (*fuse.Server, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	fsys := &FS{store: store, log: opts.Logger, opts: opts}
+	to := timeout
+	mo := fuse.MountOptions{
+		FsName:        "ckptfs:" + store.Dir(),
+		Name:          "ckptfs",
+		MaxWrite:      1 << 20,
+		MaxReadAhead:  1 << 20,
+		MaxBackground: 64,
+		AllowOther:    opts.AllowOther,
+		Options:       []string{"default_permissions"},
+		Debug:         opts.Debug,
+		DirectMount:   true,
+	}
+	return fs.Mount(dir, &dirNode{fsys: fsys, ino: cache.RootIno}, &fs.Options{
+		MountOptions:   mo,
+		EntryTimeout:   &to,
+		AttrTimeout:    &to,
+		RootStableAttr: &fs.StableAttr{Ino: cache.RootIno},
+	})
+}
+
+// toErrno maps store errors to the errno the kernel gets.
+func toErrno(log *slog.Logger, op string, err error) syscall.Errno {
+	if err == nil {
+		return 0
+	}
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return errno
+	}
+	log.Error(op, "err", err)
+	return syscall.EIO
+}
+
+// setAttr fills a FUSE attribute from a stored inode.
+func setAttr(out *fuse.Attr, in *cache.Inode) {
+	out.Ino = in.Ino
+	out.Mode = in.Mode
+	out.Uid, out.Gid = in.Uid, in.Gid
+	out.Size = uint64(in.Content.Size)
+	if in.Mode&syscall.S_IFMT == syscall.S_IFLNK {
+		out.Size = uint64(len(in.Target))
+	}
+	out.Nlink = 1
+	if in.Mode&syscall.S_IFMT == syscall.S_IFDIR {
+		out.Nlink = 2
+		out.Size = 4096
+	}
+	out.Blksize = 1 << 20
+	out.Blocks = (out.Size + 511) / 512
+	setTime := func(ns int64) (uint64, uint32) { return uint64(ns / 1e9), uint32(ns % 1e9) }
+	out.Atime, out.Atimensec = setTime(in.Atime)
+	out.Mtime, out.Mtimensec = setTime(in.Mtime)
+	out.Ctime, out.Ctimensec = setTime(in.Ctime)
+}
+
+// newNode wraps a stored inode in the node type for its kind.
+func (f *FS) newNode(ctx context.Context, parent *fs.Inode, in *cache.Inode) *fs.Inode {
+	var node fs.InodeEmbedder
+	switch in.Mode & syscall.S_IFMT {
+	case syscall.S_IFDIR:
+		node = &dirNode{fsys: f, ino: in.Ino}
+	case syscall.S_IFLNK:
+		node = &symlinkNode{fsys: f, ino: in.Ino}
+	default:
+		node = &fileNode{fsys: f, ino: in.Ino}
+	}
+	return parent.NewInode(ctx, node, fs.StableAttr{Mode: in.Mode & syscall.S_IFMT, Ino: in.Ino})
+}
+
+// syntheticIno numbers view nodes from their identity, in the upper half of
+// the inode space so they never meet stored inode numbers.
+func syntheticIno(parts ...any) uint64 {
+	h := fnv.New64a()
+	for _, p := range parts {
+		fmt.Fprint(h, p)
+		h.Write([]byte{0})
+	}
+	return 1<<63 | h.Sum64()>>1
+}
+
+func now() int64 { return time.Now().UnixNano() }
+
+func statfs(store *cache.Store, out *fuse.StatfsOut) syscall.Errno {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(store.Dir(), &st); err != nil {
+		return fs.ToErrno(err)
+	}
+	out.FromStatfsT(&st)
+	return 0
+}

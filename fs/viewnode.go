@@ -1,0 +1,193 @@
+package fs
+
+import (
+	"context"
+	"io"
+	"syscall"
+
+	"github.com/ckptfs/ckptfs/cache"
+	"github.com/ckptfs/ckptfs/layout"
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// viewDirNode is a read-only view directory (DIR@single, DIR@shards=SIZE).
+// Its inode number derives from the folder's state, so a changed folder
+// gives a new directory and no stale pages survive in the kernel.
+type viewDirNode struct {
+	fs.Inode
+	fsys  *FS
+	view  *View
+	ino   uint64
+	mtime int64
+}
+
+var (
+	_ = (fs.NodeLookuper)((*viewDirNode)(nil))
+	_ = (fs.NodeReaddirer)((*viewDirNode)(nil))
+	_ = (fs.NodeGetattrer)((*viewDirNode)(nil))
+	_ = (fs.NodeCreater)((*viewDirNode)(nil))
+	_ = (fs.NodeMkdirer)((*viewDirNode)(nil))
+	_ = (fs.NodeUnlinker)((*viewDirNode)(nil))
+	_ = (fs.NodeRmdirer)((*viewDirNode)(nil))
+	_ = (fs.NodeRenamer)((*viewDirNode)(nil))
+	_ = (fs.NodeSymlinker)((*viewDirNode)(nil))
+	_ = (fs.NodeSetattrer)((*viewDirNode)(nil))
+	_ = (fs.NodeStatfser)((*viewDirNode)(nil))
+)
+
+// lookupView resolves name = base@spec for the subdirectory base.
+func (n *dirNode) lookupView(ctx context.Context, name, base string, spec layout.ViewSpec, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	dir, err := n.fsys.store.Lookup(n.ino, base)
+	if err != nil || dir.Mode&syscall.S_IFMT != syscall.S_IFDIR {
+		return nil, syscall.ENOENT
+	}
+	v, err := BuildView(n.fsys.store, n.fsys.log, dir.Ino, n.Path(nil)+"/"+base, spec)
+	if err != nil {
+		return nil, toErrno(n.fsys.log, "view "+name, err)
+	}
+	node := &viewDirNode{fsys: n.fsys, view: v, ino: syntheticIno("view", dir.Ino, name, v.Key), mtime: dir.Mtime}
+	node.fillAttr(&out.Attr)
+	return n.NewInode(ctx, node, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: node.ino}), 0
+}
+
+// viewEntries lists the view names of subdirectories with weights, for
+// mounts with --show-views.
+func (n *dirNode) viewEntries(entries []cache.DirEntry) []fuse.DirEntry {
+	var out []fuse.DirEntry
+	for _, e := range entries {
+		if e.Mode != syscall.S_IFDIR {
+			continue
+		}
+		children, err := n.fsys.store.ReadDir(e.Ino)
+		if err != nil || !hasWeights(children) {
+			continue
+		}
+		for _, suffix := range []string{"@single", "@shards"} {
+			out = append(out, fuse.DirEntry{Name: e.Name + suffix, Mode: syscall.S_IFDIR, Ino: syntheticIno("listed", e.Ino, suffix)})
+		}
+	}
+	return out
+}
+
+func (n *viewDirNode) fillAttr(out *fuse.Attr) {
+	setAttr(out, &cache.Inode{Ino: n.ino, Mode: syscall.S_IFDIR | 0o555, Atime: n.mtime, Mtime: n.mtime, Ctime: n.mtime})
+}
+
+func (n *viewDirNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	n.fillAttr(&out.Attr)
+	return 0
+}
+
+func (n *viewDirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if i, ok := n.view.FileIndex(name); ok {
+		f := n.view.Files[i]
+		node := &roFileNode{
+			ino: syntheticIno("file", n.ino, name), size: f.Size, mode: 0o444, mtime: n.mtime,
+			readAt: func(p []byte, off int64) (int, error) { return n.view.ReadAt(i, p, off) },
+			fsys:   n.fsys,
+		}
+		node.fillAttr(&out.Attr)
+		return n.NewInode(ctx, node, fs.StableAttr{Mode: syscall.S_IFREG, Ino: node.ino}), 0
+	}
+	for _, x := range n.view.Extra {
+		if x.Name != name {
+			continue
+		}
+		if x.Inode.Mode&syscall.S_IFMT == syscall.S_IFLNK {
+			node := &symlinkNode{fsys: n.fsys, ino: x.Inode.Ino}
+			setAttr(&out.Attr, x.Inode)
+			return n.NewInode(ctx, node, fs.StableAttr{Mode: syscall.S_IFLNK, Ino: x.Inode.Ino}), 0
+		}
+		r := n.fsys.store.NewReader(n.Path(nil)+"/"+name, &x.Inode.Content)
+		node := &roFileNode{
+			ino: syntheticIno("file", n.ino, name), size: r.Size(), mode: x.Inode.Mode &^ 0o222, mtime: x.Inode.Mtime,
+			readAt: r.ReadAt, fsys: n.fsys,
+		}
+		node.fillAttr(&out.Attr)
+		return n.NewInode(ctx, node, fs.StableAttr{Mode: syscall.S_IFREG, Ino: node.ino}), 0
+	}
+	return nil, syscall.ENOENT
+}
+
+func (n *viewDirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
+	var list []fuse.DirEntry
+	for _, f := range n.view.Files {
+		list = append(list, fuse.DirEntry{Name: f.Name, Mode: syscall.S_IFREG, Ino: syntheticIno("file", n.ino, f.Name)})
+	}
+	for _, x := range n.view.Extra {
+		list = append(list, fuse.DirEntry{Name: x.Name, Mode: x.Inode.Mode & syscall.S_IFMT, Ino: syntheticIno("file", n.ino, x.Name)})
+	}
+	return fs.NewListDirStream(list), 0
+}
+
+func (n *viewDirNode) Create(context.Context, string, uint32, uint32, *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	return nil, nil, 0, syscall.EROFS
+}
+func (n *viewDirNode) Mkdir(context.Context, string, uint32, *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	return nil, syscall.EROFS
+}
+func (n *viewDirNode) Symlink(context.Context, string, string, *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	return nil, syscall.EROFS
+}
+func (n *viewDirNode) Unlink(context.Context, string) syscall.Errno { return syscall.EROFS }
+func (n *viewDirNode) Rmdir(context.Context, string) syscall.Errno  { return syscall.EROFS }
+func (n *viewDirNode) Rename(context.Context, string, fs.InodeEmbedder, string, uint32) syscall.Errno {
+	return syscall.EROFS
+}
+func (n *viewDirNode) Setattr(context.Context, fs.FileHandle, *fuse.SetAttrIn, *fuse.AttrOut) syscall.Errno {
+	return syscall.EROFS
+}
+func (n *viewDirNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	return statfs(n.fsys.store, out)
+}
+
+// roFileNode is a read-only file of a view: a synthesized view file or a
+// folder file passed through. Its content never changes under its inode
+// number, so the kernel may keep its pages.
+type roFileNode struct {
+	fs.Inode
+	fsys   *FS
+	ino    uint64
+	size   int64
+	mode   uint32
+	mtime  int64
+	readAt func(p []byte, off int64) (int, error)
+}
+
+var (
+	_ = (fs.NodeGetattrer)((*roFileNode)(nil))
+	_ = (fs.NodeSetattrer)((*roFileNode)(nil))
+	_ = (fs.NodeOpener)((*roFileNode)(nil))
+	_ = (fs.NodeReader)((*roFileNode)(nil))
+)
+
+func (n *roFileNode) fillAttr(out *fuse.Attr) {
+	in := &cache.Inode{Ino: n.ino, Mode: syscall.S_IFREG | n.mode&0o7777, Atime: n.mtime, Mtime: n.mtime, Ctime: n.mtime}
+	in.Content.Size = n.size
+	setAttr(out, in)
+}
+
+func (n *roFileNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	n.fillAttr(&out.Attr)
+	return 0
+}
+
+func (n *roFileNode) Setattr(context.Context, fs.FileHandle, *fuse.SetAttrIn, *fuse.AttrOut) syscall.Errno {
+	return syscall.EROFS
+}
+
+func (n *roFileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND) != 0 {
+		return nil, 0, syscall.EROFS
+	}
+	return nil, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+func (n *roFileNode) Read(ctx context.Context, f fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	got, err := n.readAt(dest, off)
+	if err != nil && err != io.EOF {
+		return nil, toErrno(n.fsys.log, "read "+n.Path(nil), err)
+	}
+	return fuse.ReadResultData(dest[:got]), 0
+}
