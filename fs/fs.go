@@ -54,12 +54,14 @@ func Mount(dir string, store *cache.Store, opts Options) (*fuse.Server, error) {
 		Options:       []string{"default_permissions"},
 		Debug:         opts.Debug,
 		DirectMount:   true,
+		Logger:        slog.NewLogLogger(opts.Logger.Handler(), slog.LevelDebug), // go-fuse's notes are chatty
 	}
 	return fs.Mount(dir, &dirNode{fsys: fsys, ino: cache.RootIno}, &fs.Options{
 		MountOptions:   mo,
 		EntryTimeout:   &to,
 		AttrTimeout:    &to,
 		RootStableAttr: &fs.StableAttr{Ino: cache.RootIno},
+		Logger:         mo.Logger,
 	})
 }
 

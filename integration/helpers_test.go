@@ -1,0 +1,188 @@
+// Package integration runs ckptfs end to end: the real binary, a real kernel
+// FUSE mount, a real Badger store on disk.
+package integration
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var ckptfsBin string // the ckptfs binary built for this run
+
+func TestMain(m *testing.M) {
+	if _, err := exec.LookPath("fusermount3"); err != nil {
+		fmt.Fprintln(os.Stderr, "integration tests need fusermount3 (apt-get install -y fuse3)")
+		os.Exit(1)
+	}
+	dir, err := os.MkdirTemp("", "ckptfs-bin-")
+	if err != nil {
+		panic(err)
+	}
+	ckptfsBin = filepath.Join(dir, "ckptfs")
+	if out, err := exec.Command("go", "build", "-race", "-o", ckptfsBin, "../cmd/ckptfs").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build ckptfs: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// mount is one running ckptfs daemon on a temporary mountpoint.
+type mount struct {
+	t     testing.TB
+	store string
+	dir   string
+}
+
+// newStore makes an empty store directory removed at the end of the test.
+func newStore(t testing.TB) string {
+	return filepath.Join(t.TempDir(), "store")
+}
+
+// ckptfs runs a CLI command against store and returns its output.
+func ckptfs(t testing.TB, store string, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, ckptfsBin, append([]string{"--store", store}, args...)...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func mustCkptfs(t testing.TB, store string, args ...string) string {
+	t.Helper()
+	out, err := ckptfs(t, store, args...)
+	if err != nil {
+		t.Fatalf("ckptfs %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// mountStore mounts store on a fresh directory; the mount is removed at the
+// end of the test however the test ends.
+func mountStore(t testing.TB, store string, extra ...string) *mount {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "mnt")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	mustCkptfs(t, store, append([]string{"mount"}, append(extra, dir)...)...)
+	m := &mount{t: t, store: store, dir: dir}
+	t.Cleanup(m.cleanup)
+	return m
+}
+
+func (m *mount) path(p ...string) string { return filepath.Join(append([]string{m.dir}, p...)...) }
+
+// pid is the daemon's process id.
+func (m *mount) pid() int {
+	b, err := os.ReadFile(filepath.Join(m.store, "mount.pid"))
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.SplitN(string(b), "\n", 2)[0])
+	return pid
+}
+
+// unmount flushes and unmounts, failing the test on error.
+func (m *mount) unmount() {
+	m.t.Helper()
+	mustCkptfs(m.t, m.store, "umount", m.dir)
+}
+
+// kill stops the daemon with SIGKILL and detaches the dead mount.
+func (m *mount) kill() {
+	if pid := m.pid(); pid > 0 {
+		syscall.Kill(pid, syscall.SIGKILL)
+		for i := 0; i < 500 && syscall.Kill(pid, 0) == nil; i++ {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	exec.Command("fusermount3", "-u", "-z", m.dir).Run()
+}
+
+func (m *mount) cleanup() {
+	if isMounted(m.dir) {
+		if _, err := ckptfs(m.t, m.store, "umount", m.dir); err != nil {
+			m.kill()
+		}
+	}
+	// The daemon is built with -race: a report in its log fails the test.
+	if log, _ := os.ReadFile(filepath.Join(m.store, "ckptfs.log")); bytes.Contains(log, []byte("DATA RACE")) {
+		m.t.Errorf("data race in the daemon:\n%s", log)
+	}
+}
+
+func isMounted(dir string) bool {
+	b, _ := os.ReadFile("/proc/self/mountinfo")
+	return bytes.Contains(b, []byte(" "+dir+" "))
+}
+
+// run runs a command with a timeout and fails the test on error.
+func run(t testing.TB, name string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// treeHashes maps every regular file below root to its SHA-256.
+func treeHashes(t testing.TB, root string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	err := filepath.Walk(root, func(p string, info os.FileInfo, err error) error {
+		if err != nil || !info.Mode().IsRegular() {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		out[rel] = fileHash(t, p)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func fileHash(t testing.TB, p string) string {
+	t.Helper()
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		t.Fatalf("read %s: %v", p, err)
+	}
+	return fmt.Sprintf("%x", h.Sum(nil))
+}
+
+func sameTrees(t testing.TB, a, b string) {
+	t.Helper()
+	ha, hb := treeHashes(t, a), treeHashes(t, b)
+	if len(ha) != len(hb) {
+		t.Fatalf("%s has %d files, %s has %d", a, len(ha), b, len(hb))
+	}
+	for k, v := range ha {
+		if hb[k] != v {
+			t.Fatalf("%s differs between %s and %s", k, a, b)
+		}
+	}
+}
