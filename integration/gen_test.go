@@ -155,7 +155,9 @@ func readSafetensors(t testing.TB, path string) map[string][]byte {
 		out[k] = f[8+int(n)+e.Offsets[0] : 8+int(n)+e.Offsets[1]]
 		spans = append(spans, span{e.Offsets[0], e.Offsets[1]})
 	}
-	sort.Slice(spans, func(i, j int) bool { return spans[i].b < spans[j].b || spans[i].b == spans[j].b && spans[i].e < spans[j].e })
+	sort.Slice(spans, func(i, j int) bool {
+		return spans[i].b < spans[j].b || spans[i].b == spans[j].b && spans[i].e < spans[j].e
+	})
 	pos := 0
 	for _, s := range spans {
 		if s.b != pos {

@@ -1,0 +1,204 @@
+package integration
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"math/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// checkTensors asserts that got holds exactly the tensors of want.
+func checkTensors(t *testing.T, what string, got, want map[string][]byte) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d tensors, want %d", what, len(got), len(want))
+	}
+	for name, data := range want {
+		if !bytes.Equal(got[name], data) {
+			t.Fatalf("%s: tensor %s differs", what, name)
+		}
+	}
+}
+
+// readShardedView reads an HF sharded folder: its index and every shard.
+func readShardedView(t *testing.T, dir string, maxShard int64) map[string][]byte {
+	t.Helper()
+	var idx struct {
+		Metadata  map[string]int64  `json:"metadata"`
+		WeightMap map[string]string `json:"weight_map"`
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "model.safetensors.index.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &idx); err != nil {
+		t.Fatal(err)
+	}
+	all := map[string][]byte{}
+	shards := map[string]bool{}
+	for _, f := range idx.WeightMap {
+		shards[f] = true
+	}
+	var total int64
+	for f := range shards {
+		ts := readSafetensors(t, filepath.Join(dir, f))
+		var size int64
+		for name, data := range ts {
+			if idx.WeightMap[name] != f {
+				t.Fatalf("index puts %s in %s, found in %s", name, idx.WeightMap[name], f)
+			}
+			all[name] = data
+			size += int64(len(data))
+		}
+		if size > maxShard && len(ts) > 1 {
+			t.Fatalf("%s holds %d bytes in %d tensors, max %d", f, size, len(ts), maxShard)
+		}
+		total += size
+	}
+	if idx.Metadata["total_size"] != total {
+		t.Fatalf("total_size %d, tensors add to %d", idx.Metadata["total_size"], total)
+	}
+	return all
+}
+
+func TestViews(t *testing.T) {
+	ck := sharedHFCheckpoint(t)
+	store := newStore(t)
+	m := mountStore(t, store)
+	run(t, "cp", "-r", ck.dir, m.path("hf"))
+
+	t.Run("single", func(t *testing.T) {
+		checkTensors(t, "@single", readSafetensors(t, m.path("hf@single", "model.safetensors")), ck.tensors)
+		for _, f := range []string{"config.json", "tokenizer.json"} {
+			run(t, "cmp", filepath.Join(ck.dir, f), m.path("hf@single", f))
+		}
+		if _, err := os.Stat(m.path("hf@single", "model-00001-of-00003.safetensors")); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("source shard visible in the view: %v", err)
+		}
+	})
+	t.Run("shards", func(t *testing.T) {
+		checkTensors(t, "@shards=50MB", readShardedView(t, m.path("hf@shards=50MB"), 50_000_000), ck.tensors)
+		checkTensors(t, "@shards", readShardedView(t, m.path("hf@shards"), 5_000_000_000), ck.tensors)
+	})
+	t.Run("read-only", func(t *testing.T) {
+		for _, op := range []func() error{
+			func() error { return os.WriteFile(m.path("hf@single", "model.safetensors"), []byte("x"), 0o644) },
+			func() error { return os.WriteFile(m.path("hf@single", "new"), []byte("x"), 0o644) },
+			func() error { return os.Remove(m.path("hf@single", "config.json")) },
+			func() error { return os.Mkdir(m.path("hf@shards", "d"), 0o755) },
+		} {
+			if err := op(); !errors.Is(err, syscall.EROFS) {
+				t.Fatalf("write into a view: %v, want EROFS", err)
+			}
+		}
+	})
+	t.Run("not listed, counted once", func(t *testing.T) {
+		entries, _ := os.ReadDir(m.dir)
+		if len(entries) != 1 || entries[0].Name() != "hf" {
+			t.Fatalf("root lists %v", entries)
+		}
+		du := strings.Fields(run(t, "du", "-sb", m.dir))[0]
+		got, _ := strconv.ParseInt(du, 10, 64)
+		local, _ := strconv.ParseInt(strings.Fields(run(t, "du", "-sb", ck.dir))[0], 10, 64)
+		if got > local*11/10 {
+			t.Fatalf("du of the mount %d, of the checkpoint %d", got, local)
+		}
+	})
+	t.Run("no weights", func(t *testing.T) {
+		os.Mkdir(m.path("plain"), 0o755)
+		os.WriteFile(m.path("plain", "notes.txt"), []byte("hi"), 0o644)
+		if _, err := os.Stat(m.path("plain@single")); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("view of a folder without weights: %v", err)
+		}
+	})
+	t.Run("nested and single source", func(t *testing.T) {
+		os.MkdirAll(m.path("run", "model"), 0o755)
+		run(t, "cp", m.path("hf@single", "model.safetensors"), m.path("run", "model", "model.safetensors"))
+		checkTensors(t, "run/model@single", readSafetensors(t, m.path("run", "model@single", "model.safetensors")), ck.tensors)
+		checkTensors(t, "run/model@shards=100MB", readShardedView(t, m.path("run", "model@shards=100MB"), 100_000_000), ck.tensors)
+	})
+	t.Run("follows changes and skips malformed", func(t *testing.T) {
+		os.Mkdir(m.path("mix"), 0o755)
+		run(t, "cp", filepath.Join(ck.dir, "model-00003-of-00003.safetensors"), m.path("mix", "a.safetensors"))
+		bad := []byte("\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}")
+		os.WriteFile(m.path("mix", "b.safetensors"), bad, 0o644)
+		before := readSafetensors(t, m.path("mix@single", "model.safetensors"))
+		if len(before) != 50 {
+			t.Fatalf("view of mix has %d tensors", len(before))
+		}
+		got, _ := os.ReadFile(m.path("mix", "b.safetensors"))
+		if !bytes.Equal(got, bad) {
+			t.Fatal("malformed file does not round-trip")
+		}
+		run(t, "cp", filepath.Join(ck.dir, "model-00002-of-00003.safetensors"), m.path("mix", "c.safetensors"))
+		waitFor(t, func() bool {
+			return len(readSafetensors(t, m.path("mix@single", "model.safetensors"))) == 100
+		})
+	})
+
+	// Export without a mount, then compare with what the mount shows.
+	m.unmount()
+	exported := t.TempDir()
+	for _, v := range []string{"hf@single", "hf@shards=50MB", "run/model@shards=100MB"} {
+		mustCkptfs(t, store, "export", v, filepath.Join(exported, strings.ReplaceAll(v, "/", "_")))
+	}
+	m = mountStore(t, store)
+	sameTrees(t, filepath.Join(exported, "hf@single"), m.path("hf@single"))
+	sameTrees(t, filepath.Join(exported, "hf@shards=50MB"), m.path("hf@shards=50MB"))
+	sameTrees(t, filepath.Join(exported, "run_model@shards=100MB"), m.path("run", "model@shards=100MB"))
+
+	t.Run("random preads", func(t *testing.T) {
+		want, err := os.ReadFile(filepath.Join(exported, "hf@single", "model.safetensors"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.Open(m.path("hf@single", "model.safetensors"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		r := rand.New(rand.NewSource(7))
+		buf := make([]byte, 3<<20)
+		for i := 0; i < 1000; i++ {
+			off := r.Int63n(int64(len(want)))
+			n, err := f.ReadAt(buf[:1+r.Intn(len(buf))], off)
+			if err != nil && n == 0 {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(buf[:n], want[off:off+int64(n)]) {
+				t.Fatalf("pread at %d+%d differs", off, n)
+			}
+		}
+	})
+	t.Run("export errors", func(t *testing.T) {
+		m.unmount()
+		for _, args := range [][]string{
+			{"export", "plain@single", filepath.Join(exported, "x")},
+			{"export", "nope@single", filepath.Join(exported, "y")},
+			{"export", "hf@shards=huge", filepath.Join(exported, "z")},
+			{"export", "hf", filepath.Join(exported, "hf@single")},
+		} {
+			if out, err := ckptfs(t, store, args...); err == nil {
+				t.Fatalf("ckptfs %v succeeded: %s", args, out)
+			}
+		}
+	})
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for i := 0; i < 50; i++ {
+		if cond() {
+			return
+		}
+		exec.Command("sleep", "0.1").Run()
+	}
+	t.Fatal("condition not reached in 5s")
+}
