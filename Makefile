@@ -1,0 +1,60 @@
+# ckptfs: make run mounts the default store at ./mnt; make test runs everything
+# from nothing (installs fuse3 and the Python venv when missing).
+
+GO       ?= go
+MOUNT    ?= $(CURDIR)/mnt
+VENV     ?= $(HOME)/.cache/ckptfs/venv
+PY       := $(VENV)/bin/python
+FUZZTIME ?= 60s
+
+.PHONY: build run test unit fuzz integration python fuse venv clean
+
+build:
+	$(GO) build -o bin/ckptfs ./cmd/ckptfs
+
+# fusermount3 comes with Debian's fuse3.
+fuse:
+	@command -v fusermount3 >/dev/null || { apt-get update -qq && apt-get install -y -qq fuse3; }
+
+# The venv lives outside the clone and is made only once; pip runs again only
+# when the requirements change.
+venv: $(VENV)/.requirements
+$(VENV)/.requirements: integration/python/requirements.txt
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r integration/python/requirements.txt
+	cp integration/python/requirements.txt $@
+
+run: build fuse
+	mkdir -p $(MOUNT)
+	./bin/ckptfs mount $(MOUNT)
+	@echo "ckptfs mounted at $(MOUNT) (store: $${CKPTFS_STORE:-$${XDG_DATA_HOME:-$$HOME/.local/share}/ckptfs})"
+	@echo "unmount with: ./bin/ckptfs umount $(MOUNT)"
+
+test: fuse venv
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt needed"; exit 1; }
+	$(MAKE) unit
+	$(MAKE) fuzz FUZZTIME=5s
+	$(MAKE) integration
+	$(MAKE) python
+
+unit:
+	$(GO) test -race -count=1 ./layout/ ./cache/ ./fs/ ./cmd/...
+
+# Every parser has a fuzz target; make test runs each briefly.
+fuzz:
+	@for t in FuzzParseFile FuzzParseIndex; do \
+		$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) ./layout/ || exit 1; done
+	@for t in FuzzDecodeInode FuzzChunkRoundTrip; do \
+		$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) ./cache/ || exit 1; done
+
+integration: fuse
+	$(GO) test -race -count=1 -timeout 30m ./integration/
+
+python: build fuse venv
+	CKPTFS_BIN=$(CURDIR)/bin/ckptfs HF_HUB_OFFLINE=1 $(PY) -m pytest -q -x integration/python
+
+clean:
+	rm -rf bin
+	-fusermount3 -u -z $(MOUNT) 2>/dev/null; rmdir $(MOUNT) 2>/dev/null || true
