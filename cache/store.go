@@ -21,7 +21,7 @@ import (
 type Options struct {
 	// CacheBytes bounds the LRU of decoded chunks (default 256 MiB).
 	CacheBytes int64
-	Logger   *slog.Logger
+	Logger     *slog.Logger
 }
 
 // Store is an open ckptfs store directory.
