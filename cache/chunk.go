@@ -38,12 +38,13 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // a decoder; the hash of the decoded bytes is checked against the key.
 const chunkHeaderLen = 9
 
-func encodeChunk(codec CodecID, rawLen int, payload []byte) []byte {
-	v := make([]byte, chunkHeaderLen, chunkHeaderLen+len(payload))
+// sealChunk fills in the header of v, whose payload follows chunkHeaderLen
+// reserved bytes.
+func sealChunk(v []byte, codec CodecID, rawLen int) []byte {
 	v[0] = byte(codec)
 	binary.LittleEndian.PutUint32(v[1:], uint32(rawLen))
-	binary.LittleEndian.PutUint32(v[5:], crc32.Checksum(payload, castagnoli))
-	return append(v, payload...)
+	binary.LittleEndian.PutUint32(v[5:], crc32.Checksum(v[chunkHeaderLen:], castagnoli))
+	return v
 }
 
 // decodeChunk verifies and decodes a stored chunk value.
@@ -88,8 +89,7 @@ func (s *Store) PutChunk(raw []byte, hint Hint) (ChunkRef, error) {
 	if !errors.Is(err, badger.ErrKeyNotFound) {
 		return ref, fmt.Errorf("look up chunk %s: %w", ref.Hash.Short(), err)
 	}
-	codec, payload := s.chunks.codecs.encode(raw, hint)
-	val := encodeChunk(codec, len(raw), payload)
+	val := s.chunks.codecs.encodeChunk(raw, hint)
 	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(key, val) }); err != nil {
 		return ref, fmt.Errorf("write chunk %s: %w", ref.Hash.Short(), err)
 	}

@@ -12,13 +12,15 @@ import (
 type CodecID byte
 
 const (
-	CodecRaw  CodecID = 0
-	CodecZstd CodecID = 1
+	CodecRaw    CodecID = 0
+	CodecZstd   CodecID = 1
+	CodecPlanes CodecID = 2 // float byte planes, see planesCodec
 )
 
-// Codec compresses chunk payloads. Decode gets the exact raw length.
+// Codec compresses chunk payloads. Encode appends the payload for raw to
+// dst; Decode gets the exact raw length back.
 type Codec interface {
-	Encode(dst, raw []byte) []byte
+	Encode(dst, raw []byte, hint Hint) []byte
 	Decode(dst, payload []byte, rawLen int) ([]byte, error)
 }
 
@@ -32,18 +34,27 @@ type codecs struct {
 }
 
 func newCodecs() *codecs {
-	return &codecs{byID: map[CodecID]Codec{CodecRaw: rawCodec{}, CodecZstd: newZstdCodec()}}
+	return &codecs{byID: map[CodecID]Codec{CodecRaw: rawCodec{}, CodecZstd: newZstdCodec(), CodecPlanes: newPlanesCodec()}}
 }
 
-// encode picks the codec for a chunk and keeps the raw bytes when
-// compression saves less than 1/32 of them.
-func (c *codecs) encode(raw []byte, hint Hint) (CodecID, []byte) {
-	_ = hint // the float-aware codec will choose by dtype
-	out := c.byID[CodecZstd].Encode(nil, raw)
-	if len(out) < len(raw)-len(raw)/32 {
-		return CodecZstd, out
+// choose picks the codec for a chunk from what it holds: float tensors get
+// byte planes (zstd finds nothing in float bits), everything else zstd.
+func choose(raw []byte, hint Hint) CodecID {
+	if planeWidth(hint) > 0 && len(raw) >= 64 {
+		return CodecPlanes
 	}
-	return CodecRaw, raw
+	return CodecZstd
+}
+
+// encodeChunk builds the stored value of a chunk: header, then the payload
+// of the chosen codec, or of raw when compression saves less than 1/32.
+func (c *codecs) encodeChunk(raw []byte, hint Hint) []byte {
+	id := choose(raw, hint)
+	v := c.byID[id].Encode(make([]byte, chunkHeaderLen, chunkHeaderLen+len(raw)+len(raw)/16+64), raw, hint)
+	if len(v)-chunkHeaderLen >= len(raw)-len(raw)/32 {
+		id, v = CodecRaw, append(v[:chunkHeaderLen], raw...)
+	}
+	return sealChunk(v, id, len(raw))
 }
 
 func (c *codecs) decode(id CodecID, payload []byte, rawLen int) ([]byte, error) {
@@ -56,7 +67,7 @@ func (c *codecs) decode(id CodecID, payload []byte, rawLen int) ([]byte, error) 
 
 type rawCodec struct{}
 
-func (rawCodec) Encode(dst, raw []byte) []byte { return append(dst, raw...) }
+func (rawCodec) Encode(dst, raw []byte, _ Hint) []byte { return append(dst, raw...) }
 func (rawCodec) Decode(dst, payload []byte, rawLen int) ([]byte, error) {
 	if len(payload) != rawLen {
 		return nil, fmt.Errorf("raw payload is %d bytes, want %d", len(payload), rawLen)
@@ -81,7 +92,7 @@ func (z *zstdCodec) init() {
 	})
 }
 
-func (z *zstdCodec) Encode(dst, raw []byte) []byte {
+func (z *zstdCodec) Encode(dst, raw []byte, _ Hint) []byte {
 	z.init()
 	return z.enc.EncodeAll(raw, dst)
 }

@@ -25,10 +25,11 @@ func FuzzDecodeInode(f *testing.F) {
 func FuzzChunkRoundTrip(f *testing.F) {
 	f.Add([]byte("hello hello hello hello"), "")
 	f.Add(make([]byte, 1000), "BF16")
+	f.Add([]byte("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef!"), "F32")
+	f.Add([]byte("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde"), "F16")
 	c := newCodecs()
 	f.Fuzz(func(t *testing.T, raw []byte, hint string) {
-		id, payload := c.encode(raw, Hint(hint))
-		v := encodeChunk(id, len(raw), payload)
+		v := c.encodeChunk(raw, Hint(hint))
 		h := hashOf(raw)
 		got, err := c.decodeChunk(h, v)
 		if err != nil || !bytes.Equal(got, raw) {

@@ -31,6 +31,8 @@ which detaches it now and finishes when the last file is closed.`,
 			if !ok {
 				return fmt.Errorf("%s is not a ckptfs mount", mnt)
 			}
+			// The pid file goes away as the daemon exits: read it first.
+			pid, _, havePid := readPidFile(store)
 			fuArgs := []string{"-u", mnt}
 			if lazy {
 				fuArgs = []string{"-u", "-z", mnt}
@@ -38,7 +40,7 @@ which detaches it now and finishes when the last file is closed.`,
 			if out, err := exec.Command("fusermount3", fuArgs...).CombinedOutput(); err != nil {
 				return fmt.Errorf("unmount %s: %s", mnt, strings.TrimSpace(string(out)))
 			}
-			if pid, _, ok := readPidFile(store); ok && !lazy {
+			if havePid && !lazy {
 				if !waitGone(pid, 2*time.Minute) {
 					return fmt.Errorf("unmounted %s, but daemon %d is still running", mnt, pid)
 				}

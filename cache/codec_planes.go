@@ -1,0 +1,267 @@
+package cache
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/bits"
+	"sync"
+
+	"github.com/klauspost/compress/huff0"
+)
+
+// planesCodec is the float-aware codec (the ZipNN idea). Each element is
+// rotated left by one bit, which moves the sign bit below the mantissa so
+// that the exponent fills a whole byte, then the bytes of all elements are
+// split into planes: bf16 and fp32 get a pure exponent plane, which is
+// highly skewed in trained weights and entropy-codes well, while mantissa
+// planes are close to random and usually stay raw. Planes are coded in
+// blocks of planeBlock bytes with huff0 4X, as a single repeated byte, or raw,
+// whichever is smallest.
+//
+// Payload: element size (1 byte); then for each plane, for each block:
+// mode (1 byte), coded length (uvarint), coded bytes; then the trailing
+// rawLen % element size bytes as they are.
+type planesCodec struct {
+	scratch sync.Pool // *huff0.Scratch, which is not safe for concurrent use
+	buffers sync.Pool // *[]byte plane buffers, reused to spare allocation and zeroing
+}
+
+const planeBlock = 128 << 10 // under huff0's 256 KiB block limit
+
+const (
+	blockRaw  = 0
+	blockHuff = 1
+	blockRLE  = 2
+)
+
+func newPlanesCodec() *planesCodec {
+	return &planesCodec{scratch: sync.Pool{New: func() any { return &huff0.Scratch{Reuse: huff0.ReusePolicyNone} }}}
+}
+
+// planeWidth is the element size the planes codec splits a dtype by; 0 for
+// dtypes it does not handle.
+func planeWidth(hint Hint) int {
+	switch hint {
+	case "BF16", "F16":
+		return 2
+	case "F32":
+		return 4
+	}
+	return 0
+}
+
+// splitPlanes rotates each element left by one bit and scatters its bytes
+// into planes, which hold n elements each. The bulk works on 64-bit words,
+// four bf16/fp16 or two fp32 elements at a time.
+func splitPlanes(buf, raw []byte, width, n int) [][]byte {
+	planes := make([][]byte, width)
+	for p := range planes {
+		planes[p] = buf[p*n : (p+1)*n]
+	}
+	le := binary.LittleEndian
+	switch width {
+	case 2:
+		p0, p1 := planes[0], planes[1]
+		i := 0
+		for ; i+4 <= n; i += 4 {
+			w := le.Uint64(raw[2*i:])
+			w = (w&0x7FFF7FFF7FFF7FFF)<<1 | (w>>15)&0x0001000100010001 // rotl1 per 16-bit lane
+			le.PutUint32(p0[i:], gatherBytes2(w))
+			le.PutUint32(p1[i:], gatherBytes2(w>>8))
+		}
+		for ; i < n; i++ {
+			v := bits.RotateLeft16(le.Uint16(raw[2*i:]), 1)
+			p0[i], p1[i] = byte(v), byte(v>>8)
+		}
+	case 4:
+		p0, p1, p2, p3 := planes[0], planes[1], planes[2], planes[3]
+		i := 0
+		for ; i+2 <= n; i += 2 {
+			w := le.Uint64(raw[4*i:])
+			w = (w&0x7FFFFFFF7FFFFFFF)<<1 | (w>>31)&0x0000000100000001 // rotl1 per 32-bit lane
+			le.PutUint16(p0[i:], gatherBytes4(w))
+			le.PutUint16(p1[i:], gatherBytes4(w>>8))
+			le.PutUint16(p2[i:], gatherBytes4(w>>16))
+			le.PutUint16(p3[i:], gatherBytes4(w>>24))
+		}
+		for ; i < n; i++ {
+			v := bits.RotateLeft32(le.Uint32(raw[4*i:]), 1)
+			p0[i], p1[i], p2[i], p3[i] = byte(v), byte(v>>8), byte(v>>16), byte(v>>24)
+		}
+	}
+	return planes
+}
+
+// gatherBytes2 packs bytes 0, 2, 4 and 6 of w into a uint32.
+func gatherBytes2(w uint64) uint32 {
+	w &= 0x00FF00FF00FF00FF
+	w = (w | w>>8) & 0x0000FFFF0000FFFF
+	return uint32(w | w>>16)
+}
+
+// gatherBytes4 packs bytes 0 and 4 of w into a uint16.
+func gatherBytes4(w uint64) uint16 {
+	return uint16(w&0xFF | (w>>24)&0xFF00)
+}
+
+// spreadBytes2 is the inverse of gatherBytes2.
+func spreadBytes2(v uint32) uint64 {
+	w := uint64(v)
+	w = (w | w<<16) & 0x0000FFFF0000FFFF
+	return (w | w<<8) & 0x00FF00FF00FF00FF
+}
+
+// spreadBytes4 is the inverse of gatherBytes4.
+func spreadBytes4(v uint16) uint64 {
+	w := uint64(v)
+	return (w | w<<24) & 0x000000FF000000FF
+}
+
+// joinPlanes is the inverse of splitPlanes, writing n elements into dst.
+func joinPlanes(dst []byte, planes [][]byte, width, n int) {
+	le := binary.LittleEndian
+	switch width {
+	case 2:
+		p0, p1 := planes[0][:n], planes[1][:n]
+		i := 0
+		for ; i+4 <= n; i += 4 {
+			w := spreadBytes2(le.Uint32(p0[i:])) | spreadBytes2(le.Uint32(p1[i:]))<<8
+			w = (w>>1)&0x7FFF7FFF7FFF7FFF | (w&0x0001000100010001)<<15 // rotr1 per lane
+			le.PutUint64(dst[2*i:], w)
+		}
+		for ; i < n; i++ {
+			v := uint16(p0[i]) | uint16(p1[i])<<8
+			le.PutUint16(dst[2*i:], bits.RotateLeft16(v, -1))
+		}
+	case 4:
+		p0, p1, p2, p3 := planes[0][:n], planes[1][:n], planes[2][:n], planes[3][:n]
+		i := 0
+		for ; i+2 <= n; i += 2 {
+			w := spreadBytes4(le.Uint16(p0[i:])) | spreadBytes4(le.Uint16(p1[i:]))<<8 |
+				spreadBytes4(le.Uint16(p2[i:]))<<16 | spreadBytes4(le.Uint16(p3[i:]))<<24
+			w = (w>>1)&0x7FFFFFFF7FFFFFFF | (w&0x0000000100000001)<<31
+			le.PutUint64(dst[4*i:], w)
+		}
+		for ; i < n; i++ {
+			v := uint32(p0[i]) | uint32(p1[i])<<8 | uint32(p2[i])<<16 | uint32(p3[i])<<24
+			le.PutUint32(dst[4*i:], bits.RotateLeft32(v, -1))
+		}
+	}
+}
+
+// buffer returns a pooled buffer of n bytes (not zeroed).
+func (c *planesCodec) buffer(n int) *[]byte {
+	if b, ok := c.buffers.Get().(*[]byte); ok && cap(*b) >= n {
+		*b = (*b)[:n]
+		return b
+	}
+	b := make([]byte, n)
+	return &b
+}
+
+// Encode codes raw as floats of the hinted dtype, appending to dst.
+func (c *planesCodec) Encode(dst, raw []byte, hint Hint) []byte {
+	width := planeWidth(hint)
+	n := len(raw) / width
+	dst = append(dst, byte(width))
+	s := c.scratch.Get().(*huff0.Scratch)
+	defer c.scratch.Put(s)
+	buf := c.buffer(width * n)
+	defer c.buffers.Put(buf)
+	for _, plane := range splitPlanes(*buf, raw, width, n) {
+		for off := 0; off < len(plane); off += planeBlock {
+			block := plane[off:min(off+planeBlock, len(plane))]
+			out, _, err := huff0.Compress4X(block, s)
+			switch {
+			case err == nil && len(out) < len(block):
+				dst = append(dst, blockHuff)
+				dst = binary.AppendUvarint(dst, uint64(len(out)))
+				dst = append(dst, out...)
+			case errors.Is(err, huff0.ErrUseRLE):
+				dst = append(dst, blockRLE, 1, block[0])
+			default:
+				dst = append(dst, blockRaw)
+				dst = binary.AppendUvarint(dst, uint64(len(block)))
+				dst = append(dst, block...)
+			}
+		}
+	}
+	return append(dst, raw[n*width:]...)
+}
+
+func (c *planesCodec) Decode(dst, payload []byte, rawLen int) ([]byte, error) {
+	if len(payload) < 1 {
+		return nil, errors.New("planes: empty payload")
+	}
+	width := int(payload[0])
+	if width != 2 && width != 4 {
+		return nil, fmt.Errorf("planes: element size %d", width)
+	}
+	in := payload[1:]
+	n := rawLen / width
+	planes := make([][]byte, width)
+	buf := c.buffer(width * n)
+	defer c.buffers.Put(buf)
+	s := c.scratch.Get().(*huff0.Scratch)
+	defer c.scratch.Put(s)
+	for p := range planes {
+		planes[p] = (*buf)[p*n : (p+1)*n]
+		for off := 0; off < n; off += planeBlock {
+			block := planes[p][off:min(off+planeBlock, n)]
+			if len(in) < 1 {
+				return nil, errors.New("planes: truncated")
+			}
+			mode := in[0]
+			size, k := binary.Uvarint(in[1:])
+			if k <= 0 || size > uint64(len(in)-1-k) {
+				return nil, errors.New("planes: bad block length")
+			}
+			data := in[1+k : 1+k+int(size)]
+			in = in[1+k+int(size):]
+			switch mode {
+			case blockRaw:
+				if len(data) != len(block) {
+					return nil, errors.New("planes: raw block size")
+				}
+				copy(block, data)
+			case blockRLE:
+				if len(data) != 1 {
+					return nil, errors.New("planes: rle block size")
+				}
+				for i := range block {
+					block[i] = data[0]
+				}
+			case blockHuff:
+				table, rest, err := huff0.ReadTable(data, s)
+				if err != nil {
+					return nil, fmt.Errorf("planes: %w", err)
+				}
+				// The decoder fills dst up to its capacity: give it exactly the block.
+				out, err := table.Decoder().Decompress4X(block[:0:len(block)], rest)
+				if err != nil {
+					return nil, fmt.Errorf("planes: %w", err)
+				}
+				if len(out) != len(block) {
+					return nil, errors.New("planes: block decodes to the wrong size")
+				}
+				if &out[0] != &block[0] {
+					copy(block, out)
+				}
+			default:
+				return nil, fmt.Errorf("planes: block mode %d", mode)
+			}
+		}
+	}
+	if len(in) != rawLen-n*width {
+		return nil, errors.New("planes: trailing bytes do not match the raw length")
+	}
+	if dst == nil {
+		dst = make([]byte, 0, rawLen)
+	}
+	start := len(dst)
+	dst = append(dst, make([]byte, rawLen)...)
+	joinPlanes(dst[start:], planes, width, n)
+	copy(dst[start+n*width:], in)
+	return dst, nil
+}

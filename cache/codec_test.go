@@ -1,0 +1,135 @@
+package cache
+
+import (
+	"bytes"
+	"encoding/binary"
+	"math"
+	"math/rand"
+	"testing"
+)
+
+// floatBytes encodes values as little-endian elements of the given dtype.
+func floatBytes(dtype string, vals []float64) []byte {
+	var b []byte
+	for _, v := range vals {
+		f := math.Float32bits(float32(v))
+		switch dtype {
+		case "F32":
+			b = binary.LittleEndian.AppendUint32(b, f)
+		case "BF16":
+			b = binary.LittleEndian.AppendUint16(b, uint16(f>>16))
+		case "F16": // the bits only need to be varied, not a faithful fp16
+			b = binary.LittleEndian.AppendUint16(b, uint16(f>>13))
+		}
+	}
+	return b
+}
+
+func normals(seed int64, n int, std float64) []float64 {
+	r := rand.New(rand.NewSource(seed))
+	out := make([]float64, n)
+	for i := range out {
+		out[i] = r.NormFloat64() * std
+	}
+	return out
+}
+
+func TestCodecRoundTripEveryDType(t *testing.T) {
+	c := newCodecs()
+	special := []float64{math.NaN(), math.Inf(1), math.Inf(-1), 0, math.Copysign(0, -1),
+		math.SmallestNonzeroFloat32, -math.SmallestNonzeroFloat32, 1e-40, math.MaxFloat32}
+	vals := append(normals(1, 300000, 0.02), special...)
+	inputs := map[string][]byte{}
+	for _, dt := range []string{"F32", "BF16", "F16"} {
+		inputs[dt] = floatBytes(dt, vals)
+	}
+	r := rand.New(rand.NewSource(2))
+	for _, dt := range []string{"F64", "I64", "I32", "I16", "I8", "U8", "U16", "U32", "U64", "BOOL", "F8_E4M3", "F8_E5M2", ""} {
+		b := make([]byte, 100003)
+		r.Read(b[:50000]) // half random, half zeros
+		inputs[dt] = b
+	}
+	for dt, full := range inputs {
+		for _, cut := range []int{0, 1, 3, 63, 64, 65, 1001, len(full) - 1, len(full)} {
+			raw := full[:min(cut, len(full))]
+			v := c.encodeChunk(raw, Hint(dt))
+			got, err := c.decodeChunk(hashOf(raw), v)
+			if err != nil || !bytes.Equal(got, raw) {
+				t.Fatalf("%s, %d bytes: round trip failed: %v", dt, len(raw), err)
+			}
+		}
+	}
+}
+
+func TestPlanesCompressFloats(t *testing.T) {
+	c := newCodecs()
+	for dt, maxRatio := range map[string]float64{"BF16": 0.70, "F32": 0.86} {
+		raw := floatBytes(dt, normals(3, 1<<20, 0.02))
+		v := c.encodeChunk(raw, Hint(dt))
+		ratio := float64(len(v)) / float64(len(raw))
+		if CodecID(v[0]) != CodecPlanes || ratio > maxRatio {
+			t.Errorf("%s: codec %d, ratio %.3f, want planes at most %.2f", dt, v[0], ratio, maxRatio)
+		}
+	}
+}
+
+func TestCorruptPayloadDetected(t *testing.T) {
+	c := newCodecs()
+	raw := floatBytes("BF16", normals(4, 1<<16, 0.02))
+	v := c.encodeChunk(raw, "BF16")
+	for _, pos := range []int{0, 1, 5, chunkHeaderLen, chunkHeaderLen + 7, len(v) / 2, len(v) - 1} {
+		bad := append([]byte{}, v...)
+		bad[pos] ^= 0x10
+		if got, err := c.decodeChunk(hashOf(raw), bad); err == nil {
+			t.Fatalf("flip at %d accepted (same bytes: %v)", pos, bytes.Equal(got, raw))
+		}
+	}
+	if _, err := c.decodeChunk(hashOf(raw), v[:len(v)-3]); err == nil {
+		t.Fatal("truncated value accepted")
+	}
+}
+
+func TestPlanesMatchScalarLayout(t *testing.T) {
+	// Each plane byte must be byte p of the element rotated left by one bit.
+	raw := floatBytes("F32", normals(5, 1001, 1))
+	for _, width := range []int{2, 4} {
+		n := len(raw) / width
+		planes := splitPlanes(make([]byte, n*width), raw, width, n)
+		for i := 0; i < n; i++ {
+			var v uint64
+			for b := width - 1; b >= 0; b-- {
+				v = v<<8 | uint64(raw[i*width+b])
+			}
+			bitsN := uint(8 * width)
+			rot := (v<<1 | v>>(bitsN-1)) & (1<<bitsN - 1)
+			for p := 0; p < width; p++ {
+				if planes[p][i] != byte(rot>>(8*p)) {
+					t.Fatalf("width %d element %d plane %d", width, i, p)
+				}
+			}
+		}
+		out := make([]byte, n*width)
+		joinPlanes(out, planes, width, n)
+		if !bytes.Equal(out, raw[:n*width]) {
+			t.Fatalf("width %d: join does not invert split", width)
+		}
+	}
+}
+
+func BenchmarkPlanesBF16(b *testing.B) {
+	c := newCodecs()
+	raw := floatBytes("BF16", normals(6, 2<<20, 0.02))
+	v := c.encodeChunk(raw, "BF16")
+	b.Run("encode", func(b *testing.B) {
+		b.SetBytes(int64(len(raw)))
+		for range b.N {
+			c.encodeChunk(raw, "BF16")
+		}
+	})
+	b.Run("decode", func(b *testing.B) {
+		b.SetBytes(int64(len(raw)))
+		for range b.N {
+			c.byID[CodecPlanes].Decode(nil, v[chunkHeaderLen:], len(raw))
+		}
+	})
+}
