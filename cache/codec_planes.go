@@ -15,16 +15,17 @@ import (
 // that the exponent fills a whole byte, then the bytes of all elements are
 // split into planes: bf16 and fp32 get a pure exponent plane, which is
 // highly skewed in trained weights and entropy-codes well, while mantissa
-// planes are close to random and usually stay raw. Planes are coded in
-// blocks of planeBlock bytes with huff0 4X, as a single repeated byte, or raw,
-// whichever is smallest.
+// planes are close to random and usually stay raw. The chunk is worked
+// through in groups of planeBlock elements, so a group's planes stay in
+// cache between splitting and coding; each plane block is coded with huff0
+// 4X, as a single repeated byte, or raw, whichever is smallest.
 //
-// Payload: element size (1 byte); then for each plane, for each block:
+// Payload: element size (1 byte); then for each group, for each plane:
 // mode (1 byte), coded length (uvarint), coded bytes; then the trailing
 // rawLen % element size bytes as they are.
 type planesCodec struct {
 	scratch sync.Pool // *huff0.Scratch, which is not safe for concurrent use
-	buffers sync.Pool // *[]byte plane buffers, reused to spare allocation and zeroing
+	buffers sync.Pool // *[]byte group plane buffers
 }
 
 const planeBlock = 128 << 10 // under huff0's 256 KiB block limit
@@ -150,13 +151,12 @@ func joinPlanes(dst []byte, planes [][]byte, width, n int) {
 	}
 }
 
-// buffer returns a pooled buffer of n bytes (not zeroed).
-func (c *planesCodec) buffer(n int) *[]byte {
-	if b, ok := c.buffers.Get().(*[]byte); ok && cap(*b) >= n {
-		*b = (*b)[:n]
+// buffer returns a pooled buffer for the planes of one group.
+func (c *planesCodec) buffer() *[]byte {
+	if b, ok := c.buffers.Get().(*[]byte); ok {
 		return b
 	}
-	b := make([]byte, n)
+	b := make([]byte, 4*planeBlock)
 	return &b
 }
 
@@ -167,11 +167,11 @@ func (c *planesCodec) Encode(dst, raw []byte, hint Hint) []byte {
 	dst = append(dst, byte(width))
 	s := c.scratch.Get().(*huff0.Scratch)
 	defer c.scratch.Put(s)
-	buf := c.buffer(width * n)
+	buf := c.buffer()
 	defer c.buffers.Put(buf)
-	for _, plane := range splitPlanes(*buf, raw, width, n) {
-		for off := 0; off < len(plane); off += planeBlock {
-			block := plane[off:min(off+planeBlock, len(plane))]
+	for first := 0; first < n; first += planeBlock {
+		m := min(planeBlock, n-first)
+		for _, block := range splitPlanes(*buf, raw[first*width:], width, m) {
 			out, _, err := huff0.Compress4X(block, s)
 			switch {
 			case err == nil && len(out) < len(block):
@@ -200,68 +200,80 @@ func (c *planesCodec) Decode(dst, payload []byte, rawLen int) ([]byte, error) {
 	}
 	in := payload[1:]
 	n := rawLen / width
-	planes := make([][]byte, width)
-	buf := c.buffer(width * n)
-	defer c.buffers.Put(buf)
-	s := c.scratch.Get().(*huff0.Scratch)
-	defer c.scratch.Put(s)
-	for p := range planes {
-		planes[p] = (*buf)[p*n : (p+1)*n]
-		for off := 0; off < n; off += planeBlock {
-			block := planes[p][off:min(off+planeBlock, n)]
-			if len(in) < 1 {
-				return nil, errors.New("planes: truncated")
-			}
-			mode := in[0]
-			size, k := binary.Uvarint(in[1:])
-			if k <= 0 || size > uint64(len(in)-1-k) {
-				return nil, errors.New("planes: bad block length")
-			}
-			data := in[1+k : 1+k+int(size)]
-			in = in[1+k+int(size):]
-			switch mode {
-			case blockRaw:
-				if len(data) != len(block) {
-					return nil, errors.New("planes: raw block size")
-				}
-				copy(block, data)
-			case blockRLE:
-				if len(data) != 1 {
-					return nil, errors.New("planes: rle block size")
-				}
-				for i := range block {
-					block[i] = data[0]
-				}
-			case blockHuff:
-				table, rest, err := huff0.ReadTable(data, s)
-				if err != nil {
-					return nil, fmt.Errorf("planes: %w", err)
-				}
-				// The decoder fills dst up to its capacity: give it exactly the block.
-				out, err := table.Decoder().Decompress4X(block[:0:len(block)], rest)
-				if err != nil {
-					return nil, fmt.Errorf("planes: %w", err)
-				}
-				if len(out) != len(block) {
-					return nil, errors.New("planes: block decodes to the wrong size")
-				}
-				if &out[0] != &block[0] {
-					copy(block, out)
-				}
-			default:
-				return nil, fmt.Errorf("planes: block mode %d", mode)
-			}
-		}
-	}
-	if len(in) != rawLen-n*width {
-		return nil, errors.New("planes: trailing bytes do not match the raw length")
-	}
 	if dst == nil {
 		dst = make([]byte, 0, rawLen)
 	}
 	start := len(dst)
 	dst = append(dst, make([]byte, rawLen)...)
-	joinPlanes(dst[start:], planes, width, n)
-	copy(dst[start+n*width:], in)
+	out := dst[start:]
+	buf := c.buffer()
+	defer c.buffers.Put(buf)
+	s := c.scratch.Get().(*huff0.Scratch)
+	defer c.scratch.Put(s)
+	planes := make([][]byte, width)
+	for first := 0; first < n; first += planeBlock {
+		m := min(planeBlock, n-first)
+		for p := range planes {
+			block := (*buf)[p*m : (p+1)*m]
+			planes[p] = block
+			var err error
+			if in, err = decodeBlock(block, in, s); err != nil {
+				return nil, err
+			}
+		}
+		joinPlanes(out[first*width:], planes, width, m)
+	}
+	if len(in) != rawLen-n*width {
+		return nil, errors.New("planes: trailing bytes do not match the raw length")
+	}
+	copy(out[n*width:], in)
 	return dst, nil
+}
+
+// decodeBlock decodes one plane block from in into block and returns the
+// rest of in.
+func decodeBlock(block, in []byte, s *huff0.Scratch) ([]byte, error) {
+	if len(in) < 1 {
+		return nil, errors.New("planes: truncated")
+	}
+	mode := in[0]
+	size, k := binary.Uvarint(in[1:])
+	if k <= 0 || size > uint64(len(in)-1-k) {
+		return nil, errors.New("planes: bad block length")
+	}
+	data := in[1+k : 1+k+int(size)]
+	rest := in[1+k+int(size):]
+	switch mode {
+	case blockRaw:
+		if len(data) != len(block) {
+			return nil, errors.New("planes: raw block size")
+		}
+		copy(block, data)
+	case blockRLE:
+		if len(data) != 1 {
+			return nil, errors.New("planes: rle block size")
+		}
+		for i := range block {
+			block[i] = data[0]
+		}
+	case blockHuff:
+		table, coded, err := huff0.ReadTable(data, s)
+		if err != nil {
+			return nil, fmt.Errorf("planes: %w", err)
+		}
+		// The decoder fills dst up to its capacity: give it exactly the block.
+		got, err := table.Decoder().Decompress4X(block[:0:len(block)], coded)
+		if err != nil {
+			return nil, fmt.Errorf("planes: %w", err)
+		}
+		if len(got) != len(block) {
+			return nil, errors.New("planes: block decodes to the wrong size")
+		}
+		if &got[0] != &block[0] {
+			copy(block, got)
+		}
+	default:
+		return nil, fmt.Errorf("planes: block mode %d", mode)
+	}
+	return rest, nil
 }

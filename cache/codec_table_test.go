@@ -1,0 +1,85 @@
+package cache
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestCodecTable measures the chunk codecs on real inputs for make
+// bench-codec: it runs only when CKPTFS_CODEC_INPUTS names a file of
+// "name dtype path" lines, and appends one JSON object per input to
+// CKPTFS_CODEC_OUT. Inputs are cut into MaxChunk chunks as ingest does; run
+// it with GOMAXPROCS=1 for single-core figures.
+func TestCodecTable(t *testing.T) {
+	list := os.Getenv("CKPTFS_CODEC_INPUTS")
+	if list == "" {
+		t.Skip("CKPTFS_CODEC_INPUTS not set: run make bench-codec")
+	}
+	f, err := os.Open(list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	out, err := os.OpenFile(os.Getenv("CKPTFS_CODEC_OUT"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	c := newCodecs()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) != 3 {
+			continue
+		}
+		name, dtype, path := fields[0], fields[1], fields[2]
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var chunks [][]byte
+		for off := 0; off < len(raw); off += MaxChunk {
+			chunks = append(chunks, raw[off:min(off+MaxChunk, len(raw))])
+		}
+		values := make([][]byte, len(chunks))
+		start := time.Now()
+		for i, ch := range chunks {
+			values[i] = c.encodeChunk(ch, Hint(dtype))
+		}
+		enc := time.Since(start)
+		stored := 0
+		for _, v := range values {
+			stored += len(v)
+		}
+		start = time.Now()
+		for i, v := range values {
+			if _, err := c.decode(CodecID(v[0]), v[chunkHeaderLen:], len(chunks[i])); err != nil {
+				t.Fatal(err)
+			}
+		}
+		dec := time.Since(start)
+		hashes := make([]Hash, len(chunks))
+		for i, ch := range chunks {
+			hashes[i] = hashOf(ch)
+		}
+		start = time.Now()
+		for i, v := range values {
+			got, err := c.decodeChunk(hashes[i], v) // checks the hash of what it decodes
+			if err != nil || !bytes.Equal(got, chunks[i]) {
+				t.Fatalf("%s: chunk %d does not round-trip: %v", name, i, err)
+			}
+		}
+		verified := time.Since(start)
+		mbs := func(d time.Duration) float64 { return float64(len(raw)) / d.Seconds() / 1e6 }
+		json.NewEncoder(out).Encode(map[string]any{
+			"input": name, "dtype": dtype, "bytes": len(raw), "ratio": float64(stored) / float64(len(raw)),
+			"compress_mbs": mbs(enc), "decompress_mbs": mbs(dec), "decompress_verify_mbs": mbs(verified), // with CRC, BLAKE3 and a compare
+			"roundtrip": true,
+		})
+	}
+}
