@@ -11,7 +11,7 @@ CPY      := $(CVENV)/bin/python
 # "context deadline exceeded" at a -fuzztime duration boundary (golang/go#75804).
 FUZZTIME ?= 2000000x
 
-.PHONY: build run test unit fuzz integration python fuse venv venv-colossalai bench bench-codec bench-dedup clean
+.PHONY: build run test unit fuzz integration python fuse venv venv-colossalai bench bench-codec bench-dedup bench-mount clean
 
 build:
 	$(GO) build -o bin/ckptfs ./cmd/ckptfs
@@ -70,11 +70,14 @@ python: build fuse venv venv-colossalai
 		$(CPY) -m pytest -q -x -p no:cacheprovider -W ignore::FutureWarning integration/python/test_colossalai.py
 
 # Benchmarks print side-by-side tables and write them to integration/bench/out/.
-bench: bench-codec bench-dedup
+bench: bench-mount bench-codec bench-dedup
 
 bench-codec: venv
 	$(PY) -m pip install -q -r integration/bench/requirements.txt
 	$(PY) integration/bench/codec_bench.py
+
+bench-mount: build fuse venv
+	CKPTFS_BIN=$(CURDIR)/bin/ckptfs HF_HUB_OFFLINE=1 $(PY) integration/bench/mount_bench.py
 
 bench-dedup: build fuse venv
 	CKPTFS_BIN=$(CURDIR)/bin/ckptfs HF_HUB_OFFLINE=1 $(PY) integration/bench/dedup_bench.py

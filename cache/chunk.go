@@ -29,7 +29,7 @@ type ChunkRef struct {
 var ErrCorrupt = errors.New("corrupt data")
 
 // MaxChunk is the largest chunk the ingest pipeline produces.
-const MaxChunk = 4 << 20
+const MaxChunk = 1 << 20
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 

@@ -19,7 +19,7 @@ func newChunkCache(s *Store, maxBytes int64, parallel int) *chunkCache {
 		store:    s,
 		codecs:   newCodecs(),
 		lru:      newLRU(maxBytes),
-		prefetch: make(chan struct{}, max(parallel, 2)),
+		prefetch: make(chan struct{}, 2*max(parallel, 1)),
 	}
 }
 

@@ -125,11 +125,15 @@ func joinPlanes(dst []byte, planes [][]byte, width, n int) {
 	switch width {
 	case 2:
 		p0, p1 := planes[0][:n], planes[1][:n]
+		dst = dst[:2*n]
 		i := 0
-		for ; i+4 <= n; i += 4 {
-			w := spreadBytes2(le.Uint32(p0[i:])) | spreadBytes2(le.Uint32(p1[i:]))<<8
-			w = (w>>1)&0x7FFF7FFF7FFF7FFF | (w&0x0001000100010001)<<15 // rotr1 per lane
-			le.PutUint64(dst[2*i:], w)
+		for ; i+8 <= n; i += 8 {
+			a, b := le.Uint64(p0[i:i+8]), le.Uint64(p1[i:i+8])
+			lo := spreadBytes2(uint32(a)) | spreadBytes2(uint32(b))<<8
+			hi := spreadBytes2(uint32(a>>32)) | spreadBytes2(uint32(b>>32))<<8
+			out := dst[2*i : 2*i+16]
+			le.PutUint64(out, (lo>>1)&0x7FFF7FFF7FFF7FFF|(lo&0x0001000100010001)<<15) // rotr1 per lane
+			le.PutUint64(out[8:], (hi>>1)&0x7FFF7FFF7FFF7FFF|(hi&0x0001000100010001)<<15)
 		}
 		for ; i < n; i++ {
 			v := uint16(p0[i]) | uint16(p1[i])<<8
@@ -169,10 +173,17 @@ func (c *planesCodec) Encode(dst, raw []byte, hint Hint) []byte {
 	defer c.scratch.Put(s)
 	buf := c.buffer()
 	defer c.buffers.Put(buf)
+	// A plane whose first block does not shrink (a mantissa plane, usually)
+	// is not offered to huff0 again: that halves the work on bf16.
+	incompressible := make([]bool, width)
 	for first := 0; first < n; first += planeBlock {
 		m := min(planeBlock, n-first)
-		for _, block := range splitPlanes(*buf, raw[first*width:], width, m) {
-			out, _, err := huff0.Compress4X(block, s)
+		for p, block := range splitPlanes(*buf, raw[first*width:], width, m) {
+			var out []byte
+			err := huff0.ErrIncompressible
+			if !incompressible[p] {
+				out, _, err = huff0.Compress4X(block, s)
+			}
 			switch {
 			case err == nil && len(out) < len(block):
 				dst = append(dst, blockHuff)
@@ -181,6 +192,7 @@ func (c *planesCodec) Encode(dst, raw []byte, hint Hint) []byte {
 			case errors.Is(err, huff0.ErrUseRLE):
 				dst = append(dst, blockRLE, 1, block[0])
 			default:
+				incompressible[p] = first == 0 || incompressible[p]
 				dst = append(dst, blockRaw)
 				dst = binary.AppendUvarint(dst, uint64(len(block)))
 				dst = append(dst, block...)

@@ -10,7 +10,7 @@ import (
 
 // readaheadChunks is how many chunks past a sequential read are loaded in
 // the background.
-const readaheadChunks = 8
+const readaheadChunks = 32
 
 // FileReader reads a file's content from its chunk list. It is safe for
 // concurrent use; sequential reads trigger parallel readahead.

