@@ -141,12 +141,18 @@ func joinPlanes(dst []byte, planes [][]byte, width, n int) {
 		}
 	case 4:
 		p0, p1, p2, p3 := planes[0][:n], planes[1][:n], planes[2][:n], planes[3][:n]
+		dst = dst[:4*n]
 		i := 0
-		for ; i+2 <= n; i += 2 {
-			w := spreadBytes4(le.Uint16(p0[i:])) | spreadBytes4(le.Uint16(p1[i:]))<<8 |
-				spreadBytes4(le.Uint16(p2[i:]))<<16 | spreadBytes4(le.Uint16(p3[i:]))<<24
-			w = (w>>1)&0x7FFFFFFF7FFFFFFF | (w&0x0000000100000001)<<31
-			le.PutUint64(dst[4*i:], w)
+		for ; i+8 <= n; i += 8 {
+			a0, a1 := le.Uint64(p0[i:i+8]), le.Uint64(p1[i:i+8])
+			a2, a3 := le.Uint64(p2[i:i+8]), le.Uint64(p3[i:i+8])
+			out := dst[4*i : 4*i+32]
+			for j := 0; j < 4; j++ { // two elements per word
+				sh := 16 * j
+				w := spreadBytes4(uint16(a0>>sh)) | spreadBytes4(uint16(a1>>sh))<<8 |
+					spreadBytes4(uint16(a2>>sh))<<16 | spreadBytes4(uint16(a3>>sh))<<24
+				le.PutUint64(out[8*j:8*j+8], (w>>1)&0x7FFFFFFF7FFFFFFF|(w&0x0000000100000001)<<31) // rotr1 per lane
+			}
 		}
 		for ; i < n; i++ {
 			v := uint32(p0[i]) | uint32(p1[i])<<8 | uint32(p2[i])<<16 | uint32(p3[i])<<24

@@ -116,14 +116,17 @@ func TestPlanesMatchScalarLayout(t *testing.T) {
 	}
 }
 
-func BenchmarkPlanesBF16(b *testing.B) {
+func BenchmarkPlanesBF16(b *testing.B) { benchmarkPlanes(b, "BF16") }
+func BenchmarkPlanesF32(b *testing.B)  { benchmarkPlanes(b, "F32") }
+
+func benchmarkPlanes(b *testing.B, dtype string) {
 	c := newCodecs()
-	raw := floatBytes("BF16", normals(6, 2<<20, 0.02))
-	v := c.encodeChunk(raw, "BF16")
+	raw := floatBytes(dtype, normals(6, MaxChunk/4, 0.02))
+	v := c.encodeChunk(raw, Hint(dtype))
 	b.Run("encode", func(b *testing.B) {
 		b.SetBytes(int64(len(raw)))
 		for range b.N {
-			c.encodeChunk(raw, "BF16")
+			c.encodeChunk(raw, Hint(dtype))
 		}
 	})
 	b.Run("decode", func(b *testing.B) {
