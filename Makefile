@@ -11,7 +11,7 @@ CPY      := $(CVENV)/bin/python
 # "context deadline exceeded" at a -fuzztime duration boundary (golang/go#75804).
 FUZZTIME ?= 2000000x
 
-.PHONY: build run test unit fuzz integration python fuse venv venv-colossalai bench bench-codec bench-dedup bench-mount clean
+.PHONY: build run test unit fuzz integration python fuse venv venv-colossalai bench bench-codec bench-dedup bench-mount stress clean
 
 build:
 	$(GO) build -o bin/ckptfs ./cmd/ckptfs
@@ -63,6 +63,10 @@ fuzz:
 
 integration: fuse
 	$(GO) test -race -count=1 -timeout 30m ./integration/
+
+# Long variants of the randomized tests.
+stress: fuse
+	CKPTFS_STRESS_STEPS=10000 $(GO) test -race -count=1 -timeout 60m -run 'TestRandomOps|TestConcurrent' -v ./integration/
 
 python: build fuse venv venv-colossalai
 	CKPTFS_BIN=$(CURDIR)/bin/ckptfs HF_HUB_OFFLINE=1 $(PY) -m pytest -q -x -p no:cacheprovider integration/python

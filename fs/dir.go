@@ -132,8 +132,9 @@ func (n *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
-	h := child.Operations().(*fileNode).newHandle(&in.Content, flags)
-	return child, h, 0, 0
+	node := child.Operations().(*fileNode)
+	node.load(in)
+	return child, node.newHandle(), 0, 0
 }
 
 func (n *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {

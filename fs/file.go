@@ -19,6 +19,8 @@ type fileNode struct {
 	ino  uint64
 
 	mu      sync.Mutex
+	content *cache.Content    // committed content, as last loaded or committed
+	reader  *cache.FileReader // reads content
 	handles map[*handle]struct{}
 	gen     uint64 // bumped whenever new content is committed
 	seenGen uint64 // gen the kernel's page cache was filled at
@@ -82,7 +84,8 @@ func (n *fileNode) truncateStored(size int64) error {
 	if err != nil || in.Content.Size == size {
 		return err
 	}
-	h := n.newHandle(&in.Content, 0)
+	n.load(in)
+	h := n.newHandle()
 	defer h.release()
 	if err := h.truncate(size); err != nil {
 		return err
@@ -104,7 +107,8 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 	if err != nil {
 		return nil, 0, toErrno(n.fsys.log, "open", err)
 	}
-	h := n.newHandle(&in.Content, flags)
+	n.load(in)
+	h := n.newHandle()
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	var fuseFlags uint32
@@ -115,17 +119,33 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 	return h, fuseFlags, 0
 }
 
-// contentChanged records a commit and drops the kernel's cached pages.
-func (n *fileNode) contentChanged() {
+// load takes a freshly read record's content as the committed content.
+func (n *fileNode) load(in *cache.Inode) {
 	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.content = &in.Content
+	n.reader = n.fsys.store.NewReader(n.Path(nil), n.content)
+}
+
+// current is the committed content and its reader.
+func (n *fileNode) current() (*cache.Content, *cache.FileReader) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.content, n.reader
+}
+
+// contentChanged records a commit of c and drops the kernel's cached pages.
+func (n *fileNode) contentChanged(c *cache.Content) {
+	n.mu.Lock()
+	n.content, n.reader = c, n.fsys.store.NewReader(n.Path(nil), c)
 	n.gen++
 	n.mu.Unlock()
 	// Not from inside the request: the kernel may wait on it.
 	go n.NotifyContent(0, 0)
 }
 
-func (n *fileNode) newHandle(base *cache.Content, flags uint32) *handle {
-	h := &handle{node: n, base: base, reader: n.fsys.store.NewReader(n.Path(nil), base)}
+func (n *fileNode) newHandle() *handle {
+	h := &handle{node: n}
 	n.mu.Lock()
 	if n.handles == nil {
 		n.handles = map[*handle]struct{}{}

@@ -14,18 +14,17 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 )
 
-// handle is an open file. Reads of an unchanged file come from the stored
-// content it was opened at. The first write makes it dirty: writes in order
-// from an empty file stream straight into ingest; anything else (an
-// out-of-order write, a truncate, a read of pending data) moves the pending
-// content to a staging file. A commit ingests the pending content and swaps
-// the file's manifest in one transaction, so readers never see half a file.
+// handle is an open file. A clean handle reads the file's committed
+// content, as its node holds it. The first write or truncate makes it dirty,
+// starting from that content: writes in order from an empty file stream
+// straight into ingest; anything else (an out-of-order write, a truncate, a
+// read of pending data) moves the pending content to a staging file. A
+// commit ingests the pending content and swaps the file's manifest in one
+// transaction, so readers never see half a file.
 type handle struct {
 	node *fileNode
 
 	mu     sync.Mutex
-	base   *cache.Content
-	reader *cache.FileReader
 	dirty  bool
 	stream *cache.Writer // pending content, written in order
 	staged *os.File      // pending content, written at random
@@ -65,8 +64,8 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 		}
 		return fuse.ReadResultData(dest[:n]), 0
 	}
-	r := h.reader
 	h.mu.Unlock()
+	_, r := h.node.current()
 	n, err := r.ReadAt(dest, off)
 	if err != nil && err != io.EOF {
 		return nil, h.errno("read", err)
@@ -78,8 +77,9 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if !h.dirty {
-		h.dirty, h.size = true, h.base.Size
-		if h.base.Size == 0 && off == 0 {
+		base, _ := h.node.current()
+		h.dirty, h.size = true, base.Size
+		if base.Size == 0 && off == 0 {
 			h.stream = h.store().NewWriter()
 		}
 	}
@@ -107,7 +107,7 @@ func (h *handle) toStaging() error {
 	if h.staged != nil {
 		return nil
 	}
-	content := h.base
+	content, _ := h.node.current()
 	if h.stream != nil {
 		c, err := h.stream.Close()
 		h.stream = nil
@@ -134,7 +134,7 @@ func (h *handle) toStaging() error {
 func (h *handle) truncate(size int64) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if !h.dirty && size == h.base.Size {
+	if base, _ := h.node.current(); !h.dirty && size == base.Size {
 		return nil
 	}
 	if h.dirty && h.stream != nil && size == h.stream.Len() {
@@ -200,8 +200,7 @@ func (h *handle) commit() error {
 	if err != nil {
 		return err
 	}
-	h.base, h.reader = c, h.store().NewReader(h.node.Path(nil), c)
-	h.node.contentChanged()
+	h.node.contentChanged(c)
 	return nil
 }
 

@@ -1,0 +1,196 @@
+package integration
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// stressSteps is how many random operations TestRandomOpsMatchLocalDisk runs:
+// CKPTFS_STRESS_STEPS (make stress sets 10,000), or 3,000.
+func stressSteps() int {
+	if n, err := strconv.Atoi(os.Getenv("CKPTFS_STRESS_STEPS")); err == nil && n > 0 {
+		return n
+	}
+	return 3000
+}
+
+// errKind reduces an error to what both file systems must agree on.
+func errKind(err error) string {
+	if err == nil {
+		return "ok"
+	}
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return errno.Error()
+	}
+	return "error"
+}
+
+// A random sequence of writes, truncates, renames, unlinks and reads runs
+// against the mount and a local directory; after every step both hold the
+// same names and bytes.
+func TestRandomOpsMatchLocalDisk(t *testing.T) {
+	m := mountStore(t, newStore(t))
+	dirs := [2]string{m.path("ops"), filepath.Join(t.TempDir(), "ops")}
+	for _, d := range dirs {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := rand.New(rand.NewSource(8))
+	names := []string{"a", "b", "c", "d.safetensors", "e"}
+	buf := make([]byte, 300<<10)
+	steps := stressSteps()
+	var history []string // the last operations, for a failure message
+	for step := 0; step < steps; step++ {
+		name := names[r.Intn(len(names))]
+		other := names[r.Intn(len(names))]
+		off := r.Int63n(600 << 10)
+		n := 1 + r.Intn(len(buf))
+		r.Read(buf[:n])
+		op := r.Intn(10)
+		var results [2]string
+		for i, d := range dirs {
+			p := filepath.Join(d, name)
+			var err error
+			switch {
+			case op < 4: // write at a random offset, or append, through one open
+				var f *os.File
+				if f, err = os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o644); err == nil {
+					if op == 0 {
+						_, err = f.Write(buf[:n]) // at offset 0 of an existing file
+					} else {
+						_, err = f.WriteAt(buf[:n], off)
+					}
+					if cerr := f.Close(); err == nil {
+						err = cerr
+					}
+				}
+			case op == 4:
+				err = os.Truncate(p, off/2)
+			case op == 5:
+				err = os.Rename(p, filepath.Join(d, other))
+			case op == 6:
+				err = os.Remove(p)
+			case op == 7: // write from scratch in order, as cp does
+				err = os.WriteFile(p, buf[:n], 0o644)
+			default: // read a range
+				var f *os.File
+				if f, err = os.Open(p); err == nil {
+					got := make([]byte, n)
+					k, rerr := f.ReadAt(got, off)
+					if rerr != nil && k == 0 && off < 600<<10 {
+						err = nil
+					}
+					results[i] = fmt.Sprintf("%x", got[:k])
+					f.Close()
+				}
+			}
+			results[i] = errKind(err) + " " + results[i]
+		}
+		history = append(history[max(len(history)-19, 0):], fmt.Sprintf("step %d: op %d on %s (other %s, off %d, n %d)", step, op, name, other, off, n))
+		if results[0] != results[1] {
+			t.Fatalf("mount %.80s, local %.80s after:\n%s", results[0], results[1], strings.Join(history, "\n"))
+		}
+		if err := sameDirs(dirs[0], dirs[1]); err != nil {
+			t.Fatalf("%v after:\n%s", err, strings.Join(history, "\n"))
+		}
+	}
+}
+
+// sameDirs compares the names and contents of two flat directories.
+func sameDirs(a, b string) error {
+	list := func(d string) (map[string][]byte, error) {
+		entries, err := os.ReadDir(d)
+		if err != nil {
+			return nil, err
+		}
+		out := map[string][]byte{}
+		for _, e := range entries {
+			if out[e.Name()], err = os.ReadFile(filepath.Join(d, e.Name())); err != nil {
+				return nil, err
+			}
+		}
+		return out, nil
+	}
+	la, err := list(a)
+	if err != nil {
+		return err
+	}
+	lb, err := list(b)
+	if err != nil {
+		return err
+	}
+	if len(la) != len(lb) {
+		return fmt.Errorf("mount has %d files, local %d", len(la), len(lb))
+	}
+	for k, v := range lb {
+		if got, ok := la[k]; !ok || !bytes.Equal(got, v) {
+			return fmt.Errorf("%s differs: %d bytes on the mount, %d local (present: %v)", k, len(got), len(v), ok)
+		}
+	}
+	return nil
+}
+
+// Readers of views, writers, renames and unlinks on one checkpoint at once:
+// every read of a view returns a whole, valid file, and the daemon, built
+// with -race, reports no race.
+func TestConcurrentViewsAndWriters(t *testing.T) {
+	ck := sharedHFCheckpoint(t)
+	m := mountStore(t, newStore(t))
+	run(t, "cp", "-r", ck.dir, m.path("hf"))
+	want := fileHash(t, m.path("hf@single", "model.safetensors"))
+	stop := time.Now().Add(20 * time.Second)
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for i := 0; i < 3; i++ { // readers of the view
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(stop) {
+				if got := fileHash(t, m.path("hf@single", "model.safetensors")); got != want {
+					// The folder changes only in non-weight files, so the weights stay the same.
+					errs <- fmt.Errorf("view read gave a different file")
+					return
+				}
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() { // writer, renamer and unlinker of non-weight files in the same folder
+		defer wg.Done()
+		data := make([]byte, 1<<20)
+		for i := 0; time.Now().Before(stop); i++ {
+			p := m.path("hf", fmt.Sprintf("extra-%d.bin", i%4))
+			if err := os.WriteFile(p, data, 0o644); err != nil {
+				errs <- err
+				return
+			}
+			if err := os.Rename(p, m.path("hf", "extra-renamed.bin")); err != nil {
+				errs <- err
+				return
+			}
+			if i%3 == 0 {
+				if err := os.Remove(m.path("hf", "extra-renamed.bin")); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}
+	}()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
