@@ -139,6 +139,36 @@ func (s *Store) Lookup(parent uint64, name string) (*Inode, error) {
 func (s *Store) ReadDir(parent uint64) ([]DirEntry, error) {
 	var out []DirEntry
 	err := s.db.View(func(txn *badger.Txn) error {
+		var err error
+		out, err = readDir(txn, parent)
+		return err
+	})
+	return out, err
+}
+
+// ReadDirInodes lists directory parent with the record of every entry, all
+// from one snapshot, so a concurrent unlink cannot split the two.
+func (s *Store) ReadDirInodes(parent uint64) ([]DirEntry, map[string]*Inode, error) {
+	var entries []DirEntry
+	inodes := map[string]*Inode{}
+	err := s.db.View(func(txn *badger.Txn) error {
+		var err error
+		if entries, err = readDir(txn, parent); err != nil {
+			return err
+		}
+		for _, e := range entries {
+			if inodes[e.Name], err = getInode(txn, e.Ino); err != nil {
+				return fmt.Errorf("%s: %w", e.Name, err)
+			}
+		}
+		return nil
+	})
+	return entries, inodes, err
+}
+
+func readDir(txn *badger.Txn, parent uint64) ([]DirEntry, error) {
+	var out []DirEntry
+	err := func() error {
 		opts := badger.DefaultIteratorOptions
 		opts.Prefix = dentryPrefix(parent)
 		it := txn.NewIterator(opts)
@@ -156,7 +186,7 @@ func (s *Store) ReadDir(parent uint64) ([]DirEntry, error) {
 			out = append(out, DirEntry{Name: string(item.Key()[len(opts.Prefix):]), Ino: ino, Mode: mode})
 		}
 		return nil
-	})
+	}()
 	return out, err
 }
 

@@ -33,18 +33,13 @@ const maxIndexSize = 64 << 20
 
 // folderKey identifies the state of a folder's entries: any commit, rename
 // or unlink changes it.
-func folderKey(store *cache.Store, entries []cache.DirEntry) (string, map[string]*cache.Inode, error) {
+func folderKey(entries []cache.DirEntry, inodes map[string]*cache.Inode) string {
 	h := fnv.New128a()
-	inodes := map[string]*cache.Inode{}
 	for _, e := range entries {
-		in, err := store.GetInode(e.Ino)
-		if err != nil {
-			return "", nil, err
-		}
-		inodes[e.Name] = in
+		in := inodes[e.Name]
 		fmt.Fprintf(h, "%s\x00%d\x00%d\x00%d\x00", e.Name, in.Ino, in.Mtime, in.Content.Size)
 	}
-	return fmt.Sprintf("%x", h.Sum(nil)), inodes, nil
+	return fmt.Sprintf("%x", h.Sum(nil))
 }
 
 // hasWeights reports whether a folder holds any safetensors file.
@@ -61,16 +56,12 @@ func hasWeights(entries []cache.DirEntry) bool {
 // Malformed weight files are left out with a warning; syscall.ENOENT when
 // the folder has no usable weights.
 func BuildView(store *cache.Store, log *slog.Logger, dirIno uint64, dirPath string, spec layout.ViewSpec) (*View, error) {
-	entries, err := store.ReadDir(dirIno)
-	if err != nil {
-		return nil, err
-	}
-	key, inodes, err := folderKey(store, entries)
+	entries, inodes, err := store.ReadDirInodes(dirIno)
 	if err != nil {
 		return nil, err
 	}
 	weightNames, used := weightFiles(store, log, dirPath, entries, inodes)
-	v := &View{Key: key}
+	v := &View{Key: folderKey(entries, inodes)}
 	var sources []layout.Source
 	for _, name := range weightNames {
 		in := inodes[name]

@@ -1,0 +1,137 @@
+package integration
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// stFile builds a safetensors file from a literal header and a data length.
+func stFile(header string, dataLen int) []byte {
+	b := binary.LittleEndian.AppendUint64(nil, uint64(len(header)))
+	b = append(b, header...)
+	return append(b, make([]byte, dataLen)...)
+}
+
+func withLength(b []byte, n uint64) []byte {
+	binary.LittleEndian.PutUint64(b, n)
+	return b
+}
+
+// malformedSafetensors are files a loader must never see in a view.
+func malformedSafetensors() map[string][]byte {
+	ok := `"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}`
+	good := stFile("{"+ok+"}", 8)
+	bigHeader := withLength(make([]byte, 8), 101<<20)
+	bigHeader = append(bigHeader, []byte("{}")...)
+	bigHeader = append(bigHeader, []byte(strings.Repeat(" ", 101<<20-2))...)
+	return map[string][]byte{
+		"empty":                {},
+		"length prefix only":   good[:8],
+		"zero length":          withLength(append([]byte{}, good...), 0),
+		"truncated header":     good[:20],
+		"truncated data":       good[:len(good)-3],
+		"length beyond file":   withLength(append([]byte{}, good...), 4096),
+		"declared 200 MiB":     withLength(append([]byte{}, good...), 200<<20),
+		"101 MiB header":       bigHeader,
+		"invalid utf-8":        stFile("{\"\xff\xfe\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1),
+		"invalid json":         stFile(`{"x":{"dtype":"F32",`, 8),
+		"not an object":        stFile(`[1,2,3]`, 0),
+		"overlapping offsets":  stFile(`{"a":{"dtype":"U8","shape":[8],"data_offsets":[0,8]},"b":{"dtype":"U8","shape":[4],"data_offsets":[4,8]}}`, 8),
+		"gapped offsets":       stFile(`{"a":{"dtype":"U8","shape":[4],"data_offsets":[4,8]}}`, 8),
+		"shape dtype mismatch": stFile(`{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}`, 8),
+		"duplicate names":      stFile("{"+ok+","+ok+"}", 8),
+		"unknown dtype":        stFile(`{"a":{"dtype":"F24","shape":[2],"data_offsets":[0,6]}}`, 6),
+		"negative dimension":   stFile(`{"a":{"dtype":"U8","shape":[-8],"data_offsets":[0,8]}}`, 8),
+		"negative offset":      stFile(`{"a":{"dtype":"U8","shape":[8],"data_offsets":[-8,0]}}`, 8),
+		"three offsets":        stFile(`{"a":{"dtype":"U8","shape":[8],"data_offsets":[0,4,8]}}`, 8),
+		"missing dtype":        stFile(`{"a":{"shape":[8],"data_offsets":[0,8]}}`, 8),
+		"metadata not strings": stFile(`{"__metadata__":{"format":1},`+ok+`}`, 8),
+		"trailing data":        stFile("{"+ok+"}", 12),
+		"offsets beyond file":  stFile(`{"a":{"dtype":"U8","shape":[64],"data_offsets":[0,64]}}`, 8),
+		"shape overflow":       stFile(`{"a":{"dtype":"F64","shape":[4611686018427387904,4],"data_offsets":[0,8]}}`, 8),
+	}
+}
+
+// Every malformed file round-trips byte-identical as written and is left out
+// of its folder's views with a warning naming it, while the good file beside
+// it is served.
+func TestMalformedInputs(t *testing.T) {
+	store := newStore(t)
+	m := mountStore(t, store)
+	good := stFile(`{"__metadata__":{"format":"pt"},"good.w":{"dtype":"BF16","shape":[4],"data_offsets":[0,8]}}`, 8)
+	local := t.TempDir()
+	cases := malformedSafetensors()
+	if len(cases) < 20 {
+		t.Fatalf("only %d kinds", len(cases))
+	}
+	i := 0
+	for name, data := range cases {
+		dir := m.path("bad" + string(rune('a'+i)))
+		i++
+		os.Mkdir(dir, 0o755)
+		if err := os.WriteFile(filepath.Join(dir, "a-good.safetensors"), good, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "b-bad.safetensors"), data, 0o644); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		os.WriteFile(filepath.Join(local, "x"), data, 0o644)
+		run(t, "cmp", filepath.Join(local, "x"), filepath.Join(dir, "b-bad.safetensors"))
+		got := readSafetensors(t, dir+"@single/model.safetensors")
+		if len(got) != 1 || got["good.w"] == nil {
+			t.Fatalf("%s: view holds %d tensors", name, len(got))
+		}
+	}
+	log, _ := os.ReadFile(filepath.Join(store, "ckptfs.log"))
+	if n := strings.Count(string(log), "b-bad.safetensors"); n < len(cases) {
+		t.Fatalf("%d warnings name the bad files, want %d", n, len(cases))
+	}
+}
+
+// index.json contents are never trusted as paths, missing shards are
+// skipped, and a tensor in two shards is served once.
+func TestMalformedIndexes(t *testing.T) {
+	m := mountStore(t, newStore(t))
+	tensor := func(name string) []byte {
+		return stFile(`{"`+name+`":{"dtype":"U8","shape":[8],"data_offsets":[0,8]}}`, 8)
+	}
+	write := func(p string, data []byte) {
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	index := func(wm map[string]string) []byte {
+		b, _ := json.Marshal(map[string]any{"metadata": map[string]any{"total_size": 8}, "weight_map": wm})
+		return b
+	}
+	// A checkpoint outside the folder that a hostile index points at.
+	write(m.path("outside", "secret.safetensors"), tensor("secret"))
+	for _, target := range []string{"../outside/secret.safetensors", "/etc/passwd", "sub/x.safetensors"} {
+		dir := m.path("escape-" + strings.NewReplacer("/", "_", ".", "_").Replace(target))
+		write(filepath.Join(dir, "model-1.safetensors"), tensor("own"))
+		write(filepath.Join(dir, "model.safetensors.index.json"), index(map[string]string{"own": "model-1.safetensors", "secret": target}))
+		got := readSafetensors(t, dir+"@single/model.safetensors")
+		if len(got) != 1 || got["own"] == nil {
+			t.Fatalf("index naming %s: view holds %v", target, len(got))
+		}
+	}
+	dir := m.path("missing")
+	write(filepath.Join(dir, "model-1.safetensors"), tensor("one"))
+	write(filepath.Join(dir, "model.safetensors.index.json"), index(map[string]string{"one": "model-1.safetensors", "two": "model-2.safetensors"}))
+	if got := readSafetensors(t, dir+"@single/model.safetensors"); len(got) != 1 || got["one"] == nil {
+		t.Fatalf("missing shard: view holds %d tensors", len(got))
+	}
+	dir = m.path("twice")
+	write(filepath.Join(dir, "model-1.safetensors"), tensor("t"))
+	write(filepath.Join(dir, "model-2.safetensors"), stFile(`{"t":{"dtype":"U8","shape":[8],"data_offsets":[0,8]},`+
+		`"u":{"dtype":"U8","shape":[8],"data_offsets":[8,16]}}`, 16))
+	write(filepath.Join(dir, "model.safetensors.index.json"), index(map[string]string{"t": "model-1.safetensors", "u": "model-2.safetensors"}))
+	if got := readSafetensors(t, dir+"@shards/model-00001-of-00001.safetensors"); len(got) != 2 || got["t"] == nil || got["u"] == nil {
+		t.Fatalf("tensor in two shards: view holds %d tensors", len(got))
+	}
+}
