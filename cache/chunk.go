@@ -90,6 +90,9 @@ func (s *Store) PutChunk(raw []byte, hint Hint) (ChunkRef, error) {
 		return ref, fmt.Errorf("look up chunk %s: %w", ref.Hash.Short(), err)
 	}
 	val := s.chunks.codecs.encodeChunk(raw, hint)
+	if err := s.ensureSpace(int64(len(val)), chunkReserve); err != nil {
+		return ref, err
+	}
 	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(key, val) }); err != nil {
 		return ref, fmt.Errorf("write chunk %s: %w", ref.Hash.Short(), err)
 	}

@@ -218,7 +218,9 @@ func (s *Store) NewWriter() *Writer {
 	w := &Writer{pw: pw, result: make(chan ingestResult, 1)}
 	go func() {
 		c, err := s.Ingest(pr)
-		pr.CloseWithError(errors.New("ingest stopped")) // unblock a writer if ingest failed early
+		if err != nil {
+			pr.CloseWithError(err) // the writer's next Write gets the reason, ENOSPC say
+		}
 		w.result <- ingestResult{c, err}
 	}()
 	return w

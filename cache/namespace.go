@@ -196,6 +196,9 @@ func (s *Store) Create(parent uint64, name string, in Inode) (*Inode, error) {
 	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
 		return nil, syscall.EINVAL
 	}
+	if err := s.ensureSpace(0, metaReserve); err != nil {
+		return nil, err
+	}
 	ino, err := s.inoSeq.Next()
 	if err != nil {
 		return nil, fmt.Errorf("allocate inode: %w", err)

@@ -106,11 +106,20 @@ func (m *mount) unmount() {
 func (m *mount) kill() {
 	if pid := m.pid(); pid > 0 {
 		syscall.Kill(pid, syscall.SIGKILL)
-		for i := 0; i < 500 && syscall.Kill(pid, 0) == nil; i++ {
-			time.Sleep(10 * time.Millisecond)
-		}
+		waitExit(pid)
 	}
 	exec.Command("fusermount3", "-u", "-z", m.dir).Run()
+}
+
+// waitExit waits up to a minute for process pid to exit.
+func waitExit(pid int) bool {
+	for i := 0; i < 6000; i++ {
+		if syscall.Kill(pid, 0) != nil {
+			return true
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return false
 }
 
 func (m *mount) cleanup() {

@@ -1,0 +1,27 @@
+package cache
+
+import (
+	"fmt"
+	"syscall"
+)
+
+// Badger writes its value log and memtables through memory maps: on a full
+// disk that is a SIGBUS that kills the daemon, not an error. So writes are
+// refused with ENOSPC while the store's file system has less free space
+// than a reserve that covers a memtable flush and the write itself.
+const (
+	chunkReserve = 64 << 20 // before storing a chunk
+	metaReserve  = 32 << 20 // before creating an entry
+)
+
+// ensureSpace fails with ENOSPC unless n bytes plus reserve are free.
+func (s *Store) ensureSpace(n, reserve int64) error {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(s.dir, &st); err != nil {
+		return fmt.Errorf("statfs %s: %w", s.dir, err)
+	}
+	if free := int64(st.Bavail) * st.Bsize; free < n+reserve {
+		return fmt.Errorf("store %s: %d bytes free, keeping %d in reserve: %w", s.dir, free, reserve, syscall.ENOSPC)
+	}
+	return nil
+}
