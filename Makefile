@@ -66,7 +66,8 @@ integration: fuse
 
 # Long variants of the randomized tests.
 stress: fuse
-	CKPTFS_STRESS_STEPS=10000 $(GO) test -race -count=1 -timeout 60m -run 'TestRandomOps|TestConcurrent' -v ./integration/
+	CKPTFS_STRESS_STEPS=10000 CKPTFS_CRASH_KILLS=20 $(GO) test -race -count=1 -timeout 60m \
+		-run 'TestRandomOps|TestConcurrent|TestCrash' -v ./integration/
 
 python: build fuse venv venv-colossalai
 	CKPTFS_BIN=$(CURDIR)/bin/ckptfs HF_HUB_OFFLINE=1 $(PY) -m pytest -q -x -p no:cacheprovider integration/python

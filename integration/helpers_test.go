@@ -183,6 +183,10 @@ func fileHash(t testing.TB, p string) string {
 	return fmt.Sprintf("%x", h.Sum(nil))
 }
 
+func fileHashBytes(b []byte) string {
+	return fmt.Sprintf("%x", sha256.Sum256(b))
+}
+
 func sameTrees(t testing.TB, a, b string) {
 	t.Helper()
 	ha, hb := treeHashes(t, a), treeHashes(t, b)

@@ -1,0 +1,91 @@
+package integration
+
+import (
+	"fmt"
+	"math/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// crashKills is how many kill points TestCrashAtRandomPoints tries:
+// CKPTFS_CRASH_KILLS (make stress sets 20), or 8.
+func crashKills() int {
+	if n, err := strconv.Atoi(os.Getenv("CKPTFS_CRASH_KILLS")); err == nil && n > 0 {
+		return n
+	}
+	return 8
+}
+
+// kill -9 of the daemon at random points while a copy runs: after each
+// remount every file closed before the kill and every file fsynced is
+// intact, and the file being copied over is its earlier version, empty (cp
+// truncates it first) or complete, never half written.
+func TestCrashAtRandomPoints(t *testing.T) {
+	store := newStore(t)
+	local := t.TempDir()
+	r := rand.New(rand.NewSource(9))
+	versions := map[string]bool{fileHashBytes(nil): true} // accepted contents of inflight.bin
+	want := map[string]string{}                             // closed or fsynced file -> hash
+	kills := crashKills()
+	for i := 0; i < kills; i++ {
+		m := mountStore(t, store)
+		closed := make([]byte, 1<<20+r.Intn(4<<20))
+		r.Read(closed)
+		name := fmt.Sprintf("closed-%02d", i)
+		if err := os.WriteFile(m.path(name), closed, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		want[name] = fileHashBytes(closed)
+
+		synced := make([]byte, 1<<20)
+		r.Read(synced)
+		f, err := os.Create(m.path(fmt.Sprintf("synced-%02d", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Write(synced)
+		if err := f.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		want[filepath.Base(f.Name())] = fileHashBytes(synced) // left open: killed right after fsync
+
+		next := make([]byte, 64<<20+r.Intn(64<<20))
+		r.Read(next)
+		src := filepath.Join(local, "next.bin")
+		os.WriteFile(src, next, 0o644)
+		cp := exec.Command("cp", src, m.path("inflight.bin"))
+		if err := cp.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(r.Intn(1500)) * time.Millisecond)
+		m.kill()
+		cpErr := cp.Wait()
+		f.Close()
+		if cpErr == nil {
+			versions[fileHashBytes(next)] = true // it finished before the kill
+		}
+
+		m = mountStore(t, store)
+		for name, h := range want {
+			if got := fileHash(t, m.path(name)); got != h {
+				t.Fatalf("kill %d: %s changed", i, name)
+			}
+		}
+		if got := fileHash(t, m.path("inflight.bin")); !versions[got] {
+			t.Fatalf("kill %d: inflight.bin is neither empty nor a complete version", i)
+		}
+		versions[fileHashBytes(next)] = true // a later kill may leave this one
+		m.unmount()
+	}
+	if out := mustCkptfs(t, store, "fsck"); !regexp.MustCompile(` 0 problems`).MatchString(out) {
+		t.Fatalf("fsck after %d kills: %s", kills, out)
+	}
+	if out := mustCkptfs(t, store, "gc"); !regexp.MustCompile(`freed [1-9]\d* chunks`).MatchString(out) {
+		t.Fatalf("gc freed nothing after %d interrupted copies: %s", kills, out)
+	}
+}
