@@ -58,7 +58,8 @@ func Open(dir string, o Options) (*Store, error) {
 		WithNumMemtables(2).
 		WithBlockCacheSize(32 << 20).
 		WithIndexCacheSize(16 << 20).
-		WithNumCompactors(2)
+		WithNumCompactors(2).
+		WithChecksumVerificationMode(options.OnBlockRead) // a damaged table block is an error, not garbage
 	db, err := badger.Open(bo)
 	if err != nil {
 		if strings.Contains(err.Error(), "Another process is using this Badger database") {
