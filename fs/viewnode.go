@@ -60,7 +60,7 @@ func (n *dirNode) viewEntries(entries []cache.DirEntry) []fuse.DirEntry {
 			continue
 		}
 		children, err := n.fsys.store.ReadDir(e.Ino)
-		if err != nil || !hasWeights(children) {
+		if err != nil || !HasWeights(children) {
 			continue
 		}
 		for _, suffix := range []string{"@single", "@shards"} {

@@ -42,8 +42,8 @@ func folderKey(entries []cache.DirEntry, inodes map[string]*cache.Inode) string 
 	return fmt.Sprintf("%x", h.Sum(nil))
 }
 
-// hasWeights reports whether a folder holds any safetensors file.
-func hasWeights(entries []cache.DirEntry) bool {
+// HasWeights reports whether a folder holds any safetensors file.
+func HasWeights(entries []cache.DirEntry) bool {
 	for _, e := range entries {
 		if e.Mode == syscall.S_IFREG && strings.HasSuffix(e.Name, ".safetensors") {
 			return true

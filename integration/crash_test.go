@@ -7,19 +7,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"testing"
 	"time"
 )
-
-// crashKills is how many kill points TestCrashAtRandomPoints tries:
-// CKPTFS_CRASH_KILLS (make stress sets 20), or 8.
-func crashKills() int {
-	if n, err := strconv.Atoi(os.Getenv("CKPTFS_CRASH_KILLS")); err == nil && n > 0 {
-		return n
-	}
-	return 8
-}
 
 // kill -9 of the daemon at random points while a copy runs: after each
 // remount every file closed before the kill and every file fsynced is
@@ -30,8 +20,8 @@ func TestCrashAtRandomPoints(t *testing.T) {
 	local := t.TempDir()
 	r := rand.New(rand.NewSource(9))
 	versions := map[string]bool{fileHashBytes(nil): true} // accepted contents of inflight.bin
-	want := map[string]string{}                             // closed or fsynced file -> hash
-	kills := crashKills()
+	want := map[string]string{}                           // closed or fsynced file -> hash
+	kills := envInt("CKPTFS_CRASH_KILLS", 8)              // make stress sets 20
 	for i := 0; i < kills; i++ {
 		m := mountStore(t, store)
 		closed := make([]byte, 1<<20+r.Intn(4<<20))

@@ -111,6 +111,15 @@ func (m *mount) kill() {
 	exec.Command("fusermount3", "-u", "-z", m.dir).Run()
 }
 
+// envInt reads a positive count from the environment, else def: how make
+// stress lengthens the randomized tests.
+func envInt(name string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(name)); err == nil && n > 0 {
+		return n
+	}
+	return def
+}
+
 // waitExit waits up to a minute for process pid to exit.
 func waitExit(pid int) bool {
 	for i := 0; i < 6000; i++ {

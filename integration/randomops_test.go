@@ -7,22 +7,12 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 )
-
-// stressSteps is how many random operations TestRandomOpsMatchLocalDisk runs:
-// CKPTFS_STRESS_STEPS (make stress sets 10,000), or 3,000.
-func stressSteps() int {
-	if n, err := strconv.Atoi(os.Getenv("CKPTFS_STRESS_STEPS")); err == nil && n > 0 {
-		return n
-	}
-	return 3000
-}
 
 // errKind reduces an error to what both file systems must agree on.
 func errKind(err error) string {
@@ -50,8 +40,8 @@ func TestRandomOpsMatchLocalDisk(t *testing.T) {
 	r := rand.New(rand.NewSource(8))
 	names := []string{"a", "b", "c", "d.safetensors", "e"}
 	buf := make([]byte, 300<<10)
-	steps := stressSteps()
-	var history []string // the last operations, for a failure message
+	steps := envInt("CKPTFS_STRESS_STEPS", 3000) // make stress sets 10,000
+	var history []string                         // the last operations, for a failure message
 	for step := 0; step < steps; step++ {
 		name := names[r.Intn(len(names))]
 		other := names[r.Intn(len(names))]

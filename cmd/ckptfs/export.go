@@ -33,39 +33,39 @@ nested (run1/model@single). DST must not exist yet.`,
 			if _, err := os.Lstat(dst); err == nil {
 				return fmt.Errorf("export: %s already exists", dst)
 			}
-			store, err := a.openStore(cache.Options{})
-			if err != nil {
-				return err
-			}
-			defer store.Close()
-			ex := &exporter{store: store}
-			if in, err := store.Resolve(name); err == nil {
-				return ex.tree(in, dst)
-			} else if !errors.Is(err, syscall.ENOENT) {
-				return err
-			}
-			base, spec, ok, err := layout.ParseViewName(path.Base(name))
-			if err != nil {
-				return fmt.Errorf("export %s: %w", name, err)
-			}
-			if !ok {
-				return fmt.Errorf("export: %s: no such checkpoint", name)
-			}
-			dirPath := path.Join(path.Dir(name), base)
-			dir, err := store.Resolve(dirPath)
-			if err != nil {
-				return fmt.Errorf("export: %s: no such checkpoint", dirPath)
-			}
-			v, err := ckfs.BuildView(store, a.log, dir.Ino, dirPath, spec)
-			if errors.Is(err, syscall.ENOENT) {
-				return fmt.Errorf("export: %s has no safetensors weights to view", dirPath)
-			}
-			if err != nil {
-				return err
-			}
-			return ex.view(v, dst)
+			return a.withStore(func(store *cache.Store) error { return a.export(store, name, dst) })
 		},
 	}
+}
+
+// export writes NAME as written, or the view NAME names, to dst.
+func (a *app) export(store *cache.Store, name, dst string) error {
+	ex := &exporter{store: store}
+	if in, err := store.Resolve(name); err == nil {
+		return ex.tree(in, dst)
+	} else if !errors.Is(err, syscall.ENOENT) {
+		return err
+	}
+	base, spec, ok, err := layout.ParseViewName(path.Base(name))
+	if err != nil {
+		return fmt.Errorf("export %s: %w", name, err)
+	}
+	if !ok {
+		return fmt.Errorf("export: %s: no such checkpoint", name)
+	}
+	dirPath := path.Join(path.Dir(name), base)
+	dir, err := store.Resolve(dirPath)
+	if err != nil {
+		return fmt.Errorf("export: %s: no such checkpoint", dirPath)
+	}
+	v, err := ckfs.BuildView(store, a.log, dir.Ino, dirPath, spec)
+	if errors.Is(err, syscall.ENOENT) {
+		return fmt.Errorf("export: %s has no safetensors weights to view", dirPath)
+	}
+	if err != nil {
+		return err
+	}
+	return ex.view(v, dst)
 }
 
 type exporter struct {

@@ -43,26 +43,23 @@ The same as 'cp -r SRC MOUNT/NAME', without a mount.`,
 			}); err != nil {
 				return fmt.Errorf("import %s: %w", args[0], err)
 			}
-			store, err := a.openStore(cache.Options{})
-			if err != nil {
-				return err
-			}
-			defer store.Close()
-			parent, err := mkdirAll(store, path.Dir(name))
-			if err != nil {
-				return err
-			}
-			bar := newProgress(total, "import "+name)
-			imp := &importer{store: store, bar: bar}
-			if err := imp.copy(args[0], parent, path.Base(name)); err != nil {
-				return err
-			}
-			bar.Finish()
-			if err := store.Sync(); err != nil {
-				return err
-			}
-			fmt.Printf("imported %s as %s: %d files\n", args[0], name, imp.files)
-			return nil
+			return a.withStore(func(store *cache.Store) error {
+				parent, err := mkdirAll(store, path.Dir(name))
+				if err != nil {
+					return err
+				}
+				bar := newProgress(total, "import "+name)
+				imp := &importer{store: store, bar: bar}
+				if err := imp.copy(args[0], parent, path.Base(name)); err != nil {
+					return err
+				}
+				bar.Finish()
+				if err := store.Sync(); err != nil {
+					return err
+				}
+				fmt.Printf("imported %s as %s: %d files\n", args[0], name, imp.files)
+				return nil
+			})
 		},
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/ckptfs/ckptfs/cache"
+	ckfs "github.com/ckptfs/ckptfs/fs"
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
 )
@@ -18,44 +19,33 @@ func (a *app) lsCmd() *cobra.Command {
 		Short: "List the checkpoints in the store and their views",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			store, err := a.openStore(cache.Options{})
-			if err != nil {
-				return err
-			}
-			defer store.Close()
-			entries, err := store.ReadDir(cache.RootIno)
-			if err != nil {
-				return err
-			}
-			w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "NAME\tFILES\tSIZE\tVIEWS")
-			for _, e := range entries {
-				st, err := store.Stats(e.Ino)
-				if err != nil {
-					return fmt.Errorf("%s: %w", e.Name, err)
-				}
-				views := "-"
-				if e.Mode == syscall.S_IFDIR && dirHasWeights(store, e.Ino) {
-					views = e.Name + "@single " + e.Name + "@shards[=SIZE]"
-				}
-				fmt.Fprintf(w, "%s\t%d\t%s\t%s\n", e.Name, st.Files, humanize.IBytes(uint64(st.Logical)), views)
-			}
-			return w.Flush()
+			return a.withStore(list)
 		},
 	}
 }
 
-func dirHasWeights(store *cache.Store, ino uint64) bool {
-	entries, err := store.ReadDir(ino)
+// list prints the top of the store: each checkpoint, its size and views.
+func list(store *cache.Store) error {
+	entries, err := store.ReadDir(cache.RootIno)
 	if err != nil {
-		return false
+		return err
 	}
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "NAME\tFILES\tSIZE\tVIEWS")
 	for _, e := range entries {
-		if e.Mode == syscall.S_IFREG && path.Ext(e.Name) == ".safetensors" {
-			return true
+		st, err := store.Stats(e.Ino)
+		if err != nil {
+			return fmt.Errorf("%s: %w", e.Name, err)
 		}
+		views := "-"
+		if e.Mode == syscall.S_IFDIR {
+			if children, err := store.ReadDir(e.Ino); err == nil && ckfs.HasWeights(children) {
+				views = e.Name + "@single " + e.Name + "@shards[=SIZE]"
+			}
+		}
+		fmt.Fprintf(w, "%s\t%d\t%s\t%s\n", e.Name, st.Files, humanize.IBytes(uint64(st.Logical)), views)
 	}
-	return false
+	return w.Flush()
 }
 
 func (a *app) statCmd() *cobra.Command {
@@ -64,43 +54,45 @@ func (a *app) statCmd() *cobra.Command {
 		Short: "Show logical, deduplicated and stored bytes of a checkpoint or the store",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			store, err := a.openStore(cache.Options{})
-			if err != nil {
-				return err
-			}
-			defer store.Close()
-			ino, label := cache.RootIno, "store "+a.storeDir
-			if len(args) == 1 {
-				name, err := cleanName(args[0])
+			return a.withStore(func(store *cache.Store) error {
+				ino, label := cache.RootIno, "store "+a.storeDir
+				if len(args) == 1 {
+					name, err := cleanName(args[0])
+					if err != nil {
+						return err
+					}
+					in, err := store.Resolve(name)
+					if err != nil {
+						return err
+					}
+					ino, label = in.Ino, name
+				}
+				st, err := store.Stats(ino)
 				if err != nil {
 					return err
 				}
-				in, err := store.Resolve(name)
-				if err != nil {
-					return err
-				}
-				ino, label = in.Ino, name
-			}
-			st, err := store.Stats(ino)
-			if err != nil {
-				return err
-			}
-			ratio := func(a, b int64) string {
-				if b == 0 {
-					return "-"
-				}
-				return fmt.Sprintf("%.3f", float64(a)/float64(b))
-			}
-			w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintf(w, "%s\n", label)
-			fmt.Fprintf(w, "files\t%d\n", st.Files)
-			fmt.Fprintf(w, "logical bytes\t%d\t(%s)\n", st.Logical, humanize.IBytes(uint64(st.Logical)))
-			fmt.Fprintf(w, "unique bytes\t%d\t(%s)\tdedup ratio %s\n", st.Unique, humanize.IBytes(uint64(st.Unique)), ratio(st.Unique, st.Logical))
-			fmt.Fprintf(w, "stored bytes\t%d\t(%s)\tcompression ratio %s\n", st.Stored, humanize.IBytes(uint64(st.Stored)), ratio(st.Stored, st.Unique))
-			fmt.Fprintf(w, "stored / logical\t%s\n", ratio(st.Stored, st.Logical))
-			return w.Flush()
+				printStats(label, st)
+				return nil
+			})
 		},
 	}
+}
+
+func printStats(label string, st *cache.Stats) {
+	ratio := func(a, b int64) string {
+		if b == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.3f", float64(a)/float64(b))
+	}
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(w, "%s\n", label)
+	fmt.Fprintf(w, "files\t%d\n", st.Files)
+	fmt.Fprintf(w, "logical bytes\t%d\t(%s)\n", st.Logical, humanize.IBytes(uint64(st.Logical)))
+	fmt.Fprintf(w, "unique bytes\t%d\t(%s)\tdedup ratio %s\n", st.Unique, humanize.IBytes(uint64(st.Unique)), ratio(st.Unique, st.Logical))
+	fmt.Fprintf(w, "stored bytes\t%d\t(%s)\tcompression ratio %s\n", st.Stored, humanize.IBytes(uint64(st.Stored)), ratio(st.Stored, st.Unique))
+	fmt.Fprintf(w, "stored / logical\t%s\n", ratio(st.Stored, st.Logical))
+	w.Flush()
 }
 
 func (a *app) rmCmd() *cobra.Command {
@@ -113,20 +105,17 @@ func (a *app) rmCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			store, err := a.openStore(cache.Options{})
-			if err != nil {
-				return err
-			}
-			defer store.Close()
-			parent, err := store.Resolve(path.Dir(name))
-			if err != nil {
-				return err
-			}
-			if err := store.RemoveAll(parent.Ino, path.Base(name)); err != nil {
-				return fmt.Errorf("rm %s: %w", name, err)
-			}
-			fmt.Printf("removed %s; run 'ckptfs gc' to free its space\n", name)
-			return nil
+			return a.withStore(func(store *cache.Store) error {
+				parent, err := store.Resolve(path.Dir(name))
+				if err != nil {
+					return err
+				}
+				if err := store.RemoveAll(parent.Ino, path.Base(name)); err != nil {
+					return fmt.Errorf("rm %s: %w", name, err)
+				}
+				fmt.Printf("removed %s; run 'ckptfs gc' to free its space\n", name)
+				return nil
+			})
 		},
 	}
 }
@@ -137,18 +126,15 @@ func (a *app) gcCmd() *cobra.Command {
 		Short: "Free chunks no file references and compact the store",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			store, err := a.openStore(cache.Options{})
-			if err != nil {
-				return err
-			}
-			defer store.Close()
-			res, err := store.GC()
-			if err != nil {
-				return err
-			}
-			fmt.Printf("freed %d chunks (%s stored), %d orphan inodes; %d value-log files rewritten\n",
-				res.Chunks, humanize.IBytes(uint64(res.ChunkBytes)), res.Inodes, res.ValueLogRewrites)
-			return nil
+			return a.withStore(func(store *cache.Store) error {
+				res, err := store.GC()
+				if err != nil {
+					return err
+				}
+				fmt.Printf("freed %d chunks (%s stored), %d orphan inodes; %d value-log files rewritten\n",
+					res.Chunks, humanize.IBytes(uint64(res.ChunkBytes)), res.Inodes, res.ValueLogRewrites)
+				return nil
+			})
 		},
 	}
 }
@@ -159,24 +145,21 @@ func (a *app) fsckCmd() *cobra.Command {
 		Short: "Re-read and verify every chunk and manifest",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			store, err := a.openStore(cache.Options{})
-			if err != nil {
-				return err
-			}
-			defer store.Close()
-			rep, err := store.Fsck()
-			if err != nil {
-				return err
-			}
-			for _, p := range rep.Problems {
-				fmt.Println("problem:", p)
-			}
-			fmt.Printf("checked %d files, %d chunks (%s): %d problems\n",
-				rep.Files, rep.Chunks, humanize.IBytes(uint64(rep.Bytes)), len(rep.Problems))
-			if len(rep.Problems) > 0 {
-				return fmt.Errorf("fsck found %d problems", len(rep.Problems))
-			}
-			return nil
+			return a.withStore(func(store *cache.Store) error {
+				rep, err := store.Fsck()
+				if err != nil {
+					return err
+				}
+				for _, p := range rep.Problems {
+					fmt.Println("problem:", p)
+				}
+				fmt.Printf("checked %d files, %d chunks (%s): %d problems\n",
+					rep.Files, rep.Chunks, humanize.IBytes(uint64(rep.Bytes)), len(rep.Problems))
+				if len(rep.Problems) > 0 {
+					return fmt.Errorf("fsck found %d problems", len(rep.Problems))
+				}
+				return nil
+			})
 		},
 	}
 }

@@ -83,6 +83,16 @@ func (a *app) openStore(o cache.Options) (*cache.Store, error) {
 	return s, err
 }
 
+// withStore runs fn on the open store and closes it after.
+func (a *app) withStore(fn func(*cache.Store) error) error {
+	store, err := a.openStore(cache.Options{})
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	return fn(store)
+}
+
 // pidFile records the mount daemon of a store: its pid and mountpoint.
 func pidFile(store string) string { return filepath.Join(store, "mount.pid") }
 
