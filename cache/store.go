@@ -27,6 +27,7 @@ type Options struct {
 // Store is an open ckptfs store directory.
 type Store struct {
 	dir    string
+	opts   badger.Options
 	db     *badger.DB
 	inoSeq *badger.Sequence
 	log    *slog.Logger
@@ -67,7 +68,7 @@ func Open(dir string, o Options) (*Store, error) {
 		}
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
-	s := &Store{dir: dir, db: db, log: o.Logger}
+	s := &Store{dir: dir, opts: bo, db: db, log: o.Logger}
 	s.chunks = newChunkCache(s, o.CacheBytes, runtime.NumCPU())
 	if s.inoSeq, err = db.GetSequence([]byte(keyInoSeq), 1024); err != nil {
 		db.Close()
@@ -107,6 +108,24 @@ func (s *Store) Close() error {
 	errs = append(errs, s.db.Close())
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("close store %s: %w", s.dir, err)
+	}
+	return s.sealValueLog()
+}
+
+// sealValueLog opens and closes the database once more after a clean close.
+// Badger scans the newest value-log file on open and truncates it at the
+// first entry that fails its checksum: right after a crash that drops a torn
+// tail, but a damaged byte in the middle would drop every later value too.
+// Each open starts a new, empty value-log file, so this extra open leaves an
+// empty newest file, and the session's values sit in an older one that later
+// opens do not truncate; a damaged value there only fails its own reads.
+func (s *Store) sealValueLog() error {
+	db, err := badger.Open(s.opts)
+	if err != nil {
+		return fmt.Errorf("close store %s: seal value log: %w", s.dir, err)
+	}
+	if err := db.Close(); err != nil {
+		return fmt.Errorf("close store %s: seal value log: %w", s.dir, err)
 	}
 	return nil
 }
