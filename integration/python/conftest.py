@@ -35,12 +35,15 @@ class Mount:
     def __init__(self, root: Path):
         self.store = root / "store"
         self.dir = root / "mnt"
-        self.dir.mkdir()
+        self.dir.mkdir(exist_ok=True)
         self.cli("mount", str(self.dir))
 
     def cli(self, *args, check=True):
-        return subprocess.run([ckptfs_bin(), "--store", str(self.store), *args],
-                              check=check, capture_output=True, text=True, timeout=600)
+        r = subprocess.run([ckptfs_bin(), "--store", str(self.store), *args],
+                           capture_output=True, text=True, timeout=600)
+        if check and r.returncode != 0:
+            raise RuntimeError(f"ckptfs {' '.join(args)}: {r.stderr.strip()}")
+        return r
 
     def pid(self):
         try:
