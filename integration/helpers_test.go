@@ -111,6 +111,14 @@ func (m *mount) kill() {
 	exec.Command("fusermount3", "-u", "-z", m.dir).Run()
 }
 
+// fsckClean fails the test unless ckptfs fsck finds no problem in store.
+func fsckClean(t testing.TB, store string) {
+	t.Helper()
+	if out := mustCkptfs(t, store, "fsck"); !strings.Contains(out, " 0 problems") {
+		t.Fatalf("fsck: %s", out)
+	}
+}
+
 // envInt reads a positive count from the environment, else def: how make
 // stress lengthens the randomized tests.
 func envInt(name string, def int) int {
