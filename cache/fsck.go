@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"encoding/binary"
 	"fmt"
 	"runtime"
 	"sync"
@@ -97,7 +98,9 @@ func (s *Store) Fsck() (*FsckReport, error) {
 		}
 	}
 	if err := s.scanKeys(prefixInode, func(key []byte, _ int64) error {
-		if ino := beUint64(key[1:]); !inodes[ino] {
+		if len(key) != 9 {
+			problem("inode key %x is malformed", key)
+		} else if ino := binary.BigEndian.Uint64(key[1:]); !inodes[ino] {
 			problem("inode %d is not reachable from the root (gc removes it)", ino)
 		}
 		return nil

@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -71,7 +72,7 @@ func (s *Store) GC() (*GCResult, error) {
 	})
 	if err == nil {
 		err = s.scanKeys(prefixInode, func(key []byte, _ int64) error {
-			if len(key) != 9 || inodes[beUint64(key[1:])] {
+			if len(key) != 9 || inodes[binary.BigEndian.Uint64(key[1:])] {
 				return nil
 			}
 			res.Inodes++
@@ -99,14 +100,6 @@ func (s *Store) GC() (*GCResult, error) {
 		res.ValueLogRewrites++
 	}
 	return res, nil
-}
-
-func beUint64(b []byte) uint64 {
-	var v uint64
-	for _, x := range b {
-		v = v<<8 | uint64(x)
-	}
-	return v
 }
 
 // clearStaging removes staging files left by a process that died.
