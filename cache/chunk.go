@@ -93,31 +93,52 @@ func (s *Store) PutChunk(raw []byte, hint Hint) (ChunkRef, error) {
 	if err := s.ensureSpace(int64(len(val)), chunkReserve); err != nil {
 		return ref, err
 	}
-	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(key, val) }); err != nil {
+	if err := s.storeValue(ref.Hash, val); err != nil {
 		return ref, fmt.Errorf("write chunk %s: %w", ref.Hash.Short(), err)
 	}
 	return ref, nil
 }
 
-// loadChunk reads and verifies a chunk from the database, bypassing the LRU.
-func (s *Store) loadChunk(h Hash) ([]byte, error) {
-	var raw []byte
+// storeValue appends a chunk value to a pack and indexes it.
+func (s *Store) storeValue(h Hash, val []byte) error {
+	loc, err := s.packs.append(h, val)
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(txn *badger.Txn) error { return txn.Set(chunkKey(h), loc.encode()) })
+}
+
+// chunkLoc looks up where a chunk is stored.
+func (s *Store) chunkLoc(h Hash) (packLoc, error) {
+	var loc packLoc
 	err := s.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(chunkKey(h))
 		if err != nil {
 			return err
 		}
 		return item.Value(func(v []byte) error {
-			var err error
-			raw, err = s.chunks.codecs.decodeChunk(h, v)
+			loc, err = decodePackLoc(v)
 			return err
 		})
 	})
 	if errors.Is(err, badger.ErrKeyNotFound) {
-		return nil, fmt.Errorf("chunk %s missing: %w", h.Short(), ErrCorrupt)
+		return loc, fmt.Errorf("chunk %s missing: %w", h.Short(), ErrCorrupt)
 	}
 	if err != nil && !errors.Is(err, ErrCorrupt) {
+		return loc, fmt.Errorf("look up chunk %s: %v: %w", h.Short(), err, ErrCorrupt)
+	}
+	return loc, err
+}
+
+// loadChunk reads and verifies a chunk from its pack, bypassing the LRU.
+func (s *Store) loadChunk(h Hash) ([]byte, error) {
+	loc, err := s.chunkLoc(h)
+	if err != nil {
+		return nil, err
+	}
+	val, err := s.packs.read(h, loc)
+	if err != nil {
 		return nil, fmt.Errorf("read chunk %s: %v: %w", h.Short(), err, ErrCorrupt)
 	}
-	return raw, err
+	return s.chunks.codecs.decodeChunk(h, val)
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"runtime"
+	"sort"
 	"sync"
 	"syscall"
 )
@@ -26,6 +27,9 @@ func (s *Store) Fsck() (*FsckReport, error) {
 		mu.Lock()
 		rep.Problems = append(rep.Problems, fmt.Sprintf(format, a...))
 		mu.Unlock()
+	}
+	if s.damage != nil {
+		problem("%v", s.damage)
 	}
 	inodes := map[uint64]bool{RootIno: true}
 	refs := map[Hash]ChunkRef{}
@@ -52,16 +56,19 @@ func (s *Store) Fsck() (*FsckReport, error) {
 	}
 
 	stored := map[Hash]bool{}
-	var keys []Hash
-	if err := s.scanKeys(prefixChunk, func(key []byte, _ int64) error {
-		var h Hash
-		copy(h[:], key[1:])
+	var keys []packRecord
+	if err := s.scanChunks(func(h Hash, loc packLoc, _ error) error {
 		stored[h] = true
-		keys = append(keys, h)
+		keys = append(keys, packRecord{h, loc})
 		return nil
 	}); err != nil {
 		return nil, fmt.Errorf("fsck: list chunks: %w", err)
 	}
+	// Read the packs front to back; loadChunk reports a bad location.
+	sort.Slice(keys, func(i, j int) bool {
+		a, b := keys[i].loc, keys[j].loc
+		return a.Pack < b.Pack || a.Pack == b.Pack && a.Offset < b.Offset
+	})
 	work := make(chan Hash)
 	var wg sync.WaitGroup
 	for range runtime.NumCPU() {
@@ -86,8 +93,8 @@ func (s *Store) Fsck() (*FsckReport, error) {
 			}
 		}()
 	}
-	for _, h := range keys {
-		work <- h
+	for _, r := range keys {
+		work <- r.hash
 	}
 	close(work)
 	wg.Wait()
@@ -97,7 +104,7 @@ func (s *Store) Fsck() (*FsckReport, error) {
 			problem("%s: chunk %s missing", rel, h)
 		}
 	}
-	if err := s.scanKeys(prefixInode, func(key []byte, _ int64) error {
+	if err := s.scanKeys(prefixInode, func(key []byte) error {
 		if len(key) != 9 {
 			problem("inode key %x is malformed", key)
 		} else if ino := binary.BigEndian.Uint64(key[1:]); !inodes[ino] {

@@ -15,8 +15,14 @@ import (
 type GCResult struct {
 	Chunks, ChunkBytes int64 // unreferenced chunks deleted and their stored size
 	Inodes             int64 // unreachable inode records deleted
+	PacksRewritten     int   // packs whose live records were copied to a new pack
+	PacksRemoved       int   // pack files deleted
+	PackBytesFreed     int64 // disk space the deleted packs took, less what was copied
 	ValueLogRewrites   int   // value-log files Badger rewrote to return space
 }
+
+// A pack is rewritten once this fraction of it is garbage.
+const packGarbageRatio = 0.25
 
 // reachable walks the namespace from the root and returns every reachable
 // inode number and the first path that references each chunk.
@@ -35,13 +41,13 @@ func (s *Store) reachable() (map[uint64]bool, map[Hash]string, error) {
 	return inodes, chunks, err
 }
 
-// scanKeys calls fn with every key under prefix and its stored value size.
-func (s *Store) scanKeys(prefix byte, fn func(key []byte, valueSize int64) error) error {
+// scanKeys calls fn with every key under prefix.
+func (s *Store) scanKeys(prefix byte, fn func(key []byte) error) error {
 	return s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefix}})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
-			if err := fn(it.Item().KeyCopy(nil), it.Item().ValueSize()); err != nil {
+			if err := fn(it.Item().KeyCopy(nil)); err != nil {
 				return err
 			}
 		}
@@ -49,29 +55,68 @@ func (s *Store) scanKeys(prefix byte, fn func(key []byte, valueSize int64) error
 	})
 }
 
+// scanChunks calls fn with every stored chunk and its location, or the
+// error that kept the location from being read.
+func (s *Store) scanChunks(fn func(h Hash, loc packLoc, err error) error) error {
+	return s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixChunk}, PrefetchValues: true, PrefetchSize: 256})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			var h Hash
+			copy(h[:], it.Item().Key()[1:])
+			var loc packLoc
+			err := it.Item().Value(func(v []byte) error {
+				var err error
+				loc, err = decodePackLoc(v)
+				return err
+			})
+			if err := fn(h, loc, err); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// packRecord is a live chunk in a pack.
+type packRecord struct {
+	hash Hash
+	loc  packLoc
+}
+
 // GC deletes chunks no reachable file references and inode records no
-// directory reaches (mark and sweep), then lets Badger reclaim value-log
-// space. Run it only while nothing is writing: the store must not be mounted.
+// directory reaches (mark and sweep), deletes the packs left empty and
+// rewrites those mostly garbage, then lets Badger reclaim value-log space.
+// Run it only while nothing is writing: the store must not be mounted.
 func (s *Store) GC() (*GCResult, error) {
+	s.packs.seal() // records copied below go to a pack that is not a candidate
+	packIDs, err := listPacks(s.packs.dir)
+	if err != nil {
+		return nil, fmt.Errorf("gc: list packs: %w", err)
+	}
 	inodes, chunks, err := s.reachable()
 	if err != nil {
 		return nil, fmt.Errorf("gc mark: %w", err)
 	}
 	res := &GCResult{}
+	live := map[uint32][]packRecord{}
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
-	err = s.scanKeys(prefixChunk, func(key []byte, size int64) error {
-		var h Hash
-		copy(h[:], key[1:])
+	err = s.scanChunks(func(h Hash, loc packLoc, err error) error {
+		if err != nil {
+			s.log.Warn("gc: chunk left in place", "chunk", h.String(), "err", err)
+			return nil // fsck reports it
+		}
 		if _, ok := chunks[h]; ok {
+			live[loc.Pack] = append(live[loc.Pack], packRecord{h, loc})
 			return nil
 		}
 		res.Chunks++
-		res.ChunkBytes += size
-		return wb.Delete(key)
+		res.ChunkBytes += int64(loc.Len)
+		return wb.Delete(chunkKey(h))
 	})
 	if err == nil {
-		err = s.scanKeys(prefixInode, func(key []byte, _ int64) error {
+		err = s.scanKeys(prefixInode, func(key []byte) error {
 			if len(key) != 9 || inodes[binary.BigEndian.Uint64(key[1:])] {
 				return nil
 			}
@@ -84,6 +129,9 @@ func (s *Store) GC() (*GCResult, error) {
 	}
 	if err != nil {
 		return nil, fmt.Errorf("gc sweep: %w", err)
+	}
+	if err := s.sweepPacks(packIDs, live, res); err != nil {
+		return res, err
 	}
 	// Compaction turns deletions into discard statistics the value-log GC uses.
 	if err := s.db.Flatten(1); err != nil {
@@ -100,6 +148,73 @@ func (s *Store) GC() (*GCResult, error) {
 		res.ValueLogRewrites++
 	}
 	return res, nil
+}
+
+// sweepPacks deletes packs with no live record, and copies the live records
+// of packs that are mostly garbage to a new pack before deleting them. The
+// old pack goes only once the new locations are durable, so a crash leaves
+// every chunk readable from one pack or the other.
+func (s *Store) sweepPacks(ids []uint32, live map[uint32][]packRecord, res *GCResult) error {
+	var doomed []uint32
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	for _, id := range ids {
+		st, err := os.Stat(s.packs.path(id))
+		if err != nil {
+			return fmt.Errorf("gc: %w", err)
+		}
+		var used int64
+		for _, r := range live[id] {
+			used += packRecordHeader + int64(r.loc.Len)
+		}
+		if used > 0 && float64(st.Size()-used) < packGarbageRatio*float64(st.Size()) {
+			continue
+		}
+		if err := s.copyRecords(live[id], wb); err != nil {
+			s.log.Warn("gc: pack kept", "pack", s.packs.path(id), "err", err)
+			continue
+		}
+		if used > 0 {
+			res.PacksRewritten++
+		}
+		res.PackBytesFreed += st.Size() - used
+		doomed = append(doomed, id)
+	}
+	if err := s.packs.sync(); err != nil {
+		return fmt.Errorf("gc: %w", err)
+	}
+	if err := wb.Flush(); err != nil {
+		return fmt.Errorf("gc: index rewritten records: %w", err)
+	}
+	if err := s.db.Sync(); err != nil {
+		return fmt.Errorf("gc: %w", err)
+	}
+	for _, id := range doomed {
+		if err := s.packs.remove(id); err != nil {
+			return fmt.Errorf("gc: %w", err)
+		}
+		res.PacksRemoved++
+	}
+	return nil
+}
+
+// copyRecords appends records to the current pack and queues their new
+// locations.
+func (s *Store) copyRecords(recs []packRecord, wb *badger.WriteBatch) error {
+	for _, r := range recs {
+		val, err := s.packs.read(r.hash, r.loc)
+		if err != nil {
+			return fmt.Errorf("chunk %s: %w", r.hash.Short(), err)
+		}
+		loc, err := s.packs.append(r.hash, val)
+		if err != nil {
+			return err
+		}
+		if err := wb.Set(chunkKey(r.hash), loc.encode()); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // clearStaging removes staging files left by a process that died.

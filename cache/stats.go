@@ -40,11 +40,9 @@ func (s *Store) Stats(ino uint64) (*Stats, error) {
 			return nil, err
 		}
 	}
-	err = s.scanKeys(prefixChunk, func(key []byte, size int64) error {
-		var h Hash
-		copy(h[:], key[1:])
-		if seen[h] {
-			st.Stored += size
+	err = s.scanChunks(func(h Hash, loc packLoc, err error) error {
+		if seen[h] && err == nil {
+			st.Stored += int64(loc.Len)
 		}
 		return nil
 	})

@@ -22,6 +22,9 @@ type Options struct {
 	// CacheBytes bounds the LRU of decoded chunks (default 256 MiB).
 	CacheBytes int64
 	Logger     *slog.Logger
+	// AllowDamagedTables opens a store whose Badger tables have damaged
+	// blocks, for fsck to report what they affect. Without it Open refuses.
+	AllowDamagedTables bool
 }
 
 // Store is an open ckptfs store directory.
@@ -31,7 +34,9 @@ type Store struct {
 	db     *badger.DB
 	inoSeq *badger.Sequence
 	log    *slog.Logger
+	packs  *packs
 	chunks *chunkCache
+	damage error // damaged tables found on open, see AllowDamagedTables
 }
 
 // ErrLocked is returned by Open when another process holds the store.
@@ -51,10 +56,14 @@ func Open(dir string, o Options) (*Store, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "staging"), 0o700); err != nil {
 		return nil, fmt.Errorf("create store %s: %w", dir, err)
 	}
+	packs, err := openPacks(filepath.Join(dir, "packs"))
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", dir, err)
+	}
 	bo := badger.DefaultOptions(filepath.Join(dir, "db")).
 		WithLogger(badgerLogger{o.Logger}).
 		WithCompression(options.None). // chunks are compressed by our codecs
-		WithValueThreshold(1 << 10).   // chunk payloads and long manifests go to the value log
+		WithValueThreshold(1 << 10).   // long manifests go to the value log
 		WithMemTableSize(32 << 20).
 		WithNumMemtables(2).
 		WithBlockCacheSize(32 << 20).
@@ -68,7 +77,12 @@ func Open(dir string, o Options) (*Store, error) {
 		}
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
-	s := &Store{dir: dir, opts: bo, db: db, log: o.Logger}
+	damage := checkTables(db, bo.Dir)
+	if damage != nil && !o.AllowDamagedTables {
+		db.Close()
+		return nil, fmt.Errorf("open store %s: %w (ckptfs fsck reports what it affects)", dir, damage)
+	}
+	s := &Store{dir: dir, opts: bo, db: db, log: o.Logger, packs: packs, damage: damage}
 	s.chunks = newChunkCache(s, o.CacheBytes, runtime.NumCPU())
 	if s.inoSeq, err = db.GetSequence([]byte(keyInoSeq), 1024); err != nil {
 		db.Close()
@@ -91,8 +105,12 @@ func (s *Store) Dir() string { return s.dir }
 // StagingDir holds files being rewritten out of order.
 func (s *Store) StagingDir() string { return filepath.Join(s.dir, "staging") }
 
-// Sync makes everything written so far durable.
+// Sync makes everything written so far durable: the packs first, so that
+// no durable index entry points at a record that is not.
 func (s *Store) Sync() error {
+	if err := s.packs.sync(); err != nil {
+		return fmt.Errorf("sync store %s: %w", s.dir, err)
+	}
 	if err := s.db.Sync(); err != nil {
 		return fmt.Errorf("sync store %s: %w", s.dir, err)
 	}
@@ -101,7 +119,7 @@ func (s *Store) Sync() error {
 
 // Close flushes and closes the store.
 func (s *Store) Close() error {
-	var errs []error
+	errs := []error{s.packs.close()}
 	if s.inoSeq != nil {
 		errs = append(errs, s.inoSeq.Release())
 	}

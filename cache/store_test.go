@@ -12,8 +12,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/dgraph-io/badger/v4"
 )
 
 func openTemp(t *testing.T) *Store {
@@ -60,7 +58,7 @@ func TestPutGetDedup(t *testing.T) {
 		t.Fatal("same bytes chunked differently")
 	}
 	var chunks int
-	s.scanKeys(prefixChunk, func([]byte, int64) error { chunks++; return nil })
+	s.scanKeys(prefixChunk, func([]byte) error { chunks++; return nil })
 	if chunks != len(a.Chunks) {
 		t.Fatalf("%d chunks stored for %d distinct", chunks, len(a.Chunks))
 	}
@@ -157,19 +155,20 @@ func TestCorruptionDetected(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := c.Chunks[0].Hash
-	// Flip a payload byte of the stored value.
-	err = s.db.Update(func(txn *badger.Txn) error {
-		item, err := txn.Get(chunkKey(h))
-		if err != nil {
-			return err
-		}
-		v, _ := item.ValueCopy(nil)
-		v[len(v)/2] ^= 0x40
-		return txn.Set(chunkKey(h), v)
-	})
+	// Flip a payload byte of the stored value in its pack.
+	loc, err := s.chunkLoc(h)
 	if err != nil {
 		t.Fatal(err)
 	}
+	pack, err := os.OpenFile(s.packs.path(loc.Pack), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 1)
+	off := loc.Offset + packRecordHeader + int64(loc.Len)/2
+	pack.ReadAt(b, off)
+	pack.WriteAt([]byte{b[0] ^ 0x40}, off)
+	pack.Close()
 	_, err = s.NewReader("f", c).ReadAt(make([]byte, 10), 0)
 	if !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("read of corrupted chunk: %v", err)
@@ -203,6 +202,13 @@ func TestGCFreesOnlyUnreferenced(t *testing.T) {
 	if res.Chunks != int64(len(drop.Chunks)) {
 		t.Fatalf("gc freed %d chunks, want %d", res.Chunks, len(drop.Chunks))
 	}
+	// Both files shared one pack, half garbage now: it is rewritten.
+	if res.PacksRewritten != 1 || res.PacksRemoved != 1 || res.PackBytesFreed < 2<<20 {
+		t.Fatalf("gc packs: %+v", res)
+	}
+	if size := dirSize(t, s.packs.dir); size > 2<<20+4096 {
+		t.Fatalf("packs take %d bytes after gc, want about 2 MiB", size)
+	}
 	in, err := s.Lookup(RootIno, "keep")
 	if err != nil {
 		t.Fatal(err)
@@ -212,6 +218,39 @@ func TestGCFreesOnlyUnreferenced(t *testing.T) {
 	}
 	if rep, _ := s.Fsck(); len(rep.Problems) != 0 {
 		t.Fatal(rep.Problems)
+	}
+}
+
+// Packs roll over at their target size; gc deletes the ones left empty.
+func TestPacksRollAndEmptyOnesGo(t *testing.T) {
+	s := openTemp(t)
+	s.packs.target = 1 << 20
+	data := randomBytes(11, 5<<20)
+	c, err := s.Ingest(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, _ := s.Create(RootIno, "f", Inode{Mode: syscall.S_IFREG | 0o644})
+	s.Update(f.Ino, func(in *Inode) error { in.Content = *c; return nil })
+	ids, _ := listPacks(s.packs.dir)
+	if len(ids) < 5 {
+		t.Fatalf("%d packs for 5 MiB at 1 MiB each", len(ids))
+	}
+	if !bytes.Equal(readAll(t, s, c), data) {
+		t.Fatal("read back differs")
+	}
+	if err := s.Remove(RootIno, "f", false); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.GC()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.PacksRemoved != len(ids) || res.PacksRewritten != 0 {
+		t.Fatalf("gc of %d packs with nothing live: %+v", len(ids), res)
+	}
+	if size := dirSize(t, s.packs.dir); size != 0 {
+		t.Fatalf("packs take %d bytes with nothing stored", size)
 	}
 }
 
@@ -274,4 +313,20 @@ func TestNamespaceRules(t *testing.T) {
 	if len(entries) != 1 || entries[0].Name != "f" {
 		t.Fatalf("entries %+v", entries)
 	}
+}
+
+func dirSize(t *testing.T, dir string) int64 {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, e := range entries {
+		info, err := e.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += info.Size()
+	}
+	return n
 }

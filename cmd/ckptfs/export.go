@@ -33,7 +33,7 @@ nested (run1/model@single). DST must not exist yet.`,
 			if _, err := os.Lstat(dst); err == nil {
 				return fmt.Errorf("export: %s already exists", dst)
 			}
-			return a.withStore(func(store *cache.Store) error { return a.export(store, name, dst) })
+			return a.withStore(cache.Options{}, func(store *cache.Store) error { return a.export(store, name, dst) })
 		},
 	}
 }

@@ -43,7 +43,7 @@ The same as 'cp -r SRC MOUNT/NAME', without a mount.`,
 			}); err != nil {
 				return fmt.Errorf("import %s: %w", args[0], err)
 			}
-			return a.withStore(func(store *cache.Store) error {
+			return a.withStore(cache.Options{}, func(store *cache.Store) error {
 				parent, err := mkdirAll(store, path.Dir(name))
 				if err != nil {
 					return err

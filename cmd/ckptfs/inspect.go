@@ -19,7 +19,7 @@ func (a *app) lsCmd() *cobra.Command {
 		Short: "List the checkpoints in the store and their views",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.withStore(list)
+			return a.withStore(cache.Options{}, list)
 		},
 	}
 }
@@ -54,7 +54,7 @@ func (a *app) statCmd() *cobra.Command {
 		Short: "Show logical, deduplicated and stored bytes of a checkpoint or the store",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.withStore(func(store *cache.Store) error {
+			return a.withStore(cache.Options{}, func(store *cache.Store) error {
 				ino, label := cache.RootIno, "store "+a.storeDir
 				if len(args) == 1 {
 					name, err := cleanName(args[0])
@@ -105,7 +105,7 @@ func (a *app) rmCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.withStore(func(store *cache.Store) error {
+			return a.withStore(cache.Options{}, func(store *cache.Store) error {
 				parent, err := store.Resolve(path.Dir(name))
 				if err != nil {
 					return err
@@ -126,13 +126,14 @@ func (a *app) gcCmd() *cobra.Command {
 		Short: "Free chunks no file references and compact the store",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.withStore(func(store *cache.Store) error {
+			return a.withStore(cache.Options{}, func(store *cache.Store) error {
 				res, err := store.GC()
 				if err != nil {
 					return err
 				}
-				fmt.Printf("freed %d chunks (%s stored), %d orphan inodes; %d value-log files rewritten\n",
-					res.Chunks, humanize.IBytes(uint64(res.ChunkBytes)), res.Inodes, res.ValueLogRewrites)
+				fmt.Printf("freed %d chunks (%s stored), %d orphan inodes; removed %d packs (%d rewritten), %s of disk freed; %d value-log files rewritten\n",
+					res.Chunks, humanize.IBytes(uint64(res.ChunkBytes)), res.Inodes,
+					res.PacksRemoved, res.PacksRewritten, humanize.IBytes(uint64(res.PackBytesFreed)), res.ValueLogRewrites)
 				return nil
 			})
 		},
@@ -145,7 +146,7 @@ func (a *app) fsckCmd() *cobra.Command {
 		Short: "Re-read and verify every chunk and manifest",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.withStore(func(store *cache.Store) error {
+			return a.withStore(cache.Options{AllowDamagedTables: true}, func(store *cache.Store) error {
 				rep, err := store.Fsck()
 				if err != nil {
 					return err

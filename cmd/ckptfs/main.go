@@ -84,8 +84,8 @@ func (a *app) openStore(o cache.Options) (*cache.Store, error) {
 }
 
 // withStore runs fn on the open store and closes it after.
-func (a *app) withStore(fn func(*cache.Store) error) error {
-	store, err := a.openStore(cache.Options{})
+func (a *app) withStore(o cache.Options, fn func(*cache.Store) error) error {
+	store, err := a.openStore(o)
 	if err != nil {
 		return err
 	}
