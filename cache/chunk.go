@@ -136,9 +136,14 @@ func (s *Store) loadChunk(h Hash) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	val, err := s.packs.read(h, loc)
-	if err != nil {
+	var raw []byte
+	err = s.packs.read(h, loc, func(val []byte) error {
+		var derr error
+		raw, derr = s.chunks.codecs.decodeChunk(h, val) // into a new slice
+		return derr
+	})
+	if err != nil && !errors.Is(err, ErrCorrupt) {
 		return nil, fmt.Errorf("read chunk %s: %v: %w", h.Short(), err, ErrCorrupt)
 	}
-	return s.chunks.codecs.decodeChunk(h, val)
+	return raw, err
 }

@@ -202,13 +202,14 @@ func (s *Store) sweepPacks(ids []uint32, live map[uint32][]packRecord, res *GCRe
 // locations.
 func (s *Store) copyRecords(recs []packRecord, wb *badger.WriteBatch) error {
 	for _, r := range recs {
-		val, err := s.packs.read(r.hash, r.loc)
+		var loc packLoc
+		err := s.packs.read(r.hash, r.loc, func(val []byte) error {
+			var err error
+			loc, err = s.packs.append(r.hash, val)
+			return err
+		})
 		if err != nil {
 			return fmt.Errorf("chunk %s: %w", r.hash.Short(), err)
-		}
-		loc, err := s.packs.append(r.hash, val)
-		if err != nil {
-			return err
 		}
 		if err := wb.Set(chunkKey(r.hash), loc.encode()); err != nil {
 			return err

@@ -69,6 +69,8 @@ type packs struct {
 	curSize int64
 	nextID  uint32
 	dirty   map[uint32]*os.File // written since the last sync
+
+	bufs sync.Pool // *[]byte records are read into
 }
 
 func openPacks(dir string) (*packs, error) {
@@ -80,6 +82,7 @@ func openPacks(dir string) (*packs, error) {
 		return nil, err
 	}
 	p := &packs{dir: dir, target: packTargetSize, files: map[uint32]*os.File{}, dirty: map[uint32]*os.File{}, nextID: 1}
+	p.bufs.New = func() any { b := make([]byte, 0, packRecordHeader+MaxChunk+chunkHeaderLen); return &b }
 	if len(ids) > 0 {
 		p.nextID = ids[len(ids)-1] + 1
 	}
@@ -144,21 +147,28 @@ func (p *packs) append(h Hash, value []byte) (packLoc, error) {
 	return loc, nil
 }
 
-// read returns the value of the record at loc, after checking that the
-// record holds chunk h.
-func (p *packs) read(h Hash, loc packLoc) ([]byte, error) {
+// read calls fn with the value of the record at loc, after checking that
+// the record holds chunk h. The value is only valid during fn: its buffer
+// is reused, or a cold read would leave a megabyte of garbage per chunk.
+func (p *packs) read(h Hash, loc packLoc, fn func(value []byte) error) error {
 	f, err := p.file(loc.Pack)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	rec := make([]byte, packRecordHeader+int(loc.Len))
+	buf := p.bufs.Get().(*[]byte)
+	defer p.bufs.Put(buf)
+	n := packRecordHeader + int(loc.Len)
+	if cap(*buf) < n {
+		*buf = make([]byte, n)
+	}
+	rec := (*buf)[:n]
 	if _, err := f.ReadAt(rec, loc.Offset); err != nil {
-		return nil, fmt.Errorf("read pack %s at %d: %w", f.Name(), loc.Offset, err)
+		return fmt.Errorf("read pack %s at %d: %w", f.Name(), loc.Offset, err)
 	}
 	if Hash(rec[:32]) != h || binary.LittleEndian.Uint32(rec[32:]) != loc.Len {
-		return nil, fmt.Errorf("pack %s at %d holds another record", f.Name(), loc.Offset)
+		return fmt.Errorf("pack %s at %d holds another record", f.Name(), loc.Offset)
 	}
-	return rec[packRecordHeader:], nil
+	return fn(rec[packRecordHeader:])
 }
 
 func (p *packs) file(id uint32) (*os.File, error) {

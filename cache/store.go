@@ -19,7 +19,7 @@ import (
 
 // Options tune a Store; the zero value gives the defaults.
 type Options struct {
-	// CacheBytes bounds the LRU of decoded chunks (default 256 MiB).
+	// CacheBytes bounds the LRU of decoded chunks (default 128 MiB).
 	CacheBytes int64
 	Logger     *slog.Logger
 	// AllowDamagedTables opens a store whose Badger tables have damaged
@@ -48,7 +48,7 @@ func Open(dir string, o Options) (*Store, error) {
 		o.Logger = slog.Default()
 	}
 	if o.CacheBytes == 0 {
-		o.CacheBytes = 256 << 20
+		o.CacheBytes = 128 << 20
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create store %s: %w", dir, err)

@@ -56,7 +56,7 @@ Unmount with 'ckptfs umount MOUNTPOINT'.`,
 	cmd.Flags().BoolVar(&opts.AllowOther, "allow-other", false, "let other users access the mount (needs user_allow_other in /etc/fuse.conf for non-root)")
 	cmd.Flags().BoolVar(&opts.ShowViews, "show-views", false, "list DIR@single and DIR@shards beside each folder with weights")
 	cmd.Flags().BoolVar(&opts.Debug, "debug", false, "log every FUSE request")
-	cmd.Flags().StringVar(&cacheSize, "cache-size", "256MiB", "memory for decoded chunks")
+	cmd.Flags().StringVar(&cacheSize, "cache-size", "128MiB", "memory for decoded chunks")
 	return cmd
 }
 
@@ -140,7 +140,7 @@ func (a *app) serve(mnt string, opts ckfs.Options, cacheBytes int64) (err error)
 	// Ingest allocates chunk buffers fast; a soft limit makes the collector
 	// keep the heap near what is live instead of doubling it.
 	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(cacheBytes + 256<<20)
+		debug.SetMemoryLimit(cacheBytes + 192<<20)
 	}
 	store, err := a.openStore(cache.Options{CacheBytes: cacheBytes})
 	if err != nil {
