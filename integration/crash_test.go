@@ -16,12 +16,13 @@ import (
 // intact, and the file being copied over is its earlier version, empty (cp
 // truncates it first) or complete, never half written.
 func TestCrashAtRandomPoints(t *testing.T) {
+	t.Parallel() // mostly waits; overlaps with the random-operation test
 	store := newStore(t)
 	local := t.TempDir()
 	r := rand.New(rand.NewSource(9))
 	versions := map[string]bool{fileHashBytes(nil): true} // accepted contents of inflight.bin
 	want := map[string]string{}                           // closed or fsynced file -> hash
-	kills := envInt("CKPTFS_CRASH_KILLS", 8)              // make stress sets 20
+	kills := envInt("CKPTFS_CRASH_KILLS", 20)             // make stress sets 60
 	for i := 0; i < kills; i++ {
 		m := mountStore(t, store)
 		closed := make([]byte, 1<<20+r.Intn(4<<20))

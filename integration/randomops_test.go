@@ -30,6 +30,7 @@ func errKind(err error) string {
 // against the mount and a local directory; after every step both hold the
 // same names and bytes.
 func TestRandomOpsMatchLocalDisk(t *testing.T) {
+	t.Parallel() // waits on FUSE round trips; overlaps with the crash test
 	m := mountStore(t, newStore(t))
 	dirs := [2]string{m.path("ops"), filepath.Join(t.TempDir(), "ops")}
 	for _, d := range dirs {
@@ -40,8 +41,8 @@ func TestRandomOpsMatchLocalDisk(t *testing.T) {
 	r := rand.New(rand.NewSource(8))
 	names := []string{"a", "b", "c", "d.safetensors", "e"}
 	buf := make([]byte, 300<<10)
-	steps := envInt("CKPTFS_STRESS_STEPS", 3000) // make stress sets 10,000
-	var history []string                         // the last operations, for a failure message
+	steps := envInt("CKPTFS_STRESS_STEPS", 10000) // make stress sets 50,000
+	var history []string                          // the last operations, for a failure message
 	for step := 0; step < steps; step++ {
 		name := names[r.Intn(len(names))]
 		other := names[r.Intn(len(names))]
