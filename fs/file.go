@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"os"
 	"sync"
 	"syscall"
 
@@ -25,6 +26,13 @@ type fileNode struct {
 	gen     uint64 // bumped whenever new content is committed
 	seenGen uint64 // gen the kernel's page cache was filled at
 	opened  bool
+
+	// Hot copies, see hotHandle.
+	cachedOpen  int            // kernel opens that use the FUSE page cache
+	hotOpen     int            // kernel opens in passthrough mode
+	hotFile     *os.File       // the copy those read
+	fill        *cache.HotFill // copy being made of fillContent
+	fillContent *cache.Content
 }
 
 var (
@@ -56,6 +64,12 @@ func (n *fileNode) fillAttr(out *fuse.Attr, in *cache.Inode) {
 
 func (n *fileNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	if size, ok := in.GetSize(); ok {
+		n.mu.Lock()
+		idle := n.waitHotClosed()
+		n.mu.Unlock()
+		if !idle {
+			return syscall.ETXTBSY // see hotHandle
+		}
 		h, _ := f.(*handle)
 		if h == nil {
 			h = n.dirtyHandle()
@@ -85,7 +99,7 @@ func (n *fileNode) truncateStored(size int64) error {
 		return err
 	}
 	n.load(in)
-	h := n.newHandle()
+	h := n.newHandle(false)
 	defer h.release()
 	if err := h.truncate(size); err != nil {
 		return err
@@ -108,9 +122,22 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 		return nil, 0, toErrno(n.fsys.log, "open", err)
 	}
 	n.load(in)
-	h := n.newHandle()
+	readOnly := flags&syscall.O_ACCMODE == syscall.O_RDONLY
+	if readOnly {
+		if h := n.openHot(); h != nil {
+			return h, 0, 0
+		}
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if !n.waitHotClosed() {
+		n.fsys.log.Warn("open refused: the file is being read from its hot copy", "file", n.Path(nil))
+		return nil, 0, syscall.ETXTBSY
+	}
+	h := n.newHandleLocked(true)
+	if readOnly {
+		n.startFill()
+	}
 	var fuseFlags uint32
 	if n.opened && n.seenGen == n.gen {
 		fuseFlags = fuse.FOPEN_KEEP_CACHE // unchanged since the kernel cached it
@@ -139,19 +166,29 @@ func (n *fileNode) contentChanged(c *cache.Content) {
 	n.mu.Lock()
 	n.content, n.reader = c, n.fsys.store.NewReader(n.Path(nil), c)
 	n.gen++
+	n.dropFill()
 	n.mu.Unlock()
 	// Not from inside the request: the kernel may wait on it.
 	go n.NotifyContent(0, 0)
 }
 
-func (n *fileNode) newHandle() *handle {
-	h := &handle{node: n}
+// newHandle opens a handle. cached says the kernel reads it through the
+// FUSE page cache (see hotHandle); handles the kernel does not hold are not.
+func (n *fileNode) newHandle(cached bool) *handle {
 	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.newHandleLocked(cached)
+}
+
+func (n *fileNode) newHandleLocked(cached bool) *handle {
+	h := &handle{node: n, cached: cached}
 	if n.handles == nil {
 		n.handles = map[*handle]struct{}{}
 	}
 	n.handles[h] = struct{}{}
-	n.mu.Unlock()
+	if cached {
+		n.cachedOpen++
+	}
 	return h
 }
 
@@ -169,6 +206,12 @@ func (n *fileNode) openHandles() []*handle {
 
 func (n *fileNode) forget(h *handle) {
 	n.mu.Lock()
+	defer n.mu.Unlock()
 	delete(n.handles, h)
-	n.mu.Unlock()
+	if h.cached {
+		n.cachedOpen--
+		if n.cachedOpen == 0 {
+			n.dropFill() // what was read did not cover the file
+		}
+	}
 }

@@ -23,11 +23,15 @@ type Options struct {
 	ShowViews  bool // list DIR@single and DIR@shards in readdir
 	Debug      bool
 	Logger     *slog.Logger
+	// HotFiles keeps decoded copies of files read front to back, which later
+	// opens hand to the kernel (FUSE passthrough); nil keeps none.
+	HotFiles *cache.HotFiles
 }
 
 // FS holds what every node of one mount shares.
 type FS struct {
 	store *cache.Store
+	hot   *cache.HotFiles
 	log   *slog.Logger
 	opts  Options
 }
@@ -42,7 +46,7 @@ func Mount(dir string, store *cache.Store, opts Options) (*fuse.Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	fsys := &FS{store: store, log: opts.Logger, opts: opts}
+	fsys := &FS{store: store, hot: opts.HotFiles, log: opts.Logger, opts: opts}
 	to := timeout
 	mo := fuse.MountOptions{
 		FsName:        "ckptfs:" + store.Dir(),

@@ -22,7 +22,8 @@ import (
 // commit ingests the pending content and swaps the file's manifest in one
 // transaction, so readers never see half a file.
 type handle struct {
-	node *fileNode
+	node   *fileNode
+	cached bool // the kernel reads it through the FUSE page cache
 
 	mu     sync.Mutex
 	dirty  bool
@@ -65,10 +66,13 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 		return fuse.ReadResultData(dest[:n]), 0
 	}
 	h.mu.Unlock()
-	_, r := h.node.current()
+	content, r := h.node.current()
 	n, err := r.ReadAt(dest, off)
 	if err != nil && err != io.EOF {
 		return nil, h.errno("read", err)
+	}
+	if fill := h.node.fillFor(content); fill != nil {
+		fill.Write(dest[:n], off)
 	}
 	return fuse.ReadResultData(dest[:n]), 0
 }

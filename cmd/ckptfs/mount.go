@@ -25,14 +25,20 @@ const readyFdEnv = "CKPTFS_READY_FD"
 func (a *app) mountCmd() *cobra.Command {
 	var opts ckfs.Options
 	var foreground bool
-	var cacheSize string
+	var cacheSize, hotSize string
 	cmd := &cobra.Command{
 		Use:   "mount [--store DIR] MOUNTPOINT",
 		Short: "Mount the store; returns once the mount is live",
 		Long: `Mount the store at MOUNTPOINT (an existing empty directory). The command
 returns once the mount answers; the daemon logs to STORE/ckptfs.log. With
 --foreground it stays attached and Ctrl-C or SIGTERM unmounts cleanly.
-Unmount with 'ckptfs umount MOUNTPOINT'.`,
+Unmount with 'ckptfs umount MOUNTPOINT'.
+
+A file of 4 MiB or more that is read front to back gets a decoded copy in
+STORE/hot (made from the verified bytes the reader got, fsynced before use);
+later opens hand that copy to the kernel (FUSE passthrough), which reads it
+as fast as a local file. --hot-size bounds the copies, least recently used
+go first; 0 turns them off.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			mnt, err := filepath.Abs(args[0])
@@ -46,10 +52,14 @@ Unmount with 'ckptfs umount MOUNTPOINT'.`,
 			if err != nil {
 				return fmt.Errorf("--cache-size %q: %w", cacheSize, err)
 			}
+			hot, err := humanize.ParseBytes(hotSize)
+			if err != nil {
+				return fmt.Errorf("--hot-size %q: %w", hotSize, err)
+			}
 			if !foreground {
 				return a.mountBackground(mnt)
 			}
-			return a.serve(mnt, opts, int64(size))
+			return a.serve(mnt, opts, int64(size), int64(hot))
 		},
 	}
 	cmd.Flags().BoolVarP(&foreground, "foreground", "f", false, "stay attached; Ctrl-C unmounts")
@@ -57,6 +67,7 @@ Unmount with 'ckptfs umount MOUNTPOINT'.`,
 	cmd.Flags().BoolVar(&opts.ShowViews, "show-views", false, "list DIR@single and DIR@shards beside each folder with weights")
 	cmd.Flags().BoolVar(&opts.Debug, "debug", false, "log every FUSE request")
 	cmd.Flags().StringVar(&cacheSize, "cache-size", "128MiB", "memory for decoded chunks")
+	cmd.Flags().StringVar(&hotSize, "hot-size", "16GiB", "disk for decoded copies of files read often (0: none)")
 	return cmd
 }
 
@@ -125,7 +136,7 @@ func (a *app) mountBackground(mnt string) error {
 }
 
 // serve mounts and serves until unmounted or signalled.
-func (a *app) serve(mnt string, opts ckfs.Options, cacheBytes int64) (err error) {
+func (a *app) serve(mnt string, opts ckfs.Options, cacheBytes, hotBytes int64) (err error) {
 	ready := func(msg string) {}
 	if fd := os.Getenv(readyFdEnv); fd == "3" {
 		f := os.NewFile(3, "ready")
@@ -152,6 +163,11 @@ func (a *app) serve(mnt string, opts ckfs.Options, cacheBytes int64) (err error)
 		}
 	}()
 	opts.Logger = a.log
+	if hotBytes > 0 {
+		if opts.HotFiles, err = cache.OpenHotFiles(filepath.Join(a.storeDir, "hot"), hotBytes, a.log); err != nil {
+			return err
+		}
+	}
 	server, err := ckfs.Mount(mnt, store, opts)
 	if err != nil {
 		return fmt.Errorf("mount %s: %w", mnt, err)
