@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -63,6 +64,19 @@ func ContentKey(c *Content) string {
 	h.Write(b[:])
 	for _, ch := range c.Chunks {
 		h.Write(ch.Hash[:])
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// DerivedKey names bytes derived from stored content, such as a view file,
+// by everything that determines them.
+func DerivedKey(parts ...string) string {
+	h := blake3.New()
+	var b [8]byte
+	for _, p := range parts {
+		binary.LittleEndian.PutUint64(b[:], uint64(len(p)))
+		h.Write(b[:])
+		h.Write([]byte(p))
 	}
 	return hex.EncodeToString(h.Sum(nil)[:16])
 }
@@ -152,17 +166,18 @@ type span struct{ lo, hi int64 }
 // copy is abandoned.
 const maxSpans = 1024
 
-// Write copies bytes read at off.
-func (c *HotFill) Write(p []byte, off int64) {
+// Write copies bytes read at off. It reports whether the copy still wants
+// bytes: false once it is complete or abandoned.
+func (c *HotFill) Write(p []byte, off int64) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.f == nil || len(p) == 0 {
-		return
+	if c.f == nil {
+		return false
 	}
 	if _, err := c.f.WriteAt(p, off); err != nil {
 		c.hot.log.Warn("hot file", "key", c.key, "err", err)
 		c.abandon()
-		return
+		return false
 	}
 	c.covered = addSpan(c.covered, span{off, off + int64(len(p))})
 	switch {
@@ -173,9 +188,12 @@ func (c *HotFill) Write(p []byte, off int64) {
 		c.hot.unsynced[c.key] = f.Name()
 		c.hot.mu.Unlock()
 		go c.hot.finish(c.key, f) // fsync takes a while; the reader goes on
+		return false
 	case len(c.covered) > maxSpans:
 		c.abandon()
+		return false
 	}
+	return true
 }
 
 // addSpan merges s into the sorted, disjoint spans.
@@ -187,6 +205,55 @@ func addSpan(spans []span, s span) []span {
 		j++
 	}
 	return append(spans[:i], append([]span{s}, spans[j:]...)...)
+}
+
+// Finish completes a copy its readers have covered a quarter of or more,
+// reading the gaps from src in the background: a loader that maps the file
+// touches only the tensors it uses before its first forward pass (45% of
+// MiniLM's bytes), and would otherwise never get a copy. A copy read less is
+// dropped, so that a look at a header does not cost a decode of the file.
+func (c *HotFill) Finish(src io.ReaderAt) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.f == nil {
+		return
+	}
+	var covered int64
+	for _, s := range c.covered {
+		covered += s.hi - s.lo
+	}
+	if covered*4 < c.size {
+		c.hot.log.Debug("hot file dropped: too little read", "key", c.key, "read", covered, "size", c.size)
+		c.abandon()
+		return
+	}
+	var gaps []span
+	pos := int64(0)
+	for _, s := range append(c.covered, span{c.size, c.size}) {
+		if s.lo > pos {
+			gaps = append(gaps, span{pos, s.lo})
+		}
+		pos = s.hi
+	}
+	go c.fillGaps(src, gaps)
+}
+
+func (c *HotFill) fillGaps(src io.ReaderAt, gaps []span) {
+	buf := make([]byte, 1<<20)
+	for _, g := range gaps {
+		for off := g.lo; off < g.hi; {
+			n, err := src.ReadAt(buf[:min(int64(len(buf)), g.hi-off)], off)
+			if n == 0 || err != nil && err != io.EOF {
+				c.hot.log.Warn("hot file: fill gap", "key", c.key, "err", err)
+				c.Abandon()
+				return
+			}
+			if !c.Write(buf[:n], off) {
+				return // finished or abandoned
+			}
+			off += int64(n)
+		}
+	}
 }
 
 // Abandon drops an unfinished copy.

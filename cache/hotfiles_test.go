@@ -78,6 +78,9 @@ func TestHotFillOutOfOrder(t *testing.T) {
 	if !bytes.Equal(got, data) {
 		t.Fatal("copy differs")
 	}
+	for hot.busy("k") { // fsynced and renamed in the background
+		time.Sleep(10 * time.Millisecond)
+	}
 	if hot.StartFill("k", int64(len(data))) != nil {
 		t.Fatal("fill of a key that has a copy")
 	}
@@ -115,4 +118,30 @@ func (h *HotFiles) busy(key string) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.filling[key]
+}
+
+// A copy mostly read is completed from the source when its readers go; one
+// barely read is dropped.
+func TestHotFillFinish(t *testing.T) {
+	hot, err := OpenHotFiles(t.TempDir(), 1<<30, slog.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := randomBytes(5, 8<<20+7)
+	mostly := hot.StartFill("mostly", int64(len(data)))
+	mostly.Write(data[:1<<20], 0)
+	mostly.Write(data[4<<20:6<<20], 4<<20) // over a quarter read, gaps between and after
+	mostly.Finish(bytes.NewReader(data))
+	barely := hot.StartFill("barely", int64(len(data)))
+	barely.Write(data[:2<<20-1], 0)
+	barely.Finish(bytes.NewReader(data))
+	for hot.busy("mostly") || hot.busy("barely") {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got, err := os.ReadFile(hot.path("mostly")); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("mostly read copy: %v, equal %v", err, bytes.Equal(got, data))
+	}
+	if entries, _ := os.ReadDir(hot.dir); len(entries) != 1 {
+		t.Fatalf("%d files in the hot directory, want the one copy", len(entries))
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 )
 
 // Kind says how a file's content was split at ingest.
@@ -20,6 +21,11 @@ type Content struct {
 	Size   int64
 	Kind   Kind
 	Chunks []ChunkRef
+}
+
+// Equal reports whether c and d hold the same bytes the same way.
+func (c *Content) Equal(d *Content) bool {
+	return c.Size == d.Size && c.Kind == d.Kind && slices.Equal(c.Chunks, d.Chunks)
 }
 
 // Inode is the stored record of a file, directory or symlink.

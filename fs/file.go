@@ -2,7 +2,6 @@ package fs
 
 import (
 	"context"
-	"os"
 	"sync"
 	"syscall"
 
@@ -27,12 +26,7 @@ type fileNode struct {
 	seenGen uint64 // gen the kernel's page cache was filled at
 	opened  bool
 
-	// Hot copies, see hotHandle.
-	cachedOpen  int            // kernel opens that use the FUSE page cache
-	hotOpen     int            // kernel opens in passthrough mode
-	hotFile     *os.File       // the copy those read
-	fill        *cache.HotFill // copy being made of fillContent
-	fillContent *cache.Content
+	hot hotOpens // guarded by mu
 }
 
 var (
@@ -64,12 +58,6 @@ func (n *fileNode) fillAttr(out *fuse.Attr, in *cache.Inode) {
 
 func (n *fileNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	if size, ok := in.GetSize(); ok {
-		n.mu.Lock()
-		idle := n.waitHotClosed()
-		n.mu.Unlock()
-		if !idle {
-			return syscall.ETXTBSY // see hotHandle
-		}
 		h, _ := f.(*handle)
 		if h == nil {
 			h = n.dirtyHandle()
@@ -99,7 +87,13 @@ func (n *fileNode) truncateStored(size int64) error {
 		return err
 	}
 	n.load(in)
-	h := n.newHandle(false)
+	n.mu.Lock()
+	if !n.hot.waitClosed() {
+		n.mu.Unlock()
+		return syscall.ETXTBSY // see hotOpens
+	}
+	h := n.newHandleLocked(true) // counted, so no hot open starts meanwhile
+	n.mu.Unlock()
 	defer h.release()
 	if err := h.truncate(size); err != nil {
 		return err
@@ -123,20 +117,26 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 	}
 	n.load(in)
 	readOnly := flags&syscall.O_ACCMODE == syscall.O_RDONLY
+	content, _ := n.current()
+	var hot *cache.HotFiles
+	if n.fsys.opts.HotAsWritten {
+		hot = n.fsys.hot
+	}
 	if readOnly {
-		if h := n.openHot(); h != nil {
+		current := func() bool { return n.content == content }
+		if h := n.hot.open(hot, cache.ContentKey(content), current, n.Path(nil), n.fsys.log); h != nil {
 			return h, 0, 0
 		}
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if !n.waitHotClosed() {
+	if !n.hot.waitClosed() {
 		n.fsys.log.Warn("open refused: the file is being read from its hot copy", "file", n.Path(nil))
 		return nil, 0, syscall.ETXTBSY
 	}
 	h := n.newHandleLocked(true)
-	if readOnly {
-		n.startFill()
+	if readOnly && n.content == content {
+		n.hot.startFill(hot, cache.ContentKey(content), content.Size, content)
 	}
 	var fuseFlags uint32
 	if n.opened && n.seenGen == n.gen {
@@ -147,9 +147,14 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 }
 
 // load takes a freshly read record's content as the committed content.
+// Unchanged content keeps its reader, and with it the readahead state and
+// the identity a hot copy being made is tied to.
 func (n *fileNode) load(in *cache.Inode) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if n.content != nil && n.content.Equal(&in.Content) {
+		return
+	}
 	n.content = &in.Content
 	n.reader = n.fsys.store.NewReader(n.Path(nil), n.content)
 }
@@ -166,7 +171,7 @@ func (n *fileNode) contentChanged(c *cache.Content) {
 	n.mu.Lock()
 	n.content, n.reader = c, n.fsys.store.NewReader(n.Path(nil), c)
 	n.gen++
-	n.dropFill()
+	n.hot.dropFill()
 	n.mu.Unlock()
 	// Not from inside the request: the kernel may wait on it.
 	go n.NotifyContent(0, 0)
@@ -187,7 +192,7 @@ func (n *fileNode) newHandleLocked(cached bool) *handle {
 	}
 	n.handles[h] = struct{}{}
 	if cached {
-		n.cachedOpen++
+		n.hot.cached++
 	}
 	return h
 }
@@ -209,9 +214,6 @@ func (n *fileNode) forget(h *handle) {
 	defer n.mu.Unlock()
 	delete(n.handles, h)
 	if h.cached {
-		n.cachedOpen--
-		if n.cachedOpen == 0 {
-			n.dropFill() // what was read did not cover the file
-		}
+		n.hot.cachedClosed(n.reader)
 	}
 }

@@ -23,9 +23,13 @@ type Options struct {
 	ShowViews  bool // list DIR@single and DIR@shards in readdir
 	Debug      bool
 	Logger     *slog.Logger
-	// HotFiles keeps decoded copies of files read front to back, which later
-	// opens hand to the kernel (FUSE passthrough); nil keeps none.
+	// HotFiles keeps decoded copies of view files read front to back, which
+	// later opens hand to the kernel (FUSE passthrough); nil keeps none.
 	HotFiles *cache.HotFiles
+	// HotAsWritten gives as-written files hot copies too. While one is read
+	// from its copy its content cannot change (see hotOpens), and loaders
+	// that keep the file mapped hold it that long.
+	HotAsWritten bool
 }
 
 // FS holds what every node of one mount shares.
@@ -113,7 +117,9 @@ func (f *FS) newNode(ctx context.Context, parent *fs.Inode, in *cache.Inode) *fs
 	case syscall.S_IFLNK:
 		node = &symlinkNode{fsys: f, ino: in.Ino}
 	default:
-		node = &fileNode{fsys: f, ino: in.Ino}
+		n := &fileNode{fsys: f, ino: in.Ino}
+		n.hot.mu = &n.mu
+		node = n
 	}
 	return parent.NewInode(ctx, node, fs.StableAttr{Mode: in.Mode & syscall.S_IFMT, Ino: in.Ino})
 }

@@ -71,7 +71,7 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 	if err != nil && err != io.EOF {
 		return nil, h.errno("read", err)
 	}
-	if fill := h.node.fillFor(content); fill != nil {
+	if fill := h.node.hot.fillFor(content); fill != nil {
 		fill.Write(dest[:n], off)
 	}
 	return fuse.ReadResultData(dest[:n]), 0

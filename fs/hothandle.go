@@ -3,6 +3,9 @@ package fs
 import (
 	"context"
 	"io"
+	"log/slog"
+	"os"
+	"sync"
 	"syscall"
 	"time"
 
@@ -11,20 +14,122 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 )
 
-// hotHandle is a read-only open of a file whose content has a hot copy: the
-// kernel reads the copy itself (FUSE passthrough), at the speed of the local
-// page cache. It is a type of its own because writers must never get a
-// backing file.
+// hotOpens is the hot-copy state of one inode: its kernel opens by kind,
+// the copy the passthrough ones read, and the copy being made.
 //
 // The kernel holds one backing file per inode and, while any open uses it,
 // fails (EIO) every open of the inode that does not use it, and any open in
 // passthrough mode while the inode has opens that use the FUSE page cache.
-// So fileNode counts both kinds: a hot open is handed out only when no
-// caching open exists, and while hot opens exist the content cannot change
-// (opens for writing and truncates get ETXTBSY) and every other open shares
-// the same copy.
+// So a hot open is handed out only when no caching open exists, and while
+// hot opens exist every other open shares the same copy and the content
+// cannot change (opens for writing and truncates get ETXTBSY).
+//
+// Every field is guarded by mu, the owning node's lock.
+type hotOpens struct {
+	mu     *sync.Mutex
+	cached int      // kernel opens that use the FUSE page cache
+	hot    int      // kernel opens in passthrough mode
+	file   *os.File // the copy the hot opens read
+	fill   *cache.HotFill
+	fillOf any // what fill copies: a file's committed content
+}
+
+// open returns a hot handle if the copy named key exists and the kernel can
+// read the inode in passthrough mode now. current tells whether the content
+// named key is still the node's; it is called with mu held.
+func (o *hotOpens) open(hot *cache.HotFiles, key string, current func() bool, name string, log *slog.Logger) *hotHandle {
+	if hot == nil {
+		return nil
+	}
+	h := &hotHandle{o: o, name: name, log: log}
+	o.mu.Lock()
+	switch {
+	case o.hot > 0: // the content cannot have changed since
+		o.hot++
+		o.mu.Unlock()
+		return h
+	case o.cached > 0:
+		o.mu.Unlock()
+		return nil
+	}
+	o.mu.Unlock()
+	f := hot.Open(key)
+	if f == nil {
+		return nil
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	switch {
+	case o.hot > 0: // another open got there first
+		f.Close()
+	case o.cached > 0 || !current():
+		f.Close()
+		return nil
+	default:
+		o.file = f
+		log.Debug("open from hot copy", "file", name, "copy", f.Name())
+	}
+	o.hot++
+	return h
+}
+
+// waitClosed waits a little for the hot opens to go: the kernel sends the
+// release of a closed file after close(2) returns, so a write right after
+// a read could otherwise find the read still open. It reports whether they
+// went. Called with mu held.
+func (o *hotOpens) waitClosed() bool {
+	for i := 0; o.hot > 0 && i < 100; i++ {
+		o.mu.Unlock()
+		time.Sleep(10 * time.Millisecond)
+		o.mu.Lock()
+	}
+	return o.hot == 0
+}
+
+// startFill begins a copy of what the caching opens read, if none is being
+// made. Called with mu held.
+func (o *hotOpens) startFill(hot *cache.HotFiles, key string, size int64, of any) {
+	if hot == nil || o.fill != nil {
+		return
+	}
+	o.fill, o.fillOf = hot.StartFill(key, size), of
+}
+
+// fillFor is the copy being made of of, if any.
+func (o *hotOpens) fillFor(of any) *cache.HotFill {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.fill == nil || o.fillOf != of {
+		return nil
+	}
+	return o.fill
+}
+
+// cachedClosed counts a caching open gone; when it was the last, an
+// unfinished copy is completed from src if it was mostly read, else
+// dropped. Called with mu held.
+func (o *hotOpens) cachedClosed(src io.ReaderAt) {
+	if o.cached--; o.cached == 0 && o.fill != nil {
+		o.fill.Finish(src)
+		o.fill, o.fillOf = nil, nil
+	}
+}
+
+// dropFill abandons an unfinished copy. Called with mu held.
+func (o *hotOpens) dropFill() {
+	if o.fill != nil {
+		o.fill.Abandon()
+		o.fill, o.fillOf = nil, nil
+	}
+}
+
+// hotHandle is a read-only open served from a hot copy: the kernel reads
+// the copy itself (FUSE passthrough), at the speed of the local page cache.
+// It is a type of its own because writers must never get a backing file.
 type hotHandle struct {
-	node *fileNode
+	o    *hotOpens
+	name string
+	log  *slog.Logger
 }
 
 var (
@@ -34,14 +139,23 @@ var (
 	_ = (fs.FileReleaser)((*hotHandle)(nil))
 )
 
-func (h *hotHandle) PassthroughFd() (int, bool) { return int(h.node.hotFile.Fd()), true }
+// PassthroughFd is called once per open, while the open is counted, so
+// the copy is open.
+func (h *hotHandle) PassthroughFd() (int, bool) {
+	h.o.mu.Lock()
+	defer h.o.mu.Unlock()
+	return int(h.o.file.Fd()), true
+}
 
 // Read serves the copy when the kernel could not take the file over
 // (passthrough needs CAP_SYS_ADMIN and kernel 6.9).
 func (h *hotHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	n, err := h.node.hotFile.ReadAt(dest, off)
+	h.o.mu.Lock()
+	f := h.o.file
+	h.o.mu.Unlock()
+	n, err := f.ReadAt(dest, off)
 	if err != nil && err != io.EOF {
-		return nil, toErrno(h.node.fsys.log, "read hot copy of "+h.node.Path(nil), err)
+		return nil, toErrno(h.log, "read hot copy of "+h.name, err)
 	}
 	return fuse.ReadResultData(dest[:n]), 0
 }
@@ -49,91 +163,11 @@ func (h *hotHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Read
 func (h *hotHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno { return 0 }
 
 func (h *hotHandle) Release(ctx context.Context) syscall.Errno {
-	h.node.mu.Lock()
-	defer h.node.mu.Unlock()
-	if h.node.hotOpen--; h.node.hotOpen == 0 {
-		h.node.hotFile.Close()
-		h.node.hotFile = nil
+	h.o.mu.Lock()
+	defer h.o.mu.Unlock()
+	if h.o.hot--; h.o.hot == 0 {
+		h.o.file.Close()
+		h.o.file = nil
 	}
 	return 0
-}
-
-// openHot returns a hot handle if the committed content has a hot copy and
-// the kernel can read this inode in passthrough mode now.
-func (n *fileNode) openHot() *hotHandle {
-	hot := n.fsys.hot
-	if hot == nil {
-		return nil
-	}
-	n.mu.Lock()
-	content := n.content
-	switch {
-	case n.hotOpen > 0: // the content has not changed since
-		n.hotOpen++
-		n.mu.Unlock()
-		return &hotHandle{node: n}
-	case n.cachedOpen > 0:
-		n.mu.Unlock()
-		return nil
-	}
-	n.mu.Unlock()
-	f := hot.Open(cache.ContentKey(content))
-	if f == nil {
-		return nil
-	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	switch {
-	case n.hotOpen > 0: // another open got there first
-		f.Close()
-	case n.cachedOpen > 0 || n.content != content:
-		f.Close()
-		return nil
-	default:
-		n.hotFile = f
-		n.fsys.log.Debug("open from hot copy", "file", n.Path(nil), "copy", f.Name())
-	}
-	n.hotOpen++
-	return &hotHandle{node: n}
-}
-
-// waitHotClosed waits a little for the hot opens of n to go: the kernel
-// sends the release of a closed file after close(2) returns, so a write
-// right after a read could otherwise find the read still open. It reports
-// whether they went. Called with n.mu held.
-func (n *fileNode) waitHotClosed() bool {
-	for i := 0; n.hotOpen > 0 && i < 100; i++ {
-		n.mu.Unlock()
-		time.Sleep(10 * time.Millisecond)
-		n.mu.Lock()
-	}
-	return n.hotOpen == 0
-}
-
-// startFill begins a hot copy of the committed content, made from what the
-// caching opens read. Called with n.mu held.
-func (n *fileNode) startFill() {
-	if n.fsys.hot == nil || n.fill != nil {
-		return
-	}
-	n.fill = n.fsys.hot.StartFill(cache.ContentKey(n.content), n.content.Size)
-	n.fillContent = n.content
-}
-
-// fillFor is the hot copy being made of content, if any.
-func (n *fileNode) fillFor(content *cache.Content) *cache.HotFill {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.fill == nil || n.fillContent != content {
-		return nil
-	}
-	return n.fill
-}
-
-// dropFill abandons an unfinished copy. Called with n.mu held.
-func (n *fileNode) dropFill() {
-	if n.fill != nil {
-		n.fill.Abandon()
-		n.fill, n.fillContent = nil, nil
-	}
 }

@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"io"
+	"sync"
 	"syscall"
 
 	"github.com/ckptfs/ckptfs/cache"
@@ -18,6 +19,7 @@ type viewDirNode struct {
 	fs.Inode
 	fsys  *FS
 	view  *View
+	name  string // base@spec
 	ino   uint64
 	mtime int64
 }
@@ -46,7 +48,7 @@ func (n *dirNode) lookupView(ctx context.Context, name, base string, spec layout
 	if err != nil {
 		return nil, toErrno(n.fsys.log, "view "+name, err)
 	}
-	node := &viewDirNode{fsys: n.fsys, view: v, ino: syntheticIno("view", dir.Ino, name, v.Key), mtime: dir.Mtime}
+	node := &viewDirNode{fsys: n.fsys, view: v, name: name, ino: syntheticIno("view", dir.Ino, name, v.Key), mtime: dir.Mtime}
 	node.fillAttr(&out.Attr)
 	return n.NewInode(ctx, node, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: node.ino}), 0
 }
@@ -82,11 +84,9 @@ func (n *viewDirNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.At
 func (n *viewDirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	if i, ok := n.view.FileIndex(name); ok {
 		f := n.view.Files[i]
-		node := &roFileNode{
-			ino: syntheticIno("file", n.ino, name), size: f.Size, mode: 0o444, mtime: n.mtime,
-			readAt: func(p []byte, off int64) (int, error) { return n.view.ReadAt(i, p, off) },
-			fsys:   n.fsys,
-		}
+		node := newROFileNode(n.fsys, syntheticIno("file", n.ino, name), f.Size, 0o444, n.mtime,
+			func(p []byte, off int64) (int, error) { return n.view.ReadAt(i, p, off) },
+			cache.DerivedKey("view", n.view.Key, n.name, name))
 		node.fillAttr(&out.Attr)
 		return n.NewInode(ctx, node, fs.StableAttr{Mode: syscall.S_IFREG, Ino: node.ino}), 0
 	}
@@ -100,10 +100,8 @@ func (n *viewDirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOu
 			return n.NewInode(ctx, node, fs.StableAttr{Mode: syscall.S_IFLNK, Ino: x.Inode.Ino}), 0
 		}
 		r := n.fsys.store.NewReader(n.Path(nil)+"/"+name, &x.Inode.Content)
-		node := &roFileNode{
-			ino: syntheticIno("file", n.ino, name), size: r.Size(), mode: x.Inode.Mode &^ 0o222, mtime: x.Inode.Mtime,
-			readAt: r.ReadAt, fsys: n.fsys,
-		}
+		node := newROFileNode(n.fsys, syntheticIno("file", n.ino, name), r.Size(), x.Inode.Mode&^0o222, x.Inode.Mtime,
+			r.ReadAt, cache.ContentKey(&x.Inode.Content))
 		node.fillAttr(&out.Attr)
 		return n.NewInode(ctx, node, fs.StableAttr{Mode: syscall.S_IFREG, Ino: node.ino}), 0
 	}
@@ -144,7 +142,8 @@ func (n *viewDirNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.E
 
 // roFileNode is a read-only file of a view: a synthesized view file or a
 // folder file passed through. Its content never changes under its inode
-// number, so the kernel may keep its pages.
+// number, so the kernel may keep its pages, and a hot copy named by hotKey
+// (see hotOpens) serves it once it has been read front to back.
 type roFileNode struct {
 	fs.Inode
 	fsys   *FS
@@ -153,6 +152,10 @@ type roFileNode struct {
 	mode   uint32
 	mtime  int64
 	readAt func(p []byte, off int64) (int, error)
+	hotKey string
+
+	mu  sync.Mutex
+	hot hotOpens // guarded by mu
 }
 
 var (
@@ -160,7 +163,14 @@ var (
 	_ = (fs.NodeSetattrer)((*roFileNode)(nil))
 	_ = (fs.NodeOpener)((*roFileNode)(nil))
 	_ = (fs.NodeReader)((*roFileNode)(nil))
+	_ = (fs.FileReleaser)((*roHandle)(nil))
 )
+
+func newROFileNode(fsys *FS, ino uint64, size int64, mode uint32, mtime int64, readAt func([]byte, int64) (int, error), hotKey string) *roFileNode {
+	n := &roFileNode{fsys: fsys, ino: ino, size: size, mode: mode, mtime: mtime, readAt: readAt, hotKey: hotKey}
+	n.hot.mu = &n.mu
+	return n
+}
 
 func (n *roFileNode) fillAttr(out *fuse.Attr) {
 	in := &cache.Inode{Ino: n.ino, Mode: syscall.S_IFREG | n.mode&0o7777, Atime: n.mtime, Mtime: n.mtime, Ctime: n.mtime}
@@ -181,7 +191,15 @@ func (n *roFileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uin
 	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND) != 0 {
 		return nil, 0, syscall.EROFS
 	}
-	return nil, fuse.FOPEN_KEEP_CACHE, 0
+	always := func() bool { return true }
+	if h := n.hot.open(n.fsys.hot, n.hotKey, always, n.Path(nil), n.fsys.log); h != nil {
+		return h, 0, 0
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.hot.cached++
+	n.hot.startFill(n.fsys.hot, n.hotKey, n.size, nil)
+	return &roHandle{node: n}, fuse.FOPEN_KEEP_CACHE, 0
 }
 
 func (n *roFileNode) Read(ctx context.Context, f fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
@@ -189,5 +207,24 @@ func (n *roFileNode) Read(ctx context.Context, f fs.FileHandle, dest []byte, off
 	if err != nil && err != io.EOF {
 		return nil, toErrno(n.fsys.log, "read "+n.Path(nil), err)
 	}
+	if fill := n.hot.fillFor(nil); fill != nil {
+		fill.Write(dest[:got], off)
+	}
 	return fuse.ReadResultData(dest[:got]), 0
 }
+
+// roHandle is an open of a view file through the FUSE page cache; the node
+// serves its reads.
+type roHandle struct{ node *roFileNode }
+
+func (h *roHandle) Release(ctx context.Context) syscall.Errno {
+	h.node.mu.Lock()
+	defer h.node.mu.Unlock()
+	h.node.hot.cachedClosed(readAtFunc(h.node.readAt))
+	return 0
+}
+
+// readAtFunc turns a read function into an io.ReaderAt.
+type readAtFunc func(p []byte, off int64) (int, error)
+
+func (f readAtFunc) ReadAt(p []byte, off int64) (int, error) { return f(p, off) }

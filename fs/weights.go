@@ -2,7 +2,6 @@ package fs
 
 import (
 	"fmt"
-	"hash/fnv"
 	"io"
 	"log/slog"
 	"sort"
@@ -32,14 +31,15 @@ type Passthrough struct {
 const maxIndexSize = 64 << 20
 
 // folderKey identifies the state of a folder's entries: any commit, rename
-// or unlink changes it.
+// or unlink changes it. It names the content of every file, not just its
+// size and time, because hot copies of view files are kept under it.
 func folderKey(entries []cache.DirEntry, inodes map[string]*cache.Inode) string {
-	h := fnv.New128a()
+	parts := make([]string, 0, 4*len(entries))
 	for _, e := range entries {
 		in := inodes[e.Name]
-		fmt.Fprintf(h, "%s\x00%d\x00%d\x00%d\x00", e.Name, in.Ino, in.Mtime, in.Content.Size)
+		parts = append(parts, e.Name, fmt.Sprint(in.Ino), fmt.Sprint(in.Mtime), cache.ContentKey(&in.Content))
 	}
-	return fmt.Sprintf("%x", h.Sum(nil))
+	return cache.DerivedKey(parts...)
 }
 
 // HasWeights reports whether a folder holds any safetensors file.

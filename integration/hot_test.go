@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"math/rand"
 	"os"
@@ -12,11 +13,12 @@ import (
 	"time"
 )
 
-// A file read front to back gets a hot copy; the next opens read it through
-// FUSE passthrough, by read(2) and by mmap, and get the same bytes.
+// With --hot-as-written, a file read front to back gets a hot copy; the next
+// opens read it through FUSE passthrough, by read(2) and by mmap, and get the
+// same bytes.
 func TestHotCopyServesSameBytes(t *testing.T) {
 	store := newStore(t)
-	m := mountStore(t, store, "--log-level", "debug")
+	m := mountStore(t, store, "--hot-as-written", "--log-level", "debug")
 	data := make([]byte, 24<<20+4321)
 	rand.New(rand.NewSource(13)).Read(data)
 	if err := os.WriteFile(m.path("w.bin"), data, 0o644); err != nil {
@@ -34,7 +36,7 @@ func TestHotCopyServesSameBytes(t *testing.T) {
 
 	// A remount finds the copy again.
 	m.unmount()
-	m = mountStore(t, store)
+	m = mountStore(t, store, "--hot-as-written")
 	readEquals(t, m.path("w.bin"), data)
 }
 
@@ -45,7 +47,7 @@ func TestHotCopyServesSameBytes(t *testing.T) {
 // sees the new content, not the copy of the old one.
 func TestHotCopyThenWrite(t *testing.T) {
 	store := newStore(t)
-	m := mountStore(t, store)
+	m := mountStore(t, store, "--hot-as-written")
 	r := rand.New(rand.NewSource(14))
 	old := make([]byte, 8<<20)
 	r.Read(old)
@@ -118,4 +120,54 @@ func waitHotCopy(t *testing.T, store string) {
 		}
 	}
 	t.Fatal("no hot copy after reading the file")
+}
+
+// A view file read once is served from its hot copy after, and a folder
+// change that keeps every size and time still changes what the view
+// serves: copies of view files are named by the content of the folder.
+func TestHotCopyOfViewFile(t *testing.T) {
+	store := newStore(t)
+	m := mountStore(t, store, "--log-level", "debug")
+	ck := genHFCheckpoint(t, t.TempDir(), 2, 8, 512<<10, 21)
+	run(t, "cp", "-r", ck.dir, m.path("ck"))
+	single := m.path("ck@single", "model.safetensors")
+	checkTensors(t, "@single", readSafetensors(t, single), ck.tensors)
+	waitHotCopy(t, store)
+	before := fileHash(t, single)
+	checkTensors(t, "@single from its hot copy", readSafetensors(t, single), ck.tensors)
+	mmapEquals(t, single, mustRead(t, single))
+	if log := mustRead(t, filepath.Join(store, "ckptfs.log")); !bytes.Contains(log, []byte("open from hot copy\" file=ck@single/model.safetensors")) {
+		t.Fatal("no open of the view file used its hot copy")
+	}
+
+	shard := filepath.Join(ck.dir, "model-00002-of-00002.safetensors")
+	st, _ := os.Stat(m.path("ck", filepath.Base(shard)))
+	b := mustRead(t, shard)
+	for i := 8 + int(binary.LittleEndian.Uint64(b)); i < len(b); i++ {
+		b[i] ^= 0xff // other values, same header
+	}
+	for name, data := range ck.tensors {
+		if strings.HasPrefix(name, "layers.1.") { // the tensors of shard 2
+			flipped := make([]byte, len(data))
+			for i := range data {
+				flipped[i] = data[i] ^ 0xff
+			}
+			ck.tensors[name] = flipped
+		}
+	}
+	if err := os.WriteFile(m.path("ck", filepath.Base(shard)), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Chtimes(m.path("ck", filepath.Base(shard)), st.ModTime(), st.ModTime())
+	waitFor(t, func() bool { return fileHash(t, single) != before })
+	checkTensors(t, "@single after a same-size change", readSafetensors(t, single), ck.tensors)
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

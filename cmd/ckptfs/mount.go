@@ -34,11 +34,15 @@ returns once the mount answers; the daemon logs to STORE/ckptfs.log. With
 --foreground it stays attached and Ctrl-C or SIGTERM unmounts cleanly.
 Unmount with 'ckptfs umount MOUNTPOINT'.
 
-A file of 4 MiB or more that is read front to back gets a decoded copy in
-STORE/hot (made from the verified bytes the reader got, fsynced before use);
-later opens hand that copy to the kernel (FUSE passthrough), which reads it
-as fast as a local file. --hot-size bounds the copies, least recently used
-go first; 0 turns them off.`,
+A view file (DIR@single, DIR@shards) of 4 MiB or more that is a quarter read
+gets a decoded copy in STORE/hot, made from the verified bytes readers got
+and fsynced before it outlives the daemon; later opens hand that copy to the
+kernel (FUSE passthrough), which reads it as fast as a local file. --hot-size
+bounds the copies, least recently used go first; 0 turns them off.
+--hot-as-written gives files as written copies too; while a file is read
+from its copy, opening it for writing or truncating it fails with ETXTBSY
+(the kernel allows one kind of open per file), and loaders such as
+from_pretrained keep the file mapped as long as the model lives.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			mnt, err := filepath.Abs(args[0])
@@ -67,7 +71,8 @@ go first; 0 turns them off.`,
 	cmd.Flags().BoolVar(&opts.ShowViews, "show-views", false, "list DIR@single and DIR@shards beside each folder with weights")
 	cmd.Flags().BoolVar(&opts.Debug, "debug", false, "log every FUSE request")
 	cmd.Flags().StringVar(&cacheSize, "cache-size", "128MiB", "memory for decoded chunks")
-	cmd.Flags().StringVar(&hotSize, "hot-size", "16GiB", "disk for decoded copies of files read often (0: none)")
+	cmd.Flags().StringVar(&hotSize, "hot-size", "16GiB", "disk for decoded copies of view files read often (0: none)")
+	cmd.Flags().BoolVar(&opts.HotAsWritten, "hot-as-written", false, "give files as written hot copies too (writers then get ETXTBSY while one is read)")
 	return cmd
 }
 

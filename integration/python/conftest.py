@@ -36,7 +36,7 @@ class Mount:
         self.store = root / "store"
         self.dir = root / "mnt"
         self.dir.mkdir(exist_ok=True)
-        self.cli("mount", str(self.dir))
+        self.cli("--log-level", "debug", "mount", str(self.dir))
 
     def cli(self, *args, check=True):
         r = subprocess.run([ckptfs_bin(), "--store", str(self.store), *args],
