@@ -66,7 +66,7 @@ integration: fuse
 
 # Long variants of the randomized tests.
 stress: fuse
-	CKPTFS_STRESS_STEPS=50000 CKPTFS_CRASH_KILLS=60 $(GO) test -race -count=1 -timeout 90m \
+	CKPTFS_STRESS_STEPS=50000 CKPTFS_RACE_STEPS=10000 CKPTFS_CRASH_KILLS=60 $(GO) test -race -count=1 -timeout 90m \
 		-run 'TestRandomOps|TestConcurrent|TestCrash' -v ./integration/
 
 python: build fuse venv venv-colossalai

@@ -24,7 +24,7 @@ func TestCrashAtRandomPoints(t *testing.T) {
 	want := map[string]string{}                           // closed or fsynced file -> hash
 	kills := envInt("CKPTFS_CRASH_KILLS", 20)             // make stress sets 60
 	for i := 0; i < kills; i++ {
-		m := mountStore(t, store)
+		m := mountStoreWith(t, plainBin, store) // durability, not races: the fast daemon
 		closed := make([]byte, 1<<20+r.Intn(4<<20))
 		r.Read(closed)
 		name := fmt.Sprintf("closed-%02d", i)
@@ -61,7 +61,7 @@ func TestCrashAtRandomPoints(t *testing.T) {
 			versions[fileHashBytes(next)] = true // it finished before the kill
 		}
 
-		m = mountStore(t, store)
+		m = mountStoreWith(t, plainBin, store)
 		for name, h := range want {
 			if got := fileHash(t, m.path(name)); got != h {
 				t.Fatalf("kill %d: %s changed", i, name)

@@ -18,7 +18,9 @@ import (
 	"time"
 )
 
-var ckptfsBin string // the ckptfs binary built for this run
+// The ckptfs binaries built for this run: with the race detector, for
+// most tests, and without, for the long randomized ones.
+var ckptfsBin, plainBin string
 
 func TestMain(m *testing.M) {
 	if _, err := exec.LookPath("fusermount3"); err != nil {
@@ -29,10 +31,13 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
-	ckptfsBin = filepath.Join(dir, "ckptfs")
-	if out, err := exec.Command("go", "build", "-race", "-o", ckptfsBin, "../cmd/ckptfs").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build ckptfs: %v\n%s", err, out)
-		os.Exit(1)
+	ckptfsBin, plainBin = filepath.Join(dir, "ckptfs"), filepath.Join(dir, "ckptfs-plain")
+	for bin, flags := range map[string][]string{ckptfsBin: {"-race"}, plainBin: nil} {
+		args := append(append([]string{"build"}, flags...), "-o", bin, "../cmd/ckptfs")
+		if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "build ckptfs: %v\n%s", err, out)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
@@ -53,17 +58,26 @@ func newStore(t testing.TB) string {
 
 // ckptfs runs a CLI command against store and returns its output.
 func ckptfs(t testing.TB, store string, args ...string) (string, error) {
+	return ckptfsWith(t, ckptfsBin, store, args...)
+}
+
+func ckptfsWith(t testing.TB, bin, store string, args ...string) (string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, ckptfsBin, append([]string{"--store", store}, args...)...)
+	cmd := exec.CommandContext(ctx, bin, append([]string{"--store", store}, args...)...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
 
 func mustCkptfs(t testing.TB, store string, args ...string) string {
 	t.Helper()
-	out, err := ckptfs(t, store, args...)
+	return mustCkptfsWith(t, ckptfsBin, store, args...)
+}
+
+func mustCkptfsWith(t testing.TB, bin, store string, args ...string) string {
+	t.Helper()
+	out, err := ckptfsWith(t, bin, store, args...)
 	if err != nil {
 		t.Fatalf("ckptfs %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
@@ -74,11 +88,17 @@ func mustCkptfs(t testing.TB, store string, args ...string) string {
 // end of the test however the test ends.
 func mountStore(t testing.TB, store string, extra ...string) *mount {
 	t.Helper()
+	return mountStoreWith(t, ckptfsBin, store, extra...)
+}
+
+// mountStoreWith mounts with the daemon binary bin.
+func mountStoreWith(t testing.TB, bin, store string, extra ...string) *mount {
+	t.Helper()
 	dir := filepath.Join(t.TempDir(), "mnt")
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	mustCkptfs(t, store, append([]string{"mount"}, append(extra, dir)...)...)
+	mustCkptfsWith(t, bin, store, append([]string{"mount"}, append(extra, dir)...)...)
 	m := &mount{t: t, store: store, dir: dir}
 	t.Cleanup(m.cleanup)
 	return m

@@ -4,6 +4,7 @@ bit-for-bit with the same operations on the original folder."""
 import hashlib
 import json
 import multiprocessing as mp
+import re
 import subprocess
 
 import pytest
@@ -51,7 +52,7 @@ def test_from_pretrained_hot_copy(mount, minilm_in_mount, reference):
         assert_same_state(model.state_dict(), reference["state"])
         assert torch.equal(embed(model, reference["tokenizer"]), reference["embeddings"])
     log = (mount.store / "ckptfs.log").read_text()
-    assert 'msg="open from hot copy" file=minilm@shards=30MB/' in log
+    assert re.search(r'msg="open from hot copy" file="?minilm@shards=30MB/', log)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
