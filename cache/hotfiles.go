@@ -19,20 +19,21 @@ import (
 	"github.com/zeebo/blake3"
 )
 
-// HotFiles keeps decoded copies of files that were read front to back, so
-// that later opens can hand the kernel a plain file to read from (FUSE
-// passthrough) at the speed of the local page cache. A copy is written as
-// a side effect of the first sequential read, from bytes that were just
-// verified, and is fsynced before it is used; copies are named by the
-// content they hold, so a changed file never meets an old copy. The oldest
-// copies go when the total passes the budget.
+// HotFiles keeps decoded copies of files opened again and again, so that
+// later opens can hand the kernel a plain file to read from (FUSE
+// passthrough) at the speed of the local page cache. A copy is made in the
+// background from verified chunks, used as soon as it is complete, and
+// fsynced before it is renamed into place, the only form that outlives the
+// process. Copies are named by the content they hold, so a changed file never
+// meets an old copy; the least recently used go when the total passes the
+// budget.
 type HotFiles struct {
 	dir    string
 	budget int64
 	log    *slog.Logger
 
 	mu       sync.Mutex
-	filling  map[string]bool
+	copying  map[string]bool
 	unsynced map[string]string // complete copies still being fsynced: key -> path
 }
 
@@ -53,7 +54,7 @@ func OpenHotFiles(dir string, budget int64, log *slog.Logger) (*HotFiles, error)
 			os.Remove(filepath.Join(dir, e.Name()))
 		}
 	}
-	return &HotFiles{dir: dir, budget: budget, log: log, filling: map[string]bool{}, unsynced: map[string]string{}}, nil
+	return &HotFiles{dir: dir, budget: budget, log: log, copying: map[string]bool{}, unsynced: map[string]string{}}, nil
 }
 
 // ContentKey names content by its size and chunk list.
@@ -114,28 +115,23 @@ func (h *HotFiles) Open(key string) *os.File {
 // is as fast.
 const minHotSize = 4 << 20
 
-// StartFill begins a copy of content named key of the given size, or
-// returns nil when it is too small or too big for the budget, the disk is
-// short of space, or a copy is already being made.
-func (h *HotFiles) StartFill(key string, size int64) *HotFill {
+// Copy makes, in the background, a copy of the size bytes of src under key,
+// unless the file is too small to gain or too big for the budget, the disk
+// is short of space, or the copy exists or is being made.
+func (h *HotFiles) Copy(key string, size int64, src io.ReaderAt) {
 	if size < minHotSize || size > h.budget/2 || !h.roomFor(size) {
-		return nil
+		return
 	}
 	if _, err := os.Stat(h.path(key)); err == nil {
-		return nil // made since the caller looked
+		return
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.filling[key] {
-		return nil
+	if h.copying[key] {
+		return
 	}
-	f, err := os.CreateTemp(h.dir, key+"-*"+hotPartial)
-	if err != nil {
-		h.log.Warn("hot file", "key", key, "err", err)
-		return nil
-	}
-	h.filling[key] = true
-	return &HotFill{hot: h, key: key, size: size, f: f}
+	h.copying[key] = true
+	go h.copy(key, size, src)
 }
 
 // roomFor leaves the store's disk at least a GiB and twice the copy free.
@@ -147,130 +143,24 @@ func (h *HotFiles) roomFor(size int64) bool {
 	return int64(st.Bavail)*st.Bsize > 2*size+1<<30
 }
 
-// HotFill is a copy being made from the bytes readers get. The kernel's
-// readahead sends reads out of order and in parallel, so pieces land where
-// they belong and the copy is done once they cover the whole file.
-type HotFill struct {
-	hot  *HotFiles
-	key  string
-	size int64
-
-	mu      sync.Mutex
-	f       *os.File // nil once finished or abandoned
-	covered []span   // sorted, disjoint, not touching
-}
-
-type span struct{ lo, hi int64 }
-
-// maxSpans bounds the bookkeeping of a reader that jumps around: past it the
-// copy is abandoned.
-const maxSpans = 1024
-
-// Write copies bytes read at off. It reports whether the copy still wants
-// bytes: false once it is complete or abandoned.
-func (c *HotFill) Write(p []byte, off int64) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.f == nil {
-		return false
-	}
-	if _, err := c.f.WriteAt(p, off); err != nil {
-		c.hot.log.Warn("hot file", "key", c.key, "err", err)
-		c.abandon()
-		return false
-	}
-	c.covered = addSpan(c.covered, span{off, off + int64(len(p))})
-	switch {
-	case len(c.covered) == 1 && c.covered[0] == span{0, c.size}:
-		f := c.f
-		c.f = nil
-		c.hot.mu.Lock()
-		c.hot.unsynced[c.key] = f.Name()
-		c.hot.mu.Unlock()
-		go c.hot.finish(c.key, f) // fsync takes a while; the reader goes on
-		return false
-	case len(c.covered) > maxSpans:
-		c.abandon()
-		return false
-	}
-	return true
-}
-
-// addSpan merges s into the sorted, disjoint spans.
-func addSpan(spans []span, s span) []span {
-	i := sort.Search(len(spans), func(i int) bool { return spans[i].hi >= s.lo })
-	j := i
-	for j < len(spans) && spans[j].lo <= s.hi {
-		s.lo, s.hi = min(s.lo, spans[j].lo), max(s.hi, spans[j].hi)
-		j++
-	}
-	return append(spans[:i], append([]span{s}, spans[j:]...)...)
-}
-
-// Finish completes a copy its readers have covered a quarter of or more,
-// reading the gaps from src in the background: a loader that maps the file
-// touches only the tensors it uses before its first forward pass (45% of
-// MiniLM's bytes), and would otherwise never get a copy. A copy read less is
-// dropped, so that a look at a header does not cost a decode of the file.
-func (c *HotFill) Finish(src io.ReaderAt) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.f == nil {
-		return
-	}
-	var covered int64
-	for _, s := range c.covered {
-		covered += s.hi - s.lo
-	}
-	if covered*4 < c.size {
-		c.hot.log.Debug("hot file dropped: too little read", "key", c.key, "read", covered, "size", c.size)
-		c.abandon()
-		return
-	}
-	var gaps []span
-	pos := int64(0)
-	for _, s := range append(c.covered, span{c.size, c.size}) {
-		if s.lo > pos {
-			gaps = append(gaps, span{pos, s.lo})
-		}
-		pos = s.hi
-	}
-	go c.fillGaps(src, gaps)
-}
-
-func (c *HotFill) fillGaps(src io.ReaderAt, gaps []span) {
-	buf := make([]byte, 1<<20)
-	for _, g := range gaps {
-		for off := g.lo; off < g.hi; {
-			n, err := src.ReadAt(buf[:min(int64(len(buf)), g.hi-off)], off)
-			if n == 0 || err != nil && err != io.EOF {
-				c.hot.log.Warn("hot file: fill gap", "key", c.key, "err", err)
-				c.Abandon()
-				return
-			}
-			if !c.Write(buf[:n], off) {
-				return // finished or abandoned
-			}
-			off += int64(n)
+func (h *HotFiles) copy(key string, size int64, src io.ReaderAt) {
+	f, err := os.CreateTemp(h.dir, key+"-*"+hotPartial)
+	if err == nil {
+		_, err = io.CopyBuffer(f, io.NewSectionReader(src, 0, size), make([]byte, 1<<20))
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
 		}
 	}
-}
-
-// Abandon drops an unfinished copy.
-func (c *HotFill) Abandon() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.abandon()
-}
-
-func (c *HotFill) abandon() {
-	if c.f == nil {
+	if err != nil {
+		h.log.Warn("hot copy", "key", key, "err", err)
+		h.done(key)
 		return
 	}
-	c.f.Close()
-	os.Remove(c.f.Name())
-	c.f = nil
-	c.hot.done(c.key)
+	h.mu.Lock()
+	h.unsynced[key] = f.Name()
+	h.mu.Unlock()
+	h.finish(key, f)
 }
 
 // finish makes a complete copy durable and visible, then trims the cache.
@@ -284,17 +174,17 @@ func (h *HotFiles) finish(key string, f *os.File) {
 		err = os.Rename(f.Name(), h.path(key))
 	}
 	if err != nil {
-		h.log.Warn("hot file", "key", key, "err", err)
+		h.log.Warn("hot copy", "key", key, "err", err)
 		os.Remove(f.Name())
 		return
 	}
-	h.log.Debug("hot file ready", "key", key)
+	h.log.Debug("hot copy ready", "key", key)
 	h.evict()
 }
 
 func (h *HotFiles) done(key string) {
 	h.mu.Lock()
-	delete(h.filling, key)
+	delete(h.copying, key)
 	delete(h.unsynced, key)
 	h.mu.Unlock()
 }

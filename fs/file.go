@@ -136,7 +136,7 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 	}
 	h := n.newHandleLocked(true)
 	if readOnly && n.content == content {
-		n.hot.startFill(hot, cache.ContentKey(content), content.Size, content)
+		n.hot.countOpen(hot, cache.ContentKey(content), content.Size, n.fsys.store.NewReader(n.Path(nil), content))
 	}
 	var fuseFlags uint32
 	if n.opened && n.seenGen == n.gen {
@@ -147,8 +147,7 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 }
 
 // load takes a freshly read record's content as the committed content.
-// Unchanged content keeps its reader, and with it the readahead state and
-// the identity a hot copy being made is tied to.
+// Unchanged content keeps its reader, and with it the readahead state.
 func (n *fileNode) load(in *cache.Inode) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -171,7 +170,6 @@ func (n *fileNode) contentChanged(c *cache.Content) {
 	n.mu.Lock()
 	n.content, n.reader = c, n.fsys.store.NewReader(n.Path(nil), c)
 	n.gen++
-	n.hot.dropFill()
 	n.mu.Unlock()
 	// Not from inside the request: the kernel may wait on it.
 	go n.NotifyContent(0, 0)
@@ -214,6 +212,6 @@ func (n *fileNode) forget(h *handle) {
 	defer n.mu.Unlock()
 	delete(n.handles, h)
 	if h.cached {
-		n.hot.cachedClosed(n.reader)
+		n.hot.cached--
 	}
 }

@@ -66,13 +66,10 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 		return fuse.ReadResultData(dest[:n]), 0
 	}
 	h.mu.Unlock()
-	content, r := h.node.current()
+	_, r := h.node.current()
 	n, err := r.ReadAt(dest, off)
 	if err != nil && err != io.EOF {
 		return nil, h.errno("read", err)
-	}
-	if fill := h.node.hot.fillFor(content); fill != nil {
-		fill.Write(dest[:n], off)
 	}
 	return fuse.ReadResultData(dest[:n]), 0
 }

@@ -15,7 +15,8 @@ import (
 )
 
 // hotOpens is the hot-copy state of one inode: its kernel opens by kind,
-// the copy the passthrough ones read, and the copy being made.
+// and the copy the passthrough ones read. The second open through the page
+// cache starts a copy in the background; opens after it is made read it.
 //
 // The kernel holds one backing file per inode and, while any open uses it,
 // fails (EIO) every open of the inode that does not use it, and any open in
@@ -30,8 +31,7 @@ type hotOpens struct {
 	cached int      // kernel opens that use the FUSE page cache
 	hot    int      // kernel opens in passthrough mode
 	file   *os.File // the copy the hot opens read
-	fill   *cache.HotFill
-	fillOf any // what fill copies: a file's committed content
+	opens  int      // read-only opens through the page cache so far
 }
 
 // open returns a hot handle if the copy named key exists and the kernel can
@@ -86,40 +86,13 @@ func (o *hotOpens) waitClosed() bool {
 	return o.hot == 0
 }
 
-// startFill begins a copy of what the caching opens read, if none is being
-// made. Called with mu held.
-func (o *hotOpens) startFill(hot *cache.HotFiles, key string, size int64, of any) {
-	if hot == nil || o.fill != nil {
-		return
-	}
-	o.fill, o.fillOf = hot.StartFill(key, size), of
-}
-
-// fillFor is the copy being made of of, if any.
-func (o *hotOpens) fillFor(of any) *cache.HotFill {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.fill == nil || o.fillOf != of {
-		return nil
-	}
-	return o.fill
-}
-
-// cachedClosed counts a caching open gone; when it was the last, an
-// unfinished copy is completed from src if it was mostly read, else
-// dropped. Called with mu held.
-func (o *hotOpens) cachedClosed(src io.ReaderAt) {
-	if o.cached--; o.cached == 0 && o.fill != nil {
-		o.fill.Finish(src)
-		o.fill, o.fillOf = nil, nil
-	}
-}
-
-// dropFill abandons an unfinished copy. Called with mu held.
-func (o *hotOpens) dropFill() {
-	if o.fill != nil {
-		o.fill.Abandon()
-		o.fill, o.fillOf = nil, nil
+// countOpen counts a read-only open through the page cache; from the
+// second, a copy of the size bytes of src is made under key. A file read
+// once is not worth a copy, and the copy of one read again is made while
+// the page cache serves it. Called with mu held.
+func (o *hotOpens) countOpen(hot *cache.HotFiles, key string, size int64, src io.ReaderAt) {
+	if o.opens++; o.opens >= 2 && hot != nil {
+		hot.Copy(key, size, src)
 	}
 }
 

@@ -143,7 +143,7 @@ func (n *viewDirNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.E
 // roFileNode is a read-only file of a view: a synthesized view file or a
 // folder file passed through. Its content never changes under its inode
 // number, so the kernel may keep its pages, and a hot copy named by hotKey
-// (see hotOpens) serves it once it has been read front to back.
+// (see hotOpens) serves it once it has been opened twice.
 type roFileNode struct {
 	fs.Inode
 	fsys   *FS
@@ -198,7 +198,7 @@ func (n *roFileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uin
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.hot.cached++
-	n.hot.startFill(n.fsys.hot, n.hotKey, n.size, nil)
+	n.hot.countOpen(n.fsys.hot, n.hotKey, n.size, readAtFunc(n.readAt))
 	return &roHandle{node: n}, fuse.FOPEN_KEEP_CACHE, 0
 }
 
@@ -206,9 +206,6 @@ func (n *roFileNode) Read(ctx context.Context, f fs.FileHandle, dest []byte, off
 	got, err := n.readAt(dest, off)
 	if err != nil && err != io.EOF {
 		return nil, toErrno(n.fsys.log, "read "+n.Path(nil), err)
-	}
-	if fill := n.hot.fillFor(nil); fill != nil {
-		fill.Write(dest[:got], off)
 	}
 	return fuse.ReadResultData(dest[:got]), 0
 }
@@ -220,7 +217,7 @@ type roHandle struct{ node *roFileNode }
 func (h *roHandle) Release(ctx context.Context) syscall.Errno {
 	h.node.mu.Lock()
 	defer h.node.mu.Unlock()
-	h.node.hot.cachedClosed(readAtFunc(h.node.readAt))
+	h.node.hot.cached--
 	return 0
 }
 

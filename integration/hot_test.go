@@ -13,9 +13,9 @@ import (
 	"time"
 )
 
-// With --hot-as-written, a file read front to back gets a hot copy; the next
-// opens read it through FUSE passthrough, by read(2) and by mmap, and get the
-// same bytes.
+// With --hot-as-written, a file opened twice gets a hot copy; the next opens
+// read it through FUSE passthrough, by read(2) and by mmap, and get the same
+// bytes.
 func TestHotCopyServesSameBytes(t *testing.T) {
 	store := newStore(t)
 	m := mountStore(t, store, "--hot-as-written", "--log-level", "debug")
@@ -24,7 +24,8 @@ func TestHotCopyServesSameBytes(t *testing.T) {
 	if err := os.WriteFile(m.path("w.bin"), data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	readEquals(t, m.path("w.bin"), data) // fills the copy
+	readEquals(t, m.path("w.bin"), data)
+	readEquals(t, m.path("w.bin"), data) // the second open makes a copy
 	waitHotCopy(t, store)
 	for i := 0; i < 2; i++ {
 		readEquals(t, m.path("w.bin"), data)
@@ -52,6 +53,7 @@ func TestHotCopyThenWrite(t *testing.T) {
 	old := make([]byte, 8<<20)
 	r.Read(old)
 	os.WriteFile(m.path("f"), old, 0o644)
+	readEquals(t, m.path("f"), old)
 	readEquals(t, m.path("f"), old)
 	waitHotCopy(t, store)
 
@@ -122,7 +124,7 @@ func waitHotCopy(t *testing.T, store string) {
 	t.Fatal("no hot copy after reading the file")
 }
 
-// A view file read once is served from its hot copy after, and a folder
+// A view file opened twice is served from its hot copy after, and a folder
 // change that keeps every size and time still changes what the view
 // serves: copies of view files are named by the content of the folder.
 func TestHotCopyOfViewFile(t *testing.T) {
@@ -131,6 +133,7 @@ func TestHotCopyOfViewFile(t *testing.T) {
 	ck := genHFCheckpoint(t, t.TempDir(), 2, 8, 512<<10, 21)
 	run(t, "cp", "-r", ck.dir, m.path("ck"))
 	single := m.path("ck@single", "model.safetensors")
+	checkTensors(t, "@single", readSafetensors(t, single), ck.tensors)
 	checkTensors(t, "@single", readSafetensors(t, single), ck.tensors)
 	waitHotCopy(t, store)
 	before := fileHash(t, single)

@@ -34,9 +34,9 @@ returns once the mount answers; the daemon logs to STORE/ckptfs.log. With
 --foreground it stays attached and Ctrl-C or SIGTERM unmounts cleanly.
 Unmount with 'ckptfs umount MOUNTPOINT'.
 
-A view file (DIR@single, DIR@shards) of 4 MiB or more that is a quarter read
-gets a decoded copy in STORE/hot, made from the verified bytes readers got
-and fsynced before it outlives the daemon; later opens hand that copy to the
+A view file (DIR@single, DIR@shards) of 4 MiB or more opened a second time
+gets a decoded copy in STORE/hot, made in the background from verified
+chunks and fsynced before it outlives the daemon; later opens hand that copy to the
 kernel (FUSE passthrough), which reads it as fast as a local file. --hot-size
 bounds the copies, least recently used go first; 0 turns them off.
 --hot-as-written gives files as written copies too; while a file is read
