@@ -118,13 +118,12 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 	n.load(in)
 	readOnly := flags&syscall.O_ACCMODE == syscall.O_RDONLY
 	content, _ := n.current()
-	var hot *cache.HotFiles
-	if n.fsys.opts.HotAsWritten {
-		hot = n.fsys.hot
-	}
-	if readOnly {
+	hotReads := readOnly && n.fsys.hot != nil && n.fsys.opts.HotAsWritten
+	var key string
+	if hotReads {
+		key = cache.ContentKey(content)
 		current := func() bool { return n.content == content }
-		if h := n.hot.open(hot, cache.ContentKey(content), current, n.Path(nil), n.fsys.log); h != nil {
+		if h := n.hot.open(n.fsys.hot, key, current, n.Path(nil), n.fsys.log); h != nil {
 			return h, 0, 0
 		}
 	}
@@ -135,8 +134,8 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 		return nil, 0, syscall.ETXTBSY
 	}
 	h := n.newHandleLocked(true)
-	if readOnly && n.content == content {
-		n.hot.countOpen(hot, cache.ContentKey(content), content.Size, n.fsys.store.NewReader(n.Path(nil), content))
+	if hotReads && n.content == content {
+		n.hot.countOpen(n.fsys.hot, key, content.Size, n.fsys.store.NewReader(n.Path(nil), content))
 	}
 	var fuseFlags uint32
 	if n.opened && n.seenGen == n.gen {
