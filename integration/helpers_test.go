@@ -41,6 +41,9 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
+	if hfGen != nil {
+		os.RemoveAll(hfGen.dir) // the checkpoint shared by the tests
+	}
 	os.Exit(code)
 }
 
