@@ -59,26 +59,29 @@ func OpenHotFiles(dir string, budget int64, log *slog.Logger) (*HotFiles, error)
 
 // ContentKey names content by its size and chunk list.
 func ContentKey(c *Content) string {
-	h := blake3.New()
-	var b [8]byte
-	binary.LittleEndian.PutUint64(b[:], uint64(c.Size))
-	h.Write(b[:])
-	for _, ch := range c.Chunks {
-		h.Write(ch.Hash[:])
-	}
-	return hex.EncodeToString(h.Sum(nil)[:16])
+	return shortKey(func(h *blake3.Hasher) {
+		h.Write(binary.LittleEndian.AppendUint64(nil, uint64(c.Size)))
+		for _, ch := range c.Chunks {
+			h.Write(ch.Hash[:])
+		}
+	})
 }
 
 // DerivedKey names bytes derived from stored content, such as a view file,
 // by everything that determines them.
 func DerivedKey(parts ...string) string {
+	return shortKey(func(h *blake3.Hasher) {
+		for _, p := range parts {
+			h.Write(binary.LittleEndian.AppendUint64(nil, uint64(len(p))))
+			h.Write([]byte(p))
+		}
+	})
+}
+
+// shortKey is the first 16 bytes, in hex, of the BLAKE3 of what write hashes.
+func shortKey(write func(h *blake3.Hasher)) string {
 	h := blake3.New()
-	var b [8]byte
-	for _, p := range parts {
-		binary.LittleEndian.PutUint64(b[:], uint64(len(p)))
-		h.Write(b[:])
-		h.Write([]byte(p))
-	}
+	write(h)
 	return hex.EncodeToString(h.Sum(nil)[:16])
 }
 
@@ -88,9 +91,6 @@ func (h *HotFiles) path(key string) string { return filepath.Join(h.dir, key) }
 // A copy is used as soon as it is complete, while it is fsynced: the bytes
 // are in the page cache, and only a durable copy outlives this process.
 func (h *HotFiles) Open(key string) *os.File {
-	if h.budget == 0 {
-		return nil
-	}
 	h.mu.Lock()
 	p, ok := h.unsynced[key]
 	h.mu.Unlock()
