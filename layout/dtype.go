@@ -1,6 +1,8 @@
 // Package layout holds the pure byte-level logic of ckptfs: parsing and
-// emitting safetensors headers and index.json files, planning shard layouts
-// and mapping view offsets to source extents. It does no I/O.
+// emitting safetensors headers and index.json files, reading torch.save
+// archives without unpickling them, planning shard layouts and mapping view
+// offsets to source extents. It does no I/O of its own: parsers read byte
+// slices or an io.ReaderAt they are handed.
 package layout
 
 // DType is a safetensors element type name, as written in headers ("BF16").

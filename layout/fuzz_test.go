@@ -1,6 +1,13 @@
 package layout
 
-import "testing"
+import (
+	"archive/zip"
+	"bytes"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+)
 
 func FuzzParseFile(f *testing.F) {
 	f.Add(rawFile(`{"__metadata__":{"format":"pt"},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}`, make([]byte, 8)))
@@ -42,6 +49,68 @@ func FuzzParseIndex(f *testing.F) {
 		for _, s := range idx.Shards() {
 			if !IsPlainName(s) {
 				t.Fatalf("accepted shard name %q", s)
+			}
+		}
+	})
+}
+
+// torchSeeds adds the committed torch.save fixtures to a fuzz corpus.
+func torchSeeds(f *testing.F, each func([]byte)) {
+	names, _ := filepath.Glob("testdata/torch/*.bin")
+	for _, n := range names {
+		data, err := os.ReadFile(n)
+		if err != nil {
+			f.Fatal(err)
+		}
+		each(data)
+	}
+}
+
+func FuzzParseTorch(f *testing.F) {
+	torchSeeds(f, func(b []byte) { f.Add(b) })
+	f.Fuzz(func(t *testing.T, data []byte) {
+		h, _, err := ParseTorch(bytes.NewReader(data), int64(len(data)))
+		if err != nil {
+			return
+		}
+		// Every tensor must lie in the file and be exactly its shape's size.
+		for _, x := range h.Tensors {
+			size, ok := x.DType.Size()
+			if !ok || x.Begin < 0 || x.End > int64(len(data)) {
+				t.Fatalf("tensor %+v outside a %d-byte file", x, len(data))
+			}
+			for _, d := range x.Shape {
+				size *= d
+			}
+			if size != x.Len() {
+				t.Fatalf("tensor %+v spans %d bytes, shape says %d", x, x.Len(), size)
+			}
+		}
+	})
+}
+
+func FuzzParsePickle(f *testing.F) {
+	torchSeeds(f, func(b []byte) {
+		zr, err := zip.NewReader(bytes.NewReader(b), int64(len(b)))
+		if err != nil {
+			return // the legacy format has no zip
+		}
+		for _, zf := range zr.File {
+			if IsTorchPickle(zf.Name) {
+				rc, _ := zf.Open()
+				data, _ := io.ReadAll(rc)
+				f.Add(data)
+			}
+		}
+	})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p, err := ParsePickle(data)
+		if err != nil {
+			return
+		}
+		for _, s := range p.Storages {
+			if s.Bytes < 0 {
+				t.Fatalf("storage %+v", s)
 			}
 		}
 	})

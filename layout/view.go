@@ -55,6 +55,8 @@ func ParseSize(s string) (int64, error) {
 }
 
 // Source is one weight file of a checkpoint folder, with its parsed header.
+// A torch.save source has DataStart 0 and tensor offsets absolute in the
+// file (see ParseTorch).
 type Source struct {
 	Name   string
 	Header *Header

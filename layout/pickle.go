@@ -1,0 +1,718 @@
+package layout
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+)
+
+// MaxPickleSize bounds the data.pkl a torch.save archive may have: a state
+// dict's pickle holds names and shapes, about 200 bytes a tensor.
+const MaxPickleSize = 64 << 20
+
+// TorchStorage is one storage record of a torch.save archive, as its
+// persistent id names it: archive entry data/Key, Bytes long. DType is the
+// torch dtype name ("float32"); for an untyped storage it is set by the
+// first tensor that views it.
+type TorchStorage struct {
+	Key   string
+	DType string
+	Bytes int64
+}
+
+// TorchTensor is a tensor as torch._utils._rebuild_tensor_* rebuilds it: a
+// strided view of Shape into a storage, Offset elements in.
+type TorchTensor struct {
+	Storage *TorchStorage
+	DType   string
+	Offset  int64
+	Shape   []int64
+	Stride  []int64
+}
+
+// Pickled is what a restricted read of a torch.save pickle found: the root
+// object and every storage named anywhere in it, in order of appearance.
+type Pickled struct {
+	Root     any
+	Storages []*TorchStorage
+}
+
+// PickleDict is a Python dict or OrderedDict with its keys in insertion
+// order. Keys are strings, integers or tuples of them.
+type PickleDict struct {
+	Keys   []any
+	Values []any
+}
+
+type (
+	pickleTuple  []any
+	pickleList   struct{ items []any }
+	pickleGlobal struct{ module, name string }
+)
+
+// torchDTypes maps torch dtype names to their element size and safetensors
+// name ("" when safetensors has none).
+var torchDTypes = map[string]struct {
+	size int64
+	st   DType
+}{
+	"float64": {8, "F64"}, "float32": {4, "F32"}, "float16": {2, "F16"}, "bfloat16": {2, "BF16"},
+	"float8_e4m3fn": {1, "F8_E4M3"}, "float8_e5m2": {1, "F8_E5M2"},
+	"int64": {8, "I64"}, "int32": {4, "I32"}, "int16": {2, "I16"}, "int8": {1, "I8"},
+	"uint64": {8, "U64"}, "uint32": {4, "U32"}, "uint16": {2, "U16"}, "uint8": {1, "U8"},
+	"bool": {1, "BOOL"}, "complex64": {8, ""}, "complex128": {16, ""},
+}
+
+// typedStorages maps torch's legacy typed storage classes to their dtype.
+var typedStorages = map[string]string{
+	"DoubleStorage": "float64", "FloatStorage": "float32", "HalfStorage": "float16",
+	"BFloat16Storage": "bfloat16", "LongStorage": "int64", "IntStorage": "int32",
+	"ShortStorage": "int16", "CharStorage": "int8", "ByteStorage": "uint8",
+	"BoolStorage": "bool", "ComplexFloatStorage": "complex64", "ComplexDoubleStorage": "complex128",
+}
+
+// untypedStorage is the storage class torch.save names for dtypes that have
+// no typed storage class (float8, uint16...); its size is in bytes.
+const untypedStorage = "torch.storage.UntypedStorage"
+
+// callables are the only globals a pickle may call, each interpreted here
+// as data, never looked up or run.
+var callables = map[string]func(*pickleMachine, pickleTuple) (any, error){
+	"collections.OrderedDict":                    newOrderedDict,
+	"torch._utils._rebuild_tensor_v2":            rebuildTensor,
+	"torch._utils._rebuild_tensor_v3":            rebuildTensor,
+	"torch._utils._rebuild_parameter":            rebuildParameter,
+	"torch._utils._rebuild_parameter_with_state": rebuildParameter,
+}
+
+// allowedGlobal reports whether a global may appear: a callable above, a
+// storage class, or a dtype.
+func allowedGlobal(g pickleGlobal) bool {
+	full := g.module + "." + g.name
+	if _, ok := callables[full]; ok || full == untypedStorage {
+		return true
+	}
+	if g.module != "torch" {
+		return false
+	}
+	_, storage := typedStorages[g.name]
+	_, dtype := torchDTypes[g.name]
+	return storage || dtype
+}
+
+// ParsePickle reads a torch.save data.pkl without executing it. It knows
+// the opcodes of pickle protocols 2 to 5 that build plain data, and the
+// globals a state dict of tensors needs; anything else (os.system, an
+// arbitrary class) is refused with an error naming it.
+func ParsePickle(data []byte) (*Pickled, error) {
+	if len(data) > MaxPickleSize {
+		return nil, fmt.Errorf("pickle: %d bytes exceeds %d", len(data), MaxPickleSize)
+	}
+	m := &pickleMachine{data: data, memo: map[uint64]any{}, storages: map[string]*TorchStorage{}}
+	root, err := m.run()
+	if err != nil {
+		return nil, fmt.Errorf("pickle: at byte %d: %w", m.pos, err)
+	}
+	return &Pickled{Root: root, Storages: m.order}, nil
+}
+
+type pickleMachine struct {
+	data     []byte
+	pos      int
+	stack    []any
+	marks    []int
+	memo     map[uint64]any
+	storages map[string]*TorchStorage
+	order    []*TorchStorage
+}
+
+var errTruncated = errors.New("truncated")
+
+func (m *pickleMachine) read(n int) ([]byte, error) {
+	if n < 0 || n > len(m.data)-m.pos {
+		return nil, errTruncated
+	}
+	b := m.data[m.pos : m.pos+n]
+	m.pos += n
+	return b, nil
+}
+
+func (m *pickleMachine) readUint(n int) (uint64, error) {
+	b, err := m.read(n)
+	if err != nil {
+		return 0, err
+	}
+	var v uint64
+	for i := n - 1; i >= 0; i-- {
+		v = v<<8 | uint64(b[i])
+	}
+	return v, nil
+}
+
+// readLine reads up to a newline, for GLOBAL's text operands.
+func (m *pickleMachine) readLine() (string, error) {
+	for i := m.pos; i < len(m.data); i++ {
+		if m.data[i] == '\n' {
+			s := string(m.data[m.pos:i])
+			m.pos = i + 1
+			return s, nil
+		}
+	}
+	return "", errTruncated
+}
+
+func (m *pickleMachine) push(v any) { m.stack = append(m.stack, v) }
+
+func (m *pickleMachine) pop() (any, error) {
+	if len(m.stack) == 0 || (len(m.marks) > 0 && len(m.stack) == m.marks[len(m.marks)-1]) {
+		return nil, errors.New("stack underflow")
+	}
+	v := m.stack[len(m.stack)-1]
+	m.stack = m.stack[:len(m.stack)-1]
+	return v, nil
+}
+
+func (m *pickleMachine) top() (any, error) {
+	if len(m.stack) == 0 {
+		return nil, errors.New("stack underflow")
+	}
+	return m.stack[len(m.stack)-1], nil
+}
+
+// popMark pops everything above the last MARK.
+func (m *pickleMachine) popMark() ([]any, error) {
+	if len(m.marks) == 0 {
+		return nil, errors.New("no MARK")
+	}
+	at := m.marks[len(m.marks)-1]
+	m.marks = m.marks[:len(m.marks)-1]
+	items := append([]any(nil), m.stack[at:]...)
+	m.stack = m.stack[:at]
+	return items, nil
+}
+
+func (m *pickleMachine) popN(n int) ([]any, error) {
+	items := make([]any, n)
+	for i := n - 1; i >= 0; i-- {
+		v, err := m.pop()
+		if err != nil {
+			return nil, err
+		}
+		items[i] = v
+	}
+	return items, nil
+}
+
+func (m *pickleMachine) pushString(n int, asBytes bool) error {
+	b, err := m.read(n)
+	if err != nil {
+		return err
+	}
+	if asBytes {
+		m.push(append([]byte(nil), b...))
+	} else {
+		m.push(string(b))
+	}
+	return nil
+}
+
+func (m *pickleMachine) pushSized(width int, asBytes bool) error {
+	n, err := m.readUint(width)
+	if err != nil {
+		return err
+	}
+	if n > uint64(len(m.data)) {
+		return errTruncated
+	}
+	return m.pushString(int(n), asBytes)
+}
+
+func (m *pickleMachine) memoize(key uint64) error {
+	v, err := m.top()
+	if err != nil {
+		return err
+	}
+	m.memo[key] = v
+	return nil
+}
+
+func (m *pickleMachine) recall(width int) error {
+	key, err := m.readUint(width)
+	if err != nil {
+		return err
+	}
+	v, ok := m.memo[key]
+	if !ok {
+		return fmt.Errorf("memo key %d not set", key)
+	}
+	m.push(v)
+	return nil
+}
+
+func (m *pickleMachine) global(module, name string) error {
+	g := pickleGlobal{module, name}
+	if !allowedGlobal(g) {
+		return fmt.Errorf("global %s.%s refused: only state dicts of tensors are read", module, name)
+	}
+	m.push(g)
+	return nil
+}
+
+// run interprets opcodes until STOP and returns the object left on the stack.
+func (m *pickleMachine) run() (any, error) {
+	for {
+		opb, err := m.read(1)
+		if err != nil {
+			return nil, err
+		}
+		op := opb[0]
+		switch op {
+		case 0x80: // PROTO
+			v, err := m.readUint(1)
+			if err != nil {
+				return nil, err
+			}
+			if v < 2 || v > 5 {
+				return nil, fmt.Errorf("protocol %d not supported", v)
+			}
+		case 0x95: // FRAME: framing is only a hint for buffered readers
+			_, err = m.read(8)
+		case '.': // STOP
+			if len(m.stack) != 1 || len(m.marks) != 0 {
+				return nil, fmt.Errorf("STOP with %d objects on the stack", len(m.stack))
+			}
+			return m.stack[0], nil
+		case '(': // MARK
+			m.marks = append(m.marks, len(m.stack))
+		case '0': // POP
+			_, err = m.pop()
+		case '1': // POP_MARK
+			_, err = m.popMark()
+		case '2': // DUP
+			var v any
+			if v, err = m.top(); err == nil {
+				m.push(v)
+			}
+		case 'N': // NONE
+			m.push(nil)
+		case 0x88: // NEWTRUE
+			m.push(true)
+		case 0x89: // NEWFALSE
+			m.push(false)
+		case 'J': // BININT
+			var v uint64
+			if v, err = m.readUint(4); err == nil {
+				m.push(int64(int32(uint32(v))))
+			}
+		case 'K': // BININT1
+			var v uint64
+			if v, err = m.readUint(1); err == nil {
+				m.push(int64(v))
+			}
+		case 'M': // BININT2
+			var v uint64
+			if v, err = m.readUint(2); err == nil {
+				m.push(int64(v))
+			}
+		case 0x8a: // LONG1
+			err = m.long1()
+		case 'G': // BINFLOAT
+			var b []byte
+			if b, err = m.read(8); err == nil {
+				m.push(math.Float64frombits(binary.BigEndian.Uint64(b)))
+			}
+		case 'X': // BINUNICODE
+			err = m.pushSized(4, false)
+		case 0x8c: // SHORT_BINUNICODE
+			err = m.pushSized(1, false)
+		case 0x8d: // BINUNICODE8
+			err = m.pushSized(8, false)
+		case 'T': // BINSTRING (Python 2 str)
+			err = m.pushSized(4, false)
+		case 'U': // SHORT_BINSTRING
+			err = m.pushSized(1, false)
+		case 'B': // BINBYTES
+			err = m.pushSized(4, true)
+		case 'C': // SHORT_BINBYTES
+			err = m.pushSized(1, true)
+		case 0x8e: // BINBYTES8
+			err = m.pushSized(8, true)
+		case ')': // EMPTY_TUPLE
+			m.push(pickleTuple{})
+		case 0x85, 0x86, 0x87: // TUPLE1, TUPLE2, TUPLE3
+			var items []any
+			if items, err = m.popN(int(op-0x85) + 1); err == nil {
+				m.push(pickleTuple(items))
+			}
+		case 't': // TUPLE
+			var items []any
+			if items, err = m.popMark(); err == nil {
+				m.push(pickleTuple(items))
+			}
+		case ']': // EMPTY_LIST
+			m.push(&pickleList{})
+		case 'l': // LIST
+			var items []any
+			if items, err = m.popMark(); err == nil {
+				m.push(&pickleList{items: items})
+			}
+		case 'a': // APPEND
+			err = m.appendItems(false)
+		case 'e': // APPENDS
+			err = m.appendItems(true)
+		case '}': // EMPTY_DICT
+			m.push(&PickleDict{})
+		case 'd': // DICT
+			var items []any
+			if items, err = m.popMark(); err == nil {
+				d := &PickleDict{}
+				if err = d.setItems(items); err == nil {
+					m.push(d)
+				}
+			}
+		case 's': // SETITEM
+			err = m.setItems(false)
+		case 'u': // SETITEMS
+			err = m.setItems(true)
+		case 'q': // BINPUT
+			var k uint64
+			if k, err = m.readUint(1); err == nil {
+				err = m.memoize(k)
+			}
+		case 'r': // LONG_BINPUT
+			var k uint64
+			if k, err = m.readUint(4); err == nil {
+				err = m.memoize(k)
+			}
+		case 0x94: // MEMOIZE
+			err = m.memoize(uint64(len(m.memo)))
+		case 'h': // BINGET
+			err = m.recall(1)
+		case 'j': // LONG_BINGET
+			err = m.recall(4)
+		case 'c': // GLOBAL
+			var module, name string
+			if module, err = m.readLine(); err == nil {
+				if name, err = m.readLine(); err == nil {
+					err = m.global(module, name)
+				}
+			}
+		case 0x93: // STACK_GLOBAL
+			var items []any
+			if items, err = m.popN(2); err == nil {
+				module, ok1 := items[0].(string)
+				name, ok2 := items[1].(string)
+				if !ok1 || !ok2 {
+					return nil, errors.New("STACK_GLOBAL of non-strings")
+				}
+				err = m.global(module, name)
+			}
+		case 'Q': // BINPERSID
+			var pid any
+			if pid, err = m.pop(); err == nil {
+				var s *TorchStorage
+				if s, err = m.storage(pid); err == nil {
+					m.push(s)
+				}
+			}
+		case 'R': // REDUCE
+			err = m.reduce()
+		case 'b': // BUILD
+			err = m.build()
+		default:
+			return nil, fmt.Errorf("opcode 0x%02x refused", op)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+}
+
+// long1 reads a little-endian two's complement integer of up to 8 bytes.
+func (m *pickleMachine) long1() error {
+	n, err := m.readUint(1)
+	if err != nil {
+		return err
+	}
+	if n > 8 {
+		return fmt.Errorf("integer of %d bytes too large", n)
+	}
+	v, err := m.readUint(int(n))
+	if err != nil {
+		return err
+	}
+	if n > 0 && n < 8 && v&(1<<(8*n-1)) != 0 {
+		v |= ^uint64(0) << (8 * n) // sign-extend
+	}
+	m.push(int64(v))
+	return nil
+}
+
+func (m *pickleMachine) appendItems(many bool) error {
+	items, top, err := m.popItems(many, 1)
+	if err != nil {
+		return err
+	}
+	l, ok := top.(*pickleList)
+	if !ok {
+		return fmt.Errorf("APPEND to a %s", typeName(top))
+	}
+	l.items = append(l.items, items...)
+	return nil
+}
+
+func (m *pickleMachine) setItems(many bool) error {
+	items, top, err := m.popItems(many, 2)
+	if err != nil {
+		return err
+	}
+	d, ok := top.(*PickleDict)
+	if !ok {
+		return fmt.Errorf("SETITEM on a %s", typeName(top))
+	}
+	return d.setItems(items)
+}
+
+// popItems pops what APPEND(S) and SETITEM(S) add: everything above the
+// last MARK, or the top n objects; it returns them and the container below.
+func (m *pickleMachine) popItems(many bool, n int) ([]any, any, error) {
+	var items []any
+	var err error
+	if many {
+		items, err = m.popMark()
+	} else {
+		items, err = m.popN(n)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	top, err := m.top()
+	return items, top, err
+}
+
+// setItems stores key, value pairs; a repeated key keeps its first place
+// and takes the last value, as a Python dict does.
+func (d *PickleDict) setItems(kv []any) error {
+	if len(kv)%2 != 0 {
+		return errors.New("odd number of dict items")
+	}
+	for i := 0; i < len(kv); i += 2 {
+		if _, ok := kv[i].(*pickleList); ok {
+			return errors.New("unhashable dict key")
+		}
+		if j := d.index(kv[i]); j >= 0 {
+			d.Values[j] = kv[i+1]
+			continue
+		}
+		d.Keys = append(d.Keys, kv[i])
+		d.Values = append(d.Values, kv[i+1])
+	}
+	return nil
+}
+
+func (d *PickleDict) index(key any) int {
+	k, ok := key.(string)
+	if !ok {
+		return -1 // only string keys are looked up; others are kept as they come
+	}
+	for i, have := range d.Keys {
+		if s, ok := have.(string); ok && s == k {
+			return i
+		}
+	}
+	return -1
+}
+
+// storage interprets a persistent id ('storage', class, key, location, numel).
+func (m *pickleMachine) storage(pid any) (*TorchStorage, error) {
+	t, ok := pid.(pickleTuple)
+	if !ok || len(t) != 5 || t[0] != "storage" {
+		return nil, fmt.Errorf("persistent id %s is not a storage", typeName(pid))
+	}
+	class, ok1 := t[1].(pickleGlobal)
+	key, ok2 := t[2].(string)
+	numel, ok3 := t[4].(int64)
+	if !ok1 || !ok2 || !ok3 || numel < 0 {
+		return nil, errors.New("malformed storage persistent id")
+	}
+	if s, ok := m.storages[key]; ok {
+		return s, nil
+	}
+	s := &TorchStorage{Key: key}
+	if class.module+"."+class.name == untypedStorage {
+		s.Bytes = numel
+	} else {
+		dtype, ok := typedStorages[class.name]
+		if !ok || class.module != "torch" {
+			return nil, fmt.Errorf("%s.%s is not a storage class", class.module, class.name)
+		}
+		size := torchDTypes[dtype].size
+		if numel > math.MaxInt64/size {
+			return nil, errors.New("storage size overflows")
+		}
+		s.DType, s.Bytes = dtype, numel*size
+	}
+	m.storages[key] = s
+	m.order = append(m.order, s)
+	return s, nil
+}
+
+func (m *pickleMachine) reduce() error {
+	items, err := m.popN(2)
+	if err != nil {
+		return err
+	}
+	g, ok := items[0].(pickleGlobal)
+	args, ok2 := items[1].(pickleTuple)
+	if !ok || !ok2 {
+		return fmt.Errorf("REDUCE of a %s", typeName(items[0]))
+	}
+	call, ok := callables[g.module+"."+g.name]
+	if !ok {
+		return fmt.Errorf("call of %s.%s refused", g.module, g.name)
+	}
+	v, err := call(m, args)
+	if err != nil {
+		return fmt.Errorf("%s.%s: %w", g.module, g.name, err)
+	}
+	m.push(v)
+	return nil
+}
+
+// build applies BUILD state; only a dict's attributes (a state dict's
+// _metadata) and a tensor's are accepted, and both are ignored.
+func (m *pickleMachine) build() error {
+	if _, err := m.pop(); err != nil {
+		return err
+	}
+	top, err := m.top()
+	if err != nil {
+		return err
+	}
+	switch top.(type) {
+	case *PickleDict, *TorchTensor:
+		return nil
+	}
+	return fmt.Errorf("BUILD on a %s refused", typeName(top))
+}
+
+func newOrderedDict(_ *pickleMachine, args pickleTuple) (any, error) {
+	d := &PickleDict{}
+	if len(args) == 0 {
+		return d, nil
+	}
+	l, ok := args[0].(*pickleList)
+	if len(args) != 1 || !ok {
+		return nil, errors.New("expects no arguments or a list of pairs")
+	}
+	for _, item := range l.items {
+		pair, ok := item.(pickleTuple)
+		if !ok || len(pair) != 2 {
+			return nil, errors.New("list item is not a pair")
+		}
+		if err := d.setItems(pair); err != nil {
+			return nil, err
+		}
+	}
+	return d, nil
+}
+
+// rebuildTensor interprets _rebuild_tensor_v2(storage, offset, size, stride,
+// requires_grad, hooks[, metadata]) and _rebuild_tensor_v3(..., hooks,
+// dtype[, metadata]).
+func rebuildTensor(_ *pickleMachine, args pickleTuple) (any, error) {
+	if len(args) < 6 {
+		return nil, fmt.Errorf("%d arguments, need at least 6", len(args))
+	}
+	s, ok := args[0].(*TorchStorage)
+	offset, ok2 := args[1].(int64)
+	if !ok || !ok2 || offset < 0 {
+		return nil, errors.New("malformed storage or offset")
+	}
+	shape, err := intTuple(args[2])
+	if err != nil {
+		return nil, fmt.Errorf("size: %w", err)
+	}
+	stride, err := intTuple(args[3])
+	if err != nil {
+		return nil, fmt.Errorf("stride: %w", err)
+	}
+	if len(shape) != len(stride) {
+		return nil, fmt.Errorf("size %v and stride %v differ in rank", shape, stride)
+	}
+	t := &TorchTensor{Storage: s, DType: s.DType, Offset: offset, Shape: shape, Stride: stride}
+	if len(args) >= 7 {
+		if g, ok := args[6].(pickleGlobal); ok { // v3's dtype
+			if _, known := torchDTypes[g.name]; !known || g.module != "torch" {
+				return nil, fmt.Errorf("%s.%s is not a dtype", g.module, g.name)
+			}
+			t.DType = g.name
+			if s.DType == "" {
+				s.DType = g.name
+			}
+		}
+	}
+	if t.DType == "" {
+		return nil, errors.New("tensor of an untyped storage without a dtype")
+	}
+	return t, nil
+}
+
+// rebuildParameter unwraps an nn.Parameter to its tensor.
+func rebuildParameter(_ *pickleMachine, args pickleTuple) (any, error) {
+	if len(args) < 1 {
+		return nil, errors.New("no data argument")
+	}
+	t, ok := args[0].(*TorchTensor)
+	if !ok {
+		return nil, fmt.Errorf("data is a %s, not a tensor", typeName(args[0]))
+	}
+	return t, nil
+}
+
+func intTuple(v any) ([]int64, error) {
+	t, ok := v.(pickleTuple)
+	if !ok {
+		return nil, fmt.Errorf("a %s, not a tuple", typeName(v))
+	}
+	out := make([]int64, len(t))
+	for i, x := range t {
+		n, ok := x.(int64)
+		if !ok || n < 0 {
+			return nil, fmt.Errorf("item %d is not a non-negative integer", i)
+		}
+		out[i] = n
+	}
+	return out, nil
+}
+
+func typeName(v any) string {
+	switch v.(type) {
+	case nil:
+		return "None"
+	case bool:
+		return "bool"
+	case int64:
+		return "int"
+	case float64:
+		return "float"
+	case string:
+		return "str"
+	case []byte:
+		return "bytes"
+	case pickleTuple:
+		return "tuple"
+	case *pickleList:
+		return "list"
+	case *PickleDict:
+		return "dict"
+	case pickleGlobal:
+		return "global"
+	case *TorchStorage:
+		return "storage"
+	case *TorchTensor:
+		return "tensor"
+	}
+	return fmt.Sprintf("%T", v)
+}

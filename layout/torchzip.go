@@ -1,0 +1,290 @@
+package layout
+
+import (
+	"archive/zip"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"sort"
+	"strings"
+)
+
+// The zip signatures torch.save archives use.
+var (
+	ZipLocalSig      = []byte("PK\x03\x04")
+	zipDescriptorSig = []byte("PK\x07\x08")
+)
+
+// ZipLocalHeader is the part of a zip local file header a stream splitter
+// needs.
+type ZipLocalHeader struct {
+	Name string
+	Len  int   // header bytes, name and extra field included
+	Size int64 // stored data bytes; -1 when only a data descriptor after the data has it
+}
+
+// ParseZipLocalHeader parses the local file header at the start of b. When
+// b is too short it returns need > len(b), the bytes to have; err is set for
+// a header that is not one of a stored (uncompressed) entry.
+func ParseZipLocalHeader(b []byte) (h ZipLocalHeader, need int, err error) {
+	const fixed = 30
+	if len(b) < fixed {
+		return h, fixed, nil
+	}
+	if !bytes.HasPrefix(b, ZipLocalSig) {
+		return h, 0, errors.New("zip: no local header signature")
+	}
+	flags := binary.LittleEndian.Uint16(b[6:])
+	method := binary.LittleEndian.Uint16(b[8:])
+	csize, usize := binary.LittleEndian.Uint32(b[18:]), binary.LittleEndian.Uint32(b[22:])
+	nameLen, extraLen := int(binary.LittleEndian.Uint16(b[26:])), int(binary.LittleEndian.Uint16(b[28:]))
+	need = fixed + nameLen + extraLen
+	if len(b) < need {
+		return h, need, nil
+	}
+	if method != zip.Store {
+		return h, 0, fmt.Errorf("zip: entry compressed with method %d", method)
+	}
+	h = ZipLocalHeader{Name: string(b[fixed : fixed+nameLen]), Len: need, Size: int64(usize)}
+	switch {
+	case flags&0x8 != 0:
+		h.Size = -1
+	case csize != usize:
+		return h, 0, errors.New("zip: stored entry with differing sizes")
+	case usize == 0xFFFFFFFF:
+		size, ok := zip64Size(b[fixed+nameLen : need])
+		if !ok {
+			return h, 0, errors.New("zip: no zip64 size")
+		}
+		h.Size = size
+	}
+	return h, need, nil
+}
+
+// zip64Size finds the uncompressed size in a zip64 extra field.
+func zip64Size(extra []byte) (int64, bool) {
+	for len(extra) >= 4 {
+		id, n := binary.LittleEndian.Uint16(extra), int(binary.LittleEndian.Uint16(extra[2:]))
+		if len(extra) < 4+n {
+			return 0, false
+		}
+		if id == 0x0001 && n >= 8 {
+			size := binary.LittleEndian.Uint64(extra[4:])
+			return int64(size), size < 1<<62
+		}
+		extra = extra[4+n:]
+	}
+	return 0, false
+}
+
+// MaxZipDescriptorLen is the longest data descriptor: signature, CRC and
+// two 64-bit sizes.
+const MaxZipDescriptorLen = 24
+
+// ZipDescriptorLen returns the length of the data descriptor at the start of
+// b if it records a stored entry of dataLen bytes, else 0. Descriptors with
+// and without the optional signature, with 32- or 64-bit sizes, are known.
+func ZipDescriptorLen(b []byte, dataLen int64) int {
+	for _, sig := range []int{4, 0} {
+		if sig == 4 && !bytes.HasPrefix(b, zipDescriptorSig) {
+			continue
+		}
+		sizes := b[min(sig+4, len(b)):]
+		if len(sizes) >= 8 && dataLen < 1<<32 &&
+			int64(binary.LittleEndian.Uint32(sizes)) == dataLen && int64(binary.LittleEndian.Uint32(sizes[4:])) == dataLen {
+			return sig + 12
+		}
+		if len(sizes) >= 16 &&
+			int64(binary.LittleEndian.Uint64(sizes)) == dataLen && int64(binary.LittleEndian.Uint64(sizes[8:])) == dataLen {
+			return sig + 20
+		}
+	}
+	return 0
+}
+
+// FindZipDescriptor finds the first signed data descriptor in b at or
+// after from that records the bytes before it as a stored entry, judged on
+// the bytes b has, and returns where it starts, or -1.
+func FindZipDescriptor(b []byte, from int) int {
+	for from < len(b) {
+		i := bytes.Index(b[from:], zipDescriptorSig)
+		if i < 0 {
+			return -1
+		}
+		at := from + i
+		if ZipDescriptorLen(b[at:], int64(at)) > 0 {
+			return at
+		}
+		from = at + 1
+	}
+	return -1
+}
+
+// TorchStorageEntry returns the storage key of a torch.save archive entry
+// named ARCHIVE/data/KEY, given the data.pkl entry's name ARCHIVE/data.pkl.
+func TorchStorageEntry(pickleName, name string) (string, bool) {
+	dir := strings.TrimSuffix(pickleName, "data.pkl")
+	key, ok := strings.CutPrefix(name, dir+"data/")
+	return key, ok && key != ""
+}
+
+// IsTorchPickle reports whether a zip entry is a torch.save archive's data.pkl.
+func IsTorchPickle(name string) bool {
+	return path.Base(name) == "data.pkl" && strings.Count(name, "/") == 1
+}
+
+// TorchRecord is what a stream splitter needs of a storage record: its
+// length and the safetensors dtype of its elements ("" when there is none).
+type TorchRecord struct {
+	DType DType
+	Bytes int64
+}
+
+// TorchRecords maps the storage keys of a parsed pickle to their records.
+func TorchRecords(p *Pickled) map[string]TorchRecord {
+	out := make(map[string]TorchRecord, len(p.Storages))
+	for _, s := range p.Storages {
+		out[s.Key] = TorchRecord{DType: torchDTypes[s.DType].st, Bytes: s.Bytes}
+	}
+	return out
+}
+
+// ParseTorch reads the tensors of a torch.save archive (PyTorch 1.6 and
+// later) from r without unpickling: the zip directory, data.pkl through
+// ParsePickle, and the storage records' places. It returns a Header whose
+// DataStart is 0 and whose tensor offsets are absolute in the file, so that
+// a view copies tensor bytes straight out of the storage records. Tensors
+// a safetensors file cannot hold as they are (non-contiguous strides,
+// complex dtypes, non-tensor values) are left out with a warning.
+func ParseTorch(r io.ReaderAt, size int64) (*Header, []string, error) {
+	zr, err := zip.NewReader(r, size)
+	if err != nil {
+		return nil, nil, fmt.Errorf("torch zip: %w", err)
+	}
+	entries := map[string]*zip.File{}
+	var pkl *zip.File
+	for _, f := range zr.File {
+		entries[f.Name] = f
+		if IsTorchPickle(f.Name) && pkl == nil {
+			pkl = f
+		}
+	}
+	if pkl == nil {
+		return nil, nil, errors.New("torch zip: no ARCHIVE/data.pkl: not a torch.save archive")
+	}
+	dir := strings.TrimSuffix(pkl.Name, "data.pkl")
+	if f := entries[dir+"byteorder"]; f != nil {
+		order, err := readEntry(f, 16)
+		if err != nil {
+			return nil, nil, err
+		}
+		if string(order) != "little" {
+			return nil, nil, fmt.Errorf("torch zip: byteorder %q: only little-endian is read", order)
+		}
+	}
+	data, err := readEntry(pkl, MaxPickleSize)
+	if err != nil {
+		return nil, nil, err
+	}
+	p, err := ParsePickle(data)
+	if err != nil {
+		return nil, nil, fmt.Errorf("torch zip: %s: %w", pkl.Name, err)
+	}
+	root, ok := p.Root.(*PickleDict)
+	if !ok {
+		return nil, nil, fmt.Errorf("torch zip: data.pkl holds a %s, not a state dict", typeName(p.Root))
+	}
+	h := &Header{Metadata: map[string]string{"format": "pt"}}
+	var warnings []string
+	for i, k := range root.Keys {
+		name, ok := k.(string)
+		if !ok {
+			warnings = append(warnings, fmt.Sprintf("key %v is a %s, not a name: left out", k, typeName(k)))
+			continue
+		}
+		t, err := placeTensor(name, root.Values[i], entries, dir)
+		if err != nil {
+			warnings = append(warnings, fmt.Sprintf("%q: %v: left out", name, err))
+			continue
+		}
+		h.Tensors = append(h.Tensors, t)
+	}
+	sort.SliceStable(h.Tensors, func(i, j int) bool { return h.Tensors[i].Begin < h.Tensors[j].Begin })
+	return h, warnings, nil
+}
+
+func readEntry(f *zip.File, limit uint64) ([]byte, error) {
+	if f.UncompressedSize64 > limit {
+		return nil, fmt.Errorf("torch zip: %s: %d bytes exceeds %d", f.Name, f.UncompressedSize64, limit)
+	}
+	rc, err := f.Open()
+	if err != nil {
+		return nil, fmt.Errorf("torch zip: %s: %w", f.Name, err)
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(io.LimitReader(rc, int64(limit)+1))
+	if err != nil {
+		return nil, fmt.Errorf("torch zip: %s: %w", f.Name, err)
+	}
+	return data, nil
+}
+
+// placeTensor finds the bytes of a state dict value in its storage record.
+func placeTensor(name string, v any, entries map[string]*zip.File, dir string) (Tensor, error) {
+	t, ok := v.(*TorchTensor)
+	if !ok {
+		return Tensor{}, fmt.Errorf("a %s, not a tensor", typeName(v))
+	}
+	dt := torchDTypes[t.DType]
+	if dt.st == "" {
+		return Tensor{}, fmt.Errorf("dtype %s has no safetensors equivalent", t.DType)
+	}
+	if !contiguous(t.Shape, t.Stride) {
+		return Tensor{}, fmt.Errorf("non-contiguous strides %v for shape %v", t.Stride, t.Shape)
+	}
+	numel := int64(1)
+	for _, d := range t.Shape {
+		if d != 0 && numel > (1<<62)/d/dt.size {
+			return Tensor{}, errors.New("shape overflows")
+		}
+		numel *= d
+	}
+	f := entries[dir+"data/"+t.Storage.Key]
+	if f == nil {
+		return Tensor{}, fmt.Errorf("storage %s has no record", t.Storage.Key)
+	}
+	if f.Method != zip.Store || f.CompressedSize64 != f.UncompressedSize64 {
+		return Tensor{}, fmt.Errorf("storage %s is compressed", t.Storage.Key)
+	}
+	if int64(f.UncompressedSize64) != t.Storage.Bytes {
+		return Tensor{}, fmt.Errorf("storage %s holds %d bytes, its id says %d", t.Storage.Key, f.UncompressedSize64, t.Storage.Bytes)
+	}
+	if t.Offset > (1<<62)/dt.size || (t.Offset+numel)*dt.size > t.Storage.Bytes {
+		return Tensor{}, fmt.Errorf("elements %d..%d beyond storage %s of %d bytes", t.Offset, t.Offset+numel, t.Storage.Key, t.Storage.Bytes)
+	}
+	off, err := f.DataOffset()
+	if err != nil {
+		return Tensor{}, fmt.Errorf("storage %s: %w", t.Storage.Key, err)
+	}
+	begin := off + t.Offset*dt.size
+	return Tensor{Name: name, DType: dt.st, Shape: t.Shape, Begin: begin, End: begin + numel*dt.size}, nil
+}
+
+// contiguous reports whether strides are row-major for shape; dimensions of
+// size 1 may have any stride, and an empty tensor is always contiguous.
+func contiguous(shape, stride []int64) bool {
+	want := int64(1)
+	for i := len(shape) - 1; i >= 0; i-- {
+		if shape[i] == 0 {
+			return true
+		}
+		if shape[i] != 1 && stride[i] != want {
+			return false
+		}
+		want *= shape[i]
+	}
+	return true
+}

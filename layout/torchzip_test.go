@@ -1,0 +1,211 @@
+package layout
+
+import (
+	"archive/zip"
+	"bytes"
+	"encoding/json"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// checkTorchFixtures checks ParseTorch on every file gen.py wrote to dir:
+// refused files are refused for the stated reason; the others give the
+// tensors of their safetensors twin, same dtype, shape and bytes, and a
+// warning for each name that must be left out.
+func checkTorchFixtures(t *testing.T, dir string) {
+	js, err := os.ReadFile(filepath.Join(dir, "expect.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var expect map[string]struct {
+		LeftOut []string `json:"left_out"`
+		Refused string   `json:"refused"`
+	}
+	if err := json.Unmarshal(js, &expect); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range expect {
+		data, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, warnings, err := ParseTorch(bytes.NewReader(data), int64(len(data)))
+		if want.Refused != "" {
+			if err == nil || !strings.Contains(err.Error(), want.Refused) {
+				t.Errorf("%s: error %v, want one naming %q", name, err, want.Refused)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		if len(warnings) != len(want.LeftOut) {
+			t.Errorf("%s: warnings %q, want one for each of %q", name, warnings, want.LeftOut)
+		}
+		for _, n := range want.LeftOut {
+			if !slices.ContainsFunc(warnings, func(w string) bool { return strings.Contains(w, `"`+n+`"`) }) {
+				t.Errorf("%s: no warning for %q in %q", name, n, warnings)
+			}
+		}
+		twin, err := os.ReadFile(filepath.Join(dir, strings.TrimSuffix(name, ".bin")+".safetensors"))
+		if os.IsNotExist(err) {
+			if len(h.Tensors) != 0 {
+				t.Errorf("%s: %d tensors, want none", name, len(h.Tensors))
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		compareWithTwin(t, name, data, h, twin)
+	}
+}
+
+func compareWithTwin(t *testing.T, name string, data []byte, h *Header, twin []byte) {
+	th, err := ParseFile(twin, int64(len(twin)))
+	if err != nil {
+		t.Fatalf("%s twin: %v", name, err)
+	}
+	if len(h.Tensors) != len(th.Tensors) {
+		t.Errorf("%s: %d tensors, twin has %d", name, len(h.Tensors), len(th.Tensors))
+	}
+	for _, want := range th.Tensors {
+		i := slices.IndexFunc(h.Tensors, func(x Tensor) bool { return x.Name == want.Name })
+		if i < 0 {
+			t.Errorf("%s: tensor %q missing", name, want.Name)
+			continue
+		}
+		got := h.Tensors[i]
+		if got.DType != want.DType || !slices.Equal(got.Shape, want.Shape) {
+			t.Errorf("%s: %q is %s%v, want %s%v", name, want.Name, got.DType, got.Shape, want.DType, want.Shape)
+		}
+		wantBytes := twin[th.DataStart+want.Begin : th.DataStart+want.End]
+		if !bytes.Equal(data[got.Begin:got.End], wantBytes) {
+			t.Errorf("%s: bytes of %q differ", name, want.Name)
+		}
+	}
+}
+
+func TestParseTorchFixtures(t *testing.T) {
+	checkTorchFixtures(t, "testdata/torch")
+}
+
+// TestParseTorchFreshSave runs gen.py with the venv's torch (CKPTFS_PYTHON),
+// so the reader is checked against what today's torch.save writes.
+func TestParseTorchFreshSave(t *testing.T) {
+	py := os.Getenv("CKPTFS_PYTHON")
+	if py == "" {
+		t.Skip("CKPTFS_PYTHON not set: no torch to generate fresh files")
+	}
+	dir := t.TempDir()
+	out, err := exec.Command(py, "testdata/torch/gen.py", dir).CombinedOutput()
+	if err != nil {
+		t.Fatalf("gen.py: %v\n%s", err, out)
+	}
+	checkTorchFixtures(t, dir)
+}
+
+func TestParsePickleRefuses(t *testing.T) {
+	for name, tc := range map[string]struct{ pickle, want string }{
+		"os.system":       {"\x80\x02cos\nsystem\nX\x02\x00\x00\x00ls\x85R.", "global os.system refused"},
+		"stack global":    {"\x80\x04\x8c\x08builtins\x8c\x04eval\x93.", "global builtins.eval refused"},
+		"torch non-dtype": {"\x80\x02ctorch\nload\n.", "global torch.load refused"},
+		"call a dtype":    {"\x80\x02ctorch\nfloat32\n)R.", "call of torch.float32 refused"},
+		"INST":            {"(ios\nsystem\n.", "opcode 0x69 refused"},
+		"protocol 0":      {"\x80\x00N.", "protocol 0"},
+		"BUILD on global": {"\x80\x02ccollections\nOrderedDict\n}b.", "BUILD on a global"},
+		"truncated":       {"\x80\x02X\xff\x00\x00\x00ab", "truncated"},
+		"no STOP":         {"\x80\x02N", "truncated"},
+		"two objects":     {"\x80\x02NN.", "STOP with 2 objects"},
+		"bad memo":        {"\x80\x02h\x05.", "memo key 5"},
+		"not a storage":   {"\x80\x02X\x01\x00\x00\x00xQ.", "not a storage"},
+	} {
+		_, err := ParsePickle([]byte(tc.pickle))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want %q", name, err, tc.want)
+		}
+	}
+}
+
+func TestParsePickleData(t *testing.T) {
+	// {"a": [1, -2, 3.5, None, True, b"x", (7,)], 5: "five"} as protocol 2.
+	p, err := ParsePickle([]byte("\x80\x02}q\x00(X\x01\x00\x00\x00a]q\x01(K\x01J\xfe\xff\xff\xffG@\x0c\x00\x00\x00\x00\x00\x00N\x88C\x01xK\x07\x85eK\x05X\x04\x00\x00\x00fiveu."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := p.Root.(*PickleDict)
+	if len(d.Keys) != 2 || d.Keys[0] != "a" || d.Keys[1] != int64(5) || d.Values[1] != "five" {
+		t.Fatalf("dict %#v", d)
+	}
+	l := d.Values[0].(*pickleList).items
+	if len(l) != 7 || l[0] != int64(1) || l[1] != int64(-2) || l[2] != 3.5 || l[3] != nil || l[4] != true {
+		t.Fatalf("list %#v", l)
+	}
+}
+
+// TestParseTorchCompressedRecord: a zip whose storage record is deflated
+// cannot be served by offset; the tensor is left out, nothing misread.
+func TestParseTorchCompressedRecord(t *testing.T) {
+	src, err := os.ReadFile("testdata/torch/protocol4.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	zr, err := zip.NewReader(bytes.NewReader(src), int64(len(src)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	for _, f := range zr.File {
+		w, err := zw.CreateHeader(&zip.FileHeader{Name: f.Name, Method: zip.Deflate})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc, err := f.Open()
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Write(data)
+	}
+	zw.Close()
+	h, warnings, err := ParseTorch(bytes.NewReader(buf.Bytes()), int64(buf.Len()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(h.Tensors) != 0 || len(warnings) != 3 || !strings.Contains(warnings[0], "compressed") {
+		t.Fatalf("tensors %v, warnings %q", h.Tensors, warnings)
+	}
+}
+
+func TestZipDescriptorLen(t *testing.T) {
+	d32 := []byte("PK\x07\x08crc!\x05\x00\x00\x00\x05\x00\x00\x00")
+	d64 := []byte("PK\x07\x08crc!\x05\x00\x00\x00\x00\x00\x00\x00\x05\x00\x00\x00\x00\x00\x00\x00")
+	if n := ZipDescriptorLen(d32, 5); n != 16 {
+		t.Errorf("32-bit descriptor: %d", n)
+	}
+	if n := ZipDescriptorLen(d64, 5); n != 24 {
+		t.Errorf("64-bit descriptor: %d", n)
+	}
+	if n := ZipDescriptorLen(d32[4:], 5); n != 12 {
+		t.Errorf("unsigned descriptor: %d", n)
+	}
+	if n := ZipDescriptorLen(d32, 6); n != 0 {
+		t.Errorf("wrong size matched: %d", n)
+	}
+	// A signature inside the data that is no descriptor is passed over.
+	stream := append([]byte("abPK\x07\x08de"), "PK\x07\x08crc!\x08\x00\x00\x00\x08\x00\x00\x00"...)
+	if at := FindZipDescriptor(stream, 0); at != 8 {
+		t.Errorf("descriptor found at %d, want 8", at)
+	}
+}
