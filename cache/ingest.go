@@ -2,6 +2,7 @@ package cache
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -24,8 +25,9 @@ const (
 )
 
 // Ingest reads r to its end, splits it into chunks, stores them and returns
-// the manifest. A safetensors stream is split at tensor boundaries; anything
-// else by content-defined chunking. Chunks are hashed, compressed and
+// the manifest. A safetensors stream is split at tensor boundaries, a
+// torch.save zip at storage records; anything else by content-defined
+// chunking. Chunks are hashed, compressed and
 // written in parallel.
 func (s *Store) Ingest(r io.Reader) (*Content, error) {
 	p := newPipeline(s)
@@ -125,6 +127,9 @@ func split(r *bufio.Reader, emit emitFunc) (Kind, error) {
 		if n, err := layout.HeaderLen(head); err == nil {
 			return KindSafetensors, splitSafetensors(r, n, emit)
 		}
+	}
+	if bytes.HasPrefix(head, layout.ZipLocalSig) {
+		return KindZip, splitZip(r, emit)
 	}
 	return KindOpaque, splitCDC(r, emit)
 }

@@ -13,6 +13,7 @@ type Kind byte
 const (
 	KindOpaque      Kind = 0 // content-defined chunks
 	KindSafetensors Kind = 1 // header chunk, then tensor-aligned chunks
+	KindZip         Kind = 2 // torch.save zip: storage-record-aligned chunks
 )
 
 // Content is a file manifest: its length and chunk list. It never changes

@@ -1,0 +1,172 @@
+package cache
+
+import (
+	"archive/zip"
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/ckptfs/ckptfs/layout"
+)
+
+type splitChunk struct {
+	raw  []byte
+	hint Hint
+}
+
+// splitAll runs the ingest splitter on data and checks that the chunks
+// put back together are data and none is larger than MaxChunk.
+func splitAll(t testing.TB, data []byte) (Kind, []splitChunk) {
+	var chunks []splitChunk
+	kind, err := split(bufio.NewReaderSize(bytes.NewReader(data), 1<<20), func(raw []byte, hint Hint) error {
+		chunks = append(chunks, splitChunk{raw, hint})
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var joined []byte
+	for _, c := range chunks {
+		if len(c.raw) == 0 || len(c.raw) > MaxChunk {
+			t.Fatalf("chunk of %d bytes", len(c.raw))
+		}
+		joined = append(joined, c.raw...)
+	}
+	if !bytes.Equal(joined, data) {
+		t.Fatalf("chunks join to %d bytes that differ from the %d input bytes", len(joined), len(data))
+	}
+	return kind, chunks
+}
+
+// floatTensorPickle is a torch.save data.pkl of {"w": tensor} where w is a
+// float32 tensor of numel elements in storage "0".
+func floatTensorPickle(numel uint32) []byte {
+	n := binary.LittleEndian.AppendUint32(nil, numel)
+	p := "\x80\x02}X\x01\x00\x00\x00wctorch._utils\n_rebuild_tensor_v2\n((X\x07\x00\x00\x00storagectorch\nFloatStorage\n" +
+		"X\x01\x00\x00\x000X\x03\x00\x00\x00cpuJ" + string(n) + "tQK\x00J" + string(n) + "\x85K\x01\x85\x89ccollections\nOrderedDict\n)RtRs."
+	return []byte(p)
+}
+
+// torchLikeZip writes a torch.save-shaped archive around record, with data
+// descriptors as torch writes them, or with sizes in the local headers.
+func torchLikeZip(t testing.TB, record []byte, descriptors bool) []byte {
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	for _, e := range []struct {
+		name string
+		data []byte
+	}{{"arch/data.pkl", floatTensorPickle(uint32(len(record) / 4))}, {"arch/byteorder", []byte("little")}, {"arch/data/0", record}, {"arch/version", []byte("3\n")}} {
+		var w interface{ Write([]byte) (int, error) }
+		var err error
+		if descriptors {
+			w, err = zw.CreateHeader(&zip.FileHeader{Name: e.name, Method: zip.Store})
+		} else {
+			w, err = zw.CreateRaw(&zip.FileHeader{Name: e.name, Method: zip.Store,
+				CompressedSize64: uint64(len(e.data)), UncompressedSize64: uint64(len(e.data))})
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Write(e.data)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// TestZipSplitAtRecords: a storage record starts a chunk and is cut in
+// MaxChunk pieces from its first byte, with its dtype as hint, whether the
+// entry sizes come from a data descriptor or from the local header.
+func TestZipSplitAtRecords(t *testing.T) {
+	record := randomBytes(3, 3*MaxChunk+12)
+	for _, descriptors := range []bool{true, false} {
+		data := torchLikeZip(t, record, descriptors)
+		if h, _, err := layout.ParseTorch(bytes.NewReader(data), int64(len(data))); err != nil || len(h.Tensors) != 1 {
+			t.Fatalf("the test archive does not parse as torch.save: %v", err)
+		}
+		kind, chunks := splitAll(t, data)
+		if kind != KindZip {
+			t.Fatalf("kind %d", kind)
+		}
+		var pieces int
+		for _, c := range chunks {
+			off := bytes.Index(record, c.raw)
+			if c.hint == "F32" && off%MaxChunk == 0 && (len(c.raw) == MaxChunk || off+len(c.raw) == len(record)) {
+				pieces++
+			}
+		}
+		if pieces != 4 {
+			t.Errorf("descriptors %v: %d of 4 record pieces aligned", descriptors, pieces)
+		}
+	}
+}
+
+// TestZipSplitSharesChunksWithSafetensors: the weights of a torch.save file
+// and of the safetensors file of the same tensors are stored once.
+func TestZipSplitSharesChunksWithSafetensors(t *testing.T) {
+	s := openTemp(t)
+	ingest := func(name string) (*Content, []byte) {
+		data, err := os.ReadFile(filepath.Join("../layout/testdata/torch", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := s.Ingest(bytes.NewReader(data))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(readAll(t, s, c), data) {
+			t.Fatalf("%s: read back differs", name)
+		}
+		return c, data
+	}
+	bin, _ := ingest("state_dict.bin")
+	_, st := ingest("state_dict.safetensors")
+	if bin.Kind != KindZip {
+		t.Fatalf("kind %d", bin.Kind)
+	}
+	have := map[Hash]bool{}
+	for _, c := range bin.Chunks {
+		have[c.Hash] = true
+	}
+	h, err := layout.ParseFile(st, int64(len(st)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Tensors that are a whole storage in the .bin; shared_view is a slice
+	// of shared_whole's storage, so it has no chunk of its own there.
+	shared := 0
+	for _, x := range h.Tensors {
+		if x.Len() > 0 && x.Name != "shared_view" {
+			if have[hashOf(st[h.DataStart+x.Begin:h.DataStart+x.End])] {
+				shared++
+			} else {
+				t.Errorf("tensor %q of the safetensors file has no chunk in the .bin", x.Name)
+			}
+		}
+	}
+	if shared < 15 {
+		t.Fatalf("only %d tensors shared", shared)
+	}
+}
+
+// FuzzSplitZip: any input, the fixtures first (also run by go test), splits
+// into chunks that join back to it.
+func FuzzSplitZip(f *testing.F) {
+	names, _ := filepath.Glob("../layout/testdata/torch/*.bin")
+	for _, n := range names {
+		data, err := os.ReadFile(n)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	f.Add(torchLikeZip(f, randomBytes(1, 4096), true))
+	f.Add(torchLikeZip(f, randomBytes(2, 4096), false))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		splitAll(t, data)
+	})
+}
