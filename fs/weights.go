@@ -42,14 +42,27 @@ func folderKey(entries []cache.DirEntry, inodes map[string]*cache.Inode) string 
 	return cache.DerivedKey(parts...)
 }
 
-// HasWeights reports whether a folder holds any safetensors file.
+// HasWeights reports whether a folder holds any weight file a view reads.
 func HasWeights(entries []cache.DirEntry) bool {
 	for _, e := range entries {
-		if e.Mode == syscall.S_IFREG && strings.HasSuffix(e.Name, ".safetensors") {
+		if e.Mode == syscall.S_IFREG && (strings.HasSuffix(e.Name, ".safetensors") || isTorchWeights(e.Name)) {
 			return true
 		}
 	}
 	return false
+}
+
+// isTorchWeights reports whether a file is a PyTorch model weights file
+// by the names transformers and ColossalAI give them: pytorch_model.bin,
+// pytorch_model-00001-of-00002.bin, pytorch_model-00001.bin.
+func isTorchWeights(name string) bool {
+	return strings.HasPrefix(name, "pytorch_model") && strings.HasSuffix(name, ".bin")
+}
+
+// isTorchIndex reports whether a file indexes PyTorch model shards; an
+// optimizer's index (pytorch_optim.bin.index.json) is not one.
+func isTorchIndex(name string) bool {
+	return strings.HasSuffix(name, ".bin.index.json") && !strings.Contains(name, "optim")
 }
 
 // BuildView plans the view spec of folder dirIno (at dirPath, for messages).
@@ -66,10 +79,13 @@ func BuildView(store *cache.Store, log *slog.Logger, dirIno uint64, dirPath stri
 	for _, name := range weightNames {
 		in := inodes[name]
 		r := store.NewReader(dirPath+"/"+name, &in.Content)
-		h, err := readHeader(r)
+		h, warnings, err := readHeader(r, name)
 		if err != nil {
 			log.Warn("left out of views", "file", dirPath+"/"+name, "reason", err)
 			continue
+		}
+		for _, w := range warnings {
+			log.Warn("tensor left out of views", "file", dirPath+"/"+name, "reason", w)
 		}
 		sources = append(sources, layout.Source{Name: name, Header: h})
 		v.Sources = append(v.Sources, r)
@@ -95,49 +111,65 @@ func BuildView(store *cache.Store, log *slog.Logger, dirIno uint64, dirPath stri
 	return v, nil
 }
 
-// weightFiles picks the folder's weight files in source order: the shards
-// named by a *.safetensors.index.json (model.safetensors.index.json first),
-// else every *.safetensors file, sorted. used holds them and the index.
+// weightFiles picks the folder's weight files in source order, preferring
+// safetensors as transformers does: the shards named by a
+// *.safetensors.index.json (model.safetensors.index.json first), else every
+// *.safetensors file, sorted; then the same for PyTorch .bin weights. used
+// holds the files picked and their index.
 func weightFiles(store *cache.Store, log *slog.Logger, dirPath string, entries []cache.DirEntry, inodes map[string]*cache.Inode) ([]string, map[string]bool) {
 	isFile := func(name string) bool {
 		in, ok := inodes[name]
 		return ok && in.Mode&syscall.S_IFMT == syscall.S_IFREG
 	}
-	var indexes, files []string
+	type kind struct {
+		indexes, files []string
+		mainIndex      string
+	}
+	safetensors := &kind{mainIndex: "model.safetensors.index.json"}
+	torch := &kind{mainIndex: "pytorch_model.bin.index.json"}
 	for _, e := range entries {
 		switch {
 		case !isFile(e.Name):
 		case strings.HasSuffix(e.Name, ".safetensors.index.json"):
-			indexes = append(indexes, e.Name)
+			safetensors.indexes = append(safetensors.indexes, e.Name)
+		case isTorchIndex(e.Name):
+			torch.indexes = append(torch.indexes, e.Name)
 		case strings.HasSuffix(e.Name, ".safetensors"):
-			files = append(files, e.Name)
+			safetensors.files = append(safetensors.files, e.Name)
+		case isTorchWeights(e.Name):
+			torch.files = append(torch.files, e.Name)
 		}
 	}
-	sort.SliceStable(indexes, func(i, j int) bool { return indexes[i] == "model.safetensors.index.json" && indexes[j] != indexes[i] })
-	for _, name := range indexes {
-		in := inodes[name]
-		idx, err := readIndex(store, dirPath+"/"+name, in)
-		if err != nil {
-			log.Warn("index ignored", "file", dirPath+"/"+name, "reason", err)
-			continue
-		}
-		used := map[string]bool{name: true}
-		var shards []string
-		for _, s := range idx.Shards() {
-			if !isFile(s) {
-				log.Warn("index names a missing shard", "file", dirPath+"/"+name, "shard", s)
+	for _, k := range []*kind{safetensors, torch} {
+		sort.SliceStable(k.indexes, func(i, j int) bool { return k.indexes[i] == k.mainIndex && k.indexes[j] != k.indexes[i] })
+		for _, name := range k.indexes {
+			in := inodes[name]
+			idx, err := readIndex(store, dirPath+"/"+name, in)
+			if err != nil {
+				log.Warn("index ignored", "file", dirPath+"/"+name, "reason", err)
 				continue
 			}
-			shards = append(shards, s)
-			used[s] = true
+			used := map[string]bool{name: true}
+			var shards []string
+			for _, s := range idx.Shards() {
+				if !isFile(s) {
+					log.Warn("index names a missing shard", "file", dirPath+"/"+name, "shard", s)
+					continue
+				}
+				shards = append(shards, s)
+				used[s] = true
+			}
+			return shards, used
 		}
-		return shards, used
+		if len(k.files) > 0 {
+			used := map[string]bool{}
+			for _, f := range k.files {
+				used[f] = true
+			}
+			return k.files, used
+		}
 	}
-	used := map[string]bool{}
-	for _, f := range files {
-		used[f] = true
-	}
-	return files, used
+	return nil, nil
 }
 
 func readIndex(store *cache.Store, path string, in *cache.Inode) (*layout.Index, error) {
@@ -152,24 +184,30 @@ func readIndex(store *cache.Store, path string, in *cache.Inode) (*layout.Index,
 	return layout.ParseIndex(data)
 }
 
-// readHeader reads and validates a stored safetensors file's header.
-func readHeader(r *cache.FileReader) (*layout.Header, error) {
+// readHeader reads and validates a stored weight file's header: a
+// safetensors header, or the tensor table of a torch.save archive with
+// absolute offsets and its warnings.
+func readHeader(r *cache.FileReader, name string) (*layout.Header, []string, error) {
+	if strings.HasSuffix(name, ".bin") {
+		return layout.ParseTorch(r, r.Size())
+	}
 	prefix := make([]byte, 8)
 	if _, err := r.ReadAt(prefix, 0); err != nil {
-		return nil, fmt.Errorf("read header: %w", err)
+		return nil, nil, fmt.Errorf("read header: %w", err)
 	}
 	n, err := layout.HeaderLen(prefix)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if 8+n > r.Size() {
-		return nil, fmt.Errorf("header length %d beyond file size %d", n, r.Size())
+		return nil, nil, fmt.Errorf("header length %d beyond file size %d", n, r.Size())
 	}
 	head := make([]byte, 8+n)
 	if _, err := r.ReadAt(head, 0); err != nil {
-		return nil, fmt.Errorf("read header: %w", err)
+		return nil, nil, fmt.Errorf("read header: %w", err)
 	}
-	return layout.ParseFile(head, r.Size())
+	h, err := layout.ParseFile(head, r.Size())
+	return h, nil, err
 }
 
 // ReadAt reads view file i at off: synthesized bytes from memory, tensor

@@ -147,16 +147,20 @@ def test_colossalai_layout(mount, minilm_dir):
     run.mkdir(exist_ok=True)
     io.save_model(model, str(run / "model"), shard=True, use_safetensors=True, size_per_shard=SHARD_MB)
     io.save_model(model, str(run / "model.safetensors"), shard=False, use_safetensors=True)
+    io.save_model(model, str(run / "model-bin"), shard=True, use_safetensors=False, size_per_shard=SHARD_MB)
     io.save_optimizer(opt, str(run / "optimizer"), shard=True, size_per_shard=SHARD_MB)
     io.save_lr_scheduler(sched, str(run / "lr_scheduler.pt"))
 
     files = sorted(os.listdir(run / "model"))
     assert "model.safetensors.index.json" in files and "model-00002.safetensors" in files, files
     assert "pytorch_optim_group.bin" in os.listdir(run / "optimizer")
+    files = sorted(os.listdir(run / "model-bin"))
+    assert "pytorch_model.bin.index.json" in files and "pytorch_model-00002.bin" in files, files
 
     want = model.state_dict()
     for source in [run / "model", run / "model.safetensors",
-                   run / "model@single" / "model.safetensors", run / "model@shards=30MB"]:
+                   run / "model@single" / "model.safetensors", run / "model@shards=30MB",
+                   run / "model-bin@single" / "model.safetensors", run / "model-bin@shards=30MB"]:
         fresh = AutoModel.from_pretrained(minilm_dir)
         with torch.no_grad():
             for p in fresh.parameters():
