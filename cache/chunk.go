@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/zeebo/blake3"
@@ -78,6 +79,7 @@ func chunkKey(h Hash) []byte { return append([]byte{prefixChunk}, h[:]...) }
 // again. It returns the chunk's reference.
 func (s *Store) PutChunk(raw []byte, hint Hint) (ChunkRef, error) {
 	ref := ChunkRef{Hash: hashOf(raw), Len: uint32(len(raw))}
+	s.metrics.logical.Add(int64(len(raw)))
 	key := chunkKey(ref.Hash)
 	err := s.db.View(func(txn *badger.Txn) error {
 		_, err := txn.Get(key)
@@ -89,6 +91,7 @@ func (s *Store) PutChunk(raw []byte, hint Hint) (ChunkRef, error) {
 	if !errors.Is(err, badger.ErrKeyNotFound) {
 		return ref, fmt.Errorf("look up chunk %s: %w", ref.Hash.Short(), err)
 	}
+	start := time.Now()
 	val := s.chunks.codecs.encodeChunk(raw, hint)
 	if err := s.ensureSpace(int64(len(val)), chunkReserve); err != nil {
 		return ref, err
@@ -96,6 +99,9 @@ func (s *Store) PutChunk(raw []byte, hint Hint) (ChunkRef, error) {
 	if err := s.storeValue(ref.Hash, val); err != nil {
 		return ref, fmt.Errorf("write chunk %s: %w", ref.Hash.Short(), err)
 	}
+	since(s.metrics.storeSeconds, start)
+	s.metrics.unique.Add(int64(len(raw)))
+	s.metrics.stored.Add(int64(len(val)))
 	return ref, nil
 }
 
@@ -136,6 +142,7 @@ func (s *Store) loadChunk(h Hash) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	defer since(s.metrics.decodeSeconds, time.Now())
 	var raw []byte
 	err = s.packs.read(h, loc, func(val []byte) error {
 		var derr error

@@ -27,12 +27,15 @@ func newChunkCache(s *Store, maxBytes int64, parallel int) *chunkCache {
 // must not modify it.
 func (c *chunkCache) get(h Hash) ([]byte, error) {
 	if data, ok := c.lru.get(h); ok {
+		c.store.metrics.cacheHits.Inc()
 		return data, nil
 	}
 	v, err, _ := c.flight.Do(string(h[:]), func() (any, error) {
 		if data, ok := c.lru.get(h); ok {
+			c.store.metrics.cacheHits.Inc()
 			return data, nil
 		}
+		c.store.metrics.cacheMisses.Inc()
 		data, err := c.store.loadChunk(h)
 		if err != nil {
 			return nil, err

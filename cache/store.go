@@ -29,15 +29,19 @@ type Options struct {
 
 // Store is an open ckptfs store directory.
 type Store struct {
-	dir    string
-	opts   badger.Options
-	db     *badger.DB
-	inoSeq *badger.Sequence
-	log    *slog.Logger
-	packs  *packs
-	chunks *chunkCache
-	damage error // damaged tables found on open, see AllowDamagedTables
+	dir     string
+	opts    badger.Options
+	db      *badger.DB
+	inoSeq  *badger.Sequence
+	log     *slog.Logger
+	packs   *packs
+	chunks  *chunkCache
+	metrics *Metrics
+	damage  error // damaged tables found on open, see AllowDamagedTables
 }
+
+// Metrics returns the store's counters, for a daemon to serve.
+func (s *Store) Metrics() *Metrics { return s.metrics }
 
 // ErrLocked is returned by Open when another process holds the store.
 var ErrLocked = errors.New("store is in use by another ckptfs process (mounted, or a command still running)")
@@ -82,7 +86,7 @@ func Open(dir string, o Options) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: %w (ckptfs fsck reports what it affects)", dir, damage)
 	}
-	s := &Store{dir: dir, opts: bo, db: db, log: o.Logger, packs: packs, damage: damage}
+	s := &Store{dir: dir, opts: bo, db: db, log: o.Logger, packs: packs, metrics: newMetrics(), damage: damage}
 	s.chunks = newChunkCache(s, o.CacheBytes, runtime.NumCPU())
 	if s.inoSeq, err = db.GetSequence([]byte(keyInoSeq), 1024); err != nil {
 		db.Close()
