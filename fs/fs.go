@@ -30,14 +30,19 @@ type Options struct {
 	// from its copy its content cannot change (see hotOpens), and loaders
 	// that keep the file mapped hold it that long.
 	HotAsWritten bool
+	// ReadOnly mounts read-only: the kernel answers every change with EROFS.
+	ReadOnly bool
+	// Metrics counts what the mount serves; nil counts into metrics no one reads.
+	Metrics *Metrics
 }
 
 // FS holds what every node of one mount shares.
 type FS struct {
-	store *cache.Store
-	hot   *cache.HotFiles
-	log   *slog.Logger
-	opts  Options
+	store   *cache.Store
+	hot     *cache.HotFiles
+	log     *slog.Logger
+	opts    Options
+	metrics *Metrics
 }
 
 // timeout is the kernel's entry and attribute cache time. Every change goes
@@ -50,7 +55,10 @@ func Mount(dir string, store *cache.Store, opts Options) (*fuse.Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	fsys := &FS{store: store, hot: opts.HotFiles, log: opts.Logger, opts: opts}
+	if opts.Metrics == nil {
+		opts.Metrics = NewMetrics()
+	}
+	fsys := &FS{store: store, hot: opts.HotFiles, log: opts.Logger, opts: opts, metrics: opts.Metrics}
 	to := timeout
 	mo := fuse.MountOptions{
 		FsName:        "ckptfs:" + store.Dir(),
@@ -64,13 +72,26 @@ func Mount(dir string, store *cache.Store, opts Options) (*fuse.Server, error) {
 		DirectMount:   true,
 		Logger:        slog.NewLogLogger(opts.Logger.Handler(), slog.LevelDebug), // go-fuse's notes are chatty
 	}
-	return fs.Mount(dir, &dirNode{fsys: fsys, ino: cache.RootIno}, &fs.Options{
+	if opts.ReadOnly {
+		mo.Options = append(mo.Options, "ro")
+	}
+	// fs.Mount, with the raw filesystem wrapped to count requests.
+	raw := fs.NewNodeFS(&dirNode{fsys: fsys, ino: cache.RootIno}, &fs.Options{
 		MountOptions:   mo,
 		EntryTimeout:   &to,
 		AttrTimeout:    &to,
 		RootStableAttr: &fs.StableAttr{Ino: cache.RootIno},
 		Logger:         mo.Logger,
 	})
+	server, err := fuse.NewServer(&countedFS{RawFileSystem: raw, m: opts.Metrics}, dir, &mo)
+	if err != nil {
+		return nil, err
+	}
+	go server.Serve()
+	if err := server.WaitMount(); err != nil {
+		return nil, err
+	}
+	return server, nil
 }
 
 // toErrno maps store errors to the errno the kernel gets.

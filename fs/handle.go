@@ -60,18 +60,20 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 			return nil, h.errno("read", err)
 		}
 		n, err := h.staged.ReadAt(dest[:max(min(int64(len(dest)), h.size-off), 0)], off)
-		if err != nil && err != io.EOF {
-			return nil, h.errno("read", err)
-		}
-		return fuse.ReadResultData(dest[:n]), 0
+		return h.readResult(dest[:n], err)
 	}
 	h.mu.Unlock()
 	_, r := h.node.current()
 	n, err := r.ReadAt(dest, off)
+	return h.readResult(dest[:n], err)
+}
+
+func (h *handle) readResult(data []byte, err error) (fuse.ReadResult, syscall.Errno) {
 	if err != nil && err != io.EOF {
 		return nil, h.errno("read", err)
 	}
-	return fuse.ReadResultData(dest[:n]), 0
+	h.node.fsys.metrics.reads(kindAsWritten).Add(float64(len(data)))
+	return fuse.ReadResultData(data), 0
 }
 
 func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
@@ -99,6 +101,7 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 		return 0, h.errno("write", err)
 	}
 	h.size = max(h.size, off+int64(len(data)))
+	h.node.fsys.metrics.writtenBytes.Add(float64(len(data)))
 	return uint32(len(data)), 0
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/ckptfs/ckptfs/layout"
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // viewDirNode is a read-only view directory (DIR@single, DIR@shards=SIZE).
@@ -20,6 +21,7 @@ type viewDirNode struct {
 	fsys  *FS
 	view  *View
 	name  string // base@spec
+	kind  string // kindSingle or kindShards
 	ino   uint64
 	mtime int64
 }
@@ -48,7 +50,11 @@ func (n *dirNode) lookupView(ctx context.Context, name, base string, spec layout
 	if err != nil {
 		return nil, toErrno(n.fsys.log, "view "+name, err)
 	}
-	node := &viewDirNode{fsys: n.fsys, view: v, name: name, ino: syntheticIno("view", dir.Ino, name, v.Key), mtime: dir.Mtime}
+	kind := kindSingle
+	if spec.Shards {
+		kind = kindShards
+	}
+	node := &viewDirNode{fsys: n.fsys, view: v, name: name, kind: kind, ino: syntheticIno("view", dir.Ino, name, v.Key), mtime: dir.Mtime}
 	node.fillAttr(&out.Attr)
 	return n.NewInode(ctx, node, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: node.ino}), 0
 }
@@ -84,7 +90,7 @@ func (n *viewDirNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.At
 func (n *viewDirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	if i, ok := n.view.FileIndex(name); ok {
 		f := n.view.Files[i]
-		node := newROFileNode(n.fsys, syntheticIno("file", n.ino, name), f.Size, 0o444, n.mtime,
+		node := n.newFile(name, f.Size, 0o444, n.mtime,
 			func(p []byte, off int64) (int, error) { return n.view.ReadAt(i, p, off) },
 			cache.DerivedKey("view", n.view.Key, n.name, name))
 		node.fillAttr(&out.Attr)
@@ -100,8 +106,7 @@ func (n *viewDirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOu
 			return n.NewInode(ctx, node, fs.StableAttr{Mode: syscall.S_IFLNK, Ino: x.Inode.Ino}), 0
 		}
 		r := n.fsys.store.NewReader(n.Path(nil)+"/"+name, &x.Inode.Content)
-		node := newROFileNode(n.fsys, syntheticIno("file", n.ino, name), r.Size(), x.Inode.Mode&^0o222, x.Inode.Mtime,
-			r.ReadAt, cache.ContentKey(&x.Inode.Content))
+		node := n.newFile(name, r.Size(), x.Inode.Mode&^0o222, x.Inode.Mtime, r.ReadAt, cache.ContentKey(&x.Inode.Content))
 		node.fillAttr(&out.Attr)
 		return n.NewInode(ctx, node, fs.StableAttr{Mode: syscall.S_IFREG, Ino: node.ino}), 0
 	}
@@ -153,6 +158,7 @@ type roFileNode struct {
 	mtime  int64
 	readAt func(p []byte, off int64) (int, error)
 	hotKey string
+	reads  prometheus.Counter // bytes served, by view kind
 
 	mu  sync.Mutex
 	hot hotOpens // guarded by mu
@@ -166,10 +172,12 @@ var (
 	_ = (fs.FileReleaser)((*roHandle)(nil))
 )
 
-func newROFileNode(fsys *FS, ino uint64, size int64, mode uint32, mtime int64, readAt func([]byte, int64) (int, error), hotKey string) *roFileNode {
-	n := &roFileNode{fsys: fsys, ino: ino, size: size, mode: mode, mtime: mtime, readAt: readAt, hotKey: hotKey}
-	n.hot.mu = &n.mu
-	return n
+// newFile makes the node of a file of the view.
+func (n *viewDirNode) newFile(name string, size int64, mode uint32, mtime int64, readAt func([]byte, int64) (int, error), hotKey string) *roFileNode {
+	f := &roFileNode{fsys: n.fsys, ino: syntheticIno("file", n.ino, name), size: size, mode: mode, mtime: mtime,
+		readAt: readAt, hotKey: hotKey, reads: n.fsys.metrics.reads(n.kind)}
+	f.hot.mu = &f.mu
+	return f
 }
 
 func (n *roFileNode) fillAttr(out *fuse.Attr) {
@@ -207,6 +215,7 @@ func (n *roFileNode) Read(ctx context.Context, f fs.FileHandle, dest []byte, off
 	if err != nil && err != io.EOF {
 		return nil, toErrno(n.fsys.log, "read "+n.Path(nil), err)
 	}
+	n.reads.Add(float64(got))
 	return fuse.ReadResultData(dest[:got]), 0
 }
 
