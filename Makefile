@@ -11,10 +11,19 @@ CPY      := $(CVENV)/bin/python
 # "context deadline exceeded" at a -fuzztime duration boundary (golang/go#75804).
 FUZZTIME ?= 2000000x
 
-.PHONY: build run test unit fuzz integration python fuse venv venv-colossalai bench bench-codec bench-dedup bench-mount stress clean
+.PHONY: build install run test unit fuzz integration python fuse venv venv-colossalai bench bench-codec bench-dedup bench-mount stress clean
 
 build:
 	$(GO) build -o bin/ckptfs ./cmd/ckptfs
+
+# The binary, and the helper mount(8) runs for type fuse.ckptfs (mount(8)
+# looks for helpers in /sbin only).
+PREFIX  ?= /usr/local
+SBINDIR ?= /sbin
+install: build
+	install -D -m 0755 bin/ckptfs $(DESTDIR)$(PREFIX)/bin/ckptfs
+	install -d $(DESTDIR)$(SBINDIR)
+	ln -sf $(PREFIX)/bin/ckptfs $(DESTDIR)$(SBINDIR)/mount.fuse.ckptfs
 
 # fusermount3 comes with Debian's fuse3.
 fuse:

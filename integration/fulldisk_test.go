@@ -3,7 +3,6 @@ package integration
 import (
 	"bytes"
 	"errors"
-	"math/rand"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,16 +29,11 @@ func TestFullStoreDisk(t *testing.T) {
 	}
 	store := filepath.Join(disk, "store")
 	m := mountStore(t, store)
-	random := func(seed int64, n int) []byte {
-		b := make([]byte, n)
-		rand.New(rand.NewSource(seed)).Read(b)
-		return b
-	}
-	first := random(1, 30<<20)
+	first := randomData(1, 30<<20)
 	if err := os.WriteFile(m.path("first.bin"), first, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	err := os.WriteFile(m.path("too-big.bin"), random(2, 200<<20), 0o644)
+	err := os.WriteFile(m.path("too-big.bin"), randomData(2, 200<<20), 0o644)
 	if !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("writing past the space: %v, want ENOSPC", err)
 	}
@@ -49,7 +43,7 @@ func TestFullStoreDisk(t *testing.T) {
 	if err := os.Remove(ballast); err != nil {
 		t.Fatal(err)
 	}
-	again := random(3, 30<<20)
+	again := randomData(3, 30<<20)
 	if err := os.WriteFile(m.path("again.bin"), again, 0o644); err != nil {
 		t.Fatalf("after freeing space: %v", err)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path"
@@ -14,84 +15,156 @@ import (
 )
 
 func (a *app) lsCmd() *cobra.Command {
-	return &cobra.Command{
+	var asJSON bool
+	cmd := &cobra.Command{
 		Use:   "ls",
 		Short: "List the checkpoints in the store and their views",
-		Args:  cobra.NoArgs,
+		Long: `List the top of the store: each checkpoint, its files, size and views.
+--json prints a JSON array of {name, type, files, logical_bytes, views}.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.withStore(cache.Options{}, list)
+			return a.withStore(cache.Options{}, func(store *cache.Store) error {
+				rows, err := list(store)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return printJSON(rows)
+				}
+				w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(w, "NAME\tFILES\tSIZE\tVIEWS")
+				for _, r := range rows {
+					views := "-"
+					if len(r.Views) > 0 {
+						views = r.Views[0] + " " + r.Views[1] + "[=SIZE]"
+					}
+					fmt.Fprintf(w, "%s\t%d\t%s\t%s\n", r.Name, r.Files, humanize.IBytes(uint64(r.LogicalBytes)), views)
+				}
+				return w.Flush()
+			})
 		},
 	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
 }
 
-// list prints the top of the store: each checkpoint, its size and views.
-func list(store *cache.Store) error {
+// checkpointRow is one checkpoint in 'ckptfs ls'.
+type checkpointRow struct {
+	Name         string   `json:"name"`
+	Type         string   `json:"type"` // dir, file or symlink
+	Files        int64    `json:"files"`
+	LogicalBytes int64    `json:"logical_bytes"`
+	Views        []string `json:"views"` // NAME@single, NAME@shards
+}
+
+// list reads the top of the store: each checkpoint, its size and views.
+func list(store *cache.Store) ([]checkpointRow, error) {
 	entries, err := store.ReadDir(cache.RootIno)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "NAME\tFILES\tSIZE\tVIEWS")
+	rows := []checkpointRow{}
 	for _, e := range entries {
 		st, err := store.Stats(e.Ino)
 		if err != nil {
-			return fmt.Errorf("%s: %w", e.Name, err)
+			return nil, fmt.Errorf("%s: %w", e.Name, err)
 		}
-		views := "-"
-		if e.Mode == syscall.S_IFDIR {
+		r := checkpointRow{Name: e.Name, Type: "file", Files: st.Files, LogicalBytes: st.Logical, Views: []string{}}
+		switch e.Mode {
+		case syscall.S_IFDIR:
+			r.Type = "dir"
 			if children, err := store.ReadDir(e.Ino); err == nil && ckfs.HasWeights(children) {
-				views = e.Name + "@single " + e.Name + "@shards[=SIZE]"
+				r.Views = []string{e.Name + "@single", e.Name + "@shards"}
 			}
+		case syscall.S_IFLNK:
+			r.Type = "symlink"
 		}
-		fmt.Fprintf(w, "%s\t%d\t%s\t%s\n", e.Name, st.Files, humanize.IBytes(uint64(st.Logical)), views)
+		rows = append(rows, r)
 	}
-	return w.Flush()
+	return rows, nil
+}
+
+// printJSON writes v to stdout as indented JSON.
+func printJSON(v any) error {
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
 
 func (a *app) statCmd() *cobra.Command {
-	return &cobra.Command{
+	var asJSON bool
+	cmd := &cobra.Command{
 		Use:   "stat [NAME]",
 		Short: "Show logical, deduplicated and stored bytes of a checkpoint or the store",
-		Args:  cobra.MaximumNArgs(1),
+		Long: `Show the files and the logical (as written), unique (after deduplication) and
+stored (after compression) bytes of checkpoint NAME, or of the whole store.
+--json prints {name, store, files, logical_bytes, unique_bytes, stored_bytes,
+dedup_ratio, compression_ratio}.`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.withStore(cache.Options{}, func(store *cache.Store) error {
-				ino, label := cache.RootIno, "store "+a.storeDir
+				ino, name := cache.RootIno, ""
 				if len(args) == 1 {
-					name, err := cleanName(args[0])
-					if err != nil {
+					var err error
+					if name, err = cleanName(args[0]); err != nil {
 						return err
 					}
 					in, err := store.Resolve(name)
 					if err != nil {
 						return err
 					}
-					ino, label = in.Ino, name
+					ino = in.Ino
 				}
 				st, err := store.Stats(ino)
 				if err != nil {
 					return err
 				}
-				printStats(label, st)
+				r := statReport{Name: name, Store: a.storeDir, Files: st.Files, LogicalBytes: st.Logical,
+					UniqueBytes: st.Unique, StoredBytes: st.Stored,
+					DedupRatio: ratio(st.Unique, st.Logical), CompressionRatio: ratio(st.Stored, st.Unique)}
+				if asJSON {
+					return printJSON(r)
+				}
+				r.print()
 				return nil
 			})
 		},
 	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
 }
 
-func printStats(label string, st *cache.Stats) {
-	ratio := func(a, b int64) string {
-		if b == 0 {
-			return "-"
-		}
-		return fmt.Sprintf("%.3f", float64(a)/float64(b))
+// statReport is what 'ckptfs stat' shows.
+type statReport struct {
+	Name             string  `json:"name"` // empty for the whole store
+	Store            string  `json:"store"`
+	Files            int64   `json:"files"`
+	LogicalBytes     int64   `json:"logical_bytes"`
+	UniqueBytes      int64   `json:"unique_bytes"`
+	StoredBytes      int64   `json:"stored_bytes"`
+	DedupRatio       float64 `json:"dedup_ratio"`       // unique / logical
+	CompressionRatio float64 `json:"compression_ratio"` // stored / unique
+}
+
+func ratio(a, b int64) float64 {
+	if b == 0 {
+		return 1
+	}
+	return float64(a) / float64(b)
+}
+
+func (r *statReport) print() {
+	label := r.Name
+	if label == "" {
+		label = "store " + r.Store
 	}
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(w, "%s\n", label)
-	fmt.Fprintf(w, "files\t%d\n", st.Files)
-	fmt.Fprintf(w, "logical bytes\t%d\t(%s)\n", st.Logical, humanize.IBytes(uint64(st.Logical)))
-	fmt.Fprintf(w, "unique bytes\t%d\t(%s)\tdedup ratio %s\n", st.Unique, humanize.IBytes(uint64(st.Unique)), ratio(st.Unique, st.Logical))
-	fmt.Fprintf(w, "stored bytes\t%d\t(%s)\tcompression ratio %s\n", st.Stored, humanize.IBytes(uint64(st.Stored)), ratio(st.Stored, st.Unique))
-	fmt.Fprintf(w, "stored / logical\t%s\n", ratio(st.Stored, st.Logical))
+	fmt.Fprintf(w, "files\t%d\n", r.Files)
+	fmt.Fprintf(w, "logical bytes\t%d\t(%s)\n", r.LogicalBytes, humanize.IBytes(uint64(r.LogicalBytes)))
+	fmt.Fprintf(w, "unique bytes\t%d\t(%s)\tdedup ratio %.3f\n", r.UniqueBytes, humanize.IBytes(uint64(r.UniqueBytes)), r.DedupRatio)
+	fmt.Fprintf(w, "stored bytes\t%d\t(%s)\tcompression ratio %.3f\n", r.StoredBytes, humanize.IBytes(uint64(r.StoredBytes)), r.CompressionRatio)
+	fmt.Fprintf(w, "stored / logical\t%.3f\n", ratio(r.StoredBytes, r.LogicalBytes))
 	w.Flush()
 }
 
@@ -141,21 +214,33 @@ func (a *app) gcCmd() *cobra.Command {
 }
 
 func (a *app) fsckCmd() *cobra.Command {
-	return &cobra.Command{
+	var asJSON bool
+	cmd := &cobra.Command{
 		Use:   "fsck",
 		Short: "Re-read and verify every chunk and manifest",
-		Args:  cobra.NoArgs,
+		Long: `Trust nothing: walk the namespace, decode every inode, read and verify every
+stored chunk against its hash, and check every chunk a file references. Exits
+non-zero when it finds a problem. --json prints {files, chunks, bytes,
+problems}.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.withStore(cache.Options{AllowDamagedTables: true}, func(store *cache.Store) error {
 				rep, err := store.Fsck()
 				if err != nil {
 					return err
 				}
-				for _, p := range rep.Problems {
-					fmt.Println("problem:", p)
+				if asJSON {
+					out := fsckJSON{Files: rep.Files, Chunks: rep.Chunks, Bytes: rep.Bytes, Problems: append([]string{}, rep.Problems...)}
+					if err := printJSON(out); err != nil {
+						return err
+					}
+				} else {
+					for _, p := range rep.Problems {
+						fmt.Println("problem:", p)
+					}
+					fmt.Printf("checked %d files, %d chunks (%s): %d problems\n",
+						rep.Files, rep.Chunks, humanize.IBytes(uint64(rep.Bytes)), len(rep.Problems))
 				}
-				fmt.Printf("checked %d files, %d chunks (%s): %d problems\n",
-					rep.Files, rep.Chunks, humanize.IBytes(uint64(rep.Bytes)), len(rep.Problems))
 				if len(rep.Problems) > 0 {
 					return fmt.Errorf("fsck found %d problems", len(rep.Problems))
 				}
@@ -163,4 +248,14 @@ func (a *app) fsckCmd() *cobra.Command {
 			})
 		},
 	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+// fsckJSON is 'ckptfs fsck --json'.
+type fsckJSON struct {
+	Files    int64    `json:"files"`
+	Chunks   int64    `json:"chunks"`
+	Bytes    int64    `json:"bytes"` // raw bytes of the chunks verified
+	Problems []string `json:"problems"`
 }

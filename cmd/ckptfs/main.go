@@ -18,16 +18,30 @@ type app struct {
 	storeDir string
 	logLevel string
 	log      *slog.Logger
+	args     []string // the command line, as cobra reads it
 }
 
 func main() {
-	a := &app{}
+	a := &app{args: os.Args[1:]}
+	if isMountHelper(os.Args[0]) {
+		args, err := mountHelperArgs(os.Args[1:])
+		if err != nil {
+			fmt.Fprintln(os.Stderr, filepath.Base(os.Args[0])+":", err)
+			os.Exit(1)
+		}
+		a.args = args
+		// mount(8) runs helpers with an empty environment.
+		if os.Getenv("PATH") == "" {
+			os.Setenv("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+		}
+	}
 	root := &cobra.Command{
 		Use:   "ckptfs",
 		Short: "A FUSE filesystem for model checkpoints",
 		Long: `ckptfs stores checkpoints chunked, deduplicated, compressed and checksummed,
 and mounts them as a filesystem. Besides each folder as written, a folder with
-safetensors weights DIR can be read as
+weights DIR (safetensors, or PyTorch .bin read without unpickling) can be
+read as
 
   DIR@single/            one model.safetensors holding every tensor
   DIR@shards/            HF sharded folder, max shard size 5GB
@@ -51,6 +65,7 @@ computed on the fly. The store is $CKPTFS_STORE, else $XDG_DATA_HOME/ckptfs
 	root.PersistentFlags().StringVar(&a.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	root.AddCommand(a.mountCmd(), a.umountCmd(), a.importCmd(), a.exportCmd(),
 		a.lsCmd(), a.statCmd(), a.rmCmd(), a.gcCmd(), a.fsckCmd())
+	root.SetArgs(a.args)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "ckptfs:", err)
 		os.Exit(1)

@@ -26,6 +26,7 @@ func (a *app) mountCmd() *cobra.Command {
 	var opts ckfs.Options
 	var foreground bool
 	var cacheSize, hotSize string
+	var srv serveOptions
 	cmd := &cobra.Command{
 		Use:   "mount [--store DIR] MOUNTPOINT",
 		Short: "Mount the store; returns once the mount is live",
@@ -42,7 +43,17 @@ bounds the copies, least recently used go first; 0 turns them off.
 --hot-as-written gives files as written copies too; while a file is read
 from its copy, opening it for writing or truncating it fails with ETXTBSY
 (the kernel allows one kind of open per file), and loaders such as
-from_pretrained keep the file mapped as long as the model lives.`,
+from_pretrained keep the file mapped as long as the model lives.
+
+--metrics-addr serves Prometheus metrics at http://ADDR/metrics (--pprof adds
+net/http/pprof under /debug/pprof/). --read-only refuses every change with
+EROFS. SIGTERM or SIGINT unmounts; files still open for writing are
+committed when they close, and the daemon exits after them.
+
+mount(8) and /etc/fstab work through the helper mount.fuse.ckptfs (a link
+to this program, installed by 'make install'):
+  /var/lib/ckptfs  /mnt/ckpt  fuse.ckptfs  allow_other,cache_size=1GiB  0 0
+The source is the store; options are the flags above with _ for -.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			mnt, err := filepath.Abs(args[0])
@@ -60,10 +71,14 @@ from_pretrained keep the file mapped as long as the model lives.`,
 			if err != nil {
 				return fmt.Errorf("--hot-size %q: %w", hotSize, err)
 			}
+			if srv.pprof && srv.metricsAddr == "" {
+				return errors.New("--pprof is served on --metrics-addr: give both")
+			}
 			if !foreground {
 				return a.mountBackground(mnt)
 			}
-			return a.serve(mnt, opts, int64(size), int64(hot))
+			srv.cacheBytes, srv.hotBytes = int64(size), int64(hot)
+			return a.serve(mnt, opts, srv)
 		},
 	}
 	cmd.Flags().BoolVarP(&foreground, "foreground", "f", false, "stay attached; Ctrl-C unmounts")
@@ -73,6 +88,9 @@ from_pretrained keep the file mapped as long as the model lives.`,
 	cmd.Flags().StringVar(&cacheSize, "cache-size", "128MiB", "memory for decoded chunks")
 	cmd.Flags().StringVar(&hotSize, "hot-size", "16GiB", "disk for decoded copies of view files read often (0: none)")
 	cmd.Flags().BoolVar(&opts.HotAsWritten, "hot-as-written", false, "give files as written hot copies too (writers then get ETXTBSY while one is read)")
+	cmd.Flags().BoolVar(&opts.ReadOnly, "read-only", false, "refuse every change with EROFS")
+	cmd.Flags().StringVar(&srv.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9101)")
+	cmd.Flags().BoolVar(&srv.pprof, "pprof", false, "also serve net/http/pprof under /debug/pprof/ on --metrics-addr")
 	return cmd
 }
 
@@ -117,7 +135,7 @@ func (a *app) mountBackground(mnt string) error {
 	if err != nil {
 		return err
 	}
-	args := append([]string{"--store", a.storeDir, "--log-level", a.logLevel}, os.Args[1:]...)
+	args := append([]string{"--store", a.storeDir, "--log-level", a.logLevel}, a.args...)
 	args = append(args, "--foreground")
 	child := exec.Command(self, args...)
 	child.Stdout, child.Stderr = logFile, logFile
@@ -140,8 +158,15 @@ func (a *app) mountBackground(mnt string) error {
 	return fmt.Errorf("mount daemon exited; see %s", logPath)
 }
 
+// serveOptions are the daemon's settings beyond the file system's own.
+type serveOptions struct {
+	cacheBytes, hotBytes int64
+	metricsAddr          string
+	pprof                bool
+}
+
 // serve mounts and serves until unmounted or signalled.
-func (a *app) serve(mnt string, opts ckfs.Options, cacheBytes, hotBytes int64) (err error) {
+func (a *app) serve(mnt string, opts ckfs.Options, so serveOptions) (err error) {
 	ready := func(msg string) {}
 	if fd := os.Getenv(readyFdEnv); fd == "3" {
 		f := os.NewFile(3, "ready")
@@ -156,9 +181,9 @@ func (a *app) serve(mnt string, opts ckfs.Options, cacheBytes, hotBytes int64) (
 	// Ingest allocates chunk buffers fast; a soft limit makes the collector
 	// keep the heap near what is live instead of doubling it.
 	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(cacheBytes + 192<<20)
+		debug.SetMemoryLimit(so.cacheBytes + 192<<20)
 	}
-	store, err := a.openStore(cache.Options{CacheBytes: cacheBytes})
+	store, err := a.openStore(cache.Options{CacheBytes: so.cacheBytes})
 	if err != nil {
 		return err
 	}
@@ -168,10 +193,18 @@ func (a *app) serve(mnt string, opts ckfs.Options, cacheBytes, hotBytes int64) (
 		}
 	}()
 	opts.Logger = a.log
-	if hotBytes > 0 {
-		if opts.HotFiles, err = cache.OpenHotFiles(filepath.Join(a.storeDir, "hot"), hotBytes, a.log); err != nil {
+	if so.hotBytes > 0 {
+		if opts.HotFiles, err = cache.OpenHotFiles(filepath.Join(a.storeDir, "hot"), so.hotBytes, a.log); err != nil {
 			return err
 		}
+	}
+	opts.Metrics = ckfs.NewMetrics()
+	if so.metricsAddr != "" {
+		stop, err := serveMetrics(so.metricsAddr, so.pprof, a.log, store.Metrics().Collectors(), opts.Metrics.Collectors())
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	server, err := ckfs.Mount(mnt, store, opts)
 	if err != nil {

@@ -1,0 +1,32 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestMountHelperArgs(t *testing.T) {
+	for _, tc := range []struct{ argv, want, err string }{
+		{argv: "/var/lib/ckptfs /mnt/ckpt -o rw,allow_other,cache_size=1GiB,nofail,x-systemd.automount",
+			want: "--store /var/lib/ckptfs mount --allow-other --cache-size=1GiB /mnt/ckpt"},
+		{argv: "ckptfs /mnt/ckpt -o store=/s,ro,log_level=debug,metrics_addr=127.0.0.1:9101,pprof -n -t fuse.ckptfs",
+			want: "--store /s --log-level debug mount --read-only --metrics-addr=127.0.0.1:9101 --pprof /mnt/ckpt"},
+		{argv: "/s /m -r -oshow_views", want: "--store /s mount --read-only --show-views /m"},
+		{argv: "ckptfs /mnt/ckpt -o allow_other", err: "no store"},
+		{argv: "/s /m -o bogus", err: `mount option "bogus" is not known`},
+		{argv: "/s /m -o store=", err: "needs a value"},
+		{argv: "/s", err: "usage"},
+		{argv: "/s /m -N ns", err: "option -N is not known"},
+	} {
+		got, err := mountHelperArgs(strings.Fields(tc.argv))
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%q: error %v, want %q", tc.argv, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || strings.Join(got, " ") != tc.want {
+			t.Errorf("%q: got %q, %v; want %q", tc.argv, strings.Join(got, " "), err, tc.want)
+		}
+	}
+}
