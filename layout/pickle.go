@@ -456,7 +456,7 @@ func (m *pickleMachine) appendItems(many bool) error {
 	}
 	l, ok := top.(*pickleList)
 	if !ok {
-		return fmt.Errorf("APPEND to a %s", typeName(top))
+		return fmt.Errorf("APPEND to %s", typeName(top))
 	}
 	l.items = append(l.items, items...)
 	return nil
@@ -469,7 +469,7 @@ func (m *pickleMachine) setItems(many bool) error {
 	}
 	d, ok := top.(*PickleDict)
 	if !ok {
-		return fmt.Errorf("SETITEM on a %s", typeName(top))
+		return fmt.Errorf("SETITEM on %s", typeName(top))
 	}
 	return d.setItems(items)
 }
@@ -528,7 +528,7 @@ func (d *PickleDict) index(key any) int {
 func (m *pickleMachine) storage(pid any) (*TorchStorage, error) {
 	t, ok := pid.(pickleTuple)
 	if !ok || len(t) != 5 || t[0] != "storage" {
-		return nil, fmt.Errorf("persistent id %s is not a storage", typeName(pid))
+		return nil, fmt.Errorf("persistent id is %s, not a storage", typeName(pid))
 	}
 	class, ok1 := t[1].(pickleGlobal)
 	key, ok2 := t[2].(string)
@@ -566,7 +566,7 @@ func (m *pickleMachine) reduce() error {
 	g, ok := items[0].(pickleGlobal)
 	args, ok2 := items[1].(pickleTuple)
 	if !ok || !ok2 {
-		return fmt.Errorf("REDUCE of a %s", typeName(items[0]))
+		return fmt.Errorf("REDUCE of %s", typeName(items[0]))
 	}
 	call, ok := callables[g.module+"."+g.name]
 	if !ok {
@@ -594,7 +594,7 @@ func (m *pickleMachine) build() error {
 	case *PickleDict, *TorchTensor:
 		return nil
 	}
-	return fmt.Errorf("BUILD on a %s refused", typeName(top))
+	return fmt.Errorf("BUILD on %s refused", typeName(top))
 }
 
 func newOrderedDict(_ *pickleMachine, args pickleTuple) (any, error) {
@@ -666,7 +666,7 @@ func rebuildParameter(_ *pickleMachine, args pickleTuple) (any, error) {
 	}
 	t, ok := args[0].(*TorchTensor)
 	if !ok {
-		return nil, fmt.Errorf("data is a %s, not a tensor", typeName(args[0]))
+		return nil, fmt.Errorf("data is %s, not a tensor", typeName(args[0]))
 	}
 	return t, nil
 }
@@ -674,7 +674,7 @@ func rebuildParameter(_ *pickleMachine, args pickleTuple) (any, error) {
 func intTuple(v any) ([]int64, error) {
 	t, ok := v.(pickleTuple)
 	if !ok {
-		return nil, fmt.Errorf("a %s, not a tuple", typeName(v))
+		return nil, fmt.Errorf("%s, not a tuple", typeName(v))
 	}
 	out := make([]int64, len(t))
 	for i, x := range t {
@@ -687,32 +687,33 @@ func intTuple(v any) ([]int64, error) {
 	return out, nil
 }
 
+// typeName names a value's Python type with its article, for messages.
 func typeName(v any) string {
 	switch v.(type) {
 	case nil:
 		return "None"
 	case bool:
-		return "bool"
+		return "a bool"
 	case int64:
-		return "int"
+		return "an int"
 	case float64:
-		return "float"
+		return "a float"
 	case string:
-		return "str"
+		return "a str"
 	case []byte:
 		return "bytes"
 	case pickleTuple:
-		return "tuple"
+		return "a tuple"
 	case *pickleList:
-		return "list"
+		return "a list"
 	case *PickleDict:
-		return "dict"
+		return "a dict"
 	case pickleGlobal:
-		return "global"
+		return "a global"
 	case *TorchStorage:
-		return "storage"
+		return "a storage"
 	case *TorchTensor:
-		return "tensor"
+		return "a tensor"
 	}
-	return fmt.Sprintf("%T", v)
+	return fmt.Sprintf("a %T", v)
 }

@@ -195,14 +195,14 @@ func ParseTorch(r io.ReaderAt, size int64) (*Header, []string, error) {
 	}
 	root, ok := p.Root.(*PickleDict)
 	if !ok {
-		return nil, nil, fmt.Errorf("torch zip: data.pkl holds a %s, not a state dict", typeName(p.Root))
+		return nil, nil, fmt.Errorf("torch zip: data.pkl holds %s, not a state dict", typeName(p.Root))
 	}
 	h := &Header{Metadata: map[string]string{"format": "pt"}}
 	var warnings []string
 	for i, k := range root.Keys {
 		name, ok := k.(string)
 		if !ok {
-			warnings = append(warnings, fmt.Sprintf("key %v is a %s, not a name: left out", k, typeName(k)))
+			warnings = append(warnings, fmt.Sprintf("key %v is %s, not a name: left out", k, typeName(k)))
 			continue
 		}
 		t, err := placeTensor(name, root.Values[i], entries, dir)
@@ -236,7 +236,7 @@ func readEntry(f *zip.File, limit uint64) ([]byte, error) {
 func placeTensor(name string, v any, entries map[string]*zip.File, dir string) (Tensor, error) {
 	t, ok := v.(*TorchTensor)
 	if !ok {
-		return Tensor{}, fmt.Errorf("a %s, not a tensor", typeName(v))
+		return Tensor{}, fmt.Errorf("%s, not a tensor", typeName(v))
 	}
 	dt := torchDTypes[t.DType]
 	if dt.st == "" {
