@@ -384,6 +384,30 @@ func (s *Store) Resolve(p string) (*Inode, error) {
 	return in, err
 }
 
+// MkdirAll makes the folders of slash-separated path p that are missing and
+// returns the last one's inode number ("" and "." are the root).
+func (s *Store) MkdirAll(p string) (uint64, error) {
+	ino := RootIno
+	if p == "." || p == "" {
+		return ino, nil
+	}
+	for _, name := range strings.Split(p, "/") {
+		in, err := s.Lookup(ino, name)
+		if errors.Is(err, syscall.ENOENT) {
+			now := time.Now().UnixNano()
+			in, err = s.Create(ino, name, Inode{Mode: syscall.S_IFDIR | 0o755, Atime: now, Mtime: now, Ctime: now})
+		}
+		if err == nil && in.Mode&syscall.S_IFMT != syscall.S_IFDIR {
+			err = syscall.ENOTDIR
+		}
+		if err != nil {
+			return 0, fmt.Errorf("mkdir %s: %w", p, err)
+		}
+		ino = in.Ino
+	}
+	return ino, nil
+}
+
 // Walk calls fn for every entry below directory ino, depth first, with
 // paths relative to it. Directories are visited before their contents.
 func (s *Store) Walk(ino uint64, fn func(rel string, in *Inode) error) error {

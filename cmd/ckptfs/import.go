@@ -6,9 +6,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"strings"
 	"syscall"
-	"time"
 
 	"github.com/ckptfs/ckptfs/cache"
 	"github.com/spf13/cobra"
@@ -44,7 +42,7 @@ The same as 'cp -r SRC MOUNT/NAME', without a mount.`,
 				return fmt.Errorf("import %s: %w", args[0], err)
 			}
 			return a.withStore(cache.Options{}, func(store *cache.Store) error {
-				parent, err := mkdirAll(store, path.Dir(name))
+				parent, err := store.MkdirAll(path.Dir(name))
 				if err != nil {
 					return err
 				}
@@ -62,26 +60,6 @@ The same as 'cp -r SRC MOUNT/NAME', without a mount.`,
 			})
 		},
 	}
-}
-
-// mkdirAll makes the folders of p and returns the last one's inode number.
-func mkdirAll(store *cache.Store, p string) (uint64, error) {
-	ino := cache.RootIno
-	if p == "." || p == "" {
-		return ino, nil
-	}
-	for _, name := range strings.Split(p, "/") {
-		in, err := store.Lookup(ino, name)
-		if err != nil {
-			now := time.Now().UnixNano()
-			in, err = store.Create(ino, name, cache.Inode{Mode: syscall.S_IFDIR | 0o755, Atime: now, Mtime: now, Ctime: now})
-		}
-		if err != nil {
-			return 0, fmt.Errorf("mkdir %s: %w", p, err)
-		}
-		ino = in.Ino
-	}
-	return ino, nil
 }
 
 type importer struct {

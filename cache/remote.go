@@ -1,0 +1,129 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+)
+
+// Remote is a checkpoint store in an S3-compatible bucket. It holds
+//
+//	PREFIX/chunks/HASH        a chunk as stored: codec, length, checksum, payload
+//	PREFIX/checkpoints/NAME   a checkpoint's manifest (see checkpointManifest)
+//
+// Chunk objects are immutable and named by the hash of their content, so
+// writing one twice is harmless; a manifest is published only after every
+// chunk it names is in the bucket, so a reader never sees half a checkpoint.
+type Remote struct {
+	client *minio.Client
+	bucket string
+	prefix string // "" or ending in "/"
+	url    string // s3://BUCKET/PREFIX, for messages
+}
+
+// RemoteConfig says where a bucket is. Credentials, region and retries
+// come from the usual AWS variables (AWS_ACCESS_KEY_ID,
+// AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION, AWS_MAX_ATTEMPTS).
+type RemoteConfig struct {
+	URL      string // s3://BUCKET[/PREFIX]
+	Endpoint string // host:port or http(s)://host:port; else AWS_ENDPOINT_URL, else AWS S3
+}
+
+// OpenRemote connects to the bucket of cfg.URL and checks that it exists.
+func OpenRemote(ctx context.Context, cfg RemoteConfig) (*Remote, error) {
+	u, err := url.Parse(cfg.URL)
+	if err != nil || u.Scheme != "s3" || u.Host == "" {
+		return nil, fmt.Errorf("remote %q: want s3://BUCKET/PREFIX", cfg.URL)
+	}
+	endpoint := cfg.Endpoint
+	if endpoint == "" {
+		endpoint = os.Getenv("AWS_ENDPOINT_URL")
+	}
+	if endpoint == "" {
+		endpoint = "s3.amazonaws.com"
+	}
+	secure := !strings.HasPrefix(endpoint, "http://")
+	endpoint = strings.TrimPrefix(strings.TrimPrefix(endpoint, "http://"), "https://")
+	region := os.Getenv("AWS_REGION")
+	if region == "" {
+		region = os.Getenv("AWS_DEFAULT_REGION")
+	}
+	attempts, _ := strconv.Atoi(os.Getenv("AWS_MAX_ATTEMPTS")) // 0: the client's default, 10
+	client, err := minio.New(endpoint, &minio.Options{
+		Creds:      credentials.NewEnvAWS(),
+		Secure:     secure,
+		Region:     region,
+		MaxRetries: attempts,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("remote %s: %w", cfg.URL, err)
+	}
+	r := &Remote{client: client, bucket: u.Host, prefix: strings.Trim(u.Path, "/"), url: cfg.URL}
+	if r.prefix != "" {
+		r.prefix += "/"
+	}
+	ok, err := client.BucketExists(ctx, r.bucket)
+	if err != nil {
+		return nil, fmt.Errorf("remote %s at %s: %w", cfg.URL, endpoint, err)
+	}
+	if !ok {
+		return nil, fmt.Errorf("remote %s at %s: bucket %q does not exist", cfg.URL, endpoint, r.bucket)
+	}
+	return r, nil
+}
+
+func (r *Remote) chunkKey(h Hash) string         { return r.prefix + "chunks/" + h.String() }
+func (r *Remote) manifestKey(name string) string { return r.prefix + "checkpoints/" + name }
+
+// hasChunk reports whether the bucket holds chunk h.
+func (r *Remote) hasChunk(ctx context.Context, h Hash) (bool, error) {
+	_, err := r.client.StatObject(ctx, r.bucket, r.chunkKey(h), minio.StatObjectOptions{})
+	if err == nil {
+		return true, nil
+	}
+	if minio.ToErrorResponse(err).StatusCode == 404 {
+		return false, nil
+	}
+	return false, fmt.Errorf("stat chunk %s in %s: %w", h.Short(), r.url, err)
+}
+
+func (r *Remote) put(ctx context.Context, key string, data []byte) error {
+	_, err := r.client.PutObject(ctx, r.bucket, key, bytes.NewReader(data), int64(len(data)),
+		minio.PutObjectOptions{ContentType: "application/octet-stream", DisableMultipart: true})
+	if err != nil {
+		return fmt.Errorf("put %s in %s: %w", key, r.url, err)
+	}
+	return nil
+}
+
+// get reads a whole object; ErrNotExist when there is none.
+func (r *Remote) get(ctx context.Context, key string, limit int64) ([]byte, error) {
+	obj, err := r.client.GetObject(ctx, r.bucket, key, minio.GetObjectOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("get %s from %s: %w", key, r.url, err)
+	}
+	defer obj.Close()
+	data, err := io.ReadAll(io.LimitReader(obj, limit+1))
+	if minio.ToErrorResponse(err).StatusCode == 404 {
+		return nil, fmt.Errorf("%s in %s: %w", key, r.url, os.ErrNotExist)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get %s from %s: %w", key, r.url, err)
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%s in %s: larger than %d bytes: %w", key, r.url, limit, ErrCorrupt)
+	}
+	return data, nil
+}
+
+// isNotExist reports whether err says an object is missing.
+func isNotExist(err error) bool { return errors.Is(err, os.ErrNotExist) }

@@ -1,0 +1,265 @@
+package cache
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"path"
+	"strings"
+	"sync/atomic"
+	"syscall"
+
+	"golang.org/x/sync/errgroup"
+)
+
+// manifestFormat names the layout of checkpoint manifest objects.
+const manifestFormat = "ckptfs-checkpoint/1"
+
+// maxManifestSize bounds the manifest objects read from a bucket.
+const maxManifestSize = 256 << 20
+
+// transferParallel is how many chunks move at once.
+const transferParallel = 8
+
+// checkpointManifest is a checkpoint as published in a bucket: its entries
+// in walk order (folders before what they hold), the checkpoint itself first
+// with path "".
+type checkpointManifest struct {
+	Format  string          `json:"format"`
+	Name    string          `json:"name"`
+	Entries []manifestEntry `json:"entries"`
+}
+
+type manifestEntry struct {
+	Path string `json:"path"`
+	Inode
+}
+
+// MarshalText writes a hash as hex, for manifests.
+func (h Hash) MarshalText() ([]byte, error) { return []byte(h.String()), nil }
+
+// UnmarshalText reads a hex hash.
+func (h *Hash) UnmarshalText(b []byte) error {
+	if len(b) != 2*len(h) {
+		return fmt.Errorf("hash %q: want %d hex digits", b, 2*len(h))
+	}
+	_, err := hex.Decode(h[:], b)
+	return err
+}
+
+// Transfer counts what a push or pull moved.
+type Transfer struct {
+	Files        int
+	Chunks       int   // distinct chunks of the checkpoint
+	Moved        int   // chunks sent or fetched; the rest were there already
+	MovedBytes   int64 // their stored (compressed) bytes
+	LogicalBytes int64 // the checkpoint's size
+}
+
+// Push publishes checkpoint name of the store in r: every chunk the bucket
+// lacks, each verified against its hash before it leaves, then the
+// manifest. progress gets the raw bytes of each chunk handled.
+func (s *Store) Push(ctx context.Context, r *Remote, name string, progress func(int64)) (*Transfer, error) {
+	root, err := s.Resolve(name)
+	if err != nil {
+		return nil, fmt.Errorf("push %s: %w", name, err)
+	}
+	m := checkpointManifest{Format: manifestFormat, Name: name}
+	m.Entries = append(m.Entries, manifestEntry{Path: "", Inode: *root})
+	if root.Mode&syscall.S_IFMT == syscall.S_IFDIR {
+		err := s.Walk(root.Ino, func(rel string, in *Inode) error {
+			m.Entries = append(m.Entries, manifestEntry{Path: rel, Inode: *in})
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("push %s: %w", name, err)
+		}
+	}
+	t, err := m.eachChunk(ctx, progress, func(ctx context.Context, ref ChunkRef) (int64, error) {
+		if ok, err := r.hasChunk(ctx, ref.Hash); err != nil || ok {
+			return 0, err
+		}
+		val, err := s.verifiedValue(ref.Hash)
+		if err != nil {
+			return 0, fmt.Errorf("push %s: %w", name, err)
+		}
+		return int64(len(val)), r.put(ctx, r.chunkKey(ref.Hash), val)
+	})
+	if err != nil {
+		return nil, err
+	}
+	for i := range m.Entries {
+		m.Entries[i].Ino = 0 // local numbering, meaningless elsewhere
+	}
+	js, err := json.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.put(ctx, r.manifestKey(name), js); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// eachChunk runs move on every distinct chunk of m, transferParallel at a
+// time, until one fails. move returns the stored bytes it moved, 0 when the
+// chunk was there already.
+func (m *checkpointManifest) eachChunk(ctx context.Context, progress func(int64), move func(context.Context, ChunkRef) (int64, error)) (*Transfer, error) {
+	t := &Transfer{}
+	var moved, movedBytes atomic.Int64
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(transferParallel)
+	for _, ref := range m.chunks(t) {
+		g.Go(func() error {
+			defer progress(int64(ref.Len))
+			n, err := move(gctx, ref)
+			if err == nil && n > 0 {
+				moved.Add(1)
+				movedBytes.Add(n)
+			}
+			return err
+		})
+	}
+	err := g.Wait()
+	t.Moved, t.MovedBytes = int(moved.Load()), movedBytes.Load()
+	return t, err
+}
+
+// chunks lists the distinct chunks of m's files and counts them in t.
+func (m *checkpointManifest) chunks(t *Transfer) []ChunkRef {
+	seen := map[Hash]bool{}
+	var refs []ChunkRef
+	for _, e := range m.Entries {
+		if e.Mode&syscall.S_IFMT != syscall.S_IFREG {
+			continue
+		}
+		t.Files++
+		t.LogicalBytes += e.Content.Size
+		for _, c := range e.Content.Chunks {
+			if !seen[c.Hash] {
+				seen[c.Hash] = true
+				refs = append(refs, c)
+			}
+		}
+	}
+	t.Chunks = len(refs)
+	return refs
+}
+
+// verifiedValue reads chunk h as stored, after checking it decodes to bytes
+// of hash h.
+func (s *Store) verifiedValue(h Hash) ([]byte, error) {
+	loc, err := s.chunkLoc(h)
+	if err != nil {
+		return nil, err
+	}
+	var val []byte
+	err = s.packs.read(h, loc, func(v []byte) error {
+		if _, err := s.chunks.codecs.decodeChunk(h, v); err != nil {
+			return err
+		}
+		val = append([]byte(nil), v...)
+		return nil
+	})
+	return val, err
+}
+
+// Pull copies checkpoint name from r into the store as name: every chunk
+// the store lacks, verified against its hash, then the checkpoint's files,
+// built under a hidden name and renamed into place, so a failed pull leaves
+// nothing visible. progress gets the raw bytes of each chunk handled.
+func (s *Store) Pull(ctx context.Context, r *Remote, name string, progress func(int64)) (*Transfer, error) {
+	js, err := r.get(ctx, r.manifestKey(name), maxManifestSize)
+	if isNotExist(err) {
+		return nil, fmt.Errorf("pull %s: no checkpoint %q in %s", name, name, r.url)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("pull %s: %w", name, err)
+	}
+	var m checkpointManifest
+	if err := json.Unmarshal(js, &m); err != nil || m.Format != manifestFormat || len(m.Entries) == 0 || m.Entries[0].Path != "" {
+		return nil, fmt.Errorf("pull %s: manifest in %s is not a %s manifest: %v: %w", name, r.url, manifestFormat, err, ErrCorrupt)
+	}
+	parent, err := s.MkdirAll(path.Dir(name))
+	if err != nil {
+		return nil, fmt.Errorf("pull %s: %w", name, err)
+	}
+	if _, err := s.Lookup(parent, path.Base(name)); err == nil {
+		return nil, fmt.Errorf("pull %s: %s is already in the store: %w", name, name, syscall.EEXIST)
+	}
+	t, err := m.eachChunk(ctx, progress, func(ctx context.Context, ref ChunkRef) (int64, error) {
+		if _, err := s.chunkLoc(ref.Hash); err == nil {
+			return 0, nil
+		}
+		val, err := r.get(ctx, r.chunkKey(ref.Hash), MaxChunk+chunkHeaderLen+MaxChunk/16+64)
+		if err != nil {
+			return 0, fmt.Errorf("pull %s: chunk %s: %w", name, ref.Hash.Short(), err)
+		}
+		raw, err := s.chunks.codecs.decodeChunk(ref.Hash, val)
+		if err == nil && len(raw) != int(ref.Len) {
+			err = fmt.Errorf("chunk %s: %d bytes, the manifest says %d: %w", ref.Hash.Short(), len(raw), ref.Len, ErrCorrupt)
+		}
+		if err != nil {
+			return 0, fmt.Errorf("pull %s from %s: %w", name, r.url, err)
+		}
+		if err := s.ensureSpace(int64(len(val)), chunkReserve); err != nil {
+			return 0, err
+		}
+		if err := s.storeValue(ref.Hash, val); err != nil {
+			return 0, fmt.Errorf("pull %s: store chunk %s: %w", name, ref.Hash.Short(), err)
+		}
+		return int64(len(val)), nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := s.createTree(parent, path.Base(name), m.Entries); err != nil {
+		return nil, fmt.Errorf("pull %s: %w", name, err)
+	}
+	return t, s.Sync()
+}
+
+// createTree creates entries as name in parent: under a hidden name first,
+// renamed into place once complete.
+func (s *Store) createTree(parent uint64, name string, entries []manifestEntry) error {
+	var rnd [6]byte
+	rand.Read(rnd[:])
+	hidden := ".pull-" + hex.EncodeToString(rnd[:])
+	inos := map[string]uint64{}
+	for i, e := range entries {
+		dir, base := parent, hidden
+		if i > 0 {
+			p, ok := inos[path.Dir(e.Path)]
+			if e.Path == "" || path.Clean(e.Path) != e.Path || strings.HasPrefix(e.Path, "../") || !ok {
+				s.RemoveAll(parent, hidden)
+				return fmt.Errorf("manifest entry %q is not below an earlier folder: %w", e.Path, ErrCorrupt)
+			}
+			dir, base = p, path.Base(e.Path)
+		}
+		var sum int64
+		for _, c := range e.Content.Chunks {
+			sum += int64(c.Len)
+		}
+		if sum != e.Content.Size {
+			s.RemoveAll(parent, hidden)
+			return fmt.Errorf("manifest entry %q: chunks add to %d bytes, size is %d: %w", e.Path, sum, e.Content.Size, ErrCorrupt)
+		}
+		in, err := s.Create(dir, base, e.Inode)
+		if err != nil {
+			s.RemoveAll(parent, hidden)
+			return fmt.Errorf("create %q: %w", e.Path, err)
+		}
+		key := e.Path
+		if i == 0 {
+			key = "."
+		}
+		inos[key] = in.Ino
+	}
+	if err := s.Rename(parent, hidden, parent, name, RenameNoReplace); err != nil {
+		s.RemoveAll(parent, hidden)
+		return fmt.Errorf("rename into place: %w", err)
+	}
+	return nil
+}
