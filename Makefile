@@ -11,7 +11,7 @@ CPY      := $(CVENV)/bin/python
 # "context deadline exceeded" at a -fuzztime duration boundary (golang/go#75804).
 FUZZTIME ?= 2000000x
 
-.PHONY: build install run test unit fuzz integration python fuse venv venv-colossalai bench bench-codec bench-dedup bench-mount stress clean
+.PHONY: build install minio run test unit fuzz integration python fuse venv venv-colossalai bench bench-codec bench-dedup bench-mount stress clean
 
 build:
 	$(GO) build -o bin/ckptfs ./cmd/ckptfs
@@ -38,6 +38,14 @@ $(VENV)/.requirements: integration/python/requirements.txt
 	$(PY) -m pip install -q -r integration/python/requirements.txt
 	cp integration/python/requirements.txt $@
 
+# A real S3-compatible server for the remote tests, built once from the Go
+# module proxy into the cache outside the clone.
+MINIO_VERSION ?= v0.0.0-20260212201848-7aac2a2c5b7c
+MINIO         ?= $(HOME)/.cache/ckptfs/bin/minio
+minio: $(MINIO)
+$(MINIO):
+	GOBIN=$(dir $(MINIO)) $(GO) install github.com/minio/minio@$(MINIO_VERSION)
+
 # colossalai pins older torch and transformers than the main venv tests.
 venv-colossalai: $(CVENV)/.requirements
 $(CVENV)/.requirements: integration/python/requirements-colossalai.txt
@@ -52,7 +60,7 @@ run: build fuse
 	@echo "ckptfs mounted at $(MOUNT) (store: $${CKPTFS_STORE:-$${XDG_DATA_HOME:-$$HOME/.local/share}/ckptfs})"
 	@echo "unmount with: ./bin/ckptfs umount $(MOUNT)"
 
-test: fuse venv venv-colossalai
+test: fuse venv venv-colossalai minio
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt needed"; exit 1; }
 	$(MAKE) unit
@@ -71,8 +79,8 @@ fuzz:
 	@for t in FuzzDecodeInode FuzzChunkRoundTrip FuzzSplitZip; do \
 		$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) ./cache/ || exit 1; done
 
-integration: fuse
-	$(GO) test -race -count=1 -timeout 30m ./integration/
+integration: fuse minio
+	CKPTFS_MINIO=$(MINIO) CKPTFS_REQUIRE_MINIO=1 $(GO) test -race -count=1 -timeout 30m ./integration/
 
 # Long variants of the randomized tests.
 stress: fuse

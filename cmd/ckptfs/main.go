@@ -64,7 +64,7 @@ computed on the fly. The store is $CKPTFS_STORE, else $XDG_DATA_HOME/ckptfs
 	root.PersistentFlags().StringVar(&a.storeDir, "store", defaultStore(), "store directory")
 	root.PersistentFlags().StringVar(&a.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	root.AddCommand(a.mountCmd(), a.umountCmd(), a.importCmd(), a.exportCmd(),
-		a.lsCmd(), a.statCmd(), a.rmCmd(), a.gcCmd(), a.fsckCmd())
+		a.lsCmd(), a.statCmd(), a.rmCmd(), a.gcCmd(), a.fsckCmd(), a.pushCmd(), a.pullCmd())
 	root.SetArgs(a.args)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "ckptfs:", err)
