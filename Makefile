@@ -11,7 +11,7 @@ CPY      := $(CVENV)/bin/python
 # "context deadline exceeded" at a -fuzztime duration boundary (golang/go#75804).
 FUZZTIME ?= 2000000x
 
-.PHONY: build install minio run test unit fuzz integration python fuse venv venv-colossalai bench bench-codec bench-dedup bench-mount stress clean
+.PHONY: build install minio venvs run test unit fuzz integration python fuse venv venv-colossalai bench bench-codec bench-dedup bench-mount stress clean
 
 build:
 	$(GO) build -o bin/ckptfs ./cmd/ckptfs
@@ -46,6 +46,10 @@ minio: $(MINIO)
 $(MINIO):
 	GOBIN=$(dir $(MINIO)) $(GO) install github.com/minio/minio@$(MINIO_VERSION)
 
+venvs:
+	$(MAKE) venv
+	$(MAKE) venv-colossalai
+
 # colossalai pins older torch and transformers than the main venv tests.
 venv-colossalai: $(CVENV)/.requirements
 $(CVENV)/.requirements: integration/python/requirements-colossalai.txt
@@ -60,7 +64,10 @@ run: build fuse
 	@echo "ckptfs mounted at $(MOUNT) (store: $${CKPTFS_STORE:-$${XDG_DATA_HOME:-$$HOME/.local/share}/ckptfs})"
 	@echo "unmount with: ./bin/ckptfs umount $(MOUNT)"
 
-test: fuse venv venv-colossalai minio
+# The venvs (mostly downloads) and MinIO (mostly compiling) are made side by
+# side on a fresh machine; each venv on its own, so pip never races pip.
+test: fuse
+	$(MAKE) -j2 venvs minio
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt needed"; exit 1; }
 	$(MAKE) unit
