@@ -27,7 +27,7 @@ func TestDedupAcrossLayouts(t *testing.T) {
 		tensorBytes += int64(len(data))
 	}
 	store := newStore(t)
-	m := mountStore(t, store)
+	m := mountStoreWith(t, plainBin, store) // about what is stored, not races: the fast daemon
 	run(t, "cp", "-r", ck.dir, m.path("hf"))
 	run(t, "mkdir", m.path("one-file"))
 	run(t, "cp", m.path("hf@single", "model.safetensors"), m.path("one-file", "weights.safetensors"))

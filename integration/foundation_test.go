@@ -228,9 +228,8 @@ func TestStatShowsCompression(t *testing.T) {
 
 func TestKillDuringCopyKeepsEarlierFiles(t *testing.T) {
 	ck := sharedHFCheckpoint(t)
-	store := newStore(t)
+	store := importShared(t, ck)
 	m := mountStore(t, store)
-	run(t, "cp", "-r", ck.dir, m.path("hf"))
 	big := filepath.Join(t.TempDir(), "big.bin")
 	f, _ := os.Create(big)
 	chunk := make([]byte, 8<<20)

@@ -83,6 +83,16 @@ func sharedHFCheckpoint(t testing.TB) *hfCheckpoint {
 	return hfGen
 }
 
+// importShared makes a store holding the shared checkpoint as hf, written
+// by the daemon-less import of the binary built without the race detector:
+// for tests about what a mount serves, not how it takes writes.
+func importShared(t testing.TB, ck *hfCheckpoint) string {
+	t.Helper()
+	store := newStore(t)
+	mustCkptfsWith(t, plainBin, store, "import", ck.dir, "hf")
+	return store
+}
+
 // genHFCheckpoint writes shards shards of perShard bf16 tensors of elems
 // elements each (plus a few odd ones) into dir.
 func genHFCheckpoint(t testing.TB, dir string, shards, perShard, elems int, seed int64) *hfCheckpoint {

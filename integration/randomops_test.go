@@ -159,8 +159,7 @@ func sameDirs(a, b string, only ...string) error {
 // with -race, reports no race.
 func TestConcurrentViewsAndWriters(t *testing.T) {
 	ck := sharedHFCheckpoint(t)
-	m := mountStore(t, newStore(t))
-	run(t, "cp", "-r", ck.dir, m.path("hf"))
+	m := mountStore(t, importShared(t, ck))
 	want := fileHash(t, m.path("hf@single", "model.safetensors"))
 	stop := time.Now().Add(20 * time.Second)
 	var wg sync.WaitGroup

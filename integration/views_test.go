@@ -70,9 +70,8 @@ func readShardedView(t *testing.T, dir string, maxShard int64) map[string][]byte
 
 func TestViews(t *testing.T) {
 	ck := sharedHFCheckpoint(t)
-	store := newStore(t)
+	store := importShared(t, ck)
 	m := mountStore(t, store)
-	run(t, "cp", "-r", ck.dir, m.path("hf"))
 
 	t.Run("single", func(t *testing.T) {
 		checkTensors(t, "@single", readSafetensors(t, m.path("hf@single", "model.safetensors")), ck.tensors)
