@@ -152,21 +152,31 @@ func splitSafetensors(r *bufio.Reader, n int64, emit emitFunc) error {
 		return splitCDC(r, emit)
 	}
 	for _, t := range h.Tensors {
-		for left := t.Len(); left > 0; {
-			buf := make([]byte, min(left, MaxChunk))
-			got, err := io.ReadFull(r, buf)
-			if got > 0 {
-				if err := emit(buf[:got], Hint(t.DType)); err != nil {
-					return err
-				}
-			}
-			if err != nil {
-				return eofOK(err)
-			}
-			left -= int64(got)
+		if err := emitRun(r, t.Len(), Hint(t.DType), emit); err != nil {
+			return err
 		}
 	}
 	return splitCDC(r, emit) // bytes past the last tensor, if any
+}
+
+// emitRun emits the next n bytes of r in pieces of at most MaxChunk from
+// the first, so the same run gives the same chunks wherever it stands. A
+// stream that ends first is stored as it is (see eofOK).
+func emitRun(r io.Reader, n int64, hint Hint, emit emitFunc) error {
+	for left := n; left > 0; {
+		buf := make([]byte, min(left, MaxChunk))
+		got, err := io.ReadFull(r, buf)
+		if got > 0 {
+			if err := emit(buf[:got], hint); err != nil {
+				return err
+			}
+		}
+		if err != nil {
+			return eofOK(err)
+		}
+		left -= int64(got)
+	}
+	return nil
 }
 
 func emitPieces(b []byte, emit emitFunc) error {

@@ -116,22 +116,7 @@ func (z *zipSplitter) emitData(size int64, hint Hint) error {
 	if err := z.flushGlue(); err != nil {
 		return err
 	}
-	for left := size; left > 0; {
-		piece, err := z.read(int(min(left, MaxChunk)))
-		if len(piece) > 0 {
-			if err := z.emit(piece, hint); err != nil {
-				return err
-			}
-		}
-		if err != nil {
-			return err
-		}
-		left -= int64(len(piece))
-		if len(piece) == 0 {
-			return nil // the stream ended early: stored as it is
-		}
-	}
-	return nil
+	return emitRun(z, size, hint, z.emit)
 }
 
 // scanDescriptor finds the size of an entry whose header has none by the
@@ -183,21 +168,19 @@ func (z *zipSplitter) take(n int) []byte {
 	return out
 }
 
-// read returns the next n bytes, fewer at the end of the stream, in a new
-// buffer that the emitter may own.
-func (z *zipSplitter) read(n int) ([]byte, error) {
-	out := make([]byte, n)
-	got := copy(out, z.buf)
-	z.buf = z.buf[got:]
-	if got < n && !z.eof {
-		k, err := io.ReadFull(z.r, out[got:])
-		got += k
-		if err != nil {
-			z.eof = true
-			if err := eofOK(err); err != nil {
-				return out[:got], err
-			}
-		}
+// Read reads the stream after what has been taken: the read-ahead first.
+func (z *zipSplitter) Read(p []byte) (int, error) {
+	if len(z.buf) > 0 {
+		n := copy(p, z.buf)
+		z.buf = z.buf[n:]
+		return n, nil
 	}
-	return out[:got], nil
+	if z.eof {
+		return 0, io.EOF
+	}
+	n, err := z.r.Read(p)
+	if err == io.EOF {
+		z.eof = true
+	}
+	return n, err
 }
