@@ -99,6 +99,9 @@ func (s *Store) PutChunk(raw []byte, hint Hint) (ChunkRef, error) {
 	if err := s.storeValue(ref.Hash, val); err != nil {
 		return ref, fmt.Errorf("write chunk %s: %w", ref.Hash.Short(), err)
 	}
+	if s.bucket != nil {
+		s.bucket.queueUpload(ref.Hash)
+	}
 	since(s.metrics.storeSeconds, start)
 	s.metrics.unique.Add(int64(len(raw)))
 	s.metrics.stored.Add(int64(len(val)))
@@ -128,7 +131,7 @@ func (s *Store) chunkLoc(h Hash) (packLoc, error) {
 		})
 	})
 	if errors.Is(err, badger.ErrKeyNotFound) {
-		return loc, fmt.Errorf("chunk %s missing: %w", h.Short(), ErrCorrupt)
+		return loc, fmt.Errorf("chunk %s: %w: %w", h.Short(), errChunkMissing, ErrCorrupt)
 	}
 	if err != nil && !errors.Is(err, ErrCorrupt) {
 		return loc, fmt.Errorf("look up chunk %s: %v: %w", h.Short(), err, ErrCorrupt)
@@ -137,7 +140,35 @@ func (s *Store) chunkLoc(h Hash) (packLoc, error) {
 }
 
 // loadChunk reads and verifies a chunk from its pack, bypassing the LRU.
+// In front of a bucket, a chunk the packs lack or hold damaged is fetched.
 func (s *Store) loadChunk(h Hash) ([]byte, error) {
+	s.evictMu.RLock()
+	raw, err := s.loadLocalChunk(h)
+	s.evictMu.RUnlock()
+	if err == nil || s.bucket == nil {
+		return raw, err
+	}
+	if !errors.Is(err, errChunkMissing) {
+		s.log.Warn("local copy of a chunk is bad; fetching it from the bucket", "chunk", h.String(), "err", err)
+	}
+	s.metrics.fetchesInFlight.Inc()
+	raw, n, err := s.fetchChunk(s.bucket.ctx, s.bucket.r, ChunkRef{Hash: h})
+	s.metrics.fetchesInFlight.Dec()
+	if err != nil {
+		return nil, fmt.Errorf("fetch %w", err) // a chunk that does not verify is ErrCorrupt: EIO
+	}
+	s.metrics.fetchedBytes.Add(float64(n))
+	if err := s.markUploaded(h); err != nil {
+		return nil, err
+	}
+	s.bucket.kickEvict()
+	return raw, nil
+}
+
+// errChunkMissing is a chunk the index does not know.
+var errChunkMissing = errors.New("chunk missing")
+
+func (s *Store) loadLocalChunk(h Hash) ([]byte, error) {
 	loc, err := s.chunkLoc(h)
 	if err != nil {
 		return nil, err

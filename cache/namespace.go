@@ -59,6 +59,9 @@ func (s *Store) update(fn func(txn *badger.Txn) error) error {
 	for {
 		err := s.db.Update(fn)
 		if !errors.Is(err, badger.ErrConflict) {
+			if err == nil && s.bucket != nil {
+				s.bucket.dirty.Store(true)
+			}
 			return err
 		}
 	}
@@ -199,6 +202,9 @@ func (s *Store) Create(parent uint64, name string, in Inode) (*Inode, error) {
 	if err := s.ensureSpace(0, metaReserve); err != nil {
 		return nil, err
 	}
+	if err := s.claim(parent, name); err != nil {
+		return nil, err
+	}
 	ino, err := s.inoSeq.Next()
 	if err != nil {
 		return nil, fmt.Errorf("allocate inode: %w", err)
@@ -296,6 +302,14 @@ func (s *Store) Rename(oldParent uint64, oldName string, newParent uint64, newNa
 	if flags&RenameExchange != 0 {
 		return syscall.ENOTSUP
 	}
+	if err := s.claim(newParent, newName); err != nil {
+		return err
+	}
+	return s.rename(oldParent, oldName, newParent, newName, flags)
+}
+
+// rename is Rename without claiming the new name in the bucket.
+func (s *Store) rename(oldParent uint64, oldName string, newParent uint64, newName string, flags uint32) error {
 	return s.update(func(txn *badger.Txn) error {
 		ino, mode, err := getDentry(txn, oldParent, oldName)
 		if err != nil {

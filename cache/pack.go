@@ -234,3 +234,35 @@ func (p *packs) close() error {
 	p.cur = nil
 	return err
 }
+
+// current is the pack being appended to, if any.
+func (p *packs) current() (uint32, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.curID, p.cur != nil
+}
+
+// records calls fn with the hash and location of every record in pack id,
+// front to back, stopping at a torn tail.
+func (p *packs) records(id uint32, fn func(h Hash, loc packLoc) error) error {
+	f, err := p.file(id)
+	if err != nil {
+		return err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	var hdr [packRecordHeader]byte
+	for off := int64(0); off+packRecordHeader <= st.Size(); {
+		if _, err := f.ReadAt(hdr[:], off); err != nil {
+			return fmt.Errorf("read pack %s at %d: %w", f.Name(), off, err)
+		}
+		loc := packLoc{Pack: id, Offset: off, Len: binary.LittleEndian.Uint32(hdr[32:])}
+		if err := fn(Hash(hdr[:32]), loc); err != nil {
+			return err
+		}
+		off += packRecordHeader + int64(loc.Len)
+	}
+	return nil
+}

@@ -112,18 +112,65 @@ func (r *Remote) get(ctx context.Context, key string, limit int64) ([]byte, erro
 		return nil, fmt.Errorf("get %s from %s: %w", key, r.url, err)
 	}
 	defer obj.Close()
-	data, err := io.ReadAll(io.LimitReader(obj, limit+1))
+	info, err := obj.Stat() // the GET's response headers: no second request
 	if minio.ToErrorResponse(err).StatusCode == 404 {
 		return nil, fmt.Errorf("%s in %s: %w", key, r.url, os.ErrNotExist)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("get %s from %s: %w", key, r.url, err)
 	}
-	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("%s in %s: larger than %d bytes: %w", key, r.url, limit, ErrCorrupt)
+	if info.Size > limit || info.Size < 0 {
+		return nil, fmt.Errorf("%s in %s: %d bytes, more than %d: %w", key, r.url, info.Size, limit, ErrCorrupt)
+	}
+	data := make([]byte, info.Size) // one allocation, not a growing buffer
+	if _, err := io.ReadFull(obj, data); err != nil {
+		return nil, fmt.Errorf("get %s from %s: %w", key, r.url, err)
 	}
 	return data, nil
 }
 
 // isNotExist reports whether err says an object is missing.
 func isNotExist(err error) bool { return errors.Is(err, os.ErrNotExist) }
+
+func (r *Remote) leaseKey(name string) string { return r.prefix + "leases/" + name }
+
+// String is the bucket's s3:// URL.
+func (r *Remote) String() string { return r.url }
+
+// listCheckpoints lists the top-level checkpoint manifests in the bucket,
+// name to ETag. Names with a slash (pushed as run/ck) are not listed.
+func (r *Remote) listCheckpoints(ctx context.Context) (map[string]string, error) {
+	dir := r.prefix + "checkpoints/"
+	out := map[string]string{}
+	for o := range r.client.ListObjects(ctx, r.bucket, minio.ListObjectsOptions{Prefix: dir}) {
+		if o.Err != nil {
+			return nil, fmt.Errorf("list checkpoints in %s: %w", r.url, o.Err)
+		}
+		if name := strings.TrimPrefix(o.Key, dir); name != "" && !strings.Contains(name, "/") {
+			out[name] = o.ETag
+		}
+	}
+	return out, nil
+}
+
+// putIfAbsent writes key only if no object has that name (If-None-Match: *)
+// and reports whether it did.
+func (r *Remote) putIfAbsent(ctx context.Context, key string, data []byte) (bool, error) {
+	opts := minio.PutObjectOptions{ContentType: "application/json", DisableMultipart: true}
+	opts.SetMatchETagExcept("*")
+	_, err := r.client.PutObject(ctx, r.bucket, key, bytes.NewReader(data), int64(len(data)), opts)
+	if minio.ToErrorResponse(err).Code == minio.PreconditionFailed {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("put %s in %s: %w", key, r.url, err)
+	}
+	return true, nil
+}
+
+func (r *Remote) remove(ctx context.Context, key string) error {
+	if err := r.client.RemoveObject(ctx, r.bucket, key, minio.RemoveObjectOptions{}); err != nil {
+		return fmt.Errorf("remove %s from %s: %w", key, r.url, err)
+	}
+	return nil
+}

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
@@ -25,6 +26,8 @@ type Options struct {
 	// AllowDamagedTables opens a store whose Badger tables have damaged
 	// blocks, for fsck to report what they affect. Without it Open refuses.
 	AllowDamagedTables bool
+	// Bucket, if set, puts the store in front of a bucket (backing.go).
+	Bucket *BackingOptions
 }
 
 // Store is an open ckptfs store directory.
@@ -37,7 +40,10 @@ type Store struct {
 	packs   *packs
 	chunks  *chunkCache
 	metrics *Metrics
-	damage  error // damaged tables found on open, see AllowDamagedTables
+	damage  error          // damaged tables found on open, see AllowDamagedTables
+	bucket  *bucketBacking // nil unless Options.Bucket
+	// evictMu is held to read from packs and taken exclusively to evict.
+	evictMu sync.RWMutex
 }
 
 // Metrics returns the store's counters, for a daemon to serve.
@@ -87,7 +93,11 @@ func Open(dir string, o Options) (*Store, error) {
 		return nil, fmt.Errorf("open store %s: %w (ckptfs fsck reports what it affects)", dir, damage)
 	}
 	s := &Store{dir: dir, opts: bo, db: db, log: o.Logger, packs: packs, metrics: newMetrics(), damage: damage}
-	s.chunks = newChunkCache(s, o.CacheBytes, runtime.NumCPU())
+	parallel := runtime.NumCPU()
+	if o.Bucket != nil {
+		parallel = max(parallel, 8) // fetches wait on the network, not the cores
+	}
+	s.chunks = newChunkCache(s, o.CacheBytes, parallel)
 	if s.inoSeq, err = db.GetSequence([]byte(keyInoSeq), 1024); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: inode sequence: %w", dir, err)
@@ -99,6 +109,12 @@ func Open(dir string, o Options) (*Store, error) {
 	if err := s.ensureRoot(); err != nil {
 		s.Close()
 		return nil, err
+	}
+	if o.Bucket != nil {
+		if err := s.attachBucket(*o.Bucket); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("open store %s: %w", dir, err)
+		}
 	}
 	return s, nil
 }
@@ -123,6 +139,9 @@ func (s *Store) Sync() error {
 
 // Close flushes and closes the store.
 func (s *Store) Close() error {
+	if s.bucket != nil {
+		s.bucket.stop()
+	}
 	errs := []error{s.packs.close()}
 	if s.inoSeq != nil {
 		errs = append(errs, s.inoSeq.Release())

@@ -2,6 +2,7 @@ package cache
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -224,15 +225,8 @@ func TestGCFreesOnlyUnreferenced(t *testing.T) {
 // Packs roll over at their target size; gc deletes the ones left empty.
 func TestPacksRollAndEmptyOnesGo(t *testing.T) {
 	s := openTemp(t)
-	s.packs.target = 1 << 20
 	data := randomBytes(11, 5<<20)
-	c, err := s.Ingest(bytes.NewReader(data))
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, _ := s.Create(RootIno, "f", Inode{Mode: syscall.S_IFREG | 0o644})
-	s.Update(f.Ino, func(in *Inode) error { in.Content = *c; return nil })
-	ids, _ := listPacks(s.packs.dir)
+	c, ids := fileInSmallPacks(t, s, data)
 	if len(ids) < 5 {
 		t.Fatalf("%d packs for 5 MiB at 1 MiB each", len(ids))
 	}
@@ -329,4 +323,75 @@ func dirSize(t *testing.T, dir string) int64 {
 		n += info.Size()
 	}
 	return n
+}
+
+// TestEvictionDropsOnlyUploadedPacks: eviction deletes the packs whose live
+// chunks the bucket holds, and no other; fsck counts what was evicted as
+// held by the bucket.
+func TestEvictionDropsOnlyUploadedPacks(t *testing.T) {
+	s := openTemp(t)
+	c, ids := fileInSmallPacks(t, s, randomBytes(12, 6<<20))
+	if len(ids) < 4 {
+		t.Fatalf("%d packs for 6 MiB at 1 MiB each", len(ids))
+	}
+	// The bucket holds the chunks of every pack but the second.
+	inPack := map[uint32][]Hash{}
+	for _, id := range ids {
+		err := s.packs.records(id, func(h Hash, loc packLoc) error {
+			inPack[id] = append(inPack[id], h)
+			if id != ids[1] {
+				return s.markUploaded(h)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	var listed int
+	for _, hs := range inPack {
+		listed += len(hs)
+	}
+	if listed != len(c.Chunks) {
+		t.Fatalf("pack records list %d chunks, the file has %d", listed, len(c.Chunks))
+	}
+	b := &bucketBacking{s: s, opts: BackingOptions{DiskBytes: 1}}
+	if err := b.evict(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	left, _ := listPacks(s.packs.dir)
+	cur, appending := s.packs.current()
+	for _, id := range left {
+		if id != ids[1] && !(appending && id == cur) {
+			t.Fatalf("pack %d of uploaded chunks left after eviction: %v", id, left)
+		}
+	}
+	if _, err := s.chunkLoc(inPack[ids[0]][0]); !errors.Is(err, errChunkMissing) {
+		t.Fatalf("evicted chunk still indexed: %v", err)
+	}
+	if _, err := s.chunkLoc(inPack[ids[1]][0]); err != nil {
+		t.Fatalf("pinned chunk lost: %v", err)
+	}
+	rep, err := s.Fsck()
+	if err != nil || len(rep.Problems) > 0 {
+		t.Fatalf("fsck after eviction: %v %v", err, rep.Problems)
+	}
+	if rep.InBucket == 0 || int(rep.InBucket)+int(rep.Chunks) != len(c.Chunks) {
+		t.Fatalf("fsck: %d chunks in the bucket, %d stored, the file has %d", rep.InBucket, rep.Chunks, len(c.Chunks))
+	}
+}
+
+// fileInSmallPacks stores data as file "f" in packs of 1 MiB and returns its
+// content and the packs.
+func fileInSmallPacks(t *testing.T, s *Store, data []byte) (*Content, []uint32) {
+	t.Helper()
+	s.packs.target = 1 << 20
+	c, err := s.Ingest(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, _ := s.Create(RootIno, "f", Inode{Mode: syscall.S_IFREG | 0o644})
+	s.Update(f.Ino, func(in *Inode) error { in.Content = *c; return nil })
+	ids, _ := listPacks(s.packs.dir)
+	return c, ids
 }

@@ -62,38 +62,17 @@ type Transfer struct {
 // lacks, each verified against its hash before it leaves, then the
 // manifest. progress gets the raw bytes of each chunk handled.
 func (s *Store) Push(ctx context.Context, r *Remote, name string, progress func(int64)) (*Transfer, error) {
-	root, err := s.Resolve(name)
+	m, js, err := s.buildManifest(name)
 	if err != nil {
 		return nil, fmt.Errorf("push %s: %w", name, err)
 	}
-	m := checkpointManifest{Format: manifestFormat, Name: name}
-	m.Entries = append(m.Entries, manifestEntry{Path: "", Inode: *root})
-	if root.Mode&syscall.S_IFMT == syscall.S_IFDIR {
-		err := s.Walk(root.Ino, func(rel string, in *Inode) error {
-			m.Entries = append(m.Entries, manifestEntry{Path: rel, Inode: *in})
-			return nil
-		})
-		if err != nil {
-			return nil, fmt.Errorf("push %s: %w", name, err)
-		}
-	}
 	t, err := m.eachChunk(ctx, progress, func(ctx context.Context, ref ChunkRef) (int64, error) {
-		if ok, err := r.hasChunk(ctx, ref.Hash); err != nil || ok {
-			return 0, err
-		}
-		val, err := s.verifiedValue(ref.Hash)
+		n, err := s.sendChunk(ctx, r, ref.Hash)
 		if err != nil {
 			return 0, fmt.Errorf("push %s: %w", name, err)
 		}
-		return int64(len(val)), r.put(ctx, r.chunkKey(ref.Hash), val)
+		return n, nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	for i := range m.Entries {
-		m.Entries[i].Ino = 0 // local numbering, meaningless elsewhere
-	}
-	js, err := json.Marshal(m)
 	if err != nil {
 		return nil, err
 	}
@@ -101,6 +80,53 @@ func (s *Store) Push(ctx context.Context, r *Remote, name string, progress func(
 		return nil, err
 	}
 	return t, nil
+}
+
+// buildManifest describes checkpoint name as a bucket holds it, and
+// returns it with its JSON encoding.
+func (s *Store) buildManifest(name string) (*checkpointManifest, []byte, error) {
+	root, err := s.Resolve(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	m := &checkpointManifest{Format: manifestFormat, Name: name}
+	m.Entries = append(m.Entries, manifestEntry{Path: "", Inode: *root})
+	if root.Mode&syscall.S_IFMT == syscall.S_IFDIR {
+		err := s.Walk(root.Ino, func(rel string, in *Inode) error {
+			m.Entries = append(m.Entries, manifestEntry{Path: rel, Inode: *in})
+			return nil
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+	}
+	for i := range m.Entries {
+		m.Entries[i].Ino = 0 // local numbering, meaningless elsewhere
+	}
+	js, err := json.Marshal(m)
+	return m, js, err
+}
+
+// parseManifest reads a manifest object of checkpoint name.
+func parseManifest(r *Remote, name string, js []byte) (*checkpointManifest, error) {
+	var m checkpointManifest
+	if err := json.Unmarshal(js, &m); err != nil || m.Format != manifestFormat || len(m.Entries) == 0 || m.Entries[0].Path != "" {
+		return nil, fmt.Errorf("manifest of %s in %s is not a %s manifest: %v: %w", name, r.url, manifestFormat, err, ErrCorrupt)
+	}
+	return &m, nil
+}
+
+// sendChunk puts chunk h in the bucket unless it is there already, after
+// checking it decodes to bytes of hash h. It returns the bytes sent.
+func (s *Store) sendChunk(ctx context.Context, r *Remote, h Hash) (int64, error) {
+	if ok, err := r.hasChunk(ctx, h); err != nil || ok {
+		return 0, err
+	}
+	val, err := s.verifiedValue(h)
+	if err != nil {
+		return 0, err
+	}
+	return int64(len(val)), r.put(ctx, r.chunkKey(h), val)
 }
 
 // eachChunk runs move on every distinct chunk of m, transferParallel at a
@@ -178,9 +204,9 @@ func (s *Store) Pull(ctx context.Context, r *Remote, name string, progress func(
 	if err != nil {
 		return nil, fmt.Errorf("pull %s: %w", name, err)
 	}
-	var m checkpointManifest
-	if err := json.Unmarshal(js, &m); err != nil || m.Format != manifestFormat || len(m.Entries) == 0 || m.Entries[0].Path != "" {
-		return nil, fmt.Errorf("pull %s: manifest in %s is not a %s manifest: %v: %w", name, r.url, manifestFormat, err, ErrCorrupt)
+	m, err := parseManifest(r, name, js)
+	if err != nil {
+		return nil, fmt.Errorf("pull %s: %w", name, err)
 	}
 	parent, err := s.MkdirAll(path.Dir(name))
 	if err != nil {
@@ -193,24 +219,11 @@ func (s *Store) Pull(ctx context.Context, r *Remote, name string, progress func(
 		if _, err := s.chunkLoc(ref.Hash); err == nil {
 			return 0, nil
 		}
-		val, err := r.get(ctx, r.chunkKey(ref.Hash), MaxChunk+chunkHeaderLen+MaxChunk/16+64)
+		_, n, err := s.fetchChunk(ctx, r, ref)
 		if err != nil {
-			return 0, fmt.Errorf("pull %s: chunk %s: %w", name, ref.Hash.Short(), err)
+			return 0, fmt.Errorf("pull %s: %w", name, err)
 		}
-		raw, err := s.chunks.codecs.decodeChunk(ref.Hash, val)
-		if err == nil && len(raw) != int(ref.Len) {
-			err = fmt.Errorf("chunk %s: %d bytes, the manifest says %d: %w", ref.Hash.Short(), len(raw), ref.Len, ErrCorrupt)
-		}
-		if err != nil {
-			return 0, fmt.Errorf("pull %s from %s: %w", name, r.url, err)
-		}
-		if err := s.ensureSpace(int64(len(val)), chunkReserve); err != nil {
-			return 0, err
-		}
-		if err := s.storeValue(ref.Hash, val); err != nil {
-			return 0, fmt.Errorf("pull %s: store chunk %s: %w", name, ref.Hash.Short(), err)
-		}
-		return int64(len(val)), nil
+		return n, nil
 	})
 	if err != nil {
 		return nil, err
@@ -221,12 +234,16 @@ func (s *Store) Pull(ctx context.Context, r *Remote, name string, progress func(
 	return t, s.Sync()
 }
 
+// hiddenPrefix starts the names of trees being built; they are never
+// published or leased.
+const hiddenPrefix = ".pull-"
+
 // createTree creates entries as name in parent: under a hidden name first,
 // renamed into place once complete.
 func (s *Store) createTree(parent uint64, name string, entries []manifestEntry) error {
 	var rnd [6]byte
 	rand.Read(rnd[:])
-	hidden := ".pull-" + hex.EncodeToString(rnd[:])
+	hidden := hiddenPrefix + hex.EncodeToString(rnd[:])
 	inos := map[string]uint64{}
 	for i, e := range entries {
 		dir, base := parent, hidden
@@ -257,9 +274,37 @@ func (s *Store) createTree(parent uint64, name string, entries []manifestEntry) 
 		}
 		inos[key] = in.Ino
 	}
-	if err := s.Rename(parent, hidden, parent, name, RenameNoReplace); err != nil {
+	if err := s.rename(parent, hidden, parent, name, RenameNoReplace); err != nil {
 		s.RemoveAll(parent, hidden)
 		return fmt.Errorf("rename into place: %w", err)
 	}
 	return nil
+}
+
+// maxStoredChunk bounds a stored chunk value: the largest chunk, its header
+// and what a codec that does not pay may add.
+const maxStoredChunk = MaxChunk + chunkHeaderLen + MaxChunk/16 + 64
+
+// fetchChunk gets chunk ref from the bucket, verifies it against its hash
+// and length and stores it as is. It returns the raw bytes and the stored
+// bytes moved.
+func (s *Store) fetchChunk(ctx context.Context, r *Remote, ref ChunkRef) ([]byte, int64, error) {
+	val, err := r.get(ctx, r.chunkKey(ref.Hash), maxStoredChunk)
+	if err != nil {
+		return nil, 0, fmt.Errorf("chunk %s: %w", ref.Hash.Short(), err)
+	}
+	raw, err := s.chunks.codecs.decodeChunk(ref.Hash, val)
+	if err == nil && ref.Len != 0 && len(raw) != int(ref.Len) {
+		err = fmt.Errorf("chunk %s: %d bytes, the manifest says %d: %w", ref.Hash.Short(), len(raw), ref.Len, ErrCorrupt)
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("%s in %s: %w", r.chunkKey(ref.Hash), r.url, err)
+	}
+	if err := s.ensureSpace(int64(len(val)), chunkReserve); err != nil {
+		return nil, 0, err
+	}
+	if err := s.storeValue(ref.Hash, val); err != nil {
+		return nil, 0, fmt.Errorf("store chunk %s: %w", ref.Hash.Short(), err)
+	}
+	return raw, int64(len(val)), nil
 }

@@ -1,0 +1,98 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+)
+
+// Eviction keeps the chunk packs under BackingOptions.DiskBytes. Packs go
+// whole, oldest first, and only when the bucket holds every live chunk in
+// them (a chunk not uploaded yet pins its pack): their index entries are
+// dropped and the file deleted. A chunk read again is fetched again.
+
+// evictCheckInterval also catches packs that reads filled.
+const evictCheckInterval = 5 * time.Second
+
+func (b *bucketBacking) kickEvict() {
+	select {
+	case b.evictCh <- struct{}{}:
+	default:
+	}
+}
+
+// evict deletes the oldest evictable packs until the packs fit the bound.
+func (b *bucketBacking) evict(context.Context) error {
+	if b.opts.DiskBytes <= 0 {
+		return nil
+	}
+	ids, err := listPacks(b.s.packs.dir)
+	if err != nil {
+		return err
+	}
+	sizes := map[uint32]int64{}
+	var total int64
+	for _, id := range ids {
+		if st, err := os.Stat(b.s.packs.path(id)); err == nil {
+			sizes[id] = st.Size()
+			total += st.Size()
+		}
+	}
+	cur, appending := b.s.packs.current()
+	for _, id := range ids {
+		if total <= b.opts.DiskBytes {
+			break
+		}
+		if appending && id == cur {
+			continue
+		}
+		ok, err := b.evictPack(id)
+		if err != nil {
+			return fmt.Errorf("pack %08x: %w", id, err)
+		}
+		if ok {
+			total -= sizes[id]
+			b.s.metrics.evictedBytes.Add(float64(sizes[id]))
+		}
+	}
+	return nil
+}
+
+var errPinned = errors.New("pack holds a chunk the bucket lacks")
+
+// evictPack drops pack id if the bucket holds all its live chunks.
+func (b *bucketBacking) evictPack(id uint32) (bool, error) {
+	s := b.s
+	s.evictMu.Lock() // no read is between finding a chunk here and reading it
+	defer s.evictMu.Unlock()
+	var live []Hash
+	err := s.packs.records(id, func(h Hash, loc packLoc) error {
+		if at, err := s.chunkLoc(h); err != nil || at != loc {
+			return nil // not live here
+		}
+		if !s.uploaded(h) {
+			return errPinned
+		}
+		live = append(live, h)
+		return nil
+	})
+	if errors.Is(err, errPinned) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	for _, h := range live {
+		if err := wb.Delete(chunkKey(h)); err != nil {
+			return false, err
+		}
+	}
+	if err := wb.Flush(); err != nil {
+		return false, err
+	}
+	return true, s.packs.remove(id)
+}

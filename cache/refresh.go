@@ -1,0 +1,89 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"syscall"
+)
+
+// Refresh: every MetadataTTL the bucket's checkpoint list is read, and the
+// checkpoints other mounts published, replaced or withdrew are imported,
+// replaced or removed here. An import copies the manifest only; chunks are
+// fetched when first read.
+
+func (b *bucketBacking) refresh(ctx context.Context) error {
+	listed, err := b.r.listCheckpoints(ctx)
+	if err != nil {
+		return err
+	}
+	states, err := b.s.checkpointStates()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for name, etag := range listed {
+		st, known := states[name]
+		if st.Owned || (known && st.ETag == etag && st.Digest != "") {
+			continue
+		}
+		if !known {
+			if _, err := b.s.Lookup(RootIno, name); err == nil {
+				b.s.log.Warn("checkpoint in the bucket not shown: a local one has its name", "checkpoint", name, "remote", b.r.url)
+				continue
+			}
+		}
+		if err := b.importCheckpoint(ctx, name, etag); err != nil {
+			errs = append(errs, fmt.Errorf("import %s: %w", name, err))
+		}
+	}
+	for name, st := range states {
+		if _, ok := listed[name]; !ok && !st.Owned {
+			b.s.log.Info("checkpoint withdrawn from the bucket", "checkpoint", name)
+			if err := b.s.RemoveAll(RootIno, name); err != nil && !errors.Is(err, syscall.ENOENT) {
+				errs = append(errs, err)
+			}
+			errs = append(errs, b.s.setCheckpointState(name, nil))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// importCheckpoint makes checkpoint name of the bucket (manifest object
+// etag) the local one, replacing an earlier import.
+func (b *bucketBacking) importCheckpoint(ctx context.Context, name, etag string) error {
+	js, err := b.r.get(ctx, b.r.manifestKey(name), maxManifestSize)
+	if err != nil {
+		return err
+	}
+	m, err := parseManifest(b.r, name, js)
+	if err != nil {
+		return err
+	}
+	// Recorded first: a crash part way leaves a state with no digest,
+	// which the publisher leaves alone and the next refresh redoes.
+	if err := b.s.setCheckpointState(name, &checkpointState{ETag: etag}); err != nil {
+		return err
+	}
+	var hashes []Hash
+	for _, e := range m.Entries {
+		for _, c := range e.Content.Chunks {
+			hashes = append(hashes, c.Hash)
+		}
+	}
+	if err := b.s.markUploaded(hashes...); err != nil {
+		return err
+	}
+	if err := b.s.RemoveAll(RootIno, name); err != nil && !errors.Is(err, syscall.ENOENT) {
+		return err
+	}
+	if err := b.s.createTree(RootIno, name, m.Entries); err != nil {
+		return err
+	}
+	_, local, err := b.s.buildManifest(name)
+	if err != nil {
+		return err
+	}
+	b.s.log.Info("checkpoint imported from the bucket", "checkpoint", name, "entries", len(m.Entries))
+	return b.s.setCheckpointState(name, &checkpointState{ETag: etag, Digest: manifestDigest(local)})
+}

@@ -1,0 +1,226 @@
+package cache
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/zeebo/blake3"
+)
+
+// Write-back: chunks upload in the background as they are stored, by
+// uploadParallel workers; a writer that outruns them waits for a free slot
+// in the queue. Publishing a checkpoint uploads whatever chunks of it are
+// not in the bucket yet and then puts its manifest. A file's close and
+// fsync publish (Store.Publish); other namespace changes are published
+// within publishInterval, and failed publishes are retried as often.
+
+// queueUpload hands a newly stored chunk to the upload workers.
+func (b *bucketBacking) queueUpload(h Hash) {
+	select {
+	case b.uploads <- h:
+	case <-b.ctx.Done():
+	}
+}
+
+func (b *bucketBacking) uploadLoop() {
+	for {
+		select {
+		case h := <-b.uploads:
+			if err := b.uploadChunk(b.ctx, h); err != nil {
+				b.s.log.Debug("background upload failed; publish retries it", "chunk", h.String(), "err", err)
+			}
+		case <-b.ctx.Done():
+			return
+		}
+	}
+}
+
+// uploadChunk puts chunk h in the bucket once, however many ask at once.
+func (b *bucketBacking) uploadChunk(ctx context.Context, h Hash) error {
+	if b.s.uploaded(h) {
+		return nil
+	}
+	_, err, _ := b.upload.Do(string(h[:]), func() (any, error) {
+		// No eviction lock: a chunk not uploaded pins its pack.
+		n, err := b.s.sendChunk(ctx, b.r, h)
+		b.s.metrics.uploadedBytes.Add(float64(n))
+		if err == nil {
+			err = b.s.markUploaded(h)
+		}
+		if err == nil {
+			b.kickEvict()
+		}
+		return nil, err
+	})
+	return err
+}
+
+// Publish makes the store's committed changes visible in the bucket: it
+// returns once every changed checkpoint's chunks and manifest are there.
+// Without a bucket it does nothing.
+func (s *Store) Publish(ctx context.Context) error {
+	if s.bucket == nil {
+		return nil
+	}
+	if err := s.bucket.publishChanged(ctx); err != nil {
+		return fmt.Errorf("publish to %s: %v", s.bucket.r.url, err) // EIO, whatever the cause
+	}
+	return nil
+}
+
+// publishChanged publishes every top-level checkpoint whose manifest
+// differs from the one last published, and withdraws the manifests of
+// checkpoints this store wrote and removed.
+func (b *bucketBacking) publishChanged(ctx context.Context) error {
+	b.pubMu.Lock()
+	defer b.pubMu.Unlock()
+	if !b.dirty.Swap(false) {
+		return nil
+	}
+	err := b.publishAll(ctx)
+	if err != nil {
+		b.dirty.Store(true) // try again
+	}
+	return err
+}
+
+func (b *bucketBacking) publishAll(ctx context.Context) error {
+	s := b.s
+	entries, err := s.ReadDir(RootIno)
+	if err != nil {
+		return err
+	}
+	states, err := s.checkpointStates()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range entries {
+		st, known := states[e.Name]
+		delete(states, e.Name)
+		if strings.HasPrefix(e.Name, hiddenPrefix) || (known && !st.Owned && st.Digest == "") {
+			continue // being built or imported
+		}
+		m, js, err := s.buildManifest(e.Name)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", e.Name, err))
+			continue
+		}
+		d := manifestDigest(js)
+		if st.Digest == d {
+			continue
+		}
+		if known && !st.Owned {
+			if st.Refused != d {
+				st.Refused = d
+				s.setCheckpointState(e.Name, &st)
+				errs = append(errs, fmt.Errorf("%s was written by another mount: local changes to it are not published", e.Name))
+			}
+			continue
+		}
+		if !st.Owned {
+			if err := b.acquireLease(ctx, e.Name); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+		}
+		if err := b.publishCheckpoint(ctx, m, js); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", e.Name, err))
+			continue
+		}
+		if err := s.setCheckpointState(e.Name, &checkpointState{Owned: true, Digest: d}); err != nil {
+			errs = append(errs, err)
+		}
+		s.log.Debug("published", "checkpoint", e.Name, "remote", b.r.url)
+	}
+	for name, st := range states {
+		if st.Owned { // written here and removed since
+			if err := b.withdraw(ctx, name); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// publishCheckpoint uploads the chunks of m the bucket lacks, then m.
+func (b *bucketBacking) publishCheckpoint(ctx context.Context, m *checkpointManifest, js []byte) error {
+	_, err := m.eachChunk(ctx, func(int64) {}, func(ctx context.Context, ref ChunkRef) (int64, error) {
+		return 0, b.uploadChunk(ctx, ref.Hash)
+	})
+	if err != nil {
+		return err
+	}
+	return b.r.put(ctx, b.r.manifestKey(m.Name), js)
+}
+
+// withdraw removes the manifest and then the lease of a checkpoint this
+// store wrote and removed.
+func (b *bucketBacking) withdraw(ctx context.Context, name string) error {
+	if err := b.r.remove(ctx, b.r.manifestKey(name)); err != nil {
+		return err
+	}
+	if err := b.r.remove(ctx, b.r.leaseKey(name)); err != nil {
+		return err
+	}
+	return b.s.setCheckpointState(name, nil)
+}
+
+// lease is the object that makes a store the one writer of a checkpoint.
+type lease struct {
+	Store string    `json:"store"`
+	Host  string    `json:"host"`
+	Since time.Time `json:"since"`
+}
+
+// claim takes the lease of a new top-level name before it is created, so
+// that two mounts never write the same checkpoint.
+func (s *Store) claim(parent uint64, name string) error {
+	if s.bucket == nil || parent != RootIno || strings.HasPrefix(name, hiddenPrefix) {
+		return nil
+	}
+	return s.bucket.acquireLease(s.bucket.ctx, name)
+}
+
+// acquireLease creates the lease object of name if there is none (a
+// conditional put: of two mounts racing, one wins), and records the
+// checkpoint as this store's. A lease held by another store is EEXIST.
+func (b *bucketBacking) acquireLease(ctx context.Context, name string) error {
+	st, err := b.s.checkpointStates()
+	if err != nil {
+		return err
+	}
+	if cur, ok := st[name]; ok && cur.Owned {
+		return nil
+	}
+	host, _ := os.Hostname()
+	js, _ := json.Marshal(lease{Store: b.storeID, Host: host, Since: time.Now().UTC()})
+	won, err := b.r.putIfAbsent(ctx, b.r.leaseKey(name), js)
+	if err != nil {
+		return fmt.Errorf("lease of %s: %w", name, err)
+	}
+	if !won {
+		data, err := b.r.get(ctx, b.r.leaseKey(name), 4096)
+		if err != nil {
+			return fmt.Errorf("lease of %s: %w", name, err)
+		}
+		var held lease
+		if json.Unmarshal(data, &held) != nil || held.Store != b.storeID {
+			b.s.log.Warn("checkpoint is written by another mount", "checkpoint", name, "holder", held.Host, "store", held.Store, "since", held.Since)
+			return fmt.Errorf("checkpoint %s is written by another mount (%s): %w", name, held.Host, syscall.EEXIST)
+		}
+	}
+	return b.s.setCheckpointState(name, &checkpointState{Owned: true})
+}
+
+// manifestDigest tells manifests apart.
+func manifestDigest(js []byte) string {
+	d := blake3.Sum256(js)
+	return fmt.Sprintf("%x", d[:16])
+}
