@@ -205,7 +205,7 @@ func (h *handle) commit() error {
 		return err
 	}
 	h.node.contentChanged(c)
-	return nil
+	return h.store().Publish(context.Background()) // a store in front of a bucket: wait until it holds the file
 }
 
 func (h *handle) Flush(ctx context.Context) syscall.Errno {

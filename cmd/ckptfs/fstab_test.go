@@ -12,6 +12,8 @@ func TestMountHelperArgs(t *testing.T) {
 		{argv: "ckptfs /mnt/ckpt -o store=/s,ro,log_level=debug,metrics_addr=127.0.0.1:9101,pprof -n -t fuse.ckptfs",
 			want: "--store /s --log-level debug mount --read-only --metrics-addr=127.0.0.1:9101 --pprof /mnt/ckpt"},
 		{argv: "/s /m -r -oshow_views", want: "--store /s mount --read-only --show-views /m"},
+		{argv: "/c /m -o remote=s3://ckpt/team,remote_endpoint=http://minio:9000,remote_cache_size=200GiB,remote_ttl=5s,_netdev",
+			want: "--store /c mount --remote=s3://ckpt/team --remote-endpoint=http://minio:9000 --remote-cache-size=200GiB --remote-ttl=5s /m"},
 		{argv: "ckptfs /mnt/ckpt -o allow_other", err: "no store"},
 		{argv: "/s /m -o bogus", err: `mount option "bogus" is not known`},
 		{argv: "/s /m -o store=", err: "needs a value"},

@@ -230,13 +230,16 @@ problems}.`,
 					return err
 				}
 				if asJSON {
-					out := fsckJSON{Files: rep.Files, Chunks: rep.Chunks, Bytes: rep.Bytes, Problems: append([]string{}, rep.Problems...)}
+					out := fsckJSON{Files: rep.Files, Chunks: rep.Chunks, Bytes: rep.Bytes, InBucket: rep.InBucket, Problems: append([]string{}, rep.Problems...)}
 					if err := printJSON(out); err != nil {
 						return err
 					}
 				} else {
 					for _, p := range rep.Problems {
 						fmt.Println("problem:", p)
+					}
+					if rep.InBucket > 0 {
+						fmt.Printf("%d chunks are held by the bucket only, and verified when fetched\n", rep.InBucket)
 					}
 					fmt.Printf("checked %d files, %d chunks (%s): %d problems\n",
 						rep.Files, rep.Chunks, humanize.IBytes(uint64(rep.Bytes)), len(rep.Problems))
@@ -257,5 +260,6 @@ type fsckJSON struct {
 	Files    int64    `json:"files"`
 	Chunks   int64    `json:"chunks"`
 	Bytes    int64    `json:"bytes"` // raw bytes of the chunks verified
+	InBucket int64    `json:"in_bucket"`
 	Problems []string `json:"problems"`
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -25,7 +26,7 @@ const readyFdEnv = "CKPTFS_READY_FD"
 func (a *app) mountCmd() *cobra.Command {
 	var opts ckfs.Options
 	var foreground bool
-	var cacheSize, hotSize string
+	var cacheSize, hotSize, remoteCacheSize string
 	var srv serveOptions
 	cmd := &cobra.Command{
 		Use:   "mount [--store DIR] MOUNTPOINT",
@@ -50,6 +51,23 @@ net/http/pprof under /debug/pprof/). --read-only refuses every change with
 EROFS. SIGTERM or SIGINT unmounts; files still open for writing are
 committed when they close, and the daemon exits after them.
 
+--remote s3://BUCKET/PREFIX puts the store in front of an S3-compatible
+bucket shared by several mounts (see 'ckptfs push --help' for its layout):
+  - The store becomes a cache of the bucket: chunks are uploaded in the
+    background as they are written, and close and fsync of a file return
+    once its chunks and its checkpoint's manifest are in the bucket (an
+    error there is EIO, and the mount retries every second).
+  - Checkpoints other mounts publish appear within --remote-ttl; chunks are
+    fetched when first read (16 at a time ahead of sequential reads) and
+    verified against their hash, so a damaged object is EIO, never bytes.
+  - --remote-cache-size bounds the chunks kept on local disk; chunks the
+    bucket holds are evicted, oldest first. Hot copies (--hot-size) are
+    separate.
+  - Each top-level checkpoint has one writer: creating a name another mount
+    holds is EEXIST, and changes to a checkpoint imported from another
+    mount are refused on close.
+  - A store used with a bucket is mounted with that bucket from then on.
+
 mount(8) and /etc/fstab work through the helper mount.fuse.ckptfs (a link
 to this program, installed by 'make install'):
   /var/lib/ckptfs  /mnt/ckpt  fuse.ckptfs  allow_other,cache_size=1GiB  0 0
@@ -71,13 +89,17 @@ The source is the store; options are the flags above with _ for -.`,
 			if err != nil {
 				return fmt.Errorf("--hot-size %q: %w", hotSize, err)
 			}
+			disk, err := humanize.ParseBytes(remoteCacheSize)
+			if err != nil {
+				return fmt.Errorf("--remote-cache-size %q: %w", remoteCacheSize, err)
+			}
 			if srv.pprof && srv.metricsAddr == "" {
 				return errors.New("--pprof is served on --metrics-addr: give both")
 			}
 			if !foreground {
 				return a.mountBackground(mnt)
 			}
-			srv.cacheBytes, srv.hotBytes = int64(size), int64(hot)
+			srv.cacheBytes, srv.hotBytes, srv.remoteDiskBytes = int64(size), int64(hot), int64(disk)
 			return a.serve(mnt, opts, srv)
 		},
 	}
@@ -91,6 +113,9 @@ The source is the store; options are the flags above with _ for -.`,
 	cmd.Flags().BoolVar(&opts.ReadOnly, "read-only", false, "refuse every change with EROFS")
 	cmd.Flags().StringVar(&srv.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9101)")
 	cmd.Flags().BoolVar(&srv.pprof, "pprof", false, "also serve net/http/pprof under /debug/pprof/ on --metrics-addr")
+	srv.remote.add(cmd, false)
+	cmd.Flags().StringVar(&remoteCacheSize, "remote-cache-size", "32GiB", "with --remote: local disk for chunks; those in the bucket are evicted past it (0: no bound)")
+	cmd.Flags().DurationVar(&srv.remoteTTL, "remote-ttl", 10*time.Second, "with --remote: how often checkpoints other mounts publish are looked for")
 	return cmd
 }
 
@@ -163,6 +188,25 @@ type serveOptions struct {
 	cacheBytes, hotBytes int64
 	metricsAddr          string
 	pprof                bool
+	remote               remoteFlags
+	remoteDiskBytes      int64
+	remoteTTL            time.Duration
+}
+
+// storeOptions opens the bucket the store is to be in front of, if any.
+func (so *serveOptions) storeOptions() (cache.Options, error) {
+	o := cache.Options{CacheBytes: so.cacheBytes}
+	if so.remote.url == "" {
+		return o, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	r, err := so.remote.open(ctx)
+	if err != nil {
+		return o, err
+	}
+	o.Bucket = &cache.BackingOptions{Remote: r, DiskBytes: so.remoteDiskBytes, MetadataTTL: so.remoteTTL}
+	return o, nil
 }
 
 // serve mounts and serves until unmounted or signalled.
@@ -183,9 +227,17 @@ func (a *app) serve(mnt string, opts ckfs.Options, so serveOptions) (err error) 
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(so.cacheBytes + 192<<20)
 	}
-	store, err := a.openStore(cache.Options{CacheBytes: so.cacheBytes})
+	storeOpts, err := so.storeOptions()
 	if err != nil {
 		return err
+	}
+	store, err := a.openStore(storeOpts)
+	if err != nil {
+		return err
+	}
+	if u := store.RemoteURL(); u != "" && storeOpts.Bucket == nil {
+		store.Close()
+		return fmt.Errorf("store %s is a cache of %s: mount it with --remote %s", a.storeDir, u, u)
 	}
 	defer func() {
 		if cerr := store.Close(); cerr != nil && err == nil {

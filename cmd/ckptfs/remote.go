@@ -15,17 +15,24 @@ import (
 // remoteFlags are the flags that say where a bucket is.
 type remoteFlags struct{ url, endpoint string }
 
-func (f *remoteFlags) add(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&f.url, "remote", "", "the bucket: s3://BUCKET/PREFIX (required)")
+func (f *remoteFlags) add(cmd *cobra.Command, required bool) {
+	cmd.Flags().StringVar(&f.url, "remote", "", "the bucket: s3://BUCKET/PREFIX")
 	cmd.Flags().StringVar(&f.endpoint, "remote-endpoint", "", "S3 endpoint, http://HOST:PORT for MinIO (default $AWS_ENDPOINT_URL, else AWS)")
-	cmd.MarkFlagRequired("remote")
+	if required {
+		cmd.MarkFlagRequired("remote")
+	}
+}
+
+func (f *remoteFlags) open(ctx context.Context) (*cache.Remote, error) {
+	return cache.OpenRemote(ctx, cache.RemoteConfig{URL: f.url, Endpoint: f.endpoint})
 }
 
 const remoteHelp = `
 The bucket holds chunks/HASH objects (chunks as stored: compressed and
 checksummed, named by the BLAKE3 hash of their content) and one
 checkpoints/NAME manifest per checkpoint, written after every chunk it
-names. Credentials, region and retries come from AWS_ACCESS_KEY_ID,
+names; mounts with --remote also keep a leases/NAME object per checkpoint
+they write. Credentials, region and retries come from AWS_ACCESS_KEY_ID,
 AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION and AWS_MAX_ATTEMPTS.`
 
 func (a *app) pushCmd() *cobra.Command {
@@ -41,7 +48,7 @@ fails leaves the checkpoint unpublished; run it again to finish it.` + remoteHel
 			return a.transfer(rf, args[0], "push", (*cache.Store).Push)
 		},
 	}
-	rf.add(cmd)
+	rf.add(cmd, true)
 	return cmd
 }
 
@@ -59,7 +66,7 @@ pull and names the chunk.` + remoteHelp,
 			return a.transfer(rf, args[0], "pull", (*cache.Store).Pull)
 		},
 	}
-	rf.add(cmd)
+	rf.add(cmd, true)
 	return cmd
 }
 
@@ -73,7 +80,7 @@ func (a *app) transfer(rf remoteFlags, arg, verb string, move transferFunc) erro
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	remote, err := cache.OpenRemote(ctx, cache.RemoteConfig{URL: rf.url, Endpoint: rf.endpoint})
+	remote, err := rf.open(ctx)
 	if err != nil {
 		return err
 	}
