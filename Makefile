@@ -11,7 +11,7 @@ CPY      := $(CVENV)/bin/python
 # "context deadline exceeded" at a -fuzztime duration boundary (golang/go#75804).
 FUZZTIME ?= 2000000x
 
-.PHONY: build install minio venvs run test unit fuzz integration python fuse venv venv-colossalai bench bench-codec bench-dedup bench-mount stress clean
+.PHONY: build install minio venvs run test unit fuzz integration python fuse venv venv-colossalai bench bench-codec bench-dedup bench-mount bench-remote stress clean
 
 build:
 	$(GO) build -o bin/ckptfs ./cmd/ckptfs
@@ -86,8 +86,8 @@ fuzz:
 	@for t in FuzzDecodeInode FuzzChunkRoundTrip FuzzSplitZip; do \
 		$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) ./cache/ || exit 1; done
 
-integration: fuse minio
-	CKPTFS_MINIO=$(MINIO) CKPTFS_REQUIRE_MINIO=1 $(GO) test -race -count=1 -timeout 30m ./integration/
+integration: fuse minio venv
+	CKPTFS_MINIO=$(MINIO) CKPTFS_REQUIRE_MINIO=1 CKPTFS_PYTHON=$(PY) $(GO) test -race -count=1 -timeout 30m ./integration/
 
 # Long variants of the randomized tests.
 stress: fuse
@@ -101,7 +101,7 @@ python: build fuse venv venv-colossalai
 		integration/python/test_colossalai.py integration/python/test_torch_bin.py
 
 # Benchmarks print side-by-side tables and write them to integration/bench/out/.
-bench: bench-mount bench-codec bench-dedup
+bench: bench-mount bench-codec bench-dedup bench-remote
 
 bench-codec: venv
 	$(PY) -m pip install -q -r integration/bench/requirements.txt
@@ -112,6 +112,9 @@ bench-mount: build fuse venv
 
 bench-dedup: build fuse venv
 	CKPTFS_BIN=$(CURDIR)/bin/ckptfs HF_HUB_OFFLINE=1 $(PY) integration/bench/dedup_bench.py
+
+bench-remote: fuse minio
+	CKPTFS_BENCH_REMOTE=1 CKPTFS_MINIO=$(MINIO) $(GO) test -count=1 -timeout 60m -run '^TestBenchRemote$$' -v ./integration/
 
 clean:
 	rm -rf bin

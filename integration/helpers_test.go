@@ -247,3 +247,13 @@ func randomData(seed int64, n int) []byte {
 	rand.New(rand.NewSource(seed)).Read(b)
 	return b
 }
+
+// waitFor polls cond until it holds, for up to limit.
+func waitFor(t *testing.T, what string, limit time.Duration, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(limit); !cond(); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", limit, what)
+		}
+	}
+}

@@ -162,7 +162,7 @@ func TestHotCopyOfViewFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.Chtimes(m.path("ck", filepath.Base(shard)), st.ModTime(), st.ModTime())
-	waitFor(t, func() bool { return fileHash(t, single) != before })
+	waitFor(t, "the view to change", 5*time.Second, func() bool { return fileHash(t, single) != before })
 	checkTensors(t, "@single after a same-size change", readSafetensors(t, single), ck.tensors)
 }
 

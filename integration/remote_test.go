@@ -211,20 +211,7 @@ func TestPullRejectsCorruptChunk(t *testing.T) {
 	if len(keys) == 0 {
 		t.Fatal("no chunk objects")
 	}
-	ctx, c := context.Background(), s.client()
-	obj, err := c.GetObject(ctx, bucket, keys[0], minio.GetObjectOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := io.ReadAll(obj)
-	obj.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	data[len(data)-1] ^= 0x40
-	if _, err := c.PutObject(ctx, bucket, keys[0], bytes.NewReader(data), int64(len(data)), minio.PutObjectOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	s.corrupt(keys[0])
 	hash := filepath.Base(keys[0])
 	out, err := ckptfs(t, b, append([]string{"pull", "ck"}, s.remote()...)...)
 	if err == nil || !strings.Contains(out, hash[:12]) || !strings.Contains(out, "corrupt") {
@@ -234,4 +221,23 @@ func TestPullRejectsCorruptChunk(t *testing.T) {
 		t.Fatalf("a failed pull left %s", ls)
 	}
 	fsckClean(t, b)
+}
+
+// corrupt flips a bit in the last byte of object key.
+func (s *minioServer) corrupt(key string) {
+	s.t.Helper()
+	ctx, c := context.Background(), s.client()
+	obj, err := c.GetObject(ctx, bucket, key, minio.GetObjectOptions{})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	data, err := io.ReadAll(obj)
+	obj.Close()
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	data[len(data)-1] ^= 0x40
+	if _, err := c.PutObject(ctx, bucket, key, bytes.NewReader(data), int64(len(data)), minio.PutObjectOptions{}); err != nil {
+		s.t.Fatal(err)
+	}
 }

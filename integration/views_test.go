@@ -6,12 +6,12 @@ import (
 	"errors"
 	"math/rand"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // checkTensors asserts that got holds exactly the tensors of want.
@@ -137,7 +137,7 @@ func TestViews(t *testing.T) {
 			t.Fatal("malformed file does not round-trip")
 		}
 		run(t, "cp", filepath.Join(ck.dir, "model-00002-of-00003.safetensors"), m.path("mix", "c.safetensors"))
-		waitFor(t, func() bool {
+		waitFor(t, "the view to list the new shard's tensors", 5*time.Second, func() bool {
 			return len(readSafetensors(t, m.path("mix@single", "model.safetensors"))) == 100
 		})
 	})
@@ -189,15 +189,4 @@ func TestViews(t *testing.T) {
 			}
 		}
 	})
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	for i := 0; i < 50; i++ {
-		if cond() {
-			return
-		}
-		exec.Command("sleep", "0.1").Run()
-	}
-	t.Fatal("condition not reached in 5s")
 }
