@@ -48,16 +48,24 @@ func sealChunk(v []byte, codec CodecID, rawLen int) []byte {
 	return v
 }
 
+// checkChunk checks a stored chunk value's payload against its checksum.
+func checkChunk(h Hash, v []byte) error {
+	if len(v) < chunkHeaderLen {
+		return fmt.Errorf("chunk %s: value of %d bytes: %w", h.Short(), len(v), ErrCorrupt)
+	}
+	if crc32.Checksum(v[chunkHeaderLen:], castagnoli) != binary.LittleEndian.Uint32(v[5:]) {
+		return fmt.Errorf("chunk %s: payload checksum mismatch: %w", h.Short(), ErrCorrupt)
+	}
+	return nil
+}
+
 // decodeChunk verifies and decodes a stored chunk value.
 func (c *codecs) decodeChunk(h Hash, v []byte) ([]byte, error) {
-	if len(v) < chunkHeaderLen {
-		return nil, fmt.Errorf("chunk %s: value of %d bytes: %w", h.Short(), len(v), ErrCorrupt)
+	if err := checkChunk(h, v); err != nil {
+		return nil, err
 	}
 	codec, rawLen := CodecID(v[0]), int(binary.LittleEndian.Uint32(v[1:]))
 	payload := v[chunkHeaderLen:]
-	if crc32.Checksum(payload, castagnoli) != binary.LittleEndian.Uint32(v[5:]) {
-		return nil, fmt.Errorf("chunk %s: payload checksum mismatch: %w", h.Short(), ErrCorrupt)
-	}
 	if rawLen > 64<<20 {
 		return nil, fmt.Errorf("chunk %s: raw length %d: %w", h.Short(), rawLen, ErrCorrupt)
 	}

@@ -122,7 +122,7 @@ func (s *Store) sendChunk(ctx context.Context, r *Remote, h Hash) (int64, error)
 	if ok, err := r.hasChunk(ctx, h); err != nil || ok {
 		return 0, err
 	}
-	val, err := s.verifiedValue(h)
+	val, err := s.storedValue(h, true)
 	if err != nil {
 		return 0, err
 	}
@@ -174,16 +174,20 @@ func (m *checkpointManifest) chunks(t *Transfer) []ChunkRef {
 	return refs
 }
 
-// verifiedValue reads chunk h as stored, after checking it decodes to bytes
-// of hash h.
-func (s *Store) verifiedValue(h Hash) ([]byte, error) {
+// storedValue reads chunk h as stored, after checking its checksum and,
+// with decode, that it decodes to bytes of hash h.
+func (s *Store) storedValue(h Hash, decode bool) ([]byte, error) {
 	loc, err := s.chunkLoc(h)
 	if err != nil {
 		return nil, err
 	}
 	var val []byte
 	err = s.packs.read(h, loc, func(v []byte) error {
-		if _, err := s.chunks.codecs.decodeChunk(h, v); err != nil {
+		if decode {
+			if _, err := s.chunks.codecs.decodeChunk(h, v); err != nil {
+				return err
+			}
+		} else if err := checkChunk(h, v); err != nil {
 			return err
 		}
 		val = append([]byte(nil), v...)
