@@ -87,7 +87,7 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) ./cache/ || exit 1; done
 
 integration: fuse minio venv
-	CKPTFS_MINIO=$(MINIO) CKPTFS_REQUIRE_MINIO=1 CKPTFS_PYTHON=$(PY) $(GO) test -race -count=1 -timeout 30m ./integration/
+	CKPTFS_MINIO=$(MINIO) CKPTFS_REQUIRE_MINIO=1 CKPTFS_PYTHON=$(PY) $(GO) test -race -count=1 -parallel 4 -timeout 30m ./integration/
 
 # Long variants of the randomized tests.
 stress: fuse

@@ -67,15 +67,23 @@ func (b *bucketBacking) uploadChunk(ctx context.Context, h Hash) error {
 	return err
 }
 
-// Publish makes the store's committed changes visible in the bucket: it
-// returns once every changed checkpoint's chunks and manifest are there.
-// Without a bucket it does nothing.
-func (s *Store) Publish(ctx context.Context) error {
+// Publish makes the committed changes of top-level checkpoint name visible
+// in the bucket: it returns once the checkpoint's chunks and manifest are
+// there. Without a bucket it does nothing.
+func (s *Store) Publish(ctx context.Context, name string) error {
 	if s.bucket == nil {
 		return nil
 	}
-	if err := s.bucket.publishChanged(ctx); err != nil {
-		return fmt.Errorf("publish to %s: %v", s.bucket.r.url, err) // EIO, whatever the cause
+	b := s.bucket
+	b.pubMu.Lock()
+	defer b.pubMu.Unlock()
+	states, err := s.checkpointStates()
+	if err == nil {
+		st, known := states[name]
+		err = b.publishOne(ctx, name, st, known)
+	}
+	if err != nil {
+		return fmt.Errorf("publish to %s: %v", b.r.url, err) // EIO, whatever the cause
 	}
 	return nil
 }
@@ -97,12 +105,11 @@ func (b *bucketBacking) publishChanged(ctx context.Context) error {
 }
 
 func (b *bucketBacking) publishAll(ctx context.Context) error {
-	s := b.s
-	entries, err := s.ReadDir(RootIno)
+	entries, err := b.s.ReadDir(RootIno)
 	if err != nil {
 		return err
 	}
-	states, err := s.checkpointStates()
+	states, err := b.s.checkpointStates()
 	if err != nil {
 		return err
 	}
@@ -110,49 +117,58 @@ func (b *bucketBacking) publishAll(ctx context.Context) error {
 	for _, e := range entries {
 		st, known := states[e.Name]
 		delete(states, e.Name)
-		if strings.HasPrefix(e.Name, hiddenPrefix) || (known && !st.Owned && st.Digest == "") {
-			continue // being built or imported
-		}
-		m, js, err := s.buildManifest(e.Name)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", e.Name, err))
-			continue
-		}
-		d := manifestDigest(js)
-		if st.Digest == d {
-			continue
-		}
-		if known && !st.Owned {
-			if st.Refused != d {
-				st.Refused = d
-				s.setCheckpointState(e.Name, &st)
-				errs = append(errs, fmt.Errorf("%s was written by another mount: local changes to it are not published", e.Name))
-			}
-			continue
-		}
-		if !st.Owned {
-			if err := b.acquireLease(ctx, e.Name); err != nil {
-				errs = append(errs, err)
-				continue
-			}
-		}
-		if err := b.publishCheckpoint(ctx, m, js); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", e.Name, err))
-			continue
-		}
-		if err := s.setCheckpointState(e.Name, &checkpointState{Owned: true, Digest: d}); err != nil {
-			errs = append(errs, err)
-		}
-		s.log.Debug("published", "checkpoint", e.Name, "remote", b.r.url)
+		errs = append(errs, b.publishOne(ctx, e.Name, st, known))
 	}
 	for name, st := range states {
 		if st.Owned { // written here and removed since
-			if err := b.withdraw(ctx, name); err != nil {
-				errs = append(errs, err)
-			}
+			errs = append(errs, b.withdraw(ctx, name))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// publishOne publishes checkpoint name if its manifest differs from the
+// one last published. Changes to a checkpoint another store wrote are
+// refused, once for each version.
+func (b *bucketBacking) publishOne(ctx context.Context, name string, st checkpointState, known bool) error {
+	s := b.s
+	if strings.HasPrefix(name, hiddenPrefix) || (known && !st.Owned && st.Digest == "") {
+		return nil // being built or imported
+	}
+	m, js, err := s.buildManifest(name)
+	if errors.Is(err, syscall.ENOENT) {
+		return nil // removed meanwhile; publishAll withdraws it
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	d := manifestDigest(js)
+	if st.Digest == d {
+		return nil
+	}
+	if known && !st.Owned {
+		if st.Refused == d {
+			return nil
+		}
+		st.Refused = d
+		if err := s.setCheckpointState(name, &st); err != nil {
+			return err
+		}
+		return fmt.Errorf("%s was written by another mount: local changes to it are not published", name)
+	}
+	if !st.Owned {
+		if err := b.acquireLease(ctx, name); err != nil {
+			return err
+		}
+	}
+	if err := b.publishCheckpoint(ctx, m, js); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	if err := s.setCheckpointState(name, &checkpointState{Owned: true, Digest: d}); err != nil {
+		return err
+	}
+	s.log.Debug("published", "checkpoint", name, "remote", b.r.url)
+	return nil
 }
 
 // publishCheckpoint uploads the chunks of m the bucket lacks, then m.

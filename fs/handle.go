@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -205,7 +206,9 @@ func (h *handle) commit() error {
 		return err
 	}
 	h.node.contentChanged(c)
-	return h.store().Publish(context.Background()) // a store in front of a bucket: wait until it holds the file
+	// In front of a bucket, close and fsync wait until it holds the file.
+	checkpoint, _, _ := strings.Cut(h.node.Path(nil), "/")
+	return h.store().Publish(context.Background(), checkpoint)
 }
 
 func (h *handle) Flush(ctx context.Context) syscall.Errno {

@@ -75,6 +75,7 @@ func runPython(t *testing.T, args ...string) string {
 // write the first one's checkpoint or take a name it holds; removing the
 // checkpoint removes it everywhere.
 func TestRemoteMountsShareMiniLM(t *testing.T) {
+	t.Parallel() // waits on MinIO and the daemons, beside the other such tests
 	s := startMinio(t)
 	a := s.mountRemote(t, ckptfsBin, newStore(t))
 	b := s.mountRemote(t, ckptfsBin, newStore(t))
@@ -117,6 +118,7 @@ func TestRemoteMountsShareMiniLM(t *testing.T) {
 // names a chunk it lacks; once the server is back the mount publishes the
 // file, and another mount reads it bit for bit.
 func TestRemoteUploadAcrossServerCrash(t *testing.T) {
+	t.Parallel() // waits on MinIO and the daemons, beside the other such tests
 	s := startMinio(t)
 	a := s.mountRemote(t, ckptfsBin, newStore(t))
 	b := s.mountRemote(t, ckptfsBin, newStore(t))
@@ -150,8 +152,20 @@ func TestRemoteUploadAcrossServerCrash(t *testing.T) {
 		return err == nil && st.Size() == 96<<20
 	})
 	s.manifestsComplete()
-	if got, want := fileHash(t, b.path("ck", "big")), fileHash(t, src); got != want {
+	want := fileHash(t, src)
+	if got := fileHash(t, b.path("ck", "big")); got != want {
 		t.Fatal("the published file reads back different")
+	}
+
+	// The reader's cache survives a remount: nothing is fetched again.
+	b.unmount()
+	addr := freeAddr(t)
+	b = s.mountRemote(t, ckptfsBin, b.store, "--metrics-addr", addr)
+	if got := fileHash(t, b.path("ck", "big")); got != want {
+		t.Fatal("the file reads back different after a remount")
+	}
+	if n, ok := scrape(t, addr)["ckptfs_bucket_fetched_bytes_total"]; !ok || n != 0 {
+		t.Fatalf("a remounted cache fetched %v bytes again (reported: %v)", n, ok)
 	}
 }
 
@@ -209,6 +223,8 @@ func packBytes(store string) int64 {
 // read a 300 MB checkpoint, as written and through a view, bit for bit,
 // and keep their packs near the bound.
 func TestRemoteEvictionUnder64MiB(t *testing.T) {
+	t.Parallel() // waits on MinIO and the daemons, beside the other such tests
+
 	const limit, slack = 64 << 20, 8 << 20 // one pack is appended to past the bound
 	ck := sharedHFCheckpoint(t)
 	s := startMinio(t)
@@ -243,6 +259,7 @@ func TestRemoteEvictionUnder64MiB(t *testing.T) {
 // TestRemoteCorruptObjectIsEIO: a chunk object changed in the bucket fails
 // the reads that need it with EIO; every other read is right.
 func TestRemoteCorruptObjectIsEIO(t *testing.T) {
+	t.Parallel() // waits on MinIO and the daemons, beside the other such tests
 	s := startMinio(t)
 	ck := genHFCheckpoint(t, t.TempDir(), 1, 4, 256<<10, 24)
 	a := s.mountRemote(t, plainBin, newStore(t))

@@ -33,8 +33,8 @@ type minioServer struct {
 	cmd  *exec.Cmd
 }
 
-// startMinio starts MinIO with an empty bucket and points the AWS variables
-// of this process (which ckptfs inherits) at it.
+// startMinio starts MinIO with an empty bucket, and sets the AWS variables
+// of this process (which ckptfs inherits) to its credentials.
 func startMinio(t *testing.T) *minioServer {
 	bin := os.Getenv("CKPTFS_MINIO")
 	if bin == "" {
@@ -50,10 +50,12 @@ func startMinio(t *testing.T) *minioServer {
 	s := &minioServer{t: t, bin: bin, data: t.TempDir(), addr: freeAddr(t)}
 	s.start()
 	t.Cleanup(s.stop)
-	t.Setenv("AWS_ACCESS_KEY_ID", minioUser)
-	t.Setenv("AWS_SECRET_ACCESS_KEY", minioSecret)
-	t.Setenv("AWS_REGION", "us-east-1")
-	t.Setenv("AWS_MAX_ATTEMPTS", "3") // a dead server fails a request in seconds, not half a minute
+	// The same for every server, so tests with servers of their own run in
+	// parallel (t.Setenv would forbid it); each names its endpoint.
+	os.Setenv("AWS_ACCESS_KEY_ID", minioUser)
+	os.Setenv("AWS_SECRET_ACCESS_KEY", minioSecret)
+	os.Setenv("AWS_REGION", "us-east-1")
+	os.Setenv("AWS_MAX_ATTEMPTS", "3") // a dead server fails a request in seconds, not half a minute
 	if err := s.client().MakeBucket(context.Background(), bucket, minio.MakeBucketOptions{}); err != nil {
 		t.Fatalf("make bucket: %v", err)
 	}
@@ -117,6 +119,7 @@ func (s *minioServer) chunkObjects() []string {
 // TestPushPull: a checkpoint pushed from one store and pulled into another
 // is bit-identical; pushing again moves nothing; a pull never overwrites.
 func TestPushPull(t *testing.T) {
+	t.Parallel() // waits on MinIO and the daemons, beside the other such tests
 	s := startMinio(t)
 	ck := genHFCheckpoint(t, t.TempDir(), 2, 6, 256<<10, 21)
 	a, b := newStore(t), newStore(t)
@@ -146,6 +149,7 @@ func TestPushPull(t *testing.T) {
 // publishes nothing; after a restart the push completes without sending
 // again what had arrived, and the pull is bit-identical.
 func TestPushAcrossServerCrash(t *testing.T) {
+	t.Parallel() // waits on MinIO and the daemons, beside the other such tests
 	s := startMinio(t)
 	ck := genHFCheckpoint(t, t.TempDir(), 2, 20, 1<<20, 22) // ~80 MB, ~80 chunks
 	a, b := newStore(t), newStore(t)
@@ -201,6 +205,7 @@ const transferSlack = 8
 // TestPullRejectsCorruptChunk: a chunk object changed in the bucket fails
 // the pull with an error naming it; nothing is added to the store.
 func TestPullRejectsCorruptChunk(t *testing.T) {
+	t.Parallel() // waits on MinIO and the daemons, beside the other such tests
 	s := startMinio(t)
 	ck := genHFCheckpoint(t, t.TempDir(), 1, 4, 256<<10, 23)
 	a, b := newStore(t), newStore(t)
