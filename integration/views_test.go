@@ -69,6 +69,7 @@ func readShardedView(t *testing.T, dir string, maxShard int64) map[string][]byte
 }
 
 func TestViews(t *testing.T) {
+	t.Parallel() // mostly reads through its own mount; overlaps with the long randomized tests
 	ck := sharedHFCheckpoint(t)
 	store := importShared(t, ck)
 	m := mountStore(t, store)
@@ -137,7 +138,7 @@ func TestViews(t *testing.T) {
 			t.Fatal("malformed file does not round-trip")
 		}
 		run(t, "cp", filepath.Join(ck.dir, "model-00002-of-00003.safetensors"), m.path("mix", "c.safetensors"))
-		waitFor(t, "the view to list the new shard's tensors", 5*time.Second, func() bool {
+		waitFor(t, "the view to list the new shard's tensors", 30*time.Second, func() bool {
 			return len(readSafetensors(t, m.path("mix@single", "model.safetensors"))) == 100
 		})
 	})
