@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -218,6 +219,22 @@ func (s *Store) checkpointStates() (map[string]checkpointState, error) {
 		return nil
 	})
 	return out, err
+}
+
+// checkpointState reads the state of one checkpoint; known is false when
+// the store has none.
+func (s *Store) checkpointState(name string) (st checkpointState, known bool, err error) {
+	v, err := s.getMeta(prefixCheckpoint + name)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return st, false, nil
+	}
+	if err == nil {
+		err = json.Unmarshal(v, &st)
+	}
+	if err != nil {
+		return st, false, fmt.Errorf("state of %s: %w", name, err)
+	}
+	return st, true, nil
 }
 
 func (s *Store) setCheckpointState(name string, st *checkpointState) error {

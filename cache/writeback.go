@@ -77,9 +77,8 @@ func (s *Store) Publish(ctx context.Context, name string) error {
 	b := s.bucket
 	b.pubMu.Lock()
 	defer b.pubMu.Unlock()
-	states, err := s.checkpointStates()
+	st, known, err := s.checkpointState(name)
 	if err == nil {
-		st, known := states[name]
 		err = b.publishOne(ctx, name, st, known)
 	}
 	if err != nil {
@@ -214,12 +213,8 @@ func (s *Store) claim(parent uint64, name string) error {
 // conditional put: of two mounts racing, one wins), and records the
 // checkpoint as this store's. A lease held by another store is EEXIST.
 func (b *bucketBacking) acquireLease(ctx context.Context, name string) error {
-	st, err := b.s.checkpointStates()
-	if err != nil {
+	if cur, _, err := b.s.checkpointState(name); err != nil || cur.Owned {
 		return err
-	}
-	if cur, ok := st[name]; ok && cur.Owned {
-		return nil
 	}
 	host, _ := os.Hostname()
 	js, _ := json.Marshal(lease{Store: b.storeID, Host: host, Since: time.Now().UTC()})
