@@ -93,7 +93,11 @@ func BuildView(store *cache.Store, log *slog.Logger, dirIno uint64, dirPath stri
 	if len(sources) == 0 {
 		return nil, syscall.ENOENT
 	}
-	lv := layout.BuildView(sources, spec)
+	lv, err := layout.BuildView(sources, spec)
+	if err != nil {
+		log.Warn("view refused", "dir", dirPath, "reason", err)
+		return nil, syscall.ENOENT
+	}
 	for _, w := range lv.Warnings {
 		log.Warn("view of "+dirPath, "warning", w)
 	}

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/ckptfs/ckptfs/layout/layouttest"
 )
 
 func FuzzParseFile(f *testing.F) {
@@ -66,10 +68,34 @@ func torchSeeds(f *testing.F, each func([]byte)) {
 	}
 }
 
+// hostilePickles are deep, wide and amplifying seeds, small enough that
+// their mutations run fast.
+func hostilePickles() [][]byte {
+	return [][]byte{
+		layouttest.DeepKeyPickle(20_000),
+		layouttest.WideDictPickle(5_000),
+		layouttest.DupPickle(100_000),
+		layouttest.OrderedDictAgainPickle(100, 1_000),
+		layouttest.SelfListPickle(),
+	}
+}
+
+// withinBudget fails t if fn allocates more than a pickle of n bytes may.
+func withinBudget(t *testing.T, n int, fn func()) {
+	if used, budget := allocated(fn), pickleMemoryBudget(n); used > budget {
+		t.Fatalf("allocated %d bytes for a %d-byte input, budget %d", used, n, budget)
+	}
+}
+
 func FuzzParseTorch(f *testing.F) {
 	torchSeeds(f, func(b []byte) { f.Add(b) })
+	for _, p := range hostilePickles() {
+		f.Add(layouttest.TorchZip(p, nil))
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		h, _, err := ParseTorch(bytes.NewReader(data), int64(len(data)))
+		var h *Header
+		var err error
+		withinBudget(t, len(data), func() { h, _, err = ParseTorch(bytes.NewReader(data), int64(len(data))) })
 		if err != nil {
 			return
 		}
@@ -103,8 +129,13 @@ func FuzzParsePickle(f *testing.F) {
 			}
 		}
 	})
+	for _, p := range hostilePickles() {
+		f.Add(p)
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		p, err := ParsePickle(data)
+		var p *Pickled
+		var err error
+		withinBudget(t, len(data), func() { p, err = ParsePickle(data) })
 		if err != nil {
 			return
 		}

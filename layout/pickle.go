@@ -11,6 +11,18 @@ import (
 // dict's pickle holds names and shapes, about 200 bytes a tensor.
 const MaxPickleSize = 64 << 20
 
+// MaxPickleWork bounds what one pickle may make the reader do: every object
+// pushed and every item copied into a container counts one. A state dict
+// costs about 45 a tensor, so this admits some 90,000 tensors; without it
+// DUP and memo references amplify a small pickle into gigabytes, and an
+// OrderedDict built again and again from one memoized list into hours.
+//
+// Values may nest to any depth, and APPEND can even put a list into
+// itself; nothing in this package walks them recursively (they are taken
+// apart one level at a time, never printed with %v), so depth costs only
+// the objects it takes, which this budget bounds.
+const MaxPickleWork = 4 << 20
+
 // TorchStorage is one storage record of a torch.save archive, as its
 // persistent id names it: archive entry data/Key, Bytes long. DType is the
 // torch dtype name ("float32"); for an untyped storage it is set by the
@@ -43,6 +55,7 @@ type Pickled struct {
 type PickleDict struct {
 	Keys   []any
 	Values []any
+	byName map[string]int // index of each string key, for repeated keys
 }
 
 type (
@@ -109,7 +122,7 @@ func ParsePickle(data []byte) (*Pickled, error) {
 	if len(data) > MaxPickleSize {
 		return nil, fmt.Errorf("pickle: %d bytes exceeds %d", len(data), MaxPickleSize)
 	}
-	m := &pickleMachine{data: data, memo: map[uint64]any{}, storages: map[string]*TorchStorage{}}
+	m := &pickleMachine{data: data, memo: map[uint64]any{}, storages: map[string]*TorchStorage{}, work: MaxPickleWork}
 	root, err := m.run()
 	if err != nil {
 		return nil, fmt.Errorf("pickle: at byte %d: %w", m.pos, err)
@@ -125,9 +138,21 @@ type pickleMachine struct {
 	memo     map[uint64]any
 	storages map[string]*TorchStorage
 	order    []*TorchStorage
+	work     int // left of MaxPickleWork
 }
 
-var errTruncated = errors.New("truncated")
+var (
+	errTruncated = errors.New("truncated")
+	errTooMuch   = fmt.Errorf("more than %d objects built: over the reader's limit", MaxPickleWork)
+)
+
+// spend takes n from the work budget.
+func (m *pickleMachine) spend(n int) error {
+	if m.work -= n; m.work < 0 {
+		return errTooMuch
+	}
+	return nil
+}
 
 func (m *pickleMachine) read(n int) ([]byte, error) {
 	if n < 0 || n > len(m.data)-m.pos {
@@ -187,7 +212,11 @@ func (m *pickleMachine) popMark() ([]any, error) {
 	}
 	at := m.marks[len(m.marks)-1]
 	m.marks = m.marks[:len(m.marks)-1]
-	items := append([]any(nil), m.stack[at:]...)
+	items := m.stack[at:]
+	if err := m.spend(len(items)); err != nil {
+		return nil, err
+	}
+	items = append([]any(nil), items...)
 	m.stack = m.stack[:at]
 	return items, nil
 }
@@ -264,6 +293,9 @@ func (m *pickleMachine) run() (any, error) {
 	for {
 		opb, err := m.read(1)
 		if err != nil {
+			return nil, err
+		}
+		if err := m.spend(1); err != nil { // an opcode pushes at most one object
 			return nil, err
 		}
 		op := opb[0]
@@ -367,7 +399,7 @@ func (m *pickleMachine) run() (any, error) {
 			var items []any
 			if items, err = m.popMark(); err == nil {
 				d := &PickleDict{}
-				if err = d.setItems(items); err == nil {
+				if err = m.setDictItems(d, items); err == nil {
 					m.push(d)
 				}
 			}
@@ -458,6 +490,9 @@ func (m *pickleMachine) appendItems(many bool) error {
 	if !ok {
 		return fmt.Errorf("APPEND to %s", typeName(top))
 	}
+	if err := m.spend(len(items)); err != nil {
+		return err
+	}
 	l.items = append(l.items, items...)
 	return nil
 }
@@ -471,7 +506,7 @@ func (m *pickleMachine) setItems(many bool) error {
 	if !ok {
 		return fmt.Errorf("SETITEM on %s", typeName(top))
 	}
-	return d.setItems(items)
+	return m.setDictItems(d, items)
 }
 
 // popItems pops what APPEND(S) and SETITEM(S) add: everything above the
@@ -491,6 +526,15 @@ func (m *pickleMachine) popItems(many bool, n int) ([]any, any, error) {
 	return items, top, err
 }
 
+// setDictItems stores key, value pairs in d, paying twice per item: an
+// entry costs a slot in Keys or Values and one in the name index.
+func (m *pickleMachine) setDictItems(d *PickleDict, kv []any) error {
+	if err := m.spend(2 * len(kv)); err != nil {
+		return err
+	}
+	return d.setItems(kv)
+}
+
 // setItems stores key, value pairs; a repeated key keeps its first place
 // and takes the last value, as a Python dict does.
 func (d *PickleDict) setItems(kv []any) error {
@@ -501,27 +545,22 @@ func (d *PickleDict) setItems(kv []any) error {
 		if _, ok := kv[i].(*pickleList); ok {
 			return errors.New("unhashable dict key")
 		}
-		if j := d.index(kv[i]); j >= 0 {
+		// Only string keys are looked up; others are kept as they come.
+		name, isName := kv[i].(string)
+		if j, ok := d.byName[name]; isName && ok {
 			d.Values[j] = kv[i+1]
 			continue
+		}
+		if isName {
+			if d.byName == nil {
+				d.byName = map[string]int{}
+			}
+			d.byName[name] = len(d.Keys)
 		}
 		d.Keys = append(d.Keys, kv[i])
 		d.Values = append(d.Values, kv[i+1])
 	}
 	return nil
-}
-
-func (d *PickleDict) index(key any) int {
-	k, ok := key.(string)
-	if !ok {
-		return -1 // only string keys are looked up; others are kept as they come
-	}
-	for i, have := range d.Keys {
-		if s, ok := have.(string); ok && s == k {
-			return i
-		}
-	}
-	return -1
 }
 
 // storage interprets a persistent id ('storage', class, key, location, numel).
@@ -597,7 +636,7 @@ func (m *pickleMachine) build() error {
 	return fmt.Errorf("BUILD on %s refused", typeName(top))
 }
 
-func newOrderedDict(_ *pickleMachine, args pickleTuple) (any, error) {
+func newOrderedDict(m *pickleMachine, args pickleTuple) (any, error) {
 	d := &PickleDict{}
 	if len(args) == 0 {
 		return d, nil
@@ -606,12 +645,12 @@ func newOrderedDict(_ *pickleMachine, args pickleTuple) (any, error) {
 	if len(args) != 1 || !ok {
 		return nil, errors.New("expects no arguments or a list of pairs")
 	}
-	for _, item := range l.items {
+	for _, item := range l.items { // the list may be memoized and used again: each pair is paid for
 		pair, ok := item.(pickleTuple)
 		if !ok || len(pair) != 2 {
 			return nil, errors.New("list item is not a pair")
 		}
-		if err := d.setItems(pair); err != nil {
+		if err := m.setDictItems(d, pair); err != nil {
 			return nil, err
 		}
 	}

@@ -160,6 +160,9 @@ func TorchRecords(p *Pickled) map[string]TorchRecord {
 // a safetensors file cannot hold as they are (non-contiguous strides,
 // complex dtypes, non-tensor values) are left out with a warning.
 func ParseTorch(r io.ReaderAt, size int64) (*Header, []string, error) {
+	if err := checkZipDirectory(r, size); err != nil {
+		return nil, nil, fmt.Errorf("torch zip: %w", err)
+	}
 	zr, err := zip.NewReader(r, size)
 	if err != nil {
 		return nil, nil, fmt.Errorf("torch zip: %w", err)
@@ -202,10 +205,10 @@ func ParseTorch(r io.ReaderAt, size int64) (*Header, []string, error) {
 	for i, k := range root.Keys {
 		name, ok := k.(string)
 		if !ok {
-			warnings = append(warnings, fmt.Sprintf("key %v is %s, not a name: left out", k, typeName(k)))
+			warnings = append(warnings, fmt.Sprintf("key %d is %s, not a name: left out", i, typeName(k)))
 			continue
 		}
-		t, err := placeTensor(name, root.Values[i], entries, dir)
+		t, err := placeTensor(name, root.Values[i], entries, dir, size)
 		if err != nil {
 			warnings = append(warnings, fmt.Sprintf("%q: %v: left out", name, err))
 			continue
@@ -213,7 +216,64 @@ func ParseTorch(r io.ReaderAt, size int64) (*Header, []string, error) {
 		h.Tensors = append(h.Tensors, t)
 	}
 	sort.SliceStable(h.Tensors, func(i, j int) bool { return h.Tensors[i].Begin < h.Tensors[j].Begin })
-	return h, warnings, nil
+	return h, capWarnings(warnings), nil
+}
+
+// MaxWarnings is how many warnings one file gives; the rest are counted.
+const MaxWarnings = 20
+
+func capWarnings(ws []string) []string {
+	if len(ws) <= MaxWarnings {
+		return ws
+	}
+	return append(ws[:MaxWarnings:MaxWarnings], fmt.Sprintf("and %d more like these", len(ws)-MaxWarnings))
+}
+
+// Bounds on a torch.save zip's central directory, checked before
+// archive/zip reads it: it allocates for every entry the directory claims.
+// A state dict has one entry per storage plus a handful.
+const (
+	MaxZipEntries   = 1 << 18
+	MaxZipDirectory = 32 << 20
+)
+
+// checkZipDirectory reads the end-of-central-directory record (and its
+// zip64 twin) and refuses a directory over MaxZipEntries or MaxZipDirectory.
+// A file with no such record is left to archive/zip to refuse.
+func checkZipDirectory(r io.ReaderAt, size int64) error {
+	const eocdLen, locatorLen, maxComment = 22, 20, 65535
+	tail := make([]byte, min(size, eocdLen+locatorLen+maxComment))
+	if _, err := r.ReadAt(tail, size-int64(len(tail))); err != nil && err != io.EOF {
+		return err
+	}
+	at := bytes.LastIndex(tail, []byte("PK\x05\x06"))
+	if at < 0 || len(tail)-at < eocdLen {
+		return nil
+	}
+	entries := uint64(binary.LittleEndian.Uint16(tail[at+10:]))
+	dirSize := uint64(binary.LittleEndian.Uint32(tail[at+12:]))
+	if loc := at - locatorLen; loc >= 0 && bytes.HasPrefix(tail[loc:], []byte("PK\x06\x07")) {
+		rec := make([]byte, 56)
+		off := int64(binary.LittleEndian.Uint64(tail[loc+8:]))
+		if off < 0 || off > size-int64(len(rec)) {
+			return errors.New("zip64 directory record out of range")
+		}
+		if _, err := r.ReadAt(rec, off); err != nil {
+			return err
+		}
+		if !bytes.HasPrefix(rec, []byte("PK\x06\x06")) {
+			return errors.New("no zip64 directory record where its locator says")
+		}
+		entries = max(entries, binary.LittleEndian.Uint64(rec[32:]))
+		dirSize = max(dirSize, binary.LittleEndian.Uint64(rec[40:]))
+	}
+	if entries > MaxZipEntries {
+		return fmt.Errorf("%d entries exceed the limit of %d", entries, MaxZipEntries)
+	}
+	if dirSize > MaxZipDirectory {
+		return fmt.Errorf("central directory of %d bytes exceeds the limit of %d", dirSize, MaxZipDirectory)
+	}
+	return nil
 }
 
 func readEntry(f *zip.File, limit uint64) ([]byte, error) {
@@ -232,8 +292,9 @@ func readEntry(f *zip.File, limit uint64) ([]byte, error) {
 	return data, nil
 }
 
-// placeTensor finds the bytes of a state dict value in its storage record.
-func placeTensor(name string, v any, entries map[string]*zip.File, dir string) (Tensor, error) {
+// placeTensor finds the bytes of a state dict value in its storage record,
+// which must lie inside the file of size bytes.
+func placeTensor(name string, v any, entries map[string]*zip.File, dir string, size int64) (Tensor, error) {
 	t, ok := v.(*TorchTensor)
 	if !ok {
 		return Tensor{}, fmt.Errorf("%s, not a tensor", typeName(v))
@@ -268,6 +329,9 @@ func placeTensor(name string, v any, entries map[string]*zip.File, dir string) (
 	off, err := f.DataOffset()
 	if err != nil {
 		return Tensor{}, fmt.Errorf("storage %s: %w", t.Storage.Key, err)
+	}
+	if off < 0 || off > size-t.Storage.Bytes {
+		return Tensor{}, fmt.Errorf("storage %s at %d..%d runs past the end of the %d-byte file", t.Storage.Key, off, off+t.Storage.Bytes, size)
 	}
 	begin := off + t.Offset*dt.size
 	return Tensor{Name: name, DType: dt.st, Shape: t.Shape, Begin: begin, End: begin + numel*dt.size}, nil

@@ -1,6 +1,7 @@
 package layout
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 
@@ -10,6 +11,18 @@ import (
 // DefaultMaxShardSize is the max shard size of NAME@shards, as transformers'
 // save_pretrained default.
 const DefaultMaxShardSize = 5_000_000_000
+
+// Bounds on what a view synthesizes. Every shard header carries the
+// sources' __metadata__, so without them a few megabytes of metadata and
+// @shards=1 made gigabytes of headers.
+const (
+	// MaxViewMetadata bounds one source's __metadata__, as JSON; a source
+	// over it is left out of views. transformers writes {"format":"pt"}.
+	MaxViewMetadata = 64 << 10
+	// MaxViewInline bounds the headers and index a view synthesizes; a
+	// view over it is refused.
+	MaxViewInline = 64 << 20
+)
 
 // ViewSpec says how a checkpoint's weights are presented.
 type ViewSpec struct {
@@ -123,14 +136,19 @@ type sourcedTensor struct {
 
 // BuildView plans a view of the tensors of sources, taken in source order
 // and, within a source, in offset order. A tensor name seen in an earlier
-// source is left out with a warning. The same input always gives the same
-// bytes.
-func BuildView(sources []Source, spec ViewSpec) *View {
+// source, and a source whose metadata is over MaxViewMetadata, are left out
+// with a warning. The same input always gives the same bytes. A view whose
+// headers would exceed MaxViewInline is refused.
+func BuildView(sources []Source, spec ViewSpec) (*View, error) {
 	v := &View{}
 	seen := map[string]string{}
 	metadata := map[string]string{}
 	var all []sourcedTensor
 	for i, s := range sources {
+		if n := metadataSize(s.Header.Metadata); n > MaxViewMetadata {
+			v.Warnings = append(v.Warnings, fmt.Sprintf("%s: __metadata__ of %d bytes exceeds the limit of %d: left out", s.Name, n, MaxViewMetadata))
+			continue
+		}
 		for k, val := range s.Header.Metadata {
 			if _, ok := metadata[k]; !ok {
 				metadata[k] = val
@@ -148,11 +166,23 @@ func BuildView(sources []Source, spec ViewSpec) *View {
 	if _, ok := metadata["format"]; !ok {
 		metadata["format"] = "pt"
 	}
+	groups := [][]sourcedTensor{all}
+	if spec.Shards {
+		groups = planShards(all, spec.MaxShardSize)
+	}
+	// Every header holds its tensors' entries and the metadata: bound the
+	// sum before any header is built.
+	inline := int64(len(groups)) * int64(metadataSize(metadata)+16)
+	for _, t := range all {
+		inline += headerEntrySize(t.Tensor)
+	}
+	if inline > MaxViewInline {
+		return nil, fmt.Errorf("%d tensors in %d files need %d bytes of headers, over the limit of %d", len(all), len(groups), inline, MaxViewInline)
+	}
 	if !spec.Shards {
 		v.Files = []ViewFile{buildFile("model.safetensors", all, sources, metadata)}
-		return v
+		return v, nil
 	}
-	groups := planShards(all, spec.MaxShardSize)
 	weightMap := map[string]string{}
 	var total int64
 	for i, g := range groups {
@@ -168,7 +198,20 @@ func BuildView(sources []Source, spec ViewSpec) *View {
 		Name: "model.safetensors.index.json", Size: int64(len(idx)),
 		Extents: []Extent{{Len: int64(len(idx)), Inline: idx}},
 	})
-	return v
+	return v, nil
+}
+
+// metadataSize is the length of metadata as a header writes it.
+func metadataSize(metadata map[string]string) int {
+	md, _ := json.Marshal(metadata) // map[string]string always marshals
+	return len(md)
+}
+
+// headerEntrySize bounds the length of a tensor's entry in a header: its
+// quoted name, a dtype, two offsets and up to 20 digits a dimension.
+func headerEntrySize(t Tensor) int64 {
+	name, _ := json.Marshal(t.Name)
+	return int64(len(name)) + 80 + 21*int64(len(t.Shape))
 }
 
 // planShards splits tensors greedily as transformers does: a new shard

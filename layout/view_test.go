@@ -141,7 +141,10 @@ func TestViewsProperty(t *testing.T) {
 		}
 		specs := []ViewSpec{{}, {Shards: true, MaxShardSize: 1 + int64(r.Intn(2000))}, {Shards: true, MaxShardSize: DefaultMaxShardSize}}
 		for _, spec := range specs {
-			v := BuildView(sources, spec)
+			v, err := BuildView(sources, spec)
+			if err != nil {
+				t.Fatal(err)
+			}
 			if len(v.Warnings) != 0 {
 				t.Fatal(v.Warnings)
 			}
@@ -228,8 +231,8 @@ func TestPlanShardsGreedy(t *testing.T) {
 func TestBuildViewDuplicateLeftOut(t *testing.T) {
 	f1, _ := randomSource(rand.New(rand.NewSource(2)), "x", 3)
 	h, _ := ParseFile(f1, int64(len(f1)))
-	v := BuildView([]Source{{"a", h}, {"b", h}}, ViewSpec{})
-	if len(v.Warnings) != 3 {
+	v, err := BuildView([]Source{{"a", h}, {"b", h}}, ViewSpec{})
+	if err != nil || len(v.Warnings) != 3 {
 		t.Fatalf("warnings %v", v.Warnings)
 	}
 }

@@ -1,0 +1,96 @@
+// Package layouttest builds checkpoint files for tests: torch.save zips
+// around a given pickle, and pickles and headers made to hurt a reader.
+package layouttest
+
+import (
+	"archive/zip"
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"strings"
+)
+
+// TorchZip wraps a data.pkl and its storage records in a torch.save-style
+// zip: stored entries under archive/, as torch writes them.
+func TorchZip(pickle []byte, storages map[string][]byte) []byte {
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	add := func(name string, data []byte) {
+		w, err := zw.CreateHeader(&zip.FileHeader{Name: "archive/" + name, Method: zip.Store})
+		if err != nil {
+			panic(err)
+		}
+		w.Write(data)
+	}
+	add("data.pkl", pickle)
+	add("byteorder", []byte("little"))
+	for key, data := range storages {
+		add("data/"+key, data)
+	}
+	if err := zw.Close(); err != nil {
+		panic(err)
+	}
+	return buf.Bytes()
+}
+
+func shortString(s string) string {
+	return "X" + string(binary.LittleEndian.AppendUint32(nil, uint32(len(s)))) + s
+}
+
+// DeepKeyPickle is a dict whose one key is a tuple nested depth levels deep.
+func DeepKeyPickle(depth int) []byte {
+	return []byte("\x80\x02}(K\x01" + strings.Repeat("\x85", depth) + "K\x02u.")
+}
+
+// WideDictPickle is a dict of n string keys, the last one set twice.
+func WideDictPickle(n int) []byte {
+	var b strings.Builder
+	b.WriteString("\x80\x02}(")
+	for i := range n {
+		b.WriteString(shortString(fmt.Sprintf("layer.%d.weight", i)) + "K\x01")
+	}
+	b.WriteString(shortString(fmt.Sprintf("layer.%d.weight", n-1)) + "K\x02")
+	b.WriteString("u.")
+	return []byte(b.String())
+}
+
+// DupPickle is a list of n references to one object, one DUP byte each.
+func DupPickle(n int) []byte {
+	return []byte("\x80\x02](N" + strings.Repeat("2", n) + "e.")
+}
+
+// OrderedDictAgainPickle builds an OrderedDict from one memoized list of
+// pairs pairs, times times over.
+func OrderedDictAgainPickle(pairs, times int) []byte {
+	var b strings.Builder
+	b.WriteString("\x80\x02](")
+	for i := range pairs {
+		b.WriteString(shortString(fmt.Sprint(i)) + "K\x01\x86")
+	}
+	b.WriteString("eq\x00")
+	for range times {
+		b.WriteString("ccollections\nOrderedDict\nh\x00\x85R0")
+	}
+	b.WriteString(".")
+	return []byte(b.String())
+}
+
+// SelfListPickle is a dict whose key 1 holds a list appended to itself:
+// a cycle.
+func SelfListPickle() []byte {
+	return []byte("\x80\x02}(K\x01]q\x00h\x00au.")
+}
+
+// TinyTensorsHeader is a safetensors header of n one-byte U8 tensors and
+// a __metadata__ entry metadataBytes long, and the data buffer it needs.
+func TinyTensorsHeader(n, metadataBytes int) []byte {
+	var b strings.Builder
+	fmt.Fprintf(&b, `{"__metadata__":{"format":"pt","pad":"%s"}`, strings.Repeat("x", metadataBytes))
+	for i := range n {
+		fmt.Fprintf(&b, `,"t%d":{"dtype":"U8","shape":[1],"data_offsets":[%d,%d]}`, i, i, i+1)
+	}
+	b.WriteString("}")
+	out := binary.LittleEndian.AppendUint64(nil, uint64(b.Len()))
+	out = append(out, b.String()...)
+	return append(out, make([]byte, n)...)
+}
