@@ -43,6 +43,7 @@ type FS struct {
 	log     *slog.Logger
 	opts    Options
 	metrics *Metrics
+	views   *viewCache
 }
 
 // timeout is the kernel's entry and attribute cache time. Every change goes
@@ -58,7 +59,7 @@ func Mount(dir string, store *cache.Store, opts Options) (*fuse.Server, error) {
 	if opts.Metrics == nil {
 		opts.Metrics = NewMetrics()
 	}
-	fsys := &FS{store: store, hot: opts.HotFiles, log: opts.Logger, opts: opts, metrics: opts.Metrics}
+	fsys := &FS{store: store, hot: opts.HotFiles, log: opts.Logger, opts: opts, metrics: opts.Metrics, views: newViewCache()}
 	to := timeout
 	mo := fuse.MountOptions{
 		FsName:        "ckptfs:" + store.Dir(),

@@ -24,6 +24,7 @@ type viewDirNode struct {
 	kind  string // kindSingle or kindShards
 	ino   uint64
 	mtime int64
+	acc   access // the folder's, minus write
 }
 
 var (
@@ -46,7 +47,7 @@ func (n *dirNode) lookupView(ctx context.Context, name, base string, spec layout
 	if err != nil || dir.Mode&syscall.S_IFMT != syscall.S_IFDIR {
 		return nil, syscall.ENOENT
 	}
-	v, err := BuildView(n.fsys.store, n.fsys.log, dir.Ino, n.Path(nil)+"/"+base, spec)
+	v, err := n.fsys.view(dir.Ino, n.Path(nil)+"/"+base, spec)
 	if err != nil {
 		return nil, toErrno(n.fsys.log, "view "+name, err)
 	}
@@ -54,7 +55,9 @@ func (n *dirNode) lookupView(ctx context.Context, name, base string, spec layout
 	if spec.Shards {
 		kind = kindShards
 	}
-	node := &viewDirNode{fsys: n.fsys, view: v, name: name, kind: kind, ino: syntheticIno("view", dir.Ino, name, v.Key), mtime: dir.Mtime}
+	acc := accessOf(dir)
+	node := &viewDirNode{fsys: n.fsys, view: v, name: name, kind: kind, mtime: dir.Mtime, acc: acc,
+		ino: syntheticIno("view", dir.Ino, name, v.Key, acc.uid, acc.gid, acc.perm)}
 	node.fillAttr(&out.Attr)
 	return n.NewInode(ctx, node, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: node.ino}), 0
 }
@@ -79,7 +82,7 @@ func (n *dirNode) viewEntries(entries []cache.DirEntry) []fuse.DirEntry {
 }
 
 func (n *viewDirNode) fillAttr(out *fuse.Attr) {
-	setAttr(out, &cache.Inode{Ino: n.ino, Mode: syscall.S_IFDIR | 0o555, Atime: n.mtime, Mtime: n.mtime, Ctime: n.mtime})
+	setAttr(out, &cache.Inode{Ino: n.ino, Mode: syscall.S_IFDIR | n.acc.perm, Uid: n.acc.uid, Gid: n.acc.gid, Atime: n.mtime, Mtime: n.mtime, Ctime: n.mtime})
 }
 
 func (n *viewDirNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
@@ -90,7 +93,7 @@ func (n *viewDirNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.At
 func (n *viewDirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	if i, ok := n.view.FileIndex(name); ok {
 		f := n.view.Files[i]
-		node := n.newFile(name, f.Size, 0o444, n.mtime,
+		node := n.newFile(name, f.Size, n.view.access, n.mtime,
 			func(p []byte, off int64) (int, error) { return n.view.ReadAt(i, p, off) },
 			cache.DerivedKey("view", n.view.Key, n.name, name))
 		node.fillAttr(&out.Attr)
@@ -106,7 +109,7 @@ func (n *viewDirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOu
 			return n.NewInode(ctx, node, fs.StableAttr{Mode: syscall.S_IFLNK, Ino: x.Inode.Ino}), 0
 		}
 		r := n.fsys.store.NewReader(n.Path(nil)+"/"+name, &x.Inode.Content)
-		node := n.newFile(name, r.Size(), x.Inode.Mode&^0o222, x.Inode.Mtime, r.ReadAt, cache.ContentKey(&x.Inode.Content))
+		node := n.newFile(name, r.Size(), accessOf(x.Inode), x.Inode.Mtime, r.ReadAt, cache.ContentKey(&x.Inode.Content))
 		node.fillAttr(&out.Attr)
 		return n.NewInode(ctx, node, fs.StableAttr{Mode: syscall.S_IFREG, Ino: node.ino}), 0
 	}
@@ -154,7 +157,7 @@ type roFileNode struct {
 	fsys   *FS
 	ino    uint64
 	size   int64
-	mode   uint32
+	acc    access
 	mtime  int64
 	readAt func(p []byte, off int64) (int, error)
 	hotKey string
@@ -173,15 +176,15 @@ var (
 )
 
 // newFile makes the node of a file of the view.
-func (n *viewDirNode) newFile(name string, size int64, mode uint32, mtime int64, readAt func([]byte, int64) (int, error), hotKey string) *roFileNode {
-	f := &roFileNode{fsys: n.fsys, ino: syntheticIno("file", n.ino, name), size: size, mode: mode, mtime: mtime,
+func (n *viewDirNode) newFile(name string, size int64, acc access, mtime int64, readAt func([]byte, int64) (int, error), hotKey string) *roFileNode {
+	f := &roFileNode{fsys: n.fsys, ino: syntheticIno("file", n.ino, name, acc.uid, acc.gid, acc.perm), size: size, acc: acc, mtime: mtime,
 		readAt: readAt, hotKey: hotKey, reads: n.fsys.metrics.reads(n.kind)}
 	f.hot.mu = &f.mu
 	return f
 }
 
 func (n *roFileNode) fillAttr(out *fuse.Attr) {
-	in := &cache.Inode{Ino: n.ino, Mode: syscall.S_IFREG | n.mode&0o7777, Atime: n.mtime, Mtime: n.mtime, Ctime: n.mtime}
+	in := &cache.Inode{Ino: n.ino, Mode: syscall.S_IFREG | n.acc.perm, Uid: n.acc.uid, Gid: n.acc.gid, Atime: n.mtime, Mtime: n.mtime, Ctime: n.mtime}
 	in.Content.Size = n.size
 	setAttr(out, in)
 }

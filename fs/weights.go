@@ -19,6 +19,9 @@ type View struct {
 	Sources []*cache.FileReader // by layout.Extent.Source
 	Extra   []Passthrough       // the folder's other files, shown as they are
 	Key     string              // changes whenever the folder's files change
+	// access of every file in Files: each header carries the metadata of
+	// every source, so each draws from all of them.
+	access access
 }
 
 // Passthrough is a non-weight file of the folder.
@@ -30,14 +33,14 @@ type Passthrough struct {
 // maxIndexSize bounds the index.json files read to find shards.
 const maxIndexSize = 64 << 20
 
-// folderKey identifies the state of a folder's entries: any commit, rename
-// or unlink changes it. It names the content of every file, not just its
+// folderKey identifies the state of a folder's entries: any commit, rename,
+// unlink, chmod or chown changes it. It names the content of every file, not just its
 // size and time, because hot copies of view files are kept under it.
 func folderKey(entries []cache.DirEntry, inodes map[string]*cache.Inode) string {
 	parts := make([]string, 0, 4*len(entries))
 	for _, e := range entries {
 		in := inodes[e.Name]
-		parts = append(parts, e.Name, fmt.Sprint(in.Ino), fmt.Sprint(in.Mtime), cache.ContentKey(&in.Content))
+		parts = append(parts, e.Name, fmt.Sprint(in.Ino, in.Mtime, in.Mode, in.Uid, in.Gid), cache.ContentKey(&in.Content))
 	}
 	return cache.DerivedKey(parts...)
 }
@@ -73,8 +76,27 @@ func BuildView(store *cache.Store, log *slog.Logger, dirIno uint64, dirPath stri
 	if err != nil {
 		return nil, err
 	}
+	return planView(store, log, dirPath, entries, inodes, folderKey(entries, inodes), spec)
+}
+
+// view is BuildView through the mount's cache of planned views.
+func (f *FS) view(dirIno uint64, dirPath string, spec layout.ViewSpec) (*View, error) {
+	entries, inodes, err := f.store.ReadDirInodes(dirIno)
+	if err != nil {
+		return nil, err
+	}
+	id, key := viewID{dirIno, spec}, folderKey(entries, inodes)
+	if p, ok := f.views.get(id, key); ok {
+		return p.view, p.err
+	}
+	v, err := planView(f.store, f.log, dirPath, entries, inodes, key, spec)
+	f.views.put(&viewPlan{id: id, key: key, view: v, err: err})
+	return v, err
+}
+
+func planView(store *cache.Store, log *slog.Logger, dirPath string, entries []cache.DirEntry, inodes map[string]*cache.Inode, key string, spec layout.ViewSpec) (*View, error) {
 	weightNames, used := weightFiles(store, log, dirPath, entries, inodes)
-	v := &View{Key: folderKey(entries, inodes)}
+	v := &View{Key: key}
 	var sources []layout.Source
 	for _, name := range weightNames {
 		in := inodes[name]
@@ -87,6 +109,10 @@ func BuildView(store *cache.Store, log *slog.Logger, dirIno uint64, dirPath stri
 		for _, w := range warnings {
 			log.Warn("tensor left out of views", "file", dirPath+"/"+name, "reason", w)
 		}
+		if len(sources) == 0 {
+			v.access = accessOf(in)
+		}
+		v.access = v.access.restrict(accessOf(in))
 		sources = append(sources, layout.Source{Name: name, Header: h})
 		v.Sources = append(v.Sources, r)
 	}

@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -88,5 +89,68 @@ func TestUnmountWhileBusy(t *testing.T) {
 	}
 	if _, err := ckptfs(t, store, "ls"); err != nil {
 		t.Fatal("store still locked after a lazy unmount")
+	}
+}
+
+// TestViewsAreAsPrivateAsTheirSource reads views as another user with
+// --allow-other: a view of a private folder, or of private weights, must
+// refuse them, while the same layout made public serves them (the control
+// that shows the other user can reach the mount at all).
+func TestViewsAreAsPrivateAsTheirSource(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to switch to another user")
+	}
+	store := newStore(t)
+	m := mountStore(t, store, "--allow-other")
+	for d := filepath.Dir(m.dir); d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
+		os.Chmod(d, 0o755)
+	}
+	weights := []genTensor{{name: "w", dtype: "F32", shape: []int{4}, data: make([]byte, 16)}}
+	folder := func(name string, dirMode, weightMode os.FileMode, uid int) {
+		t.Helper()
+		dir := m.path(name)
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		writeSafetensors(t, filepath.Join(dir, "model.safetensors"), weights)
+		os.WriteFile(filepath.Join(dir, "config.json"), []byte("{}"), 0o644)
+		for _, p := range []string{filepath.Join(dir, "model.safetensors"), filepath.Join(dir, "config.json"), dir} {
+			if err := os.Chown(p, uid, uid); err != nil {
+				t.Fatal(err)
+			}
+		}
+		os.Chmod(filepath.Join(dir, "model.safetensors"), weightMode)
+		os.Chmod(dir, dirMode)
+	}
+	folder("public", 0o755, 0o644, 0)
+	folder("privdir", 0o700, 0o644, 0)
+	folder("privweights", 0o755, 0o600, 0)
+	folder("theirs", 0o700, 0o600, 65534)
+
+	readable := func(p string) error { _, err := asNobody("cat", p); return err }
+	// Control: the other user reads a public view, so the refusals below
+	// are the views' modes, not an unreachable mount.
+	for _, p := range []string{"public@single/model.safetensors", "public@shards/model.safetensors.index.json", "public@single/config.json", "theirs@single/model.safetensors"} {
+		if err := readable(m.path(p)); err != nil {
+			t.Fatalf("control: the other user cannot read %s: %v", p, err)
+		}
+	}
+	for _, p := range []string{"privdir@single/model.safetensors", "privdir@single/config.json", "privdir@shards=1KB/model.safetensors.index.json",
+		"privweights@single/model.safetensors", "privweights@shards/model-00001-of-00001.safetensors", "privweights@shards/model.safetensors.index.json"} {
+		if err := readable(m.path(p)); err == nil {
+			t.Errorf("the other user read %s", p)
+		}
+	}
+	// Non-weight files keep their own modes: config.json is 0644.
+	if err := readable(m.path("privweights@single/config.json")); err != nil {
+		t.Errorf("a public config.json in a view of private weights: %v", err)
+	}
+	st, err := os.Stat(m.path("privdir@single"))
+	if err != nil || st.Mode().Perm() != 0o500 {
+		t.Errorf("view of a 0700 folder: %v %v, want dr-x------", st.Mode(), err)
+	}
+	st, err = os.Stat(m.path("theirs@single/model.safetensors"))
+	if err != nil || st.Mode().Perm() != 0o400 || st.Sys().(*syscall.Stat_t).Uid != 65534 {
+		t.Errorf("view file of 65534's 0600 weights: %v %+v %v", st.Mode(), st.Sys(), err)
 	}
 }

@@ -1,12 +1,15 @@
 package integration
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ckptfs/ckptfs/layout/layouttest"
 )
 
 // stFile builds a safetensors file from a literal header and a data length.
@@ -133,5 +136,54 @@ func TestMalformedIndexes(t *testing.T) {
 	write(filepath.Join(dir, "model.safetensors.index.json"), index(map[string]string{"t": "model-1.safetensors", "u": "model-2.safetensors"}))
 	if got := readSafetensors(t, dir+"@shards/model-00001-of-00001.safetensors"); len(got) != 2 || got["t"] == nil || got["u"] == nil {
 		t.Fatalf("tensor in two shards: view holds %d tensors", len(got))
+	}
+}
+
+// TestHostileWeightsLeaveTheMountUp writes the inputs that used to take the
+// daemon down or hold it for minutes, each in a folder of its own beside a
+// good checkpoint: a .bin whose pickle nests 800,000 tuples in a dict key
+// (a Go stack overflow, ENOTCONN for every user), a 300,000-key pickle,
+// and 5 MB of __metadata__ over 2,000 tiny tensors viewed at @shards=1.
+// Each is stored byte-identical; its views are refused or leave it out with
+// a warning naming the file and the limit; the good folder still serves.
+func TestHostileWeightsLeaveTheMountUp(t *testing.T) {
+	store := newStore(t)
+	m := mountStore(t, store)
+	files := map[string][]byte{
+		"deep/pytorch_model.bin": layouttest.TorchZip(layouttest.DeepKeyPickle(800_000), nil),
+		"wide/pytorch_model.bin": layouttest.TorchZip(layouttest.WideDictPickle(300_000), nil),
+		"dup/pytorch_model.bin":  layouttest.TorchZip(layouttest.DupPickle(8<<20), nil),
+		"meta/model.safetensors": layouttest.TinyTensorsHeader(2000, 5<<20),
+		"good/model.safetensors": stFile(`{"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}`, 8),
+	}
+	for name, data := range files {
+		os.MkdirAll(filepath.Dir(m.path(name)), 0o755)
+		if err := os.WriteFile(m.path(name), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Views are absent or empty: every hostile tensor table is left out.
+	for _, view := range []string{"deep@single", "wide@single", "dup@single", "meta@shards=1", "meta@single"} {
+		entries, _ := os.ReadDir(m.path(view))
+		for _, e := range entries {
+			if st, err := os.Stat(m.path(view, e.Name())); err != nil || st.Size() > 4096 {
+				t.Errorf("%s/%s: %v %v", view, e.Name(), st.Size(), err)
+			}
+		}
+	}
+	for name, data := range files {
+		got, err := os.ReadFile(m.path(name))
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("%s as written: %d bytes, %v", name, len(got), err)
+		}
+	}
+	if _, err := os.ReadFile(m.path("good@single", "model.safetensors")); err != nil {
+		t.Fatalf("the good folder's view after the hostile ones: %v", err)
+	}
+	log, _ := os.ReadFile(filepath.Join(m.store, "ckptfs.log"))
+	for _, want := range []string{"deep/pytorch_model.bin", "key 0 is a tuple", "dup/pytorch_model.bin", "over the reader's limit", "view of /meta", "model.safetensors: __metadata__ of 5242"} {
+		if !bytes.Contains(log, []byte(want)) {
+			t.Errorf("the log does not say %q", want)
+		}
 	}
 }

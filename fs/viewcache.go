@@ -1,0 +1,82 @@
+package fs
+
+import (
+	"container/list"
+	"sync"
+
+	"github.com/ckptfs/ckptfs/layout"
+)
+
+// Planned views are kept, so that a lookup of DIR@single parses the
+// folder's headers once per state of the folder, not once per lookup.
+// The cache is bounded in views per folder (each distinct @shards=SIZE is
+// one) and in all; a view's own size is bounded by layout.MaxViewInline.
+const (
+	viewsPerFolder = 4
+	viewsCached    = 32
+)
+
+type viewID struct {
+	dir  uint64
+	spec layout.ViewSpec
+}
+
+// viewPlan is a planned view, or the error that planning it gave, for the
+// folder state key.
+type viewPlan struct {
+	id   viewID
+	key  string
+	view *View
+	err  error
+}
+
+// viewCache is an LRU of view plans.
+type viewCache struct {
+	mu    sync.Mutex
+	order *list.List // of *viewPlan, most recent first
+	byID  map[viewID]*list.Element
+}
+
+func newViewCache() *viewCache {
+	return &viewCache{order: list.New(), byID: map[viewID]*list.Element{}}
+}
+
+// get returns the plan for id if it was made for folder state key.
+func (c *viewCache) get(id viewID, key string) (*viewPlan, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.byID[id]
+	if !ok || e.Value.(*viewPlan).key != key {
+		return nil, false
+	}
+	c.order.MoveToFront(e)
+	return e.Value.(*viewPlan), true
+}
+
+// put keeps p, dropping the least recently used plans past the bounds.
+func (c *viewCache) put(p *viewPlan) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.byID[p.id]; ok {
+		c.order.Remove(e)
+	}
+	c.byID[p.id] = c.order.PushFront(p)
+	sameFolder := 0
+	for e := c.order.Front(); e != nil; {
+		next := e.Next()
+		if q := e.Value.(*viewPlan); q.id.dir == p.id.dir {
+			if sameFolder++; sameFolder > viewsPerFolder {
+				c.remove(e)
+			}
+		}
+		e = next
+	}
+	for c.order.Len() > viewsCached {
+		c.remove(c.order.Back())
+	}
+}
+
+func (c *viewCache) remove(e *list.Element) {
+	c.order.Remove(e)
+	delete(c.byID, e.Value.(*viewPlan).id)
+}

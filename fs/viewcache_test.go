@@ -1,0 +1,33 @@
+package fs
+
+import (
+	"testing"
+
+	"github.com/ckptfs/ckptfs/layout"
+)
+
+func TestViewCacheBounds(t *testing.T) {
+	c := newViewCache()
+	shards := func(n int64) layout.ViewSpec { return layout.ViewSpec{Shards: true, MaxShardSize: n} }
+	for n := int64(1); n <= viewsPerFolder+2; n++ {
+		c.put(&viewPlan{id: viewID{7, shards(n)}, key: "k", view: &View{}})
+	}
+	for n := int64(1); n <= viewsPerFolder+2; n++ {
+		_, ok := c.get(viewID{7, shards(n)}, "k")
+		if want := n > 2; ok != want {
+			t.Errorf("@shards=%d kept %v, want %v", n, ok, want)
+		}
+	}
+	if _, ok := c.get(viewID{7, shards(6)}, "changed"); ok {
+		t.Error("a plan served for another folder state")
+	}
+	for dir := uint64(100); dir < 100+viewsCached+5; dir++ {
+		c.put(&viewPlan{id: viewID{dir, layout.ViewSpec{}}, key: "k"})
+	}
+	if c.order.Len() != viewsCached || len(c.byID) != viewsCached {
+		t.Fatalf("%d plans kept (%d indexed), bound %d", c.order.Len(), len(c.byID), viewsCached)
+	}
+	if _, ok := c.get(viewID{100 + viewsCached + 4, layout.ViewSpec{}}, "k"); !ok {
+		t.Error("the newest plan was dropped")
+	}
+}
