@@ -25,3 +25,10 @@ func (s *Store) ensureSpace(n, reserve int64) error {
 	}
 	return nil
 }
+
+// EnsureStagingSpace fails with ENOSPC unless n more bytes of a staging
+// file fit with the chunk reserve kept: staging shares the store's disk,
+// and filling it would leave Badger's next flush without room.
+func (s *Store) EnsureStagingSpace(n int64) error {
+	return s.ensureSpace(n, chunkReserve)
+}

@@ -134,7 +134,7 @@ func (n *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	}
 	node := child.Operations().(*fileNode)
 	node.load(in)
-	return child, node.newHandle(true), 0, 0
+	return child, node.newHandle(true, flags&syscall.O_ACCMODE != syscall.O_RDONLY), 0, 0
 }
 
 func (n *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {

@@ -10,8 +10,8 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 )
 
-// fileNode is a stored regular file. Its content lives in the store; open
-// handles that write keep their changes private until flush, fsync or
+// fileNode is a stored regular file. Its content lives in the store; the
+// writes of open handles stay pending (see pending) until a flush, fsync or
 // release commits them.
 type fileNode struct {
 	fs.Inode
@@ -21,9 +21,9 @@ type fileNode struct {
 	mu      sync.Mutex
 	content *cache.Content    // committed content, as last loaded or committed
 	reader  *cache.FileReader // reads content
-	handles map[*handle]struct{}
-	gen     uint64 // bumped whenever new content is committed
-	seenGen uint64 // gen the kernel's page cache was filled at
+	pending *pending          // uncommitted writes, if any
+	gen     uint64            // bumped whenever new content is committed
+	seenGen uint64            // gen the kernel's page cache was filled at
 	opened  bool
 
 	hot hotOpens // guarded by mu
@@ -48,23 +48,23 @@ func (n *fileNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrO
 // system would, although other handles read the committed content.
 func (n *fileNode) fillAttr(out *fuse.Attr, in *cache.Inode) {
 	setAttr(out, in)
-	for _, h := range n.openHandles() {
-		if size, dirty := h.pendingSize(); dirty {
-			out.Size = uint64(size)
-			out.Blocks = (out.Size + 511) / 512
-		}
+	if size, writing := n.pendingSize(); writing {
+		out.Size = uint64(size)
+		out.Blocks = (out.Size + 511) / 512
 	}
 }
 
 func (n *fileNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	if size, ok := in.GetSize(); ok {
-		h, _ := f.(*handle)
-		if h == nil {
-			h = n.dirtyHandle()
-		}
 		var err error
-		if h != nil {
+		if h, _ := f.(*handle); h != nil {
 			err = h.truncate(int64(size))
+		} else if p := n.lockPending(false); p != nil {
+			err = p.truncate(int64(size)) // a path truncate while others write
+			if err != nil {
+				p.fail(err)
+			}
+			p.mu.Unlock()
 		} else {
 			err = n.truncateStored(int64(size))
 		}
@@ -92,22 +92,13 @@ func (n *fileNode) truncateStored(size int64) error {
 		n.mu.Unlock()
 		return syscall.ETXTBSY // see hotOpens
 	}
-	h := n.newHandleLocked(true) // counted, so no hot open starts meanwhile
+	h := n.newHandleLocked(true, true) // counted, so no hot open starts meanwhile
 	n.mu.Unlock()
-	defer h.release()
+	defer n.forget(h)
 	if err := h.truncate(size); err != nil {
 		return err
 	}
-	return h.commit()
-}
-
-func (n *fileNode) dirtyHandle() *handle {
-	for _, h := range n.openHandles() {
-		if _, dirty := h.pendingSize(); dirty {
-			return h
-		}
-	}
-	return nil
+	return h.commit(true)
 }
 
 func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
@@ -133,7 +124,7 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 		n.fsys.log.Warn("open refused: the file is being read from its hot copy", "file", n.Path(nil))
 		return nil, 0, syscall.ETXTBSY
 	}
-	h := n.newHandleLocked(true)
+	h := n.newHandleLocked(true, !readOnly)
 	if hotReads && n.content == content {
 		n.hot.countOpen(n.fsys.hot, key, content.Size, n.fsys.store.NewReader(n.Path(nil), content))
 	}
@@ -176,40 +167,23 @@ func (n *fileNode) contentChanged(c *cache.Content) {
 
 // newHandle opens a handle. cached says the kernel reads it through the
 // FUSE page cache (see hotHandle); handles the kernel does not hold are not.
-func (n *fileNode) newHandle(cached bool) *handle {
+func (n *fileNode) newHandle(cached, writable bool) *handle {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.newHandleLocked(cached)
+	return n.newHandleLocked(cached, writable)
 }
 
-func (n *fileNode) newHandleLocked(cached bool) *handle {
-	h := &handle{node: n, cached: cached}
-	if n.handles == nil {
-		n.handles = map[*handle]struct{}{}
-	}
-	n.handles[h] = struct{}{}
+func (n *fileNode) newHandleLocked(cached, writable bool) *handle {
+	h := &handle{node: n, cached: cached, writable: writable}
 	if cached {
 		n.hot.cached++
 	}
 	return h
 }
 
-// openHandles snapshots the handles, so that their locks are never taken
-// under n.mu (a commit holds its handle's lock and then takes n.mu).
-func (n *fileNode) openHandles() []*handle {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	out := make([]*handle, 0, len(n.handles))
-	for h := range n.handles {
-		out = append(out, h)
-	}
-	return out
-}
-
 func (n *fileNode) forget(h *handle) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	delete(n.handles, h)
 	if h.cached {
 		n.hot.cached--
 	}

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -328,4 +329,85 @@ func TestSigtermFinishesWrites(t *testing.T) {
 	readEquals(t, m2.path("open"), append(first, second...))
 	m2.unmount()
 	fsckClean(t, store)
+}
+
+// Two handles writing one file give what local disk gives: two O_APPEND
+// writers interleave, two writers at offsets both land, and a close of one
+// while the other goes on writing loses neither (it was last-close-wins).
+func TestTwoWritersLikeLocalDisk(t *testing.T) {
+	m := mountStore(t, newStore(t))
+	local := t.TempDir()
+	scenarios := map[string]func(dir string) error{
+		"two O_APPEND writers": func(dir string) error {
+			p := filepath.Join(dir, "log.txt")
+			a, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+			if err != nil {
+				return err
+			}
+			b, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0o644)
+			if err != nil {
+				return err
+			}
+			for i := range 50 {
+				fmt.Fprintf(a, "a%d\n", i)
+				fmt.Fprintf(b, "b%d\n", i)
+			}
+			return errors.Join(a.Close(), b.Close())
+		},
+		"two writers at offsets, closed in turn": func(dir string) error {
+			p := filepath.Join(dir, "x.bin")
+			if err := os.WriteFile(p, bytes.Repeat([]byte("."), 64), 0o644); err != nil {
+				return err
+			}
+			a, err := os.OpenFile(p, os.O_RDWR, 0)
+			if err != nil {
+				return err
+			}
+			b, err := os.OpenFile(p, os.O_RDWR, 0)
+			if err != nil {
+				return err
+			}
+			a.WriteAt([]byte("AAAA"), 0)
+			b.WriteAt([]byte("BBBB"), 100)
+			a.WriteAt([]byte("CC"), 50)
+			if err := a.Close(); err != nil {
+				return err
+			}
+			b.WriteAt([]byte("DD"), 10)
+			return b.Close()
+		},
+		"a streaming writer and a second one": func(dir string) error {
+			p := filepath.Join(dir, "s.bin")
+			a, err := os.Create(p)
+			if err != nil {
+				return err
+			}
+			a.Write(randomData(5, 3<<20))
+			b, err := os.OpenFile(p, os.O_RDWR, 0)
+			if err != nil {
+				return err
+			}
+			b.WriteAt([]byte("second"), 2)
+			if err := b.Close(); err != nil {
+				return err
+			}
+			a.Write(randomData(6, 1<<20))
+			return a.Close()
+		},
+	}
+	for name, run := range scenarios {
+		if err := run(local); err != nil {
+			t.Fatalf("%s on local disk: %v", name, err)
+		}
+		if err := run(m.dir); err != nil {
+			t.Fatalf("%s on the mount: %v", name, err)
+		}
+	}
+	for _, f := range []string{"log.txt", "x.bin", "s.bin"} {
+		want, _ := os.ReadFile(filepath.Join(local, f))
+		got, err := os.ReadFile(m.path(f))
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("%s: %d bytes differ from local disk's %d (%v)", f, len(got), len(want), err)
+		}
+	}
 }
