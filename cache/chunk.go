@@ -84,11 +84,15 @@ func hashOf(raw []byte) Hash { return blake3.Sum256(raw) }
 func chunkKey(h Hash) []byte { return append([]byte{prefixChunk}, h[:]...) }
 
 // PutChunk stores raw bytes once: a chunk already present is not written
-// again. It returns the chunk's reference.
+// again, however many writers store it at the same time. It returns the
+// chunk's reference.
 func (s *Store) PutChunk(raw []byte, hint Hint) (ChunkRef, error) {
 	ref := ChunkRef{Hash: hashOf(raw), Len: uint32(len(raw))}
 	s.metrics.logical.Add(int64(len(raw)))
 	key := chunkKey(ref.Hash)
+	lock := &s.putLocks[ref.Hash[0]] // between the look-up and the index entry
+	lock.Lock()
+	defer lock.Unlock()
 	err := s.db.View(func(txn *badger.Txn) error {
 		_, err := txn.Get(key)
 		return err
@@ -116,8 +120,11 @@ func (s *Store) PutChunk(raw []byte, hint Hint) (ChunkRef, error) {
 	return ref, nil
 }
 
-// storeValue appends a chunk value to a pack and indexes it.
+// storeValue appends a chunk value to a pack and indexes it. Eviction
+// waits for both: it decides from the index which packs it may delete.
 func (s *Store) storeValue(h Hash, val []byte) error {
+	s.evictMu.RLock()
+	defer s.evictMu.RUnlock()
 	loc, err := s.packs.append(h, val)
 	if err != nil {
 		return err
@@ -141,10 +148,10 @@ func (s *Store) chunkLoc(h Hash) (packLoc, error) {
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return loc, fmt.Errorf("chunk %s: %w: %w", h.Short(), errChunkMissing, ErrCorrupt)
 	}
-	if err != nil && !errors.Is(err, ErrCorrupt) {
-		return loc, fmt.Errorf("look up chunk %s: %v: %w", h.Short(), err, ErrCorrupt)
+	if err != nil {
+		return loc, fmt.Errorf("look up chunk %s: %w", h.Short(), err) // an I/O error stays one
 	}
-	return loc, err
+	return loc, nil
 }
 
 // loadChunk reads and verifies a chunk from its pack, bypassing the LRU.
@@ -153,7 +160,9 @@ func (s *Store) loadChunk(h Hash) ([]byte, error) {
 	s.evictMu.RLock()
 	raw, err := s.loadLocalChunk(h)
 	s.evictMu.RUnlock()
-	if err == nil || s.bucket == nil {
+	// Only a chunk the store lacks, or holds damaged, is fetched: an I/O
+	// error (EMFILE, a closed database) says nothing about the copy.
+	if err == nil || s.bucket == nil || !errors.Is(err, ErrCorrupt) {
 		return raw, err
 	}
 	if !errors.Is(err, errChunkMissing) {
@@ -188,8 +197,8 @@ func (s *Store) loadLocalChunk(h Hash) ([]byte, error) {
 		raw, derr = s.chunks.codecs.decodeChunk(h, val) // into a new slice
 		return derr
 	})
-	if err != nil && !errors.Is(err, ErrCorrupt) {
-		return nil, fmt.Errorf("read chunk %s: %v: %w", h.Short(), err, ErrCorrupt)
+	if err != nil {
+		return nil, fmt.Errorf("read chunk %s: %w", h.Short(), err)
 	}
-	return raw, err
+	return raw, nil
 }

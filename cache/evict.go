@@ -2,7 +2,6 @@ package cache
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -60,29 +59,21 @@ func (b *bucketBacking) evict(context.Context) error {
 	return nil
 }
 
-var errPinned = errors.New("pack holds a chunk the bucket lacks")
-
-// evictPack drops pack id if the bucket holds all its live chunks.
+// evictPack drops pack id if the bucket holds all its live chunks. The
+// index says which those are, never the pack's bytes: a failed append can
+// leave a hole that a walk of the records would misread.
 func (b *bucketBacking) evictPack(id uint32) (bool, error) {
 	s := b.s
-	s.evictMu.Lock() // no read is between finding a chunk here and reading it
+	s.evictMu.Lock() // no read, and no append and index, in between
 	defer s.evictMu.Unlock()
-	var live []Hash
-	err := s.packs.records(id, func(h Hash, loc packLoc) error {
-		if at, err := s.chunkLoc(h); err != nil || at != loc {
-			return nil // not live here
-		}
-		if !s.uploaded(h) {
-			return errPinned
-		}
-		live = append(live, h)
-		return nil
-	})
-	if errors.Is(err, errPinned) {
-		return false, nil
-	}
+	live, err := s.indexedIn(id)
 	if err != nil {
 		return false, err
+	}
+	for _, h := range live {
+		if !s.uploaded(h) {
+			return false, nil // pinned
+		}
 	}
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
@@ -95,4 +86,16 @@ func (b *bucketBacking) evictPack(id uint32) (bool, error) {
 		return false, err
 	}
 	return true, s.packs.remove(id)
+}
+
+// indexedIn lists the chunks the index places in pack id.
+func (s *Store) indexedIn(id uint32) ([]Hash, error) {
+	var out []Hash
+	err := s.scanChunks(func(h Hash, loc packLoc, err error) error {
+		if err == nil && loc.Pack == id {
+			out = append(out, h)
+		}
+		return nil
+	})
+	return out, err
 }

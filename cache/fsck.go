@@ -37,7 +37,14 @@ func (s *Store) Fsck() (*FsckReport, error) {
 	inodes := map[uint64]bool{RootIno: true}
 	refs := map[Hash]ChunkRef{}
 	users := map[Hash]string{}
-	err := s.Walk(RootIno, func(rel string, in *Inode) error {
+	// Every record that does not read is a problem, and the walk goes on
+	// past it: everything below it is still reached, not "unreferenced".
+	badRecord := func(rel string, ino uint64, err error) error {
+		inodes[ino] = true
+		problem("namespace: %v", err)
+		return nil
+	}
+	err := s.walk(RootIno, "", func(rel string, in *Inode) error {
 		inodes[in.Ino] = true
 		if len(in.Content.Chunks) > 0 || in.Mode&syscall.S_IFMT == syscall.S_IFREG {
 			rep.Files++
@@ -52,10 +59,9 @@ func (s *Store) Fsck() (*FsckReport, error) {
 			}
 		}
 		return nil
-	})
+	}, badRecord)
 	if err != nil {
-		// A record that does not decode stops the walk below it: report it.
-		problem("namespace: %v", err)
+		return nil, fmt.Errorf("fsck: walk namespace: %w", err)
 	}
 
 	stored := map[Hash]bool{}

@@ -146,7 +146,11 @@ func (h *HotFiles) roomFor(size int64) bool {
 func (h *HotFiles) copy(key string, size int64, src io.ReaderAt) {
 	f, err := os.CreateTemp(h.dir, key+"-*"+hotPartial)
 	if err == nil {
-		_, err = io.CopyBuffer(f, io.NewSectionReader(src, 0, size), make([]byte, 1<<20))
+		var n int64
+		n, err = io.CopyBuffer(f, io.NewSectionReader(src, 0, size), make([]byte, 1<<20))
+		if err == nil && n != size { // the source ended early: no copy rather than a short one
+			err = fmt.Errorf("source ended at %d of %d bytes", n, size)
+		}
 		if err != nil {
 			f.Close()
 			os.Remove(f.Name())

@@ -279,7 +279,15 @@ func touchDir(txn *badger.Txn, ino uint64) error {
 	return putInode(txn, p)
 }
 
+// dirEmpty reports whether directory ino has no entries. Badger does not
+// track an empty prefix scan for conflicts, so it also reads the
+// directory's record, which every create or rename into it rewrites: a
+// transaction that removes the directory then conflicts with one that
+// fills it.
 func dirEmpty(txn *badger.Txn, ino uint64) (bool, error) {
+	if _, err := getInode(txn, ino); err != nil && !errors.Is(err, ErrCorrupt) {
+		return false, err
+	}
 	opts := badger.IteratorOptions{Prefix: dentryPrefix(ino)}
 	it := txn.NewIterator(opts)
 	defer it.Close()
@@ -423,23 +431,35 @@ func (s *Store) MkdirAll(p string) (uint64, error) {
 }
 
 // Walk calls fn for every entry below directory ino, depth first, with
-// paths relative to it. Directories are visited before their contents.
+// paths relative to it. Directories are visited before their contents. It
+// stops at the first record that does not read.
 func (s *Store) Walk(ino uint64, fn func(rel string, in *Inode) error) error {
+	return s.walk(ino, "", fn, func(_ string, _ uint64, err error) error { return err })
+}
+
+// walk is Walk that hands each record that does not read, with its path
+// and inode number, to bad, and goes on if bad returns nil: into a
+// directory whose own record is damaged too, by its entries.
+func (s *Store) walk(ino uint64, dir string, fn func(rel string, in *Inode) error, bad func(rel string, ino uint64, err error) error) error {
 	entries, err := s.ReadDir(ino)
 	if err != nil {
-		return err
+		if err := bad(dir, ino, err); err != nil {
+			return err
+		}
 	}
 	for _, e := range entries {
+		rel := path.Join(dir, e.Name)
 		child, err := s.GetInode(e.Ino)
 		if err != nil {
-			return fmt.Errorf("%s: %w", e.Name, err)
+			err = bad(rel, e.Ino, fmt.Errorf("%s: %w", rel, err))
+		} else {
+			err = fn(rel, child)
 		}
-		if err := fn(e.Name, child); err != nil {
+		if err != nil {
 			return err
 		}
 		if e.Mode == syscall.S_IFDIR {
-			err := s.Walk(e.Ino, func(rel string, in *Inode) error { return fn(e.Name+"/"+rel, in) })
-			if err != nil {
+			if err := s.walk(e.Ino, rel, fn, bad); err != nil {
 				return err
 			}
 		}

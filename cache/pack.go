@@ -142,6 +142,13 @@ func (p *packs) append(h Hash, value []byte) (packLoc, error) {
 	binary.LittleEndian.PutUint32(rec[32:], uint32(len(value)))
 	rec = append(rec, value...)
 	if _, err := f.WriteAt(rec, loc.Offset); err != nil {
+		// The range stays a hole no index entry points at; appends after
+		// it go to a new pack.
+		p.mu.Lock()
+		if p.cur == f {
+			p.cur = nil
+		}
+		p.mu.Unlock()
 		return packLoc{}, fmt.Errorf("write pack %s: %w", f.Name(), err)
 	}
 	return loc, nil
@@ -166,7 +173,7 @@ func (p *packs) read(h Hash, loc packLoc, fn func(value []byte) error) error {
 		return fmt.Errorf("read pack %s at %d: %w", f.Name(), loc.Offset, err)
 	}
 	if Hash(rec[:32]) != h || binary.LittleEndian.Uint32(rec[32:]) != loc.Len {
-		return fmt.Errorf("pack %s at %d holds another record", f.Name(), loc.Offset)
+		return fmt.Errorf("pack %s at %d holds another record: %w", f.Name(), loc.Offset, ErrCorrupt)
 	}
 	return fn(rec[packRecordHeader:])
 }
@@ -240,29 +247,4 @@ func (p *packs) current() (uint32, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.curID, p.cur != nil
-}
-
-// records calls fn with the hash and location of every record in pack id,
-// front to back, stopping at a torn tail.
-func (p *packs) records(id uint32, fn func(h Hash, loc packLoc) error) error {
-	f, err := p.file(id)
-	if err != nil {
-		return err
-	}
-	st, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	var hdr [packRecordHeader]byte
-	for off := int64(0); off+packRecordHeader <= st.Size(); {
-		if _, err := f.ReadAt(hdr[:], off); err != nil {
-			return fmt.Errorf("read pack %s at %d: %w", f.Name(), off, err)
-		}
-		loc := packLoc{Pack: id, Offset: off, Len: binary.LittleEndian.Uint32(hdr[32:])}
-		if err := fn(Hash(hdr[:32]), loc); err != nil {
-			return err
-		}
-		off += packRecordHeader + int64(loc.Len)
-	}
-	return nil
 }

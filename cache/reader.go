@@ -48,6 +48,9 @@ func (r *FileReader) ReadAt(p []byte, off int64) (int, error) {
 	n := 0
 	for n < len(p) && i < len(r.chunks) {
 		data, err := r.store.chunks.get(r.chunks[i].Hash)
+		if err == nil && len(data) != int(r.chunks[i].Len) { // a manifest from a bucket may lie
+			err = fmt.Errorf("chunk %s: %d bytes, the manifest says %d: %w", r.chunks[i].Hash.Short(), len(data), r.chunks[i].Len, ErrCorrupt)
+		}
 		if err != nil {
 			if errors.Is(err, ErrCorrupt) {
 				r.store.log.Error("read failed verification", "file", r.name, "chunk", r.chunks[i].Hash.String(), "err", err)

@@ -42,8 +42,12 @@ type Store struct {
 	metrics *Metrics
 	damage  error          // damaged tables found on open, see AllowDamagedTables
 	bucket  *bucketBacking // nil unless Options.Bucket
-	// evictMu is held to read from packs and taken exclusively to evict.
+	// evictMu is held to read from packs and to append and index a chunk,
+	// and taken exclusively to evict.
 	evictMu sync.RWMutex
+	// putLocks serialize stores of chunks by their hash's first byte, so
+	// that two writers of one new chunk append it once.
+	putLocks [256]sync.Mutex
 }
 
 // Metrics returns the store's counters, for a daemon to serve.

@@ -337,15 +337,17 @@ func TestEvictionDropsOnlyUploadedPacks(t *testing.T) {
 	// The bucket holds the chunks of every pack but the second.
 	inPack := map[uint32][]Hash{}
 	for _, id := range ids {
-		err := s.packs.records(id, func(h Hash, loc packLoc) error {
-			inPack[id] = append(inPack[id], h)
-			if id != ids[1] {
-				return s.markUploaded(h)
-			}
-			return nil
-		})
+		hs, err := s.indexedIn(id)
 		if err != nil {
 			t.Fatal(err)
+		}
+		inPack[id] = hs
+		for _, h := range hs {
+			if id != ids[1] {
+				if err := s.markUploaded(h); err != nil {
+					t.Fatal(err)
+				}
+			}
 		}
 	}
 	var listed int
@@ -353,7 +355,7 @@ func TestEvictionDropsOnlyUploadedPacks(t *testing.T) {
 		listed += len(hs)
 	}
 	if listed != len(c.Chunks) {
-		t.Fatalf("pack records list %d chunks, the file has %d", listed, len(c.Chunks))
+		t.Fatalf("the index places %d chunks in packs, the file has %d", listed, len(c.Chunks))
 	}
 	b := &bucketBacking{s: s, opts: BackingOptions{DiskBytes: 1}}
 	if err := b.evict(context.Background()); err != nil {

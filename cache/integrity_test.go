@@ -1,0 +1,169 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// A failed append seals its pack: the next record goes to a new pack, so
+// nothing in use ever follows the hole.
+func TestFailedAppendSealsPack(t *testing.T) {
+	s := openTemp(t)
+	if _, err := s.PutChunk(randomBytes(1, 1000), ""); err != nil {
+		t.Fatal(err)
+	}
+	id, _ := s.packs.current()
+	readOnly, err := os.Open(s.packs.path(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.packs.mu.Lock()
+	s.packs.cur, s.packs.files[id] = readOnly, readOnly // the next write fails
+	s.packs.mu.Unlock()
+	if _, err := s.PutChunk(randomBytes(2, 1000), ""); err == nil {
+		t.Fatal("a write to a read-only pack succeeded")
+	}
+	ref, err := s.PutChunk(randomBytes(3, 1000), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if loc, _ := s.chunkLoc(ref.Hash); loc.Pack == id {
+		t.Fatalf("appended to pack %d after a failed write to it", id)
+	}
+}
+
+// Writers storing the same new chunk at once append it once.
+func TestRacingPutsAppendOnce(t *testing.T) {
+	s := openTemp(t)
+	raw := randomBytes(4, 500_000)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := s.PutChunk(raw, ""); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	id, _ := s.packs.current()
+	loc, err := s.chunkLoc(hashOf(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _ := os.Stat(s.packs.path(id))
+	if want := packRecordHeader + int64(loc.Len); st.Size() != want {
+		t.Fatalf("pack of %d bytes after 8 racing puts of one chunk, one record is %d", st.Size(), want)
+	}
+}
+
+// Eviction decides from the index: a pack whose bytes a record walk would
+// misread (here its first header zeroed) still pins its chunks that the
+// bucket lacks.
+func TestEvictionReadsTheIndexNotThePack(t *testing.T) {
+	s := openTemp(t)
+	_, ids := fileInSmallPacks(t, s, randomBytes(5, 3<<20))
+	s.packs.seal()
+	f, err := os.OpenFile(s.packs.path(ids[0]), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt(make([]byte, packRecordHeader), 0)
+	f.Close()
+	b := &bucketBacking{s: s, opts: BackingOptions{DiskBytes: 1}}
+	if err := b.evict(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(s.packs.path(ids[0])); err != nil {
+		t.Fatalf("a pack of chunks the bucket lacks was evicted: %v", err)
+	}
+}
+
+// An I/O error reading a pack stays an I/O error, not a verification
+// failure (which in front of a bucket would fetch the chunk again).
+func TestIOErrorIsNotCorruption(t *testing.T) {
+	s := openTemp(t)
+	ref, err := s.PutChunk(randomBytes(6, 1000), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	loc, _ := s.chunkLoc(ref.Hash)
+	s.packs.mu.Lock()
+	s.packs.files[loc.Pack].Close() // reads now fail with "file already closed"
+	s.packs.mu.Unlock()
+	_, err = s.loadLocalChunk(ref.Hash)
+	if err == nil || errors.Is(err, ErrCorrupt) || !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("read of a closed pack: %v, want an I/O error that is not ErrCorrupt", err)
+	}
+}
+
+// A manifest whose chunk lengths lie (as one from a bucket may) reads as
+// corrupt, never as bytes at the wrong offsets or a panic.
+func TestLyingChunkLengthIsCorrupt(t *testing.T) {
+	s := openTemp(t)
+	ref, err := s.PutChunk(randomBytes(7, 1000), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, lie := range []uint32{999, 5000} {
+		c := &Content{Size: int64(lie), Chunks: []ChunkRef{{Hash: ref.Hash, Len: lie}}}
+		if _, err := s.NewReader("f", c).ReadAt(make([]byte, lie), 0); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("length %d for a 1000-byte chunk: %v", lie, err)
+		}
+	}
+}
+
+// fsck reports every damaged record in one pass, and what lies below a
+// damaged directory is still reached.
+func TestFsckReportsEveryProblem(t *testing.T) {
+	s := openTemp(t)
+	dir, _ := s.Create(RootIno, "a", Inode{Mode: syscall.S_IFDIR | 0o755})
+	inner, _ := s.Create(dir.Ino, "inner.txt", Inode{Mode: syscall.S_IFREG | 0o644})
+	b, _ := s.Create(RootIno, "b", Inode{Mode: syscall.S_IFDIR | 0o755})
+	file, _ := s.Create(b.Ino, "f.txt", Inode{Mode: syscall.S_IFREG | 0o644})
+	for _, ino := range []uint64{dir.Ino, file.Ino} {
+		err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(inodeKey(ino), []byte{99, 1, 2}) })
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep, err := s.Fsck()
+	if err != nil {
+		t.Fatal(err)
+	}
+	joined := strings.Join(rep.Problems, "\n")
+	if len(rep.Problems) != 2 || !strings.Contains(joined, "a: inode") || !strings.Contains(joined, "b/f.txt: inode") {
+		t.Fatalf("problems %q", rep.Problems)
+	}
+	if strings.Contains(joined, "not reachable") {
+		t.Fatalf("inode %d below the damaged directory reported unreachable: %q", inner.Ino, rep.Problems)
+	}
+}
+
+// Removing a directory conflicts with a create inside it committed after
+// the emptiness check, so no entry is left in a deleted directory.
+func TestRemoveDirConflictsWithCreateInside(t *testing.T) {
+	s := openTemp(t)
+	dir, _ := s.Create(RootIno, "d", Inode{Mode: syscall.S_IFDIR | 0o755})
+	txn := s.db.NewTransaction(true)
+	defer txn.Discard()
+	if empty, err := dirEmpty(txn, dir.Ino); err != nil || !empty {
+		t.Fatalf("empty %v, %v", empty, err)
+	}
+	if _, err := s.Create(dir.Ino, "late.txt", Inode{Mode: syscall.S_IFREG | 0o644}); err != nil {
+		t.Fatal(err)
+	}
+	txn.Delete(dentryKey(RootIno, "d"))
+	txn.Delete(inodeKey(dir.Ino))
+	if err := txn.Commit(); !errors.Is(err, badger.ErrConflict) {
+		t.Fatalf("commit of a removal that raced a create inside: %v, want a conflict", err)
+	}
+}
