@@ -64,6 +64,7 @@ type bucketBacking struct {
 	dirty   atomic.Bool // the namespace changed since the last publish
 	pubMu   sync.Mutex  // one publish at a time
 	evictCh chan struct{}
+	refused map[string]string // checkpoint -> ETag of a manifest refused, used by refresh only
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -93,7 +94,7 @@ func (s *Store) attachBucket(o BackingOptions) error {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &bucketBacking{s: s, r: o.Remote, opts: o, storeID: id,
-		uploads: make(chan Hash, 64), evictCh: make(chan struct{}, 1), ctx: ctx, cancel: cancel}
+		uploads: make(chan Hash, 64), evictCh: make(chan struct{}, 1), refused: map[string]string{}, ctx: ctx, cancel: cancel}
 	b.dirty.Store(true) // publish what an earlier session or a command left
 	if err := b.refresh(ctx); err != nil {
 		cancel()
@@ -188,6 +189,28 @@ func (s *Store) setMeta(key string, v []byte) error {
 func (s *Store) uploaded(h Hash) bool {
 	_, err := s.getMeta(prefixUploaded + string(h[:]))
 	return err == nil
+}
+
+// markBucketOnly records the chunks of an imported manifest that this
+// store does not hold as held by the bucket, where reads will fetch them.
+// A chunk this store holds is left alone: only its own upload (or a fetch)
+// may say the bucket has it, or a manifest naming a chunk the bucket lacks
+// would let eviction drop this store's only copy. Stores of new chunks
+// wait meanwhile (PutChunk clears the mark of a chunk it stores).
+func (s *Store) markBucketOnly(hs []Hash) error {
+	for i := range s.putLocks {
+		s.putLocks[i].Lock()
+		defer s.putLocks[i].Unlock()
+	}
+	var absent []Hash
+	for _, h := range hs {
+		if _, err := s.chunkLoc(h); errors.Is(err, errChunkMissing) {
+			absent = append(absent, h)
+		} else if err != nil {
+			return err
+		}
+	}
+	return s.markUploaded(absent...)
 }
 
 // markUploaded records that the bucket holds the chunks.

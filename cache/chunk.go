@@ -108,7 +108,9 @@ func (s *Store) PutChunk(raw []byte, hint Hint) (ChunkRef, error) {
 	if err := s.ensureSpace(int64(len(val)), chunkReserve); err != nil {
 		return ref, err
 	}
-	if err := s.storeValue(ref.Hash, val); err != nil {
+	// A chunk this store writes is not in the bucket until its own upload
+	// says so, whatever an imported manifest claimed (markBucketOnly).
+	if err := s.storeValue(ref.Hash, val, []byte(prefixUploaded+string(ref.Hash[:]))); err != nil {
 		return ref, fmt.Errorf("write chunk %s: %w", ref.Hash.Short(), err)
 	}
 	if s.bucket != nil {
@@ -120,16 +122,24 @@ func (s *Store) PutChunk(raw []byte, hint Hint) (ChunkRef, error) {
 	return ref, nil
 }
 
-// storeValue appends a chunk value to a pack and indexes it. Eviction
-// waits for both: it decides from the index which packs it may delete.
-func (s *Store) storeValue(h Hash, val []byte) error {
+// storeValue appends a chunk value to a pack and indexes it, deleting the
+// keys in clear in the same transaction. Eviction waits for both: it
+// decides from the index which packs it may delete.
+func (s *Store) storeValue(h Hash, val []byte, clear ...[]byte) error {
 	s.evictMu.RLock()
 	defer s.evictMu.RUnlock()
 	loc, err := s.packs.append(h, val)
 	if err != nil {
 		return err
 	}
-	return s.db.Update(func(txn *badger.Txn) error { return txn.Set(chunkKey(h), loc.encode()) })
+	return s.db.Update(func(txn *badger.Txn) error {
+		for _, k := range clear {
+			if err := txn.Delete(k); err != nil {
+				return err
+			}
+		}
+		return txn.Set(chunkKey(h), loc.encode())
+	})
 }
 
 // chunkLoc looks up where a chunk is stored.

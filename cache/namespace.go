@@ -374,6 +374,31 @@ func (s *Store) rename(oldParent uint64, oldName string, newParent uint64, newNa
 	})
 }
 
+// swapEntries puts what a names in parent in place of b, in one
+// transaction, and leaves what b named (if anything) under a's name.
+func (s *Store) swapEntries(parent uint64, a, b string) error {
+	return s.update(func(txn *badger.Txn) error {
+		aIno, aMode, err := getDentry(txn, parent, a)
+		if err != nil {
+			return err
+		}
+		bIno, bMode, err := getDentry(txn, parent, b)
+		switch {
+		case errors.Is(err, syscall.ENOENT):
+			err = txn.Delete(dentryKey(parent, a))
+		case err == nil:
+			err = txn.Set(dentryKey(parent, a), encodeDentry(bIno, bMode))
+		}
+		if err != nil {
+			return err
+		}
+		if err := txn.Set(dentryKey(parent, b), encodeDentry(aIno, aMode)); err != nil {
+			return err
+		}
+		return touchDir(txn, parent)
+	})
+}
+
 // Update applies fn to the stored inode in one transaction and returns the
 // new record. syscall.ENOENT if the inode was removed meanwhile.
 func (s *Store) Update(ino uint64, fn func(*Inode) error) (*Inode, error) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path"
 	"syscall"
 )
 
@@ -23,6 +24,10 @@ func (b *bucketBacking) refresh(ctx context.Context) error {
 	}
 	var errs []error
 	for name, etag := range listed {
+		if err := plainPath(name); err != nil || path.Base(name) != name {
+			b.s.log.Warn("checkpoint in the bucket not shown: not a plain name", "checkpoint", name, "remote", b.r.url)
+			continue
+		}
 		st, known := states[name]
 		if st.Owned || (known && st.ETag == etag && st.Digest != "") {
 			continue
@@ -33,7 +38,16 @@ func (b *bucketBacking) refresh(ctx context.Context) error {
 				continue
 			}
 		}
-		if err := b.importCheckpoint(ctx, name, etag); err != nil {
+		if b.refused[name] == etag {
+			continue
+		}
+		err := b.importCheckpoint(ctx, name, etag)
+		if errors.Is(err, ErrCorrupt) { // this version will not do: say so once
+			b.s.log.Warn("checkpoint in the bucket not imported", "checkpoint", name, "remote", b.r.url, "reason", err)
+			b.refused[name] = etag
+			continue
+		}
+		if err != nil {
 			errs = append(errs, fmt.Errorf("import %s: %w", name, err))
 		}
 	}
@@ -71,13 +85,10 @@ func (b *bucketBacking) importCheckpoint(ctx context.Context, name, etag string)
 			hashes = append(hashes, c.Hash)
 		}
 	}
-	if err := b.s.markUploaded(hashes...); err != nil {
+	if err := b.s.markBucketOnly(hashes); err != nil {
 		return err
 	}
-	if err := b.s.RemoveAll(RootIno, name); err != nil && !errors.Is(err, syscall.ENOENT) {
-		return err
-	}
-	if err := b.s.createTree(RootIno, name, m.Entries); err != nil {
+	if err := b.s.createTree(RootIno, name, m.Entries, true); err != nil {
 		return err
 	}
 	_, local, err := b.s.buildManifest(name)

@@ -30,12 +30,33 @@ type Remote struct {
 	url    string // s3://BUCKET/PREFIX, for messages
 }
 
-// RemoteConfig says where a bucket is. Credentials, region and retries
-// come from the usual AWS variables (AWS_ACCESS_KEY_ID,
-// AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION, AWS_MAX_ATTEMPTS).
+// RemoteConfig says where a bucket is and whose credentials reach it.
+// Region and retries come from AWS_REGION and AWS_MAX_ATTEMPTS.
 type RemoteConfig struct {
 	URL      string // s3://BUCKET[/PREFIX]
 	Endpoint string // host:port or http(s)://host:port; else AWS_ENDPOINT_URL, else AWS S3
+	// CredentialsFile and Profile name a shared credentials file
+	// (~/.aws/credentials format) to read before the default one: an
+	// fstab mount runs with an empty environment.
+	CredentialsFile, Profile string
+}
+
+// credentialChain finds credentials as the AWS SDKs do: the environment
+// (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN), the shared
+// credentials file (cfg's, then AWS_SHARED_CREDENTIALS_FILE or
+// ~/.aws/credentials, with AWS_PROFILE), then an IAM role: web identity
+// (IRSA), the ECS task role or the EC2 instance's, unless
+// AWS_EC2_METADATA_DISABLED=true.
+func credentialChain(cfg RemoteConfig) *credentials.Credentials {
+	chain := []credentials.Provider{&credentials.EnvAWS{}}
+	if cfg.CredentialsFile != "" {
+		chain = append(chain, &credentials.FileAWSCredentials{Filename: cfg.CredentialsFile, Profile: cfg.Profile})
+	}
+	chain = append(chain, &credentials.FileAWSCredentials{Profile: cfg.Profile})
+	if !strings.EqualFold(os.Getenv("AWS_EC2_METADATA_DISABLED"), "true") {
+		chain = append(chain, &credentials.IAM{})
+	}
+	return credentials.NewChainCredentials(chain)
 }
 
 // OpenRemote connects to the bucket of cfg.URL and checks that it exists.
@@ -59,7 +80,7 @@ func OpenRemote(ctx context.Context, cfg RemoteConfig) (*Remote, error) {
 	}
 	attempts, _ := strconv.Atoi(os.Getenv("AWS_MAX_ATTEMPTS")) // 0: the client's default, 10
 	client, err := minio.New(endpoint, &minio.Options{
-		Creds:      credentials.NewEnvAWS(),
+		Creds:      credentialChain(cfg),
 		Secure:     secure,
 		Region:     region,
 		MaxRetries: attempts,

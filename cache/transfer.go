@@ -5,9 +5,9 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path"
-	"strings"
 	"sync/atomic"
 	"syscall"
 
@@ -60,10 +60,19 @@ type Transfer struct {
 
 // Push publishes checkpoint name of the store in r: every chunk the bucket
 // lacks, each verified against its hash before it leaves, then the
-// manifest. progress gets the raw bytes of each chunk handled.
+// manifest. It takes the checkpoint's lease first, as a mount does: a
+// checkpoint another store writes is refused (EEXIST). progress gets the
+// raw bytes of each chunk handled.
 func (s *Store) Push(ctx context.Context, r *Remote, name string, progress func(int64)) (*Transfer, error) {
 	m, js, err := s.buildManifest(name)
 	if err != nil {
+		return nil, fmt.Errorf("push %s: %w", name, err)
+	}
+	id, err := s.storeID()
+	if err != nil {
+		return nil, fmt.Errorf("push %s: %w", name, err)
+	}
+	if err := s.claimLease(ctx, r, id, name); err != nil {
 		return nil, fmt.Errorf("push %s: %w", name, err)
 	}
 	t, err := m.eachChunk(ctx, progress, func(ctx context.Context, ref ChunkRef) (int64, error) {
@@ -107,11 +116,14 @@ func (s *Store) buildManifest(name string) (*checkpointManifest, []byte, error) 
 	return m, js, err
 }
 
-// parseManifest reads a manifest object of checkpoint name.
+// parseManifest reads and validates a manifest object of checkpoint name.
 func parseManifest(r *Remote, name string, js []byte) (*checkpointManifest, error) {
 	var m checkpointManifest
-	if err := json.Unmarshal(js, &m); err != nil || m.Format != manifestFormat || len(m.Entries) == 0 || m.Entries[0].Path != "" {
+	if err := json.Unmarshal(js, &m); err != nil || m.Format != manifestFormat {
 		return nil, fmt.Errorf("manifest of %s in %s is not a %s manifest: %v: %w", name, r.url, manifestFormat, err, ErrCorrupt)
+	}
+	if err := m.validate(name); err != nil {
+		return nil, fmt.Errorf("manifest of %s in %s refused: %w: %w", name, r.url, err, ErrCorrupt)
 	}
 	return &m, nil
 }
@@ -232,7 +244,7 @@ func (s *Store) Pull(ctx context.Context, r *Remote, name string, progress func(
 	if err != nil {
 		return nil, err
 	}
-	if err := s.createTree(parent, path.Base(name), m.Entries); err != nil {
+	if err := s.createTree(parent, path.Base(name), m.Entries, false); err != nil {
 		return nil, fmt.Errorf("pull %s: %w", name, err)
 	}
 	return t, s.Sync()
@@ -243,29 +255,18 @@ func (s *Store) Pull(ctx context.Context, r *Remote, name string, progress func(
 const hiddenPrefix = ".pull-"
 
 // createTree creates entries as name in parent: under a hidden name first,
-// renamed into place once complete.
-func (s *Store) createTree(parent uint64, name string, entries []manifestEntry) error {
+// moved into place once complete. With replace, a tree already there is
+// swapped out in the same transaction and then removed, so readers see the
+// old tree or the new one, never neither.
+func (s *Store) createTree(parent uint64, name string, entries []manifestEntry, replace bool) error {
 	var rnd [6]byte
 	rand.Read(rnd[:])
 	hidden := hiddenPrefix + hex.EncodeToString(rnd[:])
 	inos := map[string]uint64{}
 	for i, e := range entries {
 		dir, base := parent, hidden
-		if i > 0 {
-			p, ok := inos[path.Dir(e.Path)]
-			if e.Path == "" || path.Clean(e.Path) != e.Path || strings.HasPrefix(e.Path, "../") || !ok {
-				s.RemoveAll(parent, hidden)
-				return fmt.Errorf("manifest entry %q is not below an earlier folder: %w", e.Path, ErrCorrupt)
-			}
-			dir, base = p, path.Base(e.Path)
-		}
-		var sum int64
-		for _, c := range e.Content.Chunks {
-			sum += int64(c.Len)
-		}
-		if sum != e.Content.Size {
-			s.RemoveAll(parent, hidden)
-			return fmt.Errorf("manifest entry %q: chunks add to %d bytes, size is %d: %w", e.Path, sum, e.Content.Size, ErrCorrupt)
+		if i > 0 { // validate saw that the folder comes earlier
+			dir, base = inos[path.Dir(e.Path)], path.Base(e.Path)
 		}
 		in, err := s.Create(dir, base, e.Inode)
 		if err != nil {
@@ -278,9 +279,19 @@ func (s *Store) createTree(parent uint64, name string, entries []manifestEntry) 
 		}
 		inos[key] = in.Ino
 	}
-	if err := s.rename(parent, hidden, parent, name, RenameNoReplace); err != nil {
+	if !replace {
+		if err := s.rename(parent, hidden, parent, name, RenameNoReplace); err != nil {
+			s.RemoveAll(parent, hidden)
+			return fmt.Errorf("rename into place: %w", err)
+		}
+		return nil
+	}
+	if err := s.swapEntries(parent, hidden, name); err != nil {
 		s.RemoveAll(parent, hidden)
-		return fmt.Errorf("rename into place: %w", err)
+		return fmt.Errorf("swap into place: %w", err)
+	}
+	if err := s.RemoveAll(parent, hidden); err != nil && !errors.Is(err, syscall.ENOENT) {
+		return fmt.Errorf("remove the replaced tree: %w", err)
 	}
 	return nil
 }

@@ -216,24 +216,34 @@ func (b *bucketBacking) acquireLease(ctx context.Context, name string) error {
 	if cur, _, err := b.s.checkpointState(name); err != nil || cur.Owned {
 		return err
 	}
+	if err := b.s.claimLease(ctx, b.r, b.storeID, name); err != nil {
+		return err
+	}
+	return b.s.setCheckpointState(name, &checkpointState{Owned: true})
+}
+
+// claimLease makes store id the writer of checkpoint name in r, unless
+// another store is: then EEXIST, naming the holder.
+func (s *Store) claimLease(ctx context.Context, r *Remote, id, name string) error {
 	host, _ := os.Hostname()
-	js, _ := json.Marshal(lease{Store: b.storeID, Host: host, Since: time.Now().UTC()})
-	won, err := b.r.putIfAbsent(ctx, b.r.leaseKey(name), js)
+	js, _ := json.Marshal(lease{Store: id, Host: host, Since: time.Now().UTC()})
+	won, err := r.putIfAbsent(ctx, r.leaseKey(name), js)
 	if err != nil {
 		return fmt.Errorf("lease of %s: %w", name, err)
 	}
-	if !won {
-		data, err := b.r.get(ctx, b.r.leaseKey(name), 4096)
-		if err != nil {
-			return fmt.Errorf("lease of %s: %w", name, err)
-		}
-		var held lease
-		if json.Unmarshal(data, &held) != nil || held.Store != b.storeID {
-			b.s.log.Warn("checkpoint is written by another mount", "checkpoint", name, "holder", held.Host, "store", held.Store, "since", held.Since)
-			return fmt.Errorf("checkpoint %s is written by another mount (%s): %w", name, held.Host, syscall.EEXIST)
-		}
+	if won {
+		return nil
 	}
-	return b.s.setCheckpointState(name, &checkpointState{Owned: true})
+	data, err := r.get(ctx, r.leaseKey(name), 4096)
+	if err != nil {
+		return fmt.Errorf("lease of %s: %w", name, err)
+	}
+	var held lease
+	if json.Unmarshal(data, &held) != nil || held.Store != id {
+		s.log.Warn("checkpoint is written by another mount", "checkpoint", name, "holder", held.Host, "store", held.Store, "since", held.Since)
+		return fmt.Errorf("checkpoint %s is written by another mount (%s): %w", name, held.Host, syscall.EEXIST)
+	}
+	return nil
 }
 
 // manifestDigest tells manifests apart.

@@ -150,7 +150,23 @@ func (n *dirNode) Symlink(ctx context.Context, target, name string, out *fuse.En
 }
 
 func (n *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
-	return toErrno(n.fsys.log, "unlink "+name, n.fsys.store.Remove(n.ino, name, false))
+	victim := n.GetChild(name)
+	if err := n.fsys.store.Remove(n.ino, name, false); err != nil {
+		return toErrno(n.fsys.log, "unlink "+name, err)
+	}
+	markUnlinked(victim)
+	return 0
+}
+
+// markUnlinked tells an open file's writers that its record is gone
+// because a user removed it (see pending.commit).
+func markUnlinked(victim *fs.Inode) {
+	if victim == nil {
+		return
+	}
+	if f, ok := victim.Operations().(*fileNode); ok {
+		f.unlinked.Store(true)
+	}
 }
 
 func (n *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
@@ -162,7 +178,14 @@ func (n *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmb
 	if !ok {
 		return syscall.EROFS // into a view
 	}
-	return toErrno(n.fsys.log, "rename "+name, n.fsys.store.Rename(n.ino, name, dst.ino, newName, flags))
+	victim := dst.GetChild(newName)
+	if err := n.fsys.store.Rename(n.ino, name, dst.ino, newName, flags); err != nil {
+		return toErrno(n.fsys.log, "rename "+name, err)
+	}
+	if victim != n.GetChild(name) {
+		markUnlinked(victim) // replaced
+	}
+	return 0
 }
 
 func (n *dirNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {

@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/ckptfs/ckptfs/cache"
@@ -22,9 +23,12 @@ type fileNode struct {
 	content *cache.Content    // committed content, as last loaded or committed
 	reader  *cache.FileReader // reads content
 	pending *pending          // uncommitted writes, if any
-	gen     uint64            // bumped whenever new content is committed
-	seenGen uint64            // gen the kernel's page cache was filled at
-	opened  bool
+	// unlinked is set when a user removes the file or renames another
+	// over it; a record gone without it was replaced from a bucket.
+	unlinked atomic.Bool
+	gen      uint64 // bumped whenever new content is committed
+	seenGen  uint64 // gen the kernel's page cache was filled at
+	opened   bool
 
 	hot hotOpens // guarded by mu
 }

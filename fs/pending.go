@@ -186,7 +186,12 @@ func (p *pending) commit() error {
 		return nil
 	})
 	if errors.Is(err, syscall.ENOENT) {
-		err = nil // unlinked while open: the content goes with it
+		if !n.unlinked.Load() {
+			// The checkpoint was replaced from the bucket under an open
+			// writer: say so rather than report the writes as saved.
+			return fmt.Errorf("%s was replaced by another mount's version while open for writing: these writes are not kept", n.Path(nil))
+		}
+		return nil // unlinked while open: the content goes with it
 	}
 	if err != nil {
 		return err

@@ -25,6 +25,7 @@ var mountOptionFlags = map[string]string{
 	"metrics_addr": "--metrics-addr", "pprof": "--pprof", "debug": "--debug",
 	"remote": "--remote", "remote_endpoint": "--remote-endpoint",
 	"remote_cache_size": "--remote-cache-size", "remote_ttl": "--remote-ttl",
+	"remote_credentials": "--remote-credentials", "remote_profile": "--remote-profile",
 }
 
 // genericMountOptions are mount(8)'s own options, which mean nothing here

@@ -6,10 +6,10 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"syscall"
 
 	"github.com/ckptfs/ckptfs/cache"
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 )
 
 func (a *app) importCmd() *cobra.Command {
@@ -66,54 +66,95 @@ type importer struct {
 	store *cache.Store
 	bar   interface{ Add64(int64) error }
 	files int
+	// afterStat, if set, runs between an entry's stat and its open: tests
+	// swap the entry there.
+	afterStat func(src string)
 }
 
 // copy stores local path src as name in folder parent, recursively.
 func (im *importer) copy(src string, parent uint64, name string) error {
-	info, err := os.Lstat(src)
-	if err != nil {
-		return fmt.Errorf("import: %w", err)
+	return im.copyAt(unix.AT_FDCWD, src, src, parent, name)
+}
+
+// copyAt stores entry rel of the folder open as dirfd (src in messages).
+// Each entry is opened relative to its folder without following a
+// symlink, and its metadata is read from the opened file: a path swapped
+// for a symlink meanwhile fails the import instead of storing a file the
+// user could not read under the user's name and mode.
+func (im *importer) copyAt(dirfd int, rel, src string, parent uint64, name string) error {
+	var st unix.Stat_t
+	if err := unix.Fstatat(dirfd, rel, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fmt.Errorf("import %s: %w", src, err)
 	}
-	rec := recordFrom(info)
-	switch {
-	case info.IsDir():
-		dir, err := im.store.Create(parent, name, rec)
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFLNK:
+		target, err := readlinkAt(dirfd, rel)
 		if err != nil {
 			return fmt.Errorf("import %s: %w", src, err)
 		}
-		entries, err := os.ReadDir(src)
-		if err != nil {
-			return fmt.Errorf("import: %w", err)
-		}
-		for _, e := range entries {
-			if err := im.copy(filepath.Join(src, e.Name()), dir.Ino, e.Name()); err != nil {
-				return err
-			}
-		}
-		return nil
-	case info.Mode()&fs.ModeSymlink != 0:
-		if rec.Target, err = os.Readlink(src); err != nil {
-			return fmt.Errorf("import: %w", err)
-		}
-	case info.Mode().IsRegular():
-		f, err := os.Open(src)
-		if err != nil {
-			return fmt.Errorf("import: %w", err)
-		}
-		defer f.Close()
+		rec := recordFrom(&st)
+		rec.Target = target
+		return im.create(src, parent, name, rec)
+	case unix.S_IFDIR, unix.S_IFREG:
+	default:
+		return fmt.Errorf("import %s: not a regular file, folder or symlink", src)
+	}
+	if im.afterStat != nil {
+		im.afterStat(src)
+	}
+	fd, err := unix.Openat(dirfd, rel, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("import %s: %w", src, err)
+	}
+	f := os.NewFile(uintptr(fd), src)
+	defer f.Close()
+	var opened unix.Stat_t
+	if err := unix.Fstat(fd, &opened); err != nil {
+		return fmt.Errorf("import %s: %w", src, err)
+	}
+	if opened.Dev != st.Dev || opened.Ino != st.Ino {
+		return fmt.Errorf("import %s: replaced by another file while importing", src)
+	}
+	rec := recordFrom(&opened)
+	if opened.Mode&unix.S_IFMT == unix.S_IFREG {
 		c, err := im.store.Ingest(&barReader{f, im.bar})
 		if err != nil {
 			return fmt.Errorf("import %s: %w", src, err)
 		}
 		rec.Content = *c
 		im.files++
-	default:
-		return fmt.Errorf("import %s: not a regular file, folder or symlink", src)
+		return im.create(src, parent, name, rec)
 	}
+	dir, err := im.store.Create(parent, name, rec)
+	if err != nil {
+		return fmt.Errorf("import %s: %w", src, err)
+	}
+	entries, err := f.ReadDir(-1)
+	if err != nil {
+		return fmt.Errorf("import %s: %w", src, err)
+	}
+	for _, e := range entries {
+		if err := im.copyAt(fd, e.Name(), filepath.Join(src, e.Name()), dir.Ino, e.Name()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (im *importer) create(src string, parent uint64, name string, rec cache.Inode) error {
 	if _, err := im.store.Create(parent, name, rec); err != nil {
 		return fmt.Errorf("import %s: %w", src, err)
 	}
 	return nil
+}
+
+func readlinkAt(dirfd int, rel string) (string, error) {
+	buf := make([]byte, 4096)
+	n, err := unix.Readlinkat(dirfd, rel, buf)
+	if err != nil {
+		return "", err
+	}
+	return string(buf[:n]), nil
 }
 
 type barReader struct {
@@ -128,14 +169,7 @@ func (r *barReader) Read(p []byte) (int, error) {
 }
 
 // recordFrom builds an inode template from a local file's metadata.
-func recordFrom(info os.FileInfo) cache.Inode {
-	rec := cache.Inode{Mode: uint32(info.Mode().Perm())}
-	if st, ok := info.Sys().(*syscall.Stat_t); ok {
-		rec.Mode = st.Mode
-		rec.Uid, rec.Gid = st.Uid, st.Gid
-		rec.Atime = st.Atim.Nano()
-		rec.Ctime = st.Ctim.Nano()
-	}
-	rec.Mtime = info.ModTime().UnixNano()
-	return rec
+func recordFrom(st *unix.Stat_t) cache.Inode {
+	return cache.Inode{Mode: st.Mode, Uid: st.Uid, Gid: st.Gid,
+		Atime: st.Atim.Nano(), Mtime: st.Mtim.Nano(), Ctime: st.Ctim.Nano()}
 }

@@ -43,7 +43,25 @@ func serveMetrics(addr string, withPprof bool, log *slog.Logger, collectors ...[
 		}
 	}()
 	log.Info("serving metrics", "url", "http://"+ln.Addr().String()+"/metrics", "pprof", withPprof)
+	if warning := exposureWarning(addr, withPprof); warning != "" {
+		log.Warn(warning)
+	}
 	return func() { srv.Close() }, nil
+}
+
+// exposureWarning says what serving on addr exposes, when addr is not a
+// loopback address: metrics name checkpoints, and pprof hands out heap
+// profiles (names, paths) and CPU time to anyone who can reach it.
+func exposureWarning(addr string, withPprof bool) string {
+	host, _, err := net.SplitHostPort(addr)
+	if ip := net.ParseIP(host); err == nil && (host == "localhost" || ip != nil && ip.IsLoopback()) {
+		return ""
+	}
+	what := "metrics"
+	if withPprof {
+		what = "metrics and pprof (heap profiles, CPU profiles on demand)"
+	}
+	return fmt.Sprintf("--metrics-addr %s serves %s to other machines, without authentication; use 127.0.0.1 unless that is meant", addr, what)
 }
 
 // goCollectors are the runtime and process metrics every Go service shows.

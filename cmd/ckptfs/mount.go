@@ -96,6 +96,11 @@ The source is the store; options are the flags above with _ for -.`,
 			if srv.pprof && srv.metricsAddr == "" {
 				return errors.New("--pprof is served on --metrics-addr: give both")
 			}
+			if srv.metricsAddr != "" {
+				if warning := exposureWarning(srv.metricsAddr, srv.pprof); warning != "" {
+					fmt.Fprintln(os.Stderr, "warning:", warning)
+				}
+			}
 			if !foreground {
 				return a.mountBackground(mnt)
 			}

@@ -13,27 +13,35 @@ import (
 )
 
 // remoteFlags are the flags that say where a bucket is.
-type remoteFlags struct{ url, endpoint string }
+type remoteFlags struct{ url, endpoint, credentials, profile string }
 
 func (f *remoteFlags) add(cmd *cobra.Command, required bool) {
 	cmd.Flags().StringVar(&f.url, "remote", "", "the bucket: s3://BUCKET/PREFIX")
 	cmd.Flags().StringVar(&f.endpoint, "remote-endpoint", "", "S3 endpoint, http://HOST:PORT for MinIO (default $AWS_ENDPOINT_URL, else AWS)")
+	cmd.Flags().StringVar(&f.credentials, "remote-credentials", "", "a shared credentials file (~/.aws/credentials format) to read first")
+	cmd.Flags().StringVar(&f.profile, "remote-profile", "", "the profile in credentials files (default $AWS_PROFILE, else default)")
 	if required {
 		cmd.MarkFlagRequired("remote")
 	}
 }
 
 func (f *remoteFlags) open(ctx context.Context) (*cache.Remote, error) {
-	return cache.OpenRemote(ctx, cache.RemoteConfig{URL: f.url, Endpoint: f.endpoint})
+	return cache.OpenRemote(ctx, cache.RemoteConfig{URL: f.url, Endpoint: f.endpoint, CredentialsFile: f.credentials, Profile: f.profile})
 }
 
 const remoteHelp = `
 The bucket holds chunks/HASH objects (chunks as stored: compressed and
 checksummed, named by the BLAKE3 hash of their content) and one
 checkpoints/NAME manifest per checkpoint, written after every chunk it
-names; mounts with --remote also keep a leases/NAME object per checkpoint
-they write. Credentials, region and retries come from AWS_ACCESS_KEY_ID,
-AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION and AWS_MAX_ATTEMPTS.`
+names; mounts with --remote and push also keep a leases/NAME object per
+checkpoint they write, and refuse a checkpoint another store writes.
+Credentials are found as the AWS SDKs find them: AWS_ACCESS_KEY_ID,
+AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN; then --remote-credentials; then
+the shared credentials file (AWS_SHARED_CREDENTIALS_FILE or
+~/.aws/credentials, profile AWS_PROFILE or --remote-profile); then an IAM
+role (web identity/IRSA, ECS task role, EC2 instance profile; not with
+AWS_EC2_METADATA_DISABLED=true). Region and retries come from AWS_REGION
+and AWS_MAX_ATTEMPTS.`
 
 func (a *app) pushCmd() *cobra.Command {
 	var rf remoteFlags
