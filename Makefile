@@ -83,7 +83,7 @@ unit:
 fuzz:
 	@for t in FuzzParseFile FuzzParseIndex FuzzParseTorch FuzzParsePickle; do \
 		$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) ./layout/ || exit 1; done
-	@for t in FuzzDecodeInode FuzzChunkRoundTrip FuzzSplitZip; do \
+	@for t in FuzzDecodeInode FuzzChunkRoundTrip FuzzSplitZip FuzzParseManifest; do \
 		$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) ./cache/ || exit 1; done
 
 integration: fuse minio venv
