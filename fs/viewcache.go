@@ -10,10 +10,13 @@ import (
 // Planned views are kept, so that a lookup of DIR@single parses the
 // folder's headers once per state of the folder, not once per lookup.
 // The cache is bounded in views per folder (each distinct @shards=SIZE is
-// one) and in all; a view's own size is bounded by layout.MaxViewInline.
+// one), in all, and in the memory they hold; a view's own size is bounded
+// by layout.MaxViewInline. View nodes hold no view of their own (see
+// FS.viewOf), so these bounds are the bounds.
 const (
 	viewsPerFolder = 4
 	viewsCached    = 32
+	viewBytes      = 256 << 20
 )
 
 type viewID struct {
@@ -30,11 +33,19 @@ type viewPlan struct {
 	err  error
 }
 
+func (p *viewPlan) weight() int64 {
+	if p.view == nil {
+		return 0
+	}
+	return p.view.weight()
+}
+
 // viewCache is an LRU of view plans.
 type viewCache struct {
-	mu    sync.Mutex
-	order *list.List // of *viewPlan, most recent first
-	byID  map[viewID]*list.Element
+	mu     sync.Mutex
+	order  *list.List // of *viewPlan, most recent first
+	byID   map[viewID]*list.Element
+	weight int64 // of the plans kept
 }
 
 func newViewCache() *viewCache {
@@ -58,9 +69,10 @@ func (c *viewCache) put(p *viewPlan) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e, ok := c.byID[p.id]; ok {
-		c.order.Remove(e)
+		c.remove(e)
 	}
 	c.byID[p.id] = c.order.PushFront(p)
+	c.weight += p.weight()
 	sameFolder := 0
 	for e := c.order.Front(); e != nil; {
 		next := e.Next()
@@ -71,12 +83,14 @@ func (c *viewCache) put(p *viewPlan) {
 		}
 		e = next
 	}
-	for c.order.Len() > viewsCached {
+	for c.order.Len() > 1 && (c.order.Len() > viewsCached || c.weight > viewBytes) {
 		c.remove(c.order.Back())
 	}
 }
 
 func (c *viewCache) remove(e *list.Element) {
 	c.order.Remove(e)
-	delete(c.byID, e.Value.(*viewPlan).id)
+	p := e.Value.(*viewPlan)
+	delete(c.byID, p.id)
+	c.weight -= p.weight()
 }

@@ -31,3 +31,19 @@ func TestViewCacheBounds(t *testing.T) {
 		t.Error("the newest plan was dropped")
 	}
 }
+
+func TestViewCacheBoundsMemory(t *testing.T) {
+	c := newViewCache()
+	heavy := func() *View {
+		return &View{Files: []layout.ViewFile{{Extents: []layout.Extent{{Inline: make([]byte, 60<<20)}}}}}
+	}
+	for dir := uint64(1); dir <= 10; dir++ {
+		c.put(&viewPlan{id: viewID{dir, layout.ViewSpec{}}, key: "k", view: heavy()})
+	}
+	if c.weight > viewBytes || c.order.Len() != viewBytes/(60<<20) {
+		t.Fatalf("%d plans of 60 MiB kept, %d bytes; bound %d", c.order.Len(), c.weight, viewBytes)
+	}
+	if _, ok := c.get(viewID{10, layout.ViewSpec{}}, "k"); !ok {
+		t.Fatal("the newest plan was dropped")
+	}
+}

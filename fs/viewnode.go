@@ -18,13 +18,15 @@ import (
 // gives a new directory and no stale pages survive in the kernel.
 type viewDirNode struct {
 	fs.Inode
-	fsys  *FS
-	view  *View
-	name  string // base@spec
-	kind  string // kindSingle or kindShards
-	ino   uint64
-	mtime int64
-	acc   access // the folder's, minus write
+	fsys    *FS
+	id      viewID
+	key     string // the folder state it shows
+	dirPath string // the folder's, for planning and messages
+	name    string // base@spec
+	kind    string // kindSingle or kindShards
+	ino     uint64
+	mtime   int64
+	acc     access // the folder's, minus write
 }
 
 var (
@@ -56,7 +58,8 @@ func (n *dirNode) lookupView(ctx context.Context, name, base string, spec layout
 		kind = kindShards
 	}
 	acc := accessOf(dir)
-	node := &viewDirNode{fsys: n.fsys, view: v, name: name, kind: kind, mtime: dir.Mtime, acc: acc,
+	node := &viewDirNode{fsys: n.fsys, id: viewID{dir.Ino, spec}, key: v.Key, dirPath: n.Path(nil) + "/" + base,
+		name: name, kind: kind, mtime: dir.Mtime, acc: acc,
 		ino: syntheticIno("view", dir.Ino, name, v.Key, acc.uid, acc.gid, acc.perm)}
 	node.fillAttr(&out.Attr)
 	return n.NewInode(ctx, node, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: node.ino}), 0
@@ -90,16 +93,30 @@ func (n *viewDirNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.At
 	return 0
 }
 
+// plan is the node's view (see FS.viewOf).
+func (n *viewDirNode) plan() (*View, error) {
+	return n.fsys.viewOf(n.id, n.key, n.dirPath)
+}
+
 func (n *viewDirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	if i, ok := n.view.FileIndex(name); ok {
-		f := n.view.Files[i]
-		node := n.newFile(name, f.Size, n.view.access, n.mtime,
-			func(p []byte, off int64) (int, error) { return n.view.ReadAt(i, p, off) },
-			cache.DerivedKey("view", n.view.Key, n.name, name))
+	v, err := n.plan()
+	if err != nil {
+		return nil, toErrno(n.fsys.log, "view "+n.dirPath, err)
+	}
+	if i, ok := v.FileIndex(name); ok {
+		f := v.Files[i]
+		readAt := func(p []byte, off int64) (int, error) {
+			v, err := n.plan()
+			if err != nil {
+				return 0, err
+			}
+			return v.ReadAt(i, p, off)
+		}
+		node := n.newFile(name, f.Size, v.access, n.mtime, readAt, cache.DerivedKey("view", n.key, n.name, name))
 		node.fillAttr(&out.Attr)
 		return n.NewInode(ctx, node, fs.StableAttr{Mode: syscall.S_IFREG, Ino: node.ino}), 0
 	}
-	for _, x := range n.view.Extra {
+	for _, x := range v.Extra {
 		if x.Name != name {
 			continue
 		}
@@ -117,11 +134,15 @@ func (n *viewDirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOu
 }
 
 func (n *viewDirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
+	v, err := n.plan()
+	if err != nil {
+		return nil, toErrno(n.fsys.log, "view "+n.dirPath, err)
+	}
 	var list []fuse.DirEntry
-	for _, f := range n.view.Files {
+	for _, f := range v.Files {
 		list = append(list, fuse.DirEntry{Name: f.Name, Mode: syscall.S_IFREG, Ino: syntheticIno("file", n.ino, f.Name)})
 	}
-	for _, x := range n.view.Extra {
+	for _, x := range v.Extra {
 		list = append(list, fuse.DirEntry{Name: x.Name, Mode: x.Inode.Mode & syscall.S_IFMT, Ino: syntheticIno("file", n.ino, x.Name)})
 	}
 	return fs.NewListDirStream(list), 0

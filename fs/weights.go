@@ -94,6 +94,34 @@ func (f *FS) view(dirIno uint64, dirPath string, spec layout.ViewSpec) (*View, e
 	return v, err
 }
 
+// viewOf is the view id as planned for folder state key: from the cache,
+// or planned again if the cache dropped it. Nodes hold only id and key, so
+// the views in memory are the cache's, however many names were looked up.
+// A folder changed since is ESTALE: key names the old state.
+func (f *FS) viewOf(id viewID, key, dirPath string) (*View, error) {
+	if p, ok := f.views.get(id, key); ok {
+		return p.view, p.err
+	}
+	v, err := f.view(id.dir, dirPath, id.spec)
+	if err == nil && v.Key != key {
+		return nil, syscall.ESTALE
+	}
+	return v, err
+}
+
+// weight is what a planned view holds in memory, roughly: its synthesized
+// headers and its extent maps.
+func (v *View) weight() int64 {
+	var n int64
+	for _, f := range v.Files {
+		n += 64 * int64(len(f.Extents))
+		for _, e := range f.Extents {
+			n += int64(len(e.Inline))
+		}
+	}
+	return n
+}
+
 func planView(store *cache.Store, log *slog.Logger, dirPath string, entries []cache.DirEntry, inodes map[string]*cache.Inode, key string, spec layout.ViewSpec) (*View, error) {
 	weightNames, used := weightFiles(store, log, dirPath, entries, inodes)
 	v := &View{Key: key}

@@ -1,7 +1,6 @@
 package layout
 
 import (
-	"encoding/json"
 	"fmt"
 	"strings"
 
@@ -201,17 +200,35 @@ func BuildView(sources []Source, spec ViewSpec) (*View, error) {
 	return v, nil
 }
 
-// metadataSize is the length of metadata as a header writes it.
+// metadataSize bounds the length of metadata as a header writes it,
+// without building it: the bound is checked before anything that large is.
 func metadataSize(metadata map[string]string) int {
-	md, _ := json.Marshal(metadata) // map[string]string always marshals
-	return len(md)
+	n := 2
+	for k, v := range metadata {
+		n += jsonStringSize(k) + jsonStringSize(v) + 2
+	}
+	return n
 }
 
 // headerEntrySize bounds the length of a tensor's entry in a header: its
 // quoted name, a dtype, two offsets and up to 20 digits a dimension.
 func headerEntrySize(t Tensor) int64 {
-	name, _ := json.Marshal(t.Name)
-	return int64(len(name)) + 80 + 21*int64(len(t.Shape))
+	return int64(jsonStringSize(t.Name)) + 80 + 21*int64(len(t.Shape))
+}
+
+// jsonStringSize bounds the length of s as a JSON string: a byte that
+// encoding/json may escape (\u00XX, \u2028, \ufffd for invalid UTF-8)
+// counts six.
+func jsonStringSize(s string) int {
+	n := 2
+	for i := 0; i < len(s); i++ {
+		if b := s[i]; b < 0x20 || b >= 0x80 || b == '"' || b == '\\' || b == '<' || b == '>' || b == '&' {
+			n += 6
+		} else {
+			n++
+		}
+	}
+	return n
 }
 
 // planShards splits tensors greedily as transformers does: a new shard

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand"
 	"sort"
+	"strings"
 	"testing"
 )
 
@@ -234,5 +235,14 @@ func TestBuildViewDuplicateLeftOut(t *testing.T) {
 	v, err := BuildView([]Source{{"a", h}, {"b", h}}, ViewSpec{})
 	if err != nil || len(v.Warnings) != 3 {
 		t.Fatalf("warnings %v", v.Warnings)
+	}
+}
+
+func TestJSONStringSizeBoundsMarshal(t *testing.T) {
+	for _, s := range []string{"", "model.layers.0.weight", "a\"b\\c", "<&>", "\x00\x1f", "é漢字", "\u2028", string([]byte{0xff, 0xfe}), strings.Repeat("x", 1000)} {
+		js, _ := json.Marshal(s)
+		if got := jsonStringSize(s); got < len(js) {
+			t.Errorf("%q: bound %d, marshalled %d", s, got, len(js))
+		}
 	}
 }
