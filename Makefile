@@ -77,14 +77,15 @@ test: fuse
 
 # With the venv made, layout's tests also read files today's torch.save writes.
 unit:
-	CKPTFS_PYTHON=$$(test -x $(PY) && echo $(PY)) $(GO) test -race -count=1 ./layout/ ./cache/ ./fs/ ./cmd/...
+	CKPTFS_PYTHON=$$(test -x $(PY) && echo $(PY)) $(GO) test -race -count=1 ./layout/... ./cache/... ./fs/ ./cmd/...
 
 # Every parser has a fuzz target; make test runs each briefly.
 fuzz:
 	@for t in FuzzParseFile FuzzParseIndex FuzzParseTorch FuzzParsePickle; do \
 		$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) ./layout/ || exit 1; done
-	@for t in FuzzDecodeInode FuzzChunkRoundTrip FuzzSplitZip FuzzParseManifest; do \
+	@for t in FuzzDecodeInode FuzzSplitZip FuzzParseManifest; do \
 		$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) ./cache/ || exit 1; done
+	$(GO) test -run '^$$' -fuzz '^FuzzChunkRoundTrip$$' -fuzztime $(FUZZTIME) ./cache/chunk/
 
 integration: fuse minio venv
 	CKPTFS_MINIO=$(MINIO) CKPTFS_REQUIRE_MINIO=1 CKPTFS_PYTHON=$(PY) $(GO) test -race -count=1 -parallel 4 -timeout 30m ./integration/

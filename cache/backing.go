@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/ckptfs/ckptfs/cache/chunk"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -59,7 +60,7 @@ type bucketBacking struct {
 	opts    BackingOptions
 	storeID string
 
-	uploads chan Hash // chunks written, to upload in the background
+	uploads chan chunk.Hash // chunks written, to upload in the background
 	upload  singleflight.Group
 	dirty   atomic.Bool // the namespace changed since the last publish
 	pubMu   sync.Mutex  // one publish at a time
@@ -90,11 +91,11 @@ func (s *Store) attachBucket(o BackingOptions) error {
 	}
 	if o.DiskBytes > 0 {
 		// Evict in steps of an eighth of the cache.
-		s.packs.target = min(packTargetSize, max(o.DiskBytes/8, 4*MaxChunk))
+		s.packs.target = min(packTargetSize, max(o.DiskBytes/8, 4*chunk.MaxSize))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &bucketBacking{s: s, r: o.Remote, opts: o, storeID: id,
-		uploads: make(chan Hash, 64), evictCh: make(chan struct{}, 1), refused: map[string]string{}, ctx: ctx, cancel: cancel}
+		uploads: make(chan chunk.Hash, 64), evictCh: make(chan struct{}, 1), refused: map[string]string{}, ctx: ctx, cancel: cancel}
 	b.dirty.Store(true) // publish what an earlier session or a command left
 	if err := b.refresh(ctx); err != nil {
 		cancel()
@@ -186,7 +187,7 @@ func (s *Store) setMeta(key string, v []byte) error {
 }
 
 // uploaded reports whether the bucket is known to hold chunk h.
-func (s *Store) uploaded(h Hash) bool {
+func (s *Store) uploaded(h chunk.Hash) bool {
 	_, err := s.getMeta(prefixUploaded + string(h[:]))
 	return err == nil
 }
@@ -197,12 +198,12 @@ func (s *Store) uploaded(h Hash) bool {
 // may say the bucket has it, or a manifest naming a chunk the bucket lacks
 // would let eviction drop this store's only copy. Stores of new chunks
 // wait meanwhile (PutChunk clears the mark of a chunk it stores).
-func (s *Store) markBucketOnly(hs []Hash) error {
+func (s *Store) markBucketOnly(hs []chunk.Hash) error {
 	for i := range s.putLocks {
 		s.putLocks[i].Lock()
 		defer s.putLocks[i].Unlock()
 	}
-	var absent []Hash
+	var absent []chunk.Hash
 	for _, h := range hs {
 		if _, err := s.chunkLoc(h); errors.Is(err, errChunkMissing) {
 			absent = append(absent, h)
@@ -214,7 +215,7 @@ func (s *Store) markBucketOnly(hs []Hash) error {
 }
 
 // markUploaded records that the bucket holds the chunks.
-func (s *Store) markUploaded(hs ...Hash) error {
+func (s *Store) markUploaded(hs ...chunk.Hash) error {
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
 	for _, h := range hs {

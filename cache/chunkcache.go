@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"github.com/ckptfs/ckptfs/cache/chunk"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -8,7 +9,7 @@ import (
 // once however many readers ask at the same time.
 type chunkCache struct {
 	store    *Store
-	codecs   *codecs
+	codecs   *chunk.Codecs
 	lru      *lru
 	flight   singleflight.Group
 	prefetch chan struct{} // bounds background readahead loads
@@ -17,7 +18,7 @@ type chunkCache struct {
 func newChunkCache(s *Store, maxBytes int64, parallel int) *chunkCache {
 	return &chunkCache{
 		store:    s,
-		codecs:   newCodecs(),
+		codecs:   chunk.NewCodecs(),
 		lru:      newLRU(maxBytes),
 		prefetch: make(chan struct{}, 2*max(parallel, 1)),
 	}
@@ -25,7 +26,7 @@ func newChunkCache(s *Store, maxBytes int64, parallel int) *chunkCache {
 
 // get returns the verified raw bytes of a chunk. The slice is shared: callers
 // must not modify it.
-func (c *chunkCache) get(h Hash) ([]byte, error) {
+func (c *chunkCache) get(h chunk.Hash) ([]byte, error) {
 	if data, ok := c.lru.get(h); ok {
 		c.store.metrics.cacheHits.Inc()
 		return data, nil
@@ -51,7 +52,7 @@ func (c *chunkCache) get(h Hash) ([]byte, error) {
 
 // warm loads a chunk in the background if it is not cached and a readahead
 // slot is free; readahead never queues behind itself.
-func (c *chunkCache) warm(h Hash) {
+func (c *chunkCache) warm(h chunk.Hash) {
 	if c.lru.contains(h) {
 		return
 	}

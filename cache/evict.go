@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"fmt"
+	"github.com/ckptfs/ckptfs/cache/chunk"
 	"os"
 	"time"
 )
@@ -89,9 +90,9 @@ func (b *bucketBacking) evictPack(id uint32) (bool, error) {
 }
 
 // indexedIn lists the chunks the index places in pack id.
-func (s *Store) indexedIn(id uint32) ([]Hash, error) {
-	var out []Hash
-	err := s.scanChunks(func(h Hash, loc packLoc, err error) error {
+func (s *Store) indexedIn(id uint32) ([]chunk.Hash, error) {
+	var out []chunk.Hash
+	err := s.scanChunks(func(h chunk.Hash, loc packLoc, err error) error {
 		if err == nil && loc.Pack == id {
 			out = append(out, h)
 		}

@@ -3,6 +3,7 @@ package cache
 import (
 	"encoding/binary"
 	"fmt"
+	"github.com/ckptfs/ckptfs/cache/chunk"
 	"runtime"
 	"sort"
 	"sync"
@@ -35,8 +36,8 @@ func (s *Store) Fsck() (*FsckReport, error) {
 		problem("%v", s.damage)
 	}
 	inodes := map[uint64]bool{RootIno: true}
-	refs := map[Hash]ChunkRef{}
-	users := map[Hash]string{}
+	refs := map[chunk.Hash]chunk.Ref{}
+	users := map[chunk.Hash]string{}
 	// Every record that does not read is a problem, and the walk goes on
 	// past it: everything below it is still reached, not "unreferenced".
 	badRecord := func(rel string, ino uint64, err error) error {
@@ -64,9 +65,9 @@ func (s *Store) Fsck() (*FsckReport, error) {
 		return nil, fmt.Errorf("fsck: walk namespace: %w", err)
 	}
 
-	stored := map[Hash]bool{}
+	stored := map[chunk.Hash]bool{}
 	var keys []packRecord
-	if err := s.scanChunks(func(h Hash, loc packLoc, _ error) error {
+	if err := s.scanChunks(func(h chunk.Hash, loc packLoc, _ error) error {
 		stored[h] = true
 		keys = append(keys, packRecord{h, loc})
 		return nil
@@ -78,7 +79,7 @@ func (s *Store) Fsck() (*FsckReport, error) {
 		a, b := keys[i].loc, keys[j].loc
 		return a.Pack < b.Pack || a.Pack == b.Pack && a.Offset < b.Offset
 	})
-	work := make(chan Hash)
+	work := make(chan chunk.Hash)
 	var wg sync.WaitGroup
 	for range runtime.NumCPU() {
 		wg.Add(1)

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/ckptfs/ckptfs/cache/chunk"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -26,9 +27,9 @@ const packGarbageRatio = 0.25
 
 // reachable walks the namespace from the root and returns every reachable
 // inode number and the first path that references each chunk.
-func (s *Store) reachable() (map[uint64]bool, map[Hash]string, error) {
+func (s *Store) reachable() (map[uint64]bool, map[chunk.Hash]string, error) {
 	inodes := map[uint64]bool{RootIno: true}
-	chunks := map[Hash]string{}
+	chunks := map[chunk.Hash]string{}
 	err := s.Walk(RootIno, func(rel string, in *Inode) error {
 		inodes[in.Ino] = true
 		for _, c := range in.Content.Chunks {
@@ -57,12 +58,12 @@ func (s *Store) scanKeys(prefix byte, fn func(key []byte) error) error {
 
 // scanChunks calls fn with every stored chunk and its location, or the
 // error that kept the location from being read.
-func (s *Store) scanChunks(fn func(h Hash, loc packLoc, err error) error) error {
+func (s *Store) scanChunks(fn func(h chunk.Hash, loc packLoc, err error) error) error {
 	return s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixChunk}, PrefetchValues: true, PrefetchSize: 256})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
-			var h Hash
+			var h chunk.Hash
 			copy(h[:], it.Item().Key()[1:])
 			var loc packLoc
 			err := it.Item().Value(func(v []byte) error {
@@ -80,7 +81,7 @@ func (s *Store) scanChunks(fn func(h Hash, loc packLoc, err error) error) error 
 
 // packRecord is a live chunk in a pack.
 type packRecord struct {
-	hash Hash
+	hash chunk.Hash
 	loc  packLoc
 }
 
@@ -102,7 +103,7 @@ func (s *Store) GC() (*GCResult, error) {
 	live := map[uint32][]packRecord{}
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
-	err = s.scanChunks(func(h Hash, loc packLoc, err error) error {
+	err = s.scanChunks(func(h chunk.Hash, loc packLoc, err error) error {
 		if err != nil {
 			s.log.Warn("gc: chunk left in place", "chunk", h.String(), "err", err)
 			return nil // fsck reports it

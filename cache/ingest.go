@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/ckptfs/ckptfs/cache/chunk"
 	"io"
 	"runtime"
 	"sync/atomic"
@@ -21,7 +22,7 @@ const cdcPolynomial = chunker.Pol(0x3DA3358B4DC173)
 // Content-defined chunk bounds for opaque files.
 const (
 	cdcMin = 256 << 10
-	cdcMax = MaxChunk
+	cdcMax = chunk.MaxSize
 )
 
 // Ingest reads r to its end, splits it into chunks, stores them and returns
@@ -56,8 +57,8 @@ type pipeline struct {
 
 type pending struct {
 	raw   []byte
-	hint  Hint
-	ref   ChunkRef
+	hint  chunk.Hint
+	ref   chunk.Ref
 	err   error
 	ready chan struct{}
 }
@@ -98,7 +99,7 @@ func newPipeline(s *Store) *pipeline {
 
 // emit queues one chunk; it owns raw from here on. It fails once a chunk
 // could not be stored, so that the writer stops early.
-func (p *pipeline) emit(raw []byte, hint Hint) error {
+func (p *pipeline) emit(raw []byte, hint chunk.Hint) error {
 	if err := p.failed.Load(); err != nil {
 		return *err
 	}
@@ -118,7 +119,7 @@ func (p *pipeline) wait() (*Content, error) {
 	return &p.content, nil
 }
 
-type emitFunc func(raw []byte, hint Hint) error
+type emitFunc func(raw []byte, hint chunk.Hint) error
 
 // split chooses the splitter by sniffing the stream.
 func split(r *bufio.Reader, emit emitFunc) (Kind, error) {
@@ -135,7 +136,7 @@ func split(r *bufio.Reader, emit emitFunc) (Kind, error) {
 }
 
 // splitSafetensors emits the 8+n header bytes as their own chunk(s), then
-// every tensor in pieces of at most MaxChunk starting at the tensor's first
+// every tensor in pieces of at most chunk.MaxSize starting at the tensor's first
 // byte, so a tensor's chunks are the same in any file that holds it. A
 // header that does not parse leaves the rest to content-defined chunking.
 func splitSafetensors(r *bufio.Reader, n int64, emit emitFunc) error {
@@ -152,19 +153,19 @@ func splitSafetensors(r *bufio.Reader, n int64, emit emitFunc) error {
 		return splitCDC(r, emit)
 	}
 	for _, t := range h.Tensors {
-		if err := emitRun(r, t.Len(), Hint(t.DType), emit); err != nil {
+		if err := emitRun(r, t.Len(), chunk.Hint(t.DType), emit); err != nil {
 			return err
 		}
 	}
 	return splitCDC(r, emit) // bytes past the last tensor, if any
 }
 
-// emitRun emits the next n bytes of r in pieces of at most MaxChunk from
+// emitRun emits the next n bytes of r in pieces of at most chunk.MaxSize from
 // the first, so the same run gives the same chunks wherever it stands. A
 // stream that ends first is stored as it is (see eofOK).
-func emitRun(r io.Reader, n int64, hint Hint, emit emitFunc) error {
+func emitRun(r io.Reader, n int64, hint chunk.Hint, emit emitFunc) error {
 	for left := n; left > 0; {
-		buf := make([]byte, min(left, MaxChunk))
+		buf := make([]byte, min(left, chunk.MaxSize))
 		got, err := io.ReadFull(r, buf)
 		if got > 0 {
 			if err := emit(buf[:got], hint); err != nil {
@@ -181,7 +182,7 @@ func emitRun(r io.Reader, n int64, hint Hint, emit emitFunc) error {
 
 func emitPieces(b []byte, emit emitFunc) error {
 	for len(b) > 0 {
-		n := min(len(b), MaxChunk)
+		n := min(len(b), chunk.MaxSize)
 		if err := emit(b[:n], ""); err != nil {
 			return err
 		}

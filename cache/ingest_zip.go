@@ -2,13 +2,14 @@ package cache
 
 import (
 	"bytes"
+	"github.com/ckptfs/ckptfs/cache/chunk"
 	"io"
 
 	"github.com/ckptfs/ckptfs/layout"
 )
 
 // zipSplitter splits a stream of stored zip entries, as torch.save writes
-// them, so that every storage record starts a chunk and is cut in MaxChunk
+// them, so that every storage record starts a chunk and is cut in chunk.MaxSize
 // pieces from its first byte: the same tensor bytes give the same chunks as
 // in a safetensors file. Headers, descriptors and small entries between
 // records go out as their own chunks. torch.save writes data.pkl first and
@@ -77,8 +78,8 @@ func (z *zipSplitter) entry() (bool, error) {
 	var err error
 	switch {
 	case isRecord && known:
-		err = z.emitData(size, Hint(rec.DType))
-	case size > MaxChunk:
+		err = z.emitData(size, chunk.Hint(rec.DType))
+	case size > chunk.MaxSize:
 		err = z.emitData(size, "")
 	default:
 		err = z.smallEntry(h.Name, size)
@@ -111,8 +112,8 @@ func (z *zipSplitter) smallEntry(name string, size int64) error {
 	return nil
 }
 
-// emitData emits size bytes of entry data in MaxChunk pieces from its start.
-func (z *zipSplitter) emitData(size int64, hint Hint) error {
+// emitData emits size bytes of entry data in chunk.MaxSize pieces from its start.
+func (z *zipSplitter) emitData(size int64, hint chunk.Hint) error {
 	if err := z.flushGlue(); err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
+	"github.com/ckptfs/ckptfs/cache/chunk"
 	"os"
 	"path/filepath"
 	"testing"
@@ -14,14 +15,14 @@ import (
 
 type splitChunk struct {
 	raw  []byte
-	hint Hint
+	hint chunk.Hint
 }
 
 // splitAll runs the ingest splitter on data and checks that the chunks
-// put back together are data and none is larger than MaxChunk.
+// put back together are data and none is larger than chunk.MaxSize.
 func splitAll(t testing.TB, data []byte) (Kind, []splitChunk) {
 	var chunks []splitChunk
-	kind, err := split(bufio.NewReaderSize(bytes.NewReader(data), 1<<20), func(raw []byte, hint Hint) error {
+	kind, err := split(bufio.NewReaderSize(bytes.NewReader(data), 1<<20), func(raw []byte, hint chunk.Hint) error {
 		chunks = append(chunks, splitChunk{raw, hint})
 		return nil
 	})
@@ -30,7 +31,7 @@ func splitAll(t testing.TB, data []byte) (Kind, []splitChunk) {
 	}
 	var joined []byte
 	for _, c := range chunks {
-		if len(c.raw) == 0 || len(c.raw) > MaxChunk {
+		if len(c.raw) == 0 || len(c.raw) > chunk.MaxSize {
 			t.Fatalf("chunk of %d bytes", len(c.raw))
 		}
 		joined = append(joined, c.raw...)
@@ -79,10 +80,10 @@ func torchLikeZip(t testing.TB, record []byte, descriptors bool) []byte {
 }
 
 // TestZipSplitAtRecords: a storage record starts a chunk and is cut in
-// MaxChunk pieces from its first byte, with its dtype as hint, whether the
+// chunk.MaxSize pieces from its first byte, with its dtype as hint, whether the
 // entry sizes come from a data descriptor or from the local header.
 func TestZipSplitAtRecords(t *testing.T) {
-	record := randomBytes(3, 3*MaxChunk+12)
+	record := randomBytes(3, 3*chunk.MaxSize+12)
 	for _, descriptors := range []bool{true, false} {
 		data := torchLikeZip(t, record, descriptors)
 		if h, _, err := layout.ParseTorch(bytes.NewReader(data), int64(len(data))); err != nil || len(h.Tensors) != 1 {
@@ -95,7 +96,7 @@ func TestZipSplitAtRecords(t *testing.T) {
 		var pieces int
 		for _, c := range chunks {
 			off := bytes.Index(record, c.raw)
-			if c.hint == "F32" && off%MaxChunk == 0 && (len(c.raw) == MaxChunk || off+len(c.raw) == len(record)) {
+			if c.hint == "F32" && off%chunk.MaxSize == 0 && (len(c.raw) == chunk.MaxSize || off+len(c.raw) == len(record)) {
 				pieces++
 			}
 		}
@@ -128,7 +129,7 @@ func TestZipSplitSharesChunksWithSafetensors(t *testing.T) {
 	if bin.Kind != KindZip {
 		t.Fatalf("kind %d", bin.Kind)
 	}
-	have := map[Hash]bool{}
+	have := map[chunk.Hash]bool{}
 	for _, c := range bin.Chunks {
 		have[c.Hash] = true
 	}
@@ -141,7 +142,7 @@ func TestZipSplitSharesChunksWithSafetensors(t *testing.T) {
 	shared := 0
 	for _, x := range h.Tensors {
 		if x.Len() > 0 && x.Name != "shared_view" {
-			if have[hashOf(st[h.DataStart+x.Begin:h.DataStart+x.End])] {
+			if have[chunk.Sum(st[h.DataStart+x.Begin:h.DataStart+x.End])] {
 				shared++
 			} else {
 				t.Errorf("tensor %q of the safetensors file has no chunk in the .bin", x.Name)

@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"errors"
+	"github.com/ckptfs/ckptfs/cache/chunk"
 	"os"
 	"strings"
 	"sync"
@@ -55,7 +56,7 @@ func TestRacingPutsAppendOnce(t *testing.T) {
 	}
 	wg.Wait()
 	id, _ := s.packs.current()
-	loc, err := s.chunkLoc(hashOf(raw))
+	loc, err := s.chunkLoc(chunk.Sum(raw))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,8 +101,8 @@ func TestIOErrorIsNotCorruption(t *testing.T) {
 	s.packs.files[loc.Pack].Close() // reads now fail with "file already closed"
 	s.packs.mu.Unlock()
 	_, err = s.loadLocalChunk(ref.Hash)
-	if err == nil || errors.Is(err, ErrCorrupt) || !errors.Is(err, os.ErrClosed) {
-		t.Fatalf("read of a closed pack: %v, want an I/O error that is not ErrCorrupt", err)
+	if err == nil || errors.Is(err, chunk.ErrCorrupt) || !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("read of a closed pack: %v, want an I/O error that is not chunk.ErrCorrupt", err)
 	}
 }
 
@@ -114,8 +115,8 @@ func TestLyingChunkLengthIsCorrupt(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, lie := range []uint32{999, 5000} {
-		c := &Content{Size: int64(lie), Chunks: []ChunkRef{{Hash: ref.Hash, Len: lie}}}
-		if _, err := s.NewReader("f", c).ReadAt(make([]byte, lie), 0); !errors.Is(err, ErrCorrupt) {
+		c := &Content{Size: int64(lie), Chunks: []chunk.Ref{{Hash: ref.Hash, Len: lie}}}
+		if _, err := s.NewReader("f", c).ReadAt(make([]byte, lie), 0); !errors.Is(err, chunk.ErrCorrupt) {
 			t.Errorf("length %d for a 1000-byte chunk: %v", lie, err)
 		}
 	}

@@ -2,6 +2,7 @@ package cache
 
 import (
 	"container/list"
+	"github.com/ckptfs/ckptfs/cache/chunk"
 	"sync"
 )
 
@@ -12,19 +13,19 @@ type lru struct {
 	max   int64
 	used  int64
 	order *list.List // front = most recently used
-	items map[Hash]*list.Element
+	items map[chunk.Hash]*list.Element
 }
 
 type lruEntry struct {
-	h    Hash
+	h    chunk.Hash
 	data []byte
 }
 
 func newLRU(max int64) *lru {
-	return &lru{max: max, order: list.New(), items: map[Hash]*list.Element{}}
+	return &lru{max: max, order: list.New(), items: map[chunk.Hash]*list.Element{}}
 }
 
-func (l *lru) get(h Hash) ([]byte, bool) {
+func (l *lru) get(h chunk.Hash) ([]byte, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if e, ok := l.items[h]; ok {
@@ -34,14 +35,14 @@ func (l *lru) get(h Hash) ([]byte, bool) {
 	return nil, false
 }
 
-func (l *lru) contains(h Hash) bool {
+func (l *lru) contains(h chunk.Hash) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	_, ok := l.items[h]
 	return ok
 }
 
-func (l *lru) add(h Hash, data []byte) {
+func (l *lru) add(h chunk.Hash, data []byte) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if _, ok := l.items[h]; ok || int64(len(data)) > l.max {

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/ckptfs/ckptfs/cache/chunk"
 	"slices"
 )
 
@@ -21,7 +22,7 @@ const (
 type Content struct {
 	Size   int64
 	Kind   Kind
-	Chunks []ChunkRef
+	Chunks []chunk.Ref
 }
 
 // Equal reports whether c and d hold the same bytes the same way.
@@ -119,7 +120,7 @@ func (d *decoder) uint32() uint32 {
 // decodeInode parses a record written by encodeInode.
 func decodeInode(ino uint64, b []byte) (*Inode, error) {
 	if len(b) == 0 || b[0] != inodeVersion {
-		return nil, fmt.Errorf("inode %d: unknown record version: %w", ino, ErrCorrupt)
+		return nil, fmt.Errorf("inode %d: unknown record version: %w", ino, chunk.ErrCorrupt)
 	}
 	d := &decoder{b: b[1:]}
 	in := &Inode{Ino: ino}
@@ -136,7 +137,7 @@ func decodeInode(ino uint64, b []byte) (*Inode, error) {
 		d.err = errShort
 	}
 	if d.err == nil {
-		in.Content.Chunks = make([]ChunkRef, n)
+		in.Content.Chunks = make([]chunk.Ref, n)
 	}
 	for i := uint64(0); i < n && d.err == nil; i++ {
 		c := &in.Content.Chunks[i]
@@ -148,7 +149,7 @@ func decodeInode(ino uint64, b []byte) (*Inode, error) {
 		d.err = errors.New("trailing bytes")
 	}
 	if d.err != nil {
-		return nil, fmt.Errorf("inode %d: %v: %w", ino, d.err, ErrCorrupt)
+		return nil, fmt.Errorf("inode %d: %v: %w", ino, d.err, chunk.ErrCorrupt)
 	}
 	return in, nil
 }

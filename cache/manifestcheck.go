@@ -2,6 +2,7 @@ package cache
 
 import (
 	"fmt"
+	"github.com/ckptfs/ckptfs/cache/chunk"
 	"path"
 	"strings"
 	"syscall"
@@ -80,7 +81,7 @@ func (e *manifestEntry) validate(root bool, dirs, seen map[string]bool) error {
 		}
 		var sum int64
 		for _, ch := range c.Chunks {
-			if ch.Len == 0 || ch.Len > MaxChunk {
+			if ch.Len == 0 || ch.Len > chunk.MaxSize {
 				return fmt.Errorf("chunk %s of %d bytes", ch.Hash.Short(), ch.Len)
 			}
 			sum += int64(ch.Len)

@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"github.com/ckptfs/ckptfs/cache/chunk"
 	"strings"
 	"syscall"
 	"testing"
@@ -10,7 +11,7 @@ func TestManifestValidation(t *testing.T) {
 	file := func(p string, lens ...uint32) manifestEntry {
 		e := manifestEntry{Path: p, Inode: Inode{Mode: syscall.S_IFREG | 0o644}}
 		for _, n := range lens {
-			e.Content.Chunks = append(e.Content.Chunks, ChunkRef{Len: n})
+			e.Content.Chunks = append(e.Content.Chunks, chunk.Ref{Len: n})
 			e.Content.Size += int64(n)
 		}
 		return e
@@ -38,7 +39,7 @@ func TestManifestValidation(t *testing.T) {
 			return append(es, e)
 		}, "not a file"},
 		{"size not the chunks' sum", func(es []manifestEntry) []manifestEntry { es[2].Content.Size++; return es }, "add to"},
-		{"a chunk over MaxChunk", func(es []manifestEntry) []manifestEntry { return append(es, file("big", MaxChunk+1)) }, "chunk"},
+		{"a chunk over chunk.MaxSize", func(es []manifestEntry) []manifestEntry { return append(es, file("big", chunk.MaxSize+1)) }, "chunk"},
 		{"an empty chunk", func(es []manifestEntry) []manifestEntry { return append(es, file("e", 0)) }, "chunk"},
 		{"a folder with chunks", func(es []manifestEntry) []manifestEntry {
 			es[1].Content = file("", 5).Content
@@ -78,8 +79,8 @@ func TestImportMarksOnlyChunksTheStoreLacks(t *testing.T) {
 		t.Fatal(err)
 	}
 	later := randomBytes(21, 1000)
-	absent := ChunkRef{Hash: hashOf([]byte("never stored here")), Len: 17}
-	if err := s.markBucketOnly([]Hash{mine.Hash, hashOf(later), absent.Hash}); err != nil {
+	absent := chunk.Ref{Hash: chunk.Sum([]byte("never stored here")), Len: 17}
+	if err := s.markBucketOnly([]chunk.Hash{mine.Hash, chunk.Sum(later), absent.Hash}); err != nil {
 		t.Fatal(err)
 	}
 	if s.uploaded(mine.Hash) {

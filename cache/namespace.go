@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/ckptfs/ckptfs/cache/chunk"
 	"path"
 	"strings"
 	"syscall"
@@ -48,7 +49,7 @@ func encodeDentry(ino uint64, mode uint32) []byte {
 
 func decodeDentry(v []byte) (uint64, uint32, error) {
 	if len(v) != 12 {
-		return 0, 0, fmt.Errorf("directory entry of %d bytes: %w", len(v), ErrCorrupt)
+		return 0, 0, fmt.Errorf("directory entry of %d bytes: %w", len(v), chunk.ErrCorrupt)
 	}
 	return binary.BigEndian.Uint64(v), binary.BigEndian.Uint32(v[8:]), nil
 }
@@ -285,7 +286,7 @@ func touchDir(txn *badger.Txn, ino uint64) error {
 // transaction that removes the directory then conflicts with one that
 // fills it.
 func dirEmpty(txn *badger.Txn, ino uint64) (bool, error) {
-	if _, err := getInode(txn, ino); err != nil && !errors.Is(err, ErrCorrupt) {
+	if _, err := getInode(txn, ino); err != nil && !errors.Is(err, chunk.ErrCorrupt) {
 		return false, err
 	}
 	opts := badger.IteratorOptions{Prefix: dentryPrefix(ino)}

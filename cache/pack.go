@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/ckptfs/ckptfs/cache/chunk"
 	"os"
 	"path/filepath"
 	"sort"
@@ -46,7 +47,7 @@ func (l packLoc) encode() []byte {
 
 func decodePackLoc(b []byte) (packLoc, error) {
 	if len(b) != packLocLen {
-		return packLoc{}, fmt.Errorf("chunk location of %d bytes: %w", len(b), ErrCorrupt)
+		return packLoc{}, fmt.Errorf("chunk location of %d bytes: %w", len(b), chunk.ErrCorrupt)
 	}
 	return packLoc{
 		Pack:   binary.LittleEndian.Uint32(b),
@@ -82,7 +83,7 @@ func openPacks(dir string) (*packs, error) {
 		return nil, err
 	}
 	p := &packs{dir: dir, target: packTargetSize, files: map[uint32]*os.File{}, dirty: map[uint32]*os.File{}, nextID: 1}
-	p.bufs.New = func() any { b := make([]byte, 0, packRecordHeader+MaxChunk+chunkHeaderLen); return &b }
+	p.bufs.New = func() any { b := make([]byte, 0, packRecordHeader+chunk.MaxSize+chunk.HeaderLen); return &b }
 	if len(ids) > 0 {
 		p.nextID = ids[len(ids)-1] + 1
 	}
@@ -118,7 +119,7 @@ func (p *packs) path(id uint32) string {
 // append writes one record and returns its location. Each store session
 // appends to new packs only, so a record torn by a crash is never followed
 // by a record that is in use.
-func (p *packs) append(h Hash, value []byte) (packLoc, error) {
+func (p *packs) append(h chunk.Hash, value []byte) (packLoc, error) {
 	n := int64(packRecordHeader + len(value))
 	p.mu.Lock()
 	if p.cur == nil || (p.curSize > 0 && p.curSize+n > p.target) {
@@ -157,7 +158,7 @@ func (p *packs) append(h Hash, value []byte) (packLoc, error) {
 // read calls fn with the value of the record at loc, after checking that
 // the record holds chunk h. The value is only valid during fn: its buffer
 // is reused, or a cold read would leave a megabyte of garbage per chunk.
-func (p *packs) read(h Hash, loc packLoc, fn func(value []byte) error) error {
+func (p *packs) read(h chunk.Hash, loc packLoc, fn func(value []byte) error) error {
 	f, err := p.file(loc.Pack)
 	if err != nil {
 		return err
@@ -172,8 +173,8 @@ func (p *packs) read(h Hash, loc packLoc, fn func(value []byte) error) error {
 	if _, err := f.ReadAt(rec, loc.Offset); err != nil {
 		return fmt.Errorf("read pack %s at %d: %w", f.Name(), loc.Offset, err)
 	}
-	if Hash(rec[:32]) != h || binary.LittleEndian.Uint32(rec[32:]) != loc.Len {
-		return fmt.Errorf("pack %s at %d holds another record: %w", f.Name(), loc.Offset, ErrCorrupt)
+	if chunk.Hash(rec[:32]) != h || binary.LittleEndian.Uint32(rec[32:]) != loc.Len {
+		return fmt.Errorf("pack %s at %d holds another record: %w", f.Name(), loc.Offset, chunk.ErrCorrupt)
 	}
 	return fn(rec[packRecordHeader:])
 }

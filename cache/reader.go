@@ -3,6 +3,7 @@ package cache
 import (
 	"errors"
 	"fmt"
+	"github.com/ckptfs/ckptfs/cache/chunk"
 	"io"
 	"sort"
 	"sync"
@@ -17,7 +18,7 @@ const readaheadChunks = 32
 type FileReader struct {
 	store  *Store
 	name   string // for error messages
-	chunks []ChunkRef
+	chunks []chunk.Ref
 	starts []int64 // starts[i] = offset of chunks[i]; starts[len] = size
 
 	mu   sync.Mutex
@@ -38,7 +39,7 @@ func (r *FileReader) Size() int64 { return r.starts[len(r.chunks)] }
 
 // ReadAt fills p from off. Short reads happen only at the end of the file
 // (io.EOF). A chunk that fails verification is logged and returned as an
-// error wrapping ErrCorrupt: never wrong bytes.
+// error wrapping chunk.ErrCorrupt: never wrong bytes.
 func (r *FileReader) ReadAt(p []byte, off int64) (int, error) {
 	if off >= r.Size() {
 		return 0, io.EOF
@@ -49,10 +50,10 @@ func (r *FileReader) ReadAt(p []byte, off int64) (int, error) {
 	for n < len(p) && i < len(r.chunks) {
 		data, err := r.store.chunks.get(r.chunks[i].Hash)
 		if err == nil && len(data) != int(r.chunks[i].Len) { // a manifest from a bucket may lie
-			err = fmt.Errorf("chunk %s: %d bytes, the manifest says %d: %w", r.chunks[i].Hash.Short(), len(data), r.chunks[i].Len, ErrCorrupt)
+			err = fmt.Errorf("chunk %s: %d bytes, the manifest says %d: %w", r.chunks[i].Hash.Short(), len(data), r.chunks[i].Len, chunk.ErrCorrupt)
 		}
 		if err != nil {
-			if errors.Is(err, ErrCorrupt) {
+			if errors.Is(err, chunk.ErrCorrupt) {
 				r.store.log.Error("read failed verification", "file", r.name, "chunk", r.chunks[i].Hash.String(), "err", err)
 			}
 			return n, fmt.Errorf("%s: %w", r.name, err)

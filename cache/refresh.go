@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/ckptfs/ckptfs/cache/chunk"
 	"path"
 	"syscall"
 )
@@ -42,7 +43,7 @@ func (b *bucketBacking) refresh(ctx context.Context) error {
 			continue
 		}
 		err := b.importCheckpoint(ctx, name, etag)
-		if errors.Is(err, ErrCorrupt) { // this version will not do: say so once
+		if errors.Is(err, chunk.ErrCorrupt) { // this version will not do: say so once
 			b.s.log.Warn("checkpoint in the bucket not imported", "checkpoint", name, "remote", b.r.url, "reason", err)
 			b.refused[name] = etag
 			continue
@@ -79,7 +80,7 @@ func (b *bucketBacking) importCheckpoint(ctx context.Context, name, etag string)
 	if err := b.s.setCheckpointState(name, &checkpointState{ETag: etag}); err != nil {
 		return err
 	}
-	var hashes []Hash
+	var hashes []chunk.Hash
 	for _, e := range m.Entries {
 		for _, c := range e.Content.Chunks {
 			hashes = append(hashes, c.Hash)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/ckptfs/ckptfs/cache/chunk"
 	"io"
 	"net/url"
 	"os"
@@ -102,11 +103,11 @@ func OpenRemote(ctx context.Context, cfg RemoteConfig) (*Remote, error) {
 	return r, nil
 }
 
-func (r *Remote) chunkKey(h Hash) string         { return r.prefix + "chunks/" + h.String() }
+func (r *Remote) chunkKey(h chunk.Hash) string   { return r.prefix + "chunks/" + h.String() }
 func (r *Remote) manifestKey(name string) string { return r.prefix + "checkpoints/" + name }
 
 // hasChunk reports whether the bucket holds chunk h.
-func (r *Remote) hasChunk(ctx context.Context, h Hash) (bool, error) {
+func (r *Remote) hasChunk(ctx context.Context, h chunk.Hash) (bool, error) {
 	_, err := r.client.StatObject(ctx, r.bucket, r.chunkKey(h), minio.StatObjectOptions{})
 	if err == nil {
 		return true, nil
@@ -141,7 +142,7 @@ func (r *Remote) get(ctx context.Context, key string, limit int64) ([]byte, erro
 		return nil, fmt.Errorf("get %s from %s: %w", key, r.url, err)
 	}
 	if info.Size > limit || info.Size < 0 {
-		return nil, fmt.Errorf("%s in %s: %d bytes, more than %d: %w", key, r.url, info.Size, limit, ErrCorrupt)
+		return nil, fmt.Errorf("%s in %s: %d bytes, more than %d: %w", key, r.url, info.Size, limit, chunk.ErrCorrupt)
 	}
 	data := make([]byte, info.Size) // one allocation, not a growing buffer
 	if _, err := io.ReadFull(obj, data); err != nil {

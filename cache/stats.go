@@ -2,6 +2,7 @@ package cache
 
 import (
 	"fmt"
+	"github.com/ckptfs/ckptfs/cache/chunk"
 	"syscall"
 )
 
@@ -16,7 +17,7 @@ type Stats struct {
 // Stats sums the files below ino (or ino itself, if it is a file).
 func (s *Store) Stats(ino uint64) (*Stats, error) {
 	st := &Stats{}
-	seen := map[Hash]bool{}
+	seen := map[chunk.Hash]bool{}
 	add := func(in *Inode) {
 		if in.Mode&syscall.S_IFMT != syscall.S_IFREG {
 			return
@@ -40,7 +41,7 @@ func (s *Store) Stats(ino uint64) (*Stats, error) {
 			return nil, err
 		}
 	}
-	err = s.scanChunks(func(h Hash, loc packLoc, err error) error {
+	err = s.scanChunks(func(h chunk.Hash, loc packLoc, err error) error {
 		if seen[h] && err == nil {
 			st.Stored += int64(loc.Len)
 		}

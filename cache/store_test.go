@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"github.com/ckptfs/ckptfs/cache/chunk"
 	"io"
 	"math/rand"
 	"os"
@@ -103,9 +104,9 @@ func TestSafetensorsSplitAtTensors(t *testing.T) {
 	if c1.Kind != KindSafetensors {
 		t.Fatal("not recognized as safetensors")
 	}
-	// the header, a in MaxChunk pieces, b
-	pieces := (len(a) + MaxChunk - 1) / MaxChunk
-	if len(c1.Chunks) != 1+pieces+1 || c1.Chunks[1].Len != MaxChunk {
+	// the header, a in chunk.MaxSize pieces, b
+	pieces := (len(a) + chunk.MaxSize - 1) / chunk.MaxSize
+	if len(c1.Chunks) != 1+pieces+1 || c1.Chunks[1].Len != chunk.MaxSize {
 		t.Fatalf("chunks %+v", c1.Chunks)
 	}
 	// The same tensors in the other order share their chunks.
@@ -171,7 +172,7 @@ func TestCorruptionDetected(t *testing.T) {
 	pack.WriteAt([]byte{b[0] ^ 0x40}, off)
 	pack.Close()
 	_, err = s.NewReader("f", c).ReadAt(make([]byte, 10), 0)
-	if !errors.Is(err, ErrCorrupt) {
+	if !errors.Is(err, chunk.ErrCorrupt) {
 		t.Fatalf("read of corrupted chunk: %v", err)
 	}
 	f, _ := s.Create(RootIno, "f", Inode{Mode: syscall.S_IFREG | 0o644})
@@ -335,7 +336,7 @@ func TestEvictionDropsOnlyUploadedPacks(t *testing.T) {
 		t.Fatalf("%d packs for 6 MiB at 1 MiB each", len(ids))
 	}
 	// The bucket holds the chunks of every pack but the second.
-	inPack := map[uint32][]Hash{}
+	inPack := map[uint32][]chunk.Hash{}
 	for _, id := range ids {
 		hs, err := s.indexedIn(id)
 		if err != nil {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/ckptfs/ckptfs/cache/chunk"
 	"path"
 	"sync/atomic"
 	"syscall"
@@ -37,18 +38,6 @@ type manifestEntry struct {
 	Inode
 }
 
-// MarshalText writes a hash as hex, for manifests.
-func (h Hash) MarshalText() ([]byte, error) { return []byte(h.String()), nil }
-
-// UnmarshalText reads a hex hash.
-func (h *Hash) UnmarshalText(b []byte) error {
-	if len(b) != 2*len(h) {
-		return fmt.Errorf("hash %q: want %d hex digits", b, 2*len(h))
-	}
-	_, err := hex.Decode(h[:], b)
-	return err
-}
-
 // Transfer counts what a push or pull moved.
 type Transfer struct {
 	Files        int
@@ -75,7 +64,7 @@ func (s *Store) Push(ctx context.Context, r *Remote, name string, progress func(
 	if err := s.claimLease(ctx, r, id, name); err != nil {
 		return nil, fmt.Errorf("push %s: %w", name, err)
 	}
-	t, err := m.eachChunk(ctx, progress, func(ctx context.Context, ref ChunkRef) (int64, error) {
+	t, err := m.eachChunk(ctx, progress, func(ctx context.Context, ref chunk.Ref) (int64, error) {
 		n, err := s.sendChunk(ctx, r, ref.Hash)
 		if err != nil {
 			return 0, fmt.Errorf("push %s: %w", name, err)
@@ -120,17 +109,17 @@ func (s *Store) buildManifest(name string) (*checkpointManifest, []byte, error) 
 func parseManifest(r *Remote, name string, js []byte) (*checkpointManifest, error) {
 	var m checkpointManifest
 	if err := json.Unmarshal(js, &m); err != nil || m.Format != manifestFormat {
-		return nil, fmt.Errorf("manifest of %s in %s is not a %s manifest: %v: %w", name, r.url, manifestFormat, err, ErrCorrupt)
+		return nil, fmt.Errorf("manifest of %s in %s is not a %s manifest: %v: %w", name, r.url, manifestFormat, err, chunk.ErrCorrupt)
 	}
 	if err := m.validate(name); err != nil {
-		return nil, fmt.Errorf("manifest of %s in %s refused: %w: %w", name, r.url, err, ErrCorrupt)
+		return nil, fmt.Errorf("manifest of %s in %s refused: %w: %w", name, r.url, err, chunk.ErrCorrupt)
 	}
 	return &m, nil
 }
 
 // sendChunk puts chunk h in the bucket unless it is there already, after
 // checking it decodes to bytes of hash h. It returns the bytes sent.
-func (s *Store) sendChunk(ctx context.Context, r *Remote, h Hash) (int64, error) {
+func (s *Store) sendChunk(ctx context.Context, r *Remote, h chunk.Hash) (int64, error) {
 	if ok, err := r.hasChunk(ctx, h); err != nil || ok {
 		return 0, err
 	}
@@ -144,7 +133,7 @@ func (s *Store) sendChunk(ctx context.Context, r *Remote, h Hash) (int64, error)
 // eachChunk runs move on every distinct chunk of m, transferParallel at a
 // time, until one fails. move returns the stored bytes it moved, 0 when the
 // chunk was there already.
-func (m *checkpointManifest) eachChunk(ctx context.Context, progress func(int64), move func(context.Context, ChunkRef) (int64, error)) (*Transfer, error) {
+func (m *checkpointManifest) eachChunk(ctx context.Context, progress func(int64), move func(context.Context, chunk.Ref) (int64, error)) (*Transfer, error) {
 	t := &Transfer{}
 	var moved, movedBytes atomic.Int64
 	g, gctx := errgroup.WithContext(ctx)
@@ -166,9 +155,9 @@ func (m *checkpointManifest) eachChunk(ctx context.Context, progress func(int64)
 }
 
 // chunks lists the distinct chunks of m's files and counts them in t.
-func (m *checkpointManifest) chunks(t *Transfer) []ChunkRef {
-	seen := map[Hash]bool{}
-	var refs []ChunkRef
+func (m *checkpointManifest) chunks(t *Transfer) []chunk.Ref {
+	seen := map[chunk.Hash]bool{}
+	var refs []chunk.Ref
 	for _, e := range m.Entries {
 		if e.Mode&syscall.S_IFMT != syscall.S_IFREG {
 			continue
@@ -188,7 +177,7 @@ func (m *checkpointManifest) chunks(t *Transfer) []ChunkRef {
 
 // storedValue reads chunk h as stored, after checking its checksum and,
 // with decode, that it decodes to bytes of hash h.
-func (s *Store) storedValue(h Hash, decode bool) ([]byte, error) {
+func (s *Store) storedValue(h chunk.Hash, decode bool) ([]byte, error) {
 	loc, err := s.chunkLoc(h)
 	if err != nil {
 		return nil, err
@@ -196,10 +185,10 @@ func (s *Store) storedValue(h Hash, decode bool) ([]byte, error) {
 	var val []byte
 	err = s.packs.read(h, loc, func(v []byte) error {
 		if decode {
-			if _, err := s.chunks.codecs.decodeChunk(h, v); err != nil {
+			if _, err := s.chunks.codecs.Decode(h, v); err != nil {
 				return err
 			}
-		} else if err := checkChunk(h, v); err != nil {
+		} else if err := chunk.Check(h, v); err != nil {
 			return err
 		}
 		val = append([]byte(nil), v...)
@@ -231,7 +220,7 @@ func (s *Store) Pull(ctx context.Context, r *Remote, name string, progress func(
 	if _, err := s.Lookup(parent, path.Base(name)); err == nil {
 		return nil, fmt.Errorf("pull %s: %s is already in the store: %w", name, name, syscall.EEXIST)
 	}
-	t, err := m.eachChunk(ctx, progress, func(ctx context.Context, ref ChunkRef) (int64, error) {
+	t, err := m.eachChunk(ctx, progress, func(ctx context.Context, ref chunk.Ref) (int64, error) {
 		if _, err := s.chunkLoc(ref.Hash); err == nil {
 			return 0, nil
 		}
@@ -296,21 +285,17 @@ func (s *Store) createTree(parent uint64, name string, entries []manifestEntry, 
 	return nil
 }
 
-// maxStoredChunk bounds a stored chunk value: the largest chunk, its header
-// and what a codec that does not pay may add.
-const maxStoredChunk = MaxChunk + chunkHeaderLen + MaxChunk/16 + 64
-
 // fetchChunk gets chunk ref from the bucket, verifies it against its hash
 // and length and stores it as is. It returns the raw bytes and the stored
 // bytes moved.
-func (s *Store) fetchChunk(ctx context.Context, r *Remote, ref ChunkRef) ([]byte, int64, error) {
-	val, err := r.get(ctx, r.chunkKey(ref.Hash), maxStoredChunk)
+func (s *Store) fetchChunk(ctx context.Context, r *Remote, ref chunk.Ref) ([]byte, int64, error) {
+	val, err := r.get(ctx, r.chunkKey(ref.Hash), chunk.MaxStored)
 	if err != nil {
 		return nil, 0, fmt.Errorf("chunk %s: %w", ref.Hash.Short(), err)
 	}
-	raw, err := s.chunks.codecs.decodeChunk(ref.Hash, val)
+	raw, err := s.chunks.codecs.Decode(ref.Hash, val)
 	if err == nil && ref.Len != 0 && len(raw) != int(ref.Len) {
-		err = fmt.Errorf("chunk %s: %d bytes, the manifest says %d: %w", ref.Hash.Short(), len(raw), ref.Len, ErrCorrupt)
+		err = fmt.Errorf("chunk %s: %d bytes, the manifest says %d: %w", ref.Hash.Short(), len(raw), ref.Len, chunk.ErrCorrupt)
 	}
 	if err != nil {
 		return nil, 0, fmt.Errorf("%s in %s: %w", r.chunkKey(ref.Hash), r.url, err)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/ckptfs/ckptfs/cache/chunk"
 	"os"
 	"strings"
 	"syscall"
@@ -21,7 +22,7 @@ import (
 // within publishInterval, and failed publishes are retried as often.
 
 // queueUpload hands a newly stored chunk to the upload workers.
-func (b *bucketBacking) queueUpload(h Hash) {
+func (b *bucketBacking) queueUpload(h chunk.Hash) {
 	select {
 	case b.uploads <- h:
 	case <-b.ctx.Done():
@@ -42,7 +43,7 @@ func (b *bucketBacking) uploadLoop() {
 }
 
 // uploadChunk puts chunk h in the bucket once, however many ask at once.
-func (b *bucketBacking) uploadChunk(ctx context.Context, h Hash) error {
+func (b *bucketBacking) uploadChunk(ctx context.Context, h chunk.Hash) error {
 	if b.s.uploaded(h) {
 		return nil
 	}
@@ -172,7 +173,7 @@ func (b *bucketBacking) publishOne(ctx context.Context, name string, st checkpoi
 
 // publishCheckpoint uploads the chunks of m the bucket lacks, then m.
 func (b *bucketBacking) publishCheckpoint(ctx context.Context, m *checkpointManifest, js []byte) error {
-	_, err := m.eachChunk(ctx, func(int64) {}, func(ctx context.Context, ref ChunkRef) (int64, error) {
+	_, err := m.eachChunk(ctx, func(int64) {}, func(ctx context.Context, ref chunk.Ref) (int64, error) {
 		return 0, b.uploadChunk(ctx, ref.Hash)
 	})
 	if err != nil {

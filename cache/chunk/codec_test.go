@@ -1,4 +1,4 @@
-package cache
+package chunk
 
 import (
 	"bytes"
@@ -35,7 +35,7 @@ func normals(seed int64, n int, std float64) []float64 {
 }
 
 func TestCodecRoundTripEveryDType(t *testing.T) {
-	c := newCodecs()
+	c := NewCodecs()
 	special := []float64{math.NaN(), math.Inf(1), math.Inf(-1), 0, math.Copysign(0, -1),
 		math.SmallestNonzeroFloat32, -math.SmallestNonzeroFloat32, 1e-40, math.MaxFloat32}
 	vals := append(normals(1, 300000, 0.02), special...)
@@ -52,8 +52,8 @@ func TestCodecRoundTripEveryDType(t *testing.T) {
 	for dt, full := range inputs {
 		for _, cut := range []int{0, 1, 3, 63, 64, 65, 1001, len(full) - 1, len(full)} {
 			raw := full[:min(cut, len(full))]
-			v := c.encodeChunk(raw, Hint(dt))
-			got, err := c.decodeChunk(hashOf(raw), v)
+			v := c.Encode(raw, Hint(dt))
+			got, err := c.Decode(Sum(raw), v)
 			if err != nil || !bytes.Equal(got, raw) {
 				t.Fatalf("%s, %d bytes: round trip failed: %v", dt, len(raw), err)
 			}
@@ -62,10 +62,10 @@ func TestCodecRoundTripEveryDType(t *testing.T) {
 }
 
 func TestPlanesCompressFloats(t *testing.T) {
-	c := newCodecs()
+	c := NewCodecs()
 	for dt, maxRatio := range map[string]float64{"BF16": 0.70, "F32": 0.86} {
 		raw := floatBytes(dt, normals(3, 1<<20, 0.02))
-		v := c.encodeChunk(raw, Hint(dt))
+		v := c.Encode(raw, Hint(dt))
 		ratio := float64(len(v)) / float64(len(raw))
 		if CodecID(v[0]) != CodecPlanes || ratio > maxRatio {
 			t.Errorf("%s: codec %d, ratio %.3f, want planes at most %.2f", dt, v[0], ratio, maxRatio)
@@ -74,17 +74,17 @@ func TestPlanesCompressFloats(t *testing.T) {
 }
 
 func TestCorruptPayloadDetected(t *testing.T) {
-	c := newCodecs()
+	c := NewCodecs()
 	raw := floatBytes("BF16", normals(4, 1<<16, 0.02))
-	v := c.encodeChunk(raw, "BF16")
-	for _, pos := range []int{0, 1, 5, chunkHeaderLen, chunkHeaderLen + 7, len(v) / 2, len(v) - 1} {
+	v := c.Encode(raw, "BF16")
+	for _, pos := range []int{0, 1, 5, HeaderLen, HeaderLen + 7, len(v) / 2, len(v) - 1} {
 		bad := append([]byte{}, v...)
 		bad[pos] ^= 0x10
-		if got, err := c.decodeChunk(hashOf(raw), bad); err == nil {
+		if got, err := c.Decode(Sum(raw), bad); err == nil {
 			t.Fatalf("flip at %d accepted (same bytes: %v)", pos, bytes.Equal(got, raw))
 		}
 	}
-	if _, err := c.decodeChunk(hashOf(raw), v[:len(v)-3]); err == nil {
+	if _, err := c.Decode(Sum(raw), v[:len(v)-3]); err == nil {
 		t.Fatal("truncated value accepted")
 	}
 }
@@ -120,19 +120,19 @@ func BenchmarkPlanesBF16(b *testing.B) { benchmarkPlanes(b, "BF16") }
 func BenchmarkPlanesF32(b *testing.B)  { benchmarkPlanes(b, "F32") }
 
 func benchmarkPlanes(b *testing.B, dtype string) {
-	c := newCodecs()
-	raw := floatBytes(dtype, normals(6, MaxChunk/4, 0.02))
-	v := c.encodeChunk(raw, Hint(dtype))
+	c := NewCodecs()
+	raw := floatBytes(dtype, normals(6, MaxSize/4, 0.02))
+	v := c.Encode(raw, Hint(dtype))
 	b.Run("encode", func(b *testing.B) {
 		b.SetBytes(int64(len(raw)))
 		for range b.N {
-			c.encodeChunk(raw, Hint(dtype))
+			c.Encode(raw, Hint(dtype))
 		}
 	})
 	b.Run("decode", func(b *testing.B) {
 		b.SetBytes(int64(len(raw)))
 		for range b.N {
-			c.byID[CodecPlanes].Decode(nil, v[chunkHeaderLen:], len(raw))
+			c.byID[CodecPlanes].Decode(nil, v[HeaderLen:], len(raw))
 		}
 	})
 }

@@ -1,4 +1,4 @@
-package cache
+package chunk
 
 import (
 	"encoding/binary"

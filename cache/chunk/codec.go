@@ -1,4 +1,4 @@
-package cache
+package chunk
 
 import (
 	"fmt"
@@ -28,13 +28,14 @@ type Codec interface {
 // ("BF16") for tensor bytes, empty for anything else.
 type Hint string
 
-// codecs holds the codec implementations by id.
-type codecs struct {
+// Codecs holds the codec implementations by id.
+type Codecs struct {
 	byID map[CodecID]Codec
 }
 
-func newCodecs() *codecs {
-	return &codecs{byID: map[CodecID]Codec{CodecRaw: rawCodec{}, CodecZstd: newZstdCodec(), CodecPlanes: newPlanesCodec()}}
+// NewCodecs makes the codecs every store uses.
+func NewCodecs() *Codecs {
+	return &Codecs{byID: map[CodecID]Codec{CodecRaw: rawCodec{}, CodecZstd: newZstdCodec(), CodecPlanes: newPlanesCodec()}}
 }
 
 // choose picks the codec for a chunk from what it holds: float tensors get
@@ -46,18 +47,18 @@ func choose(raw []byte, hint Hint) CodecID {
 	return CodecZstd
 }
 
-// encodeChunk builds the stored value of a chunk: header, then the payload
-// of the chosen codec, or of raw when compression saves less than 1/32.
-func (c *codecs) encodeChunk(raw []byte, hint Hint) []byte {
+// Encode builds the stored value of a chunk: header, then the payload of
+// the chosen codec, or of raw when compression saves less than 1/32.
+func (c *Codecs) Encode(raw []byte, hint Hint) []byte {
 	id := choose(raw, hint)
-	v := c.byID[id].Encode(make([]byte, chunkHeaderLen, chunkHeaderLen+len(raw)+len(raw)/16+64), raw, hint)
-	if len(v)-chunkHeaderLen >= len(raw)-len(raw)/32 {
-		id, v = CodecRaw, append(v[:chunkHeaderLen], raw...)
+	v := c.byID[id].Encode(make([]byte, HeaderLen, HeaderLen+len(raw)+len(raw)/16+64), raw, hint)
+	if len(v)-HeaderLen >= len(raw)-len(raw)/32 {
+		id, v = CodecRaw, append(v[:HeaderLen], raw...)
 	}
-	return sealChunk(v, id, len(raw))
+	return seal(v, id, len(raw))
 }
 
-func (c *codecs) decode(id CodecID, payload []byte, rawLen int) ([]byte, error) {
+func (c *Codecs) decode(id CodecID, payload []byte, rawLen int) ([]byte, error) {
 	codec, ok := c.byID[id]
 	if !ok {
 		return nil, fmt.Errorf("unknown codec %d", id)

@@ -1,4 +1,4 @@
-package cache
+package chunk
 
 import (
 	"bufio"
@@ -13,7 +13,7 @@ import (
 // TestCodecTable measures the chunk codecs on real inputs for make
 // bench-codec: it runs only when CKPTFS_CODEC_INPUTS names a file of
 // "name dtype path" lines, and appends one JSON object per input to
-// CKPTFS_CODEC_OUT. Inputs are cut into MaxChunk chunks as ingest does; run
+// CKPTFS_CODEC_OUT. Inputs are cut into MaxSize chunks as ingest does; run
 // it with GOMAXPROCS=1 for single-core figures.
 func TestCodecTable(t *testing.T) {
 	list := os.Getenv("CKPTFS_CODEC_INPUTS")
@@ -30,7 +30,7 @@ func TestCodecTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer out.Close()
-	c := newCodecs()
+	c := NewCodecs()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
@@ -43,13 +43,13 @@ func TestCodecTable(t *testing.T) {
 			t.Fatal(err)
 		}
 		var chunks [][]byte
-		for off := 0; off < len(raw); off += MaxChunk {
-			chunks = append(chunks, raw[off:min(off+MaxChunk, len(raw))])
+		for off := 0; off < len(raw); off += MaxSize {
+			chunks = append(chunks, raw[off:min(off+MaxSize, len(raw))])
 		}
 		values := make([][]byte, len(chunks))
 		start := time.Now()
 		for i, ch := range chunks {
-			values[i] = c.encodeChunk(ch, Hint(dtype))
+			values[i] = c.Encode(ch, Hint(dtype))
 		}
 		enc := time.Since(start)
 		stored := 0
@@ -58,18 +58,18 @@ func TestCodecTable(t *testing.T) {
 		}
 		start = time.Now()
 		for i, v := range values {
-			if _, err := c.decode(CodecID(v[0]), v[chunkHeaderLen:], len(chunks[i])); err != nil {
+			if _, err := c.decode(CodecID(v[0]), v[HeaderLen:], len(chunks[i])); err != nil {
 				t.Fatal(err)
 			}
 		}
 		dec := time.Since(start)
 		hashes := make([]Hash, len(chunks))
 		for i, ch := range chunks {
-			hashes[i] = hashOf(ch)
+			hashes[i] = Sum(ch)
 		}
 		start = time.Now()
 		for i, v := range values {
-			got, err := c.decodeChunk(hashes[i], v) // checks the hash of what it decodes
+			got, err := c.Decode(hashes[i], v) // checks the hash of what it decodes
 			if err != nil || !bytes.Equal(got, chunks[i]) {
 				t.Fatalf("%s: chunk %d does not round-trip: %v", name, i, err)
 			}
