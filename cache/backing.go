@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/ckptfs/ckptfs/cache/chunk"
+	"github.com/ckptfs/ckptfs/cache/pack"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -91,7 +92,7 @@ func (s *Store) attachBucket(o BackingOptions) error {
 	}
 	if o.DiskBytes > 0 {
 		// Evict in steps of an eighth of the cache.
-		s.packs.target = min(packTargetSize, max(o.DiskBytes/8, 4*chunk.MaxSize))
+		s.packs.SetTarget(min(pack.TargetSize, max(o.DiskBytes/8, 4*chunk.MaxSize)))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &bucketBacking{s: s, r: o.Remote, opts: o, storeID: id,

@@ -3,6 +3,7 @@ package cache
 import (
 	"errors"
 	"fmt"
+	"github.com/ckptfs/ckptfs/cache/pack"
 	"time"
 
 	"github.com/ckptfs/ckptfs/cache/chunk"
@@ -56,7 +57,7 @@ func (s *Store) PutChunk(raw []byte, hint chunk.Hint) (chunk.Ref, error) {
 func (s *Store) storeValue(h chunk.Hash, val []byte, clear ...[]byte) error {
 	s.evictMu.RLock()
 	defer s.evictMu.RUnlock()
-	loc, err := s.packs.append(h, val)
+	loc, err := s.packs.Append(h, val)
 	if err != nil {
 		return err
 	}
@@ -66,20 +67,20 @@ func (s *Store) storeValue(h chunk.Hash, val []byte, clear ...[]byte) error {
 				return err
 			}
 		}
-		return txn.Set(chunkKey(h), loc.encode())
+		return txn.Set(chunkKey(h), loc.Encode())
 	})
 }
 
 // chunkLoc looks up where a chunk is stored.
-func (s *Store) chunkLoc(h chunk.Hash) (packLoc, error) {
-	var loc packLoc
+func (s *Store) chunkLoc(h chunk.Hash) (pack.Loc, error) {
+	var loc pack.Loc
 	err := s.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(chunkKey(h))
 		if err != nil {
 			return err
 		}
 		return item.Value(func(v []byte) error {
-			loc, err = decodePackLoc(v)
+			loc, err = pack.DecodeLoc(v)
 			return err
 		})
 	})
@@ -130,7 +131,7 @@ func (s *Store) loadLocalChunk(h chunk.Hash) ([]byte, error) {
 	}
 	defer since(s.metrics.decodeSeconds, time.Now())
 	var raw []byte
-	err = s.packs.read(h, loc, func(val []byte) error {
+	err = s.packs.Read(h, loc, func(val []byte) error {
 		var derr error
 		raw, derr = s.chunks.codecs.Decode(h, val) // into a new slice
 		return derr

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"github.com/ckptfs/ckptfs/cache/chunk"
+	"github.com/ckptfs/ckptfs/cache/pack"
 	"os"
 	"time"
 )
@@ -28,19 +29,19 @@ func (b *bucketBacking) evict(context.Context) error {
 	if b.opts.DiskBytes <= 0 {
 		return nil
 	}
-	ids, err := listPacks(b.s.packs.dir)
+	ids, err := b.s.packs.List()
 	if err != nil {
 		return err
 	}
 	sizes := map[uint32]int64{}
 	var total int64
 	for _, id := range ids {
-		if st, err := os.Stat(b.s.packs.path(id)); err == nil {
+		if st, err := os.Stat(b.s.packs.Path(id)); err == nil {
 			sizes[id] = st.Size()
 			total += st.Size()
 		}
 	}
-	cur, appending := b.s.packs.current()
+	cur, appending := b.s.packs.Current()
 	for _, id := range ids {
 		if total <= b.opts.DiskBytes {
 			break
@@ -86,13 +87,13 @@ func (b *bucketBacking) evictPack(id uint32) (bool, error) {
 	if err := wb.Flush(); err != nil {
 		return false, err
 	}
-	return true, s.packs.remove(id)
+	return true, s.packs.Remove(id)
 }
 
 // indexedIn lists the chunks the index places in pack id.
 func (s *Store) indexedIn(id uint32) ([]chunk.Hash, error) {
 	var out []chunk.Hash
-	err := s.scanChunks(func(h chunk.Hash, loc packLoc, err error) error {
+	err := s.scanChunks(func(h chunk.Hash, loc pack.Loc, err error) error {
 		if err == nil && loc.Pack == id {
 			out = append(out, h)
 		}

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"github.com/ckptfs/ckptfs/cache/chunk"
+	"github.com/ckptfs/ckptfs/cache/pack"
 	"runtime"
 	"sort"
 	"sync"
@@ -67,7 +68,7 @@ func (s *Store) Fsck() (*FsckReport, error) {
 
 	stored := map[chunk.Hash]bool{}
 	var keys []packRecord
-	if err := s.scanChunks(func(h chunk.Hash, loc packLoc, _ error) error {
+	if err := s.scanChunks(func(h chunk.Hash, loc pack.Loc, _ error) error {
 		stored[h] = true
 		keys = append(keys, packRecord{h, loc})
 		return nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/ckptfs/ckptfs/cache/chunk"
+	"github.com/ckptfs/ckptfs/cache/pack"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -58,17 +59,17 @@ func (s *Store) scanKeys(prefix byte, fn func(key []byte) error) error {
 
 // scanChunks calls fn with every stored chunk and its location, or the
 // error that kept the location from being read.
-func (s *Store) scanChunks(fn func(h chunk.Hash, loc packLoc, err error) error) error {
+func (s *Store) scanChunks(fn func(h chunk.Hash, loc pack.Loc, err error) error) error {
 	return s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixChunk}, PrefetchValues: true, PrefetchSize: 256})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			var h chunk.Hash
 			copy(h[:], it.Item().Key()[1:])
-			var loc packLoc
+			var loc pack.Loc
 			err := it.Item().Value(func(v []byte) error {
 				var err error
-				loc, err = decodePackLoc(v)
+				loc, err = pack.DecodeLoc(v)
 				return err
 			})
 			if err := fn(h, loc, err); err != nil {
@@ -82,7 +83,7 @@ func (s *Store) scanChunks(fn func(h chunk.Hash, loc packLoc, err error) error) 
 // packRecord is a live chunk in a pack.
 type packRecord struct {
 	hash chunk.Hash
-	loc  packLoc
+	loc  pack.Loc
 }
 
 // GC deletes chunks no reachable file references and inode records no
@@ -90,8 +91,8 @@ type packRecord struct {
 // rewrites those mostly garbage, then lets Badger reclaim value-log space.
 // Run it only while nothing is writing: the store must not be mounted.
 func (s *Store) GC() (*GCResult, error) {
-	s.packs.seal() // records copied below go to a pack that is not a candidate
-	packIDs, err := listPacks(s.packs.dir)
+	s.packs.Seal() // records copied below go to a pack that is not a candidate
+	packIDs, err := s.packs.List()
 	if err != nil {
 		return nil, fmt.Errorf("gc: list packs: %w", err)
 	}
@@ -103,7 +104,7 @@ func (s *Store) GC() (*GCResult, error) {
 	live := map[uint32][]packRecord{}
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
-	err = s.scanChunks(func(h chunk.Hash, loc packLoc, err error) error {
+	err = s.scanChunks(func(h chunk.Hash, loc pack.Loc, err error) error {
 		if err != nil {
 			s.log.Warn("gc: chunk left in place", "chunk", h.String(), "err", err)
 			return nil // fsck reports it
@@ -160,19 +161,19 @@ func (s *Store) sweepPacks(ids []uint32, live map[uint32][]packRecord, res *GCRe
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
 	for _, id := range ids {
-		st, err := os.Stat(s.packs.path(id))
+		st, err := os.Stat(s.packs.Path(id))
 		if err != nil {
 			return fmt.Errorf("gc: %w", err)
 		}
 		var used int64
 		for _, r := range live[id] {
-			used += packRecordHeader + int64(r.loc.Len)
+			used += pack.RecordHeader + int64(r.loc.Len)
 		}
 		if used > 0 && float64(st.Size()-used) < packGarbageRatio*float64(st.Size()) {
 			continue
 		}
 		if err := s.copyRecords(live[id], wb); err != nil {
-			s.log.Warn("gc: pack kept", "pack", s.packs.path(id), "err", err)
+			s.log.Warn("gc: pack kept", "pack", s.packs.Path(id), "err", err)
 			continue
 		}
 		if used > 0 {
@@ -181,7 +182,7 @@ func (s *Store) sweepPacks(ids []uint32, live map[uint32][]packRecord, res *GCRe
 		res.PackBytesFreed += st.Size() - used
 		doomed = append(doomed, id)
 	}
-	if err := s.packs.sync(); err != nil {
+	if err := s.packs.Sync(); err != nil {
 		return fmt.Errorf("gc: %w", err)
 	}
 	if err := wb.Flush(); err != nil {
@@ -191,7 +192,7 @@ func (s *Store) sweepPacks(ids []uint32, live map[uint32][]packRecord, res *GCRe
 		return fmt.Errorf("gc: %w", err)
 	}
 	for _, id := range doomed {
-		if err := s.packs.remove(id); err != nil {
+		if err := s.packs.Remove(id); err != nil {
 			return fmt.Errorf("gc: %w", err)
 		}
 		res.PacksRemoved++
@@ -203,16 +204,16 @@ func (s *Store) sweepPacks(ids []uint32, live map[uint32][]packRecord, res *GCRe
 // locations.
 func (s *Store) copyRecords(recs []packRecord, wb *badger.WriteBatch) error {
 	for _, r := range recs {
-		var loc packLoc
-		err := s.packs.read(r.hash, r.loc, func(val []byte) error {
+		var loc pack.Loc
+		err := s.packs.Read(r.hash, r.loc, func(val []byte) error {
 			var err error
-			loc, err = s.packs.append(r.hash, val)
+			loc, err = s.packs.Append(r.hash, val)
 			return err
 		})
 		if err != nil {
 			return fmt.Errorf("chunk %s: %w", r.hash.Short(), err)
 		}
-		if err := wb.Set(chunkKey(r.hash), loc.encode()); err != nil {
+		if err := wb.Set(chunkKey(r.hash), loc.Encode()); err != nil {
 			return err
 		}
 	}

@@ -3,6 +3,7 @@ package cache
 import (
 	"fmt"
 	"github.com/ckptfs/ckptfs/cache/chunk"
+	"github.com/ckptfs/ckptfs/cache/pack"
 	"syscall"
 )
 
@@ -41,7 +42,7 @@ func (s *Store) Stats(ino uint64) (*Stats, error) {
 			return nil, err
 		}
 	}
-	err = s.scanChunks(func(h chunk.Hash, loc packLoc, err error) error {
+	err = s.scanChunks(func(h chunk.Hash, loc pack.Loc, err error) error {
 		if seen[h] && err == nil {
 			st.Stored += int64(loc.Len)
 		}

@@ -7,6 +7,7 @@ package cache
 import (
 	"errors"
 	"fmt"
+	"github.com/ckptfs/ckptfs/cache/pack"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -37,7 +38,7 @@ type Store struct {
 	db      *badger.DB
 	inoSeq  *badger.Sequence
 	log     *slog.Logger
-	packs   *packs
+	packs   *pack.Set
 	chunks  *chunkCache
 	metrics *Metrics
 	damage  error          // damaged tables found on open, see AllowDamagedTables
@@ -70,7 +71,7 @@ func Open(dir string, o Options) (*Store, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "staging"), 0o700); err != nil {
 		return nil, fmt.Errorf("create store %s: %w", dir, err)
 	}
-	packs, err := openPacks(filepath.Join(dir, "packs"))
+	packs, err := pack.Open(filepath.Join(dir, "packs"))
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
@@ -132,7 +133,7 @@ func (s *Store) StagingDir() string { return filepath.Join(s.dir, "staging") }
 // Sync makes everything written so far durable: the packs first, so that
 // no durable index entry points at a record that is not.
 func (s *Store) Sync() error {
-	if err := s.packs.sync(); err != nil {
+	if err := s.packs.Sync(); err != nil {
 		return fmt.Errorf("sync store %s: %w", s.dir, err)
 	}
 	if err := s.db.Sync(); err != nil {
@@ -146,7 +147,7 @@ func (s *Store) Close() error {
 	if s.bucket != nil {
 		s.bucket.stop()
 	}
-	errs := []error{s.packs.close()}
+	errs := []error{s.packs.Close()}
 	if s.inoSeq != nil {
 		errs = append(errs, s.inoSeq.Release())
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"github.com/ckptfs/ckptfs/cache/chunk"
+	"github.com/ckptfs/ckptfs/cache/pack"
 	"io"
 	"math/rand"
 	"os"
@@ -162,15 +163,15 @@ func TestCorruptionDetected(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pack, err := os.OpenFile(s.packs.path(loc.Pack), os.O_RDWR, 0)
+	packFile, err := os.OpenFile(s.packs.Path(loc.Pack), os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	b := make([]byte, 1)
-	off := loc.Offset + packRecordHeader + int64(loc.Len)/2
-	pack.ReadAt(b, off)
-	pack.WriteAt([]byte{b[0] ^ 0x40}, off)
-	pack.Close()
+	off := loc.Offset + pack.RecordHeader + int64(loc.Len)/2
+	packFile.ReadAt(b, off)
+	packFile.WriteAt([]byte{b[0] ^ 0x40}, off)
+	packFile.Close()
 	_, err = s.NewReader("f", c).ReadAt(make([]byte, 10), 0)
 	if !errors.Is(err, chunk.ErrCorrupt) {
 		t.Fatalf("read of corrupted chunk: %v", err)
@@ -208,7 +209,7 @@ func TestGCFreesOnlyUnreferenced(t *testing.T) {
 	if res.PacksRewritten != 1 || res.PacksRemoved != 1 || res.PackBytesFreed < 2<<20 {
 		t.Fatalf("gc packs: %+v", res)
 	}
-	if size := dirSize(t, s.packs.dir); size > 2<<20+4096 {
+	if size := dirSize(t, s.packs.Dir()); size > 2<<20+4096 {
 		t.Fatalf("packs take %d bytes after gc, want about 2 MiB", size)
 	}
 	in, err := s.Lookup(RootIno, "keep")
@@ -244,7 +245,7 @@ func TestPacksRollAndEmptyOnesGo(t *testing.T) {
 	if res.PacksRemoved != len(ids) || res.PacksRewritten != 0 {
 		t.Fatalf("gc of %d packs with nothing live: %+v", len(ids), res)
 	}
-	if size := dirSize(t, s.packs.dir); size != 0 {
+	if size := dirSize(t, s.packs.Dir()); size != 0 {
 		t.Fatalf("packs take %d bytes with nothing stored", size)
 	}
 }
@@ -362,8 +363,8 @@ func TestEvictionDropsOnlyUploadedPacks(t *testing.T) {
 	if err := b.evict(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	left, _ := listPacks(s.packs.dir)
-	cur, appending := s.packs.current()
+	left, _ := s.packs.List()
+	cur, appending := s.packs.Current()
 	for _, id := range left {
 		if id != ids[1] && !(appending && id == cur) {
 			t.Fatalf("pack %d of uploaded chunks left after eviction: %v", id, left)
@@ -388,13 +389,13 @@ func TestEvictionDropsOnlyUploadedPacks(t *testing.T) {
 // content and the packs.
 func fileInSmallPacks(t *testing.T, s *Store, data []byte) (*Content, []uint32) {
 	t.Helper()
-	s.packs.target = 1 << 20
+	s.packs.SetTarget(1 << 20)
 	c, err := s.Ingest(bytes.NewReader(data))
 	if err != nil {
 		t.Fatal(err)
 	}
 	f, _ := s.Create(RootIno, "f", Inode{Mode: syscall.S_IFREG | 0o644})
 	s.Update(f.Ino, func(in *Inode) error { in.Content = *c; return nil })
-	ids, _ := listPacks(s.packs.dir)
+	ids, _ := s.packs.List()
 	return c, ids
 }

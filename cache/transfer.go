@@ -183,7 +183,7 @@ func (s *Store) storedValue(h chunk.Hash, decode bool) ([]byte, error) {
 		return nil, err
 	}
 	var val []byte
-	err = s.packs.read(h, loc, func(v []byte) error {
+	err = s.packs.Read(h, loc, func(v []byte) error {
 		if decode {
 			if _, err := s.chunks.codecs.Decode(h, v); err != nil {
 				return err

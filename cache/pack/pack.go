@@ -1,4 +1,8 @@
-package cache
+// Package pack keeps chunk values in append-only pack files, written with
+// write(2) and read with pread. The index of where each chunk is lives
+// elsewhere (Badger, in cache); a record carries its chunk's hash, so a
+// read can check the index pointed it at the right one.
+package pack
 
 import (
 	"encoding/binary"
@@ -23,33 +27,35 @@ import (
 // chunk.go). The hash lets a read check that the index points at the right
 // record, and makes a pack readable without the index.
 const (
-	packRecordHeader = 32 + 4
-	packTargetSize   = 256 << 20
-	packSuffix       = ".pack"
+	RecordHeader = 32 + 4
+	TargetSize   = 256 << 20
+	suffix       = ".pack"
 )
 
-// packLoc is where a chunk's record is: the Badger value of its chunk key.
-type packLoc struct {
+// Loc is where a chunk's record is: the Badger value of its chunk key.
+type Loc struct {
 	Pack   uint32
 	Offset int64  // of the record
 	Len    uint32 // of the value, without the record header
 }
 
-const packLocLen = 4 + 8 + 4
+const locLen = 4 + 8 + 4
 
-func (l packLoc) encode() []byte {
-	b := make([]byte, packLocLen)
+// Encode is the location as the index stores it.
+func (l Loc) Encode() []byte {
+	b := make([]byte, locLen)
 	binary.LittleEndian.PutUint32(b, l.Pack)
 	binary.LittleEndian.PutUint64(b[4:], uint64(l.Offset))
 	binary.LittleEndian.PutUint32(b[12:], l.Len)
 	return b
 }
 
-func decodePackLoc(b []byte) (packLoc, error) {
-	if len(b) != packLocLen {
-		return packLoc{}, fmt.Errorf("chunk location of %d bytes: %w", len(b), chunk.ErrCorrupt)
+// DecodeLoc reads a location the index stored.
+func DecodeLoc(b []byte) (Loc, error) {
+	if len(b) != locLen {
+		return Loc{}, fmt.Errorf("chunk location of %d bytes: %w", len(b), chunk.ErrCorrupt)
 	}
-	return packLoc{
+	return Loc{
 		Pack:   binary.LittleEndian.Uint32(b),
 		Offset: int64(binary.LittleEndian.Uint64(b[4:])),
 		Len:    binary.LittleEndian.Uint32(b[12:]),
@@ -59,7 +65,7 @@ func decodePackLoc(b []byte) (packLoc, error) {
 // packs is the set of pack files of a store. Appends reserve their range
 // under the lock and write outside it, so the ingest workers write in
 // parallel.
-type packs struct {
+type Set struct {
 	dir    string
 	target int64 // a new pack is started past this size
 
@@ -74,31 +80,31 @@ type packs struct {
 	bufs sync.Pool // *[]byte records are read into
 }
 
-func openPacks(dir string) (*packs, error) {
+func Open(dir string) (*Set, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	ids, err := listPacks(dir)
+	ids, err := list(dir)
 	if err != nil {
 		return nil, err
 	}
-	p := &packs{dir: dir, target: packTargetSize, files: map[uint32]*os.File{}, dirty: map[uint32]*os.File{}, nextID: 1}
-	p.bufs.New = func() any { b := make([]byte, 0, packRecordHeader+chunk.MaxSize+chunk.HeaderLen); return &b }
+	p := &Set{dir: dir, target: TargetSize, files: map[uint32]*os.File{}, dirty: map[uint32]*os.File{}, nextID: 1}
+	p.bufs.New = func() any { b := make([]byte, 0, RecordHeader+chunk.MaxSize+chunk.HeaderLen); return &b }
 	if len(ids) > 0 {
 		p.nextID = ids[len(ids)-1] + 1
 	}
 	return p, nil
 }
 
-// listPacks returns the ids of the pack files in dir, ascending.
-func listPacks(dir string) ([]uint32, error) {
+// list returns the ids of the pack files in dir, ascending.
+func list(dir string) ([]uint32, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, err
 	}
 	var ids []uint32
 	for _, e := range entries {
-		name, ok := strings.CutSuffix(e.Name(), packSuffix)
+		name, ok := strings.CutSuffix(e.Name(), suffix)
 		if !ok {
 			continue
 		}
@@ -112,33 +118,33 @@ func listPacks(dir string) ([]uint32, error) {
 	return ids, nil
 }
 
-func (p *packs) path(id uint32) string {
-	return filepath.Join(p.dir, fmt.Sprintf("%08x%s", id, packSuffix))
+func (p *Set) Path(id uint32) string {
+	return filepath.Join(p.dir, fmt.Sprintf("%08x%s", id, suffix))
 }
 
 // append writes one record and returns its location. Each store session
 // appends to new packs only, so a record torn by a crash is never followed
 // by a record that is in use.
-func (p *packs) append(h chunk.Hash, value []byte) (packLoc, error) {
-	n := int64(packRecordHeader + len(value))
+func (p *Set) Append(h chunk.Hash, value []byte) (Loc, error) {
+	n := int64(RecordHeader + len(value))
 	p.mu.Lock()
 	if p.cur == nil || (p.curSize > 0 && p.curSize+n > p.target) {
 		id := p.nextID
-		f, err := os.OpenFile(p.path(id), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		f, err := os.OpenFile(p.Path(id), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 		if err != nil {
 			p.mu.Unlock()
-			return packLoc{}, fmt.Errorf("create pack: %w", err)
+			return Loc{}, fmt.Errorf("create pack: %w", err)
 		}
 		p.nextID++
 		p.cur, p.curID, p.curSize = f, id, 0
 		p.files[id] = f
 	}
-	f, loc := p.cur, packLoc{Pack: p.curID, Offset: p.curSize, Len: uint32(len(value))}
+	f, loc := p.cur, Loc{Pack: p.curID, Offset: p.curSize, Len: uint32(len(value))}
 	p.curSize += n
 	p.dirty[loc.Pack] = f
 	p.mu.Unlock()
 
-	rec := make([]byte, packRecordHeader, n)
+	rec := make([]byte, RecordHeader, n)
 	copy(rec, h[:])
 	binary.LittleEndian.PutUint32(rec[32:], uint32(len(value)))
 	rec = append(rec, value...)
@@ -150,7 +156,7 @@ func (p *packs) append(h chunk.Hash, value []byte) (packLoc, error) {
 			p.cur = nil
 		}
 		p.mu.Unlock()
-		return packLoc{}, fmt.Errorf("write pack %s: %w", f.Name(), err)
+		return Loc{}, fmt.Errorf("write pack %s: %w", f.Name(), err)
 	}
 	return loc, nil
 }
@@ -158,14 +164,14 @@ func (p *packs) append(h chunk.Hash, value []byte) (packLoc, error) {
 // read calls fn with the value of the record at loc, after checking that
 // the record holds chunk h. The value is only valid during fn: its buffer
 // is reused, or a cold read would leave a megabyte of garbage per chunk.
-func (p *packs) read(h chunk.Hash, loc packLoc, fn func(value []byte) error) error {
+func (p *Set) Read(h chunk.Hash, loc Loc, fn func(value []byte) error) error {
 	f, err := p.file(loc.Pack)
 	if err != nil {
 		return err
 	}
 	buf := p.bufs.Get().(*[]byte)
 	defer p.bufs.Put(buf)
-	n := packRecordHeader + int(loc.Len)
+	n := RecordHeader + int(loc.Len)
 	if cap(*buf) < n {
 		*buf = make([]byte, n)
 	}
@@ -176,16 +182,16 @@ func (p *packs) read(h chunk.Hash, loc packLoc, fn func(value []byte) error) err
 	if chunk.Hash(rec[:32]) != h || binary.LittleEndian.Uint32(rec[32:]) != loc.Len {
 		return fmt.Errorf("pack %s at %d holds another record: %w", f.Name(), loc.Offset, chunk.ErrCorrupt)
 	}
-	return fn(rec[packRecordHeader:])
+	return fn(rec[RecordHeader:])
 }
 
-func (p *packs) file(id uint32) (*os.File, error) {
+func (p *Set) file(id uint32) (*os.File, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if f, ok := p.files[id]; ok {
 		return f, nil
 	}
-	f, err := os.Open(p.path(id))
+	f, err := os.Open(p.Path(id))
 	if err != nil {
 		return nil, fmt.Errorf("open pack: %w", err)
 	}
@@ -194,7 +200,7 @@ func (p *packs) file(id uint32) (*os.File, error) {
 }
 
 // sync makes every record appended so far durable.
-func (p *packs) sync() error {
+func (p *Set) Sync() error {
 	p.mu.Lock()
 	dirty := p.dirty
 	p.dirty = map[uint32]*os.File{}
@@ -209,14 +215,14 @@ func (p *packs) sync() error {
 }
 
 // seal makes the next append start a new pack.
-func (p *packs) seal() {
+func (p *Set) Seal() {
 	p.mu.Lock()
 	p.cur = nil
 	p.mu.Unlock()
 }
 
 // remove deletes a pack file that holds no live record.
-func (p *packs) remove(id uint32) error {
+func (p *Set) Remove(id uint32) error {
 	p.mu.Lock()
 	if f, ok := p.files[id]; ok {
 		f.Close()
@@ -224,15 +230,15 @@ func (p *packs) remove(id uint32) error {
 		delete(p.dirty, id)
 	}
 	p.mu.Unlock()
-	if err := os.Remove(p.path(id)); err != nil {
+	if err := os.Remove(p.Path(id)); err != nil {
 		return fmt.Errorf("remove pack: %w", err)
 	}
 	return nil
 }
 
 // close syncs and closes every pack.
-func (p *packs) close() error {
-	err := p.sync()
+func (p *Set) Close() error {
+	err := p.Sync()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for id, f := range p.files {
@@ -244,8 +250,21 @@ func (p *packs) close() error {
 }
 
 // current is the pack being appended to, if any.
-func (p *packs) current() (uint32, bool) {
+func (p *Set) Current() (uint32, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.curID, p.cur != nil
+}
+
+// Dir is the folder of the pack files.
+func (p *Set) Dir() string { return p.dir }
+
+// List returns the ids of the pack files, ascending.
+func (p *Set) List() ([]uint32, error) { return list(p.dir) }
+
+// SetTarget sets the size past which a new pack is started.
+func (p *Set) SetTarget(n int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.target = n
 }
