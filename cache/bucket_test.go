@@ -1,0 +1,125 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+
+	"github.com/ckptfs/ckptfs/cache/object"
+)
+
+// storeWithFile makes a store holding checkpoint name with one file of data.
+func storeWithFile(t *testing.T, name string, data []byte) *Store {
+	t.Helper()
+	s := openTemp(t)
+	dir, err := s.Create(RootIno, name, Inode{Mode: syscall.S_IFDIR | 0o755})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := s.Ingest(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Create(dir.Ino, "w.bin", Inode{Mode: syscall.S_IFREG | 0o644, Content: *c}); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func noProgress(int64) {}
+
+// Push and pull through an in-memory bucket: the bytes arrive; a second
+// store's push of the same name is refused by the first one's lease; a
+// server failing part way publishes no manifest.
+func TestPushPullThroughABucket(t *testing.T) {
+	ctx := context.Background()
+	data := randomBytes(30, 3<<20)
+	bucket := object.NewMemory()
+	r := newRemote(bucket, "team", "s3://test/team")
+	a := storeWithFile(t, "ck", data)
+	if _, err := a.Push(ctx, r, "ck", noProgress); err != nil {
+		t.Fatal(err)
+	}
+	b := openTemp(t)
+	if _, err := b.Pull(ctx, r, "ck", noProgress); err != nil {
+		t.Fatal(err)
+	}
+	in, err := b.Resolve("ck/w.bin")
+	if err != nil || !bytes.Equal(readAll(t, b, &in.Content), data) {
+		t.Fatalf("pulled file: %v", err)
+	}
+	other := storeWithFile(t, "ck", []byte("another version"))
+	if _, err := other.Push(ctx, r, "ck", noProgress); !errors.Is(err, syscall.EEXIST) {
+		t.Fatalf("push over another store's lease: %v", err)
+	}
+
+	// A server that fails after two chunk uploads: no manifest appears.
+	third := storeWithFile(t, "ck2", randomBytes(31, 4<<20))
+	var puts atomic.Int32 // chunks upload 8 at a time
+	bucket.Fail = func(op, key string) error {
+		if op == "put" && strings.Contains(key, "/chunks/") {
+			if puts.Add(1) > 2 {
+				return errors.New("connection reset")
+			}
+		}
+		return nil
+	}
+	if _, err := third.Push(ctx, r, "ck2", noProgress); err == nil {
+		t.Fatal("a push through a failing server succeeded")
+	}
+	bucket.Fail = nil
+	if _, err := bucket.Stat(ctx, "team/checkpoints/ck2"); !errors.Is(err, object.ErrNotExist) {
+		t.Fatalf("a manifest published though its chunks were not: %v", err)
+	}
+	if _, err := third.Push(ctx, r, "ck2", noProgress); err != nil {
+		t.Fatalf("the push again once the server is back: %v", err)
+	}
+}
+
+// Refresh imports good manifests and skips a lying one without failing,
+// once per version.
+func TestRefreshSkipsALyingManifest(t *testing.T) {
+	ctx := context.Background()
+	bucket := object.NewMemory()
+	r := newRemote(bucket, "", "s3://test")
+	a := storeWithFile(t, "good", []byte("weights"))
+	if _, err := a.Push(ctx, r, "good", noProgress); err != nil {
+		t.Fatal(err)
+	}
+	js, _ := bucket.Get(ctx, "checkpoints/good", 1<<20)
+	var m map[string]any
+	json.Unmarshal(js, &m)
+	m["name"] = "evil"
+	m["entries"].([]any)[1].(map[string]any)["path"] = "../../etc/passwd"
+	evil, _ := json.Marshal(m)
+	bucket.Put(ctx, "checkpoints/evil", evil)
+
+	s := openTemp(t)
+	gets := 0
+	bucket.Fail = func(op, key string) error {
+		if op == "get" && key == "checkpoints/evil" {
+			gets++
+		}
+		return nil
+	}
+	b := &bucketBacking{s: s, r: r, refused: map[string]string{}}
+	for range 2 {
+		if err := b.refresh(ctx); err != nil {
+			t.Fatalf("refresh with a lying manifest in the bucket: %v", err)
+		}
+	}
+	if _, err := s.Resolve("good/w.bin"); err != nil {
+		t.Fatalf("the good checkpoint: %v", err)
+	}
+	if _, err := s.Resolve("evil"); err == nil {
+		t.Fatal("the lying manifest was imported")
+	}
+	if gets != 1 {
+		t.Fatalf("the refused manifest was read %d times, want once per version", gets)
+	}
+}
