@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/ckptfs/ckptfs/layout/layouttest"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -38,7 +39,7 @@ func noProgress(int64) {}
 // server failing part way publishes no manifest.
 func TestPushPullThroughABucket(t *testing.T) {
 	ctx := context.Background()
-	data := randomBytes(30, 3<<20)
+	data := layouttest.Random(30, 3<<20)
 	bucket := object.NewMemory()
 	r := newRemote(bucket, "team", "s3://test/team")
 	a := storeWithFile(t, "ck", data)
@@ -59,7 +60,7 @@ func TestPushPullThroughABucket(t *testing.T) {
 	}
 
 	// A server that fails after two chunk uploads: no manifest appears.
-	third := storeWithFile(t, "ck2", randomBytes(31, 4<<20))
+	third := storeWithFile(t, "ck2", layouttest.Random(31, 4<<20))
 	var puts atomic.Int32 // chunks upload 8 at a time
 	bucket.Fail = func(op, key string) error {
 		if op == "put" && strings.Contains(key, "/chunks/") {

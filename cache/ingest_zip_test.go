@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"github.com/ckptfs/ckptfs/cache/chunk"
+	"github.com/ckptfs/ckptfs/layout/layouttest"
 	"os"
 	"path/filepath"
 	"testing"
@@ -83,7 +84,7 @@ func torchLikeZip(t testing.TB, record []byte, descriptors bool) []byte {
 // chunk.MaxSize pieces from its first byte, with its dtype as hint, whether the
 // entry sizes come from a data descriptor or from the local header.
 func TestZipSplitAtRecords(t *testing.T) {
-	record := randomBytes(3, 3*chunk.MaxSize+12)
+	record := layouttest.Random(3, 3*chunk.MaxSize+12)
 	for _, descriptors := range []bool{true, false} {
 		data := torchLikeZip(t, record, descriptors)
 		if h, _, err := layout.ParseTorch(bytes.NewReader(data), int64(len(data))); err != nil || len(h.Tensors) != 1 {
@@ -165,8 +166,8 @@ func FuzzSplitZip(f *testing.F) {
 		}
 		f.Add(data)
 	}
-	f.Add(torchLikeZip(f, randomBytes(1, 4096), true))
-	f.Add(torchLikeZip(f, randomBytes(2, 4096), false))
+	f.Add(torchLikeZip(f, layouttest.Random(1, 4096), true))
+	f.Add(torchLikeZip(f, layouttest.Random(2, 4096), false))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		splitAll(t, data)
 	})

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"github.com/ckptfs/ckptfs/cache/chunk"
+	"github.com/ckptfs/ckptfs/cache/hot"
+	"github.com/zeebo/blake3"
 	"slices"
 )
 
@@ -23,6 +25,17 @@ type Content struct {
 	Size   int64
 	Kind   Kind
 	Chunks []chunk.Ref
+}
+
+// ContentKey names content by its size and chunk list, as hot copies of
+// it are named.
+func ContentKey(c *Content) string {
+	return hot.KeyFrom(func(h *blake3.Hasher) {
+		h.Write(binary.LittleEndian.AppendUint64(nil, uint64(c.Size)))
+		for _, ch := range c.Chunks {
+			h.Write(ch.Hash[:])
+		}
+	})
 }
 
 // Equal reports whether c and d hold the same bytes the same way.

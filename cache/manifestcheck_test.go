@@ -2,6 +2,7 @@ package cache
 
 import (
 	"github.com/ckptfs/ckptfs/cache/chunk"
+	"github.com/ckptfs/ckptfs/layout/layouttest"
 	"strings"
 	"syscall"
 	"testing"
@@ -74,11 +75,11 @@ func TestManifestValidation(t *testing.T) {
 // eviction drop this store's only copy.
 func TestImportMarksOnlyChunksTheStoreLacks(t *testing.T) {
 	s := openTemp(t)
-	mine, err := s.PutChunk(randomBytes(20, 1000), "")
+	mine, err := s.PutChunk(layouttest.Random(20, 1000), "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	later := randomBytes(21, 1000)
+	later := layouttest.Random(21, 1000)
 	absent := chunk.Ref{Hash: chunk.Sum([]byte("never stored here")), Len: 17}
 	if err := s.markBucketOnly([]chunk.Hash{mine.Hash, chunk.Sum(later), absent.Hash}); err != nil {
 		t.Fatal(err)

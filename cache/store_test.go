@@ -7,8 +7,8 @@ import (
 	"errors"
 	"github.com/ckptfs/ckptfs/cache/chunk"
 	"github.com/ckptfs/ckptfs/cache/pack"
+	"github.com/ckptfs/ckptfs/layout/layouttest"
 	"io"
-	"math/rand"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -27,12 +27,6 @@ func openTemp(t *testing.T) *Store {
 	return s
 }
 
-func randomBytes(seed int64, n int) []byte {
-	b := make([]byte, n)
-	rand.New(rand.NewSource(seed)).Read(b)
-	return b
-}
-
 func readAll(t *testing.T, s *Store, c *Content) []byte {
 	t.Helper()
 	out := make([]byte, c.Size)
@@ -45,7 +39,7 @@ func readAll(t *testing.T, s *Store, c *Content) []byte {
 
 func TestPutGetDedup(t *testing.T) {
 	s := openTemp(t)
-	data := randomBytes(1, 3<<20)
+	data := layouttest.Random(1, 3<<20)
 	a, err := s.Ingest(bytes.NewReader(data))
 	if err != nil {
 		t.Fatal(err)
@@ -97,7 +91,7 @@ func safetensorsBytes(a, b []byte) []byte {
 
 func TestSafetensorsSplitAtTensors(t *testing.T) {
 	s := openTemp(t)
-	a, b := randomBytes(2, 5<<20+3), randomBytes(3, 1000)
+	a, b := layouttest.Random(2, 5<<20+3), layouttest.Random(3, 1000)
 	c1, err := s.Ingest(bytes.NewReader(safetensorsBytes(a, b)))
 	if err != nil {
 		t.Fatal(err)
@@ -133,7 +127,7 @@ func TestSafetensorsSplitAtTensors(t *testing.T) {
 
 func TestTruncatedAndMalformedRoundTrip(t *testing.T) {
 	s := openTemp(t)
-	full := safetensorsBytes(randomBytes(4, 3000), randomBytes(5, 10))
+	full := safetensorsBytes(layouttest.Random(4, 3000), layouttest.Random(5, 10))
 	inputs := [][]byte{
 		full[:5], full[:20], full[:len(full)-7], append(full, 1, 2, 3),
 		append(binary.LittleEndian.AppendUint64(nil, 40), []byte("{not json at all, but long enough ......}xyz")...),
@@ -152,7 +146,7 @@ func TestTruncatedAndMalformedRoundTrip(t *testing.T) {
 
 func TestCorruptionDetected(t *testing.T) {
 	s := openTemp(t)
-	data := randomBytes(6, 100000)
+	data := layouttest.Random(6, 100000)
 	c, err := s.Ingest(bytes.NewReader(data))
 	if err != nil {
 		t.Fatal(err)
@@ -189,8 +183,8 @@ func TestCorruptionDetected(t *testing.T) {
 
 func TestGCFreesOnlyUnreferenced(t *testing.T) {
 	s := openTemp(t)
-	keep, _ := s.Ingest(bytes.NewReader(randomBytes(7, 2<<20)))
-	drop, _ := s.Ingest(bytes.NewReader(randomBytes(8, 2<<20)))
+	keep, _ := s.Ingest(bytes.NewReader(layouttest.Random(7, 2<<20)))
+	drop, _ := s.Ingest(bytes.NewReader(layouttest.Random(8, 2<<20)))
 	f, _ := s.Create(RootIno, "keep", Inode{Mode: syscall.S_IFREG | 0o644})
 	s.Update(f.Ino, func(in *Inode) error { in.Content = *keep; return nil })
 	g, _ := s.Create(RootIno, "drop", Inode{Mode: syscall.S_IFREG | 0o644})
@@ -216,7 +210,7 @@ func TestGCFreesOnlyUnreferenced(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(readAll(t, s, &in.Content), randomBytes(7, 2<<20)) {
+	if !bytes.Equal(readAll(t, s, &in.Content), layouttest.Random(7, 2<<20)) {
 		t.Fatal("kept file damaged by gc")
 	}
 	if rep, _ := s.Fsck(); len(rep.Problems) != 0 {
@@ -227,7 +221,7 @@ func TestGCFreesOnlyUnreferenced(t *testing.T) {
 // Packs roll over at their target size; gc deletes the ones left empty.
 func TestPacksRollAndEmptyOnesGo(t *testing.T) {
 	s := openTemp(t)
-	data := randomBytes(11, 5<<20)
+	data := layouttest.Random(11, 5<<20)
 	c, ids := fileInSmallPacks(t, s, data)
 	if len(ids) < 5 {
 		t.Fatalf("%d packs for 5 MiB at 1 MiB each", len(ids))
@@ -259,7 +253,7 @@ func TestReopen(t *testing.T) {
 	if _, err := Open(dir, Options{}); !errors.Is(err, ErrLocked) {
 		t.Fatalf("second open: %v", err)
 	}
-	data := randomBytes(9, 1<<20)
+	data := layouttest.Random(9, 1<<20)
 	c, _ := s.Ingest(bytes.NewReader(data))
 	d, _ := s.Create(RootIno, "ck", Inode{Mode: syscall.S_IFDIR | 0o755, Mtime: time.Now().UnixNano()})
 	f, _ := s.Create(d.Ino, "w.bin", Inode{Mode: syscall.S_IFREG | 0o600, Uid: 7})
@@ -332,7 +326,7 @@ func dirSize(t *testing.T, dir string) int64 {
 // held by the bucket.
 func TestEvictionDropsOnlyUploadedPacks(t *testing.T) {
 	s := openTemp(t)
-	c, ids := fileInSmallPacks(t, s, randomBytes(12, 6<<20))
+	c, ids := fileInSmallPacks(t, s, layouttest.Random(12, 6<<20))
 	if len(ids) < 4 {
 		t.Fatalf("%d packs for 6 MiB at 1 MiB each", len(ids))
 	}

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/ckptfs/ckptfs/cache/hot"
 	"hash/fnv"
 	"log/slog"
 	"syscall"
@@ -25,7 +26,7 @@ type Options struct {
 	Logger     *slog.Logger
 	// HotFiles keeps decoded copies of view files read front to back, which
 	// later opens hand to the kernel (FUSE passthrough); nil keeps none.
-	HotFiles *cache.HotFiles
+	HotFiles *hot.Files
 	// HotAsWritten gives as-written files hot copies too. While one is read
 	// from its copy its content cannot change (see hotOpens), and loaders
 	// that keep the file mapped hold it that long.
@@ -39,7 +40,7 @@ type Options struct {
 // FS holds what every node of one mount shares.
 type FS struct {
 	store   *cache.Store
-	hot     *cache.HotFiles
+	hot     *hot.Files
 	log     *slog.Logger
 	opts    Options
 	metrics *Metrics

@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"github.com/ckptfs/ckptfs/cache/hot"
 	"io"
 	"log/slog"
 	"os"
@@ -9,7 +10,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ckptfs/ckptfs/cache"
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 )
@@ -37,7 +37,7 @@ type hotOpens struct {
 // open returns a hot handle if the copy named key exists and the kernel can
 // read the inode in passthrough mode now. current tells whether the content
 // named key is still the node's; it is called with mu held.
-func (o *hotOpens) open(hot *cache.HotFiles, key string, current func() bool, name string, log *slog.Logger) *hotHandle {
+func (o *hotOpens) open(hot *hot.Files, key string, current func() bool, name string, log *slog.Logger) *hotHandle {
 	if hot == nil {
 		return nil
 	}
@@ -90,7 +90,7 @@ func (o *hotOpens) waitClosed() bool {
 // second, a copy of the size bytes of src is made under key. A file read
 // once is not worth a copy, and the copy of one read again is made while
 // the page cache serves it. Called with mu held.
-func (o *hotOpens) countOpen(hot *cache.HotFiles, key string, size int64, src io.ReaderAt) {
+func (o *hotOpens) countOpen(hot *hot.Files, key string, size int64, src io.ReaderAt) {
 	if o.opens++; o.opens >= 2 && hot != nil {
 		hot.Copy(key, size, src)
 	}

@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"github.com/ckptfs/ckptfs/cache/hot"
 	"io"
 	"sync"
 	"syscall"
@@ -112,7 +113,7 @@ func (n *viewDirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOu
 			}
 			return v.ReadAt(i, p, off)
 		}
-		node := n.newFile(name, f.Size, v.access, n.mtime, readAt, cache.DerivedKey("view", n.key, n.name, name))
+		node := n.newFile(name, f.Size, v.access, n.mtime, readAt, hot.Key("view", n.key, n.name, name))
 		node.fillAttr(&out.Attr)
 		return n.NewInode(ctx, node, fs.StableAttr{Mode: syscall.S_IFREG, Ino: node.ino}), 0
 	}

@@ -2,6 +2,7 @@ package fs
 
 import (
 	"fmt"
+	"github.com/ckptfs/ckptfs/cache/hot"
 	"io"
 	"log/slog"
 	"sort"
@@ -42,7 +43,7 @@ func folderKey(entries []cache.DirEntry, inodes map[string]*cache.Inode) string 
 		in := inodes[e.Name]
 		parts = append(parts, e.Name, fmt.Sprint(in.Ino, in.Mtime, in.Mode, in.Uid, in.Gid), cache.ContentKey(&in.Content))
 	}
-	return cache.DerivedKey(parts...)
+	return hot.Key(parts...)
 }
 
 // HasWeights reports whether a folder holds any weight file a view reads.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/ckptfs/ckptfs/cache/hot"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -251,7 +252,7 @@ func (a *app) serve(mnt string, opts ckfs.Options, so serveOptions) (err error) 
 	}()
 	opts.Logger = a.log
 	if so.hotBytes > 0 {
-		if opts.HotFiles, err = cache.OpenHotFiles(filepath.Join(a.storeDir, "hot"), so.hotBytes, a.log); err != nil {
+		if opts.HotFiles, err = hot.Open(filepath.Join(a.storeDir, "hot"), so.hotBytes, a.log); err != nil {
 			return err
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"math/rand"
 	"strings"
 )
 
@@ -93,4 +94,11 @@ func TinyTensorsHeader(n, metadataBytes int) []byte {
 	out := binary.LittleEndian.AppendUint64(nil, uint64(b.Len()))
 	out = append(out, b.String()...)
 	return append(out, make([]byte, n)...)
+}
+
+// Random is n bytes from a seeded generator: the same seed, the same bytes.
+func Random(seed int64, n int) []byte {
+	b := make([]byte, n)
+	rand.New(rand.NewSource(seed)).Read(b)
+	return b
 }

@@ -1,4 +1,6 @@
-package cache
+// Package hot keeps decoded copies of files read often, for FUSE
+// passthrough.
+package hot
 
 import (
 	"encoding/binary"
@@ -19,7 +21,7 @@ import (
 	"github.com/zeebo/blake3"
 )
 
-// HotFiles keeps decoded copies of files opened again and again, so that
+// Files keeps decoded copies of files opened again and again, so that
 // later opens can hand the kernel a plain file to read from (FUSE
 // passthrough) at the speed of the local page cache. A copy is made in the
 // background from verified chunks, used as soon as it is complete, and
@@ -27,7 +29,7 @@ import (
 // process. Copies are named by the content they hold, so a changed file never
 // meets an old copy; the least recently used go when the total passes the
 // budget.
-type HotFiles struct {
+type Files struct {
 	dir    string
 	budget int64
 	log    *slog.Logger
@@ -39,9 +41,9 @@ type HotFiles struct {
 
 const hotPartial = ".partial"
 
-// OpenHotFiles opens the copies in dir, dropping partial ones a previous
+// Open opens the copies in dir, dropping partial ones a previous
 // process left. A budget of 0 keeps no copies.
-func OpenHotFiles(dir string, budget int64, log *slog.Logger) (*HotFiles, error) {
+func Open(dir string, budget int64, log *slog.Logger) (*Files, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("hot files: %w", err)
 	}
@@ -54,23 +56,13 @@ func OpenHotFiles(dir string, budget int64, log *slog.Logger) (*HotFiles, error)
 			os.Remove(filepath.Join(dir, e.Name()))
 		}
 	}
-	return &HotFiles{dir: dir, budget: budget, log: log, copying: map[string]bool{}, unsynced: map[string]string{}}, nil
+	return &Files{dir: dir, budget: budget, log: log, copying: map[string]bool{}, unsynced: map[string]string{}}, nil
 }
 
-// ContentKey names content by its size and chunk list.
-func ContentKey(c *Content) string {
-	return shortKey(func(h *blake3.Hasher) {
-		h.Write(binary.LittleEndian.AppendUint64(nil, uint64(c.Size)))
-		for _, ch := range c.Chunks {
-			h.Write(ch.Hash[:])
-		}
-	})
-}
-
-// DerivedKey names bytes derived from stored content, such as a view file,
-// by everything that determines them.
-func DerivedKey(parts ...string) string {
-	return shortKey(func(h *blake3.Hasher) {
+// Key names bytes derived from stored content, such as a view file, by
+// everything that determines them.
+func Key(parts ...string) string {
+	return KeyFrom(func(h *blake3.Hasher) {
 		for _, p := range parts {
 			h.Write(binary.LittleEndian.AppendUint64(nil, uint64(len(p))))
 			h.Write([]byte(p))
@@ -78,19 +70,20 @@ func DerivedKey(parts ...string) string {
 	})
 }
 
-// shortKey is the first 16 bytes, in hex, of the BLAKE3 of what write hashes.
-func shortKey(write func(h *blake3.Hasher)) string {
+// KeyFrom is the first 16 bytes, in hex, of the BLAKE3 of what write
+// hashes: how copies are named.
+func KeyFrom(write func(h *blake3.Hasher)) string {
 	h := blake3.New()
 	write(h)
 	return hex.EncodeToString(h.Sum(nil)[:16])
 }
 
-func (h *HotFiles) path(key string) string { return filepath.Join(h.dir, key) }
+func (h *Files) path(key string) string { return filepath.Join(h.dir, key) }
 
 // Open returns the copy of the content named key, or nil if there is none.
 // A copy is used as soon as it is complete, while it is fsynced: the bytes
 // are in the page cache, and only a durable copy outlives this process.
-func (h *HotFiles) Open(key string) *os.File {
+func (h *Files) Open(key string) *os.File {
 	h.mu.Lock()
 	p, ok := h.unsynced[key]
 	h.mu.Unlock()
@@ -118,7 +111,7 @@ const minHotSize = 4 << 20
 // Copy makes, in the background, a copy of the size bytes of src under key,
 // unless the file is too small to gain or too big for the budget, the disk
 // is short of space, or the copy exists or is being made.
-func (h *HotFiles) Copy(key string, size int64, src io.ReaderAt) {
+func (h *Files) Copy(key string, size int64, src io.ReaderAt) {
 	if size < minHotSize || size > h.budget/2 || !h.roomFor(size) {
 		return
 	}
@@ -135,7 +128,7 @@ func (h *HotFiles) Copy(key string, size int64, src io.ReaderAt) {
 }
 
 // roomFor leaves the store's disk at least a GiB and twice the copy free.
-func (h *HotFiles) roomFor(size int64) bool {
+func (h *Files) roomFor(size int64) bool {
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(h.dir, &st); err != nil {
 		return false
@@ -143,7 +136,7 @@ func (h *HotFiles) roomFor(size int64) bool {
 	return int64(st.Bavail)*st.Bsize > 2*size+1<<30
 }
 
-func (h *HotFiles) copy(key string, size int64, src io.ReaderAt) {
+func (h *Files) copy(key string, size int64, src io.ReaderAt) {
 	f, err := os.CreateTemp(h.dir, key+"-*"+hotPartial)
 	if err == nil {
 		var n int64
@@ -168,7 +161,7 @@ func (h *HotFiles) copy(key string, size int64, src io.ReaderAt) {
 }
 
 // finish makes a complete copy durable and visible, then trims the cache.
-func (h *HotFiles) finish(key string, f *os.File) {
+func (h *Files) finish(key string, f *os.File) {
 	defer h.done(key)
 	err := f.Sync()
 	if cerr := f.Close(); err == nil {
@@ -186,7 +179,7 @@ func (h *HotFiles) finish(key string, f *os.File) {
 	h.evict()
 }
 
-func (h *HotFiles) done(key string) {
+func (h *Files) done(key string) {
 	h.mu.Lock()
 	delete(h.copying, key)
 	delete(h.unsynced, key)
@@ -195,7 +188,7 @@ func (h *HotFiles) done(key string) {
 
 // evict removes the least recently used copies beyond the budget. An open
 // copy stays readable until its last reader closes it.
-func (h *HotFiles) evict() {
+func (h *Files) evict() {
 	entries, err := os.ReadDir(h.dir)
 	if err != nil {
 		return

@@ -1,7 +1,8 @@
-package cache
+package hot
 
 import (
 	"bytes"
+	"github.com/ckptfs/ckptfs/layout/layouttest"
 	"log/slog"
 	"os"
 	"testing"
@@ -11,11 +12,11 @@ import (
 // A copy becomes readable once complete and lands under its key; a second
 // copy of the same key is not made.
 func TestHotCopy(t *testing.T) {
-	hot, err := OpenHotFiles(t.TempDir(), 1<<30, slog.Default())
+	hot, err := Open(t.TempDir(), 1<<30, slog.Default())
 	if err != nil {
 		t.Fatal(err)
 	}
-	data := randomBytes(3, 6<<20+123)
+	data := layouttest.Random(3, 6<<20+123)
 	hot.Copy("k", int64(len(data)), bytes.NewReader(data))
 	hot.Copy("k", int64(len(data)), bytes.NewReader(make([]byte, len(data)))) // a no-op
 	waitCopies(hot)
@@ -40,12 +41,12 @@ func TestHotCopy(t *testing.T) {
 
 // Copies past the budget go, least recently used first.
 func TestHotFilesEvict(t *testing.T) {
-	hot, err := OpenHotFiles(t.TempDir(), 12<<20, slog.Default())
+	hot, err := Open(t.TempDir(), 12<<20, slog.Default())
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i, key := range []string{"a", "b", "c"} {
-		data := randomBytes(int64(i), 5<<20)
+		data := layouttest.Random(int64(i), 5<<20)
 		hot.Copy(key, int64(len(data)), bytes.NewReader(data))
 		waitCopies(hot)
 		if key == "b" {
@@ -63,7 +64,7 @@ func TestHotFilesEvict(t *testing.T) {
 }
 
 // waitCopies waits until no copy is being made.
-func waitCopies(h *HotFiles) {
+func waitCopies(h *Files) {
 	for {
 		h.mu.Lock()
 		n := len(h.copying)

@@ -1,0 +1,25 @@
+package layouttest
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/ckptfs/ckptfs/layout"
+)
+
+// The builders make what they say: a torch zip the reader opens, and a
+// safetensors file whose header parses with the tensors asked for.
+func TestBuildersMakeWhatTheySay(t *testing.T) {
+	zip := TorchZip(DeepKeyPickle(10), nil)
+	if _, warnings, err := layout.ParseTorch(bytes.NewReader(zip), int64(len(zip))); err != nil || len(warnings) != 1 {
+		t.Fatalf("torch zip: %v %q", err, warnings)
+	}
+	st := TinyTensorsHeader(7, 100)
+	h, err := layout.ParseFile(st, int64(len(st)))
+	if err != nil || len(h.Tensors) != 7 || len(h.Metadata["pad"]) != 100 {
+		t.Fatalf("safetensors: %v", err)
+	}
+	if !bytes.Equal(Random(1, 64), Random(1, 64)) || bytes.Equal(Random(1, 64), Random(2, 64)) {
+		t.Fatal("Random is not a function of its seed")
+	}
+}
