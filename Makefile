@@ -83,9 +83,10 @@ unit:
 fuzz:
 	@for t in FuzzParseFile FuzzParseIndex FuzzParseTorch FuzzParsePickle; do \
 		$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) ./layout/ || exit 1; done
-	@for t in FuzzDecodeInode FuzzSplitZip FuzzParseManifest; do \
+	@for t in FuzzDecodeInode FuzzParseManifest; do \
 		$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) ./cache/ || exit 1; done
 	$(GO) test -run '^$$' -fuzz '^FuzzChunkRoundTrip$$' -fuzztime $(FUZZTIME) ./cache/chunk/
+	$(GO) test -run '^$$' -fuzz '^FuzzSplitZip$$' -fuzztime $(FUZZTIME) ./cache/ingest/
 
 integration: fuse minio venv
 	CKPTFS_MINIO=$(MINIO) CKPTFS_REQUIRE_MINIO=1 CKPTFS_PYTHON=$(PY) $(GO) test -race -count=1 -parallel 4 -timeout 30m ./integration/

@@ -2,6 +2,7 @@ package cache
 
 import (
 	"github.com/ckptfs/ckptfs/cache/chunk"
+	"github.com/ckptfs/ckptfs/cache/ingest"
 	"reflect"
 	"syscall"
 	"testing"
@@ -9,7 +10,7 @@ import (
 
 func FuzzDecodeInode(f *testing.F) {
 	f.Add(encodeInode(&Inode{Mode: 0o100644, Uid: 1, Mtime: 5, Target: "x",
-		Content: Content{Size: 3, Kind: KindSafetensors, Chunks: []chunk.Ref{{Hash: chunk.Hash{1}, Len: 3}}}}))
+		Content: Content{Size: 3, Kind: ingest.KindSafetensors, Chunks: []chunk.Ref{{Hash: chunk.Hash{1}, Len: 3}}}}))
 	f.Add([]byte{inodeVersion})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		in, err := decodeInode(9, b)

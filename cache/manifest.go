@@ -6,24 +6,16 @@ import (
 	"fmt"
 	"github.com/ckptfs/ckptfs/cache/chunk"
 	"github.com/ckptfs/ckptfs/cache/hot"
+	"github.com/ckptfs/ckptfs/cache/ingest"
 	"github.com/zeebo/blake3"
 	"slices"
-)
-
-// Kind says how a file's content was split at ingest.
-type Kind byte
-
-const (
-	KindOpaque      Kind = 0 // content-defined chunks
-	KindSafetensors Kind = 1 // header chunk, then tensor-aligned chunks
-	KindZip         Kind = 2 // torch.save zip: storage-record-aligned chunks
 )
 
 // Content is a file manifest: its length and chunk list. It never changes
 // once built; a rewrite produces a new Content.
 type Content struct {
 	Size   int64
-	Kind   Kind
+	Kind   ingest.Kind
 	Chunks []chunk.Ref
 }
 
@@ -143,7 +135,7 @@ func decodeInode(ino uint64, b []byte) (*Inode, error) {
 	in.Atime, in.Mtime, in.Ctime = d.varint(), d.varint(), d.varint()
 	in.Target = string(d.bytes(d.uvarint()))
 	if k := d.bytes(1); k != nil {
-		in.Content.Kind = Kind(k[0])
+		in.Content.Kind = ingest.Kind(k[0])
 	}
 	n := d.uvarint()
 	if d.err == nil && n > uint64(len(d.b))/33 {

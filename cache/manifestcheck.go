@@ -3,6 +3,7 @@ package cache
 import (
 	"fmt"
 	"github.com/ckptfs/ckptfs/cache/chunk"
+	"github.com/ckptfs/ckptfs/cache/ingest"
 	"path"
 	"strings"
 	"syscall"
@@ -76,7 +77,7 @@ func (e *manifestEntry) validate(root bool, dirs, seen map[string]bool) error {
 		if e.Target != "" {
 			return fmt.Errorf("a file with a symlink target")
 		}
-		if c.Kind > KindZip {
+		if c.Kind > ingest.KindZip {
 			return fmt.Errorf("unknown content kind %d", c.Kind)
 		}
 		var sum int64

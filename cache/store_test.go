@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"github.com/ckptfs/ckptfs/cache/chunk"
+	"github.com/ckptfs/ckptfs/cache/ingest"
 	"github.com/ckptfs/ckptfs/cache/pack"
 	"github.com/ckptfs/ckptfs/layout/layouttest"
 	"io"
@@ -96,7 +97,7 @@ func TestSafetensorsSplitAtTensors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c1.Kind != KindSafetensors {
+	if c1.Kind != ingest.KindSafetensors {
 		t.Fatal("not recognized as safetensors")
 	}
 	// the header, a in chunk.MaxSize pieces, b

@@ -1,4 +1,8 @@
-package cache
+// Package ingest turns a stream of bytes into stored chunks: it recognizes
+// safetensors and torch.save zips and cuts them at tensor and storage
+// record boundaries (with dtype hints for the codecs), cuts anything else
+// by content, and stores the chunks through a Putter on all cores.
+package ingest
 
 import (
 	"bufio"
@@ -25,33 +29,55 @@ const (
 	cdcMax = chunk.MaxSize
 )
 
-// Ingest reads r to its end, splits it into chunks, stores them and returns
-// the manifest. A safetensors stream is split at tensor boundaries, a
-// torch.save zip at storage records; anything else by content-defined
-// chunking. Chunks are hashed, compressed and
-// written in parallel.
-func (s *Store) Ingest(r io.Reader) (*Content, error) {
-	p := newPipeline(s)
-	kind, err := split(bufio.NewReaderSize(r, 1<<20), p.emit)
-	content, perr := p.wait()
+// Run reads r to its end, splits it into chunks, stores each through p
+// and returns the chunk list. A safetensors stream is split at tensor
+// boundaries, a torch.save zip at storage records; anything else by
+// content-defined chunking. Chunks are hashed, compressed and written in
+// parallel, in order.
+func Run(r io.Reader, p Putter) (*Result, error) {
+	pl := newPipeline(p)
+	kind, err := split(bufio.NewReaderSize(r, 1<<20), pl.emit)
+	res, perr := pl.wait()
 	if err != nil {
 		return nil, err
 	}
 	if perr != nil {
 		return nil, perr
 	}
-	content.Kind = kind
-	return content, nil
+	res.Kind = kind
+	return res, nil
+}
+
+// Putter stores one chunk: the store, to ingest.
+type Putter interface {
+	PutChunk(raw []byte, hint chunk.Hint) (chunk.Ref, error)
+}
+
+// Kind says how a file's content was split.
+type Kind byte
+
+const (
+	KindOpaque      Kind = 0 // content-defined chunks
+	KindSafetensors Kind = 1 // header chunk, then tensor-aligned chunks
+	KindZip         Kind = 2 // torch.save zip: storage-record-aligned chunks
+)
+
+// Result is what a stream became: its length, how it was split, and its
+// chunks in order.
+type Result struct {
+	Size   int64
+	Kind   Kind
+	Chunks []chunk.Ref
 }
 
 // pipeline stores chunks on all cores while keeping their order.
 type pipeline struct {
-	store   *Store
+	putter  Putter
 	failed  atomic.Pointer[error] // first store error, seen by emit
 	work    chan *pending
 	ordered chan *pending
 	done    chan struct{}
-	content Content
+	result  Result
 	err     error
 }
 
@@ -63,10 +89,10 @@ type pending struct {
 	ready chan struct{}
 }
 
-func newPipeline(s *Store) *pipeline {
+func newPipeline(putter Putter) *pipeline {
 	workers := runtime.NumCPU()
 	p := &pipeline{
-		store:   s,
+		putter:  putter,
 		work:    make(chan *pending, workers),
 		ordered: make(chan *pending, 2*workers), // bounds memory in flight
 		done:    make(chan struct{}),
@@ -74,7 +100,7 @@ func newPipeline(s *Store) *pipeline {
 	for range workers {
 		go func() {
 			for c := range p.work {
-				c.ref, c.err = s.PutChunk(c.raw, c.hint)
+				c.ref, c.err = putter.PutChunk(c.raw, c.hint)
 				if c.err != nil {
 					p.failed.CompareAndSwap(nil, &c.err)
 				}
@@ -90,8 +116,8 @@ func newPipeline(s *Store) *pipeline {
 			if c.err != nil && p.err == nil {
 				p.err = c.err
 			}
-			p.content.Chunks = append(p.content.Chunks, c.ref)
-			p.content.Size += int64(c.ref.Len)
+			p.result.Chunks = append(p.result.Chunks, c.ref)
+			p.result.Size += int64(c.ref.Len)
 		}
 	}()
 	return p
@@ -109,14 +135,14 @@ func (p *pipeline) emit(raw []byte, hint chunk.Hint) error {
 	return nil
 }
 
-func (p *pipeline) wait() (*Content, error) {
+func (p *pipeline) wait() (*Result, error) {
 	close(p.work)
 	close(p.ordered)
 	<-p.done
 	if p.err != nil {
 		return nil, p.err
 	}
-	return &p.content, nil
+	return &p.result, nil
 }
 
 type emitFunc func(raw []byte, hint chunk.Hint) error
@@ -214,53 +240,4 @@ func eofOK(err error) error {
 		return nil
 	}
 	return fmt.Errorf("ingest: %w", err)
-}
-
-// Writer streams bytes into Ingest as they are written.
-type Writer struct {
-	pw     *io.PipeWriter
-	result chan ingestResult
-	n      int64
-}
-
-type ingestResult struct {
-	content *Content
-	err     error
-}
-
-// NewWriter starts an ingest fed by writes.
-func (s *Store) NewWriter() *Writer {
-	pr, pw := io.Pipe()
-	w := &Writer{pw: pw, result: make(chan ingestResult, 1)}
-	go func() {
-		c, err := s.Ingest(pr)
-		if err != nil {
-			pr.CloseWithError(err) // the writer's next Write gets the reason, ENOSPC say
-		}
-		w.result <- ingestResult{c, err}
-	}()
-	return w
-}
-
-// Write appends p to the stream.
-func (w *Writer) Write(p []byte) (int, error) {
-	n, err := w.pw.Write(p)
-	w.n += int64(n)
-	return n, err
-}
-
-// Len is the number of bytes written so far.
-func (w *Writer) Len() int64 { return w.n }
-
-// Close ends the stream and returns the stored content.
-func (w *Writer) Close() (*Content, error) {
-	w.pw.Close()
-	r := <-w.result
-	return r.content, r.err
-}
-
-// Abort discards the stream; chunks already written are left to gc.
-func (w *Writer) Abort() {
-	w.pw.CloseWithError(errors.New("aborted"))
-	<-w.result
 }

@@ -1,0 +1,67 @@
+package cache
+
+import (
+	"errors"
+	"io"
+
+	"github.com/ckptfs/ckptfs/cache/ingest"
+)
+
+// Ingest reads r to its end, stores it as chunks (see ingest.Run) and
+// returns its manifest.
+func (s *Store) Ingest(r io.Reader) (*Content, error) {
+	res, err := ingest.Run(r, s)
+	if err != nil {
+		return nil, err
+	}
+	return &Content{Size: res.Size, Kind: res.Kind, Chunks: res.Chunks}, nil
+}
+
+// Writer streams bytes into Ingest as they are written.
+type Writer struct {
+	pw     *io.PipeWriter
+	result chan ingestResult
+	n      int64
+}
+
+type ingestResult struct {
+	content *Content
+	err     error
+}
+
+// NewWriter starts an ingest fed by writes.
+func (s *Store) NewWriter() *Writer {
+	pr, pw := io.Pipe()
+	w := &Writer{pw: pw, result: make(chan ingestResult, 1)}
+	go func() {
+		c, err := s.Ingest(pr)
+		if err != nil {
+			pr.CloseWithError(err) // the writer's next Write gets the reason, ENOSPC say
+		}
+		w.result <- ingestResult{c, err}
+	}()
+	return w
+}
+
+// Write appends p to the stream.
+func (w *Writer) Write(p []byte) (int, error) {
+	n, err := w.pw.Write(p)
+	w.n += int64(n)
+	return n, err
+}
+
+// Len is the number of bytes written so far.
+func (w *Writer) Len() int64 { return w.n }
+
+// Close ends the stream and returns the stored content.
+func (w *Writer) Close() (*Content, error) {
+	w.pw.Close()
+	r := <-w.result
+	return r.content, r.err
+}
+
+// Abort discards the stream; chunks already written are left to gc.
+func (w *Writer) Abort() {
+	w.pw.CloseWithError(errors.New("aborted"))
+	<-w.result
+}
