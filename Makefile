@@ -83,10 +83,8 @@ unit:
 fuzz:
 	@for t in FuzzParseFile FuzzParseIndex FuzzParseTorch FuzzParsePickle; do \
 		$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) ./layout/ || exit 1; done
-	@for t in FuzzDecodeInode FuzzParseManifest; do \
-		$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) ./cache/ || exit 1; done
-	$(GO) test -run '^$$' -fuzz '^FuzzChunkRoundTrip$$' -fuzztime $(FUZZTIME) ./cache/chunk/
-	$(GO) test -run '^$$' -fuzz '^FuzzSplitZip$$' -fuzztime $(FUZZTIME) ./cache/ingest/
+	@for t in FuzzParseManifest:cache FuzzChunkRoundTrip:cache/chunk FuzzSplitZip:cache/ingest FuzzDecodeInode:cache/meta; do \
+		$(GO) test -run '^$$' -fuzz "^$${t%%:*}$$" -fuzztime $(FUZZTIME) ./$${t#*:}/ || exit 1; done
 
 integration: fuse minio venv
 	CKPTFS_MINIO=$(MINIO) CKPTFS_REQUIRE_MINIO=1 CKPTFS_PYTHON=$(PY) $(GO) test -race -count=1 -parallel 4 -timeout 30m ./integration/

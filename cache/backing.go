@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/ckptfs/ckptfs/cache/chunk"
+	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/cache/pack"
 	"strings"
 	"sync"
@@ -33,12 +34,8 @@ type BackingOptions struct {
 
 // Keys of the bucket state in the database.
 const (
-	keyRemoteURL     = "r/url" // the bucket this store caches
-	keyStoreID       = "r/id"  // names this store in leases
-	prefixUploaded   = "r/up/" // + hash: the bucket holds the chunk
-	prefixCheckpoint = "r/ck/" // + name: checkpointState
-	uploadParallel   = 8       // chunk uploads in flight
-	publishInterval  = time.Second
+	uploadParallel  = 8 // chunk uploads in flight
+	publishInterval = time.Second
 )
 
 // checkpointState is what the store knows of a top-level checkpoint in the
@@ -87,7 +84,7 @@ func (s *Store) attachBucket(o BackingOptions) error {
 	if err != nil {
 		return err
 	}
-	if err := s.setMeta(keyRemoteURL, []byte(o.Remote.url)); err != nil {
+	if err := s.setMeta(meta.KeyRemoteURL, []byte(o.Remote.url)); err != nil {
 		return err
 	}
 	if o.DiskBytes > 0 {
@@ -152,19 +149,19 @@ func (b *bucketBacking) stop() {
 
 // RemoteURL is the bucket the store caches, "" if none.
 func (s *Store) RemoteURL() string {
-	v, _ := s.getMeta(keyRemoteURL)
+	v, _ := s.getMeta(meta.KeyRemoteURL)
 	return string(v)
 }
 
 // storeID names the store in leases; made once.
 func (s *Store) storeID() (string, error) {
-	if v, err := s.getMeta(keyStoreID); err == nil {
+	if v, err := s.getMeta(meta.KeyStoreID); err == nil {
 		return string(v), nil
 	}
 	var rnd [12]byte
 	rand.Read(rnd[:])
 	id := hex.EncodeToString(rnd[:])
-	return id, s.setMeta(keyStoreID, []byte(id))
+	return id, s.setMeta(meta.KeyStoreID, []byte(id))
 }
 
 func (s *Store) getMeta(key string) ([]byte, error) {
@@ -189,7 +186,7 @@ func (s *Store) setMeta(key string, v []byte) error {
 
 // uploaded reports whether the bucket is known to hold chunk h.
 func (s *Store) uploaded(h chunk.Hash) bool {
-	_, err := s.getMeta(prefixUploaded + string(h[:]))
+	_, err := s.getMeta(meta.PrefixUploaded + string(h[:]))
 	return err == nil
 }
 
@@ -220,7 +217,7 @@ func (s *Store) markUploaded(hs ...chunk.Hash) error {
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
 	for _, h := range hs {
-		if err := wb.Set([]byte(prefixUploaded+string(h[:])), nil); err != nil {
+		if err := wb.Set(meta.UploadedKey(h), nil); err != nil {
 			return err
 		}
 	}
@@ -231,7 +228,7 @@ func (s *Store) markUploaded(hs ...chunk.Hash) error {
 func (s *Store) checkpointStates() (map[string]checkpointState, error) {
 	out := map[string]checkpointState{}
 	err := s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, Prefix: []byte(prefixCheckpoint)})
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, Prefix: []byte(meta.PrefixCheckpoint)})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			var st checkpointState
@@ -239,7 +236,7 @@ func (s *Store) checkpointStates() (map[string]checkpointState, error) {
 			if err != nil {
 				return fmt.Errorf("state of %s: %w", it.Item().Key(), err)
 			}
-			out[strings.TrimPrefix(string(it.Item().Key()), prefixCheckpoint)] = st
+			out[strings.TrimPrefix(string(it.Item().Key()), meta.PrefixCheckpoint)] = st
 		}
 		return nil
 	})
@@ -249,7 +246,7 @@ func (s *Store) checkpointStates() (map[string]checkpointState, error) {
 // checkpointState reads the state of one checkpoint; known is false when
 // the store has none.
 func (s *Store) checkpointState(name string) (st checkpointState, known bool, err error) {
-	v, err := s.getMeta(prefixCheckpoint + name)
+	v, err := s.getMeta(meta.PrefixCheckpoint + name)
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return st, false, nil
 	}
@@ -263,7 +260,7 @@ func (s *Store) checkpointState(name string) (st checkpointState, known bool, er
 }
 
 func (s *Store) setCheckpointState(name string, st *checkpointState) error {
-	key := []byte(prefixCheckpoint + name)
+	key := []byte(meta.PrefixCheckpoint + name)
 	if st == nil {
 		return s.db.Update(func(txn *badger.Txn) error { return txn.Delete(key) })
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/layout/layouttest"
 	"strings"
 	"sync/atomic"
@@ -18,7 +19,7 @@ import (
 func storeWithFile(t *testing.T, name string, data []byte) *Store {
 	t.Helper()
 	s := openTemp(t)
-	dir, err := s.Create(RootIno, name, Inode{Mode: syscall.S_IFDIR | 0o755})
+	dir, err := s.Create(meta.RootIno, name, meta.Inode{Mode: syscall.S_IFDIR | 0o755})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -26,7 +27,7 @@ func storeWithFile(t *testing.T, name string, data []byte) *Store {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Create(dir.Ino, "w.bin", Inode{Mode: syscall.S_IFREG | 0o644, Content: *c}); err != nil {
+	if _, err := s.Create(dir.Ino, "w.bin", meta.Inode{Mode: syscall.S_IFREG | 0o644, Content: *c}); err != nil {
 		t.Fatal(err)
 	}
 	return s

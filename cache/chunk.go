@@ -3,6 +3,7 @@ package cache
 import (
 	"errors"
 	"fmt"
+	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/cache/pack"
 	"time"
 
@@ -10,15 +11,13 @@ import (
 	"github.com/dgraph-io/badger/v4"
 )
 
-func chunkKey(h chunk.Hash) []byte { return append([]byte{prefixChunk}, h[:]...) }
-
 // PutChunk stores raw bytes once: a chunk already present is not written
 // again, however many writers store it at the same time. It returns the
 // chunk's reference.
 func (s *Store) PutChunk(raw []byte, hint chunk.Hint) (chunk.Ref, error) {
 	ref := chunk.Ref{Hash: chunk.Sum(raw), Len: uint32(len(raw))}
 	s.metrics.logical.Add(int64(len(raw)))
-	key := chunkKey(ref.Hash)
+	key := meta.ChunkKey(ref.Hash)
 	lock := &s.putLocks[ref.Hash[0]] // between the look-up and the index entry
 	lock.Lock()
 	defer lock.Unlock()
@@ -39,7 +38,7 @@ func (s *Store) PutChunk(raw []byte, hint chunk.Hint) (chunk.Ref, error) {
 	}
 	// A chunk this store writes is not in the bucket until its own upload
 	// says so, whatever an imported manifest claimed (markBucketOnly).
-	if err := s.storeValue(ref.Hash, val, []byte(prefixUploaded+string(ref.Hash[:]))); err != nil {
+	if err := s.storeValue(ref.Hash, val, meta.UploadedKey(ref.Hash)); err != nil {
 		return ref, fmt.Errorf("write chunk %s: %w", ref.Hash.Short(), err)
 	}
 	if s.bucket != nil {
@@ -67,7 +66,7 @@ func (s *Store) storeValue(h chunk.Hash, val []byte, clear ...[]byte) error {
 				return err
 			}
 		}
-		return txn.Set(chunkKey(h), loc.Encode())
+		return txn.Set(meta.ChunkKey(h), loc.Encode())
 	})
 }
 
@@ -75,7 +74,7 @@ func (s *Store) storeValue(h chunk.Hash, val []byte, clear ...[]byte) error {
 func (s *Store) chunkLoc(h chunk.Hash) (pack.Loc, error) {
 	var loc pack.Loc
 	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(chunkKey(h))
+		item, err := txn.Get(meta.ChunkKey(h))
 		if err != nil {
 			return err
 		}

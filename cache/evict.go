@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"github.com/ckptfs/ckptfs/cache/chunk"
+	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/cache/pack"
 	"os"
 	"time"
@@ -80,7 +81,7 @@ func (b *bucketBacking) evictPack(id uint32) (bool, error) {
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
 	for _, h := range live {
-		if err := wb.Delete(chunkKey(h)); err != nil {
+		if err := wb.Delete(meta.ChunkKey(h)); err != nil {
 			return false, err
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"github.com/ckptfs/ckptfs/cache/chunk"
+	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/cache/pack"
 	"runtime"
 	"sort"
@@ -36,7 +37,7 @@ func (s *Store) Fsck() (*FsckReport, error) {
 	if s.damage != nil {
 		problem("%v", s.damage)
 	}
-	inodes := map[uint64]bool{RootIno: true}
+	inodes := map[uint64]bool{meta.RootIno: true}
 	refs := map[chunk.Hash]chunk.Ref{}
 	users := map[chunk.Hash]string{}
 	// Every record that does not read is a problem, and the walk goes on
@@ -46,7 +47,7 @@ func (s *Store) Fsck() (*FsckReport, error) {
 		problem("namespace: %v", err)
 		return nil
 	}
-	err := s.walk(RootIno, "", func(rel string, in *Inode) error {
+	err := s.WalkAll(meta.RootIno, "", func(rel string, in *meta.Inode) error {
 		inodes[in.Ino] = true
 		if len(in.Content.Chunks) > 0 || in.Mode&syscall.S_IFMT == syscall.S_IFREG {
 			rep.Files++
@@ -119,7 +120,7 @@ func (s *Store) Fsck() (*FsckReport, error) {
 			problem("%s: chunk %s missing", rel, h)
 		}
 	}
-	if err := s.scanKeys(prefixInode, func(key []byte) error {
+	if err := s.scanKeys(meta.PrefixInode, func(key []byte) error {
 		if len(key) != 9 {
 			problem("inode key %x is malformed", key)
 		} else if ino := binary.BigEndian.Uint64(key[1:]); !inodes[ino] {

@@ -2,27 +2,9 @@ package cache
 
 import (
 	"github.com/ckptfs/ckptfs/cache/chunk"
-	"github.com/ckptfs/ckptfs/cache/ingest"
-	"reflect"
 	"syscall"
 	"testing"
 )
-
-func FuzzDecodeInode(f *testing.F) {
-	f.Add(encodeInode(&Inode{Mode: 0o100644, Uid: 1, Mtime: 5, Target: "x",
-		Content: Content{Size: 3, Kind: ingest.KindSafetensors, Chunks: []chunk.Ref{{Hash: chunk.Hash{1}, Len: 3}}}}))
-	f.Add([]byte{inodeVersion})
-	f.Fuzz(func(t *testing.T, b []byte) {
-		in, err := decodeInode(9, b)
-		if err != nil {
-			return
-		}
-		again, err := decodeInode(9, encodeInode(in))
-		if err != nil || !reflect.DeepEqual(in, again) {
-			t.Fatalf("re-encoded record differs: %v", err)
-		}
-	})
-}
 
 // FuzzParseManifest feeds manifest objects, as a bucket might hold them,
 // to the parser: what it accepts is safe to build a tree from.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/ckptfs/ckptfs/cache/chunk"
+	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/cache/pack"
 	"os"
 	"path/filepath"
@@ -29,9 +30,9 @@ const packGarbageRatio = 0.25
 // reachable walks the namespace from the root and returns every reachable
 // inode number and the first path that references each chunk.
 func (s *Store) reachable() (map[uint64]bool, map[chunk.Hash]string, error) {
-	inodes := map[uint64]bool{RootIno: true}
+	inodes := map[uint64]bool{meta.RootIno: true}
 	chunks := map[chunk.Hash]string{}
-	err := s.Walk(RootIno, func(rel string, in *Inode) error {
+	err := s.Walk(meta.RootIno, func(rel string, in *meta.Inode) error {
 		inodes[in.Ino] = true
 		for _, c := range in.Content.Chunks {
 			if _, ok := chunks[c.Hash]; !ok {
@@ -61,7 +62,7 @@ func (s *Store) scanKeys(prefix byte, fn func(key []byte) error) error {
 // error that kept the location from being read.
 func (s *Store) scanChunks(fn func(h chunk.Hash, loc pack.Loc, err error) error) error {
 	return s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixChunk}, PrefetchValues: true, PrefetchSize: 256})
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{meta.PrefixChunk}, PrefetchValues: true, PrefetchSize: 256})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			var h chunk.Hash
@@ -115,10 +116,10 @@ func (s *Store) GC() (*GCResult, error) {
 		}
 		res.Chunks++
 		res.ChunkBytes += int64(loc.Len)
-		return wb.Delete(chunkKey(h))
+		return wb.Delete(meta.ChunkKey(h))
 	})
 	if err == nil {
-		err = s.scanKeys(prefixInode, func(key []byte) error {
+		err = s.scanKeys(meta.PrefixInode, func(key []byte) error {
 			if len(key) != 9 || inodes[binary.BigEndian.Uint64(key[1:])] {
 				return nil
 			}
@@ -213,7 +214,7 @@ func (s *Store) copyRecords(recs []packRecord, wb *badger.WriteBatch) error {
 		if err != nil {
 			return fmt.Errorf("chunk %s: %w", r.hash.Short(), err)
 		}
-		if err := wb.Set(chunkKey(r.hash), loc.Encode()); err != nil {
+		if err := wb.Set(meta.ChunkKey(r.hash), loc.Encode()); err != nil {
 			return err
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"github.com/ckptfs/ckptfs/cache/chunk"
+	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/cache/pack"
 	"github.com/ckptfs/ckptfs/layout/layouttest"
 	"os"
@@ -102,7 +103,7 @@ func TestLyingChunkLengthIsCorrupt(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, lie := range []uint32{999, 5000} {
-		c := &Content{Size: int64(lie), Chunks: []chunk.Ref{{Hash: ref.Hash, Len: lie}}}
+		c := &meta.Content{Size: int64(lie), Chunks: []chunk.Ref{{Hash: ref.Hash, Len: lie}}}
 		if _, err := s.NewReader("f", c).ReadAt(make([]byte, lie), 0); !errors.Is(err, chunk.ErrCorrupt) {
 			t.Errorf("length %d for a 1000-byte chunk: %v", lie, err)
 		}
@@ -113,12 +114,12 @@ func TestLyingChunkLengthIsCorrupt(t *testing.T) {
 // damaged directory is still reached.
 func TestFsckReportsEveryProblem(t *testing.T) {
 	s := openTemp(t)
-	dir, _ := s.Create(RootIno, "a", Inode{Mode: syscall.S_IFDIR | 0o755})
-	inner, _ := s.Create(dir.Ino, "inner.txt", Inode{Mode: syscall.S_IFREG | 0o644})
-	b, _ := s.Create(RootIno, "b", Inode{Mode: syscall.S_IFDIR | 0o755})
-	file, _ := s.Create(b.Ino, "f.txt", Inode{Mode: syscall.S_IFREG | 0o644})
+	dir, _ := s.Create(meta.RootIno, "a", meta.Inode{Mode: syscall.S_IFDIR | 0o755})
+	inner, _ := s.Create(dir.Ino, "inner.txt", meta.Inode{Mode: syscall.S_IFREG | 0o644})
+	b, _ := s.Create(meta.RootIno, "b", meta.Inode{Mode: syscall.S_IFDIR | 0o755})
+	file, _ := s.Create(b.Ino, "f.txt", meta.Inode{Mode: syscall.S_IFREG | 0o644})
 	for _, ino := range []uint64{dir.Ino, file.Ino} {
-		err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(inodeKey(ino), []byte{99, 1, 2}) })
+		err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(meta.InodeKey(ino), []byte{99, 1, 2}) })
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -133,25 +134,5 @@ func TestFsckReportsEveryProblem(t *testing.T) {
 	}
 	if strings.Contains(joined, "not reachable") {
 		t.Fatalf("inode %d below the damaged directory reported unreachable: %q", inner.Ino, rep.Problems)
-	}
-}
-
-// Removing a directory conflicts with a create inside it committed after
-// the emptiness check, so no entry is left in a deleted directory.
-func TestRemoveDirConflictsWithCreateInside(t *testing.T) {
-	s := openTemp(t)
-	dir, _ := s.Create(RootIno, "d", Inode{Mode: syscall.S_IFDIR | 0o755})
-	txn := s.db.NewTransaction(true)
-	defer txn.Discard()
-	if empty, err := dirEmpty(txn, dir.Ino); err != nil || !empty {
-		t.Fatalf("empty %v, %v", empty, err)
-	}
-	if _, err := s.Create(dir.Ino, "late.txt", Inode{Mode: syscall.S_IFREG | 0o644}); err != nil {
-		t.Fatal(err)
-	}
-	txn.Delete(dentryKey(RootIno, "d"))
-	txn.Delete(inodeKey(dir.Ino))
-	if err := txn.Commit(); !errors.Is(err, badger.ErrConflict) {
-		t.Fatalf("commit of a removal that raced a create inside: %v, want a conflict", err)
 	}
 }

@@ -2,159 +2,19 @@ package cache
 
 import (
 	"encoding/binary"
-	"errors"
-	"fmt"
-	"github.com/ckptfs/ckptfs/cache/chunk"
-	"github.com/ckptfs/ckptfs/cache/hot"
-	"github.com/ckptfs/ckptfs/cache/ingest"
-	"github.com/zeebo/blake3"
-	"slices"
-)
 
-// Content is a file manifest: its length and chunk list. It never changes
-// once built; a rewrite produces a new Content.
-type Content struct {
-	Size   int64
-	Kind   ingest.Kind
-	Chunks []chunk.Ref
-}
+	"github.com/ckptfs/ckptfs/cache/hot"
+	"github.com/ckptfs/ckptfs/cache/meta"
+	"github.com/zeebo/blake3"
+)
 
 // ContentKey names content by its size and chunk list, as hot copies of
 // it are named.
-func ContentKey(c *Content) string {
+func ContentKey(c *meta.Content) string {
 	return hot.KeyFrom(func(h *blake3.Hasher) {
 		h.Write(binary.LittleEndian.AppendUint64(nil, uint64(c.Size)))
 		for _, ch := range c.Chunks {
 			h.Write(ch.Hash[:])
 		}
 	})
-}
-
-// Equal reports whether c and d hold the same bytes the same way.
-func (c *Content) Equal(d *Content) bool {
-	return c.Size == d.Size && c.Kind == d.Kind && slices.Equal(c.Chunks, d.Chunks)
-}
-
-// Inode is the stored record of a file, directory or symlink.
-type Inode struct {
-	Ino                 uint64
-	Mode                uint32 // type bits and permissions, as in stat(2)
-	Uid, Gid            uint32
-	Atime, Mtime, Ctime int64 // Unix nanoseconds
-	Target              string
-	Content             Content
-}
-
-const inodeVersion = 1
-
-// encodeInode serializes an inode record (the ino is the key).
-func encodeInode(in *Inode) []byte {
-	b := []byte{inodeVersion}
-	b = binary.AppendUvarint(b, uint64(in.Mode))
-	b = binary.AppendUvarint(b, uint64(in.Uid))
-	b = binary.AppendUvarint(b, uint64(in.Gid))
-	b = binary.AppendVarint(b, in.Atime)
-	b = binary.AppendVarint(b, in.Mtime)
-	b = binary.AppendVarint(b, in.Ctime)
-	b = binary.AppendUvarint(b, uint64(len(in.Target)))
-	b = append(b, in.Target...)
-	b = append(b, byte(in.Content.Kind))
-	b = binary.AppendUvarint(b, uint64(len(in.Content.Chunks)))
-	for _, c := range in.Content.Chunks {
-		b = append(b, c.Hash[:]...)
-		b = binary.AppendUvarint(b, uint64(c.Len))
-	}
-	return b
-}
-
-// decoder reads varints from a record, remembering the first error.
-type decoder struct {
-	b   []byte
-	err error
-}
-
-var errShort = errors.New("record truncated")
-
-func (d *decoder) uvarint() uint64 {
-	if d.err != nil {
-		return 0
-	}
-	v, n := binary.Uvarint(d.b)
-	if n <= 0 {
-		d.err = errShort
-		return 0
-	}
-	d.b = d.b[n:]
-	return v
-}
-
-func (d *decoder) varint() int64 {
-	if d.err != nil {
-		return 0
-	}
-	v, n := binary.Varint(d.b)
-	if n <= 0 {
-		d.err = errShort
-		return 0
-	}
-	d.b = d.b[n:]
-	return v
-}
-
-func (d *decoder) bytes(n uint64) []byte {
-	if d.err != nil {
-		return nil
-	}
-	if uint64(len(d.b)) < n {
-		d.err = errShort
-		return nil
-	}
-	v := d.b[:n]
-	d.b = d.b[n:]
-	return v
-}
-
-func (d *decoder) uint32() uint32 {
-	v := d.uvarint()
-	if v > 1<<32-1 && d.err == nil {
-		d.err = errors.New("value out of range")
-	}
-	return uint32(v)
-}
-
-// decodeInode parses a record written by encodeInode.
-func decodeInode(ino uint64, b []byte) (*Inode, error) {
-	if len(b) == 0 || b[0] != inodeVersion {
-		return nil, fmt.Errorf("inode %d: unknown record version: %w", ino, chunk.ErrCorrupt)
-	}
-	d := &decoder{b: b[1:]}
-	in := &Inode{Ino: ino}
-	in.Mode = d.uint32()
-	in.Uid = d.uint32()
-	in.Gid = d.uint32()
-	in.Atime, in.Mtime, in.Ctime = d.varint(), d.varint(), d.varint()
-	in.Target = string(d.bytes(d.uvarint()))
-	if k := d.bytes(1); k != nil {
-		in.Content.Kind = ingest.Kind(k[0])
-	}
-	n := d.uvarint()
-	if d.err == nil && n > uint64(len(d.b))/33 {
-		d.err = errShort
-	}
-	if d.err == nil {
-		in.Content.Chunks = make([]chunk.Ref, n)
-	}
-	for i := uint64(0); i < n && d.err == nil; i++ {
-		c := &in.Content.Chunks[i]
-		copy(c.Hash[:], d.bytes(32))
-		c.Len = d.uint32()
-		in.Content.Size += int64(c.Len)
-	}
-	if d.err == nil && len(d.b) != 0 {
-		d.err = errors.New("trailing bytes")
-	}
-	if d.err != nil {
-		return nil, fmt.Errorf("inode %d: %v: %w", ino, d.err, chunk.ErrCorrupt)
-	}
-	return in, nil
 }

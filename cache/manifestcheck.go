@@ -3,7 +3,7 @@ package cache
 import (
 	"fmt"
 	"github.com/ckptfs/ckptfs/cache/chunk"
-	"github.com/ckptfs/ckptfs/cache/ingest"
+	"github.com/ckptfs/ckptfs/cache/meta"
 	"path"
 	"strings"
 	"syscall"
@@ -77,7 +77,7 @@ func (e *manifestEntry) validate(root bool, dirs, seen map[string]bool) error {
 		if e.Target != "" {
 			return fmt.Errorf("a file with a symlink target")
 		}
-		if c.Kind > ingest.KindZip {
+		if c.Kind > meta.KindZip {
 			return fmt.Errorf("unknown content kind %d", c.Kind)
 		}
 		var sum int64

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/ckptfs/ckptfs/cache/chunk"
+	"github.com/ckptfs/ckptfs/cache/meta"
 	"io"
 	"sort"
 	"sync"
@@ -26,7 +27,7 @@ type FileReader struct {
 }
 
 // NewReader reads content; name labels errors and logs.
-func (s *Store) NewReader(name string, c *Content) *FileReader {
+func (s *Store) NewReader(name string, c *meta.Content) *FileReader {
 	starts := make([]int64, len(c.Chunks)+1)
 	for i, ch := range c.Chunks {
 		starts[i+1] = starts[i] + int64(ch.Len)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/ckptfs/ckptfs/cache/chunk"
+	"github.com/ckptfs/ckptfs/cache/meta"
 	"path"
 	"syscall"
 )
@@ -34,7 +35,7 @@ func (b *bucketBacking) refresh(ctx context.Context) error {
 			continue
 		}
 		if !known {
-			if _, err := b.s.Lookup(RootIno, name); err == nil {
+			if _, err := b.s.Lookup(meta.RootIno, name); err == nil {
 				b.s.log.Warn("checkpoint in the bucket not shown: a local one has its name", "checkpoint", name, "remote", b.r.url)
 				continue
 			}
@@ -55,7 +56,7 @@ func (b *bucketBacking) refresh(ctx context.Context) error {
 	for name, st := range states {
 		if _, ok := listed[name]; !ok && !st.Owned {
 			b.s.log.Info("checkpoint withdrawn from the bucket", "checkpoint", name)
-			if err := b.s.RemoveAll(RootIno, name); err != nil && !errors.Is(err, syscall.ENOENT) {
+			if err := b.s.RemoveAll(meta.RootIno, name); err != nil && !errors.Is(err, syscall.ENOENT) {
 				errs = append(errs, err)
 			}
 			errs = append(errs, b.s.setCheckpointState(name, nil))
@@ -89,7 +90,7 @@ func (b *bucketBacking) importCheckpoint(ctx context.Context, name, etag string)
 	if err := b.s.markBucketOnly(hashes); err != nil {
 		return err
 	}
-	if err := b.s.createTree(RootIno, name, m.Entries, true); err != nil {
+	if err := b.s.createTree(meta.RootIno, name, m.Entries, true); err != nil {
 		return err
 	}
 	_, local, err := b.s.buildManifest(name)

@@ -3,6 +3,7 @@ package cache
 import (
 	"fmt"
 	"github.com/ckptfs/ckptfs/cache/chunk"
+	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/cache/pack"
 	"syscall"
 )
@@ -19,7 +20,7 @@ type Stats struct {
 func (s *Store) Stats(ino uint64) (*Stats, error) {
 	st := &Stats{}
 	seen := map[chunk.Hash]bool{}
-	add := func(in *Inode) {
+	add := func(in *meta.Inode) {
 		if in.Mode&syscall.S_IFMT != syscall.S_IFREG {
 			return
 		}
@@ -38,7 +39,7 @@ func (s *Store) Stats(ino uint64) (*Stats, error) {
 	}
 	add(in)
 	if in.Mode&syscall.S_IFMT == syscall.S_IFDIR {
-		if err := s.Walk(ino, func(_ string, in *Inode) error { add(in); return nil }); err != nil {
+		if err := s.Walk(ino, func(_ string, in *meta.Inode) error { add(in); return nil }); err != nil {
 			return nil, err
 		}
 	}

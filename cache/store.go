@@ -7,6 +7,7 @@ package cache
 import (
 	"errors"
 	"fmt"
+	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/cache/pack"
 	"log/slog"
 	"os"
@@ -33,10 +34,10 @@ type Options struct {
 
 // Store is an open ckptfs store directory.
 type Store struct {
-	dir     string
-	opts    badger.Options
-	db      *badger.DB
-	inoSeq  *badger.Sequence
+	dir  string
+	opts badger.Options
+	db   *badger.DB
+	*meta.Namespace
 	log     *slog.Logger
 	packs   *pack.Set
 	chunks  *chunkCache
@@ -92,7 +93,7 @@ func Open(dir string, o Options) (*Store, error) {
 		}
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
-	damage := checkTables(db, bo.Dir)
+	damage := meta.CheckTables(db, bo.Dir)
 	if damage != nil && !o.AllowDamagedTables {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: %w (ckptfs fsck reports what it affects)", dir, damage)
@@ -103,17 +104,22 @@ func Open(dir string, o Options) (*Store, error) {
 		parallel = max(parallel, 8) // fetches wait on the network, not the cores
 	}
 	s.chunks = newChunkCache(s, o.CacheBytes, parallel)
-	if s.inoSeq, err = db.GetSequence([]byte(keyInoSeq), 1024); err != nil {
+	s.Namespace, err = meta.OpenNamespace(db, meta.Hooks{
+		Reserve: func() error { return s.ensureSpace(0, metaReserve) },
+		Claim:   s.claim,
+		Changed: func() {
+			if s.bucket != nil {
+				s.bucket.dirty.Store(true)
+			}
+		},
+	})
+	if err != nil {
 		db.Close()
-		return nil, fmt.Errorf("open store %s: inode sequence: %w", dir, err)
+		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
 	if err := s.clearStaging(); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("open store %s: clear staging: %w", dir, err)
-	}
-	if err := s.ensureRoot(); err != nil {
-		s.Close()
-		return nil, err
 	}
 	if o.Bucket != nil {
 		if err := s.attachBucket(*o.Bucket); err != nil {
@@ -148,8 +154,8 @@ func (s *Store) Close() error {
 		s.bucket.stop()
 	}
 	errs := []error{s.packs.Close()}
-	if s.inoSeq != nil {
-		errs = append(errs, s.inoSeq.Release())
+	if s.Namespace != nil {
+		errs = append(errs, s.Namespace.Close())
 	}
 	errs = append(errs, s.db.Close())
 	if err := errors.Join(errs...); err != nil {

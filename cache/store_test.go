@@ -6,7 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"github.com/ckptfs/ckptfs/cache/chunk"
-	"github.com/ckptfs/ckptfs/cache/ingest"
+	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/cache/pack"
 	"github.com/ckptfs/ckptfs/layout/layouttest"
 	"io"
@@ -28,7 +28,7 @@ func openTemp(t *testing.T) *Store {
 	return s
 }
 
-func readAll(t *testing.T, s *Store, c *Content) []byte {
+func readAll(t *testing.T, s *Store, c *meta.Content) []byte {
 	t.Helper()
 	out := make([]byte, c.Size)
 	n, err := s.NewReader("test", c).ReadAt(out, 0)
@@ -56,7 +56,7 @@ func TestPutGetDedup(t *testing.T) {
 		t.Fatal("same bytes chunked differently")
 	}
 	var chunks int
-	s.scanKeys(prefixChunk, func([]byte) error { chunks++; return nil })
+	s.scanKeys(meta.PrefixChunk, func([]byte) error { chunks++; return nil })
 	if chunks != len(a.Chunks) {
 		t.Fatalf("%d chunks stored for %d distinct", chunks, len(a.Chunks))
 	}
@@ -64,13 +64,13 @@ func TestPutGetDedup(t *testing.T) {
 
 func TestZerosCompress(t *testing.T) {
 	s := openTemp(t)
-	dir, _ := s.Create(RootIno, "z", Inode{Mode: syscall.S_IFDIR | 0o755})
+	dir, _ := s.Create(meta.RootIno, "z", meta.Inode{Mode: syscall.S_IFDIR | 0o755})
 	c, err := s.Ingest(bytes.NewReader(make([]byte, 10<<20)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, _ := s.Create(dir.Ino, "zeros", Inode{Mode: syscall.S_IFREG | 0o644})
-	s.Update(f.Ino, func(in *Inode) error { in.Content = *c; return nil })
+	f, _ := s.Create(dir.Ino, "zeros", meta.Inode{Mode: syscall.S_IFREG | 0o644})
+	s.Update(f.Ino, func(in *meta.Inode) error { in.Content = *c; return nil })
 	st, err := s.Stats(dir.Ino)
 	if err != nil {
 		t.Fatal(err)
@@ -97,7 +97,7 @@ func TestSafetensorsSplitAtTensors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c1.Kind != ingest.KindSafetensors {
+	if c1.Kind != meta.KindSafetensors {
 		t.Fatal("not recognized as safetensors")
 	}
 	// the header, a in chunk.MaxSize pieces, b
@@ -171,8 +171,8 @@ func TestCorruptionDetected(t *testing.T) {
 	if !errors.Is(err, chunk.ErrCorrupt) {
 		t.Fatalf("read of corrupted chunk: %v", err)
 	}
-	f, _ := s.Create(RootIno, "f", Inode{Mode: syscall.S_IFREG | 0o644})
-	s.Update(f.Ino, func(in *Inode) error { in.Content = *c; return nil })
+	f, _ := s.Create(meta.RootIno, "f", meta.Inode{Mode: syscall.S_IFREG | 0o644})
+	s.Update(f.Ino, func(in *meta.Inode) error { in.Content = *c; return nil })
 	rep, err := s.Fsck()
 	if err != nil {
 		t.Fatal(err)
@@ -186,11 +186,11 @@ func TestGCFreesOnlyUnreferenced(t *testing.T) {
 	s := openTemp(t)
 	keep, _ := s.Ingest(bytes.NewReader(layouttest.Random(7, 2<<20)))
 	drop, _ := s.Ingest(bytes.NewReader(layouttest.Random(8, 2<<20)))
-	f, _ := s.Create(RootIno, "keep", Inode{Mode: syscall.S_IFREG | 0o644})
-	s.Update(f.Ino, func(in *Inode) error { in.Content = *keep; return nil })
-	g, _ := s.Create(RootIno, "drop", Inode{Mode: syscall.S_IFREG | 0o644})
-	s.Update(g.Ino, func(in *Inode) error { in.Content = *drop; return nil })
-	if err := s.Remove(RootIno, "drop", false); err != nil {
+	f, _ := s.Create(meta.RootIno, "keep", meta.Inode{Mode: syscall.S_IFREG | 0o644})
+	s.Update(f.Ino, func(in *meta.Inode) error { in.Content = *keep; return nil })
+	g, _ := s.Create(meta.RootIno, "drop", meta.Inode{Mode: syscall.S_IFREG | 0o644})
+	s.Update(g.Ino, func(in *meta.Inode) error { in.Content = *drop; return nil })
+	if err := s.Remove(meta.RootIno, "drop", false); err != nil {
 		t.Fatal(err)
 	}
 	res, err := s.GC()
@@ -207,7 +207,7 @@ func TestGCFreesOnlyUnreferenced(t *testing.T) {
 	if size := dirSize(t, s.packs.Dir()); size > 2<<20+4096 {
 		t.Fatalf("packs take %d bytes after gc, want about 2 MiB", size)
 	}
-	in, err := s.Lookup(RootIno, "keep")
+	in, err := s.Lookup(meta.RootIno, "keep")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,7 +230,7 @@ func TestPacksRollAndEmptyOnesGo(t *testing.T) {
 	if !bytes.Equal(readAll(t, s, c), data) {
 		t.Fatal("read back differs")
 	}
-	if err := s.Remove(RootIno, "f", false); err != nil {
+	if err := s.Remove(meta.RootIno, "f", false); err != nil {
 		t.Fatal(err)
 	}
 	res, err := s.GC()
@@ -256,9 +256,9 @@ func TestReopen(t *testing.T) {
 	}
 	data := layouttest.Random(9, 1<<20)
 	c, _ := s.Ingest(bytes.NewReader(data))
-	d, _ := s.Create(RootIno, "ck", Inode{Mode: syscall.S_IFDIR | 0o755, Mtime: time.Now().UnixNano()})
-	f, _ := s.Create(d.Ino, "w.bin", Inode{Mode: syscall.S_IFREG | 0o600, Uid: 7})
-	s.Update(f.Ino, func(in *Inode) error { in.Content = *c; return nil })
+	d, _ := s.Create(meta.RootIno, "ck", meta.Inode{Mode: syscall.S_IFDIR | 0o755, Mtime: time.Now().UnixNano()})
+	f, _ := s.Create(d.Ino, "w.bin", meta.Inode{Mode: syscall.S_IFREG | 0o600, Uid: 7})
+	s.Update(f.Ino, func(in *meta.Inode) error { in.Content = *c; return nil })
 	os.WriteFile(filepath.Join(s.StagingDir(), "leftover"), []byte("x"), 0o600)
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
@@ -282,13 +282,13 @@ func TestReopen(t *testing.T) {
 
 func TestNamespaceRules(t *testing.T) {
 	s := openTemp(t)
-	d, _ := s.Create(RootIno, "d", Inode{Mode: syscall.S_IFDIR | 0o755})
-	s.Create(d.Ino, "f", Inode{Mode: syscall.S_IFREG | 0o644})
-	g, _ := s.Create(d.Ino, "g", Inode{Mode: syscall.S_IFREG | 0o644})
-	if _, err := s.Create(d.Ino, "f", Inode{Mode: syscall.S_IFREG}); !errors.Is(err, syscall.EEXIST) {
+	d, _ := s.Create(meta.RootIno, "d", meta.Inode{Mode: syscall.S_IFDIR | 0o755})
+	s.Create(d.Ino, "f", meta.Inode{Mode: syscall.S_IFREG | 0o644})
+	g, _ := s.Create(d.Ino, "g", meta.Inode{Mode: syscall.S_IFREG | 0o644})
+	if _, err := s.Create(d.Ino, "f", meta.Inode{Mode: syscall.S_IFREG}); !errors.Is(err, syscall.EEXIST) {
 		t.Fatalf("create over existing: %v", err)
 	}
-	if err := s.Remove(RootIno, "d", true); !errors.Is(err, syscall.ENOTEMPTY) {
+	if err := s.Remove(meta.RootIno, "d", true); !errors.Is(err, syscall.ENOTEMPTY) {
 		t.Fatalf("rmdir non-empty: %v", err)
 	}
 	if err := s.Rename(d.Ino, "g", d.Ino, "f", 0); err != nil {
@@ -297,7 +297,7 @@ func TestNamespaceRules(t *testing.T) {
 	if in, err := s.Lookup(d.Ino, "f"); err != nil || in.Ino != g.Ino {
 		t.Fatalf("rename over: %v %v", in, err)
 	}
-	if err := s.Rename(d.Ino, "f", RootIno, "d", 0); !errors.Is(err, syscall.EISDIR) {
+	if err := s.Rename(d.Ino, "f", meta.RootIno, "d", 0); !errors.Is(err, syscall.EISDIR) {
 		t.Fatalf("file over dir: %v", err)
 	}
 	entries, _ := s.ReadDir(d.Ino)
@@ -382,15 +382,15 @@ func TestEvictionDropsOnlyUploadedPacks(t *testing.T) {
 
 // fileInSmallPacks stores data as file "f" in packs of 1 MiB and returns its
 // content and the packs.
-func fileInSmallPacks(t *testing.T, s *Store, data []byte) (*Content, []uint32) {
+func fileInSmallPacks(t *testing.T, s *Store, data []byte) (*meta.Content, []uint32) {
 	t.Helper()
 	s.packs.SetTarget(1 << 20)
 	c, err := s.Ingest(bytes.NewReader(data))
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, _ := s.Create(RootIno, "f", Inode{Mode: syscall.S_IFREG | 0o644})
-	s.Update(f.Ino, func(in *Inode) error { in.Content = *c; return nil })
+	f, _ := s.Create(meta.RootIno, "f", meta.Inode{Mode: syscall.S_IFREG | 0o644})
+	s.Update(f.Ino, func(in *meta.Inode) error { in.Content = *c; return nil })
 	ids, _ := s.packs.List()
 	return c, ids
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/ckptfs/ckptfs/cache/chunk"
+	"github.com/ckptfs/ckptfs/cache/meta"
 	"path"
 	"sync/atomic"
 	"syscall"
@@ -35,7 +36,7 @@ type checkpointManifest struct {
 
 type manifestEntry struct {
 	Path string `json:"path"`
-	Inode
+	meta.Inode
 }
 
 // Transfer counts what a push or pull moved.
@@ -90,7 +91,7 @@ func (s *Store) buildManifest(name string) (*checkpointManifest, []byte, error) 
 	m := &checkpointManifest{Format: manifestFormat, Name: name}
 	m.Entries = append(m.Entries, manifestEntry{Path: "", Inode: *root})
 	if root.Mode&syscall.S_IFMT == syscall.S_IFDIR {
-		err := s.Walk(root.Ino, func(rel string, in *Inode) error {
+		err := s.Walk(root.Ino, func(rel string, in *meta.Inode) error {
 			m.Entries = append(m.Entries, manifestEntry{Path: rel, Inode: *in})
 			return nil
 		})
@@ -269,13 +270,13 @@ func (s *Store) createTree(parent uint64, name string, entries []manifestEntry, 
 		inos[key] = in.Ino
 	}
 	if !replace {
-		if err := s.rename(parent, hidden, parent, name, RenameNoReplace); err != nil {
+		if err := s.MoveInto(parent, hidden, name); err != nil {
 			s.RemoveAll(parent, hidden)
 			return fmt.Errorf("rename into place: %w", err)
 		}
 		return nil
 	}
-	if err := s.swapEntries(parent, hidden, name); err != nil {
+	if err := s.Swap(parent, hidden, name); err != nil {
 		s.RemoveAll(parent, hidden)
 		return fmt.Errorf("swap into place: %w", err)
 	}

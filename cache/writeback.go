@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/ckptfs/ckptfs/cache/chunk"
+	"github.com/ckptfs/ckptfs/cache/meta"
 	"os"
 	"strings"
 	"syscall"
@@ -105,7 +106,7 @@ func (b *bucketBacking) publishChanged(ctx context.Context) error {
 }
 
 func (b *bucketBacking) publishAll(ctx context.Context) error {
-	entries, err := b.s.ReadDir(RootIno)
+	entries, err := b.s.ReadDir(meta.RootIno)
 	if err != nil {
 		return err
 	}
@@ -204,7 +205,7 @@ type lease struct {
 // claim takes the lease of a new top-level name before it is created, so
 // that two mounts never write the same checkpoint.
 func (s *Store) claim(parent uint64, name string) error {
-	if s.bucket == nil || parent != RootIno || strings.HasPrefix(name, hiddenPrefix) {
+	if s.bucket == nil || parent != meta.RootIno || strings.HasPrefix(name, hiddenPrefix) {
 		return nil
 	}
 	return s.bucket.acquireLease(s.bucket.ctx, name)

@@ -2,6 +2,7 @@ package cache
 
 import (
 	"errors"
+	"github.com/ckptfs/ckptfs/cache/meta"
 	"io"
 
 	"github.com/ckptfs/ckptfs/cache/ingest"
@@ -9,12 +10,8 @@ import (
 
 // Ingest reads r to its end, stores it as chunks (see ingest.Run) and
 // returns its manifest.
-func (s *Store) Ingest(r io.Reader) (*Content, error) {
-	res, err := ingest.Run(r, s)
-	if err != nil {
-		return nil, err
-	}
-	return &Content{Size: res.Size, Kind: res.Kind, Chunks: res.Chunks}, nil
+func (s *Store) Ingest(r io.Reader) (*meta.Content, error) {
+	return ingest.Run(r, s)
 }
 
 // Writer streams bytes into Ingest as they are written.
@@ -25,7 +22,7 @@ type Writer struct {
 }
 
 type ingestResult struct {
-	content *Content
+	content *meta.Content
 	err     error
 }
 
@@ -54,7 +51,7 @@ func (w *Writer) Write(p []byte) (int, error) {
 func (w *Writer) Len() int64 { return w.n }
 
 // Close ends the stream and returns the stored content.
-func (w *Writer) Close() (*Content, error) {
+func (w *Writer) Close() (*meta.Content, error) {
 	w.pw.Close()
 	r := <-w.result
 	return r.content, r.err

@@ -1,6 +1,6 @@
 package fs
 
-import "github.com/ckptfs/ckptfs/cache"
+import "github.com/ckptfs/ckptfs/cache/meta"
 
 // access is who may read a read-only node of a view: an owner, a group
 // and permission bits, never write bits. A view is exactly as private as
@@ -12,7 +12,7 @@ type access struct {
 
 // accessOf is a stored file's or folder's access, minus write and the
 // set-id and sticky bits.
-func accessOf(in *cache.Inode) access {
+func accessOf(in *meta.Inode) access {
 	return access{uid: in.Uid, gid: in.Gid, perm: in.Mode & 0o555}
 }
 

@@ -3,9 +3,9 @@ package fs
 import (
 	"context"
 	"errors"
+	"github.com/ckptfs/ckptfs/cache/meta"
 	"syscall"
 
-	"github.com/ckptfs/ckptfs/cache"
 	"github.com/ckptfs/ckptfs/layout"
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -79,7 +79,7 @@ func (n *dirNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttr
 	if _, ok := in.GetSize(); ok {
 		return syscall.EISDIR
 	}
-	rec, err := n.fsys.store.Update(n.ino, func(rec *cache.Inode) error { applyAttr(rec, in); return nil })
+	rec, err := n.fsys.store.Update(n.ino, func(rec *meta.Inode) error { applyAttr(rec, in); return nil })
 	if err != nil {
 		return toErrno(n.fsys.log, "setattr", err)
 	}
@@ -88,7 +88,7 @@ func (n *dirNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttr
 }
 
 // applyAttr applies chmod, chown and utimens parts of a setattr.
-func applyAttr(rec *cache.Inode, in *fuse.SetAttrIn) {
+func applyAttr(rec *meta.Inode, in *fuse.SetAttrIn) {
 	t := now()
 	if mode, ok := in.GetMode(); ok {
 		rec.Mode = rec.Mode&syscall.S_IFMT | mode&^syscall.S_IFMT
@@ -109,16 +109,16 @@ func applyAttr(rec *cache.Inode, in *fuse.SetAttrIn) {
 }
 
 // newRecord is the inode template for a new entry made by the caller.
-func newRecord(ctx context.Context, mode uint32) cache.Inode {
+func newRecord(ctx context.Context, mode uint32) meta.Inode {
 	t := now()
-	rec := cache.Inode{Mode: mode, Atime: t, Mtime: t, Ctime: t}
+	rec := meta.Inode{Mode: mode, Atime: t, Mtime: t, Ctime: t}
 	if c, ok := fuse.FromContext(ctx); ok {
 		rec.Uid, rec.Gid = c.Uid, c.Gid
 	}
 	return rec
 }
 
-func (n *dirNode) create(ctx context.Context, name string, rec cache.Inode, out *fuse.EntryOut) (*fs.Inode, *cache.Inode, syscall.Errno) {
+func (n *dirNode) create(ctx context.Context, name string, rec meta.Inode, out *fuse.EntryOut) (*fs.Inode, *meta.Inode, syscall.Errno) {
 	in, err := n.fsys.store.Create(n.ino, name, rec)
 	if err != nil {
 		return nil, nil, toErrno(n.fsys.log, "create "+name, err)

@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"github.com/ckptfs/ckptfs/cache/meta"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -20,7 +21,7 @@ type fileNode struct {
 	ino  uint64
 
 	mu      sync.Mutex
-	content *cache.Content    // committed content, as last loaded or committed
+	content *meta.Content     // committed content, as last loaded or committed
 	reader  *cache.FileReader // reads content
 	pending *pending          // uncommitted writes, if any
 	// unlinked is set when a user removes the file or renames another
@@ -50,7 +51,7 @@ func (n *fileNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrO
 
 // fillAttr reports the size an open writer has reached, as a local file
 // system would, although other handles read the committed content.
-func (n *fileNode) fillAttr(out *fuse.Attr, in *cache.Inode) {
+func (n *fileNode) fillAttr(out *fuse.Attr, in *meta.Inode) {
 	setAttr(out, in)
 	if size, writing := n.pendingSize(); writing {
 		out.Size = uint64(size)
@@ -76,7 +77,7 @@ func (n *fileNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAtt
 			return toErrno(n.fsys.log, "truncate", err)
 		}
 	}
-	rec, err := n.fsys.store.Update(n.ino, func(rec *cache.Inode) error { applyAttr(rec, in); return nil })
+	rec, err := n.fsys.store.Update(n.ino, func(rec *meta.Inode) error { applyAttr(rec, in); return nil })
 	if err != nil {
 		return toErrno(n.fsys.log, "setattr", err)
 	}
@@ -142,7 +143,7 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 
 // load takes a freshly read record's content as the committed content.
 // Unchanged content keeps its reader, and with it the readahead state.
-func (n *fileNode) load(in *cache.Inode) {
+func (n *fileNode) load(in *meta.Inode) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.content != nil && n.content.Equal(&in.Content) {
@@ -153,14 +154,14 @@ func (n *fileNode) load(in *cache.Inode) {
 }
 
 // current is the committed content and its reader.
-func (n *fileNode) current() (*cache.Content, *cache.FileReader) {
+func (n *fileNode) current() (*meta.Content, *cache.FileReader) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.content, n.reader
 }
 
 // contentChanged records a commit of c and drops the kernel's cached pages.
-func (n *fileNode) contentChanged(c *cache.Content) {
+func (n *fileNode) contentChanged(c *meta.Content) {
 	n.mu.Lock()
 	n.content, n.reader = c, n.fsys.store.NewReader(n.Path(nil), c)
 	n.gen++

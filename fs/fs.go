@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/ckptfs/ckptfs/cache/hot"
+	"github.com/ckptfs/ckptfs/cache/meta"
 	"hash/fnv"
 	"log/slog"
 	"syscall"
@@ -78,11 +79,11 @@ func Mount(dir string, store *cache.Store, opts Options) (*fuse.Server, error) {
 		mo.Options = append(mo.Options, "ro")
 	}
 	// fs.Mount, with the raw filesystem wrapped to count requests.
-	raw := fs.NewNodeFS(&dirNode{fsys: fsys, ino: cache.RootIno}, &fs.Options{
+	raw := fs.NewNodeFS(&dirNode{fsys: fsys, ino: meta.RootIno}, &fs.Options{
 		MountOptions:   mo,
 		EntryTimeout:   &to,
 		AttrTimeout:    &to,
-		RootStableAttr: &fs.StableAttr{Ino: cache.RootIno},
+		RootStableAttr: &fs.StableAttr{Ino: meta.RootIno},
 		Logger:         mo.Logger,
 	})
 	server, err := fuse.NewServer(&countedFS{RawFileSystem: raw, m: opts.Metrics}, dir, &mo)
@@ -110,7 +111,7 @@ func toErrno(log *slog.Logger, op string, err error) syscall.Errno {
 }
 
 // setAttr fills a FUSE attribute from a stored inode.
-func setAttr(out *fuse.Attr, in *cache.Inode) {
+func setAttr(out *fuse.Attr, in *meta.Inode) {
 	out.Ino = in.Ino
 	out.Mode = in.Mode
 	out.Uid, out.Gid = in.Uid, in.Gid
@@ -132,7 +133,7 @@ func setAttr(out *fuse.Attr, in *cache.Inode) {
 }
 
 // newNode wraps a stored inode in the node type for its kind.
-func (f *FS) newNode(ctx context.Context, parent *fs.Inode, in *cache.Inode) *fs.Inode {
+func (f *FS) newNode(ctx context.Context, parent *fs.Inode, in *meta.Inode) *fs.Inode {
 	var node fs.InodeEmbedder
 	switch in.Mode & syscall.S_IFMT {
 	case syscall.S_IFDIR:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/ckptfs/ckptfs/cache/meta"
 	"io"
 	"os"
 	"strings"
@@ -29,10 +30,10 @@ type pending struct {
 	node *fileNode
 
 	mu      sync.Mutex
-	done    bool           // committed or failed: no longer the node's
-	base    *cache.Content // content the first write started from
-	stream  *cache.Writer  // content written in order
-	staged  *os.File       // content written at random
+	done    bool          // committed or failed: no longer the node's
+	base    *meta.Content // content the first write started from
+	stream  *cache.Writer // content written in order
+	staged  *os.File      // content written at random
 	size    int64
 	writers map[*handle]struct{} // handles whose writes it holds
 }
@@ -144,7 +145,7 @@ func (p *pending) truncate(size int64) error {
 	}
 	if size == 0 {
 		p.discard()
-		p.base, p.size = &cache.Content{}, 0
+		p.base, p.size = &meta.Content{}, 0
 		return nil
 	}
 	if err := p.toStaging(); err != nil {
@@ -165,7 +166,7 @@ func (p *pending) truncate(size int64) error {
 // commit stores the content, makes it the file's, and finishes p.
 func (p *pending) commit() error {
 	defer p.finish()
-	var c *cache.Content
+	var c *meta.Content
 	var err error
 	switch {
 	case p.stream != nil:
@@ -180,7 +181,7 @@ func (p *pending) commit() error {
 		return err
 	}
 	n := p.node
-	_, err = p.store().Update(n.ino, func(in *cache.Inode) error {
+	_, err = p.store().Update(n.ino, func(in *meta.Inode) error {
 		in.Content = *c
 		in.Mtime, in.Ctime = now(), now()
 		return nil

@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"github.com/ckptfs/ckptfs/cache/hot"
+	"github.com/ckptfs/ckptfs/cache/meta"
 	"io"
 	"sync"
 	"syscall"
@@ -68,7 +69,7 @@ func (n *dirNode) lookupView(ctx context.Context, name, base string, spec layout
 
 // viewEntries lists the view names of subdirectories with weights, for
 // mounts with --show-views.
-func (n *dirNode) viewEntries(entries []cache.DirEntry) []fuse.DirEntry {
+func (n *dirNode) viewEntries(entries []meta.DirEntry) []fuse.DirEntry {
 	var out []fuse.DirEntry
 	for _, e := range entries {
 		if e.Mode != syscall.S_IFDIR {
@@ -86,7 +87,7 @@ func (n *dirNode) viewEntries(entries []cache.DirEntry) []fuse.DirEntry {
 }
 
 func (n *viewDirNode) fillAttr(out *fuse.Attr) {
-	setAttr(out, &cache.Inode{Ino: n.ino, Mode: syscall.S_IFDIR | n.acc.perm, Uid: n.acc.uid, Gid: n.acc.gid, Atime: n.mtime, Mtime: n.mtime, Ctime: n.mtime})
+	setAttr(out, &meta.Inode{Ino: n.ino, Mode: syscall.S_IFDIR | n.acc.perm, Uid: n.acc.uid, Gid: n.acc.gid, Atime: n.mtime, Mtime: n.mtime, Ctime: n.mtime})
 }
 
 func (n *viewDirNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
@@ -206,7 +207,7 @@ func (n *viewDirNode) newFile(name string, size int64, acc access, mtime int64, 
 }
 
 func (n *roFileNode) fillAttr(out *fuse.Attr) {
-	in := &cache.Inode{Ino: n.ino, Mode: syscall.S_IFREG | n.acc.perm, Uid: n.acc.uid, Gid: n.acc.gid, Atime: n.mtime, Mtime: n.mtime, Ctime: n.mtime}
+	in := &meta.Inode{Ino: n.ino, Mode: syscall.S_IFREG | n.acc.perm, Uid: n.acc.uid, Gid: n.acc.gid, Atime: n.mtime, Mtime: n.mtime, Ctime: n.mtime}
 	in.Content.Size = n.size
 	setAttr(out, in)
 }

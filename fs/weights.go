@@ -3,6 +3,7 @@ package fs
 import (
 	"fmt"
 	"github.com/ckptfs/ckptfs/cache/hot"
+	"github.com/ckptfs/ckptfs/cache/meta"
 	"io"
 	"log/slog"
 	"sort"
@@ -28,7 +29,7 @@ type View struct {
 // Passthrough is a non-weight file of the folder.
 type Passthrough struct {
 	Name  string
-	Inode *cache.Inode
+	Inode *meta.Inode
 }
 
 // maxIndexSize bounds the index.json files read to find shards.
@@ -37,7 +38,7 @@ const maxIndexSize = 64 << 20
 // folderKey identifies the state of a folder's entries: any commit, rename,
 // unlink, chmod or chown changes it. It names the content of every file, not just its
 // size and time, because hot copies of view files are kept under it.
-func folderKey(entries []cache.DirEntry, inodes map[string]*cache.Inode) string {
+func folderKey(entries []meta.DirEntry, inodes map[string]*meta.Inode) string {
 	parts := make([]string, 0, 4*len(entries))
 	for _, e := range entries {
 		in := inodes[e.Name]
@@ -47,7 +48,7 @@ func folderKey(entries []cache.DirEntry, inodes map[string]*cache.Inode) string 
 }
 
 // HasWeights reports whether a folder holds any weight file a view reads.
-func HasWeights(entries []cache.DirEntry) bool {
+func HasWeights(entries []meta.DirEntry) bool {
 	for _, e := range entries {
 		if e.Mode == syscall.S_IFREG && (strings.HasSuffix(e.Name, ".safetensors") || isTorchWeights(e.Name)) {
 			return true
@@ -123,7 +124,7 @@ func (v *View) weight() int64 {
 	return n
 }
 
-func planView(store *cache.Store, log *slog.Logger, dirPath string, entries []cache.DirEntry, inodes map[string]*cache.Inode, key string, spec layout.ViewSpec) (*View, error) {
+func planView(store *cache.Store, log *slog.Logger, dirPath string, entries []meta.DirEntry, inodes map[string]*meta.Inode, key string, spec layout.ViewSpec) (*View, error) {
 	weightNames, used := weightFiles(store, log, dirPath, entries, inodes)
 	v := &View{Key: key}
 	var sources []layout.Source
@@ -175,7 +176,7 @@ func planView(store *cache.Store, log *slog.Logger, dirPath string, entries []ca
 // *.safetensors.index.json (model.safetensors.index.json first), else every
 // *.safetensors file, sorted; then the same for PyTorch .bin weights. used
 // holds the files picked and their index.
-func weightFiles(store *cache.Store, log *slog.Logger, dirPath string, entries []cache.DirEntry, inodes map[string]*cache.Inode) ([]string, map[string]bool) {
+func weightFiles(store *cache.Store, log *slog.Logger, dirPath string, entries []meta.DirEntry, inodes map[string]*meta.Inode) ([]string, map[string]bool) {
 	isFile := func(name string) bool {
 		in, ok := inodes[name]
 		return ok && in.Mode&syscall.S_IFMT == syscall.S_IFREG
@@ -231,7 +232,7 @@ func weightFiles(store *cache.Store, log *slog.Logger, dirPath string, entries [
 	return nil, nil
 }
 
-func readIndex(store *cache.Store, path string, in *cache.Inode) (*layout.Index, error) {
+func readIndex(store *cache.Store, path string, in *meta.Inode) (*layout.Index, error) {
 	if in.Content.Size > maxIndexSize {
 		return nil, fmt.Errorf("index of %d bytes is larger than %d", in.Content.Size, maxIndexSize)
 	}

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/ckptfs/ckptfs/cache/chunk"
+	"github.com/ckptfs/ckptfs/cache/meta"
 	"io"
 	"runtime"
 	"sync/atomic"
@@ -30,11 +31,11 @@ const (
 )
 
 // Run reads r to its end, splits it into chunks, stores each through p
-// and returns the chunk list. A safetensors stream is split at tensor
+// and returns the file's manifest. A safetensors stream is split at tensor
 // boundaries, a torch.save zip at storage records; anything else by
 // content-defined chunking. Chunks are hashed, compressed and written in
 // parallel, in order.
-func Run(r io.Reader, p Putter) (*Result, error) {
+func Run(r io.Reader, p Putter) (*meta.Content, error) {
 	pl := newPipeline(p)
 	kind, err := split(bufio.NewReaderSize(r, 1<<20), pl.emit)
 	res, perr := pl.wait()
@@ -53,23 +54,6 @@ type Putter interface {
 	PutChunk(raw []byte, hint chunk.Hint) (chunk.Ref, error)
 }
 
-// Kind says how a file's content was split.
-type Kind byte
-
-const (
-	KindOpaque      Kind = 0 // content-defined chunks
-	KindSafetensors Kind = 1 // header chunk, then tensor-aligned chunks
-	KindZip         Kind = 2 // torch.save zip: storage-record-aligned chunks
-)
-
-// Result is what a stream became: its length, how it was split, and its
-// chunks in order.
-type Result struct {
-	Size   int64
-	Kind   Kind
-	Chunks []chunk.Ref
-}
-
 // pipeline stores chunks on all cores while keeping their order.
 type pipeline struct {
 	putter  Putter
@@ -77,7 +61,7 @@ type pipeline struct {
 	work    chan *pending
 	ordered chan *pending
 	done    chan struct{}
-	result  Result
+	result  meta.Content
 	err     error
 }
 
@@ -135,7 +119,7 @@ func (p *pipeline) emit(raw []byte, hint chunk.Hint) error {
 	return nil
 }
 
-func (p *pipeline) wait() (*Result, error) {
+func (p *pipeline) wait() (*meta.Content, error) {
 	close(p.work)
 	close(p.ordered)
 	<-p.done
@@ -148,17 +132,17 @@ func (p *pipeline) wait() (*Result, error) {
 type emitFunc func(raw []byte, hint chunk.Hint) error
 
 // split chooses the splitter by sniffing the stream.
-func split(r *bufio.Reader, emit emitFunc) (Kind, error) {
+func split(r *bufio.Reader, emit emitFunc) (meta.Kind, error) {
 	head, _ := r.Peek(9)
 	if len(head) == 9 && head[8] == '{' {
 		if n, err := layout.HeaderLen(head); err == nil {
-			return KindSafetensors, splitSafetensors(r, n, emit)
+			return meta.KindSafetensors, splitSafetensors(r, n, emit)
 		}
 	}
 	if bytes.HasPrefix(head, layout.ZipLocalSig) {
-		return KindZip, splitZip(r, emit)
+		return meta.KindZip, splitZip(r, emit)
 	}
-	return KindOpaque, splitCDC(r, emit)
+	return meta.KindOpaque, splitCDC(r, emit)
 }
 
 // splitSafetensors emits the 8+n header bytes as their own chunk(s), then

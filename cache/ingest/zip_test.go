@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"github.com/ckptfs/ckptfs/cache/chunk"
+	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/layout/layouttest"
 	"os"
 	"path/filepath"
@@ -33,7 +34,7 @@ func (m *memPutter) PutChunk(raw []byte, _ chunk.Hint) (chunk.Ref, error) {
 }
 
 // join reads back what Run stored.
-func (m *memPutter) join(r *Result) []byte {
+func (m *memPutter) join(r *meta.Content) []byte {
 	var out []byte
 	for _, c := range r.Chunks {
 		out = append(out, m.chunks[c.Hash]...)
@@ -48,7 +49,7 @@ type splitChunk struct {
 
 // splitAll runs the ingest splitter on data and checks that the chunks
 // put back together are data and none is larger than chunk.MaxSize.
-func splitAll(t testing.TB, data []byte) (Kind, []splitChunk) {
+func splitAll(t testing.TB, data []byte) (meta.Kind, []splitChunk) {
 	var chunks []splitChunk
 	kind, err := split(bufio.NewReaderSize(bytes.NewReader(data), 1<<20), func(raw []byte, hint chunk.Hint) error {
 		chunks = append(chunks, splitChunk{raw, hint})
@@ -118,7 +119,7 @@ func TestZipSplitAtRecords(t *testing.T) {
 			t.Fatalf("the test archive does not parse as torch.save: %v", err)
 		}
 		kind, chunks := splitAll(t, data)
-		if kind != KindZip {
+		if kind != meta.KindZip {
 			t.Fatalf("kind %d", kind)
 		}
 		var pieces int
@@ -138,7 +139,7 @@ func TestZipSplitAtRecords(t *testing.T) {
 // and of the safetensors file of the same tensors are stored once.
 func TestZipSplitSharesChunksWithSafetensors(t *testing.T) {
 	stored := &memPutter{}
-	ingest := func(name string) (*Result, []byte) {
+	ingest := func(name string) (*meta.Content, []byte) {
 		data, err := os.ReadFile(filepath.Join("../../layout/testdata/torch", name))
 		if err != nil {
 			t.Fatal(err)
@@ -154,7 +155,7 @@ func TestZipSplitSharesChunksWithSafetensors(t *testing.T) {
 	}
 	bin, _ := ingest("state_dict.bin")
 	_, st := ingest("state_dict.safetensors")
-	if bin.Kind != KindZip {
+	if bin.Kind != meta.KindZip {
 		t.Fatalf("kind %d", bin.Kind)
 	}
 	have := map[chunk.Hash]bool{}

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"github.com/ckptfs/ckptfs/cache/meta"
 	"io"
 	"os"
 	"path"
@@ -73,10 +74,10 @@ type exporter struct {
 }
 
 // tree writes a stored file, symlink or folder to dst.
-func (ex *exporter) tree(in *cache.Inode, dst string) error {
+func (ex *exporter) tree(in *meta.Inode, dst string) error {
 	var total int64
 	if in.Mode&syscall.S_IFMT == syscall.S_IFDIR {
-		if err := ex.store.Walk(in.Ino, func(_ string, c *cache.Inode) error { total += c.Content.Size; return nil }); err != nil {
+		if err := ex.store.Walk(in.Ino, func(_ string, c *meta.Inode) error { total += c.Content.Size; return nil }); err != nil {
 			return err
 		}
 	}
@@ -91,14 +92,14 @@ func (ex *exporter) tree(in *cache.Inode, dst string) error {
 	}
 	var dirs []struct {
 		p  string
-		in *cache.Inode
+		in *meta.Inode
 	}
-	err := ex.store.Walk(in.Ino, func(rel string, c *cache.Inode) error {
+	err := ex.store.Walk(in.Ino, func(rel string, c *meta.Inode) error {
 		p := filepath.Join(dst, filepath.FromSlash(rel))
 		if c.Mode&syscall.S_IFMT == syscall.S_IFDIR {
 			dirs = append(dirs, struct {
 				p  string
-				in *cache.Inode
+				in *meta.Inode
 			}{p, c})
 		}
 		return ex.writeNode(c, p, bar)
@@ -114,7 +115,7 @@ func (ex *exporter) tree(in *cache.Inode, dst string) error {
 	return nil
 }
 
-func (ex *exporter) writeNode(in *cache.Inode, p string, bar io.Writer) error {
+func (ex *exporter) writeNode(in *meta.Inode, p string, bar io.Writer) error {
 	switch in.Mode & syscall.S_IFMT {
 	case syscall.S_IFDIR:
 		if err := os.Mkdir(p, os.FileMode(in.Mode&0o777)|0o700); err != nil {
@@ -146,7 +147,7 @@ func (ex *exporter) view(v *ckfs.View, dst string) error {
 		return fmt.Errorf("export: %w", err)
 	}
 	for i, f := range v.Files {
-		rec := &cache.Inode{Mode: syscall.S_IFREG | 0o644, Mtime: time.Now().UnixNano()}
+		rec := &meta.Inode{Mode: syscall.S_IFREG | 0o644, Mtime: time.Now().UnixNano()}
 		if err := writeFile(filepath.Join(dst, f.Name), rec, io.NewSectionReader(viewFile{v, i}, 0, f.Size), bar); err != nil {
 			return err
 		}
@@ -167,7 +168,7 @@ type viewFile struct {
 func (f viewFile) ReadAt(p []byte, off int64) (int, error) { return f.v.ReadAt(f.i, p, off) }
 
 // writeFile copies r into a new file p with the record's mode and times.
-func writeFile(p string, in *cache.Inode, r io.Reader, bar io.Writer) error {
+func writeFile(p string, in *meta.Inode, r io.Reader, bar io.Writer) error {
 	f, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_WRONLY, os.FileMode(in.Mode&0o777))
 	if err != nil {
 		return fmt.Errorf("export: %w", err)
@@ -183,7 +184,7 @@ func writeFile(p string, in *cache.Inode, r io.Reader, bar io.Writer) error {
 	return nil
 }
 
-func setTimes(p string, in *cache.Inode) {
+func setTimes(p string, in *meta.Inode) {
 	if in.Mtime != 0 {
 		os.Chtimes(p, time.Unix(0, in.Atime), time.Unix(0, in.Mtime))
 	}

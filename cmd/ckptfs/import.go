@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/ckptfs/ckptfs/cache/meta"
 	"io/fs"
 	"os"
 	"path"
@@ -141,7 +142,7 @@ func (im *importer) copyAt(dirfd int, rel, src string, parent uint64, name strin
 	return nil
 }
 
-func (im *importer) create(src string, parent uint64, name string, rec cache.Inode) error {
+func (im *importer) create(src string, parent uint64, name string, rec meta.Inode) error {
 	if _, err := im.store.Create(parent, name, rec); err != nil {
 		return fmt.Errorf("import %s: %w", src, err)
 	}
@@ -169,7 +170,7 @@ func (r *barReader) Read(p []byte) (int, error) {
 }
 
 // recordFrom builds an inode template from a local file's metadata.
-func recordFrom(st *unix.Stat_t) cache.Inode {
-	return cache.Inode{Mode: st.Mode, Uid: st.Uid, Gid: st.Gid,
+func recordFrom(st *unix.Stat_t) meta.Inode {
+	return meta.Inode{Mode: st.Mode, Uid: st.Uid, Gid: st.Gid,
 		Atime: st.Atim.Nano(), Mtime: st.Mtim.Nano(), Ctime: st.Ctim.Nano()}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/ckptfs/ckptfs/cache/meta"
 	"os"
 	"path/filepath"
 	"strings"
@@ -28,7 +29,7 @@ func TestImportRefusesASwappedEntry(t *testing.T) {
 			os.Symlink(secret, p)
 		}
 	}}
-	err = im.copy(src, cache.RootIno, "ck")
+	err = im.copy(src, meta.RootIno, "ck")
 	if err == nil || !strings.Contains(err.Error(), "weights.bin") {
 		t.Fatalf("import of a swapped entry: %v", err)
 	}
@@ -40,7 +41,7 @@ func TestImportRefusesASwappedEntry(t *testing.T) {
 	os.WriteFile(filepath.Join(src, "weights.bin"), []byte("mine"), 0o644)
 	os.Symlink("weights.bin", filepath.Join(src, "link"))
 	im.afterStat = nil
-	if err := im.copy(src, cache.RootIno, "ok"); err != nil {
+	if err := im.copy(src, meta.RootIno, "ok"); err != nil {
 		t.Fatal(err)
 	}
 	if in, err := store.Resolve("ok/link"); err != nil || in.Target != "weights.bin" {

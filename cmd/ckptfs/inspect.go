@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/ckptfs/ckptfs/cache/meta"
 	"os"
 	"path"
 	"syscall"
@@ -59,7 +60,7 @@ type checkpointRow struct {
 
 // list reads the top of the store: each checkpoint, its size and views.
 func list(store *cache.Store) ([]checkpointRow, error) {
-	entries, err := store.ReadDir(cache.RootIno)
+	entries, err := store.ReadDir(meta.RootIno)
 	if err != nil {
 		return nil, err
 	}
@@ -103,7 +104,7 @@ dedup_ratio, compression_ratio}.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.withStore(cache.Options{}, func(store *cache.Store) error {
-				ino, name := cache.RootIno, ""
+				ino, name := meta.RootIno, ""
 				if len(args) == 1 {
 					var err error
 					if name, err = cleanName(args[0]); err != nil {

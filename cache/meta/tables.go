@@ -1,4 +1,4 @@
-package cache
+package meta
 
 import (
 	"errors"
@@ -16,11 +16,11 @@ import (
 // ErrDamagedTable marks a Badger table that fails its checksums.
 var ErrDamagedTable = errors.New("damaged table")
 
-// checkTables verifies every block of every table Badger opened. Badger's
+// CheckTables verifies every block of every table Badger opened. Badger's
 // read path takes a block that fails its checksum for keys that are not
 // there, so a file would silently vanish instead of failing. The returned
 // error names each damaged table.
-func checkTables(db *badger.DB, dbDir string) error {
+func CheckTables(db *badger.DB, dbDir string) error {
 	var errs []error
 	for _, ti := range db.Tables() {
 		p := filepath.Join(dbDir, table.IDToFilename(ti.ID))

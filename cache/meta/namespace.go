@@ -1,4 +1,7 @@
-package cache
+// Package meta is the store's Badger database: every key prefix, the inode
+// records, and the namespace's transactions (create, remove, rename,
+// walk), plus the checks of Badger's tables on open.
+package meta
 
 import (
 	"encoding/binary"
@@ -13,13 +16,31 @@ import (
 	"github.com/dgraph-io/badger/v4"
 )
 
-// Key prefixes of the database.
+// Key prefixes of the database: all of them.
 const (
-	prefixChunk  = 'c' // c + hash -> chunk value
-	prefixInode  = 'i' // i + ino -> inode record
-	prefixDentry = 'd' // d + parent ino + name -> child ino, type bits
-	keyInoSeq    = "s/ino"
+	PrefixChunk      = 'c'     // c + hash -> chunk location (pack.Loc)
+	PrefixInode      = 'i'     // i + ino -> inode record
+	prefixDentry     = 'd'     // d + parent ino + name -> child ino, type bits
+	keyInoSeq        = "s/ino" // inode number sequence
+	KeyRemoteURL     = "r/url" // the bucket this store caches
+	KeyStoreID       = "r/id"  // names this store in leases
+	PrefixUploaded   = "r/up/" // + hash: the bucket holds the chunk
+	PrefixCheckpoint = "r/ck/" // + name: a checkpoint's bucket state
 )
+
+// ChunkKey is the index key of chunk h.
+func ChunkKey(h chunk.Hash) []byte { return append([]byte{PrefixChunk}, h[:]...) }
+
+// UploadedKey is the key that says the bucket holds chunk h.
+func UploadedKey(h chunk.Hash) []byte { return []byte(PrefixUploaded + string(h[:])) }
+
+// InodeOfKey reads the inode number of an inode record's key.
+func InodeOfKey(key []byte) (uint64, bool) {
+	if len(key) != 9 || key[0] != PrefixInode {
+		return 0, false
+	}
+	return binary.BigEndian.Uint64(key[1:]), true
+}
 
 // RootIno is the inode number of the namespace root.
 const RootIno uint64 = 1
@@ -31,8 +52,9 @@ type DirEntry struct {
 	Mode uint32 // type bits only
 }
 
-func inodeKey(ino uint64) []byte {
-	return binary.BigEndian.AppendUint64([]byte{prefixInode}, ino)
+// InodeKey is the key of inode ino's record.
+func InodeKey(ino uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte{PrefixInode}, ino)
 }
 
 func dentryPrefix(parent uint64) []byte {
@@ -54,14 +76,50 @@ func decodeDentry(v []byte) (uint64, uint32, error) {
 	return binary.BigEndian.Uint64(v), binary.BigEndian.Uint32(v[8:]), nil
 }
 
+// Hooks let the rest of the store act on the namespace: all may be nil.
+type Hooks struct {
+	// Reserve is asked before an entry is created: free space.
+	Reserve func() error
+	// Claim is asked before name is created in, or renamed into, parent:
+	// in front of a bucket, the lease of a new checkpoint.
+	Claim func(parent uint64, name string) error
+	// Changed is told after every change is committed.
+	Changed func()
+}
+
+// Namespace is the tree of inodes and directory entries in db.
+type Namespace struct {
+	db     *badger.DB
+	inoSeq *badger.Sequence
+	hooks  Hooks
+}
+
+// OpenNamespace opens the namespace in db, creating its root if there is
+// none.
+func OpenNamespace(db *badger.DB, hooks Hooks) (*Namespace, error) {
+	seq, err := db.GetSequence([]byte(keyInoSeq), 1024)
+	if err != nil {
+		return nil, fmt.Errorf("inode sequence: %w", err)
+	}
+	s := &Namespace{db: db, inoSeq: seq, hooks: hooks}
+	if err := s.ensureRoot(); err != nil {
+		seq.Release()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close returns the inode numbers taken but not used.
+func (s *Namespace) Close() error { return s.inoSeq.Release() }
+
 // update runs fn in a read-write transaction, retrying on conflicts with
 // concurrent transactions.
-func (s *Store) update(fn func(txn *badger.Txn) error) error {
+func (s *Namespace) update(fn func(txn *badger.Txn) error) error {
 	for {
 		err := s.db.Update(fn)
 		if !errors.Is(err, badger.ErrConflict) {
-			if err == nil && s.bucket != nil {
-				s.bucket.dirty.Store(true)
+			if err == nil && s.hooks.Changed != nil {
+				s.hooks.Changed()
 			}
 			return err
 		}
@@ -69,7 +127,7 @@ func (s *Store) update(fn func(txn *badger.Txn) error) error {
 }
 
 func getInode(txn *badger.Txn, ino uint64) (*Inode, error) {
-	item, err := txn.Get(inodeKey(ino))
+	item, err := txn.Get(InodeKey(ino))
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return nil, syscall.ENOENT
 	}
@@ -79,14 +137,14 @@ func getInode(txn *badger.Txn, ino uint64) (*Inode, error) {
 	var in *Inode
 	err = item.Value(func(v []byte) error {
 		var err error
-		in, err = decodeInode(ino, v)
+		in, err = DecodeInode(ino, v)
 		return err
 	})
 	return in, err
 }
 
 func putInode(txn *badger.Txn, in *Inode) error {
-	return txn.Set(inodeKey(in.Ino), encodeInode(in))
+	return txn.Set(InodeKey(in.Ino), EncodeInode(in))
 }
 
 func getDentry(txn *badger.Txn, parent uint64, name string) (uint64, uint32, error) {
@@ -104,7 +162,7 @@ func getDentry(txn *badger.Txn, parent uint64, name string) (uint64, uint32, err
 	return decodeDentry(v)
 }
 
-func (s *Store) ensureRoot() error {
+func (s *Namespace) ensureRoot() error {
 	return s.update(func(txn *badger.Txn) error {
 		if _, err := getInode(txn, RootIno); !errors.Is(err, syscall.ENOENT) {
 			return err
@@ -115,7 +173,7 @@ func (s *Store) ensureRoot() error {
 }
 
 // GetInode reads an inode record; syscall.ENOENT if it does not exist.
-func (s *Store) GetInode(ino uint64) (*Inode, error) {
+func (s *Namespace) GetInode(ino uint64) (*Inode, error) {
 	var in *Inode
 	err := s.db.View(func(txn *badger.Txn) error {
 		var err error
@@ -126,7 +184,7 @@ func (s *Store) GetInode(ino uint64) (*Inode, error) {
 }
 
 // Lookup finds name in directory parent.
-func (s *Store) Lookup(parent uint64, name string) (*Inode, error) {
+func (s *Namespace) Lookup(parent uint64, name string) (*Inode, error) {
 	var in *Inode
 	err := s.db.View(func(txn *badger.Txn) error {
 		ino, _, err := getDentry(txn, parent, name)
@@ -140,7 +198,7 @@ func (s *Store) Lookup(parent uint64, name string) (*Inode, error) {
 }
 
 // ReadDir lists directory parent, sorted by name.
-func (s *Store) ReadDir(parent uint64) ([]DirEntry, error) {
+func (s *Namespace) ReadDir(parent uint64) ([]DirEntry, error) {
 	var out []DirEntry
 	err := s.db.View(func(txn *badger.Txn) error {
 		var err error
@@ -152,7 +210,7 @@ func (s *Store) ReadDir(parent uint64) ([]DirEntry, error) {
 
 // ReadDirInodes lists directory parent with the record of every entry, all
 // from one snapshot, so a concurrent unlink cannot split the two.
-func (s *Store) ReadDirInodes(parent uint64) ([]DirEntry, map[string]*Inode, error) {
+func (s *Namespace) ReadDirInodes(parent uint64) ([]DirEntry, map[string]*Inode, error) {
 	var entries []DirEntry
 	inodes := map[string]*Inode{}
 	err := s.db.View(func(txn *badger.Txn) error {
@@ -196,12 +254,14 @@ func readDir(txn *badger.Txn, parent uint64) ([]DirEntry, error) {
 
 // Create adds a new file, directory or symlink named name in parent, from
 // the template in (its Ino is assigned). syscall.EEXIST if the name is taken.
-func (s *Store) Create(parent uint64, name string, in Inode) (*Inode, error) {
+func (s *Namespace) Create(parent uint64, name string, in Inode) (*Inode, error) {
 	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
 		return nil, syscall.EINVAL
 	}
-	if err := s.ensureSpace(0, metaReserve); err != nil {
-		return nil, err
+	if s.hooks.Reserve != nil {
+		if err := s.hooks.Reserve(); err != nil {
+			return nil, err
+		}
 	}
 	if err := s.claim(parent, name); err != nil {
 		return nil, err
@@ -241,7 +301,7 @@ func (s *Store) Create(parent uint64, name string, in Inode) (*Inode, error) {
 
 // Remove unlinks name from parent: a non-directory when dir is false, an
 // empty directory when it is true.
-func (s *Store) Remove(parent uint64, name string, dir bool) error {
+func (s *Namespace) Remove(parent uint64, name string, dir bool) error {
 	return s.update(func(txn *badger.Txn) error {
 		ino, mode, err := getDentry(txn, parent, name)
 		if err != nil {
@@ -266,7 +326,7 @@ func (s *Store) Remove(parent uint64, name string, dir bool) error {
 		if err := txn.Delete(dentryKey(parent, name)); err != nil {
 			return err
 		}
-		return txn.Delete(inodeKey(ino))
+		return txn.Delete(InodeKey(ino))
 	})
 }
 
@@ -304,7 +364,7 @@ const (
 
 // Rename moves oldName in oldParent to newName in newParent atomically,
 // replacing a file there (or an empty directory by a directory).
-func (s *Store) Rename(oldParent uint64, oldName string, newParent uint64, newName string, flags uint32) error {
+func (s *Namespace) Rename(oldParent uint64, oldName string, newParent uint64, newName string, flags uint32) error {
 	if newName == "" || strings.ContainsAny(newName, "/\x00") {
 		return syscall.EINVAL
 	}
@@ -317,8 +377,22 @@ func (s *Store) Rename(oldParent uint64, oldName string, newParent uint64, newNa
 	return s.rename(oldParent, oldName, newParent, newName, flags)
 }
 
+func (s *Namespace) claim(parent uint64, name string) error {
+	if s.hooks.Claim == nil {
+		return nil
+	}
+	return s.hooks.Claim(parent, name)
+}
+
+// MoveInto renames from to to in parent, failing if to exists, without
+// claiming to (see Hooks.Claim): a tree built under a hidden name going
+// into place.
+func (s *Namespace) MoveInto(parent uint64, from, to string) error {
+	return s.rename(parent, from, parent, to, RenameNoReplace)
+}
+
 // rename is Rename without claiming the new name in the bucket.
-func (s *Store) rename(oldParent uint64, oldName string, newParent uint64, newName string, flags uint32) error {
+func (s *Namespace) rename(oldParent uint64, oldName string, newParent uint64, newName string, flags uint32) error {
 	return s.update(func(txn *badger.Txn) error {
 		ino, mode, err := getDentry(txn, oldParent, oldName)
 		if err != nil {
@@ -355,7 +429,7 @@ func (s *Store) rename(oldParent uint64, oldName string, newParent uint64, newNa
 					return syscall.ENOTEMPTY
 				}
 			}
-			if err := txn.Delete(inodeKey(dstIno)); err != nil {
+			if err := txn.Delete(InodeKey(dstIno)); err != nil {
 				return err
 			}
 		}
@@ -375,9 +449,9 @@ func (s *Store) rename(oldParent uint64, oldName string, newParent uint64, newNa
 	})
 }
 
-// swapEntries puts what a names in parent in place of b, in one
-// transaction, and leaves what b named (if anything) under a's name.
-func (s *Store) swapEntries(parent uint64, a, b string) error {
+// Swap puts what a names in parent in place of b, in one transaction, and
+// leaves what b named (if anything) under a's name.
+func (s *Namespace) Swap(parent uint64, a, b string) error {
 	return s.update(func(txn *badger.Txn) error {
 		aIno, aMode, err := getDentry(txn, parent, a)
 		if err != nil {
@@ -402,7 +476,7 @@ func (s *Store) swapEntries(parent uint64, a, b string) error {
 
 // Update applies fn to the stored inode in one transaction and returns the
 // new record. syscall.ENOENT if the inode was removed meanwhile.
-func (s *Store) Update(ino uint64, fn func(*Inode) error) (*Inode, error) {
+func (s *Namespace) Update(ino uint64, fn func(*Inode) error) (*Inode, error) {
 	var in *Inode
 	err := s.update(func(txn *badger.Txn) error {
 		var err error
@@ -418,7 +492,7 @@ func (s *Store) Update(ino uint64, fn func(*Inode) error) (*Inode, error) {
 }
 
 // Resolve walks a slash-separated path from the root ("" or "/" is the root).
-func (s *Store) Resolve(p string) (*Inode, error) {
+func (s *Namespace) Resolve(p string) (*Inode, error) {
 	in, err := s.GetInode(RootIno)
 	for _, name := range strings.Split(strings.Trim(path.Clean("/"+p), "/"), "/") {
 		if err != nil || name == "" {
@@ -434,7 +508,7 @@ func (s *Store) Resolve(p string) (*Inode, error) {
 
 // MkdirAll makes the folders of slash-separated path p that are missing and
 // returns the last one's inode number ("" and "." are the root).
-func (s *Store) MkdirAll(p string) (uint64, error) {
+func (s *Namespace) MkdirAll(p string) (uint64, error) {
 	ino := RootIno
 	if p == "." || p == "" {
 		return ino, nil
@@ -459,14 +533,14 @@ func (s *Store) MkdirAll(p string) (uint64, error) {
 // Walk calls fn for every entry below directory ino, depth first, with
 // paths relative to it. Directories are visited before their contents. It
 // stops at the first record that does not read.
-func (s *Store) Walk(ino uint64, fn func(rel string, in *Inode) error) error {
-	return s.walk(ino, "", fn, func(_ string, _ uint64, err error) error { return err })
+func (s *Namespace) Walk(ino uint64, fn func(rel string, in *Inode) error) error {
+	return s.WalkAll(ino, "", fn, func(_ string, _ uint64, err error) error { return err })
 }
 
-// walk is Walk that hands each record that does not read, with its path
+// WalkAll is Walk that hands each record that does not read, with its path
 // and inode number, to bad, and goes on if bad returns nil: into a
 // directory whose own record is damaged too, by its entries.
-func (s *Store) walk(ino uint64, dir string, fn func(rel string, in *Inode) error, bad func(rel string, ino uint64, err error) error) error {
+func (s *Namespace) WalkAll(ino uint64, dir string, fn func(rel string, in *Inode) error, bad func(rel string, ino uint64, err error) error) error {
 	entries, err := s.ReadDir(ino)
 	if err != nil {
 		if err := bad(dir, ino, err); err != nil {
@@ -485,7 +559,7 @@ func (s *Store) walk(ino uint64, dir string, fn func(rel string, in *Inode) erro
 			return err
 		}
 		if e.Mode == syscall.S_IFDIR {
-			if err := s.walk(e.Ino, rel, fn, bad); err != nil {
+			if err := s.WalkAll(e.Ino, rel, fn, bad); err != nil {
 				return err
 			}
 		}
@@ -495,7 +569,7 @@ func (s *Store) walk(ino uint64, dir string, fn func(rel string, in *Inode) erro
 
 // RemoveAll deletes name in parent and everything below it. Chunks stay
 // until gc.
-func (s *Store) RemoveAll(parent uint64, name string) error {
+func (s *Namespace) RemoveAll(parent uint64, name string) error {
 	in, err := s.Lookup(parent, name)
 	if err != nil {
 		return err
