@@ -30,3 +30,13 @@ func (a access) restrict(b access) access {
 	}
 	return out
 }
+
+// weightsAccess is the access of a view file drawn from weight files: the
+// most restrictive of theirs.
+func weightsAccess(weights []*meta.Inode) access {
+	acc := accessOf(weights[0])
+	for _, in := range weights[1:] {
+		acc = acc.restrict(accessOf(in))
+	}
+	return acc
+}

@@ -2,6 +2,7 @@ package fs
 
 import (
 	"container/list"
+	"github.com/ckptfs/ckptfs/cache/views"
 	"sync"
 
 	"github.com/ckptfs/ckptfs/layout"
@@ -29,7 +30,7 @@ type viewID struct {
 type viewPlan struct {
 	id   viewID
 	key  string
-	view *View
+	view *views.View
 	err  error
 }
 
@@ -37,7 +38,7 @@ func (p *viewPlan) weight() int64 {
 	if p.view == nil {
 		return 0
 	}
-	return p.view.weight()
+	return viewWeight(p.view)
 }
 
 // viewCache is an LRU of view plans.

@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"github.com/ckptfs/ckptfs/cache/views"
 	"testing"
 
 	"github.com/ckptfs/ckptfs/layout"
@@ -10,7 +11,7 @@ func TestViewCacheBounds(t *testing.T) {
 	c := newViewCache()
 	shards := func(n int64) layout.ViewSpec { return layout.ViewSpec{Shards: true, MaxShardSize: n} }
 	for n := int64(1); n <= viewsPerFolder+2; n++ {
-		c.put(&viewPlan{id: viewID{7, shards(n)}, key: "k", view: &View{}})
+		c.put(&viewPlan{id: viewID{7, shards(n)}, key: "k", view: &views.View{}})
 	}
 	for n := int64(1); n <= viewsPerFolder+2; n++ {
 		_, ok := c.get(viewID{7, shards(n)}, "k")
@@ -34,8 +35,8 @@ func TestViewCacheBounds(t *testing.T) {
 
 func TestViewCacheBoundsMemory(t *testing.T) {
 	c := newViewCache()
-	heavy := func() *View {
-		return &View{Files: []layout.ViewFile{{Extents: []layout.Extent{{Inline: make([]byte, 60<<20)}}}}}
+	heavy := func() *views.View {
+		return &views.View{Files: []layout.ViewFile{{Extents: []layout.Extent{{Inline: make([]byte, 60<<20)}}}}}
 	}
 	for dir := uint64(1); dir <= 10; dir++ {
 		c.put(&viewPlan{id: viewID{dir, layout.ViewSpec{}}, key: "k", view: heavy()})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"github.com/ckptfs/ckptfs/cache/hot"
 	"github.com/ckptfs/ckptfs/cache/meta"
+	"github.com/ckptfs/ckptfs/cache/views"
 	"io"
 	"sync"
 	"syscall"
@@ -76,7 +77,7 @@ func (n *dirNode) viewEntries(entries []meta.DirEntry) []fuse.DirEntry {
 			continue
 		}
 		children, err := n.fsys.store.ReadDir(e.Ino)
-		if err != nil || !HasWeights(children) {
+		if err != nil || !views.HasWeights(children) {
 			continue
 		}
 		for _, suffix := range []string{"@single", "@shards"} {
@@ -96,7 +97,7 @@ func (n *viewDirNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.At
 }
 
 // plan is the node's view (see FS.viewOf).
-func (n *viewDirNode) plan() (*View, error) {
+func (n *viewDirNode) plan() (*views.View, error) {
 	return n.fsys.viewOf(n.id, n.key, n.dirPath)
 }
 
@@ -114,7 +115,7 @@ func (n *viewDirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOu
 			}
 			return v.ReadAt(i, p, off)
 		}
-		node := n.newFile(name, f.Size, v.access, n.mtime, readAt, hot.Key("view", n.key, n.name, name))
+		node := n.newFile(name, f.Size, weightsAccess(v.Weights), n.mtime, readAt, hot.Key("view", n.key, n.name, name))
 		node.fillAttr(&out.Attr)
 		return n.NewInode(ctx, node, fs.StableAttr{Mode: syscall.S_IFREG, Ino: node.ino}), 0
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/ckptfs/ckptfs/cache/meta"
+	"github.com/ckptfs/ckptfs/cache/views"
 	"io"
 	"os"
 	"path"
@@ -12,7 +13,6 @@ import (
 	"time"
 
 	"github.com/ckptfs/ckptfs/cache"
-	ckfs "github.com/ckptfs/ckptfs/fs"
 	"github.com/ckptfs/ckptfs/layout"
 	"github.com/spf13/cobra"
 )
@@ -59,7 +59,7 @@ func (a *app) export(store *cache.Store, name, dst string) error {
 	if err != nil {
 		return fmt.Errorf("export: %s: no such checkpoint", dirPath)
 	}
-	v, err := ckfs.BuildView(store, a.log, dir.Ino, dirPath, spec)
+	v, err := views.Build(store, a.log, dir.Ino, dirPath, spec)
 	if errors.Is(err, syscall.ENOENT) {
 		return fmt.Errorf("export: %s has no safetensors weights to view", dirPath)
 	}
@@ -133,7 +133,7 @@ func (ex *exporter) writeNode(in *meta.Inode, p string, bar io.Writer) error {
 }
 
 // view writes every file of a view to the new folder dst.
-func (ex *exporter) view(v *ckfs.View, dst string) error {
+func (ex *exporter) view(v *views.View, dst string) error {
 	var total int64
 	for _, f := range v.Files {
 		total += f.Size
@@ -161,7 +161,7 @@ func (ex *exporter) view(v *ckfs.View, dst string) error {
 }
 
 type viewFile struct {
-	v *ckfs.View
+	v *views.View
 	i int
 }
 

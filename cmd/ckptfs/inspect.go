@@ -4,13 +4,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"github.com/ckptfs/ckptfs/cache/meta"
+	"github.com/ckptfs/ckptfs/cache/views"
 	"os"
 	"path"
 	"syscall"
 	"text/tabwriter"
 
 	"github.com/ckptfs/ckptfs/cache"
-	ckfs "github.com/ckptfs/ckptfs/fs"
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
 )
@@ -74,7 +74,7 @@ func list(store *cache.Store) ([]checkpointRow, error) {
 		switch e.Mode {
 		case syscall.S_IFDIR:
 			r.Type = "dir"
-			if children, err := store.ReadDir(e.Ino); err == nil && ckfs.HasWeights(children) {
+			if children, err := store.ReadDir(e.Ino); err == nil && views.HasWeights(children) {
 				r.Views = []string{e.Name + "@single", e.Name + "@shards"}
 			}
 		case syscall.S_IFLNK:

@@ -1,4 +1,8 @@
-package fs
+// Package views plans the translated views of a stored folder: which of
+// its files are weights, their headers read through the store, and the
+// extent maps layout builds from them. fs serves the plans; export writes
+// them out.
+package views
 
 import (
 	"fmt"
@@ -21,9 +25,10 @@ type View struct {
 	Sources []*cache.FileReader // by layout.Extent.Source
 	Extra   []Passthrough       // the folder's other files, shown as they are
 	Key     string              // changes whenever the folder's files change
-	// access of every file in Files: each header carries the metadata of
-	// every source, so each draws from all of them.
-	access access
+	// Weights are the records of the files Sources read: every view file
+	// draws from all of them (each header carries all their metadata), so
+	// they say who may read it.
+	Weights []*meta.Inode
 }
 
 // Passthrough is a non-weight file of the folder.
@@ -35,10 +40,10 @@ type Passthrough struct {
 // maxIndexSize bounds the index.json files read to find shards.
 const maxIndexSize = 64 << 20
 
-// folderKey identifies the state of a folder's entries: any commit, rename,
+// FolderKey identifies the state of a folder's entries: any commit, rename,
 // unlink, chmod or chown changes it. It names the content of every file, not just its
 // size and time, because hot copies of view files are kept under it.
-func folderKey(entries []meta.DirEntry, inodes map[string]*meta.Inode) string {
+func FolderKey(entries []meta.DirEntry, inodes map[string]*meta.Inode) string {
 	parts := make([]string, 0, 4*len(entries))
 	for _, e := range entries {
 		in := inodes[e.Name]
@@ -70,61 +75,20 @@ func isTorchIndex(name string) bool {
 	return strings.HasSuffix(name, ".bin.index.json") && !strings.Contains(name, "optim")
 }
 
-// BuildView plans the view spec of folder dirIno (at dirPath, for messages).
+// Build plans the view spec of folder dirIno (at dirPath, for messages).
 // Malformed weight files are left out with a warning; syscall.ENOENT when
 // the folder has no usable weights.
-func BuildView(store *cache.Store, log *slog.Logger, dirIno uint64, dirPath string, spec layout.ViewSpec) (*View, error) {
+func Build(store *cache.Store, log *slog.Logger, dirIno uint64, dirPath string, spec layout.ViewSpec) (*View, error) {
 	entries, inodes, err := store.ReadDirInodes(dirIno)
 	if err != nil {
 		return nil, err
 	}
-	return planView(store, log, dirPath, entries, inodes, folderKey(entries, inodes), spec)
+	return Plan(store, log, dirPath, entries, inodes, FolderKey(entries, inodes), spec)
 }
 
-// view is BuildView through the mount's cache of planned views.
-func (f *FS) view(dirIno uint64, dirPath string, spec layout.ViewSpec) (*View, error) {
-	entries, inodes, err := f.store.ReadDirInodes(dirIno)
-	if err != nil {
-		return nil, err
-	}
-	id, key := viewID{dirIno, spec}, folderKey(entries, inodes)
-	if p, ok := f.views.get(id, key); ok {
-		return p.view, p.err
-	}
-	v, err := planView(f.store, f.log, dirPath, entries, inodes, key, spec)
-	f.views.put(&viewPlan{id: id, key: key, view: v, err: err})
-	return v, err
-}
-
-// viewOf is the view id as planned for folder state key: from the cache,
-// or planned again if the cache dropped it. Nodes hold only id and key, so
-// the views in memory are the cache's, however many names were looked up.
-// A folder changed since is ESTALE: key names the old state.
-func (f *FS) viewOf(id viewID, key, dirPath string) (*View, error) {
-	if p, ok := f.views.get(id, key); ok {
-		return p.view, p.err
-	}
-	v, err := f.view(id.dir, dirPath, id.spec)
-	if err == nil && v.Key != key {
-		return nil, syscall.ESTALE
-	}
-	return v, err
-}
-
-// weight is what a planned view holds in memory, roughly: its synthesized
-// headers and its extent maps.
-func (v *View) weight() int64 {
-	var n int64
-	for _, f := range v.Files {
-		n += 64 * int64(len(f.Extents))
-		for _, e := range f.Extents {
-			n += int64(len(e.Inline))
-		}
-	}
-	return n
-}
-
-func planView(store *cache.Store, log *slog.Logger, dirPath string, entries []meta.DirEntry, inodes map[string]*meta.Inode, key string, spec layout.ViewSpec) (*View, error) {
+// Plan is Build of a folder already read: its entries and their records,
+// and its FolderKey.
+func Plan(store *cache.Store, log *slog.Logger, dirPath string, entries []meta.DirEntry, inodes map[string]*meta.Inode, key string, spec layout.ViewSpec) (*View, error) {
 	weightNames, used := weightFiles(store, log, dirPath, entries, inodes)
 	v := &View{Key: key}
 	var sources []layout.Source
@@ -139,10 +103,7 @@ func planView(store *cache.Store, log *slog.Logger, dirPath string, entries []me
 		for _, w := range warnings {
 			log.Warn("tensor left out of views", "file", dirPath+"/"+name, "reason", w)
 		}
-		if len(sources) == 0 {
-			v.access = accessOf(in)
-		}
-		v.access = v.access.restrict(accessOf(in))
+		v.Weights = append(v.Weights, in)
 		sources = append(sources, layout.Source{Name: name, Header: h})
 		v.Sources = append(v.Sources, r)
 	}

@@ -1,0 +1,78 @@
+package views
+
+import (
+	"bytes"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"syscall"
+	"testing"
+
+	"github.com/ckptfs/ckptfs/cache"
+	"github.com/ckptfs/ckptfs/cache/meta"
+	"github.com/ckptfs/ckptfs/layout"
+	"github.com/ckptfs/ckptfs/layout/layouttest"
+)
+
+// TestBuildFromAStoredFolder plans views of a stored folder holding two
+// shards named by an index, a stray safetensors file the index does not
+// name, and a config: the shards are the weights, the rest passes through,
+// and the view's bytes hold every tensor of the shards.
+func TestBuildFromAStoredFolder(t *testing.T) {
+	s, err := cache.Open(filepath.Join(t.TempDir(), "store"), cache.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	dir, _ := s.Create(meta.RootIno, "ck", meta.Inode{Mode: syscall.S_IFDIR | 0o755})
+	put := func(name string, data []byte, mode uint32) {
+		c, err := s.Ingest(bytes.NewReader(data))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Create(dir.Ino, name, meta.Inode{Mode: syscall.S_IFREG | mode, Content: *c}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("a.safetensors", layouttest.TinyTensorsHeader(3, 10), 0o644)
+	put("b.safetensors", layouttest.TinyTensorsHeader(2, 10), 0o600)
+	put("stray.safetensors", layouttest.TinyTensorsHeader(1, 10), 0o644)
+	put("model.safetensors.index.json", layout.EmitIndex(5, map[string]string{"t0": "a.safetensors", "t1": "b.safetensors"}), 0o644)
+	put("config.json", []byte("{}"), 0o644)
+
+	entries, _ := s.ReadDir(dir.Ino)
+	if !HasWeights(entries) {
+		t.Fatal("a folder of safetensors has no weights")
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	v, err := Build(s, log, dir.Ino, "/ck", layout.ViewSpec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(v.Sources) != 2 || len(v.Weights) != 2 || v.Weights[1].Mode&0o777 != 0o600 {
+		t.Fatalf("%d sources, weights %+v", len(v.Sources), v.Weights)
+	}
+	var extra []string
+	for _, x := range v.Extra {
+		extra = append(extra, x.Name)
+	}
+	if len(extra) != 2 || extra[0] != "config.json" || extra[1] != "stray.safetensors" {
+		t.Fatalf("passed through %q", extra)
+	}
+	i, ok := v.FileIndex("model.safetensors")
+	if !ok {
+		t.Fatal("no model.safetensors")
+	}
+	buf := make([]byte, v.Files[i].Size)
+	if n, err := v.ReadAt(i, buf, 0); n != len(buf) || (err != nil && err != io.EOF) {
+		t.Fatalf("read %d of %d: %v", n, len(buf), err)
+	}
+	h, err := layout.ParseFile(buf, int64(len(buf)))
+	if err != nil || len(h.Tensors) != 3 { // t0..t2 of a; b's t0, t1 are duplicates
+		t.Fatalf("view header: %v, %d tensors", err, len(h.Tensors))
+	}
+	again, _ := Build(s, log, dir.Ino, "/ck", layout.ViewSpec{Shards: true, MaxShardSize: 1})
+	if again.Key != v.Key {
+		t.Fatal("the same folder state gave another key")
+	}
+}
