@@ -2,7 +2,6 @@ package cache
 
 import (
 	"github.com/ckptfs/ckptfs/cache/chunk"
-	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/layout/layouttest"
 	"strings"
 	"syscall"
@@ -11,15 +10,15 @@ import (
 
 func TestManifestValidation(t *testing.T) {
 	file := func(p string, lens ...uint32) manifestEntry {
-		e := manifestEntry{Path: p, Inode: meta.Inode{Mode: syscall.S_IFREG | 0o644}}
+		e := manifestEntry{Path: p, Mode: syscall.S_IFREG | 0o644}
 		for _, n := range lens {
-			e.Content.Chunks = append(e.Content.Chunks, chunk.Ref{Len: n})
+			e.Content.Chunks = append(e.Content.Chunks, wireChunk{Len: n})
 			e.Content.Size += int64(n)
 		}
 		return e
 	}
 	dir := func(p string) manifestEntry {
-		return manifestEntry{Path: p, Inode: meta.Inode{Mode: syscall.S_IFDIR | 0o755}}
+		return manifestEntry{Path: p, Mode: syscall.S_IFDIR | 0o755}
 	}
 	good := func() []manifestEntry { return []manifestEntry{dir(""), dir("sub"), file("sub/w.safetensors", 10, 20)} }
 	for _, tc := range []struct {
@@ -48,7 +47,7 @@ func TestManifestValidation(t *testing.T) {
 			return es
 		}, "folder with content"},
 		{"a symlink with no target", func(es []manifestEntry) []manifestEntry {
-			return append(es, manifestEntry{Path: "l", Inode: meta.Inode{Mode: syscall.S_IFLNK | 0o777}})
+			return append(es, manifestEntry{Path: "l", Mode: syscall.S_IFLNK | 0o777})
 		}, "symlink target"},
 		{"a root that is not first", func(es []manifestEntry) []manifestEntry { return es[1:] }, "first entry"},
 	} {

@@ -25,20 +25,6 @@ const maxManifestSize = 256 << 20
 // transferParallel is how many chunks move at once.
 const transferParallel = 8
 
-// checkpointManifest is a checkpoint as published in a bucket: its entries
-// in walk order (folders before what they hold), the checkpoint itself first
-// with path "".
-type checkpointManifest struct {
-	Format  string          `json:"format"`
-	Name    string          `json:"name"`
-	Entries []manifestEntry `json:"entries"`
-}
-
-type manifestEntry struct {
-	Path string `json:"path"`
-	meta.Inode
-}
-
 // Transfer counts what a push or pull moved.
 type Transfer struct {
 	Files        int
@@ -89,18 +75,15 @@ func (s *Store) buildManifest(name string) (*checkpointManifest, []byte, error) 
 		return nil, nil, err
 	}
 	m := &checkpointManifest{Format: manifestFormat, Name: name}
-	m.Entries = append(m.Entries, manifestEntry{Path: "", Inode: *root})
+	m.Entries = append(m.Entries, entryOf("", root))
 	if root.Mode&syscall.S_IFMT == syscall.S_IFDIR {
 		err := s.Walk(root.Ino, func(rel string, in *meta.Inode) error {
-			m.Entries = append(m.Entries, manifestEntry{Path: rel, Inode: *in})
+			m.Entries = append(m.Entries, entryOf(rel, in))
 			return nil
 		})
 		if err != nil {
 			return nil, nil, err
 		}
-	}
-	for i := range m.Entries {
-		m.Entries[i].Ino = 0 // local numbering, meaningless elsewhere
 	}
 	js, err := json.Marshal(m)
 	return m, js, err
@@ -168,7 +151,7 @@ func (m *checkpointManifest) chunks(t *Transfer) []chunk.Ref {
 		for _, c := range e.Content.Chunks {
 			if !seen[c.Hash] {
 				seen[c.Hash] = true
-				refs = append(refs, c)
+				refs = append(refs, chunk.Ref(c))
 			}
 		}
 	}
@@ -258,7 +241,7 @@ func (s *Store) createTree(parent uint64, name string, entries []manifestEntry, 
 		if i > 0 { // validate saw that the folder comes earlier
 			dir, base = inos[path.Dir(e.Path)], path.Base(e.Path)
 		}
-		in, err := s.Create(dir, base, e.Inode)
+		in, err := s.Create(dir, base, e.inode())
 		if err != nil {
 			s.RemoveAll(parent, hidden)
 			return fmt.Errorf("create %q: %w", e.Path, err)
