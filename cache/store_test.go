@@ -204,7 +204,7 @@ func TestGCFreesOnlyUnreferenced(t *testing.T) {
 	if res.PacksRewritten != 1 || res.PacksRemoved != 1 || res.PackBytesFreed < 2<<20 {
 		t.Fatalf("gc packs: %+v", res)
 	}
-	if size := dirSize(t, s.packs.Dir()); size > 2<<20+4096 {
+	if size := layouttest.TreeBytes(t, s.packs.Dir()); size > 2<<20+4096 {
 		t.Fatalf("packs take %d bytes after gc, want about 2 MiB", size)
 	}
 	in, err := s.Lookup(meta.RootIno, "keep")
@@ -240,7 +240,7 @@ func TestPacksRollAndEmptyOnesGo(t *testing.T) {
 	if res.PacksRemoved != len(ids) || res.PacksRewritten != 0 {
 		t.Fatalf("gc of %d packs with nothing live: %+v", len(ids), res)
 	}
-	if size := dirSize(t, s.packs.Dir()); size != 0 {
+	if size := layouttest.TreeBytes(t, s.packs.Dir()); size != 0 {
 		t.Fatalf("packs take %d bytes with nothing stored", size)
 	}
 }
@@ -304,22 +304,6 @@ func TestNamespaceRules(t *testing.T) {
 	if len(entries) != 1 || entries[0].Name != "f" {
 		t.Fatalf("entries %+v", entries)
 	}
-}
-
-func dirSize(t *testing.T, dir string) int64 {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var n int64
-	for _, e := range entries {
-		info, err := e.Info()
-		if err != nil {
-			t.Fatal(err)
-		}
-		n += info.Size()
-	}
-	return n
 }
 
 // TestEvictionDropsOnlyUploadedPacks: eviction deletes the packs whose live

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/ckptfs/ckptfs/layout/layouttest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,11 +31,11 @@ func TestFullStoreDisk(t *testing.T) {
 	}
 	store := filepath.Join(disk, "store")
 	m := mountStore(t, store)
-	first := randomData(1, 30<<20)
+	first := layouttest.Random(1, 30<<20)
 	if err := os.WriteFile(m.path("first.bin"), first, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	err := os.WriteFile(m.path("too-big.bin"), randomData(2, 200<<20), 0o644)
+	err := os.WriteFile(m.path("too-big.bin"), layouttest.Random(2, 200<<20), 0o644)
 	if !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("writing past the space: %v, want ENOSPC", err)
 	}
@@ -44,7 +45,7 @@ func TestFullStoreDisk(t *testing.T) {
 	if err := os.Remove(ballast); err != nil {
 		t.Fatal(err)
 	}
-	again := randomData(3, 30<<20)
+	again := layouttest.Random(3, 30<<20)
 	if err := os.WriteFile(m.path("again.bin"), again, 0o644); err != nil {
 		t.Fatalf("after freeing space: %v", err)
 	}
@@ -82,7 +83,7 @@ func TestFailedWriteNeverLooksSaved(t *testing.T) {
 	disk, _ := smallDisk(t, 256, 80)
 	store := filepath.Join(disk, "store")
 	m := mountStore(t, store)
-	v1 := randomData(1, 8<<20)
+	v1 := layouttest.Random(1, 8<<20)
 	if err := os.WriteFile(m.path("old.bin"), v1, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +101,7 @@ func TestFailedWriteNeverLooksSaved(t *testing.T) {
 		}
 		var werr error
 		for i := 0; i < 300 && werr == nil; i++ {
-			_, werr = f.WriteAt(randomData(int64(10+i), 1<<20), int64(i)<<20) // distinct: no dedup
+			_, werr = f.WriteAt(layouttest.Random(int64(10+i), 1<<20), int64(i)<<20) // distinct: no dedup
 		}
 		if !errors.Is(werr, syscall.ENOSPC) {
 			t.Errorf("%s: writes past the space: %v, want ENOSPC", tc.name, werr)

@@ -8,7 +8,6 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
-	"math/rand"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -239,13 +238,6 @@ func sameTrees(t testing.TB, a, b string) {
 			t.Fatalf("%s differs between %s and %s", k, a, b)
 		}
 	}
-}
-
-// randomData is n reproducible random bytes.
-func randomData(seed int64, n int) []byte {
-	b := make([]byte, n)
-	rand.New(rand.NewSource(seed)).Read(b)
-	return b
 }
 
 // waitFor polls cond until it holds, for up to limit.

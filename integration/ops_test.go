@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/ckptfs/ckptfs/layout/layouttest"
 	"io"
 	"net"
 	"net/http"
@@ -53,7 +54,7 @@ func TestMountThroughFstab(t *testing.T) {
 	}
 	defer os.Remove(helper)
 
-	data := randomData(3, 5<<20)
+	data := layouttest.Random(3, 5<<20)
 	store := importedStore(t, "ck", data)
 	dir := filepath.Join(t.TempDir(), "mnt")
 	if err := os.Mkdir(dir, 0o755); err != nil {
@@ -116,7 +117,7 @@ func TestMetrics(t *testing.T) {
 	data := mustRead(t, m.path("ck", "tokenizer.json"))
 	single := mustRead(t, m.path("ck@single", "model.safetensors"))
 	checkTensors(t, "@single", readSafetensors(t, m.path("ck@single", "model.safetensors")), ck.tensors)
-	written := randomData(5, 1<<20+3)
+	written := layouttest.Random(5, 1<<20+3)
 	if err := os.WriteFile(m.path("ck", "new"), written, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -263,7 +264,7 @@ func decodeJSON(t *testing.T, out string, v any) {
 // TestReadOnlyMount: --read-only serves reads and refuses every change
 // with EROFS.
 func TestReadOnlyMount(t *testing.T) {
-	data := randomData(6, 1<<20)
+	data := layouttest.Random(6, 1<<20)
 	store := importedStore(t, "ck", data)
 	m := mountStore(t, store, "--read-only")
 	readEquals(t, m.path("ck", "f"), data)
@@ -299,7 +300,7 @@ func openErr(path string, flag int) error {
 func TestSigtermFinishesWrites(t *testing.T) {
 	store := newStore(t)
 	m := mountStore(t, store)
-	done := randomData(7, 2<<20)
+	done := layouttest.Random(7, 2<<20)
 	if err := os.WriteFile(m.path("done"), done, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -307,7 +308,7 @@ func TestSigtermFinishesWrites(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	first, second := randomData(8, 4<<20), randomData(9, 4<<20)
+	first, second := layouttest.Random(8, 4<<20), layouttest.Random(9, 4<<20)
 	if _, err := f.Write(first); err != nil {
 		t.Fatal(err)
 	}
@@ -382,7 +383,7 @@ func TestTwoWritersLikeLocalDisk(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			a.Write(randomData(5, 3<<20))
+			a.Write(layouttest.Random(5, 3<<20))
 			b, err := os.OpenFile(p, os.O_RDWR, 0)
 			if err != nil {
 				return err
@@ -391,7 +392,7 @@ func TestTwoWritersLikeLocalDisk(t *testing.T) {
 			if err := b.Close(); err != nil {
 				return err
 			}
-			a.Write(randomData(6, 1<<20))
+			a.Write(layouttest.Random(6, 1<<20))
 			return a.Close()
 		},
 	}

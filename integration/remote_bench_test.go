@@ -2,6 +2,7 @@ package integration
 
 import (
 	"fmt"
+	"github.com/ckptfs/ckptfs/layout/layouttest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -25,7 +26,7 @@ func TestBenchRemote(t *testing.T) {
 	// 8 MiB bf16 tensors, 32 to a shard.
 	tensors := int(gib * 128)
 	src := genHFCheckpoint(t, t.TempDir(), (tensors+31)/32, 32, 4<<20, 7).dir
-	size := dirBytes(t, src)
+	size := layouttest.TreeBytes(t, src)
 	s := startMinio(t)
 	var rows []string
 	row := func(metric string, secs, localSecs float64) {
@@ -80,18 +81,4 @@ func TestBenchRemote(t *testing.T) {
 	if err := os.WriteFile("bench/out/remote.md", []byte(table), 0o644); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func dirBytes(t *testing.T, dir string) int64 {
-	var n int64
-	err := filepath.Walk(dir, func(_ string, info os.FileInfo, err error) error {
-		if err == nil && info.Mode().IsRegular() {
-			n += info.Size()
-		}
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
 }

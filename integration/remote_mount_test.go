@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/ckptfs/ckptfs/layout/layouttest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -123,7 +124,7 @@ func TestRemoteUploadAcrossServerCrash(t *testing.T) {
 	a := s.mountRemote(t, ckptfsBin, newStore(t))
 	b := s.mountRemote(t, ckptfsBin, newStore(t))
 	src := filepath.Join(t.TempDir(), "big")
-	if err := os.WriteFile(src, randomData(31, 96<<20), 0o644); err != nil {
+	if err := os.WriteFile(src, layouttest.Random(31, 96<<20), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Mkdir(a.path("ck"), 0o755); err != nil {
@@ -207,18 +208,6 @@ func (s *minioServer) manifestsComplete() {
 	}
 }
 
-// packBytes is the size of a store's chunk packs.
-func packBytes(store string) int64 {
-	var n int64
-	entries, _ := os.ReadDir(filepath.Join(store, "packs"))
-	for _, e := range entries {
-		if info, err := e.Info(); err == nil {
-			n += info.Size()
-		}
-	}
-	return n
-}
-
 // TestRemoteEvictionUnder64MiB: mounts with 64 MiB of local cache write and
 // read a 300 MB checkpoint, as written and through a view, bit for bit,
 // and keep their packs near the bound.
@@ -230,7 +219,7 @@ func TestRemoteEvictionUnder64MiB(t *testing.T) {
 	s := startMinio(t)
 	a := s.mountRemote(t, plainBin, newStore(t), "--remote-cache-size", "64MiB")
 	run(t, "cp", "-r", ck.dir, a.path("hf"))
-	waitFor(t, "the writer's cache to shrink to 64 MiB", time.Minute, func() bool { return packBytes(a.store) <= limit+slack })
+	waitFor(t, "the writer's cache to shrink to 64 MiB", time.Minute, func() bool { return layouttest.TreeBytes(t, filepath.Join(a.store, "packs")) <= limit+slack })
 	a.unmount()
 
 	b := s.mountRemote(t, plainBin, newStore(t), "--remote-cache-size", "64MiB")
@@ -244,8 +233,8 @@ func TestRemoteEvictionUnder64MiB(t *testing.T) {
 			t.Fatalf("@single: tensor %s differs", name)
 		}
 	}
-	waitFor(t, "the reader's cache to shrink to 64 MiB", time.Minute, func() bool { return packBytes(b.store) <= limit+slack })
-	t.Logf("packs after reading 600 MB: writer %d MiB, reader %d MiB", packBytes(a.store)>>20, packBytes(b.store)>>20)
+	waitFor(t, "the reader's cache to shrink to 64 MiB", time.Minute, func() bool { return layouttest.TreeBytes(t, filepath.Join(b.store, "packs")) <= limit+slack })
+	t.Logf("packs after reading 600 MB: writer %d MiB, reader %d MiB", layouttest.TreeBytes(t, filepath.Join(a.store, "packs"))>>20, layouttest.TreeBytes(t, filepath.Join(b.store, "packs"))>>20)
 	b.unmount()
 	if out := mustCkptfs(t, b.store, "fsck"); !strings.Contains(out, "held by the bucket only") {
 		t.Fatalf("fsck of an evicting cache: %s", out)
