@@ -214,6 +214,7 @@ func (s *Store) markBucketOnly(hs []chunk.Hash) error {
 
 // markUploaded records that the bucket holds the chunks.
 func (s *Store) markUploaded(hs ...chunk.Hash) error {
+	s.cachesBucket.Store(true)
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
 	for _, h := range hs {

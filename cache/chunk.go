@@ -38,7 +38,11 @@ func (s *Store) PutChunk(raw []byte, hint chunk.Hint) (chunk.Ref, error) {
 	}
 	// A chunk this store writes is not in the bucket until its own upload
 	// says so, whatever an imported manifest claimed (markBucketOnly).
-	if err := s.storeValue(ref.Hash, val, meta.UploadedKey(ref.Hash)); err != nil {
+	var clear [][]byte
+	if s.cachesBucket.Load() {
+		clear = append(clear, meta.UploadedKey(ref.Hash))
+	}
+	if err := s.storeValue(ref.Hash, val, clear...); err != nil {
 		return ref, fmt.Errorf("write chunk %s: %w", ref.Hash.Short(), err)
 	}
 	if s.bucket != nil {

@@ -15,6 +15,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
@@ -50,6 +51,9 @@ type Store struct {
 	// putLocks serialize stores of chunks by their hash's first byte, so
 	// that two writers of one new chunk append it once.
 	putLocks [256]sync.Mutex
+	// cachesBucket says the store is, or was, in front of a bucket, so its
+	// index may hold marks of chunks the bucket has (see PutChunk).
+	cachesBucket atomic.Bool
 }
 
 // Metrics returns the store's counters, for a daemon to serve.
@@ -86,10 +90,13 @@ func Open(dir string, o Options) (*Store, error) {
 		WithIndexCacheSize(16 << 20).
 		WithNumCompactors(2).
 		WithChecksumVerificationMode(options.OnBlockRead) // a damaged table block is an error, not garbage
-	db, err := badger.Open(bo)
+	db, err := meta.Open(bo)
 	if err != nil {
 		if strings.Contains(err.Error(), "Another process is using this Badger database") {
 			return nil, fmt.Errorf("open store %s: %w", dir, ErrLocked)
+		}
+		if damaged := meta.DamagedOnOpen(err); damaged != nil {
+			return nil, fmt.Errorf("open store %s: %w (not even fsck can open it)", dir, damaged)
 		}
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
@@ -117,6 +124,7 @@ func Open(dir string, o Options) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
+	s.cachesBucket.Store(s.RemoteURL() != "")
 	if err := s.clearStaging(); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("open store %s: clear staging: %w", dir, err)
@@ -172,7 +180,7 @@ func (s *Store) Close() error {
 // empty newest file, and the session's values sit in an older one that later
 // opens do not truncate; a damaged value there only fails its own reads.
 func (s *Store) sealValueLog() error {
-	db, err := badger.Open(s.opts)
+	db, err := meta.Open(s.opts)
 	if err != nil {
 		return fmt.Errorf("close store %s: seal value log: %w", s.dir, err)
 	}

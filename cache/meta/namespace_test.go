@@ -2,12 +2,16 @@ package meta
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"reflect"
+	"strings"
 	"syscall"
 	"testing"
 
 	"github.com/ckptfs/ckptfs/cache/chunk"
 	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
 )
 
 // openTemp opens a namespace in a new database, with no hooks.
@@ -60,4 +64,44 @@ func FuzzDecodeInode(f *testing.F) {
 			t.Fatalf("re-encoded record differs: %v", err)
 		}
 	})
+}
+
+// A table damaged where Badger reads it on open refuses the store; the
+// error names the table as damaged, and a panic in Badger is an error. The
+// test looks for such a byte from the table's end, and fails if none
+// refuses the open on a checksum.
+func TestDamagedOnOpenNamesTheTable(t *testing.T) {
+	dir := t.TempDir()
+	opts := badger.DefaultOptions(dir).WithLogger(nil).WithChecksumVerificationMode(options.OnBlockRead)
+	db, err := badger.Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2000 {
+		db.Update(func(txn *badger.Txn) error { return txn.Set(InodeKey(uint64(i)), make([]byte, 100)) })
+	}
+	db.Close()
+	tables, _ := filepath.Glob(filepath.Join(dir, "*.sst"))
+	if len(tables) == 0 {
+		t.Fatal("no table written")
+	}
+	orig, _ := os.ReadFile(tables[0])
+	for off := len(orig) - 1; off >= 0; off -= 97 {
+		damaged := append([]byte(nil), orig...)
+		damaged[off] ^= 0x5a
+		os.WriteFile(tables[0], damaged, 0o644)
+		db, err := Open(opts)
+		if err == nil {
+			db.Close()
+			continue
+		}
+		got := DamagedOnOpen(err)
+		if strings.Contains(err.Error(), "checksum mismatch") {
+			if got == nil || !errors.Is(got, ErrDamagedTable) || !strings.Contains(got.Error(), filepath.Base(tables[0])) {
+				t.Fatalf("open error %v, named as %v", err, got)
+			}
+			return
+		}
+	}
+	t.Fatal("no flipped byte made Badger refuse the table on open")
 }

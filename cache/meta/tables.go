@@ -6,6 +6,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strings"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
@@ -49,4 +51,31 @@ func checkTable(path string) (err error) {
 	defer mf.Close(-1)
 	// Without verification on block reads, this checks every block itself.
 	return t.VerifyChecksum()
+}
+
+// openedTable finds the table a Badger open error names.
+var openedTable = regexp.MustCompile(`Opening table: "([^"]+)"`)
+
+// DamagedOnOpen returns err as a damaged table, named, when Badger failed
+// to open a table on its checksum: it reads a table's edge blocks as it
+// opens it, so damage there refuses the store before CheckTables can run.
+// It returns nil for any other error.
+func DamagedOnOpen(err error) error {
+	m := openedTable.FindStringSubmatch(err.Error())
+	if m == nil || !strings.Contains(err.Error(), "checksum mismatch") {
+		return nil
+	}
+	return fmt.Errorf("%w %s: %v", ErrDamagedTable, m[1], err)
+}
+
+// Open opens a Badger database. Badger panics on some damage it meets while
+// opening tables; that is returned as an error, so a damaged store is
+// refused with a message instead of a crash.
+func Open(opts badger.Options) (db *badger.DB, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			db, err = nil, fmt.Errorf("%w in %s: badger: %v", ErrDamagedTable, opts.Dir, r)
+		}
+	}()
+	return badger.Open(opts)
 }
