@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/ckptfs/ckptfs/layout/layouttest"
@@ -16,8 +17,12 @@ func FuzzParseFile(f *testing.F) {
 	f.Add(rawFile(`{"a":{"dtype":"BF16","shape":[],"data_offsets":[0,2]},"b":{"dtype":"U8","shape":[0],"data_offsets":[2,2]}}`, make([]byte, 2)))
 	f.Add(rawFile(`{}`, nil))
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, '{'})
+	f.Add(layouttest.TinyTensorsHeader(2000, 4000))                                        // wide
+	f.Add(rawFile(`{"a":`+strings.Repeat("[", 20000)+strings.Repeat("]", 20000)+`}`, nil)) // deep
 	f.Fuzz(func(t *testing.T, data []byte) {
-		h, err := ParseFile(data, int64(len(data)))
+		var h *Header
+		var err error
+		withinBudget(t, len(data), func() { h, err = ParseFile(data, int64(len(data))) })
 		if err != nil {
 			return
 		}
@@ -43,8 +48,11 @@ func FuzzParseFile(f *testing.F) {
 func FuzzParseIndex(f *testing.F) {
 	f.Add([]byte(`{"metadata":{"total_size":12},"weight_map":{"a":"x.safetensors"}}`))
 	f.Add([]byte(`{"weight_map":{"a":"../x"}}`))
+	f.Add([]byte(`{"weight_map":` + strings.Repeat(`{"a":`, 20000) + `1` + strings.Repeat(`}`, 20001)))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		idx, err := ParseIndex(data)
+		var idx *Index
+		var err error
+		withinBudget(t, len(data), func() { idx, err = ParseIndex(data) })
 		if err != nil {
 			return
 		}
