@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/ckptfs/ckptfs/cache/bucket"
 	"github.com/ckptfs/ckptfs/cache/chunk"
 	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/cache/pack"
@@ -23,7 +24,7 @@ import (
 // checkpoint, and the store is a bounded cache of the chunks this mount
 // has read or written, plus the namespace.
 type BackingOptions struct {
-	Remote *Remote
+	Remote *bucket.Remote
 	// DiskBytes bounds the chunk packs on local disk; chunks the bucket
 	// holds are evicted, oldest pack first. 0: no bound.
 	DiskBytes int64
@@ -54,7 +55,7 @@ type checkpointState struct {
 // import of other mounts' checkpoints (refresh.go) and eviction (evict.go).
 type bucketBacking struct {
 	s       *Store
-	r       *Remote
+	r       *bucket.Remote
 	opts    BackingOptions
 	storeID string
 
@@ -77,14 +78,14 @@ func (s *Store) attachBucket(o BackingOptions) error {
 	if o.MetadataTTL <= 0 {
 		o.MetadataTTL = 10 * time.Second
 	}
-	if known := s.RemoteURL(); known != "" && known != o.Remote.url {
-		return fmt.Errorf("store %s caches %s, not %s", s.dir, known, o.Remote.url)
+	if known := s.RemoteURL(); known != "" && known != o.Remote.String() {
+		return fmt.Errorf("store %s caches %s, not %s", s.dir, known, o.Remote)
 	}
 	id, err := s.storeID()
 	if err != nil {
 		return err
 	}
-	if err := s.setMeta(meta.KeyRemoteURL, []byte(o.Remote.url)); err != nil {
+	if err := s.setMeta(meta.KeyRemoteURL, []byte(o.Remote.String())); err != nil {
 		return err
 	}
 	if o.DiskBytes > 0 {
@@ -130,7 +131,7 @@ func (b *bucketBacking) every(interval time.Duration, kick <-chan struct{}, what
 			return
 		}
 		if err := fn(b.ctx); err != nil && b.ctx.Err() == nil {
-			b.s.log.Warn(what, "remote", b.r.url, "err", err)
+			b.s.log.Warn(what, "remote", b.r, "err", err)
 		}
 	}
 }
@@ -140,7 +141,7 @@ func (b *bucketBacking) every(interval time.Duration, kick <-chan struct{}, what
 func (b *bucketBacking) stop() {
 	ctx, cancel := context.WithTimeout(b.ctx, time.Minute)
 	if err := b.publishChanged(ctx); err != nil {
-		b.s.log.Warn("unpublished changes left for the next mount", "remote", b.r.url, "err", err)
+		b.s.log.Warn("unpublished changes left for the next mount", "remote", b.r, "err", err)
 	}
 	cancel()
 	b.cancel()

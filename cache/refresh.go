@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/ckptfs/ckptfs/cache/bucket"
 	"github.com/ckptfs/ckptfs/cache/chunk"
 	"github.com/ckptfs/ckptfs/cache/meta"
 	"path"
@@ -16,7 +17,7 @@ import (
 // fetched when first read.
 
 func (b *bucketBacking) refresh(ctx context.Context) error {
-	listed, err := b.r.listCheckpoints(ctx)
+	listed, err := b.r.ListCheckpoints(ctx)
 	if err != nil {
 		return err
 	}
@@ -26,8 +27,8 @@ func (b *bucketBacking) refresh(ctx context.Context) error {
 	}
 	var errs []error
 	for name, etag := range listed {
-		if err := plainPath(name); err != nil || path.Base(name) != name {
-			b.s.log.Warn("checkpoint in the bucket not shown: not a plain name", "checkpoint", name, "remote", b.r.url)
+		if err := bucket.PlainPath(name); err != nil || path.Base(name) != name {
+			b.s.log.Warn("checkpoint in the bucket not shown: not a plain name", "checkpoint", name, "remote", b.r)
 			continue
 		}
 		st, known := states[name]
@@ -36,7 +37,7 @@ func (b *bucketBacking) refresh(ctx context.Context) error {
 		}
 		if !known {
 			if _, err := b.s.Lookup(meta.RootIno, name); err == nil {
-				b.s.log.Warn("checkpoint in the bucket not shown: a local one has its name", "checkpoint", name, "remote", b.r.url)
+				b.s.log.Warn("checkpoint in the bucket not shown: a local one has its name", "checkpoint", name, "remote", b.r)
 				continue
 			}
 		}
@@ -45,7 +46,7 @@ func (b *bucketBacking) refresh(ctx context.Context) error {
 		}
 		err := b.importCheckpoint(ctx, name, etag)
 		if errors.Is(err, chunk.ErrCorrupt) { // this version will not do: say so once
-			b.s.log.Warn("checkpoint in the bucket not imported", "checkpoint", name, "remote", b.r.url, "reason", err)
+			b.s.log.Warn("checkpoint in the bucket not imported", "checkpoint", name, "remote", b.r, "reason", err)
 			b.refused[name] = etag
 			continue
 		}
@@ -68,11 +69,11 @@ func (b *bucketBacking) refresh(ctx context.Context) error {
 // importCheckpoint makes checkpoint name of the bucket (manifest object
 // etag) the local one, replacing an earlier import.
 func (b *bucketBacking) importCheckpoint(ctx context.Context, name, etag string) error {
-	js, err := b.r.get(ctx, b.r.manifestKey(name), maxManifestSize)
+	js, err := b.r.Get(ctx, b.r.ManifestKey(name), bucket.MaxManifestSize)
 	if err != nil {
 		return err
 	}
-	m, err := parseManifest(b.r, name, js)
+	m, err := bucket.Parse(b.r, name, js)
 	if err != nil {
 		return err
 	}

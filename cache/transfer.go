@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/ckptfs/ckptfs/cache/bucket"
 	"github.com/ckptfs/ckptfs/cache/chunk"
 	"github.com/ckptfs/ckptfs/cache/meta"
 	"path"
@@ -15,12 +16,6 @@ import (
 
 	"golang.org/x/sync/errgroup"
 )
-
-// manifestFormat names the layout of checkpoint manifest objects.
-const manifestFormat = "ckptfs-checkpoint/1"
-
-// maxManifestSize bounds the manifest objects read from a bucket.
-const maxManifestSize = 256 << 20
 
 // transferParallel is how many chunks move at once.
 const transferParallel = 8
@@ -39,7 +34,7 @@ type Transfer struct {
 // manifest. It takes the checkpoint's lease first, as a mount does: a
 // checkpoint another store writes is refused (EEXIST). progress gets the
 // raw bytes of each chunk handled.
-func (s *Store) Push(ctx context.Context, r *Remote, name string, progress func(int64)) (*Transfer, error) {
+func (s *Store) Push(ctx context.Context, r *bucket.Remote, name string, progress func(int64)) (*Transfer, error) {
 	m, js, err := s.buildManifest(name)
 	if err != nil {
 		return nil, fmt.Errorf("push %s: %w", name, err)
@@ -51,7 +46,7 @@ func (s *Store) Push(ctx context.Context, r *Remote, name string, progress func(
 	if err := s.claimLease(ctx, r, id, name); err != nil {
 		return nil, fmt.Errorf("push %s: %w", name, err)
 	}
-	t, err := m.eachChunk(ctx, progress, func(ctx context.Context, ref chunk.Ref) (int64, error) {
+	t, err := eachChunk(ctx, m, progress, func(ctx context.Context, ref chunk.Ref) (int64, error) {
 		n, err := s.sendChunk(ctx, r, ref.Hash)
 		if err != nil {
 			return 0, fmt.Errorf("push %s: %w", name, err)
@@ -61,7 +56,7 @@ func (s *Store) Push(ctx context.Context, r *Remote, name string, progress func(
 	if err != nil {
 		return nil, err
 	}
-	if err := r.put(ctx, r.manifestKey(name), js); err != nil {
+	if err := r.Put(ctx, r.ManifestKey(name), js); err != nil {
 		return nil, err
 	}
 	return t, nil
@@ -69,16 +64,16 @@ func (s *Store) Push(ctx context.Context, r *Remote, name string, progress func(
 
 // buildManifest describes checkpoint name as a bucket holds it, and
 // returns it with its JSON encoding.
-func (s *Store) buildManifest(name string) (*checkpointManifest, []byte, error) {
+func (s *Store) buildManifest(name string) (*bucket.Manifest, []byte, error) {
 	root, err := s.Resolve(name)
 	if err != nil {
 		return nil, nil, err
 	}
-	m := &checkpointManifest{Format: manifestFormat, Name: name}
-	m.Entries = append(m.Entries, entryOf("", root))
+	m := &bucket.Manifest{Format: bucket.Format, Name: name}
+	m.Entries = append(m.Entries, bucket.EntryOf("", root))
 	if root.Mode&syscall.S_IFMT == syscall.S_IFDIR {
 		err := s.Walk(root.Ino, func(rel string, in *meta.Inode) error {
-			m.Entries = append(m.Entries, entryOf(rel, in))
+			m.Entries = append(m.Entries, bucket.EntryOf(rel, in))
 			return nil
 		})
 		if err != nil {
@@ -89,40 +84,28 @@ func (s *Store) buildManifest(name string) (*checkpointManifest, []byte, error) 
 	return m, js, err
 }
 
-// parseManifest reads and validates a manifest object of checkpoint name.
-func parseManifest(r *Remote, name string, js []byte) (*checkpointManifest, error) {
-	var m checkpointManifest
-	if err := json.Unmarshal(js, &m); err != nil || m.Format != manifestFormat {
-		return nil, fmt.Errorf("manifest of %s in %s is not a %s manifest: %v: %w", name, r.url, manifestFormat, err, chunk.ErrCorrupt)
-	}
-	if err := m.validate(name); err != nil {
-		return nil, fmt.Errorf("manifest of %s in %s refused: %w: %w", name, r.url, err, chunk.ErrCorrupt)
-	}
-	return &m, nil
-}
-
 // sendChunk puts chunk h in the bucket unless it is there already, after
 // checking it decodes to bytes of hash h. It returns the bytes sent.
-func (s *Store) sendChunk(ctx context.Context, r *Remote, h chunk.Hash) (int64, error) {
-	if ok, err := r.hasChunk(ctx, h); err != nil || ok {
+func (s *Store) sendChunk(ctx context.Context, r *bucket.Remote, h chunk.Hash) (int64, error) {
+	if ok, err := r.HasChunk(ctx, h); err != nil || ok {
 		return 0, err
 	}
 	val, err := s.storedValue(h, true)
 	if err != nil {
 		return 0, err
 	}
-	return int64(len(val)), r.put(ctx, r.chunkKey(h), val)
+	return int64(len(val)), r.Put(ctx, r.ChunkKey(h), val)
 }
 
 // eachChunk runs move on every distinct chunk of m, transferParallel at a
 // time, until one fails. move returns the stored bytes it moved, 0 when the
 // chunk was there already.
-func (m *checkpointManifest) eachChunk(ctx context.Context, progress func(int64), move func(context.Context, chunk.Ref) (int64, error)) (*Transfer, error) {
+func eachChunk(ctx context.Context, m *bucket.Manifest, progress func(int64), move func(context.Context, chunk.Ref) (int64, error)) (*Transfer, error) {
 	t := &Transfer{}
 	var moved, movedBytes atomic.Int64
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(transferParallel)
-	for _, ref := range m.chunks(t) {
+	for _, ref := range manifestChunks(m, t) {
 		g.Go(func() error {
 			defer progress(int64(ref.Len))
 			n, err := move(gctx, ref)
@@ -138,8 +121,8 @@ func (m *checkpointManifest) eachChunk(ctx context.Context, progress func(int64)
 	return t, err
 }
 
-// chunks lists the distinct chunks of m's files and counts them in t.
-func (m *checkpointManifest) chunks(t *Transfer) []chunk.Ref {
+// manifestChunks lists the distinct chunks of m's files and counts them in t.
+func manifestChunks(m *bucket.Manifest, t *Transfer) []chunk.Ref {
 	seen := map[chunk.Hash]bool{}
 	var refs []chunk.Ref
 	for _, e := range m.Entries {
@@ -185,15 +168,15 @@ func (s *Store) storedValue(h chunk.Hash, decode bool) ([]byte, error) {
 // the store lacks, verified against its hash, then the checkpoint's files,
 // built under a hidden name and renamed into place, so a failed pull leaves
 // nothing visible. progress gets the raw bytes of each chunk handled.
-func (s *Store) Pull(ctx context.Context, r *Remote, name string, progress func(int64)) (*Transfer, error) {
-	js, err := r.get(ctx, r.manifestKey(name), maxManifestSize)
-	if isNotExist(err) {
-		return nil, fmt.Errorf("pull %s: no checkpoint %q in %s", name, name, r.url)
+func (s *Store) Pull(ctx context.Context, r *bucket.Remote, name string, progress func(int64)) (*Transfer, error) {
+	js, err := r.Get(ctx, r.ManifestKey(name), bucket.MaxManifestSize)
+	if bucket.IsNotExist(err) {
+		return nil, fmt.Errorf("pull %s: no checkpoint %q in %s", name, name, r)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("pull %s: %w", name, err)
 	}
-	m, err := parseManifest(r, name, js)
+	m, err := bucket.Parse(r, name, js)
 	if err != nil {
 		return nil, fmt.Errorf("pull %s: %w", name, err)
 	}
@@ -204,7 +187,7 @@ func (s *Store) Pull(ctx context.Context, r *Remote, name string, progress func(
 	if _, err := s.Lookup(parent, path.Base(name)); err == nil {
 		return nil, fmt.Errorf("pull %s: %s is already in the store: %w", name, name, syscall.EEXIST)
 	}
-	t, err := m.eachChunk(ctx, progress, func(ctx context.Context, ref chunk.Ref) (int64, error) {
+	t, err := eachChunk(ctx, m, progress, func(ctx context.Context, ref chunk.Ref) (int64, error) {
 		if _, err := s.chunkLoc(ref.Hash); err == nil {
 			return 0, nil
 		}
@@ -231,7 +214,7 @@ const hiddenPrefix = ".pull-"
 // moved into place once complete. With replace, a tree already there is
 // swapped out in the same transaction and then removed, so readers see the
 // old tree or the new one, never neither.
-func (s *Store) createTree(parent uint64, name string, entries []manifestEntry, replace bool) error {
+func (s *Store) createTree(parent uint64, name string, entries []bucket.Entry, replace bool) error {
 	var rnd [6]byte
 	rand.Read(rnd[:])
 	hidden := hiddenPrefix + hex.EncodeToString(rnd[:])
@@ -241,7 +224,7 @@ func (s *Store) createTree(parent uint64, name string, entries []manifestEntry, 
 		if i > 0 { // validate saw that the folder comes earlier
 			dir, base = inos[path.Dir(e.Path)], path.Base(e.Path)
 		}
-		in, err := s.Create(dir, base, e.inode())
+		in, err := s.Create(dir, base, e.Inode())
 		if err != nil {
 			s.RemoveAll(parent, hidden)
 			return fmt.Errorf("create %q: %w", e.Path, err)
@@ -272,8 +255,8 @@ func (s *Store) createTree(parent uint64, name string, entries []manifestEntry, 
 // fetchChunk gets chunk ref from the bucket, verifies it against its hash
 // and length and stores it as is. It returns the raw bytes and the stored
 // bytes moved.
-func (s *Store) fetchChunk(ctx context.Context, r *Remote, ref chunk.Ref) ([]byte, int64, error) {
-	val, err := r.get(ctx, r.chunkKey(ref.Hash), chunk.MaxStored)
+func (s *Store) fetchChunk(ctx context.Context, r *bucket.Remote, ref chunk.Ref) ([]byte, int64, error) {
+	val, err := r.Get(ctx, r.ChunkKey(ref.Hash), chunk.MaxStored)
 	if err != nil {
 		return nil, 0, fmt.Errorf("chunk %s: %w", ref.Hash.Short(), err)
 	}
@@ -282,7 +265,7 @@ func (s *Store) fetchChunk(ctx context.Context, r *Remote, ref chunk.Ref) ([]byt
 		err = fmt.Errorf("chunk %s: %d bytes, the manifest says %d: %w", ref.Hash.Short(), len(raw), ref.Len, chunk.ErrCorrupt)
 	}
 	if err != nil {
-		return nil, 0, fmt.Errorf("%s in %s: %w", r.chunkKey(ref.Hash), r.url, err)
+		return nil, 0, fmt.Errorf("%s in %s: %w", r.ChunkKey(ref.Hash), r, err)
 	}
 	if err := s.ensureSpace(int64(len(val)), chunkReserve); err != nil {
 		return nil, 0, err

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/ckptfs/ckptfs/cache/bucket"
 	"github.com/ckptfs/ckptfs/cache/chunk"
 	"github.com/ckptfs/ckptfs/cache/meta"
 	"os"
@@ -55,7 +56,7 @@ func (b *bucketBacking) uploadChunk(ctx context.Context, h chunk.Hash) error {
 		// the bucket asked first: a new chunk is new there too, mostly.
 		val, err := b.s.storedValue(h, false)
 		if err == nil {
-			err = b.r.put(ctx, b.r.chunkKey(h), val)
+			err = b.r.Put(ctx, b.r.ChunkKey(h), val)
 		}
 		if err == nil {
 			b.s.metrics.uploadedBytes.Add(float64(len(val)))
@@ -84,7 +85,7 @@ func (s *Store) Publish(ctx context.Context, name string) error {
 		err = b.publishOne(ctx, name, st, known)
 	}
 	if err != nil {
-		return fmt.Errorf("publish to %s: %v", b.r.url, err) // EIO, whatever the cause
+		return fmt.Errorf("publish to %s: %v", b.r, err) // EIO, whatever the cause
 	}
 	return nil
 }
@@ -168,28 +169,28 @@ func (b *bucketBacking) publishOne(ctx context.Context, name string, st checkpoi
 	if err := s.setCheckpointState(name, &checkpointState{Owned: true, Digest: d}); err != nil {
 		return err
 	}
-	s.log.Debug("published", "checkpoint", name, "remote", b.r.url)
+	s.log.Debug("published", "checkpoint", name, "remote", b.r)
 	return nil
 }
 
 // publishCheckpoint uploads the chunks of m the bucket lacks, then m.
-func (b *bucketBacking) publishCheckpoint(ctx context.Context, m *checkpointManifest, js []byte) error {
-	_, err := m.eachChunk(ctx, func(int64) {}, func(ctx context.Context, ref chunk.Ref) (int64, error) {
+func (b *bucketBacking) publishCheckpoint(ctx context.Context, m *bucket.Manifest, js []byte) error {
+	_, err := eachChunk(ctx, m, func(int64) {}, func(ctx context.Context, ref chunk.Ref) (int64, error) {
 		return 0, b.uploadChunk(ctx, ref.Hash)
 	})
 	if err != nil {
 		return err
 	}
-	return b.r.put(ctx, b.r.manifestKey(m.Name), js)
+	return b.r.Put(ctx, b.r.ManifestKey(m.Name), js)
 }
 
 // withdraw removes the manifest and then the lease of a checkpoint this
 // store wrote and removed.
 func (b *bucketBacking) withdraw(ctx context.Context, name string) error {
-	if err := b.r.remove(ctx, b.r.manifestKey(name)); err != nil {
+	if err := b.r.Remove(ctx, b.r.ManifestKey(name)); err != nil {
 		return err
 	}
-	if err := b.r.remove(ctx, b.r.leaseKey(name)); err != nil {
+	if err := b.r.Remove(ctx, b.r.LeaseKey(name)); err != nil {
 		return err
 	}
 	return b.s.setCheckpointState(name, nil)
@@ -226,17 +227,17 @@ func (b *bucketBacking) acquireLease(ctx context.Context, name string) error {
 
 // claimLease makes store id the writer of checkpoint name in r, unless
 // another store is: then EEXIST, naming the holder.
-func (s *Store) claimLease(ctx context.Context, r *Remote, id, name string) error {
+func (s *Store) claimLease(ctx context.Context, r *bucket.Remote, id, name string) error {
 	host, _ := os.Hostname()
 	js, _ := json.Marshal(lease{Store: id, Host: host, Since: time.Now().UTC()})
-	won, err := r.putIfAbsent(ctx, r.leaseKey(name), js)
+	won, err := r.PutIfAbsent(ctx, r.LeaseKey(name), js)
 	if err != nil {
 		return fmt.Errorf("lease of %s: %w", name, err)
 	}
 	if won {
 		return nil
 	}
-	data, err := r.get(ctx, r.leaseKey(name), 4096)
+	data, err := r.Get(ctx, r.LeaseKey(name), 4096)
 	if err != nil {
 		return fmt.Errorf("lease of %s: %w", name, err)
 	}

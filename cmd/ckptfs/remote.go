@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/ckptfs/ckptfs/cache/bucket"
 	"os"
 	"os/signal"
 	"syscall"
@@ -25,8 +26,8 @@ func (f *remoteFlags) add(cmd *cobra.Command, required bool) {
 	}
 }
 
-func (f *remoteFlags) open(ctx context.Context) (*cache.Remote, error) {
-	return cache.OpenRemote(ctx, cache.RemoteConfig{URL: f.url, Endpoint: f.endpoint, CredentialsFile: f.credentials, Profile: f.profile})
+func (f *remoteFlags) open(ctx context.Context) (*bucket.Remote, error) {
+	return bucket.Open(ctx, bucket.Config{URL: f.url, Endpoint: f.endpoint, CredentialsFile: f.credentials, Profile: f.profile})
 }
 
 const remoteHelp = `
@@ -78,7 +79,7 @@ pull and names the chunk.` + remoteHelp,
 	return cmd
 }
 
-type transferFunc func(*cache.Store, context.Context, *cache.Remote, string, func(int64)) (*cache.Transfer, error)
+type transferFunc func(*cache.Store, context.Context, *bucket.Remote, string, func(int64)) (*cache.Transfer, error)
 
 // transfer runs a push or pull of NAME, stopping cleanly on Ctrl-C.
 func (a *app) transfer(rf remoteFlags, arg, verb string, move transferFunc) error {

@@ -1,4 +1,4 @@
-package cache
+package bucket
 
 import (
 	"fmt"
@@ -17,14 +17,14 @@ const (
 	maxTargetLen       = 4096 // a symlink target, as PATH_MAX
 )
 
-// validate checks a manifest read from a bucket, which another node (or
+// Validate checks a manifest read from a bucket, which another node (or
 // anyone with write access to the bucket) wrote, as hostile input: names
 // that are plain, unique and below an earlier folder; only files, folders
 // and symlinks, each with only what its type has; chunk lengths that are
 // possible and add up to the file's size. It clears set-user-ID and
 // set-group-ID bits: another node's modes are not a reason to run
 // something as its owner here.
-func (m *checkpointManifest) validate(name string) error {
+func (m *Manifest) Validate(name string) error {
 	if m.Name != name {
 		return fmt.Errorf("it names checkpoint %q", m.Name)
 	}
@@ -43,12 +43,12 @@ func (m *checkpointManifest) validate(name string) error {
 	return nil
 }
 
-func (e *manifestEntry) validate(root bool, dirs, seen map[string]bool) error {
+func (e *Entry) validate(root bool, dirs, seen map[string]bool) error {
 	switch {
 	case root && e.Path != "":
 		return fmt.Errorf("the first entry must be the checkpoint itself")
 	case !root:
-		if err := plainPath(e.Path); err != nil {
+		if err := PlainPath(e.Path); err != nil {
 			return err
 		}
 		if parent := path.Dir(e.Path); !dirs[strings.TrimPrefix(parent, ".")] {
@@ -96,9 +96,9 @@ func (e *manifestEntry) validate(root bool, dirs, seen map[string]bool) error {
 	return nil
 }
 
-// plainPath accepts a relative slash-separated path of names that a local
+// PlainPath accepts a relative slash-separated path of names that a local
 // file system can hold: no empty, ".", ".." or overlong name, no NUL.
-func plainPath(p string) error {
+func PlainPath(p string) error {
 	if p == "" || path.Clean(p) != p || path.IsAbs(p) {
 		return fmt.Errorf("not a plain relative path")
 	}

@@ -1,9 +1,11 @@
-package cache
+package bucket
 
 import (
-	"github.com/ckptfs/ckptfs/cache/chunk"
 	"syscall"
 	"testing"
+
+	"github.com/ckptfs/ckptfs/cache/chunk"
+	"github.com/ckptfs/ckptfs/cache/object"
 )
 
 // FuzzParseManifest feeds manifest objects, as a bucket might hold them,
@@ -15,12 +17,12 @@ func FuzzParseManifest(f *testing.F) {
 		`{"path":"l","Mode":41471,"Target":"a"}]}`))
 	f.Add([]byte(`{"format":"ckptfs-checkpoint/1","name":"ck","entries":[{"path":"","Mode":16877},{"path":"../x","Mode":33188}]}`))
 	f.Fuzz(func(t *testing.T, js []byte) {
-		m, err := parseManifest(&Remote{url: "s3://fuzz"}, "ck", js)
+		m, err := Parse(New(object.NewMemory(), "", "s3://fuzz"), "ck", js)
 		if err != nil {
 			return
 		}
 		for i, e := range m.Entries {
-			if i > 0 && plainPath(e.Path) != nil {
+			if i > 0 && PlainPath(e.Path) != nil {
 				t.Fatalf("accepted path %q", e.Path)
 			}
 			if e.Mode&(syscall.S_ISUID|syscall.S_ISGID) != 0 {

@@ -1,4 +1,7 @@
-package cache
+// Package bucket is what ckptfs keeps in a bucket, apart from the store:
+// the layout of its objects (chunks/, checkpoints/, leases/ under a
+// prefix) and the checkpoint manifest's wire form and validation.
+package bucket
 
 import (
 	"context"
@@ -26,9 +29,9 @@ type Remote struct {
 	url     string // s3://BUCKET/PREFIX, for messages
 }
 
-// RemoteConfig says where a bucket is and whose credentials reach it.
+// Config says where a bucket is and whose credentials reach it.
 // Region and retries come from AWS_REGION and AWS_MAX_ATTEMPTS.
-type RemoteConfig struct {
+type Config struct {
 	URL      string // s3://BUCKET[/PREFIX]
 	Endpoint string // host:port or http(s)://host:port; else AWS_ENDPOINT_URL, else AWS S3
 	// CredentialsFile and Profile name a shared credentials file
@@ -37,8 +40,8 @@ type RemoteConfig struct {
 	CredentialsFile, Profile string
 }
 
-// OpenRemote connects to the bucket of cfg.URL and checks that it exists.
-func OpenRemote(ctx context.Context, cfg RemoteConfig) (*Remote, error) {
+// Open connects to the bucket of cfg.URL and checks that it exists.
+func Open(ctx context.Context, cfg Config) (*Remote, error) {
 	u, err := url.Parse(cfg.URL)
 	if err != nil || u.Scheme != "s3" || u.Host == "" {
 		return nil, fmt.Errorf("remote %q: want s3://BUCKET/PREFIX", cfg.URL)
@@ -48,28 +51,30 @@ func OpenRemote(ctx context.Context, cfg RemoteConfig) (*Remote, error) {
 	if err != nil {
 		return nil, fmt.Errorf("remote %s: %w", cfg.URL, err)
 	}
-	return newRemote(s3, strings.Trim(u.Path, "/"), cfg.URL), nil
+	return New(s3, strings.Trim(u.Path, "/"), cfg.URL), nil
 }
 
-// newRemote lays checkpoints out under prefix in objects; url names it.
-func newRemote(objects object.Store, prefix, url string) *Remote {
+// New lays checkpoints out under prefix in objects; url names it.
+func New(objects object.Store, prefix, url string) *Remote {
 	if prefix != "" {
 		prefix += "/"
 	}
 	return &Remote{objects: objects, prefix: prefix, url: url}
 }
 
-func (r *Remote) chunkKey(h chunk.Hash) string   { return r.prefix + "chunks/" + h.String() }
-func (r *Remote) manifestKey(name string) string { return r.prefix + "checkpoints/" + name }
-func (r *Remote) leaseKey(name string) string    { return r.prefix + "leases/" + name }
+// ChunkKey, ManifestKey and LeaseKey name a chunk's, a checkpoint's
+// manifest's and its lease's objects.
+func (r *Remote) ChunkKey(h chunk.Hash) string   { return r.prefix + "chunks/" + h.String() }
+func (r *Remote) ManifestKey(name string) string { return r.prefix + "checkpoints/" + name }
+func (r *Remote) LeaseKey(name string) string    { return r.prefix + "leases/" + name }
 
 // String is the bucket's s3:// URL.
 func (r *Remote) String() string { return r.url }
 
-// hasChunk reports whether the bucket holds chunk h.
-func (r *Remote) hasChunk(ctx context.Context, h chunk.Hash) (bool, error) {
-	_, err := r.objects.Stat(ctx, r.chunkKey(h))
-	if isNotExist(err) {
+// HasChunk reports whether the bucket holds chunk h.
+func (r *Remote) HasChunk(ctx context.Context, h chunk.Hash) (bool, error) {
+	_, err := r.objects.Stat(ctx, r.ChunkKey(h))
+	if IsNotExist(err) {
 		return false, nil
 	}
 	if err != nil {
@@ -78,16 +83,17 @@ func (r *Remote) hasChunk(ctx context.Context, h chunk.Hash) (bool, error) {
 	return true, nil
 }
 
-func (r *Remote) put(ctx context.Context, key string, data []byte) error {
+// Put writes an object.
+func (r *Remote) Put(ctx context.Context, key string, data []byte) error {
 	if err := r.objects.Put(ctx, key, data); err != nil {
 		return fmt.Errorf("%s: %w", r.url, err)
 	}
 	return nil
 }
 
-// get reads a whole object; ErrNotExist when there is none. An object over
+// Get reads a whole object; ErrNotExist when there is none. An object over
 // limit is corrupt: nothing ckptfs writes is that large.
-func (r *Remote) get(ctx context.Context, key string, limit int64) ([]byte, error) {
+func (r *Remote) Get(ctx context.Context, key string, limit int64) ([]byte, error) {
 	data, err := r.objects.Get(ctx, key, limit)
 	if errors.Is(err, object.ErrTooLarge) {
 		return nil, fmt.Errorf("%s: %w: %w", r.url, err, chunk.ErrCorrupt)
@@ -98,12 +104,12 @@ func (r *Remote) get(ctx context.Context, key string, limit int64) ([]byte, erro
 	return data, nil
 }
 
-// isNotExist reports whether err says an object is missing.
-func isNotExist(err error) bool { return errors.Is(err, object.ErrNotExist) }
+// IsNotExist reports whether err says an object is missing.
+func IsNotExist(err error) bool { return errors.Is(err, object.ErrNotExist) }
 
-// listCheckpoints lists the top-level checkpoint manifests in the bucket,
+// ListCheckpoints lists the top-level checkpoint manifests in the bucket,
 // name to ETag. Names with a slash (pushed as run/ck) are not listed.
-func (r *Remote) listCheckpoints(ctx context.Context) (map[string]string, error) {
+func (r *Remote) ListCheckpoints(ctx context.Context) (map[string]string, error) {
 	dir := r.prefix + "checkpoints/"
 	objects, err := r.objects.List(ctx, dir)
 	if err != nil {
@@ -118,9 +124,9 @@ func (r *Remote) listCheckpoints(ctx context.Context) (map[string]string, error)
 	return out, nil
 }
 
-// putIfAbsent writes key only if no object has that name and reports
+// PutIfAbsent writes key only if no object has that name and reports
 // whether it did.
-func (r *Remote) putIfAbsent(ctx context.Context, key string, data []byte) (bool, error) {
+func (r *Remote) PutIfAbsent(ctx context.Context, key string, data []byte) (bool, error) {
 	won, err := r.objects.PutIfAbsent(ctx, key, data)
 	if err != nil {
 		return false, fmt.Errorf("%s: %w", r.url, err)
@@ -128,7 +134,8 @@ func (r *Remote) putIfAbsent(ctx context.Context, key string, data []byte) (bool
 	return won, nil
 }
 
-func (r *Remote) remove(ctx context.Context, key string) error {
+// Remove deletes an object.
+func (r *Remote) Remove(ctx context.Context, key string) error {
 	if err := r.objects.Remove(ctx, key); err != nil {
 		return fmt.Errorf("%s: %w", r.url, err)
 	}
