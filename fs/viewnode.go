@@ -8,6 +8,7 @@ import (
 	"io"
 	"sync"
 	"syscall"
+	"weak"
 
 	"github.com/ckptfs/ckptfs/cache"
 	"github.com/ckptfs/ckptfs/layout"
@@ -30,6 +31,12 @@ type viewDirNode struct {
 	ino     uint64
 	mtime   int64
 	acc     access // the folder's, minus write
+
+	mu sync.Mutex
+	// last is the view as planned for key, while anything still holds it:
+	// an open file of it pins it (roHandle), so it reads the snapshot it
+	// was opened on whatever the folder does meanwhile.
+	last weak.Pointer[views.View]
 }
 
 var (
@@ -62,7 +69,7 @@ func (n *dirNode) lookupView(ctx context.Context, name, base string, spec layout
 	}
 	acc := accessOf(dir)
 	node := &viewDirNode{fsys: n.fsys, id: viewID{dir.Ino, spec}, key: v.Key, dirPath: n.Path(nil) + "/" + base,
-		name: name, kind: kind, mtime: dir.Mtime, acc: acc,
+		name: name, kind: kind, mtime: dir.Mtime, acc: acc, last: weak.Make(v),
 		ino: syntheticIno("view", dir.Ino, name, v.Key, acc.uid, acc.gid, acc.perm)}
 	node.fillAttr(&out.Attr)
 	return n.NewInode(ctx, node, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: node.ino}), 0
@@ -96,9 +103,19 @@ func (n *viewDirNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.At
 	return 0
 }
 
-// plan is the node's view (see FS.viewOf).
+// plan is the node's view: the one still in use, or the plan cache's
+// (see FS.viewOf).
 func (n *viewDirNode) plan() (*views.View, error) {
-	return n.fsys.viewOf(n.id, n.key, n.dirPath)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if v := n.last.Value(); v != nil {
+		return v, nil
+	}
+	v, err := n.fsys.viewOf(n.id, n.key, n.dirPath)
+	if err == nil {
+		n.last = weak.Make(v)
+	}
+	return v, err
 }
 
 func (n *viewDirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
@@ -116,6 +133,7 @@ func (n *viewDirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOu
 			return v.ReadAt(i, p, off)
 		}
 		node := n.newFile(name, f.Size, weightsAccess(v.Weights), n.mtime, readAt, hot.Key("view", n.key, n.name, name))
+		node.pin = func() (any, error) { return n.plan() }
 		node.fillAttr(&out.Attr)
 		return n.NewInode(ctx, node, fs.StableAttr{Mode: syscall.S_IFREG, Ino: node.ino}), 0
 	}
@@ -184,6 +202,7 @@ type roFileNode struct {
 	acc    access
 	mtime  int64
 	readAt func(p []byte, off int64) (int, error)
+	pin    func() (any, error) // what an open must hold for readAt to work; nil for none
 	hotKey string
 	reads  prometheus.Counter // bytes served, by view kind
 
@@ -230,11 +249,18 @@ func (n *roFileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uin
 	if h := n.hot.open(n.fsys.hot, n.hotKey, always, n.Path(nil), n.fsys.log); h != nil {
 		return h, 0, 0
 	}
+	h := &roHandle{node: n}
+	if n.pin != nil {
+		var err error
+		if h.pinned, err = n.pin(); err != nil {
+			return nil, 0, toErrno(n.fsys.log, "open "+n.Path(nil), err)
+		}
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.hot.cached++
 	n.hot.countOpen(n.fsys.hot, n.hotKey, n.size, readAtFunc(n.readAt))
-	return &roHandle{node: n}, fuse.FOPEN_KEEP_CACHE, 0
+	return h, fuse.FOPEN_KEEP_CACHE, 0
 }
 
 func (n *roFileNode) Read(ctx context.Context, f fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
@@ -248,7 +274,10 @@ func (n *roFileNode) Read(ctx context.Context, f fs.FileHandle, dest []byte, off
 
 // roHandle is an open of a view file through the FUSE page cache; the node
 // serves its reads.
-type roHandle struct{ node *roFileNode }
+type roHandle struct {
+	node   *roFileNode
+	pinned any // what the file reads, held while it is open (see viewDirNode.last)
+}
 
 func (h *roHandle) Release(ctx context.Context) syscall.Errno {
 	h.node.mu.Lock()
