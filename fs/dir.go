@@ -16,6 +16,7 @@ import (
 // subdirectories.
 type dirNode struct {
 	fs.Inode
+	noXattrs
 	fsys *FS
 	ino  uint64
 }
@@ -32,6 +33,7 @@ var (
 	_ = (fs.NodeRmdirer)((*dirNode)(nil))
 	_ = (fs.NodeRenamer)((*dirNode)(nil))
 	_ = (fs.NodeStatfser)((*dirNode)(nil))
+	_ = (fs.NodeSetxattrer)((*dirNode)(nil))
 )
 
 func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {

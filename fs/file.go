@@ -17,6 +17,7 @@ import (
 // release commits them.
 type fileNode struct {
 	fs.Inode
+	noXattrs
 	fsys *FS
 	ino  uint64
 
@@ -38,6 +39,7 @@ var (
 	_ = (fs.NodeGetattrer)((*fileNode)(nil))
 	_ = (fs.NodeSetattrer)((*fileNode)(nil))
 	_ = (fs.NodeOpener)((*fileNode)(nil))
+	_ = (fs.NodeSetxattrer)((*fileNode)(nil))
 )
 
 func (n *fileNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
@@ -75,6 +77,12 @@ func (n *fileNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAtt
 		}
 		if err != nil {
 			return toErrno(n.fsys.log, "truncate", err)
+		}
+	}
+	if mt, ok := in.GetMTime(); ok {
+		if p := n.lockPending(false); p != nil {
+			p.mtime = mt.UnixNano() // what the commit will keep
+			p.mu.Unlock()
 		}
 	}
 	rec, err := n.fsys.store.Update(n.ino, func(rec *meta.Inode) error { applyAttr(rec, in); return nil })

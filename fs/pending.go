@@ -36,6 +36,10 @@ type pending struct {
 	staged  *os.File      // content written at random
 	size    int64
 	writers map[*handle]struct{} // handles whose writes it holds
+	// mtime is the file's modification time once committed: that of the
+	// last write or truncate, or what a utimens after it set (cp -a and
+	// tar set times before they close).
+	mtime int64
 }
 
 // lockPending returns the node's pending content with its lock held,
@@ -97,6 +101,7 @@ func (p *pending) write(data []byte, off int64) error {
 		}
 	}
 	p.size = max(p.size, off+int64(len(data)))
+	p.mtime = now()
 	return nil
 }
 
@@ -143,6 +148,7 @@ func (p *pending) truncate(size int64) error {
 	if p.stream != nil && size == p.stream.Len() {
 		return nil
 	}
+	p.mtime = now()
 	if size == 0 {
 		p.discard()
 		p.base, p.size = &meta.Content{}, 0
@@ -183,7 +189,7 @@ func (p *pending) commit() error {
 	n := p.node
 	_, err = p.store().Update(n.ino, func(in *meta.Inode) error {
 		in.Content = *c
-		in.Mtime, in.Ctime = now(), now()
+		in.Mtime, in.Ctime = p.mtime, now()
 		return nil
 	})
 	if errors.Is(err, syscall.ENOENT) {

@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"github.com/ckptfs/ckptfs/cache/meta"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -11,6 +12,7 @@ import (
 // symlinkNode is a stored symbolic link.
 type symlinkNode struct {
 	fs.Inode
+	noXattrs
 	fsys *FS
 	ino  uint64
 }
@@ -18,6 +20,8 @@ type symlinkNode struct {
 var (
 	_ = (fs.NodeReadlinker)((*symlinkNode)(nil))
 	_ = (fs.NodeGetattrer)((*symlinkNode)(nil))
+	_ = (fs.NodeSetattrer)((*symlinkNode)(nil))
+	_ = (fs.NodeSetxattrer)((*symlinkNode)(nil))
 )
 
 func (n *symlinkNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
@@ -34,5 +38,24 @@ func (n *symlinkNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.At
 		return toErrno(n.fsys.log, "getattr", err)
 	}
 	setAttr(&out.Attr, in)
+	return 0
+}
+
+// Setattr changes a link's owner and times (lchown, lutimes), as cp -a and
+// tar -x do; a link's mode means nothing and is left as it is.
+func (n *symlinkNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if _, ok := in.GetSize(); ok {
+		return syscall.EINVAL
+	}
+	rec, err := n.fsys.store.Update(n.ino, func(rec *meta.Inode) error {
+		mode := rec.Mode
+		applyAttr(rec, in)
+		rec.Mode = mode
+		return nil
+	})
+	if err != nil {
+		return toErrno(n.fsys.log, "setattr", err)
+	}
+	setAttr(&out.Attr, rec)
 	return 0
 }
