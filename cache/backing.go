@@ -187,7 +187,7 @@ func (s *Store) setMeta(key string, v []byte) error {
 
 // uploaded reports whether the bucket is known to hold chunk h.
 func (s *Store) uploaded(h chunk.Hash) bool {
-	_, err := s.getMeta(meta.PrefixUploaded + string(h[:]))
+	_, err := s.getMeta(string(meta.UploadedKey(h)))
 	return err == nil
 }
 

@@ -32,13 +32,8 @@ type viewPlan struct {
 	key  string
 	view *views.View
 	err  error
-}
-
-func (p *viewPlan) weight() int64 {
-	if p.view == nil {
-		return 0
-	}
-	return viewWeight(p.view)
+	// weight is what view holds in memory, counted once when it is kept.
+	weight int64
 }
 
 // viewCache is an LRU of view plans.
@@ -72,8 +67,11 @@ func (c *viewCache) put(p *viewPlan) {
 	if e, ok := c.byID[p.id]; ok {
 		c.remove(e)
 	}
+	if p.view != nil {
+		p.weight = viewWeight(p.view)
+	}
 	c.byID[p.id] = c.order.PushFront(p)
-	c.weight += p.weight()
+	c.weight += p.weight
 	sameFolder := 0
 	for e := c.order.Front(); e != nil; {
 		next := e.Next()
@@ -93,5 +91,5 @@ func (c *viewCache) remove(e *list.Element) {
 	c.order.Remove(e)
 	p := e.Value.(*viewPlan)
 	delete(c.byID, p.id)
-	c.weight -= p.weight()
+	c.weight -= p.weight
 }
