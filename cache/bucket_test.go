@@ -5,16 +5,16 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"github.com/ckptfs/ckptfs/cache/bucket"
-	"github.com/ckptfs/ckptfs/cache/chunk"
-	"github.com/ckptfs/ckptfs/cache/meta"
-	"github.com/ckptfs/ckptfs/layout/layouttest"
 	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
 
+	"github.com/ckptfs/ckptfs/cache/bucket"
+	"github.com/ckptfs/ckptfs/cache/chunk"
+	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/cache/object"
+	"github.com/ckptfs/ckptfs/layout/layouttest"
 )
 
 // storeWithFile makes a store holding checkpoint name with one file of data.

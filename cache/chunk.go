@@ -3,11 +3,11 @@ package cache
 import (
 	"errors"
 	"fmt"
-	"github.com/ckptfs/ckptfs/cache/meta"
-	"github.com/ckptfs/ckptfs/cache/pack"
 	"time"
 
 	"github.com/ckptfs/ckptfs/cache/chunk"
+	"github.com/ckptfs/ckptfs/cache/meta"
+	"github.com/ckptfs/ckptfs/cache/pack"
 	"github.com/dgraph-io/badger/v4"
 )
 

@@ -3,11 +3,12 @@ package cache
 import (
 	"context"
 	"fmt"
+	"os"
+	"time"
+
 	"github.com/ckptfs/ckptfs/cache/chunk"
 	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/cache/pack"
-	"os"
-	"time"
 )
 
 // Eviction keeps the chunk packs under BackingOptions.DiskBytes. Packs go

@@ -3,13 +3,14 @@ package cache
 import (
 	"encoding/binary"
 	"fmt"
-	"github.com/ckptfs/ckptfs/cache/chunk"
-	"github.com/ckptfs/ckptfs/cache/meta"
-	"github.com/ckptfs/ckptfs/cache/pack"
 	"runtime"
 	"sort"
 	"sync"
 	"syscall"
+
+	"github.com/ckptfs/ckptfs/cache/chunk"
+	"github.com/ckptfs/ckptfs/cache/meta"
+	"github.com/ckptfs/ckptfs/cache/pack"
 )
 
 // FsckReport is the outcome of a full verification.

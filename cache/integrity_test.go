@@ -3,16 +3,16 @@ package cache
 import (
 	"context"
 	"errors"
-	"github.com/ckptfs/ckptfs/cache/chunk"
-	"github.com/ckptfs/ckptfs/cache/meta"
-	"github.com/ckptfs/ckptfs/cache/pack"
-	"github.com/ckptfs/ckptfs/layout/layouttest"
 	"os"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 
+	"github.com/ckptfs/ckptfs/cache/chunk"
+	"github.com/ckptfs/ckptfs/cache/meta"
+	"github.com/ckptfs/ckptfs/cache/pack"
+	"github.com/ckptfs/ckptfs/layout/layouttest"
 	"github.com/dgraph-io/badger/v4"
 )
 

@@ -2,8 +2,9 @@ package cache
 
 import (
 	"container/list"
-	"github.com/ckptfs/ckptfs/cache/chunk"
 	"sync"
+
+	"github.com/ckptfs/ckptfs/cache/chunk"
 )
 
 // lru holds decoded chunks up to a total number of bytes. Values are shared

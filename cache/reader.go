@@ -3,11 +3,12 @@ package cache
 import (
 	"errors"
 	"fmt"
-	"github.com/ckptfs/ckptfs/cache/chunk"
-	"github.com/ckptfs/ckptfs/cache/meta"
 	"io"
 	"sort"
 	"sync"
+
+	"github.com/ckptfs/ckptfs/cache/chunk"
+	"github.com/ckptfs/ckptfs/cache/meta"
 )
 
 // readaheadChunks is how many chunks past a sequential read are loaded in

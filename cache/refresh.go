@@ -4,11 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path"
+	"syscall"
+
 	"github.com/ckptfs/ckptfs/cache/bucket"
 	"github.com/ckptfs/ckptfs/cache/chunk"
 	"github.com/ckptfs/ckptfs/cache/meta"
-	"path"
-	"syscall"
 )
 
 // Refresh: every MetadataTTL the bucket's checkpoint list is read, and the

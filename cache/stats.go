@@ -2,10 +2,11 @@ package cache
 
 import (
 	"fmt"
+	"syscall"
+
 	"github.com/ckptfs/ckptfs/cache/chunk"
 	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/cache/pack"
-	"syscall"
 )
 
 // Stats describe the space a subtree of the namespace uses.

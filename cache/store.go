@@ -7,8 +7,6 @@ package cache
 import (
 	"errors"
 	"fmt"
-	"github.com/ckptfs/ckptfs/cache/meta"
-	"github.com/ckptfs/ckptfs/cache/pack"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -17,6 +15,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/ckptfs/ckptfs/cache/meta"
+	"github.com/ckptfs/ckptfs/cache/pack"
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
 )

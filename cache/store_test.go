@@ -5,10 +5,6 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"github.com/ckptfs/ckptfs/cache/chunk"
-	"github.com/ckptfs/ckptfs/cache/meta"
-	"github.com/ckptfs/ckptfs/cache/pack"
-	"github.com/ckptfs/ckptfs/layout/layouttest"
 	"io"
 	"os"
 	"path/filepath"
@@ -16,6 +12,11 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ckptfs/ckptfs/cache/chunk"
+	"github.com/ckptfs/ckptfs/cache/meta"
+	"github.com/ckptfs/ckptfs/cache/pack"
+	"github.com/ckptfs/ckptfs/layout/layouttest"
 )
 
 func openTemp(t *testing.T) *Store {

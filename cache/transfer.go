@@ -7,13 +7,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/ckptfs/ckptfs/cache/bucket"
-	"github.com/ckptfs/ckptfs/cache/chunk"
-	"github.com/ckptfs/ckptfs/cache/meta"
 	"path"
 	"sync/atomic"
 	"syscall"
 
+	"github.com/ckptfs/ckptfs/cache/bucket"
+	"github.com/ckptfs/ckptfs/cache/chunk"
+	"github.com/ckptfs/ckptfs/cache/meta"
 	"golang.org/x/sync/errgroup"
 )
 

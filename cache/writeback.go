@@ -5,14 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/ckptfs/ckptfs/cache/bucket"
-	"github.com/ckptfs/ckptfs/cache/chunk"
-	"github.com/ckptfs/ckptfs/cache/meta"
 	"os"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/ckptfs/ckptfs/cache/bucket"
+	"github.com/ckptfs/ckptfs/cache/chunk"
+	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/zeebo/blake3"
 )
 

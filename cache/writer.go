@@ -2,10 +2,10 @@ package cache
 
 import (
 	"errors"
-	"github.com/ckptfs/ckptfs/cache/meta"
 	"io"
 
 	"github.com/ckptfs/ckptfs/cache/ingest"
+	"github.com/ckptfs/ckptfs/cache/meta"
 )
 
 // Ingest reads r to its end, stores it as chunks (see ingest.Run) and

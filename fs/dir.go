@@ -3,9 +3,9 @@ package fs
 import (
 	"context"
 	"errors"
-	"github.com/ckptfs/ckptfs/cache/meta"
 	"syscall"
 
+	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/layout"
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"

@@ -2,12 +2,12 @@ package fs
 
 import (
 	"context"
-	"github.com/ckptfs/ckptfs/cache/meta"
 	"sync"
 	"sync/atomic"
 	"syscall"
 
 	"github.com/ckptfs/ckptfs/cache"
+	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 )

@@ -2,7 +2,6 @@ package fs
 
 import (
 	"context"
-	"github.com/ckptfs/ckptfs/cache/hot"
 	"io"
 	"log/slog"
 	"os"
@@ -10,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ckptfs/ckptfs/cache/hot"
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 )

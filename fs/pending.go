@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/ckptfs/ckptfs/cache/meta"
 	"io"
 	"os"
 	"strings"
@@ -12,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/ckptfs/ckptfs/cache"
+	"github.com/ckptfs/ckptfs/cache/meta"
 )
 
 // pending is a file's uncommitted content, shared by every handle that

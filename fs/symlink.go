@@ -2,9 +2,9 @@ package fs
 
 import (
 	"context"
-	"github.com/ckptfs/ckptfs/cache/meta"
 	"syscall"
 
+	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 )

@@ -2,9 +2,9 @@ package fs
 
 import (
 	"container/list"
-	"github.com/ckptfs/ckptfs/cache/views"
 	"sync"
 
+	"github.com/ckptfs/ckptfs/cache/views"
 	"github.com/ckptfs/ckptfs/layout"
 )
 

@@ -1,9 +1,9 @@
 package fs
 
 import (
-	"github.com/ckptfs/ckptfs/cache/views"
 	"testing"
 
+	"github.com/ckptfs/ckptfs/cache/views"
 	"github.com/ckptfs/ckptfs/layout"
 )
 

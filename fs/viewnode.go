@@ -2,15 +2,15 @@ package fs
 
 import (
 	"context"
-	"github.com/ckptfs/ckptfs/cache/hot"
-	"github.com/ckptfs/ckptfs/cache/meta"
-	"github.com/ckptfs/ckptfs/cache/views"
 	"io"
 	"sync"
 	"syscall"
 	"weak"
 
 	"github.com/ckptfs/ckptfs/cache"
+	"github.com/ckptfs/ckptfs/cache/hot"
+	"github.com/ckptfs/ckptfs/cache/meta"
+	"github.com/ckptfs/ckptfs/cache/views"
 	"github.com/ckptfs/ckptfs/layout"
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"

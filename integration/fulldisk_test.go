@@ -4,12 +4,13 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"github.com/ckptfs/ckptfs/layout/layouttest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
+
+	"github.com/ckptfs/ckptfs/layout/layouttest"
 )
 
 // A store on a small file system: writes past its space fail with ENOSPC

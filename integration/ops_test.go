@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/ckptfs/ckptfs/layout/layouttest"
 	"io"
 	"net"
 	"net/http"
@@ -19,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ckptfs/ckptfs/layout/layouttest"
 	"github.com/dustin/go-humanize"
 )
 

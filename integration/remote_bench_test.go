@@ -2,13 +2,14 @@ package integration
 
 import (
 	"fmt"
-	"github.com/ckptfs/ckptfs/layout/layouttest"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ckptfs/ckptfs/layout/layouttest"
 )
 
 // TestBenchRemote is 'make bench-remote', skipped otherwise: a checkpoint

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"github.com/ckptfs/ckptfs/layout/layouttest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ckptfs/ckptfs/layout/layouttest"
 	"github.com/minio/minio-go/v7"
 )
 

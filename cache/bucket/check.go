@@ -2,11 +2,12 @@ package bucket
 
 import (
 	"fmt"
-	"github.com/ckptfs/ckptfs/cache/chunk"
-	"github.com/ckptfs/ckptfs/cache/meta"
 	"path"
 	"strings"
 	"syscall"
+
+	"github.com/ckptfs/ckptfs/cache/chunk"
+	"github.com/ckptfs/ckptfs/cache/meta"
 )
 
 // Bounds on a checkpoint manifest read from a bucket, besides its size

@@ -1,10 +1,11 @@
 package bucket
 
 import (
-	"github.com/ckptfs/ckptfs/cache/chunk"
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/ckptfs/ckptfs/cache/chunk"
 )
 
 func TestManifestValidation(t *testing.T) {

@@ -3,6 +3,7 @@ package bucket
 import (
 	"encoding/json"
 	"fmt"
+
 	"github.com/ckptfs/ckptfs/cache/chunk"
 	"github.com/ckptfs/ckptfs/cache/meta"
 )

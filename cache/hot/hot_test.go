@@ -2,11 +2,12 @@ package hot
 
 import (
 	"bytes"
-	"github.com/ckptfs/ckptfs/layout/layouttest"
 	"log/slog"
 	"os"
 	"testing"
 	"time"
+
+	"github.com/ckptfs/ckptfs/layout/layouttest"
 )
 
 // A copy becomes readable once complete and lands under its key; a second

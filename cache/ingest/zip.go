@@ -2,9 +2,9 @@ package ingest
 
 import (
 	"bytes"
-	"github.com/ckptfs/ckptfs/cache/chunk"
 	"io"
 
+	"github.com/ckptfs/ckptfs/cache/chunk"
 	"github.com/ckptfs/ckptfs/layout"
 )
 

@@ -5,15 +5,15 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
-	"github.com/ckptfs/ckptfs/cache/chunk"
-	"github.com/ckptfs/ckptfs/cache/meta"
-	"github.com/ckptfs/ckptfs/layout/layouttest"
 	"os"
 	"path/filepath"
 	"sync"
 	"testing"
 
+	"github.com/ckptfs/ckptfs/cache/chunk"
+	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/layout"
+	"github.com/ckptfs/ckptfs/layout/layouttest"
 )
 
 // memPutter stores chunks in a map; Run calls it from all cores.

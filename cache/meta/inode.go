@@ -4,8 +4,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/ckptfs/ckptfs/cache/chunk"
 	"slices"
+
+	"github.com/ckptfs/ckptfs/cache/chunk"
 )
 
 // Kind says how a file's content was split at ingest.

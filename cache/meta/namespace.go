@@ -7,12 +7,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/ckptfs/ckptfs/cache/chunk"
 	"path"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/ckptfs/ckptfs/cache/chunk"
 	"github.com/dgraph-io/badger/v4"
 )
 

@@ -8,13 +8,14 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/ckptfs/ckptfs/cache/chunk"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/ckptfs/ckptfs/cache/chunk"
 )
 
 // Chunk values live in append-only pack files, written with write(2) and

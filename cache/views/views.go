@@ -6,8 +6,6 @@ package views
 
 import (
 	"fmt"
-	"github.com/ckptfs/ckptfs/cache/hot"
-	"github.com/ckptfs/ckptfs/cache/meta"
 	"io"
 	"log/slog"
 	"sort"
@@ -15,6 +13,8 @@ import (
 	"syscall"
 
 	"github.com/ckptfs/ckptfs/cache"
+	"github.com/ckptfs/ckptfs/cache/hot"
+	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/layout"
 )
 

@@ -3,8 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"github.com/ckptfs/ckptfs/cache/meta"
-	"github.com/ckptfs/ckptfs/cache/views"
 	"io"
 	"os"
 	"path"
@@ -13,6 +11,8 @@ import (
 	"time"
 
 	"github.com/ckptfs/ckptfs/cache"
+	"github.com/ckptfs/ckptfs/cache/meta"
+	"github.com/ckptfs/ckptfs/cache/views"
 	"github.com/ckptfs/ckptfs/layout"
 	"github.com/spf13/cobra"
 )

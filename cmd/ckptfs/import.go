@@ -2,13 +2,13 @@ package main
 
 import (
 	"fmt"
-	"github.com/ckptfs/ckptfs/cache/meta"
 	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
 
 	"github.com/ckptfs/ckptfs/cache"
+	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 )

@@ -1,13 +1,13 @@
 package main
 
 import (
-	"github.com/ckptfs/ckptfs/cache/meta"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/ckptfs/ckptfs/cache"
+	"github.com/ckptfs/ckptfs/cache/meta"
 )
 
 // An entry swapped for a symlink between its stat and its open fails the

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/ckptfs/ckptfs/cache/hot"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ckptfs/ckptfs/cache"
+	"github.com/ckptfs/ckptfs/cache/hot"
 	ckfs "github.com/ckptfs/ckptfs/fs"
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"

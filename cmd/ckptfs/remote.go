@@ -3,12 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
-	"github.com/ckptfs/ckptfs/cache/bucket"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"github.com/ckptfs/ckptfs/cache"
+	"github.com/ckptfs/ckptfs/cache/bucket"
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
 )
