@@ -2,219 +2,79 @@ package cache
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
-	"sync"
-	"sync/atomic"
-	"time"
+	"os"
 
-	"github.com/ckptfs/ckptfs/cache/bucket"
 	"github.com/ckptfs/ckptfs/cache/chunk"
 	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/cache/pack"
-	"github.com/dgraph-io/badger/v4"
-	"golang.org/x/sync/singleflight"
 )
 
-// BackingOptions put a store in front of a bucket: the bucket holds every
-// checkpoint, and the store is a bounded cache of the chunks this mount
-// has read or written, plus the namespace.
-type BackingOptions struct {
-	Remote *bucket.Remote
-	// DiskBytes bounds the chunk packs on local disk; chunks the bucket
-	// holds are evicted, oldest pack first. 0: no bound.
-	DiskBytes int64
-	// MetadataTTL is how often the bucket's checkpoint list is read, so
-	// checkpoints published by other mounts appear (default 10 s).
-	MetadataTTL time.Duration
+// Backing is a bucket behind the store, as the store knows it (package
+// bucket implements it). Without one the store is all there is.
+type Backing interface {
+	// Stored is told of every chunk the store writes: write-back uploads it.
+	Stored(h chunk.Hash)
+	// Fetch gets chunk h, which the store lacks or holds damaged (local is
+	// that error), stores it with AddFetched and returns its raw bytes.
+	Fetch(h chunk.Hash, local error) ([]byte, error)
+	// Changed is told after every committed change of the namespace.
+	Changed()
+	// Claim is asked before top-level name is created or renamed into
+	// place: the bucket's lease of a new checkpoint.
+	Claim(name string) error
+	// Publish returns once the committed changes of top-level checkpoint
+	// name are in the bucket.
+	Publish(ctx context.Context, name string) error
+	// Close ends the backing's background work; the store closes after it.
+	Close() error
 }
 
-// Keys of the bucket state in the database.
-const (
-	uploadParallel  = 8 // chunk uploads in flight
-	publishInterval = time.Second
-)
+// noBacking is the backing of a store in front of nothing.
+type noBacking struct{}
 
-// checkpointState is what the store knows of a top-level checkpoint in the
-// bucket: whether this store writes it (holds its lease) or imported it
-// from another, and the digest of its manifest as last published or
-// imported. A local manifest with another digest has changes to publish.
-type checkpointState struct {
-	Owned   bool   `json:"owned,omitempty"`
-	ETag    string `json:"etag,omitempty"`    // of the imported manifest object
-	Digest  string `json:"digest,omitempty"`  // of the manifest; "" while an import is unfinished
-	Refused string `json:"refused,omitempty"` // digest of local changes to an imported checkpoint, reported once
-}
+func (noBacking) Stored(chunk.Hash)                               {}
+func (noBacking) Fetch(_ chunk.Hash, local error) ([]byte, error) { return nil, local }
+func (noBacking) Changed()                                        {}
+func (noBacking) Claim(string) error                              { return nil }
+func (noBacking) Publish(context.Context, string) error           { return nil }
+func (noBacking) Close() error                                    { return nil }
 
-// bucketBacking runs the store's side of a bucket: write-back of chunks
-// and manifests (writeback.go), fetches of missing chunks (Store.loadChunk),
-// import of other mounts' checkpoints (refresh.go) and eviction (evict.go).
-type bucketBacking struct {
-	s       *Store
-	r       *bucket.Remote
-	opts    BackingOptions
-	storeID string
-
-	uploads chan chunk.Hash // chunks written, to upload in the background
-	upload  singleflight.Group
-	dirty   atomic.Bool // the namespace changed since the last publish
-	pubMu   sync.Mutex  // one publish at a time
-	evictCh chan struct{}
-	refused map[string]string // checkpoint -> ETag of a manifest refused, used by refresh only
-
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-}
-
-// attachBucket makes the bucket of o the store's backing: it records the
-// bucket (a store caches one bucket for life), imports the bucket's
-// checkpoints and starts the background work.
-func (s *Store) attachBucket(o BackingOptions) error {
-	if o.MetadataTTL <= 0 {
-		o.MetadataTTL = 10 * time.Second
+// SetBacking puts the store in front of b and records b's bucket, url, as
+// the one the store caches, for life (the backing refuses another). A
+// backing sets itself before it starts work in the background, and before
+// the store serves.
+func (s *Store) SetBacking(b Backing, url string) error {
+	if err := s.SetValue(meta.KeyRemoteURL, []byte(url)); err != nil {
+		return fmt.Errorf("store %s: %w", s.dir, err)
 	}
-	if known := s.RemoteURL(); known != "" && known != o.Remote.String() {
-		return fmt.Errorf("store %s caches %s, not %s", s.dir, known, o.Remote)
-	}
-	id, err := s.storeID()
-	if err != nil {
-		return err
-	}
-	if err := s.setMeta(meta.KeyRemoteURL, []byte(o.Remote.String())); err != nil {
-		return err
-	}
-	if o.DiskBytes > 0 {
-		// Evict in steps of an eighth of the cache.
-		s.packs.SetTarget(min(pack.TargetSize, max(o.DiskBytes/8, 4*chunk.MaxSize)))
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	b := &bucketBacking{s: s, r: o.Remote, opts: o, storeID: id,
-		uploads: make(chan chunk.Hash, 64), evictCh: make(chan struct{}, 1), refused: map[string]string{}, ctx: ctx, cancel: cancel}
-	b.dirty.Store(true) // publish what an earlier session or a command left
-	if err := b.refresh(ctx); err != nil {
-		cancel()
-		return err
-	}
-	s.bucket = b
-	for range uploadParallel {
-		b.spawn(b.uploadLoop)
-	}
-	b.spawn(func() { b.every(publishInterval, nil, "publish to the bucket failed; retrying", b.publishChanged) })
-	b.spawn(func() { b.every(o.MetadataTTL, nil, "read checkpoints from the bucket", b.refresh) })
-	b.spawn(func() { b.every(evictCheckInterval, b.evictCh, "evict from the local cache", b.evict) })
+	s.cachesBucket.Store(true)
+	s.backing = b
 	return nil
 }
 
-func (b *bucketBacking) spawn(fn func()) {
-	b.wg.Add(1)
-	go func() {
-		defer b.wg.Done()
-		fn()
-	}()
-}
-
-// every runs fn each interval and whenever kick fires, until the backing
-// stops, logging its failures as what.
-func (b *bucketBacking) every(interval time.Duration, kick <-chan struct{}, what string, fn func(context.Context) error) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-t.C:
-		case <-kick:
-		case <-b.ctx.Done():
-			return
-		}
-		if err := fn(b.ctx); err != nil && b.ctx.Err() == nil {
-			b.s.log.Warn(what, "remote", b.r, "err", err)
-		}
-	}
-}
-
-// stop publishes what is left, for up to a minute, and ends the background
-// work; what is still unpublished is published by the next session.
-func (b *bucketBacking) stop() {
-	ctx, cancel := context.WithTimeout(b.ctx, time.Minute)
-	if err := b.publishChanged(ctx); err != nil {
-		b.s.log.Warn("unpublished changes left for the next mount", "remote", b.r, "err", err)
-	}
-	cancel()
-	b.cancel()
-	b.wg.Wait()
+// Publish makes the committed changes of top-level checkpoint name visible
+// in the bucket behind the store, if there is one.
+func (s *Store) Publish(ctx context.Context, name string) error {
+	return s.backing.Publish(ctx, name)
 }
 
 // RemoteURL is the bucket the store caches, "" if none.
 func (s *Store) RemoteURL() string {
-	v, _ := s.getMeta(meta.KeyRemoteURL)
+	v, _ := s.Value(meta.KeyRemoteURL)
 	return string(v)
 }
 
-// storeID names the store in leases; made once.
-func (s *Store) storeID() (string, error) {
-	if v, err := s.getMeta(meta.KeyStoreID); err == nil {
-		return string(v), nil
-	}
-	var rnd [12]byte
-	rand.Read(rnd[:])
-	id := hex.EncodeToString(rnd[:])
-	return id, s.setMeta(meta.KeyStoreID, []byte(id))
-}
-
-func (s *Store) getMeta(key string) ([]byte, error) {
-	var v []byte
-	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get([]byte(key))
-		if err != nil {
-			return err
-		}
-		v, err = item.ValueCopy(nil)
-		return err
-	})
-	return v, err
-}
-
-func (s *Store) setMeta(key string, v []byte) error {
-	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(key), v) }); err != nil {
-		return fmt.Errorf("store %s: set %s: %w", s.dir, key, err)
-	}
-	return nil
-}
-
-// uploaded reports whether the bucket is known to hold chunk h.
-func (s *Store) uploaded(h chunk.Hash) bool {
-	_, err := s.getMeta(string(meta.UploadedKey(h)))
+// Uploaded reports whether the bucket is known to hold chunk h.
+func (s *Store) Uploaded(h chunk.Hash) bool {
+	_, err := s.Value(string(meta.UploadedKey(h)))
 	return err == nil
 }
 
-// markBucketOnly records the chunks of an imported manifest that this
-// store does not hold as held by the bucket, where reads will fetch them.
-// A chunk this store holds is left alone: only its own upload (or a fetch)
-// may say the bucket has it, or a manifest naming a chunk the bucket lacks
-// would let eviction drop this store's only copy. Stores of new chunks
-// wait meanwhile (PutChunk clears the mark of a chunk it stores).
-func (s *Store) markBucketOnly(hs []chunk.Hash) error {
-	for i := range s.putLocks {
-		s.putLocks[i].Lock()
-		defer s.putLocks[i].Unlock()
-	}
-	var absent []chunk.Hash
-	for _, h := range hs {
-		if _, err := s.chunkLoc(h); errors.Is(err, errChunkMissing) {
-			absent = append(absent, h)
-		} else if err != nil {
-			return err
-		}
-	}
-	return s.markUploaded(absent...)
-}
-
-// markUploaded records that the bucket holds the chunks.
-func (s *Store) markUploaded(hs ...chunk.Hash) error {
+// MarkUploaded records that the bucket holds the chunks: eviction may drop
+// the store's copies.
+func (s *Store) MarkUploaded(hs ...chunk.Hash) error {
 	s.cachesBucket.Store(true)
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
@@ -226,49 +86,143 @@ func (s *Store) markUploaded(hs ...chunk.Hash) error {
 	return wb.Flush()
 }
 
-// checkpointStates reads the state of every checkpoint the bucket knows.
-func (s *Store) checkpointStates() (map[string]checkpointState, error) {
-	out := map[string]checkpointState{}
-	err := s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, Prefix: []byte(meta.PrefixCheckpoint)})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			var st checkpointState
-			err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &st) })
-			if err != nil {
-				return fmt.Errorf("state of %s: %w", it.Item().Key(), err)
+// MarkBucketOnly records the chunks of an imported manifest that this
+// store does not hold as held by the bucket, where reads will fetch them.
+// A chunk this store holds is left alone: only its own upload (or a fetch)
+// may say the bucket has it, or a manifest naming a chunk the bucket lacks
+// would let eviction drop this store's only copy. Stores of new chunks
+// wait meanwhile (PutChunk clears the mark of a chunk it stores).
+func (s *Store) MarkBucketOnly(hs []chunk.Hash) error {
+	for i := range s.putLocks {
+		s.putLocks[i].Lock()
+		defer s.putLocks[i].Unlock()
+	}
+	var absent []chunk.Hash
+	for _, h := range hs {
+		if _, err := s.chunkLoc(h); errors.Is(err, ErrChunkMissing) {
+			absent = append(absent, h)
+		} else if err != nil {
+			return err
+		}
+	}
+	return s.MarkUploaded(absent...)
+}
+
+// HasChunk reports whether the store holds chunk h (unverified).
+func (s *Store) HasChunk(h chunk.Hash) bool {
+	_, err := s.chunkLoc(h)
+	return err == nil
+}
+
+// StoredValue reads chunk h as stored, after checking its checksum and,
+// with decode, that it decodes to bytes of hash h: what a bucket holds.
+func (s *Store) StoredValue(h chunk.Hash, decode bool) ([]byte, error) {
+	loc, err := s.chunkLoc(h)
+	if err != nil {
+		return nil, err
+	}
+	var val []byte
+	err = s.packs.Read(h, loc, func(v []byte) error {
+		if decode {
+			if _, err := s.chunks.codecs.Decode(h, v); err != nil {
+				return err
 			}
-			out[strings.TrimPrefix(string(it.Item().Key()), meta.PrefixCheckpoint)] = st
+		} else if err := chunk.Check(h, v); err != nil {
+			return err
+		}
+		val = append([]byte(nil), v...)
+		return nil
+	})
+	return val, err
+}
+
+// AddFetched verifies val, chunk ref as a bucket stores it, against its
+// hash and length, stores it as is and returns the raw bytes. A value that
+// does not verify is chunk.ErrCorrupt.
+func (s *Store) AddFetched(ref chunk.Ref, val []byte) ([]byte, error) {
+	raw, err := s.chunks.codecs.Decode(ref.Hash, val)
+	if err == nil && ref.Len != 0 && len(raw) != int(ref.Len) {
+		err = fmt.Errorf("%d bytes, the manifest says %d: %w", len(raw), ref.Len, chunk.ErrCorrupt)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("chunk %s: %w", ref.Hash.Short(), err)
+	}
+	if err := s.ensureSpace(int64(len(val)), chunkReserve); err != nil {
+		return nil, err
+	}
+	if err := s.storeValue(ref.Hash, val); err != nil {
+		return nil, fmt.Errorf("store chunk %s: %w", ref.Hash.Short(), err)
+	}
+	return raw, nil
+}
+
+// PackFile is a pack on disk.
+type PackFile struct {
+	ID        uint32
+	Path      string
+	Size      int64
+	Appending bool // chunks are being appended to it
+}
+
+// Packs lists the packs on disk, oldest first.
+func (s *Store) Packs() ([]PackFile, error) {
+	ids, err := s.packs.List()
+	if err != nil {
+		return nil, err
+	}
+	cur, appending := s.packs.Current()
+	var out []PackFile
+	for _, id := range ids {
+		path := s.packs.Path(id)
+		if st, err := os.Stat(path); err == nil {
+			out = append(out, PackFile{id, path, st.Size(), appending && id == cur})
+		}
+	}
+	return out, nil
+}
+
+// SetPackTarget sets the size at which packs are sealed: a cache evicts
+// whole packs, so smaller packs evict in smaller steps.
+func (s *Store) SetPackTarget(n int64) { s.packs.SetTarget(min(pack.TargetSize, n)) }
+
+// EvictPack deletes pack id if droppable says yes of every live chunk in
+// it, with their index entries, and reports whether it did. No chunk is
+// read from, appended to or indexed in a pack meanwhile. The index says
+// which chunks are live, never the pack's bytes: a failed append can
+// leave a hole that a walk of the records would misread.
+func (s *Store) EvictPack(id uint32, droppable func(chunk.Hash) bool) (bool, error) {
+	s.evictMu.Lock()
+	defer s.evictMu.Unlock()
+	live, err := s.indexedIn(id)
+	if err != nil {
+		return false, err
+	}
+	for _, h := range live {
+		if !droppable(h) {
+			return false, nil // pinned
+		}
+	}
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	for _, h := range live {
+		if err := wb.Delete(meta.ChunkKey(h)); err != nil {
+			return false, err
+		}
+	}
+	if err := wb.Flush(); err != nil {
+		return false, err
+	}
+	return true, s.packs.Remove(id)
+}
+
+// indexedIn lists the chunks the index places in pack id.
+func (s *Store) indexedIn(id uint32) ([]chunk.Hash, error) {
+	var out []chunk.Hash
+	err := s.ScanChunks(func(h chunk.Hash, loc pack.Loc, err error) error {
+		if err == nil && loc.Pack == id {
+			out = append(out, h)
 		}
 		return nil
 	})
 	return out, err
-}
-
-// checkpointState reads the state of one checkpoint; known is false when
-// the store has none.
-func (s *Store) checkpointState(name string) (st checkpointState, known bool, err error) {
-	v, err := s.getMeta(meta.PrefixCheckpoint + name)
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return st, false, nil
-	}
-	if err == nil {
-		err = json.Unmarshal(v, &st)
-	}
-	if err != nil {
-		return st, false, fmt.Errorf("state of %s: %w", name, err)
-	}
-	return st, true, nil
-}
-
-func (s *Store) setCheckpointState(name string, st *checkpointState) error {
-	key := []byte(meta.PrefixCheckpoint + name)
-	if st == nil {
-		return s.db.Update(func(txn *badger.Txn) error { return txn.Delete(key) })
-	}
-	v, err := json.Marshal(st)
-	if err != nil {
-		return err
-	}
-	return s.setMeta(string(key), v)
 }

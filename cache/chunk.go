@@ -45,9 +45,7 @@ func (s *Store) PutChunk(raw []byte, hint chunk.Hint) (chunk.Ref, error) {
 	if err := s.storeValue(ref.Hash, val, clear...); err != nil {
 		return ref, fmt.Errorf("write chunk %s: %w", ref.Hash.Short(), err)
 	}
-	if s.bucket != nil {
-		s.bucket.queueUpload(ref.Hash)
-	}
+	s.backing.Stored(ref.Hash)
 	since(s.metrics.storeSeconds, start)
 	s.metrics.unique.Add(int64(len(raw)))
 	s.metrics.stored.Add(int64(len(val)))
@@ -88,7 +86,7 @@ func (s *Store) chunkLoc(h chunk.Hash) (pack.Loc, error) {
 		})
 	})
 	if errors.Is(err, badger.ErrKeyNotFound) {
-		return loc, fmt.Errorf("chunk %s: %w: %w", h.Short(), errChunkMissing, chunk.ErrCorrupt)
+		return loc, fmt.Errorf("chunk %s: %w: %w", h.Short(), ErrChunkMissing, chunk.ErrCorrupt)
 	}
 	if err != nil {
 		return loc, fmt.Errorf("look up chunk %s: %w", h.Short(), err) // an I/O error stays one
@@ -97,37 +95,25 @@ func (s *Store) chunkLoc(h chunk.Hash) (pack.Loc, error) {
 }
 
 // loadChunk reads and verifies a chunk from its pack, bypassing the LRU.
-// In front of a bucket, a chunk the packs lack or hold damaged is fetched.
+// A chunk the packs lack or hold damaged is fetched from the backing.
 func (s *Store) loadChunk(h chunk.Hash) ([]byte, error) {
-	s.evictMu.RLock()
-	raw, err := s.loadLocalChunk(h)
-	s.evictMu.RUnlock()
+	raw, err := s.ReadLocal(h)
 	// Only a chunk the store lacks, or holds damaged, is fetched: an I/O
 	// error (EMFILE, a closed database) says nothing about the copy.
-	if err == nil || s.bucket == nil || !errors.Is(err, chunk.ErrCorrupt) {
+	if err == nil || !errors.Is(err, chunk.ErrCorrupt) {
 		return raw, err
 	}
-	if !errors.Is(err, errChunkMissing) {
-		s.log.Warn("local copy of a chunk is bad; fetching it from the bucket", "chunk", h.String(), "err", err)
-	}
-	s.metrics.fetchesInFlight.Inc()
-	raw, n, err := s.fetchChunk(s.bucket.ctx, s.bucket.r, chunk.Ref{Hash: h})
-	s.metrics.fetchesInFlight.Dec()
-	if err != nil {
-		return nil, fmt.Errorf("fetch %w", err) // a chunk that does not verify is chunk.ErrCorrupt: EIO
-	}
-	s.metrics.fetchedBytes.Add(float64(n))
-	if err := s.markUploaded(h); err != nil {
-		return nil, err
-	}
-	s.bucket.kickEvict()
-	return raw, nil
+	return s.backing.Fetch(h, err)
 }
 
-// errChunkMissing is a chunk the index does not know.
-var errChunkMissing = errors.New("chunk missing")
+// ErrChunkMissing is a chunk the index does not know.
+var ErrChunkMissing = errors.New("chunk missing")
 
-func (s *Store) loadLocalChunk(h chunk.Hash) ([]byte, error) {
+// ReadLocal reads chunk h from its pack and verifies it, bypassing the LRU
+// and the backing.
+func (s *Store) ReadLocal(h chunk.Hash) ([]byte, error) {
+	s.evictMu.RLock()
+	defer s.evictMu.RUnlock()
 	loc, err := s.chunkLoc(h)
 	if err != nil {
 		return nil, err
@@ -143,4 +129,27 @@ func (s *Store) loadLocalChunk(h chunk.Hash) ([]byte, error) {
 		return nil, fmt.Errorf("read chunk %s: %w", h.Short(), err)
 	}
 	return raw, nil
+}
+
+// ScanChunks calls fn with every stored chunk and its location, or the
+// error that kept the location from being read.
+func (s *Store) ScanChunks(fn func(h chunk.Hash, loc pack.Loc, err error) error) error {
+	return s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{meta.PrefixChunk}, PrefetchValues: true, PrefetchSize: 256})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			var h chunk.Hash
+			copy(h[:], it.Item().Key()[1:])
+			var loc pack.Loc
+			err := it.Item().Value(func(v []byte) error {
+				var err error
+				loc, err = pack.DecodeLoc(v)
+				return err
+			})
+			if err := fn(h, loc, err); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }

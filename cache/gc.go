@@ -1,7 +1,6 @@
 package cache
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -44,43 +43,6 @@ func (s *Store) reachable() (map[uint64]bool, map[chunk.Hash]string, error) {
 	return inodes, chunks, err
 }
 
-// scanKeys calls fn with every key under prefix.
-func (s *Store) scanKeys(prefix byte, fn func(key []byte) error) error {
-	return s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefix}})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			if err := fn(it.Item().KeyCopy(nil)); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-}
-
-// scanChunks calls fn with every stored chunk and its location, or the
-// error that kept the location from being read.
-func (s *Store) scanChunks(fn func(h chunk.Hash, loc pack.Loc, err error) error) error {
-	return s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{meta.PrefixChunk}, PrefetchValues: true, PrefetchSize: 256})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			var h chunk.Hash
-			copy(h[:], it.Item().Key()[1:])
-			var loc pack.Loc
-			err := it.Item().Value(func(v []byte) error {
-				var err error
-				loc, err = pack.DecodeLoc(v)
-				return err
-			})
-			if err := fn(h, loc, err); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-}
-
 // packRecord is a live chunk in a pack.
 type packRecord struct {
 	hash chunk.Hash
@@ -105,7 +67,7 @@ func (s *Store) GC() (*GCResult, error) {
 	live := map[uint32][]packRecord{}
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
-	err = s.scanChunks(func(h chunk.Hash, loc pack.Loc, err error) error {
+	err = s.ScanChunks(func(h chunk.Hash, loc pack.Loc, err error) error {
 		if err != nil {
 			s.log.Warn("gc: chunk left in place", "chunk", h.String(), "err", err)
 			return nil // fsck reports it
@@ -119,8 +81,8 @@ func (s *Store) GC() (*GCResult, error) {
 		return wb.Delete(meta.ChunkKey(h))
 	})
 	if err == nil {
-		err = s.scanKeys(meta.PrefixInode, func(key []byte) error {
-			if len(key) != 9 || inodes[binary.BigEndian.Uint64(key[1:])] {
+		err = s.InodeKeys(func(key []byte) error {
+			if ino, ok := meta.InodeOfKey(key); !ok || inodes[ino] {
 				return nil
 			}
 			res.Inodes++

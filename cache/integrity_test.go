@@ -1,10 +1,8 @@
 package cache
 
 import (
-	"context"
 	"errors"
 	"os"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -13,7 +11,6 @@ import (
 	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/cache/pack"
 	"github.com/ckptfs/ckptfs/layout/layouttest"
-	"github.com/dgraph-io/badger/v4"
 )
 
 // Writers storing the same new chunk at once append it once.
@@ -55,10 +52,7 @@ func TestEvictionReadsTheIndexNotThePack(t *testing.T) {
 	}
 	f.WriteAt(make([]byte, pack.RecordHeader), 0)
 	f.Close()
-	b := &bucketBacking{s: s, opts: BackingOptions{DiskBytes: 1}}
-	if err := b.evict(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	evictAll(t, s)
 	if _, err := os.Stat(s.packs.Path(ids[0])); err != nil {
 		t.Fatalf("a pack of chunks the bucket lacks was evicted: %v", err)
 	}
@@ -88,7 +82,7 @@ func TestIOErrorIsNotCorruption(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	_, err = s.loadLocalChunk(ref.Hash)
+	_, err = s.ReadLocal(ref.Hash)
 	if err == nil || errors.Is(err, chunk.ErrCorrupt) || !errors.Is(err, syscall.EISDIR) {
 		t.Fatalf("read of an unreadable pack: %v, want an I/O error that is not ErrCorrupt", err)
 	}
@@ -107,32 +101,5 @@ func TestLyingChunkLengthIsCorrupt(t *testing.T) {
 		if _, err := s.NewReader("f", c).ReadAt(make([]byte, lie), 0); !errors.Is(err, chunk.ErrCorrupt) {
 			t.Errorf("length %d for a 1000-byte chunk: %v", lie, err)
 		}
-	}
-}
-
-// fsck reports every damaged record in one pass, and what lies below a
-// damaged directory is still reached.
-func TestFsckReportsEveryProblem(t *testing.T) {
-	s := openTemp(t)
-	dir, _ := s.Create(meta.RootIno, "a", meta.Inode{Mode: syscall.S_IFDIR | 0o755})
-	inner, _ := s.Create(dir.Ino, "inner.txt", meta.Inode{Mode: syscall.S_IFREG | 0o644})
-	b, _ := s.Create(meta.RootIno, "b", meta.Inode{Mode: syscall.S_IFDIR | 0o755})
-	file, _ := s.Create(b.Ino, "f.txt", meta.Inode{Mode: syscall.S_IFREG | 0o644})
-	for _, ino := range []uint64{dir.Ino, file.Ino} {
-		err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(meta.InodeKey(ino), []byte{99, 1, 2}) })
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	rep, err := s.Fsck()
-	if err != nil {
-		t.Fatal(err)
-	}
-	joined := strings.Join(rep.Problems, "\n")
-	if len(rep.Problems) != 2 || !strings.Contains(joined, "a: inode") || !strings.Contains(joined, "b/f.txt: inode") {
-		t.Fatalf("problems %q", rep.Problems)
-	}
-	if strings.Contains(joined, "not reachable") {
-		t.Fatalf("inode %d below the damaged directory reported unreachable: %q", inner.Ino, rep.Problems)
 	}
 }

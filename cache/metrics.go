@@ -13,9 +13,6 @@ type Metrics struct {
 	cacheHits, cacheMisses prometheus.Counter
 	decodeSeconds          prometheus.Histogram
 	storeSeconds           prometheus.Histogram
-	// Bucket traffic of a store in front of a bucket, in stored bytes.
-	fetchedBytes, uploadedBytes, evictedBytes prometheus.Counter
-	fetchesInFlight                           prometheus.Gauge
 	// Ingested bytes: all of them, those of new chunks, and those new
 	// chunks compressed. Plain atomics, so the ratios can be computed.
 	logical, unique, stored atomic.Int64
@@ -32,14 +29,6 @@ func newMetrics() *Metrics {
 			Help: "Time to read a chunk from its pack, decode it and verify its hash.", Buckets: latency}),
 		storeSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "ckptfs_chunk_store_seconds",
 			Help: "Time to compress a new chunk and append it to a pack.", Buckets: latency}),
-		fetchedBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "ckptfs_bucket_fetched_bytes_total",
-			Help: "Chunk bytes fetched from the bucket because the local cache lacked them."}),
-		uploadedBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "ckptfs_bucket_uploaded_bytes_total",
-			Help: "Chunk bytes uploaded to the bucket."}),
-		fetchesInFlight: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ckptfs_bucket_fetches_in_flight",
-			Help: "Chunk fetches from the bucket under way (readahead included)."}),
-		evictedBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "ckptfs_cache_evicted_bytes_total",
-			Help: "Pack bytes evicted from the local disk cache (their chunks are in the bucket)."}),
 	}
 }
 
@@ -56,7 +45,6 @@ func (m *Metrics) Collectors() []prometheus.Collector {
 	}
 	return []prometheus.Collector{
 		m.cacheHits, m.cacheMisses, m.decodeSeconds, m.storeSeconds,
-		m.fetchedBytes, m.uploadedBytes, m.evictedBytes, m.fetchesInFlight,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "ckptfs_ingest_logical_bytes_total",
 			Help: "Bytes written into the store, before deduplication."}, bytes(&m.logical)),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "ckptfs_ingest_unique_bytes_total",

@@ -44,7 +44,7 @@ func (s *Store) Stats(ino uint64) (*Stats, error) {
 			return nil, err
 		}
 	}
-	err = s.scanChunks(func(h chunk.Hash, loc pack.Loc, err error) error {
+	err = s.ScanChunks(func(h chunk.Hash, loc pack.Loc, err error) error {
 		if seen[h] && err == nil {
 			st.Stored += int64(loc.Len)
 		}

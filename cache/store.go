@@ -29,8 +29,9 @@ type Options struct {
 	// AllowDamagedTables opens a store whose Badger tables have damaged
 	// blocks, for fsck to report what they affect. Without it Open refuses.
 	AllowDamagedTables bool
-	// Bucket, if set, puts the store in front of a bucket (backing.go).
-	Bucket *BackingOptions
+	// Loaders bounds the chunks loaded ahead of readers at once (default:
+	// the cores). Fetches from a bucket wait on the network and want more.
+	Loaders int
 }
 
 // Store is an open ckptfs store directory.
@@ -43,8 +44,8 @@ type Store struct {
 	packs   *pack.Set
 	chunks  *chunkCache
 	metrics *Metrics
-	damage  error          // damaged tables found on open, see AllowDamagedTables
-	bucket  *bucketBacking // nil unless Options.Bucket
+	damage  error   // damaged tables found on open, see AllowDamagedTables
+	backing Backing // noBacking unless SetBacking
 	// evictMu is held to read from packs and to append and index a chunk,
 	// and taken exclusively to evict.
 	evictMu sync.RWMutex
@@ -105,20 +106,20 @@ func Open(dir string, o Options) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: %w (ckptfs fsck reports what it affects)", dir, damage)
 	}
-	s := &Store{dir: dir, opts: bo, db: db, log: o.Logger, packs: packs, metrics: newMetrics(), damage: damage}
-	parallel := runtime.NumCPU()
-	if o.Bucket != nil {
-		parallel = max(parallel, 8) // fetches wait on the network, not the cores
+	s := &Store{dir: dir, opts: bo, db: db, log: o.Logger, packs: packs, metrics: newMetrics(), damage: damage, backing: noBacking{}}
+	if o.Loaders <= 0 {
+		o.Loaders = runtime.NumCPU()
 	}
-	s.chunks = newChunkCache(s, o.CacheBytes, parallel)
+	s.chunks = newChunkCache(s, o.CacheBytes, o.Loaders)
 	s.Namespace, err = meta.OpenNamespace(db, meta.Hooks{
 		Reserve: func() error { return s.ensureSpace(0, metaReserve) },
-		Claim:   s.claim,
-		Changed: func() {
-			if s.bucket != nil {
-				s.bucket.dirty.Store(true)
+		Claim: func(parent uint64, name string) error {
+			if parent != meta.RootIno {
+				return nil
 			}
+			return s.backing.Claim(name)
 		},
+		Changed: func() { s.backing.Changed() },
 	})
 	if err != nil {
 		db.Close()
@@ -129,17 +130,17 @@ func Open(dir string, o Options) (*Store, error) {
 		s.Close()
 		return nil, fmt.Errorf("open store %s: clear staging: %w", dir, err)
 	}
-	if o.Bucket != nil {
-		if err := s.attachBucket(*o.Bucket); err != nil {
-			s.Close()
-			return nil, fmt.Errorf("open store %s: %w", dir, err)
-		}
-	}
 	return s, nil
 }
 
+// Damage names the damaged tables found on open (AllowDamagedTables).
+func (s *Store) Damage() error { return s.damage }
+
 // Dir is the store directory.
 func (s *Store) Dir() string { return s.dir }
+
+// Logger is where the store logs.
+func (s *Store) Logger() *slog.Logger { return s.log }
 
 // StagingDir holds files being rewritten out of order.
 func (s *Store) StagingDir() string { return filepath.Join(s.dir, "staging") }
@@ -158,10 +159,7 @@ func (s *Store) Sync() error {
 
 // Close flushes and closes the store.
 func (s *Store) Close() error {
-	if s.bucket != nil {
-		s.bucket.stop()
-	}
-	errs := []error{s.packs.Close()}
+	errs := []error{s.backing.Close(), s.packs.Close()}
 	if s.Namespace != nil {
 		errs = append(errs, s.Namespace.Close())
 	}

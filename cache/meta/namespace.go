@@ -587,3 +587,17 @@ func (s *Namespace) RemoveAll(parent uint64, name string) error {
 	}
 	return s.Remove(parent, name, in.Mode&syscall.S_IFMT == syscall.S_IFDIR)
 }
+
+// InodeKeys calls fn with the key of every inode record, reachable or not.
+func (s *Namespace) InodeKeys(fn func(key []byte) error) error {
+	return s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{PrefixInode}})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			if err := fn(it.Item().KeyCopy(nil)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}

@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/ckptfs/ckptfs/cache"
+	"github.com/ckptfs/ckptfs/cache/check"
 	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/cache/views"
 	"github.com/dustin/go-humanize"
@@ -226,7 +227,7 @@ problems}.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.withStore(cache.Options{AllowDamagedTables: true}, func(store *cache.Store) error {
-				rep, err := store.Fsck()
+				rep, err := check.Store(store)
 				if err != nil {
 					return err
 				}

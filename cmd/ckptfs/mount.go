@@ -9,14 +9,16 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/ckptfs/ckptfs/cache"
+	"github.com/ckptfs/ckptfs/cache/bucket"
 	"github.com/ckptfs/ckptfs/cache/hot"
-	ckfs "github.com/ckptfs/ckptfs/fs"
+	"github.com/ckptfs/ckptfs/fs"
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
 )
@@ -25,7 +27,7 @@ import (
 const readyFdEnv = "CKPTFS_READY_FD"
 
 func (a *app) mountCmd() *cobra.Command {
-	var opts ckfs.Options
+	var opts fs.Options
 	var foreground bool
 	var cacheSize, hotSize, remoteCacheSize string
 	var srv serveOptions
@@ -199,24 +201,18 @@ type serveOptions struct {
 	remoteTTL            time.Duration
 }
 
-// storeOptions opens the bucket the store is to be in front of, if any.
-func (so *serveOptions) storeOptions() (cache.Options, error) {
-	o := cache.Options{CacheBytes: so.cacheBytes}
+// openBucket opens the bucket the store is to be in front of, nil if none.
+func (so *serveOptions) openBucket() (*bucket.Remote, error) {
 	if so.remote.url == "" {
-		return o, nil
+		return nil, nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	r, err := so.remote.open(ctx)
-	if err != nil {
-		return o, err
-	}
-	o.Bucket = &cache.BackingOptions{Remote: r, DiskBytes: so.remoteDiskBytes, MetadataTTL: so.remoteTTL}
-	return o, nil
+	return so.remote.open(ctx)
 }
 
 // serve mounts and serves until unmounted or signalled.
-func (a *app) serve(mnt string, opts ckfs.Options, so serveOptions) (err error) {
+func (a *app) serve(mnt string, opts fs.Options, so serveOptions) (err error) {
 	ready := func(msg string) {}
 	if fd := os.Getenv(readyFdEnv); fd == "3" {
 		f := os.NewFile(3, "ready")
@@ -233,15 +229,19 @@ func (a *app) serve(mnt string, opts ckfs.Options, so serveOptions) (err error) 
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(so.cacheBytes + 192<<20)
 	}
-	storeOpts, err := so.storeOptions()
+	remote, err := so.openBucket()
 	if err != nil {
 		return err
+	}
+	storeOpts := cache.Options{CacheBytes: so.cacheBytes}
+	if remote != nil {
+		storeOpts.Loaders = max(runtime.NumCPU(), 8) // fetches wait on the network, not the cores
 	}
 	store, err := a.openStore(storeOpts)
 	if err != nil {
 		return err
 	}
-	if u := store.RemoteURL(); u != "" && storeOpts.Bucket == nil {
+	if u := store.RemoteURL(); u != "" && remote == nil {
 		store.Close()
 		return fmt.Errorf("store %s is a cache of %s: mount it with --remote %s", a.storeDir, u, u)
 	}
@@ -250,21 +250,28 @@ func (a *app) serve(mnt string, opts ckfs.Options, so serveOptions) (err error) 
 			err = cerr
 		}
 	}()
+	bucketMetrics := bucket.NewMetrics()
+	if remote != nil {
+		o := bucket.Options{DiskBytes: so.remoteDiskBytes, MetadataTTL: so.remoteTTL, Logger: a.log, Metrics: bucketMetrics}
+		if _, err := bucket.Attach(store, remote, o); err != nil {
+			return fmt.Errorf("open store %s: %w", a.storeDir, err)
+		}
+	}
 	opts.Logger = a.log
 	if so.hotBytes > 0 {
 		if opts.HotFiles, err = hot.Open(filepath.Join(a.storeDir, "hot"), so.hotBytes, a.log); err != nil {
 			return err
 		}
 	}
-	opts.Metrics = ckfs.NewMetrics()
+	opts.Metrics = fs.NewMetrics()
 	if so.metricsAddr != "" {
-		stop, err := serveMetrics(so.metricsAddr, so.pprof, a.log, store.Metrics().Collectors(), opts.Metrics.Collectors())
+		stop, err := serveMetrics(so.metricsAddr, so.pprof, a.log, store.Metrics().Collectors(), bucketMetrics.Collectors(), opts.Metrics.Collectors())
 		if err != nil {
 			return err
 		}
 		defer stop()
 	}
-	server, err := ckfs.Mount(mnt, store, opts)
+	server, err := fs.Mount(mnt, store, opts)
 	if err != nil {
 		return fmt.Errorf("mount %s: %w", mnt, err)
 	}

@@ -54,7 +54,7 @@ yet, each verified against its hash first, then the manifest. A push that
 fails leaves the checkpoint unpublished; run it again to finish it.` + remoteHelp,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.transfer(rf, args[0], "push", (*cache.Store).Push)
+			return a.transfer(rf, args[0], "push", bucket.Push)
 		},
 	}
 	rf.add(cmd, true)
@@ -72,14 +72,14 @@ NAME appears only once complete; a chunk that fails verification fails the
 pull and names the chunk.` + remoteHelp,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.transfer(rf, args[0], "pull", (*cache.Store).Pull)
+			return a.transfer(rf, args[0], "pull", bucket.Pull)
 		},
 	}
 	rf.add(cmd, true)
 	return cmd
 }
 
-type transferFunc func(*cache.Store, context.Context, *bucket.Remote, string, func(int64)) (*cache.Transfer, error)
+type transferFunc func(context.Context, *cache.Store, *bucket.Remote, string, func(int64)) (*bucket.Transfer, error)
 
 // transfer runs a push or pull of NAME, stopping cleanly on Ctrl-C.
 func (a *app) transfer(rf remoteFlags, arg, verb string, move transferFunc) error {
@@ -95,7 +95,7 @@ func (a *app) transfer(rf remoteFlags, arg, verb string, move transferFunc) erro
 	}
 	return a.withStore(cache.Options{}, func(store *cache.Store) error {
 		bar := newProgress(-1, verb+" "+name)
-		t, err := move(store, ctx, remote, name, func(n int64) { bar.Add64(n) })
+		t, err := move(ctx, store, remote, name, func(n int64) { bar.Add64(n) })
 		bar.Finish()
 		if err != nil {
 			return err

@@ -1,16 +1,16 @@
-package cache
+package bucket
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"syscall"
 	"time"
 
-	"github.com/ckptfs/ckptfs/cache/bucket"
 	"github.com/ckptfs/ckptfs/cache/chunk"
 	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/zeebo/blake3"
@@ -23,20 +23,20 @@ import (
 // fsync publish (Store.Publish); other namespace changes are published
 // within publishInterval, and failed publishes are retried as often.
 
-// queueUpload hands a newly stored chunk to the upload workers.
-func (b *bucketBacking) queueUpload(h chunk.Hash) {
+// Stored hands a newly stored chunk to the upload workers.
+func (b *Backing) Stored(h chunk.Hash) {
 	select {
 	case b.uploads <- h:
 	case <-b.ctx.Done():
 	}
 }
 
-func (b *bucketBacking) uploadLoop() {
+func (b *Backing) uploadLoop() {
 	for {
 		select {
 		case h := <-b.uploads:
 			if err := b.uploadChunk(b.ctx, h); err != nil {
-				b.s.log.Debug("background upload failed; publish retries it", "chunk", h.String(), "err", err)
+				b.log.Debug("background upload failed; publish retries it", "chunk", h.String(), "err", err)
 			}
 		case <-b.ctx.Done():
 			return
@@ -45,8 +45,8 @@ func (b *bucketBacking) uploadLoop() {
 }
 
 // uploadChunk puts chunk h in the bucket once, however many ask at once.
-func (b *bucketBacking) uploadChunk(ctx context.Context, h chunk.Hash) error {
-	if b.s.uploaded(h) {
+func (b *Backing) uploadChunk(ctx context.Context, h chunk.Hash) error {
+	if b.s.Uploaded(h) {
 		return nil
 	}
 	_, err, _ := b.upload.Do(string(h[:]), func() (any, error) {
@@ -54,13 +54,13 @@ func (b *bucketBacking) uploadChunk(ctx context.Context, h chunk.Hash) error {
 		// was encoded from bytes of hash h by this store; its checksum
 		// catches damage since, and every reader verifies the hash. Nor is
 		// the bucket asked first: a new chunk is new there too, mostly.
-		val, err := b.s.storedValue(h, false)
+		val, err := b.s.StoredValue(h, false)
 		if err == nil {
 			err = b.r.Put(ctx, b.r.ChunkKey(h), val)
 		}
 		if err == nil {
-			b.s.metrics.uploadedBytes.Add(float64(len(val)))
-			err = b.s.markUploaded(h)
+			b.metrics.uploadedBytes.Add(float64(len(val)))
+			err = b.s.MarkUploaded(h)
 		}
 		if err == nil {
 			b.kickEvict()
@@ -72,15 +72,11 @@ func (b *bucketBacking) uploadChunk(ctx context.Context, h chunk.Hash) error {
 
 // Publish makes the committed changes of top-level checkpoint name visible
 // in the bucket: it returns once the checkpoint's chunks and manifest are
-// there. Without a bucket it does nothing.
-func (s *Store) Publish(ctx context.Context, name string) error {
-	if s.bucket == nil {
-		return nil
-	}
-	b := s.bucket
+// there.
+func (b *Backing) Publish(ctx context.Context, name string) error {
 	b.pubMu.Lock()
 	defer b.pubMu.Unlock()
-	st, known, err := s.checkpointState(name)
+	st, known, err := b.checkpointState(name)
 	if err == nil {
 		err = b.publishOne(ctx, name, st, known)
 	}
@@ -93,7 +89,7 @@ func (s *Store) Publish(ctx context.Context, name string) error {
 // publishChanged publishes every top-level checkpoint whose manifest
 // differs from the one last published, and withdraws the manifests of
 // checkpoints this store wrote and removed.
-func (b *bucketBacking) publishChanged(ctx context.Context) error {
+func (b *Backing) publishChanged(ctx context.Context) error {
 	b.pubMu.Lock()
 	defer b.pubMu.Unlock()
 	if !b.dirty.Swap(false) {
@@ -106,12 +102,12 @@ func (b *bucketBacking) publishChanged(ctx context.Context) error {
 	return err
 }
 
-func (b *bucketBacking) publishAll(ctx context.Context) error {
+func (b *Backing) publishAll(ctx context.Context) error {
 	entries, err := b.s.ReadDir(meta.RootIno)
 	if err != nil {
 		return err
 	}
-	states, err := b.s.checkpointStates()
+	states, err := b.checkpointStates()
 	if err != nil {
 		return err
 	}
@@ -132,12 +128,11 @@ func (b *bucketBacking) publishAll(ctx context.Context) error {
 // publishOne publishes checkpoint name if its manifest differs from the
 // one last published. Changes to a checkpoint another store wrote are
 // refused, once for each version.
-func (b *bucketBacking) publishOne(ctx context.Context, name string, st checkpointState, known bool) error {
-	s := b.s
+func (b *Backing) publishOne(ctx context.Context, name string, st checkpointState, known bool) error {
 	if strings.HasPrefix(name, hiddenPrefix) || (known && !st.Owned && st.Digest == "") {
 		return nil // being built or imported
 	}
-	m, js, err := s.buildManifest(name)
+	m, js, err := buildManifest(b.s, name)
 	if errors.Is(err, syscall.ENOENT) {
 		return nil // removed meanwhile; publishAll withdraws it
 	}
@@ -153,7 +148,7 @@ func (b *bucketBacking) publishOne(ctx context.Context, name string, st checkpoi
 			return nil
 		}
 		st.Refused = d
-		if err := s.setCheckpointState(name, &st); err != nil {
+		if err := b.setCheckpointState(name, &st); err != nil {
 			return err
 		}
 		return fmt.Errorf("%s was written by another mount: local changes to it are not published", name)
@@ -166,15 +161,15 @@ func (b *bucketBacking) publishOne(ctx context.Context, name string, st checkpoi
 	if err := b.publishCheckpoint(ctx, m, js); err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
-	if err := s.setCheckpointState(name, &checkpointState{Owned: true, Digest: d}); err != nil {
+	if err := b.setCheckpointState(name, &checkpointState{Owned: true, Digest: d}); err != nil {
 		return err
 	}
-	s.log.Debug("published", "checkpoint", name, "remote", b.r)
+	b.log.Debug("published", "checkpoint", name, "remote", b.r)
 	return nil
 }
 
 // publishCheckpoint uploads the chunks of m the bucket lacks, then m.
-func (b *bucketBacking) publishCheckpoint(ctx context.Context, m *bucket.Manifest, js []byte) error {
+func (b *Backing) publishCheckpoint(ctx context.Context, m *Manifest, js []byte) error {
 	_, err := eachChunk(ctx, m, func(int64) {}, func(ctx context.Context, ref chunk.Ref) (int64, error) {
 		return 0, b.uploadChunk(ctx, ref.Hash)
 	})
@@ -186,14 +181,14 @@ func (b *bucketBacking) publishCheckpoint(ctx context.Context, m *bucket.Manifes
 
 // withdraw removes the manifest and then the lease of a checkpoint this
 // store wrote and removed.
-func (b *bucketBacking) withdraw(ctx context.Context, name string) error {
+func (b *Backing) withdraw(ctx context.Context, name string) error {
 	if err := b.r.Remove(ctx, b.r.ManifestKey(name)); err != nil {
 		return err
 	}
 	if err := b.r.Remove(ctx, b.r.LeaseKey(name)); err != nil {
 		return err
 	}
-	return b.s.setCheckpointState(name, nil)
+	return b.setCheckpointState(name, nil)
 }
 
 // lease is the object that makes a store the one writer of a checkpoint.
@@ -203,31 +198,31 @@ type lease struct {
 	Since time.Time `json:"since"`
 }
 
-// claim takes the lease of a new top-level name before it is created, so
+// Claim takes the lease of a new top-level name before it is created, so
 // that two mounts never write the same checkpoint.
-func (s *Store) claim(parent uint64, name string) error {
-	if s.bucket == nil || parent != meta.RootIno || strings.HasPrefix(name, hiddenPrefix) {
+func (b *Backing) Claim(name string) error {
+	if strings.HasPrefix(name, hiddenPrefix) {
 		return nil
 	}
-	return s.bucket.acquireLease(s.bucket.ctx, name)
+	return b.acquireLease(b.ctx, name)
 }
 
 // acquireLease creates the lease object of name if there is none (a
 // conditional put: of two mounts racing, one wins), and records the
 // checkpoint as this store's. A lease held by another store is EEXIST.
-func (b *bucketBacking) acquireLease(ctx context.Context, name string) error {
-	if cur, _, err := b.s.checkpointState(name); err != nil || cur.Owned {
+func (b *Backing) acquireLease(ctx context.Context, name string) error {
+	if cur, _, err := b.checkpointState(name); err != nil || cur.Owned {
 		return err
 	}
-	if err := b.s.claimLease(ctx, b.r, b.storeID, name); err != nil {
+	if err := claimLease(ctx, b.r, b.storeID, name, b.log); err != nil {
 		return err
 	}
-	return b.s.setCheckpointState(name, &checkpointState{Owned: true})
+	return b.setCheckpointState(name, &checkpointState{Owned: true})
 }
 
 // claimLease makes store id the writer of checkpoint name in r, unless
 // another store is: then EEXIST, naming the holder.
-func (s *Store) claimLease(ctx context.Context, r *bucket.Remote, id, name string) error {
+func claimLease(ctx context.Context, r *Remote, id, name string, log *slog.Logger) error {
 	host, _ := os.Hostname()
 	js, _ := json.Marshal(lease{Store: id, Host: host, Since: time.Now().UTC()})
 	won, err := r.PutIfAbsent(ctx, r.LeaseKey(name), js)
@@ -243,7 +238,7 @@ func (s *Store) claimLease(ctx context.Context, r *bucket.Remote, id, name strin
 	}
 	var held lease
 	if json.Unmarshal(data, &held) != nil || held.Store != id {
-		s.log.Warn("checkpoint is written by another mount", "checkpoint", name, "holder", held.Host, "store", held.Store, "since", held.Since)
+		log.Warn("checkpoint is written by another mount", "checkpoint", name, "holder", held.Host, "store", held.Store, "since", held.Since)
 		return fmt.Errorf("checkpoint %s is written by another mount (%s): %w", name, held.Host, syscall.EEXIST)
 	}
 	return nil

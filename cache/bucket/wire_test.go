@@ -1,4 +1,4 @@
-package cache
+package bucket
 
 import (
 	"bytes"
@@ -18,7 +18,7 @@ func TestManifestWireFormat(t *testing.T) {
 	c, _ := s.Ingest(bytes.NewReader([]byte("weights")))
 	s.Create(dir.Ino, "w.bin", meta.Inode{Mode: syscall.S_IFREG | 0o640, Uid: 7, Gid: 8, Atime: 4, Mtime: 5, Ctime: 6, Content: *c})
 	s.Create(dir.Ino, "l", meta.Inode{Mode: syscall.S_IFLNK | 0o777, Target: "w.bin", Atime: 7, Mtime: 8, Ctime: 9})
-	_, js, err := s.buildManifest("ck")
+	_, js, err := buildManifest(s, "ck")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,26 +1,33 @@
-package cache
+package bucket
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
 
-	"github.com/ckptfs/ckptfs/cache/bucket"
-	"github.com/ckptfs/ckptfs/cache/chunk"
+	"github.com/ckptfs/ckptfs/cache"
 	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/cache/object"
 	"github.com/ckptfs/ckptfs/layout/layouttest"
 )
 
 // storeWithFile makes a store holding checkpoint name with one file of data.
-func storeWithFile(t *testing.T, name string, data []byte) *Store {
+func storeWithFile(t *testing.T, name string, data []byte) *cache.Store {
 	t.Helper()
 	s := openTemp(t)
+	addFile(t, s, name, data)
+	return s
+}
+
+// addFile adds checkpoint name to s, with one file of data: name/w.bin.
+func addFile(t *testing.T, s *cache.Store, name string, data []byte) {
+	t.Helper()
 	dir, err := s.Create(meta.RootIno, name, meta.Inode{Mode: syscall.S_IFDIR | 0o755})
 	if err != nil {
 		t.Fatal(err)
@@ -32,10 +39,34 @@ func storeWithFile(t *testing.T, name string, data []byte) *Store {
 	if _, err := s.Create(dir.Ino, "w.bin", meta.Inode{Mode: syscall.S_IFREG | 0o644, Content: *c}); err != nil {
 		t.Fatal(err)
 	}
-	return s
 }
 
 func noProgress(int64) {}
+
+// openTemp opens an empty store for the test's length.
+func openTemp(t *testing.T) *cache.Store {
+	t.Helper()
+	s, err := cache.Open(t.TempDir(), cache.Options{CacheBytes: 8 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// readFile reads the whole file at p in s.
+func readFile(t *testing.T, s *cache.Store, p string) []byte {
+	t.Helper()
+	in, err := s.Resolve(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]byte, in.Content.Size)
+	if _, err := s.NewReader(p, &in.Content).ReadAt(out, 0); err != nil && err != io.EOF {
+		t.Fatalf("read %s: %v", p, err)
+	}
+	return out
+}
 
 // Push and pull through an in-memory objects: the bytes arrive; a second
 // store's push of the same name is refused by the first one's lease; a
@@ -44,21 +75,20 @@ func TestPushPullThroughABucket(t *testing.T) {
 	ctx := context.Background()
 	data := layouttest.Random(30, 3<<20)
 	objects := object.NewMemory()
-	r := bucket.New(objects, "team", "s3://test/team")
+	r := New(objects, "team", "s3://test/team")
 	a := storeWithFile(t, "ck", data)
-	if _, err := a.Push(ctx, r, "ck", noProgress); err != nil {
+	if _, err := Push(ctx, a, r, "ck", noProgress); err != nil {
 		t.Fatal(err)
 	}
 	b := openTemp(t)
-	if _, err := b.Pull(ctx, r, "ck", noProgress); err != nil {
+	if _, err := Pull(ctx, b, r, "ck", noProgress); err != nil {
 		t.Fatal(err)
 	}
-	in, err := b.Resolve("ck/w.bin")
-	if err != nil || !bytes.Equal(readAll(t, b, &in.Content), data) {
-		t.Fatalf("pulled file: %v", err)
+	if !bytes.Equal(readFile(t, b, "ck/w.bin"), data) {
+		t.Fatal("the pulled file differs from the pushed one")
 	}
 	other := storeWithFile(t, "ck", []byte("another version"))
-	if _, err := other.Push(ctx, r, "ck", noProgress); !errors.Is(err, syscall.EEXIST) {
+	if _, err := Push(ctx, other, r, "ck", noProgress); !errors.Is(err, syscall.EEXIST) {
 		t.Fatalf("push over another store's lease: %v", err)
 	}
 
@@ -73,14 +103,14 @@ func TestPushPullThroughABucket(t *testing.T) {
 		}
 		return nil
 	}
-	if _, err := third.Push(ctx, r, "ck2", noProgress); err == nil {
+	if _, err := Push(ctx, third, r, "ck2", noProgress); err == nil {
 		t.Fatal("a push through a failing server succeeded")
 	}
 	objects.Fail = nil
 	if _, err := objects.Stat(ctx, "team/checkpoints/ck2"); !errors.Is(err, object.ErrNotExist) {
 		t.Fatalf("a manifest published though its chunks were not: %v", err)
 	}
-	if _, err := third.Push(ctx, r, "ck2", noProgress); err != nil {
+	if _, err := Push(ctx, third, r, "ck2", noProgress); err != nil {
 		t.Fatalf("the push again once the server is back: %v", err)
 	}
 }
@@ -90,9 +120,9 @@ func TestPushPullThroughABucket(t *testing.T) {
 func TestRefreshSkipsALyingManifest(t *testing.T) {
 	ctx := context.Background()
 	objects := object.NewMemory()
-	r := bucket.New(objects, "", "s3://test")
+	r := New(objects, "", "s3://test")
 	a := storeWithFile(t, "good", []byte("weights"))
-	if _, err := a.Push(ctx, r, "good", noProgress); err != nil {
+	if _, err := Push(ctx, a, r, "good", noProgress); err != nil {
 		t.Fatal(err)
 	}
 	js, _ := objects.Get(ctx, "checkpoints/good", 1<<20)
@@ -111,7 +141,10 @@ func TestRefreshSkipsALyingManifest(t *testing.T) {
 		}
 		return nil
 	}
-	b := &bucketBacking{s: s, r: r, refused: map[string]string{}}
+	b, err := newBacking(s, r, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	for range 2 {
 		if err := b.refresh(ctx); err != nil {
 			t.Fatalf("refresh with a lying manifest in the objects: %v", err)
@@ -125,35 +158,5 @@ func TestRefreshSkipsALyingManifest(t *testing.T) {
 	}
 	if gets != 1 {
 		t.Fatalf("the refused manifest was read %d times, want once per version", gets)
-	}
-}
-
-// Importing a manifest marks as held by the bucket only the chunks this
-// store lacks; a chunk it wrote itself stays to be uploaded, and a chunk
-// stored after the import clears the mark, so no manifest can make
-// eviction drop this store's only copy.
-func TestImportMarksOnlyChunksTheStoreLacks(t *testing.T) {
-	s := openTemp(t)
-	mine, err := s.PutChunk(layouttest.Random(20, 1000), "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	later := layouttest.Random(21, 1000)
-	absent := chunk.Ref{Hash: chunk.Sum([]byte("never stored here")), Len: 17}
-	if err := s.markBucketOnly([]chunk.Hash{mine.Hash, chunk.Sum(later), absent.Hash}); err != nil {
-		t.Fatal(err)
-	}
-	if s.uploaded(mine.Hash) {
-		t.Error("a chunk this store holds, not uploaded, was marked as in the bucket")
-	}
-	if !s.uploaded(absent.Hash) {
-		t.Error("a chunk only the bucket holds was not marked")
-	}
-	ref, err := s.PutChunk(later, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s.uploaded(ref.Hash) {
-		t.Error("a chunk stored after the import kept the import's mark")
 	}
 }

@@ -1,20 +1,23 @@
-package cache
+// Package check verifies a store and trusts nothing: it reads every record
+// and every stored chunk through the store's API, as a reader would, and
+// checks each against what references it.
+package check
 
 import (
-	"encoding/binary"
 	"fmt"
 	"runtime"
 	"sort"
 	"sync"
 	"syscall"
 
+	"github.com/ckptfs/ckptfs/cache"
 	"github.com/ckptfs/ckptfs/cache/chunk"
 	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/cache/pack"
 )
 
-// FsckReport is the outcome of a full verification.
-type FsckReport struct {
+// Report is the outcome of a full verification.
+type Report struct {
 	Files  int64
 	Chunks int64
 	Bytes  int64 // raw bytes of all chunks verified
@@ -24,19 +27,19 @@ type FsckReport struct {
 	Problems []string
 }
 
-// Fsck trusts nothing: it walks the namespace, decodes every inode, reads
-// and verifies every stored chunk against its hash, and checks that every
-// chunk a file references exists with the length the file expects.
-func (s *Store) Fsck() (*FsckReport, error) {
-	rep := &FsckReport{}
+// Store walks the namespace of s, decodes every inode, reads and verifies
+// every stored chunk against its hash, and checks that every chunk a file
+// references exists with the length the file expects.
+func Store(s *cache.Store) (*Report, error) {
+	rep := &Report{}
 	var mu sync.Mutex
 	problem := func(format string, a ...any) {
 		mu.Lock()
 		rep.Problems = append(rep.Problems, fmt.Sprintf(format, a...))
 		mu.Unlock()
 	}
-	if s.damage != nil {
-		problem("%v", s.damage)
+	if err := s.Damage(); err != nil {
+		problem("%v", err)
 	}
 	inodes := map[uint64]bool{meta.RootIno: true}
 	refs := map[chunk.Hash]chunk.Ref{}
@@ -69,15 +72,15 @@ func (s *Store) Fsck() (*FsckReport, error) {
 	}
 
 	stored := map[chunk.Hash]bool{}
-	var keys []packRecord
-	if err := s.scanChunks(func(h chunk.Hash, loc pack.Loc, _ error) error {
+	var keys []record
+	if err := s.ScanChunks(func(h chunk.Hash, loc pack.Loc, _ error) error {
 		stored[h] = true
-		keys = append(keys, packRecord{h, loc})
+		keys = append(keys, record{h, loc})
 		return nil
 	}); err != nil {
 		return nil, fmt.Errorf("fsck: list chunks: %w", err)
 	}
-	// Read the packs front to back; loadChunk reports a bad location.
+	// Read the packs front to back; ReadLocal reports a bad location.
 	sort.Slice(keys, func(i, j int) bool {
 		a, b := keys[i].loc, keys[j].loc
 		return a.Pack < b.Pack || a.Pack == b.Pack && a.Offset < b.Offset
@@ -89,7 +92,7 @@ func (s *Store) Fsck() (*FsckReport, error) {
 		go func() {
 			defer wg.Done()
 			for h := range work {
-				raw, err := s.loadChunk(h)
+				raw, err := s.ReadLocal(h)
 				mu.Lock()
 				rep.Chunks++
 				rep.Bytes += int64(len(raw))
@@ -115,16 +118,16 @@ func (s *Store) Fsck() (*FsckReport, error) {
 	for h, rel := range users {
 		switch {
 		case stored[h]:
-		case s.uploaded(h):
+		case s.Uploaded(h):
 			rep.InBucket++
 		default:
 			problem("%s: chunk %s missing", rel, h)
 		}
 	}
-	if err := s.scanKeys(meta.PrefixInode, func(key []byte) error {
-		if len(key) != 9 {
+	if err := s.InodeKeys(func(key []byte) error {
+		if ino, ok := meta.InodeOfKey(key); !ok {
 			problem("inode key %x is malformed", key)
-		} else if ino := binary.BigEndian.Uint64(key[1:]); !inodes[ino] {
+		} else if !inodes[ino] {
 			problem("inode %d is not reachable from the root (gc removes it)", ino)
 		}
 		return nil
@@ -132,4 +135,10 @@ func (s *Store) Fsck() (*FsckReport, error) {
 		return nil, fmt.Errorf("fsck: list inodes: %w", err)
 	}
 	return rep, nil
+}
+
+// record is a stored chunk where the index places it.
+type record struct {
+	hash chunk.Hash
+	loc  pack.Loc
 }

@@ -1,4 +1,4 @@
-package cache
+package bucket
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 	"sync/atomic"
 	"syscall"
 
-	"github.com/ckptfs/ckptfs/cache/bucket"
+	"github.com/ckptfs/ckptfs/cache"
 	"github.com/ckptfs/ckptfs/cache/chunk"
 	"github.com/ckptfs/ckptfs/cache/meta"
 	"golang.org/x/sync/errgroup"
@@ -34,20 +34,20 @@ type Transfer struct {
 // manifest. It takes the checkpoint's lease first, as a mount does: a
 // checkpoint another store writes is refused (EEXIST). progress gets the
 // raw bytes of each chunk handled.
-func (s *Store) Push(ctx context.Context, r *bucket.Remote, name string, progress func(int64)) (*Transfer, error) {
-	m, js, err := s.buildManifest(name)
+func Push(ctx context.Context, s *cache.Store, r *Remote, name string, progress func(int64)) (*Transfer, error) {
+	m, js, err := buildManifest(s, name)
 	if err != nil {
 		return nil, fmt.Errorf("push %s: %w", name, err)
 	}
-	id, err := s.storeID()
+	id, err := storeID(s)
 	if err != nil {
 		return nil, fmt.Errorf("push %s: %w", name, err)
 	}
-	if err := s.claimLease(ctx, r, id, name); err != nil {
+	if err := claimLease(ctx, r, id, name, s.Logger()); err != nil {
 		return nil, fmt.Errorf("push %s: %w", name, err)
 	}
 	t, err := eachChunk(ctx, m, progress, func(ctx context.Context, ref chunk.Ref) (int64, error) {
-		n, err := s.sendChunk(ctx, r, ref.Hash)
+		n, err := sendChunk(ctx, s, r, ref.Hash)
 		if err != nil {
 			return 0, fmt.Errorf("push %s: %w", name, err)
 		}
@@ -64,16 +64,16 @@ func (s *Store) Push(ctx context.Context, r *bucket.Remote, name string, progres
 
 // buildManifest describes checkpoint name as a bucket holds it, and
 // returns it with its JSON encoding.
-func (s *Store) buildManifest(name string) (*bucket.Manifest, []byte, error) {
+func buildManifest(s *cache.Store, name string) (*Manifest, []byte, error) {
 	root, err := s.Resolve(name)
 	if err != nil {
 		return nil, nil, err
 	}
-	m := &bucket.Manifest{Format: bucket.Format, Name: name}
-	m.Entries = append(m.Entries, bucket.EntryOf("", root))
+	m := &Manifest{Format: Format, Name: name}
+	m.Entries = append(m.Entries, EntryOf("", root))
 	if root.Mode&syscall.S_IFMT == syscall.S_IFDIR {
 		err := s.Walk(root.Ino, func(rel string, in *meta.Inode) error {
-			m.Entries = append(m.Entries, bucket.EntryOf(rel, in))
+			m.Entries = append(m.Entries, EntryOf(rel, in))
 			return nil
 		})
 		if err != nil {
@@ -86,11 +86,11 @@ func (s *Store) buildManifest(name string) (*bucket.Manifest, []byte, error) {
 
 // sendChunk puts chunk h in the bucket unless it is there already, after
 // checking it decodes to bytes of hash h. It returns the bytes sent.
-func (s *Store) sendChunk(ctx context.Context, r *bucket.Remote, h chunk.Hash) (int64, error) {
+func sendChunk(ctx context.Context, s *cache.Store, r *Remote, h chunk.Hash) (int64, error) {
 	if ok, err := r.HasChunk(ctx, h); err != nil || ok {
 		return 0, err
 	}
-	val, err := s.storedValue(h, true)
+	val, err := s.StoredValue(h, true)
 	if err != nil {
 		return 0, err
 	}
@@ -100,7 +100,7 @@ func (s *Store) sendChunk(ctx context.Context, r *bucket.Remote, h chunk.Hash) (
 // eachChunk runs move on every distinct chunk of m, transferParallel at a
 // time, until one fails. move returns the stored bytes it moved, 0 when the
 // chunk was there already.
-func eachChunk(ctx context.Context, m *bucket.Manifest, progress func(int64), move func(context.Context, chunk.Ref) (int64, error)) (*Transfer, error) {
+func eachChunk(ctx context.Context, m *Manifest, progress func(int64), move func(context.Context, chunk.Ref) (int64, error)) (*Transfer, error) {
 	t := &Transfer{}
 	var moved, movedBytes atomic.Int64
 	g, gctx := errgroup.WithContext(ctx)
@@ -122,7 +122,7 @@ func eachChunk(ctx context.Context, m *bucket.Manifest, progress func(int64), mo
 }
 
 // manifestChunks lists the distinct chunks of m's files and counts them in t.
-func manifestChunks(m *bucket.Manifest, t *Transfer) []chunk.Ref {
+func manifestChunks(m *Manifest, t *Transfer) []chunk.Ref {
 	seen := map[chunk.Hash]bool{}
 	var refs []chunk.Ref
 	for _, e := range m.Entries {
@@ -142,41 +142,19 @@ func manifestChunks(m *bucket.Manifest, t *Transfer) []chunk.Ref {
 	return refs
 }
 
-// storedValue reads chunk h as stored, after checking its checksum and,
-// with decode, that it decodes to bytes of hash h.
-func (s *Store) storedValue(h chunk.Hash, decode bool) ([]byte, error) {
-	loc, err := s.chunkLoc(h)
-	if err != nil {
-		return nil, err
-	}
-	var val []byte
-	err = s.packs.Read(h, loc, func(v []byte) error {
-		if decode {
-			if _, err := s.chunks.codecs.Decode(h, v); err != nil {
-				return err
-			}
-		} else if err := chunk.Check(h, v); err != nil {
-			return err
-		}
-		val = append([]byte(nil), v...)
-		return nil
-	})
-	return val, err
-}
-
 // Pull copies checkpoint name from r into the store as name: every chunk
 // the store lacks, verified against its hash, then the checkpoint's files,
 // built under a hidden name and renamed into place, so a failed pull leaves
 // nothing visible. progress gets the raw bytes of each chunk handled.
-func (s *Store) Pull(ctx context.Context, r *bucket.Remote, name string, progress func(int64)) (*Transfer, error) {
-	js, err := r.Get(ctx, r.ManifestKey(name), bucket.MaxManifestSize)
-	if bucket.IsNotExist(err) {
+func Pull(ctx context.Context, s *cache.Store, r *Remote, name string, progress func(int64)) (*Transfer, error) {
+	js, err := r.Get(ctx, r.ManifestKey(name), MaxManifestSize)
+	if IsNotExist(err) {
 		return nil, fmt.Errorf("pull %s: no checkpoint %q in %s", name, name, r)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("pull %s: %w", name, err)
 	}
-	m, err := bucket.Parse(r, name, js)
+	m, err := Parse(r, name, js)
 	if err != nil {
 		return nil, fmt.Errorf("pull %s: %w", name, err)
 	}
@@ -188,10 +166,10 @@ func (s *Store) Pull(ctx context.Context, r *bucket.Remote, name string, progres
 		return nil, fmt.Errorf("pull %s: %s is already in the store: %w", name, name, syscall.EEXIST)
 	}
 	t, err := eachChunk(ctx, m, progress, func(ctx context.Context, ref chunk.Ref) (int64, error) {
-		if _, err := s.chunkLoc(ref.Hash); err == nil {
+		if s.HasChunk(ref.Hash) {
 			return 0, nil
 		}
-		_, n, err := s.fetchChunk(ctx, r, ref)
+		_, n, err := fetchChunk(ctx, s, r, ref)
 		if err != nil {
 			return 0, fmt.Errorf("pull %s: %w", name, err)
 		}
@@ -200,7 +178,7 @@ func (s *Store) Pull(ctx context.Context, r *bucket.Remote, name string, progres
 	if err != nil {
 		return nil, err
 	}
-	if err := s.createTree(parent, path.Base(name), m.Entries, false); err != nil {
+	if err := createTree(s, parent, path.Base(name), m.Entries, false); err != nil {
 		return nil, fmt.Errorf("pull %s: %w", name, err)
 	}
 	return t, s.Sync()
@@ -214,7 +192,7 @@ const hiddenPrefix = ".pull-"
 // moved into place once complete. With replace, a tree already there is
 // swapped out in the same transaction and then removed, so readers see the
 // old tree or the new one, never neither.
-func (s *Store) createTree(parent uint64, name string, entries []bucket.Entry, replace bool) error {
+func createTree(s *cache.Store, parent uint64, name string, entries []Entry, replace bool) error {
 	var rnd [6]byte
 	rand.Read(rnd[:])
 	hidden := hiddenPrefix + hex.EncodeToString(rnd[:])
@@ -250,28 +228,4 @@ func (s *Store) createTree(parent uint64, name string, entries []bucket.Entry, r
 		return fmt.Errorf("remove the replaced tree: %w", err)
 	}
 	return nil
-}
-
-// fetchChunk gets chunk ref from the bucket, verifies it against its hash
-// and length and stores it as is. It returns the raw bytes and the stored
-// bytes moved.
-func (s *Store) fetchChunk(ctx context.Context, r *bucket.Remote, ref chunk.Ref) ([]byte, int64, error) {
-	val, err := r.Get(ctx, r.ChunkKey(ref.Hash), chunk.MaxStored)
-	if err != nil {
-		return nil, 0, fmt.Errorf("chunk %s: %w", ref.Hash.Short(), err)
-	}
-	raw, err := s.chunks.codecs.Decode(ref.Hash, val)
-	if err == nil && ref.Len != 0 && len(raw) != int(ref.Len) {
-		err = fmt.Errorf("chunk %s: %d bytes, the manifest says %d: %w", ref.Hash.Short(), len(raw), ref.Len, chunk.ErrCorrupt)
-	}
-	if err != nil {
-		return nil, 0, fmt.Errorf("%s in %s: %w", r.ChunkKey(ref.Hash), r, err)
-	}
-	if err := s.ensureSpace(int64(len(val)), chunkReserve); err != nil {
-		return nil, 0, err
-	}
-	if err := s.storeValue(ref.Hash, val); err != nil {
-		return nil, 0, fmt.Errorf("store chunk %s: %w", ref.Hash.Short(), err)
-	}
-	return raw, int64(len(val)), nil
 }

@@ -1,4 +1,4 @@
-package cache
+package bucket
 
 import (
 	"context"
@@ -7,7 +7,6 @@ import (
 	"path"
 	"syscall"
 
-	"github.com/ckptfs/ckptfs/cache/bucket"
 	"github.com/ckptfs/ckptfs/cache/chunk"
 	"github.com/ckptfs/ckptfs/cache/meta"
 )
@@ -17,19 +16,19 @@ import (
 // replaced or removed here. An import copies the manifest only; chunks are
 // fetched when first read.
 
-func (b *bucketBacking) refresh(ctx context.Context) error {
+func (b *Backing) refresh(ctx context.Context) error {
 	listed, err := b.r.ListCheckpoints(ctx)
 	if err != nil {
 		return err
 	}
-	states, err := b.s.checkpointStates()
+	states, err := b.checkpointStates()
 	if err != nil {
 		return err
 	}
 	var errs []error
 	for name, etag := range listed {
-		if err := bucket.PlainPath(name); err != nil || path.Base(name) != name {
-			b.s.log.Warn("checkpoint in the bucket not shown: not a plain name", "checkpoint", name, "remote", b.r)
+		if err := PlainPath(name); err != nil || path.Base(name) != name {
+			b.log.Warn("checkpoint in the bucket not shown: not a plain name", "checkpoint", name, "remote", b.r)
 			continue
 		}
 		st, known := states[name]
@@ -38,7 +37,7 @@ func (b *bucketBacking) refresh(ctx context.Context) error {
 		}
 		if !known {
 			if _, err := b.s.Lookup(meta.RootIno, name); err == nil {
-				b.s.log.Warn("checkpoint in the bucket not shown: a local one has its name", "checkpoint", name, "remote", b.r)
+				b.log.Warn("checkpoint in the bucket not shown: a local one has its name", "checkpoint", name, "remote", b.r)
 				continue
 			}
 		}
@@ -47,7 +46,7 @@ func (b *bucketBacking) refresh(ctx context.Context) error {
 		}
 		err := b.importCheckpoint(ctx, name, etag)
 		if errors.Is(err, chunk.ErrCorrupt) { // this version will not do: say so once
-			b.s.log.Warn("checkpoint in the bucket not imported", "checkpoint", name, "remote", b.r, "reason", err)
+			b.log.Warn("checkpoint in the bucket not imported", "checkpoint", name, "remote", b.r, "reason", err)
 			b.refused[name] = etag
 			continue
 		}
@@ -57,11 +56,11 @@ func (b *bucketBacking) refresh(ctx context.Context) error {
 	}
 	for name, st := range states {
 		if _, ok := listed[name]; !ok && !st.Owned {
-			b.s.log.Info("checkpoint withdrawn from the bucket", "checkpoint", name)
+			b.log.Info("checkpoint withdrawn from the bucket", "checkpoint", name)
 			if err := b.s.RemoveAll(meta.RootIno, name); err != nil && !errors.Is(err, syscall.ENOENT) {
 				errs = append(errs, err)
 			}
-			errs = append(errs, b.s.setCheckpointState(name, nil))
+			errs = append(errs, b.setCheckpointState(name, nil))
 		}
 	}
 	return errors.Join(errs...)
@@ -69,18 +68,18 @@ func (b *bucketBacking) refresh(ctx context.Context) error {
 
 // importCheckpoint makes checkpoint name of the bucket (manifest object
 // etag) the local one, replacing an earlier import.
-func (b *bucketBacking) importCheckpoint(ctx context.Context, name, etag string) error {
-	js, err := b.r.Get(ctx, b.r.ManifestKey(name), bucket.MaxManifestSize)
+func (b *Backing) importCheckpoint(ctx context.Context, name, etag string) error {
+	js, err := b.r.Get(ctx, b.r.ManifestKey(name), MaxManifestSize)
 	if err != nil {
 		return err
 	}
-	m, err := bucket.Parse(b.r, name, js)
+	m, err := Parse(b.r, name, js)
 	if err != nil {
 		return err
 	}
 	// Recorded first: a crash part way leaves a state with no digest,
 	// which the publisher leaves alone and the next refresh redoes.
-	if err := b.s.setCheckpointState(name, &checkpointState{ETag: etag}); err != nil {
+	if err := b.setCheckpointState(name, &checkpointState{ETag: etag}); err != nil {
 		return err
 	}
 	var hashes []chunk.Hash
@@ -89,16 +88,16 @@ func (b *bucketBacking) importCheckpoint(ctx context.Context, name, etag string)
 			hashes = append(hashes, c.Hash)
 		}
 	}
-	if err := b.s.markBucketOnly(hashes); err != nil {
+	if err := b.s.MarkBucketOnly(hashes); err != nil {
 		return err
 	}
-	if err := b.s.createTree(meta.RootIno, name, m.Entries, true); err != nil {
+	if err := createTree(b.s, meta.RootIno, name, m.Entries, true); err != nil {
 		return err
 	}
-	_, local, err := b.s.buildManifest(name)
+	_, local, err := buildManifest(b.s, name)
 	if err != nil {
 		return err
 	}
-	b.s.log.Info("checkpoint imported from the bucket", "checkpoint", name, "entries", len(m.Entries))
-	return b.s.setCheckpointState(name, &checkpointState{ETag: etag, Digest: manifestDigest(local)})
+	b.log.Info("checkpoint imported from the bucket", "checkpoint", name, "entries", len(m.Entries))
+	return b.setCheckpointState(name, &checkpointState{ETag: etag, Digest: manifestDigest(local)})
 }
