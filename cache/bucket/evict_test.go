@@ -53,7 +53,6 @@ func TestEvictThenFetchBack(t *testing.T) {
 		t.Fatal("the file read after eviction differs")
 	}
 
-
 	// The bucket serves a damaged copy of a chunk the store lacks.
 	h := chunk.Sum([]byte("not what the bucket holds"))
 	objects.Put(ctx, r.ChunkKey(h), []byte("garbage"))
