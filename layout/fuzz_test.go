@@ -130,7 +130,7 @@ func FuzzParsePickle(f *testing.F) {
 			return // the legacy format has no zip
 		}
 		for _, zf := range zr.File {
-			if IsTorchPickle(zf.Name) {
+			if isTorchPickle(zf.Name) {
 				rc, _ := zf.Open()
 				data, _ := io.ReadAll(rc)
 				f.Add(data)

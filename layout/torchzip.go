@@ -14,27 +14,27 @@ import (
 
 // The zip signatures torch.save archives use.
 var (
-	ZipLocalSig      = []byte("PK\x03\x04")
+	zipLocalSig      = []byte("PK\x03\x04")
 	zipDescriptorSig = []byte("PK\x07\x08")
 )
 
-// ZipLocalHeader is the part of a zip local file header a stream splitter
+// zipLocalHeader is the part of a zip local file header a stream reader
 // needs.
-type ZipLocalHeader struct {
+type zipLocalHeader struct {
 	Name string
 	Len  int   // header bytes, name and extra field included
 	Size int64 // stored data bytes; -1 when only a data descriptor after the data has it
 }
 
-// ParseZipLocalHeader parses the local file header at the start of b. When
+// parseZipLocalHeader parses the local file header at the start of b. When
 // b is too short it returns need > len(b), the bytes to have; err is set for
 // a header that is not one of a stored (uncompressed) entry.
-func ParseZipLocalHeader(b []byte) (h ZipLocalHeader, need int, err error) {
+func parseZipLocalHeader(b []byte) (h zipLocalHeader, need int, err error) {
 	const fixed = 30
 	if len(b) < fixed {
 		return h, fixed, nil
 	}
-	if !bytes.HasPrefix(b, ZipLocalSig) {
+	if !bytes.HasPrefix(b, zipLocalSig) {
 		return h, 0, errors.New("zip: no local header signature")
 	}
 	flags := binary.LittleEndian.Uint16(b[6:])
@@ -48,7 +48,7 @@ func ParseZipLocalHeader(b []byte) (h ZipLocalHeader, need int, err error) {
 	if method != zip.Store {
 		return h, 0, fmt.Errorf("zip: entry compressed with method %d", method)
 	}
-	h = ZipLocalHeader{Name: string(b[fixed : fixed+nameLen]), Len: need, Size: int64(usize)}
+	h = zipLocalHeader{Name: string(b[fixed : fixed+nameLen]), Len: need, Size: int64(usize)}
 	switch {
 	case flags&0x8 != 0:
 		h.Size = -1
@@ -80,14 +80,14 @@ func zip64Size(extra []byte) (int64, bool) {
 	return 0, false
 }
 
-// MaxZipDescriptorLen is the longest data descriptor: signature, CRC and
+// maxZipDescriptorLen is the longest data descriptor: signature, CRC and
 // two 64-bit sizes.
-const MaxZipDescriptorLen = 24
+const maxZipDescriptorLen = 24
 
-// ZipDescriptorLen returns the length of the data descriptor at the start of
+// zipDescriptorLen returns the length of the data descriptor at the start of
 // b if it records a stored entry of dataLen bytes, else 0. Descriptors with
 // and without the optional signature, with 32- or 64-bit sizes, are known.
-func ZipDescriptorLen(b []byte, dataLen int64) int {
+func zipDescriptorLen(b []byte, dataLen int64) int {
 	for _, sig := range []int{4, 0} {
 		if sig == 4 && !bytes.HasPrefix(b, zipDescriptorSig) {
 			continue
@@ -105,17 +105,17 @@ func ZipDescriptorLen(b []byte, dataLen int64) int {
 	return 0
 }
 
-// FindZipDescriptor finds the first signed data descriptor in b at or
+// findZipDescriptor finds the first signed data descriptor in b at or
 // after from that records the bytes before it as a stored entry, judged on
 // the bytes b has, and returns where it starts, or -1.
-func FindZipDescriptor(b []byte, from int) int {
+func findZipDescriptor(b []byte, from int) int {
 	for from < len(b) {
 		i := bytes.Index(b[from:], zipDescriptorSig)
 		if i < 0 {
 			return -1
 		}
 		at := from + i
-		if ZipDescriptorLen(b[at:], int64(at)) > 0 {
+		if zipDescriptorLen(b[at:], int64(at)) > 0 {
 			return at
 		}
 		from = at + 1
@@ -123,31 +123,31 @@ func FindZipDescriptor(b []byte, from int) int {
 	return -1
 }
 
-// TorchStorageEntry returns the storage key of a torch.save archive entry
+// torchStorageEntry returns the storage key of a torch.save archive entry
 // named ARCHIVE/data/KEY, given the data.pkl entry's name ARCHIVE/data.pkl.
-func TorchStorageEntry(pickleName, name string) (string, bool) {
+func torchStorageEntry(pickleName, name string) (string, bool) {
 	dir := strings.TrimSuffix(pickleName, "data.pkl")
 	key, ok := strings.CutPrefix(name, dir+"data/")
 	return key, ok && key != ""
 }
 
-// IsTorchPickle reports whether a zip entry is a torch.save archive's data.pkl.
-func IsTorchPickle(name string) bool {
+// isTorchPickle reports whether a zip entry is a torch.save archive's data.pkl.
+func isTorchPickle(name string) bool {
 	return path.Base(name) == "data.pkl" && strings.Count(name, "/") == 1
 }
 
-// TorchRecord is what a stream splitter needs of a storage record: its
+// torchRecord is what a stream reader needs of a storage record: its
 // length and the safetensors dtype of its elements ("" when there is none).
-type TorchRecord struct {
+type torchRecord struct {
 	DType DType
 	Bytes int64
 }
 
-// TorchRecords maps the storage keys of a parsed pickle to their records.
-func TorchRecords(p *Pickled) map[string]TorchRecord {
-	out := make(map[string]TorchRecord, len(p.Storages))
+// torchRecords maps the storage keys of a parsed pickle to their records.
+func torchRecords(p *Pickled) map[string]torchRecord {
+	out := make(map[string]torchRecord, len(p.Storages))
 	for _, s := range p.Storages {
-		out[s.Key] = TorchRecord{DType: torchDTypes[s.DType].st, Bytes: s.Bytes}
+		out[s.Key] = torchRecord{DType: torchDTypes[s.DType].st, Bytes: s.Bytes}
 	}
 	return out
 }
@@ -171,7 +171,7 @@ func ParseTorch(r io.ReaderAt, size int64) (*Header, []string, error) {
 	var pkl *zip.File
 	for _, f := range zr.File {
 		entries[f.Name] = f
-		if IsTorchPickle(f.Name) && pkl == nil {
+		if isTorchPickle(f.Name) && pkl == nil {
 			pkl = f
 		}
 	}

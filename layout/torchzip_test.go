@@ -188,24 +188,24 @@ func TestParseTorchCompressedRecord(t *testing.T) {
 	}
 }
 
-func TestZipDescriptorLen(t *testing.T) {
+func TestZipDescriptorLength(t *testing.T) {
 	d32 := []byte("PK\x07\x08crc!\x05\x00\x00\x00\x05\x00\x00\x00")
 	d64 := []byte("PK\x07\x08crc!\x05\x00\x00\x00\x00\x00\x00\x00\x05\x00\x00\x00\x00\x00\x00\x00")
-	if n := ZipDescriptorLen(d32, 5); n != 16 {
+	if n := zipDescriptorLen(d32, 5); n != 16 {
 		t.Errorf("32-bit descriptor: %d", n)
 	}
-	if n := ZipDescriptorLen(d64, 5); n != 24 {
+	if n := zipDescriptorLen(d64, 5); n != 24 {
 		t.Errorf("64-bit descriptor: %d", n)
 	}
-	if n := ZipDescriptorLen(d32[4:], 5); n != 12 {
+	if n := zipDescriptorLen(d32[4:], 5); n != 12 {
 		t.Errorf("unsigned descriptor: %d", n)
 	}
-	if n := ZipDescriptorLen(d32, 6); n != 0 {
+	if n := zipDescriptorLen(d32, 6); n != 0 {
 		t.Errorf("wrong size matched: %d", n)
 	}
 	// A signature inside the data that is no descriptor is passed over.
 	stream := append([]byte("abPK\x07\x08de"), "PK\x07\x08crc!\x08\x00\x00\x00\x08\x00\x00\x00"...)
-	if at := FindZipDescriptor(stream, 0); at != 8 {
+	if at := findZipDescriptor(stream, 0); at != 8 {
 		t.Errorf("descriptor found at %d, want 8", at)
 	}
 }

@@ -131,43 +131,50 @@ func (p *pipeline) wait() (*meta.Content, error) {
 
 type emitFunc func(raw []byte, hint chunk.Hint) error
 
-// split chooses the splitter by sniffing the stream.
+// split cuts the stream into chunks along the records layout reads in it:
+// every tensor starts a chunk and is cut in chunk.MaxSize pieces from its
+// first byte, so the same tensor bytes give the same chunks in any file,
+// safetensors or torch zip; the bytes between tensors go out together, as
+// chunks of their own. What layout cannot follow is chunked by content.
 func split(r *bufio.Reader, emit emitFunc) (meta.Kind, error) {
-	head, _ := r.Peek(9)
-	if len(head) == 9 && head[8] == '{' {
-		if n, err := layout.HeaderLen(head); err == nil {
-			return meta.KindSafetensors, splitSafetensors(r, n, emit)
-		}
-	}
-	if bytes.HasPrefix(head, layout.ZipLocalSig) {
-		return meta.KindZip, splitZip(r, emit)
-	}
-	return meta.KindOpaque, splitCDC(r, emit)
-}
-
-// splitSafetensors emits the 8+n header bytes as their own chunk(s), then
-// every tensor in pieces of at most chunk.MaxSize starting at the tensor's first
-// byte, so a tensor's chunks are the same in any file that holds it. A
-// header that does not parse leaves the rest to content-defined chunking.
-func splitSafetensors(r *bufio.Reader, n int64, emit emitFunc) error {
-	head := make([]byte, 8+n)
-	got, err := io.ReadFull(r, head)
-	if err := emitPieces(head[:got], emit); err != nil {
-		return err
-	}
-	if err != nil {
-		return eofOK(err)
-	}
-	h, err := layout.ParseHeaderJSON(head[8:])
-	if err != nil {
-		return splitCDC(r, emit)
-	}
-	for _, t := range h.Tensors {
-		if err := emitRun(r, t.Len(), chunk.Hint(t.DType), emit); err != nil {
+	var glue []byte // bytes between tensors, not emitted yet
+	format, rest, err := layout.ReadRecords(r, func(rec layout.Record) error {
+		if !rec.Tensor && rec.Size <= chunk.MaxSize {
+			var err error
+			glue, err = appendAll(glue, rec.R)
 			return err
 		}
+		if err := emitPieces(glue, emit); err != nil {
+			return err
+		}
+		glue = nil
+		return emitRun(rec.R, rec.Size, chunk.Hint(rec.DType), emit)
+	})
+	if err == nil {
+		err = emitPieces(glue, emit)
 	}
-	return splitCDC(r, emit) // bytes past the last tensor, if any
+	if err == nil {
+		err = splitCDC(rest, emit)
+	}
+	return kindOf(format), err
+}
+
+// kindOf is the kind of content a file read as format is.
+func kindOf(format layout.Format) meta.Kind {
+	switch format {
+	case layout.Safetensors:
+		return meta.KindSafetensors
+	case layout.TorchZip:
+		return meta.KindZip
+	}
+	return meta.KindOpaque
+}
+
+// appendAll appends what r reads to b.
+func appendAll(b []byte, r io.Reader) ([]byte, error) {
+	w := bytes.NewBuffer(b)
+	_, err := w.ReadFrom(r)
+	return w.Bytes(), err
 }
 
 // emitRun emits the next n bytes of r in pieces of at most chunk.MaxSize from
