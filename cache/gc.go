@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
-	"syscall"
 
 	"github.com/ckptfs/ckptfs/cache/chunk"
 	"github.com/ckptfs/ckptfs/cache/meta"
@@ -177,20 +175,6 @@ func (s *Store) copyRecords(recs []packRecord, wb *badger.WriteBatch) error {
 			return fmt.Errorf("chunk %s: %w", r.hash.Short(), err)
 		}
 		if err := wb.Set(meta.ChunkKey(r.hash), loc.Encode()); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// clearStaging removes staging files left by a process that died.
-func (s *Store) clearStaging() error {
-	entries, err := os.ReadDir(s.StagingDir())
-	if err != nil {
-		return err
-	}
-	for _, e := range entries {
-		if err := os.Remove(filepath.Join(s.StagingDir(), e.Name())); err != nil && !errors.Is(err, syscall.ENOENT) {
 			return err
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/cache/pack"
@@ -144,6 +145,20 @@ func (s *Store) Logger() *slog.Logger { return s.log }
 
 // StagingDir holds files being rewritten out of order.
 func (s *Store) StagingDir() string { return filepath.Join(s.dir, "staging") }
+
+// clearStaging removes staging files left by a process that died.
+func (s *Store) clearStaging() error {
+	entries, err := os.ReadDir(s.StagingDir())
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if err := os.Remove(filepath.Join(s.StagingDir(), e.Name())); err != nil && !errors.Is(err, syscall.ENOENT) {
+			return err
+		}
+	}
+	return nil
+}
 
 // Sync makes everything written so far durable: the packs first, so that
 // no durable index entry points at a record that is not.
