@@ -105,6 +105,7 @@ func (s *Store) MarkBucketOnly(hs []chunk.Hash) error {
 			return err
 		}
 	}
+	s.live.touch(hs...) // the imported tree is created next
 	return s.MarkUploaded(absent...)
 }
 
@@ -150,6 +151,7 @@ func (s *Store) AddFetched(ref chunk.Ref, val []byte) ([]byte, error) {
 	if err := s.ensureSpace(int64(len(val)), chunkReserve); err != nil {
 		return nil, err
 	}
+	s.live.touch(ref.Hash) // a pull's tree is created after its chunks
 	if err := s.storeValue(ref.Hash, val); err != nil {
 		return nil, fmt.Errorf("store chunk %s: %w", ref.Hash.Short(), err)
 	}
@@ -193,19 +195,19 @@ func (s *Store) SetPackTarget(n int64) { s.packs.SetTarget(min(pack.TargetSize, 
 func (s *Store) EvictPack(id uint32, droppable func(chunk.Hash) bool) (bool, error) {
 	s.evictMu.Lock()
 	defer s.evictMu.Unlock()
-	live, err := s.indexedIn(id)
+	live, err := s.recordsIn(id)
 	if err != nil {
 		return false, err
 	}
-	for _, h := range live {
-		if !droppable(h) {
+	for _, r := range live {
+		if !droppable(r.hash) {
 			return false, nil // pinned
 		}
 	}
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
-	for _, h := range live {
-		if err := wb.Delete(meta.ChunkKey(h)); err != nil {
+	for _, r := range live {
+		if err := wb.Delete(meta.ChunkKey(r.hash)); err != nil {
 			return false, err
 		}
 	}
@@ -215,12 +217,12 @@ func (s *Store) EvictPack(id uint32, droppable func(chunk.Hash) bool) (bool, err
 	return true, s.packs.Remove(id)
 }
 
-// indexedIn lists the chunks the index places in pack id.
-func (s *Store) indexedIn(id uint32) ([]chunk.Hash, error) {
-	var out []chunk.Hash
+// recordsIn lists the chunks the index places in pack id.
+func (s *Store) recordsIn(id uint32) ([]packRecord, error) {
+	var out []packRecord
 	err := s.ScanChunks(func(h chunk.Hash, loc pack.Loc, err error) error {
 		if err == nil && loc.Pack == id {
-			out = append(out, h)
+			out = append(out, packRecord{h, loc})
 		}
 		return nil
 	})

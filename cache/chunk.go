@@ -26,7 +26,8 @@ func (s *Store) PutChunk(raw []byte, hint chunk.Hint) (chunk.Ref, error) {
 		return err
 	})
 	if err == nil {
-		return ref, nil // dedup: already stored
+		s.live.touch(ref.Hash) // under the lock: a reclaim pass sees it
+		return ref, nil        // dedup: already stored
 	}
 	if !errors.Is(err, badger.ErrKeyNotFound) {
 		return ref, fmt.Errorf("look up chunk %s: %w", ref.Hash.Short(), err)
@@ -45,6 +46,7 @@ func (s *Store) PutChunk(raw []byte, hint chunk.Hint) (chunk.Ref, error) {
 	if err := s.storeValue(ref.Hash, val, clear...); err != nil {
 		return ref, fmt.Errorf("write chunk %s: %w", ref.Hash.Short(), err)
 	}
+	s.live.touch(ref.Hash)
 	s.backing.Stored(ref.Hash)
 	since(s.metrics.storeSeconds, start)
 	s.metrics.unique.Add(int64(len(raw)))

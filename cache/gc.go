@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/ckptfs/ckptfs/cache/chunk"
 	"github.com/ckptfs/ckptfs/cache/meta"
@@ -19,82 +20,97 @@ type GCResult struct {
 	PacksRemoved       int   // pack files deleted
 	PackBytesFreed     int64 // disk space the deleted packs took, less what was copied
 	ValueLogRewrites   int   // value-log files Badger rewrote to return space
+	// Recent counts unreferenced chunks kept for having been stored,
+	// deduplicated or let go lately (see liveChunks): a later pass frees
+	// them.
+	Recent int64
+
+	garbageIn map[uint32]bool // packs chunks were deleted from
 }
 
 // A pack is rewritten once this fraction of it is garbage.
 const packGarbageRatio = 0.25
 
-// reachable walks the namespace from the root and returns every reachable
-// inode number and the first path that references each chunk.
-func (s *Store) reachable() (map[uint64]bool, map[chunk.Hash]string, error) {
-	inodes := map[uint64]bool{meta.RootIno: true}
-	chunks := map[chunk.Hash]string{}
-	err := s.Walk(meta.RootIno, func(rel string, in *meta.Inode) error {
-		inodes[in.Ino] = true
-		for _, c := range in.Content.Chunks {
-			if _, ok := chunks[c.Hash]; !ok {
-				chunks[c.Hash] = rel
-			}
-		}
-		return nil
-	})
-	return inodes, chunks, err
-}
+// compactRate bounds the bytes per second a pass copies out of packs, so a
+// training job writing meanwhile keeps the disk.
+const compactRate = 128 << 20
 
-// packRecord is a live chunk in a pack.
-type packRecord struct {
-	hash chunk.Hash
-	loc  pack.Loc
-}
-
-// GC deletes chunks no reachable file references and inode records no
-// directory reaches (mark and sweep), deletes the packs left empty and
-// rewrites those mostly garbage, then lets Badger reclaim value-log space.
-// Run it only while nothing is writing: the store must not be mounted.
-func (s *Store) GC() (*GCResult, error) {
-	s.packs.Seal() // records copied below go to a pack that is not a candidate
-	packIDs, err := s.packs.List()
+// Reclaim frees the chunks no inode references and rewrites the packs they
+// leave mostly empty, while the store is in use: readers, writers and
+// evictions go on meanwhile, and what liveChunks holds is kept. A pack goes
+// only once the index entries that left it are durable, so a crash at any
+// point loses nothing live.
+func (s *Store) Reclaim() (*GCResult, error) {
+	s.reclaimMu.Lock()
+	defer s.reclaimMu.Unlock()
+	s.live.turn()
+	sealed, err := s.sealedPacks()
 	if err != nil {
-		return nil, fmt.Errorf("gc: list packs: %w", err)
+		return nil, fmt.Errorf("reclaim: %w", err)
+	}
+	referenced, err := s.ReferencedChunks()
+	if err != nil {
+		return nil, fmt.Errorf("reclaim: %w", err)
+	}
+	cur, appending := s.packs.Current()
+	res := &GCResult{}
+	live, err := s.sweepChunks(referenced, res)
+	if err != nil {
+		return res, fmt.Errorf("reclaim: %w", err)
+	}
+	if appending && res.garbageIn[cur] {
+		if live[cur], err = s.sealPack(cur); err != nil {
+			return res, fmt.Errorf("reclaim: %w", err)
+		}
+		sealed = append(sealed, cur)
+	}
+	if err := s.sweepPacks(sealed, live, res); err != nil {
+		return res, fmt.Errorf("reclaim: %w", err)
+	}
+	if err := s.db.RunValueLogGC(0.5); err == nil {
+		res.ValueLogRewrites++
+	}
+	return res, nil
+}
+
+// GC is Reclaim for a store nothing else uses: it also deletes the inode
+// records no directory reaches (a crash can leave them), rewrites the pack
+// last appended to, and flattens Badger's tables so that its value-log GC
+// returns what the deletions freed.
+func (s *Store) GC() (*GCResult, error) {
+	s.reclaimMu.Lock()
+	defer s.reclaimMu.Unlock()
+	s.packs.Seal() // records copied below go to a pack that is not a candidate
+	sealed, err := s.sealedPacks()
+	if err != nil {
+		return nil, fmt.Errorf("gc: %w", err)
 	}
 	inodes, chunks, err := s.reachable()
 	if err != nil {
 		return nil, fmt.Errorf("gc mark: %w", err)
 	}
 	res := &GCResult{}
-	live := map[uint32][]packRecord{}
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
-	err = s.ScanChunks(func(h chunk.Hash, loc pack.Loc, err error) error {
-		if err != nil {
-			s.log.Warn("gc: chunk left in place", "chunk", h.String(), "err", err)
-			return nil // fsck reports it
-		}
-		if _, ok := chunks[h]; ok {
-			live[loc.Pack] = append(live[loc.Pack], packRecord{h, loc})
+	err = s.InodeKeys(func(key []byte) error {
+		if ino, ok := meta.InodeOfKey(key); !ok || inodes[ino] {
 			return nil
 		}
-		res.Chunks++
-		res.ChunkBytes += int64(loc.Len)
-		return wb.Delete(meta.ChunkKey(h))
+		res.Inodes++
+		return wb.Delete(key)
 	})
-	if err == nil {
-		err = s.InodeKeys(func(key []byte) error {
-			if ino, ok := meta.InodeOfKey(key); !ok || inodes[ino] {
-				return nil
-			}
-			res.Inodes++
-			return wb.Delete(key)
-		})
-	}
 	if err == nil {
 		err = wb.Flush()
 	}
 	if err != nil {
 		return nil, fmt.Errorf("gc sweep: %w", err)
 	}
-	if err := s.sweepPacks(packIDs, live, res); err != nil {
-		return res, err
+	live, err := s.sweepChunks(chunks, res)
+	if err != nil {
+		return res, fmt.Errorf("gc: %w", err)
+	}
+	if err := s.sweepPacks(sealed, live, res); err != nil {
+		return res, fmt.Errorf("gc: %w", err)
 	}
 	// Compaction turns deletions into discard statistics the value-log GC uses.
 	if err := s.db.Flatten(1); err != nil {
@@ -113,18 +129,116 @@ func (s *Store) GC() (*GCResult, error) {
 	return res, nil
 }
 
-// sweepPacks deletes packs with no live record, and copies the live records
-// of packs that are mostly garbage to a new pack before deleting them. The
-// old pack goes only once the new locations are durable, so a crash leaves
-// every chunk readable from one pack or the other.
-func (s *Store) sweepPacks(ids []uint32, live map[uint32][]packRecord, res *GCResult) error {
-	var doomed []uint32
+// reachable walks the namespace from the root and returns every reachable
+// inode number and every chunk a reachable file references.
+func (s *Store) reachable() (map[uint64]bool, map[chunk.Hash]struct{}, error) {
+	inodes := map[uint64]bool{meta.RootIno: true}
+	chunks := map[chunk.Hash]struct{}{}
+	err := s.Walk(meta.RootIno, func(rel string, in *meta.Inode) error {
+		inodes[in.Ino] = true
+		for _, c := range in.Content.Chunks {
+			chunks[c.Hash] = struct{}{}
+		}
+		return nil
+	})
+	return inodes, chunks, err
+}
+
+// packRecord is a live chunk in a pack.
+type packRecord struct {
+	hash chunk.Hash
+	loc  pack.Loc
+}
+
+// sweepChunks deletes the index entries of the chunks not in referenced
+// that liveChunks does not keep, and returns the live records by pack.
+// Stores wait meanwhile, so none can find a chunk by dedup as it goes.
+func (s *Store) sweepChunks(referenced map[chunk.Hash]struct{}, res *GCResult) (map[uint32][]packRecord, error) {
+	live := map[uint32][]packRecord{}
+	var dead []packRecord
+	err := s.ScanChunks(func(h chunk.Hash, loc pack.Loc, err error) error {
+		switch _, ok := referenced[h]; {
+		case err != nil:
+			s.log.Warn("reclaim: chunk left in place", "chunk", h.String(), "err", err)
+		case ok:
+			live[loc.Pack] = append(live[loc.Pack], packRecord{h, loc})
+		default:
+			dead = append(dead, packRecord{h, loc})
+		}
+		return nil
+	})
+	if err != nil || len(dead) == 0 {
+		return live, err
+	}
+	for i := range s.putLocks {
+		s.putLocks[i].Lock()
+		defer s.putLocks[i].Unlock()
+	}
+	s.live.mu.Lock()
+	defer s.live.mu.Unlock()
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
+	for _, r := range dead {
+		if keep, recent := s.live.keepsLocked(r.hash); keep {
+			live[r.loc.Pack] = append(live[r.loc.Pack], r)
+			if recent {
+				res.Recent++
+			}
+			continue
+		}
+		if err := wb.Delete(meta.ChunkKey(r.hash)); err != nil {
+			return nil, err
+		}
+		if res.garbageIn == nil {
+			res.garbageIn = map[uint32]bool{}
+		}
+		res.garbageIn[r.loc.Pack] = true
+		res.Chunks++
+		res.ChunkBytes += int64(r.loc.Len)
+	}
+	return live, wb.Flush()
+}
+
+// sealPack ends appends to pack id, the current one, so that it can go
+// like any other, and returns its live records: every one it holds once
+// the appends under way are indexed.
+func (s *Store) sealPack(id uint32) ([]packRecord, error) {
+	s.evictMu.Lock() // appends and their index entries happen under RLock
+	if cur, appending := s.packs.Current(); appending && cur == id {
+		s.packs.Seal()
+	}
+	s.evictMu.Unlock()
+	return s.recordsIn(id)
+}
+
+// sealedPacks lists the packs not being appended to. Taken before the
+// index is read, it names no pack a chunk can be appended to after.
+func (s *Store) sealedPacks() ([]uint32, error) {
+	ids, err := s.packs.List()
+	if err != nil {
+		return nil, fmt.Errorf("list packs: %w", err)
+	}
+	cur, appending := s.packs.Current()
+	out := ids[:0]
 	for _, id := range ids {
+		if !appending || id != cur {
+			out = append(out, id)
+		}
+	}
+	return out, nil
+}
+
+// sweepPacks deletes the sealed packs with no live record, and copies the
+// live records of those mostly garbage to the current pack before deleting
+// them.
+func (s *Store) sweepPacks(sealed []uint32, live map[uint32][]packRecord, res *GCResult) error {
+	var doomed []uint32
+	var moved []movedRecord
+	limit := newRateLimit(compactRate)
+	for _, id := range sealed {
 		st, err := os.Stat(s.packs.Path(id))
 		if err != nil {
-			return fmt.Errorf("gc: %w", err)
+			continue // evicted meanwhile
 		}
 		var used int64
 		for _, r := range live[id] {
@@ -133,50 +247,101 @@ func (s *Store) sweepPacks(ids []uint32, live map[uint32][]packRecord, res *GCRe
 		if used > 0 && float64(st.Size()-used) < packGarbageRatio*float64(st.Size()) {
 			continue
 		}
-		if err := s.copyRecords(live[id], wb); err != nil {
-			s.log.Warn("gc: pack kept", "pack", s.packs.Path(id), "err", err)
+		m, err := s.copyRecords(live[id], limit)
+		if err != nil {
+			s.log.Warn("reclaim: pack kept", "pack", s.packs.Path(id), "err", err)
 			continue
 		}
+		moved = append(moved, m...)
 		if used > 0 {
 			res.PacksRewritten++
 		}
 		res.PackBytesFreed += st.Size() - used
 		doomed = append(doomed, id)
 	}
+	if len(doomed) == 0 {
+		return s.db.Sync() // the deletions of sweepChunks
+	}
+	return s.dropPacks(doomed, moved, res)
+}
+
+// movedRecord is a live record copied out of a pack about to go.
+type movedRecord struct {
+	hash     chunk.Hash
+	from, to pack.Loc
+}
+
+// copyRecords appends the values of recs to the current pack, with no
+// index change yet.
+func (s *Store) copyRecords(recs []packRecord, limit *rateLimit) ([]movedRecord, error) {
+	var out []movedRecord
+	for _, r := range recs {
+		s.evictMu.RLock() // the pack is not evicted while read
+		var to pack.Loc
+		err := s.packs.Read(r.hash, r.loc, func(val []byte) error {
+			var err error
+			to, err = s.packs.Append(r.hash, val)
+			return err
+		})
+		s.evictMu.RUnlock()
+		if err != nil {
+			return nil, fmt.Errorf("chunk %s: %w", r.hash.Short(), err)
+		}
+		out = append(out, movedRecord{r.hash, r.loc, to})
+		limit.wait(int64(r.loc.Len))
+	}
+	return out, nil
+}
+
+// dropPacks points the index at the copies of the moved records that still
+// stand where they were copied from, and deletes the doomed packs: the
+// copies and the new index entries are durable first, so a crash leaves
+// every chunk readable from one pack or the other.
+func (s *Store) dropPacks(doomed []uint32, moved []movedRecord, res *GCResult) error {
 	if err := s.packs.Sync(); err != nil {
-		return fmt.Errorf("gc: %w", err)
+		return err
+	}
+	s.evictMu.Lock() // no read in between, nor an eviction
+	defer s.evictMu.Unlock()
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	for _, m := range moved {
+		loc, err := s.chunkLoc(m.hash)
+		if err != nil || loc != m.from {
+			continue // deleted or evicted meanwhile: the copy is garbage
+		}
+		if err := wb.Set(meta.ChunkKey(m.hash), m.to.Encode()); err != nil {
+			return err
+		}
 	}
 	if err := wb.Flush(); err != nil {
-		return fmt.Errorf("gc: index rewritten records: %w", err)
+		return fmt.Errorf("index copied records: %w", err)
 	}
 	if err := s.db.Sync(); err != nil {
-		return fmt.Errorf("gc: %w", err)
+		return err
 	}
 	for _, id := range doomed {
 		if err := s.packs.Remove(id); err != nil {
-			return fmt.Errorf("gc: %w", err)
+			return err
 		}
 		res.PacksRemoved++
 	}
 	return nil
 }
 
-// copyRecords appends records to the current pack and queues their new
-// locations.
-func (s *Store) copyRecords(recs []packRecord, wb *badger.WriteBatch) error {
-	for _, r := range recs {
-		var loc pack.Loc
-		err := s.packs.Read(r.hash, r.loc, func(val []byte) error {
-			var err error
-			loc, err = s.packs.Append(r.hash, val)
-			return err
-		})
-		if err != nil {
-			return fmt.Errorf("chunk %s: %w", r.hash.Short(), err)
-		}
-		if err := wb.Set(meta.ChunkKey(r.hash), loc.Encode()); err != nil {
-			return err
-		}
+// rateLimit spaces out work to at most rate bytes a second.
+type rateLimit struct {
+	rate  int64
+	start time.Time
+	done  int64
+}
+
+func newRateLimit(rate int64) *rateLimit { return &rateLimit{rate: rate, start: time.Now()} }
+
+func (r *rateLimit) wait(n int64) {
+	r.done += n
+	ahead := time.Duration(r.done*int64(time.Second)/r.rate) - time.Since(r.start)
+	if ahead > 0 {
+		time.Sleep(ahead)
 	}
-	return nil
 }

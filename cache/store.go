@@ -15,6 +15,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/cache/pack"
@@ -30,6 +31,9 @@ type Options struct {
 	// AllowDamagedTables opens a store whose Badger tables have damaged
 	// blocks, for fsck to report what they affect. Without it Open refuses.
 	AllowDamagedTables bool
+	// ReclaimEvery, if set, runs Reclaim in the background that long after
+	// the namespace changes (see reclaimer.go); a daemon sets it.
+	ReclaimEvery time.Duration
 	// Loaders bounds the chunks loaded ahead of readers at once (default:
 	// the cores). Fetches from a bucket wait on the network and want more.
 	Loaders int
@@ -52,7 +56,10 @@ type Store struct {
 	evictMu sync.RWMutex
 	// putLocks serialize stores of chunks by their hash's first byte, so
 	// that two writers of one new chunk append it once.
-	putLocks [256]sync.Mutex
+	putLocks  [256]sync.Mutex
+	live      *liveChunks // what Reclaim keeps although unreferenced
+	reclaimMu sync.Mutex  // one collection at a time
+	reclaimer *reclaimer  // nil unless Options.ReclaimEvery
 	// cachesBucket says the store is, or was, in front of a bucket, so its
 	// index may hold marks of chunks the bucket has (see PutChunk).
 	cachesBucket atomic.Bool
@@ -107,7 +114,8 @@ func Open(dir string, o Options) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: %w (ckptfs fsck reports what it affects)", dir, damage)
 	}
-	s := &Store{dir: dir, opts: bo, db: db, log: o.Logger, packs: packs, metrics: newMetrics(), damage: damage, backing: noBacking{}}
+	s := &Store{dir: dir, opts: bo, db: db, log: o.Logger, packs: packs, metrics: newMetrics(), damage: damage, backing: noBacking{},
+		live: newLiveChunks(o.ReclaimEvery > 0)}
 	if o.Loaders <= 0 {
 		o.Loaders = runtime.NumCPU()
 	}
@@ -120,13 +128,19 @@ func Open(dir string, o Options) (*Store, error) {
 			}
 			return s.backing.Claim(name)
 		},
-		Changed: func() { s.backing.Changed() },
+		Changed: func() {
+			s.backing.Changed()
+			s.reclaimer.kick()
+		},
 	})
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
 	s.cachesBucket.Store(s.RemoteURL() != "")
+	if o.ReclaimEvery > 0 {
+		s.reclaimer = startReclaimer(s, o.ReclaimEvery)
+	}
 	if err := s.clearStaging(); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("open store %s: clear staging: %w", dir, err)
@@ -174,6 +188,7 @@ func (s *Store) Sync() error {
 
 // Close flushes and closes the store.
 func (s *Store) Close() error {
+	s.reclaimer.stop()
 	errs := []error{s.backing.Close(), s.packs.Close()}
 	if s.Namespace != nil {
 		errs = append(errs, s.Namespace.Close())

@@ -305,9 +305,13 @@ func TestEvictionDropsOnlyUploadedPacks(t *testing.T) {
 	// The bucket holds the chunks of every pack but the second.
 	inPack := map[uint32][]chunk.Hash{}
 	for _, id := range ids {
-		hs, err := s.indexedIn(id)
+		recs, err := s.recordsIn(id)
 		if err != nil {
 			t.Fatal(err)
+		}
+		var hs []chunk.Hash
+		for _, r := range recs {
+			hs = append(hs, r.hash)
 		}
 		inPack[id] = hs
 		for _, h := range hs {

@@ -10,8 +10,12 @@ import (
 
 // Ingest reads r to its end, stores it as chunks (see ingest.Run) and
 // returns its manifest.
+// Its chunks are kept from reclaim until it returns, and for a while
+// after, for the content to be committed (see liveChunks).
 func (s *Store) Ingest(r io.Reader) (*meta.Content, error) {
-	return ingest.Run(r, s)
+	p := &pinningPutter{s: s}
+	defer p.release()
+	return ingest.Run(r, p)
 }
 
 // Writer streams bytes into Ingest as they are written.

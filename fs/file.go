@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -31,6 +32,12 @@ type fileNode struct {
 	gen      uint64 // bumped whenever new content is committed
 	seenGen  uint64 // gen the kernel's page cache was filled at
 	opened   bool
+	// handles counts the open handles; while there are any, content is
+	// pinned in the store, so an unlink or another writer's commit does
+	// not let reclaim free what they read.
+	handles int
+	unpin   func()
+	record  *meta.Inode // as last read, for the attributes of an unlinked open file
 
 	hot hotOpens // guarded by mu
 }
@@ -44,9 +51,22 @@ var (
 
 func (n *fileNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	in, err := n.fsys.store.GetInode(n.ino)
+	if errors.Is(err, syscall.ENOENT) && n.unlinked.Load() {
+		n.mu.Lock()
+		last := n.record // an open file outlives its name, as on a local disk
+		n.mu.Unlock()
+		if last != nil {
+			n.fillAttr(&out.Attr, last)
+			out.Nlink = 0
+			return 0
+		}
+	}
 	if err != nil {
 		return toErrno(n.fsys.log, "getattr", err)
 	}
+	n.mu.Lock()
+	n.record = in
+	n.mu.Unlock()
 	n.fillAttr(&out.Attr, in)
 	return 0
 }
@@ -154,11 +174,22 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 func (n *fileNode) load(in *meta.Inode) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.record = in
 	if n.content != nil && n.content.Equal(&in.Content) {
 		return
 	}
-	n.content = &in.Content
-	n.reader = n.fsys.store.NewReader(n.Path(nil), n.content)
+	n.setContentLocked(&in.Content)
+}
+
+// setContentLocked makes c the committed content, pinned while handles
+// are open.
+func (n *fileNode) setContentLocked(c *meta.Content) {
+	n.content, n.reader = c, n.fsys.store.NewReader(n.Path(nil), c)
+	if n.handles > 0 {
+		unpin := n.unpin
+		n.unpin = n.fsys.store.Pin(c)
+		unpin()
+	}
 }
 
 // current is the committed content and its reader.
@@ -171,7 +202,7 @@ func (n *fileNode) current() (*meta.Content, *cache.FileReader) {
 // contentChanged records a commit of c and drops the kernel's cached pages.
 func (n *fileNode) contentChanged(c *meta.Content) {
 	n.mu.Lock()
-	n.content, n.reader = c, n.fsys.store.NewReader(n.Path(nil), c)
+	n.setContentLocked(c)
 	n.gen++
 	n.mu.Unlock()
 	// Not from inside the request: the kernel may wait on it.
@@ -191,6 +222,9 @@ func (n *fileNode) newHandleLocked(cached, writable bool) *handle {
 	if cached {
 		n.hot.cached++
 	}
+	if n.handles++; n.handles == 1 {
+		n.unpin = n.fsys.store.Pin(n.content)
+	}
 	return h
 }
 
@@ -199,5 +233,9 @@ func (n *fileNode) forget(h *handle) {
 	defer n.mu.Unlock()
 	if h.cached {
 		n.hot.cached--
+	}
+	if n.handles--; n.handles == 0 {
+		n.unpin()
+		n.unpin = nil
 	}
 }

@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"io"
+	"runtime"
 	"sync"
 	"syscall"
 	"weak"
@@ -133,7 +134,21 @@ func (n *viewDirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOu
 			return v.ReadAt(i, p, off)
 		}
 		node := n.newFile(name, f.Size, weightsAccess(v.Weights), n.mtime, readAt, hot.Key("view", n.key, n.name, name))
-		node.pin = func() (any, error) { return n.plan() }
+		node.pin = func() (func(), error) {
+			v, err := n.plan()
+			if err != nil {
+				return nil, err
+			}
+			contents := make([]*meta.Content, len(v.Weights))
+			for i, in := range v.Weights {
+				contents[i] = &in.Content
+			}
+			unpin := n.fsys.store.Pin(contents...)
+			return func() {
+				unpin()
+				runtime.KeepAlive(v) // held until here: see viewDirNode.last
+			}, nil
+		}
 		node.fillAttr(&out.Attr)
 		return n.NewInode(ctx, node, fs.StableAttr{Mode: syscall.S_IFREG, Ino: node.ino}), 0
 	}
@@ -148,6 +163,7 @@ func (n *viewDirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOu
 		}
 		r := n.fsys.store.NewReader(n.Path(nil)+"/"+name, &x.Inode.Content)
 		node := n.newFile(name, r.Size(), accessOf(x.Inode), x.Inode.Mtime, r.ReadAt, cache.ContentKey(&x.Inode.Content))
+		node.pin = func() (func(), error) { return n.fsys.store.Pin(&x.Inode.Content), nil }
 		node.fillAttr(&out.Attr)
 		return n.NewInode(ctx, node, fs.StableAttr{Mode: syscall.S_IFREG, Ino: node.ino}), 0
 	}
@@ -202,7 +218,7 @@ type roFileNode struct {
 	acc    access
 	mtime  int64
 	readAt func(p []byte, off int64) (int, error)
-	pin    func() (any, error) // what an open must hold for readAt to work; nil for none
+	pin    func() (release func(), err error) // holds what readAt reads while a handle is open
 	hotKey string
 	reads  prometheus.Counter // bytes served, by view kind
 
@@ -249,13 +265,11 @@ func (n *roFileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uin
 	if h := n.hot.open(n.fsys.hot, n.hotKey, always, n.Path(nil), n.fsys.log); h != nil {
 		return h, 0, 0
 	}
-	h := &roHandle{node: n}
-	if n.pin != nil {
-		var err error
-		if h.pinned, err = n.pin(); err != nil {
-			return nil, 0, toErrno(n.fsys.log, "open "+n.Path(nil), err)
-		}
+	release, err := n.pin()
+	if err != nil {
+		return nil, 0, toErrno(n.fsys.log, "open "+n.Path(nil), err)
 	}
+	h := &roHandle{node: n, release: release}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.hot.cached++
@@ -275,11 +289,12 @@ func (n *roFileNode) Read(ctx context.Context, f fs.FileHandle, dest []byte, off
 // roHandle is an open of a view file through the FUSE page cache; the node
 // serves its reads.
 type roHandle struct {
-	node   *roFileNode
-	pinned any // what the file reads, held while it is open (see viewDirNode.last)
+	node    *roFileNode
+	release func() // lets go of what the file reads, held while it is open
 }
 
 func (h *roHandle) Release(ctx context.Context) syscall.Errno {
+	h.release()
 	h.node.mu.Lock()
 	defer h.node.mu.Unlock()
 	h.node.hot.cached--

@@ -601,3 +601,36 @@ func (s *Namespace) InodeKeys(fn func(key []byte) error) error {
 		return nil
 	})
 }
+
+// ReferencedChunks returns every chunk an inode record references, reachable
+// or not, all read from one snapshot: a file renamed or replaced meanwhile
+// is seen once, before or after. A record that does not decode is an error,
+// since the chunks it references are unknown.
+func (s *Namespace) ReferencedChunks() (map[chunk.Hash]struct{}, error) {
+	out := map[chunk.Hash]struct{}{}
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{PrefixInode}, PrefetchValues: true, PrefetchSize: 256})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			ino, ok := InodeOfKey(it.Item().Key())
+			if !ok {
+				return fmt.Errorf("inode key %x is malformed: %w", it.Item().Key(), chunk.ErrCorrupt)
+			}
+			err := it.Item().Value(func(v []byte) error {
+				in, err := DecodeInode(ino, v)
+				if err != nil {
+					return err
+				}
+				for _, c := range in.Content.Chunks {
+					out[c.Hash] = struct{}{}
+				}
+				return nil
+			})
+			if err != nil {
+				return fmt.Errorf("inode %d: %w", ino, err)
+			}
+		}
+		return nil
+	})
+	return out, err
+}

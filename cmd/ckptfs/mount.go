@@ -49,6 +49,13 @@ from its copy, opening it for writing or truncating it fails with ETXTBSY
 (the kernel allows one kind of open per file), and loaders such as
 from_pretrained keep the file mapped as long as the model lives.
 
+Space comes back while mounted: --reclaim-after after a change (an rm, an
+overwrite, a truncate), a background pass frees the chunks no file uses any
+more, deletes packs left empty and rewrites packs a quarter garbage (at most
+128 MiB/s of copying, and at most a fifth of a core however large the
+store). Files still open, ingests under way and hot copies keep what they
+read. 0 leaves it all to 'ckptfs gc'.
+
 --metrics-addr serves Prometheus metrics at http://ADDR/metrics (--pprof adds
 net/http/pprof under /debug/pprof/). --read-only refuses every change with
 EROFS. SIGTERM or SIGINT unmounts; files still open for writing are
@@ -119,6 +126,7 @@ The source is the store; options are the flags above with _ for -.`,
 	cmd.Flags().StringVar(&hotSize, "hot-size", "16GiB", "disk for decoded copies of view files read often (0: none)")
 	cmd.Flags().BoolVar(&opts.HotAsWritten, "hot-as-written", false, "give files as written hot copies too (writers then get ETXTBSY while one is read)")
 	cmd.Flags().BoolVar(&opts.ReadOnly, "read-only", false, "refuse every change with EROFS")
+	cmd.Flags().DurationVar(&srv.reclaimAfter, "reclaim-after", 5*time.Second, "free the space of removed and overwritten files this long after a change (0: only by 'ckptfs gc')")
 	cmd.Flags().StringVar(&srv.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9101)")
 	cmd.Flags().BoolVar(&srv.pprof, "pprof", false, "also serve net/http/pprof under /debug/pprof/ on --metrics-addr")
 	srv.remote.add(cmd, false)
@@ -199,6 +207,7 @@ type serveOptions struct {
 	remote               remoteFlags
 	remoteDiskBytes      int64
 	remoteTTL            time.Duration
+	reclaimAfter         time.Duration
 }
 
 // openBucket opens the bucket the store is to be in front of, nil if none.
@@ -233,7 +242,7 @@ func (a *app) serve(mnt string, opts fs.Options, so serveOptions) (err error) {
 	if err != nil {
 		return err
 	}
-	storeOpts := cache.Options{CacheBytes: so.cacheBytes}
+	storeOpts := cache.Options{CacheBytes: so.cacheBytes, ReclaimEvery: so.reclaimAfter}
 	if remote != nil {
 		storeOpts.Loaders = max(runtime.NumCPU(), 8) // fetches wait on the network, not the cores
 	}

@@ -1,0 +1,135 @@
+package cache
+
+import (
+	"bytes"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ckptfs/ckptfs/cache/meta"
+	"github.com/ckptfs/ckptfs/layout/layouttest"
+)
+
+// openReclaiming opens a store that reclaims while in use, with packs of
+// 1 MiB and generations that turn at every pass; the test runs the passes.
+func openReclaiming(t *testing.T) *Store {
+	t.Helper()
+	s, err := Open(t.TempDir(), Options{CacheBytes: 8 << 20, ReclaimEvery: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	s.live.minAge = 0
+	s.packs.SetTarget(1 << 20)
+	return s
+}
+
+func addFile(t *testing.T, s *Store, name string, data []byte) *meta.Content {
+	t.Helper()
+	c, err := s.Ingest(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Create(meta.RootIno, name, meta.Inode{Mode: syscall.S_IFREG | 0o644, Content: *c}); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func reclaim(t *testing.T, s *Store) *GCResult {
+	t.Helper()
+	res, err := s.Reclaim()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+// A removed file's chunks are freed by the second pass after they were
+// last touched, their packs deleted or rewritten, while a reader of the
+// file kept reads on; a file an open handle still pins is kept until it
+// is let go.
+func TestReclaimWhileInUse(t *testing.T) {
+	s := openReclaiming(t)
+	keepData := layouttest.Random(1, 3<<20)
+	keep := addFile(t, s, "keep", keepData)
+	drop := addFile(t, s, "drop", layouttest.Random(2, 3<<20))
+	held := addFile(t, s, "held", layouttest.Random(3, 2<<20))
+	unpin := s.Pin(held)
+	for _, name := range []string{"drop", "held"} {
+		if err := s.Remove(meta.RootIno, name, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // a reader of the kept file all along
+		defer wg.Done()
+		for !stop.Load() {
+			got := make([]byte, len(keepData))
+			if _, err := s.NewReader("keep", keep).ReadAt(got, 0); err != nil || !bytes.Equal(got, keepData) {
+				t.Errorf("read during reclaim: %v", err)
+				return
+			}
+		}
+	}()
+	if res := reclaim(t, s); res.Chunks != 0 {
+		t.Fatalf("the first pass freed %d chunks written since the one before", res.Chunks)
+	}
+	res := reclaim(t, s)
+	if res.Chunks != int64(len(drop.Chunks)) || res.PacksRemoved == 0 {
+		t.Fatalf("second pass: %+v, want the %d chunks of the removed file", res, len(drop.Chunks))
+	}
+	if got := readAll(t, s, held); !bytes.Equal(got, layouttest.Random(3, 2<<20)) {
+		t.Fatal("a pinned file was damaged")
+	}
+	unpin()
+	reclaim(t, s)
+	if res := reclaim(t, s); res.Chunks != int64(len(held.Chunks)) {
+		t.Fatalf("after unpinning: %+v, want the %d chunks of the held file", res, len(held.Chunks))
+	}
+	stop.Store(true)
+	wg.Wait()
+	if got := readAll(t, s, keep); !bytes.Equal(got, keepData) {
+		t.Fatal("the kept file was damaged")
+	}
+	if size := layouttest.TreeBytes(t, s.packs.Dir()); size > 5<<20 {
+		t.Fatalf("packs take %d bytes for a 3 MiB file", size)
+	}
+}
+
+// Chunks of an ingest still running are kept by every pass, and so is its
+// content between its end and its commit.
+func TestReclaimKeepsAnIngestInFlight(t *testing.T) {
+	s := openReclaiming(t)
+	data := layouttest.Random(4, 6<<20)
+	w := s.NewWriter()
+	if _, err := w.Write(data[:4<<20]); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // let the pipeline store what it has
+	for range 3 {
+		if res := reclaim(t, s); res.Chunks != 0 {
+			t.Fatalf("a pass freed %d chunks of an ingest in flight", res.Chunks)
+		}
+	}
+	w.Write(data[4<<20:])
+	c, err := w.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := reclaim(t, s); res.Chunks != 0 {
+		t.Fatalf("a pass between an ingest's end and its commit freed %d chunks", res.Chunks)
+	}
+	if _, err := s.Create(meta.RootIno, "f", meta.Inode{Mode: syscall.S_IFREG | 0o644, Content: *c}); err != nil {
+		t.Fatal(err)
+	}
+	reclaim(t, s)
+	reclaim(t, s)
+	if got := readAll(t, s, c); !bytes.Equal(got, data) {
+		t.Fatal("the committed file differs")
+	}
+}
