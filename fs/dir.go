@@ -37,6 +37,9 @@ var (
 )
 
 func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if len(name) > meta.MaxNameLen {
+		return nil, syscall.ENAMETOOLONG // as ext4: a create after it would fail the same way
+	}
 	in, err := n.fsys.store.Lookup(n.ino, name)
 	if err == nil {
 		setAttr(&out.Attr, in)

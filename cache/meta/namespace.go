@@ -252,11 +252,26 @@ func readDir(txn *badger.Txn, parent uint64) ([]DirEntry, error) {
 	return out, err
 }
 
+// MaxNameLen is the longest name in a directory, as on ext4: a longer one
+// could not be exported to a local disk.
+const MaxNameLen = 255
+
+// checkName refuses a name no directory entry may have.
+func checkName(name string) error {
+	switch {
+	case name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00"):
+		return syscall.EINVAL
+	case len(name) > MaxNameLen:
+		return syscall.ENAMETOOLONG
+	}
+	return nil
+}
+
 // Create adds a new file, directory or symlink named name in parent, from
 // the template in (its Ino is assigned). syscall.EEXIST if the name is taken.
 func (s *Namespace) Create(parent uint64, name string, in Inode) (*Inode, error) {
-	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
-		return nil, syscall.EINVAL
+	if err := checkName(name); err != nil {
+		return nil, err
 	}
 	if s.hooks.Reserve != nil {
 		if err := s.hooks.Reserve(); err != nil {
@@ -393,6 +408,9 @@ func (s *Namespace) MoveInto(parent uint64, from, to string) error {
 
 // rename is Rename without claiming the new name in the bucket.
 func (s *Namespace) rename(oldParent uint64, oldName string, newParent uint64, newName string, flags uint32) error {
+	if err := checkName(newName); err != nil {
+		return err
+	}
 	return s.update(func(txn *badger.Txn) error {
 		ino, mode, err := getDentry(txn, oldParent, oldName)
 		if err != nil {

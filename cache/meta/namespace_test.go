@@ -105,3 +105,18 @@ func TestDamagedOnOpenNamesTheTable(t *testing.T) {
 	}
 	t.Fatal("no flipped byte made Badger refuse the table on open")
 }
+
+// Names are at most 255 bytes, as on ext4, in a create and a rename.
+func TestNamesLongerThan255AreRefused(t *testing.T) {
+	s := openTemp(t)
+	long := strings.Repeat("n", MaxNameLen+1)
+	if _, err := s.Create(RootIno, long, Inode{Mode: syscall.S_IFREG | 0o644}); !errors.Is(err, syscall.ENAMETOOLONG) {
+		t.Fatalf("create of a %d-byte name: %v", len(long), err)
+	}
+	if _, err := s.Create(RootIno, long[1:], Inode{Mode: syscall.S_IFREG | 0o644}); err != nil {
+		t.Fatalf("create of a %d-byte name: %v", len(long)-1, err)
+	}
+	if err := s.Rename(RootIno, long[1:], RootIno, long, 0); !errors.Is(err, syscall.ENAMETOOLONG) {
+		t.Fatalf("rename to a %d-byte name: %v", len(long), err)
+	}
+}
