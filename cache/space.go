@@ -14,16 +14,28 @@ const (
 	metaReserve  = 32 << 20 // before creating an entry
 )
 
-// ensureSpace fails with ENOSPC unless n bytes plus reserve are free.
+// ensureSpace fails with ENOSPC unless n bytes plus reserve are free,
+// after the makeRoom of SetMakeRoom had its chance to free them.
 func (s *Store) ensureSpace(n, reserve int64) error {
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(s.dir, &st); err != nil {
-		return fmt.Errorf("statfs %s: %w", s.dir, err)
+	free, err := s.freeBytes()
+	if err == nil && free < n+reserve && s.makeRoom != nil && s.makeRoom(n+reserve-free) > 0 {
+		free, err = s.freeBytes()
 	}
-	if free := int64(st.Bavail) * st.Bsize; free < n+reserve {
+	if err != nil {
+		return err
+	}
+	if free < n+reserve {
 		return fmt.Errorf("store %s: %d bytes free, keeping %d in reserve: %w", s.dir, free, reserve, syscall.ENOSPC)
 	}
 	return nil
+}
+
+func (s *Store) freeBytes() (int64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(s.dir, &st); err != nil {
+		return 0, fmt.Errorf("statfs %s: %w", s.dir, err)
+	}
+	return int64(st.Bavail) * st.Bsize, nil
 }
 
 // EnsureStagingSpace fails with ENOSPC unless n more bytes of a staging

@@ -57,6 +57,7 @@ type Store struct {
 	// putLocks serialize stores of chunks by their hash's first byte, so
 	// that two writers of one new chunk append it once.
 	putLocks  [256]sync.Mutex
+	makeRoom  func(need int64) int64
 	live      *liveChunks // what Reclaim keeps although unreferenced
 	reclaimMu sync.Mutex  // one collection at a time
 	reclaimer *reclaimer  // nil unless Options.ReclaimEvery
@@ -147,6 +148,11 @@ func Open(dir string, o Options) (*Store, error) {
 	}
 	return s, nil
 }
+
+// SetMakeRoom sets what is asked to free need bytes of the store's disk
+// before a write fails with ENOSPC; it returns what it freed. Hot copies go
+// before the store refuses data. Set it before the store serves.
+func (s *Store) SetMakeRoom(fn func(need int64) int64) { s.makeRoom = fn }
 
 // Damage names the damaged tables found on open (AllowDamagedTables).
 func (s *Store) Damage() error { return s.damage }

@@ -130,3 +130,30 @@ func TestFailedWriteNeverLooksSaved(t *testing.T) {
 	m.unmount()
 	fsckClean(t, store)
 }
+
+// Hot copies give way to the store: on a disk too full for a write, the
+// copies are dropped and the write succeeds.
+func TestHotCopiesGiveWayToWrites(t *testing.T) {
+	disk, _ := smallDisk(t, 256, 0)
+	store := filepath.Join(disk, "store")
+	if err := os.MkdirAll(filepath.Join(store, "hot"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// A hot copy as an earlier mount left it: 150 MiB of the 256.
+	if err := os.WriteFile(filepath.Join(store, "hot", "0123456789abcdef"), make([]byte, 150<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m := mountStore(t, store, "--hot-size=1GiB")
+	data := layouttest.Random(4, 60<<20) // with the 64 MiB reserve, more than is free
+	if err := os.WriteFile(m.path("w.bin"), data, 0o644); err != nil {
+		t.Fatalf("a write the hot copy stood in the way of: %v", err)
+	}
+	if got, err := os.ReadFile(m.path("w.bin")); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("the file read back: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(store, "hot", "0123456789abcdef")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the hot copy is still there: %v", err)
+	}
+	m.unmount()
+	fsckClean(t, store)
+}

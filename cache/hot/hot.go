@@ -189,9 +189,27 @@ func (h *Files) done(key string) {
 // evict removes the least recently used copies beyond the budget. An open
 // copy stays readable until its last reader closes it.
 func (h *Files) evict() {
+	h.dropOldest(func(total, _ int64) bool { return total <= h.budget })
+}
+
+// Drop removes the least recently used copies until need bytes are freed,
+// or none is left, and returns the bytes freed: the store's disk comes
+// before the copies.
+func (h *Files) Drop(need int64) int64 {
+	freed := h.dropOldest(func(_, freed int64) bool { return freed >= need })
+	if freed > 0 {
+		h.log.Warn("hot copies dropped: the store's disk is short of space", "bytes", freed)
+	}
+	return freed
+}
+
+// dropOldest removes copies, least recently used first, until enough says
+// the total left and the bytes freed are enough; it returns the bytes
+// freed.
+func (h *Files) dropOldest(enough func(total, freed int64) bool) int64 {
 	entries, err := os.ReadDir(h.dir)
 	if err != nil {
-		return
+		return 0
 	}
 	type copyInfo struct {
 		name string
@@ -209,11 +227,15 @@ func (h *Files) evict() {
 		total += info.Size()
 	}
 	sort.Slice(copies, func(i, j int) bool { return copies[i].used.Before(copies[j].used) })
+	var freed int64
 	for _, c := range copies {
-		if total <= h.budget {
+		if enough(total, freed) {
 			break
 		}
-		os.Remove(filepath.Join(h.dir, c.name))
-		total -= c.size
+		if os.Remove(filepath.Join(h.dir, c.name)) == nil {
+			total -= c.size
+			freed += c.size
+		}
 	}
+	return freed
 }

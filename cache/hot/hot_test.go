@@ -64,6 +64,30 @@ func TestHotFilesEvict(t *testing.T) {
 	}
 }
 
+// Drop frees what the store's disk needs, least recently used first, and
+// no more.
+func TestHotFilesDrop(t *testing.T) {
+	dir := t.TempDir()
+	hot, err := Open(dir, 1<<30, slog.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, key := range []string{"old", "mid", "new"} {
+		os.WriteFile(hot.path(key), make([]byte, 3<<20), 0o600)
+		at := time.Now().Add(time.Duration(i-3) * time.Minute)
+		os.Chtimes(hot.path(key), at, at)
+	}
+	if freed := hot.Drop(4 << 20); freed != 6<<20 {
+		t.Fatalf("dropped %d bytes for 4 MiB, want two 3 MiB copies", freed)
+	}
+	if _, err := os.Stat(hot.path("new")); err != nil {
+		t.Fatalf("the newest copy went: %v", err)
+	}
+	if freed := hot.Drop(1 << 30); freed != 3<<20 {
+		t.Fatalf("dropped %d bytes of the one copy left", freed)
+	}
+}
+
 // waitCopies waits until no copy is being made.
 func waitCopies(h *Files) {
 	for {

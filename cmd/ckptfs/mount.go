@@ -43,7 +43,9 @@ A view file (DIR@single, DIR@shards) of 4 MiB or more opened a second time
 gets a decoded copy in STORE/hot, made in the background from verified
 chunks and fsynced before it outlives the daemon; later opens hand that copy to the
 kernel (FUSE passthrough), which reads it as fast as a local file. --hot-size
-bounds the copies, least recently used go first; 0 turns them off.
+bounds the copies, least recently used go first; 0 turns them off. The
+default, auto, is a quarter of the disk's free space at mount; copies are
+also dropped whenever the store itself would run short of space.
 --hot-as-written gives files as written copies too; while a file is read
 from its copy, opening it for writing or truncating it fails with ETXTBSY
 (the kernel allows one kind of open per file), and loaders such as
@@ -95,9 +97,9 @@ The source is the store; options are the flags above with _ for -.`,
 			if err != nil {
 				return fmt.Errorf("--cache-size %q: %w", cacheSize, err)
 			}
-			hot, err := humanize.ParseBytes(hotSize)
+			hot, err := parseHotSize(hotSize)
 			if err != nil {
-				return fmt.Errorf("--hot-size %q: %w", hotSize, err)
+				return err
 			}
 			disk, err := humanize.ParseBytes(remoteCacheSize)
 			if err != nil {
@@ -123,7 +125,7 @@ The source is the store; options are the flags above with _ for -.`,
 	cmd.Flags().BoolVar(&opts.ShowViews, "show-views", false, "list DIR@single and DIR@shards beside each folder with weights")
 	cmd.Flags().BoolVar(&opts.Debug, "debug", false, "log every FUSE request")
 	cmd.Flags().StringVar(&cacheSize, "cache-size", "128MiB", "memory for decoded chunks")
-	cmd.Flags().StringVar(&hotSize, "hot-size", "16GiB", "disk for decoded copies of view files read often (0: none)")
+	cmd.Flags().StringVar(&hotSize, "hot-size", "auto", "disk for decoded copies of view files read often (auto: a quarter of the free space at mount; 0: none)")
 	cmd.Flags().BoolVar(&opts.HotAsWritten, "hot-as-written", false, "give files as written hot copies too (writers then get ETXTBSY while one is read)")
 	cmd.Flags().BoolVar(&opts.ReadOnly, "read-only", false, "refuse every change with EROFS")
 	cmd.Flags().DurationVar(&srv.reclaimAfter, "reclaim-after", 5*time.Second, "free the space of removed and overwritten files this long after a change (0: only by 'ckptfs gc')")
@@ -133,6 +135,27 @@ The source is the store; options are the flags above with _ for -.`,
 	cmd.Flags().StringVar(&remoteCacheSize, "remote-cache-size", "32GiB", "with --remote: local disk for chunks; those in the bucket are evicted past it (0: no bound)")
 	cmd.Flags().DurationVar(&srv.remoteTTL, "remote-ttl", 10*time.Second, "with --remote: how often checkpoints other mounts publish are looked for")
 	return cmd
+}
+
+// parseHotSize reads --hot-size: a size, or auto (-1).
+func parseHotSize(v string) (int64, error) {
+	if v == "auto" {
+		return -1, nil
+	}
+	n, err := humanize.ParseBytes(v)
+	if err != nil {
+		return 0, fmt.Errorf("--hot-size %q: %w", v, err)
+	}
+	return int64(n), nil
+}
+
+// freeBytes is the space free for dir's file system, 0 if unknown.
+func freeBytes(dir string) int64 {
+	var st syscall.Statfs_t
+	if syscall.Statfs(dir, &st) != nil {
+		return 0
+	}
+	return int64(st.Bavail) * st.Bsize
 }
 
 func checkMountpoint(mnt string) error {
@@ -259,17 +282,21 @@ func (a *app) serve(mnt string, opts fs.Options, so serveOptions) (err error) {
 			err = cerr
 		}
 	}()
+	opts.Logger = a.log
+	if so.hotBytes < 0 { // auto
+		so.hotBytes = freeBytes(a.storeDir) / 4
+	}
+	if so.hotBytes > 0 {
+		if opts.HotFiles, err = hot.Open(filepath.Join(a.storeDir, "hot"), so.hotBytes, a.log); err != nil {
+			return err
+		}
+		store.SetMakeRoom(opts.HotFiles.Drop) // the store's disk comes first
+	}
 	bucketMetrics := bucket.NewMetrics()
 	if remote != nil {
 		o := bucket.Options{DiskBytes: so.remoteDiskBytes, MetadataTTL: so.remoteTTL, Logger: a.log, Metrics: bucketMetrics}
 		if _, err := bucket.Attach(store, remote, o); err != nil {
 			return fmt.Errorf("open store %s: %w", a.storeDir, err)
-		}
-	}
-	opts.Logger = a.log
-	if so.hotBytes > 0 {
-		if opts.HotFiles, err = hot.Open(filepath.Join(a.storeDir, "hot"), so.hotBytes, a.log); err != nil {
-			return err
 		}
 	}
 	opts.Metrics = fs.NewMetrics()
