@@ -25,9 +25,11 @@ install: build
 	install -d $(DESTDIR)$(SBINDIR)
 	ln -sf $(PREFIX)/bin/ckptfs $(DESTDIR)$(SBINDIR)/mount.fuse.ckptfs
 
-# fusermount3 comes with Debian's fuse3.
+# fusermount3 comes with Debian's fuse3; the POSIX tests copy with rsync and
+# tar and set xattrs with attr's setfattr.
 fuse:
-	@command -v fusermount3 >/dev/null || { apt-get update -qq && apt-get install -y -qq fuse3; }
+	@for c in fusermount3 rsync tar setfattr; do command -v $$c >/dev/null || missing=1; done; \
+		test -z "$$missing" || { apt-get update -qq && apt-get install -y -qq fuse3 rsync tar attr; }
 
 # The venv lives outside the clone and is made only once; pip runs again only
 # when the requirements change.

@@ -21,10 +21,12 @@ type Stats struct {
 func (s *Store) Stats(ino uint64) (*Stats, error) {
 	st := &Stats{}
 	seen := map[chunk.Hash]bool{}
+	files := map[uint64]bool{} // a file with hard links counts once, as du counts it
 	add := func(in *meta.Inode) {
-		if in.Mode&syscall.S_IFMT != syscall.S_IFREG {
+		if in.Mode&syscall.S_IFMT != syscall.S_IFREG || files[in.Ino] {
 			return
 		}
+		files[in.Ino] = true
 		st.Files++
 		st.Logical += in.Content.Size
 		for _, c := range in.Content.Chunks {

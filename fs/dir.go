@@ -16,9 +16,7 @@ import (
 // subdirectories.
 type dirNode struct {
 	fs.Inode
-	noXattrs
-	fsys *FS
-	ino  uint64
+	stored
 }
 
 var (
@@ -33,7 +31,8 @@ var (
 	_ = (fs.NodeRmdirer)((*dirNode)(nil))
 	_ = (fs.NodeRenamer)((*dirNode)(nil))
 	_ = (fs.NodeStatfser)((*dirNode)(nil))
-	_ = (fs.NodeSetxattrer)((*dirNode)(nil))
+	_ = (fs.NodeLinker)((*dirNode)(nil))
+	_ = (fs.NodeMknoder)((*dirNode)(nil))
 )
 
 func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
@@ -71,25 +70,8 @@ func (n *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 	return fs.NewListDirStream(list), 0
 }
 
-func (n *dirNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	in, err := n.fsys.store.GetInode(n.ino)
-	if err != nil {
-		return toErrno(n.fsys.log, "getattr", err)
-	}
-	setAttr(&out.Attr, in)
-	return 0
-}
-
 func (n *dirNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
-	if _, ok := in.GetSize(); ok {
-		return syscall.EISDIR
-	}
-	rec, err := n.fsys.store.Update(n.ino, func(rec *meta.Inode) error { applyAttr(rec, in); return nil })
-	if err != nil {
-		return toErrno(n.fsys.log, "setattr", err)
-	}
-	setAttr(&out.Attr, rec)
-	return 0
+	return n.setattr(in, out, syscall.EISDIR, false)
 }
 
 // applyAttr applies chmod, chown and utimens parts of a setattr.
@@ -124,6 +106,16 @@ func newRecord(ctx context.Context, mode uint32) meta.Inode {
 }
 
 func (n *dirNode) create(ctx context.Context, name string, rec meta.Inode, out *fuse.EntryOut) (*fs.Inode, *meta.Inode, syscall.Errno) {
+	parent, err := n.fsys.store.GetInode(n.ino)
+	if err != nil {
+		return nil, nil, toErrno(n.fsys.log, "create "+name, err)
+	}
+	if parent.Mode&syscall.S_ISGID != 0 { // as a local disk: the group goes down, and the bit to folders
+		rec.Gid = parent.Gid
+		if rec.Mode&syscall.S_IFMT == syscall.S_IFDIR {
+			rec.Mode |= syscall.S_ISGID
+		}
+	}
 	in, err := n.fsys.store.Create(n.ino, name, rec)
 	if err != nil {
 		return nil, nil, toErrno(n.fsys.log, "create "+name, err)
@@ -152,6 +144,44 @@ func (n *dirNode) Symlink(ctx context.Context, target, name string, out *fuse.En
 	rec.Target = target
 	child, _, errno := n.create(ctx, name, rec, out)
 	return child, errno
+}
+
+// Mknod makes a FIFO, socket or device node: a record with no content.
+func (n *dirNode) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	switch mode & syscall.S_IFMT {
+	case syscall.S_IFIFO, syscall.S_IFSOCK, syscall.S_IFCHR, syscall.S_IFBLK:
+	case syscall.S_IFREG: // mknod(2) of a plain file
+	default:
+		return nil, syscall.EINVAL
+	}
+	rec := newRecord(ctx, mode)
+	rec.Rdev = dev
+	child, _, errno := n.create(ctx, name, rec, out)
+	return child, errno
+}
+
+// Link adds name as another entry of a stored file, symlink or special
+// node: one inode, its content shared, its link count one more.
+func (n *dirNode) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	var ino uint64
+	switch t := target.(type) {
+	case *fileNode:
+		ino = t.ino
+	case *symlinkNode:
+		ino = t.ino
+	case *specialNode:
+		ino = t.ino
+	case *dirNode:
+		return nil, syscall.EPERM
+	default:
+		return nil, syscall.EXDEV // a view's file: not stored as such
+	}
+	in, err := n.fsys.store.Link(ino, n.ino, name)
+	if err != nil {
+		return nil, toErrno(n.fsys.log, "link "+name, err)
+	}
+	setAttr(&out.Attr, in)
+	return n.fsys.newNode(ctx, n.EmbeddedInode(), in), 0
 }
 
 func (n *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {

@@ -18,9 +18,7 @@ import (
 // release commits them.
 type fileNode struct {
 	fs.Inode
-	noXattrs
-	fsys *FS
-	ino  uint64
+	stored
 
 	mu      sync.Mutex
 	content *meta.Content     // committed content, as last loaded or committed
@@ -46,7 +44,6 @@ var (
 	_ = (fs.NodeGetattrer)((*fileNode)(nil))
 	_ = (fs.NodeSetattrer)((*fileNode)(nil))
 	_ = (fs.NodeOpener)((*fileNode)(nil))
-	_ = (fs.NodeSetxattrer)((*fileNode)(nil))
 )
 
 func (n *fileNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {

@@ -79,7 +79,7 @@ func Mount(dir string, store *cache.Store, opts Options) (*fuse.Server, error) {
 		mo.Options = append(mo.Options, "ro")
 	}
 	// fs.Mount, with the raw filesystem wrapped to count requests.
-	raw := fs.NewNodeFS(&dirNode{fsys: fsys, ino: meta.RootIno}, &fs.Options{
+	raw := fs.NewNodeFS(&dirNode{stored: stored{fsys, meta.RootIno}}, &fs.Options{
 		MountOptions:   mo,
 		EntryTimeout:   &to,
 		AttrTimeout:    &to,
@@ -119,7 +119,8 @@ func setAttr(out *fuse.Attr, in *meta.Inode) {
 	if in.Mode&syscall.S_IFMT == syscall.S_IFLNK {
 		out.Size = uint64(len(in.Target))
 	}
-	out.Nlink = 1
+	out.Nlink = in.Links()
+	out.Rdev = in.Rdev
 	if in.Mode&syscall.S_IFMT == syscall.S_IFDIR {
 		out.Nlink = 2
 		out.Size = 4096
@@ -135,15 +136,18 @@ func setAttr(out *fuse.Attr, in *meta.Inode) {
 // newNode wraps a stored inode in the node type for its kind.
 func (f *FS) newNode(ctx context.Context, parent *fs.Inode, in *meta.Inode) *fs.Inode {
 	var node fs.InodeEmbedder
+	st := stored{f, in.Ino}
 	switch in.Mode & syscall.S_IFMT {
 	case syscall.S_IFDIR:
-		node = &dirNode{fsys: f, ino: in.Ino}
+		node = &dirNode{stored: st}
 	case syscall.S_IFLNK:
-		node = &symlinkNode{fsys: f, ino: in.Ino}
-	default:
-		n := &fileNode{fsys: f, ino: in.Ino}
+		node = &symlinkNode{stored: st}
+	case syscall.S_IFREG:
+		n := &fileNode{stored: st}
 		n.hot.mu = &n.mu
 		node = n
+	default: // FIFO, socket, device: the kernel serves their opens
+		node = &specialNode{stored: st}
 	}
 	return parent.NewInode(ctx, node, fs.StableAttr{Mode: in.Mode & syscall.S_IFMT, Ino: in.Ino})
 }

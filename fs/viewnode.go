@@ -23,6 +23,7 @@ import (
 // gives a new directory and no stale pages survive in the kernel.
 type viewDirNode struct {
 	fs.Inode
+	viewXattrs
 	fsys    *FS
 	id      viewID
 	key     string // the folder state it shows
@@ -157,7 +158,7 @@ func (n *viewDirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOu
 			continue
 		}
 		if x.Inode.Mode&syscall.S_IFMT == syscall.S_IFLNK {
-			node := &symlinkNode{fsys: n.fsys, ino: x.Inode.Ino}
+			node := &symlinkNode{stored: stored{n.fsys, x.Inode.Ino}}
 			setAttr(&out.Attr, x.Inode)
 			return n.NewInode(ctx, node, fs.StableAttr{Mode: syscall.S_IFLNK, Ino: x.Inode.Ino}), 0
 		}
@@ -212,6 +213,7 @@ func (n *viewDirNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.E
 // (see hotOpens) serves it once it has been opened twice.
 type roFileNode struct {
 	fs.Inode
+	viewXattrs
 	fsys   *FS
 	ino    uint64
 	size   int64

@@ -2,17 +2,168 @@ package fs
 
 import (
 	"context"
+	"strings"
 	"syscall"
+
+	"github.com/ckptfs/ckptfs/cache/meta"
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
 )
 
-// noXattrs answers extended-attribute calls as a file system that stores
-// none: there are none to get or list (ENODATA, an empty list), and
-// setting one is ENOTSUP. go-fuse's default answers a set with ENODATA,
-// which cp -a takes for a failure ("preserving permissions: No data
-// available") where ENOTSUP makes it go on as on any file system without
-// ACLs or xattrs.
-type noXattrs struct{}
+// stored is what every node of a stored inode holds: the mount and the
+// inode number. Its methods are the extended attributes, kept in the
+// inode's record. Only the user namespace is kept, as on a local file
+// system mounted without ACLs or security labels: the others answer
+// ENOTSUP, so cp -a, rsync -X and tar --xattrs copy what is kept and go on
+// without the rest.
+type stored struct {
+	fsys *FS
+	ino  uint64
+}
 
-func (noXattrs) Setxattr(context.Context, string, []byte, uint32) syscall.Errno {
+var (
+	_ = (fs.NodeGetattrer)((*stored)(nil))
+	_ = (fs.NodeGetxattrer)((*stored)(nil))
+	_ = (fs.NodeSetxattrer)((*stored)(nil))
+	_ = (fs.NodeRemovexattrer)((*stored)(nil))
+	_ = (fs.NodeListxattrer)((*stored)(nil))
+)
+
+func (n *stored) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	in, err := n.fsys.store.GetInode(n.ino)
+	if err != nil {
+		return toErrno(n.fsys.log, "getattr", err)
+	}
+	setAttr(&out.Attr, in)
+	return 0
+}
+
+// setattr applies chmod, chown and utimens; a size is sizeErr, and a
+// symlink keeps its mode.
+func (n *stored) setattr(in *fuse.SetAttrIn, out *fuse.AttrOut, sizeErr syscall.Errno, keepMode bool) syscall.Errno {
+	if _, ok := in.GetSize(); ok {
+		return sizeErr
+	}
+	rec, err := n.fsys.store.Update(n.ino, func(rec *meta.Inode) error {
+		mode := rec.Mode
+		applyAttr(rec, in)
+		if keepMode {
+			rec.Mode = mode
+		}
+		return nil
+	})
+	if err != nil {
+		return toErrno(n.fsys.log, "setattr", err)
+	}
+	setAttr(&out.Attr, rec)
+	return 0
+}
+
+const userXattrs = "user."
+
+// unsupportedXattr is the answer for a name outside the user namespace.
+// security.capability is asked by the kernel itself (before writes, and
+// by exec): "none" is the truth there.
+func unsupportedXattr(name string) syscall.Errno {
+	if strings.HasPrefix(name, "security.") {
+		return syscall.ENODATA
+	}
 	return syscall.ENOTSUP
 }
+
+func (n *stored) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	if !strings.HasPrefix(attr, userXattrs) {
+		return 0, unsupportedXattr(attr)
+	}
+	in, err := n.fsys.store.GetInode(n.ino)
+	if err != nil {
+		return 0, toErrno(n.fsys.log, "getxattr", err)
+	}
+	v, ok := in.Xattrs[attr]
+	if !ok {
+		return 0, syscall.ENODATA
+	}
+	if len(dest) < len(v) {
+		return uint32(len(v)), syscall.ERANGE
+	}
+	return uint32(copy(dest, v)), 0
+}
+
+func (n *stored) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	in, err := n.fsys.store.GetInode(n.ino)
+	if err != nil {
+		return 0, toErrno(n.fsys.log, "listxattr", err)
+	}
+	var list []byte
+	for name := range in.Xattrs {
+		list = append(append(list, name...), 0)
+	}
+	if len(dest) < len(list) {
+		return uint32(len(list)), syscall.ERANGE
+	}
+	return uint32(copy(dest, list)), 0
+}
+
+// Setxattr flags, as setxattr(2).
+const (
+	xattrCreate  = 1
+	xattrReplace = 2
+)
+
+func (n *stored) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	if !strings.HasPrefix(attr, userXattrs) {
+		return syscall.ENOTSUP
+	}
+	if len(attr) > meta.MaxXattrName {
+		return syscall.ERANGE
+	}
+	_, err := n.fsys.store.Update(n.ino, func(in *meta.Inode) error {
+		old, exists := in.Xattrs[attr]
+		switch {
+		case flags&xattrCreate != 0 && exists:
+			return syscall.EEXIST
+		case flags&xattrReplace != 0 && !exists:
+			return syscall.ENODATA
+		}
+		size := in.XattrBytes() - len(old) + len(data)
+		if !exists {
+			size += len(attr)
+		}
+		if size > meta.MaxXattrSize {
+			return syscall.ENOSPC // as ext4 when the attributes fill their block
+		}
+		if in.Xattrs == nil {
+			in.Xattrs = map[string][]byte{}
+		}
+		in.Xattrs[attr] = append([]byte(nil), data...)
+		in.Ctime = now()
+		return nil
+	})
+	return toErrno(n.fsys.log, "setxattr", err)
+}
+
+func (n *stored) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	if !strings.HasPrefix(attr, userXattrs) {
+		return syscall.ENOTSUP
+	}
+	_, err := n.fsys.store.Update(n.ino, func(in *meta.Inode) error {
+		if _, ok := in.Xattrs[attr]; !ok {
+			return syscall.ENODATA
+		}
+		delete(in.Xattrs, attr)
+		in.Ctime = now()
+		return nil
+	})
+	return toErrno(n.fsys.log, "removexattr", err)
+}
+
+// viewXattrs answers extended-attribute changes of view nodes, which are
+// read-only: EROFS, as for every other change (go-fuse's default, ENODATA,
+// would say "no such attribute").
+type viewXattrs struct{}
+
+func (viewXattrs) Setxattr(context.Context, string, []byte, uint32) syscall.Errno {
+	return syscall.EROFS
+}
+
+func (viewXattrs) Removexattr(context.Context, string) syscall.Errno { return syscall.EROFS }

@@ -73,7 +73,12 @@ func buildManifest(s *cache.Store, name string) (*Manifest, []byte, error) {
 	m.Entries = append(m.Entries, EntryOf("", root))
 	if root.Mode&syscall.S_IFMT == syscall.S_IFDIR {
 		err := s.Walk(root.Ino, func(rel string, in *meta.Inode) error {
-			m.Entries = append(m.Entries, EntryOf(rel, in))
+			switch in.Mode & syscall.S_IFMT {
+			case syscall.S_IFREG, syscall.S_IFDIR, syscall.S_IFLNK:
+				m.Entries = append(m.Entries, EntryOf(rel, in))
+			default: // FIFOs, sockets and device nodes stay on this node
+				s.Logger().Debug("not published: not a file, folder or symlink", "checkpoint", name, "path", rel)
+			}
 			return nil
 		})
 		if err != nil {

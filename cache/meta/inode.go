@@ -1,9 +1,11 @@
 package meta
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 
 	"github.com/ckptfs/ckptfs/cache/chunk"
@@ -31,7 +33,8 @@ func (c *Content) Equal(d *Content) bool {
 	return c.Size == d.Size && c.Kind == d.Kind && slices.Equal(c.Chunks, d.Chunks)
 }
 
-// Inode is the stored record of a file, directory or symlink.
+// Inode is the stored record of a file, directory, symlink, FIFO, socket
+// or device node (the last three are metadata only).
 type Inode struct {
 	Ino                 uint64
 	Mode                uint32 // type bits and permissions, as in stat(2)
@@ -39,13 +42,49 @@ type Inode struct {
 	Atime, Mtime, Ctime int64 // Unix nanoseconds
 	Target              string
 	Content             Content
+	// Nlink counts the directory entries of a non-directory (hard links);
+	// 0 in a record means 1.
+	Nlink uint32
+	Rdev  uint32 // a device node's device number
+	// Xattrs are the extended attributes of the user namespace, by name
+	// with its "user." prefix.
+	Xattrs map[string][]byte
 }
 
-const inodeVersion = 1
+// Links is how many directory entries a non-directory has.
+func (in *Inode) Links() uint32 { return max(in.Nlink, 1) }
+
+// Bounds of the extended attributes of one inode, as Linux's own
+// (XATTR_NAME_MAX, XATTR_SIZE_MAX): a record stays small, whatever a user
+// sets.
+const (
+	MaxXattrName = 255
+	MaxXattrSize = 64 << 10 // one value, and all names and values together
+)
+
+// XattrBytes is the size of in's extended attributes, names and values.
+func (in *Inode) XattrBytes() int {
+	n := 0
+	for k, v := range in.Xattrs {
+		n += len(k) + len(v)
+	}
+	return n
+}
+
+// Record versions: 1 has no links, device or attributes, and is still
+// written for records without them; 2 appends them.
+const (
+	inodeVersion1 = 1
+	inodeVersion2 = 2
+)
 
 // EncodeInode serializes an inode record (the ino is the key).
 func EncodeInode(in *Inode) []byte {
-	b := []byte{inodeVersion}
+	version := byte(inodeVersion1)
+	if in.Nlink > 1 || in.Rdev != 0 || len(in.Xattrs) > 0 {
+		version = inodeVersion2
+	}
+	b := []byte{version}
 	b = binary.AppendUvarint(b, uint64(in.Mode))
 	b = binary.AppendUvarint(b, uint64(in.Uid))
 	b = binary.AppendUvarint(b, uint64(in.Gid))
@@ -59,6 +98,19 @@ func EncodeInode(in *Inode) []byte {
 	for _, c := range in.Content.Chunks {
 		b = append(b, c.Hash[:]...)
 		b = binary.AppendUvarint(b, uint64(c.Len))
+	}
+	if version == inodeVersion1 {
+		return b
+	}
+	b = binary.AppendUvarint(b, uint64(in.Nlink))
+	b = binary.AppendUvarint(b, uint64(in.Rdev))
+	names := slices.Sorted(maps.Keys(in.Xattrs)) // one record for one state
+	b = binary.AppendUvarint(b, uint64(len(names)))
+	for _, k := range names {
+		b = binary.AppendUvarint(b, uint64(len(k)))
+		b = append(b, k...)
+		b = binary.AppendUvarint(b, uint64(len(in.Xattrs[k])))
+		b = append(b, in.Xattrs[k]...)
 	}
 	return b
 }
@@ -118,9 +170,35 @@ func (d *decoder) uint32() uint32 {
 	return uint32(v)
 }
 
+// links reads the part of a version 2 record after the chunks.
+func (d *decoder) links(in *Inode) {
+	if in.Nlink = d.uint32(); in.Nlink == 1 {
+		in.Nlink = 0 // as a version 1 record says it
+	}
+	in.Rdev = d.uint32()
+	n := d.uvarint()
+	if d.err == nil && n > uint64(len(d.b))/2 {
+		d.err = errShort
+	}
+	for i := uint64(0); i < n && d.err == nil; i++ {
+		k := d.bytes(d.uvarint())
+		v := d.bytes(d.uvarint())
+		if d.err != nil {
+			break
+		}
+		if in.Xattrs == nil {
+			in.Xattrs = map[string][]byte{}
+		}
+		if _, dup := in.Xattrs[string(k)]; dup {
+			d.err = errors.New("extended attribute listed twice")
+		}
+		in.Xattrs[string(k)] = bytes.Clone(v)
+	}
+}
+
 // DecodeInode parses a record written by encodeInode.
 func DecodeInode(ino uint64, b []byte) (*Inode, error) {
-	if len(b) == 0 || b[0] != inodeVersion {
+	if len(b) == 0 || b[0] != inodeVersion1 && b[0] != inodeVersion2 {
 		return nil, fmt.Errorf("inode %d: unknown record version: %w", ino, chunk.ErrCorrupt)
 	}
 	d := &decoder{b: b[1:]}
@@ -145,6 +223,9 @@ func DecodeInode(ino uint64, b []byte) (*Inode, error) {
 		copy(c.Hash[:], d.bytes(32))
 		c.Len = d.uint32()
 		in.Content.Size += int64(c.Len)
+	}
+	if b[0] == inodeVersion2 {
+		d.links(in)
 	}
 	if d.err == nil && len(d.b) != 0 {
 		d.err = errors.New("trailing bytes")

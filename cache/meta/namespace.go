@@ -92,6 +92,7 @@ type Namespace struct {
 	db     *badger.DB
 	inoSeq *badger.Sequence
 	hooks  Hooks
+	snap   *badger.Txn // every read of a Snapshot's namespace, nil otherwise
 }
 
 // OpenNamespace opens the namespace in db, creating its root if there is
@@ -112,9 +113,33 @@ func OpenNamespace(db *badger.DB, hooks Hooks) (*Namespace, error) {
 // Close returns the inode numbers taken but not used.
 func (s *Namespace) Close() error { return s.inoSeq.Release() }
 
+// ErrSnapshot is a change asked of a Snapshot's namespace.
+var ErrSnapshot = errors.New("namespace snapshot is read-only")
+
+// Snapshot calls fn with the namespace as it is now: every read through
+// the one fn gets sees this moment, whatever commits meanwhile, so a walk
+// sees each file once, before or after a rename, and every inode record
+// with the entry that reaches it. Changes through it fail with ErrSnapshot.
+func (s *Namespace) Snapshot(fn func(*Namespace) error) error {
+	txn := s.db.NewTransaction(false)
+	defer txn.Discard()
+	return fn(&Namespace{db: s.db, snap: txn})
+}
+
+// view runs fn in a read-only transaction: the snapshot's, if s is one.
+func (s *Namespace) view(fn func(txn *badger.Txn) error) error {
+	if s.snap != nil {
+		return fn(s.snap)
+	}
+	return s.db.View(fn)
+}
+
 // update runs fn in a read-write transaction, retrying on conflicts with
 // concurrent transactions.
 func (s *Namespace) update(fn func(txn *badger.Txn) error) error {
+	if s.snap != nil {
+		return ErrSnapshot
+	}
 	for {
 		err := s.db.Update(fn)
 		if !errors.Is(err, badger.ErrConflict) {
@@ -175,7 +200,7 @@ func (s *Namespace) ensureRoot() error {
 // GetInode reads an inode record; syscall.ENOENT if it does not exist.
 func (s *Namespace) GetInode(ino uint64) (*Inode, error) {
 	var in *Inode
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.view(func(txn *badger.Txn) error {
 		var err error
 		in, err = getInode(txn, ino)
 		return err
@@ -186,7 +211,7 @@ func (s *Namespace) GetInode(ino uint64) (*Inode, error) {
 // Lookup finds name in directory parent.
 func (s *Namespace) Lookup(parent uint64, name string) (*Inode, error) {
 	var in *Inode
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.view(func(txn *badger.Txn) error {
 		ino, _, err := getDentry(txn, parent, name)
 		if err != nil {
 			return err
@@ -200,7 +225,7 @@ func (s *Namespace) Lookup(parent uint64, name string) (*Inode, error) {
 // ReadDir lists directory parent, sorted by name.
 func (s *Namespace) ReadDir(parent uint64) ([]DirEntry, error) {
 	var out []DirEntry
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.view(func(txn *badger.Txn) error {
 		var err error
 		out, err = readDir(txn, parent)
 		return err
@@ -213,7 +238,7 @@ func (s *Namespace) ReadDir(parent uint64) ([]DirEntry, error) {
 func (s *Namespace) ReadDirInodes(parent uint64) ([]DirEntry, map[string]*Inode, error) {
 	var entries []DirEntry
 	inodes := map[string]*Inode{}
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.view(func(txn *badger.Txn) error {
 		var err error
 		if entries, err = readDir(txn, parent); err != nil {
 			return err
@@ -270,6 +295,9 @@ func checkName(name string) error {
 // Create adds a new file, directory or symlink named name in parent, from
 // the template in (its Ino is assigned). syscall.EEXIST if the name is taken.
 func (s *Namespace) Create(parent uint64, name string, in Inode) (*Inode, error) {
+	if s.snap != nil {
+		return nil, ErrSnapshot
+	}
 	if err := checkName(name); err != nil {
 		return nil, err
 	}
@@ -341,9 +369,79 @@ func (s *Namespace) Remove(parent uint64, name string, dir bool) error {
 		if err := txn.Delete(dentryKey(parent, name)); err != nil {
 			return err
 		}
-		return txn.Delete(InodeKey(ino))
+		return dropLink(txn, ino, isDir)
 	})
 }
+
+// dropLink deletes inode ino's record when the entry just removed was its
+// last, and counts one link less otherwise.
+func dropLink(txn *badger.Txn, ino uint64, dir bool) error {
+	if !dir {
+		in, err := getInode(txn, ino)
+		if err != nil && !errors.Is(err, chunk.ErrCorrupt) {
+			return err
+		}
+		if err == nil && in.Links() > 1 {
+			in.Nlink--
+			in.Ctime = time.Now().UnixNano()
+			return putInode(txn, in)
+		}
+	}
+	return txn.Delete(InodeKey(ino))
+}
+
+// Link adds name in parent as one more entry of the non-directory ino, as
+// link(2) does, and returns its record. syscall.EEXIST if the name is
+// taken, EPERM for a directory.
+func (s *Namespace) Link(ino, parent uint64, name string) (*Inode, error) {
+	if err := checkName(name); err != nil {
+		return nil, err
+	}
+	if err := s.claim(parent, name); err != nil {
+		return nil, err
+	}
+	var in *Inode
+	err := s.update(func(txn *badger.Txn) error {
+		var err error
+		if in, err = getInode(txn, ino); err != nil {
+			return err
+		}
+		if in.Mode&syscall.S_IFMT == syscall.S_IFDIR {
+			return syscall.EPERM
+		}
+		if in.Links() >= MaxLinks {
+			return syscall.EMLINK
+		}
+		p, err := getInode(txn, parent)
+		if err != nil {
+			return err
+		}
+		if p.Mode&syscall.S_IFMT != syscall.S_IFDIR {
+			return syscall.ENOTDIR
+		}
+		if _, _, err := getDentry(txn, parent, name); err == nil {
+			return syscall.EEXIST
+		} else if !errors.Is(err, syscall.ENOENT) {
+			return err
+		}
+		in.Nlink = in.Links() + 1
+		in.Ctime = time.Now().UnixNano()
+		if err := putInode(txn, in); err != nil {
+			return err
+		}
+		if err := touchDir(txn, parent); err != nil {
+			return err
+		}
+		return txn.Set(dentryKey(parent, name), encodeDentry(ino, in.Mode))
+	})
+	if err != nil {
+		return nil, err
+	}
+	return in, nil
+}
+
+// MaxLinks bounds the entries of one inode, as ext4's 65,000.
+const MaxLinks = 65000
 
 func touchDir(txn *badger.Txn, ino uint64) error {
 	p, err := getInode(txn, ino)
@@ -447,7 +545,7 @@ func (s *Namespace) rename(oldParent uint64, oldName string, newParent uint64, n
 					return syscall.ENOTEMPTY
 				}
 			}
-			if err := txn.Delete(InodeKey(dstIno)); err != nil {
+			if err := dropLink(txn, dstIno, dstDir); err != nil {
 				return err
 			}
 		}
@@ -608,7 +706,7 @@ func (s *Namespace) RemoveAll(parent uint64, name string) error {
 
 // InodeKeys calls fn with the key of every inode record, reachable or not.
 func (s *Namespace) InodeKeys(fn func(key []byte) error) error {
-	return s.db.View(func(txn *badger.Txn) error {
+	return s.view(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{PrefixInode}})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
@@ -626,7 +724,7 @@ func (s *Namespace) InodeKeys(fn func(key []byte) error) error {
 // since the chunks it references are unknown.
 func (s *Namespace) ReferencedChunks() (map[chunk.Hash]struct{}, error) {
 	out := map[chunk.Hash]struct{}{}
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.view(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{PrefixInode}, PrefetchValues: true, PrefetchSize: 256})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {

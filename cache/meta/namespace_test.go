@@ -53,7 +53,11 @@ func TestRemoveDirConflictsWithCreateInside(t *testing.T) {
 func FuzzDecodeInode(f *testing.F) {
 	f.Add(EncodeInode(&Inode{Mode: 0o100644, Uid: 1, Mtime: 5, Target: "x",
 		Content: Content{Size: 3, Kind: KindSafetensors, Chunks: []chunk.Ref{{Hash: chunk.Hash{1}, Len: 3}}}}))
-	f.Add([]byte{inodeVersion})
+	f.Add(EncodeInode(&Inode{Mode: 0o100600, Nlink: 3, Xattrs: map[string][]byte{"user.a": []byte("1"), "user.b": nil},
+		Content: Content{Size: 3, Chunks: []chunk.Ref{{Hash: chunk.Hash{2}, Len: 3}}}}))
+	f.Add(EncodeInode(&Inode{Mode: 0o20644, Rdev: 0x0103}))
+	f.Add([]byte{inodeVersion1})
+	f.Add([]byte{inodeVersion2})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		in, err := DecodeInode(9, b)
 		if err != nil {
@@ -118,5 +122,86 @@ func TestNamesLongerThan255AreRefused(t *testing.T) {
 	}
 	if err := s.Rename(RootIno, long[1:], RootIno, long, 0); !errors.Is(err, syscall.ENAMETOOLONG) {
 		t.Fatalf("rename to a %d-byte name: %v", len(long), err)
+	}
+}
+
+// Hard links: one inode under two names, counted; a removal or a rename
+// over one name drops a link, the last one the record.
+func TestLinksCountEntries(t *testing.T) {
+	s := openTemp(t)
+	content := Content{Size: 1, Chunks: []chunk.Ref{{Hash: chunk.Hash{7}, Len: 1}}}
+	f, err := s.Create(RootIno, "a", Inode{Mode: syscall.S_IFREG | 0o644, Content: content})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, _ := s.Create(RootIno, "d", Inode{Mode: syscall.S_IFDIR | 0o755})
+	if _, err := s.Link(f.Ino, dir.Ino, "b"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Link(f.Ino, RootIno, "c"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Link(f.Ino, RootIno, "c"); !errors.Is(err, syscall.EEXIST) {
+		t.Fatalf("link over a taken name: %v", err)
+	}
+	if _, err := s.Link(dir.Ino, RootIno, "e"); !errors.Is(err, syscall.EPERM) {
+		t.Fatalf("link of a folder: %v", err)
+	}
+	b, err := s.Lookup(dir.Ino, "b")
+	if err != nil || b.Ino != f.Ino || b.Links() != 3 || !b.Content.Equal(&content) {
+		t.Fatalf("d/b: %+v, %v; want inode %d with 3 links and a's content", b, err, f.Ino)
+	}
+	if err := s.Remove(RootIno, "a", false); err != nil {
+		t.Fatal(err)
+	}
+	// A new file renamed over c drops c's link, not the inode.
+	if _, err := s.Create(RootIno, "new", Inode{Mode: syscall.S_IFREG | 0o644}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Rename(RootIno, "new", RootIno, "c", 0); err != nil {
+		t.Fatal(err)
+	}
+	if in, err := s.GetInode(f.Ino); err != nil || in.Links() != 1 {
+		t.Fatalf("after two names went: %+v, %v; want one link", in, err)
+	}
+	if err := s.Remove(dir.Ino, "b", false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetInode(f.Ino); !errors.Is(err, syscall.ENOENT) {
+		t.Fatalf("the record outlived its last name: %v", err)
+	}
+}
+
+// A snapshot reads the namespace as it was when it was taken, and takes no
+// changes.
+func TestSnapshotIsOneMoment(t *testing.T) {
+	s := openTemp(t)
+	if _, err := s.Create(RootIno, "before", Inode{Mode: syscall.S_IFREG}); err != nil {
+		t.Fatal(err)
+	}
+	err := s.Snapshot(func(snap *Namespace) error {
+		if _, err := s.Create(RootIno, "after", Inode{Mode: syscall.S_IFREG}); err != nil {
+			return err
+		}
+		if err := s.Remove(RootIno, "before", false); err != nil {
+			return err
+		}
+		var names []string
+		if err := snap.Walk(RootIno, func(rel string, _ *Inode) error { names = append(names, rel); return nil }); err != nil {
+			return err
+		}
+		if !reflect.DeepEqual(names, []string{"before"}) {
+			t.Errorf("snapshot walk: %v, want [before]", names)
+		}
+		if _, err := snap.Create(RootIno, "x", Inode{Mode: syscall.S_IFREG}); !errors.Is(err, ErrSnapshot) {
+			t.Errorf("create in a snapshot: %v", err)
+		}
+		if err := snap.Remove(RootIno, "before", false); !errors.Is(err, ErrSnapshot) {
+			t.Errorf("remove in a snapshot: %v", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
