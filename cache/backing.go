@@ -72,6 +72,23 @@ func (s *Store) Uploaded(h chunk.Hash) bool {
 	return err == nil
 }
 
+// PendingUploads counts the chunks the store holds and the bucket behind it
+// is not known to hold yet, and the bytes they take: what write-back has
+// still to upload. Both are 0 for a store in front of no bucket.
+func (s *Store) PendingUploads() (chunks, bytes int64, err error) {
+	if s.RemoteURL() == "" {
+		return 0, 0, nil
+	}
+	err = s.ScanChunks(func(h chunk.Hash, loc pack.Loc, err error) error {
+		if err == nil && !s.Uploaded(h) {
+			chunks++
+			bytes += int64(loc.Len)
+		}
+		return nil
+	})
+	return chunks, bytes, err
+}
+
 // MarkUploaded records that the bucket holds the chunks: eviction may drop
 // the store's copies.
 func (s *Store) MarkUploaded(hs ...chunk.Hash) error {

@@ -34,6 +34,10 @@ type Options struct {
 	// ReclaimEvery, if set, runs Reclaim in the background that long after
 	// the namespace changes (see reclaimer.go); a daemon sets it.
 	ReclaimEvery time.Duration
+	// Mounted says the store serves a mount: the chunks open files and
+	// ingests use are tracked, so that Reclaim may run while they go on
+	// (ReclaimEvery implies it).
+	Mounted bool
 	// Loaders bounds the chunks loaded ahead of readers at once (default:
 	// the cores). Fetches from a bucket wait on the network and want more.
 	Loaders int
@@ -116,7 +120,7 @@ func Open(dir string, o Options) (*Store, error) {
 		return nil, fmt.Errorf("open store %s: %w (ckptfs fsck reports what it affects)", dir, damage)
 	}
 	s := &Store{dir: dir, opts: bo, db: db, log: o.Logger, packs: packs, metrics: newMetrics(), damage: damage, backing: noBacking{},
-		live: newLiveChunks(o.ReclaimEvery > 0)}
+		live: newLiveChunks(o.Mounted || o.ReclaimEvery > 0)}
 	if o.Loaders <= 0 {
 		o.Loaders = runtime.NumCPU()
 	}

@@ -16,7 +16,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/ckptfs/ckptfs/layout/layouttest"
 	"github.com/dustin/go-humanize"
@@ -410,48 +409,6 @@ func TestTwoWritersLikeLocalDisk(t *testing.T) {
 		got, err := os.ReadFile(m.path(f))
 		if err != nil || !bytes.Equal(got, want) {
 			t.Errorf("%s: %d bytes differ from local disk's %d (%v)", f, len(got), len(want), err)
-		}
-	}
-}
-
-// TestCopyArchiveRoundTrip: cp -a of a tree into the mount and back out
-// exits 0 and keeps contents, modes, modification times and symlinks. The
-// source carries a user.* xattr, which the mount does not store: cp -a must
-// go on as it does on any file system without them (it failed with "No data
-// available", and on the symlink's owner).
-func TestCopyArchiveRoundTrip(t *testing.T) {
-	m := mountStore(t, newStore(t))
-	src := filepath.Join(t.TempDir(), "src")
-	os.MkdirAll(filepath.Join(src, "sub"), 0o750)
-	os.WriteFile(filepath.Join(src, "sub", "w.bin"), layouttest.Random(1, 3<<20), 0o640)
-	os.WriteFile(filepath.Join(src, "run.sh"), []byte("#!/bin/sh\n"), 0o755)
-	os.Symlink("sub/w.bin", filepath.Join(src, "link"))
-	if err := syscall.Setxattr(filepath.Join(src, "sub", "w.bin"), "user.origin", []byte("hub"), 0); err != nil {
-		t.Skipf("no user xattrs where the test's temp dir is: %v", err)
-	}
-	old := time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC)
-	for _, p := range []string{"sub/w.bin", "run.sh", "sub", ""} {
-		os.Chtimes(filepath.Join(src, p), old, old)
-	}
-	back := filepath.Join(t.TempDir(), "back")
-	for _, step := range [][2]string{{src, m.path("ck")}, {m.path("ck"), back}} {
-		if out, err := exec.Command("cp", "-a", step[0], step[1]).CombinedOutput(); err != nil {
-			t.Fatalf("cp -a %s %s: %v\n%s", step[0], step[1], err, out)
-		}
-	}
-	for _, tree := range []string{m.path("ck"), back} {
-		for _, p := range []string{"sub/w.bin", "run.sh", "sub", "", "link"} {
-			want, _ := os.Lstat(filepath.Join(src, p))
-			got, err := os.Lstat(filepath.Join(tree, p))
-			if err != nil || got.Mode() != want.Mode() || (p != "link" && !got.ModTime().Equal(want.ModTime())) {
-				t.Errorf("%s/%s: %v %v, want %v %v (%v)", tree, p, got.Mode(), got.ModTime(), want.Mode(), want.ModTime(), err)
-			}
-		}
-		if target, err := os.Readlink(filepath.Join(tree, "link")); err != nil || target != "sub/w.bin" {
-			t.Errorf("%s/link -> %q, %v", tree, target, err)
-		}
-		if !bytes.Equal(mustRead(t, filepath.Join(tree, "sub", "w.bin")), layouttest.Random(1, 3<<20)) {
-			t.Errorf("%s/sub/w.bin differs", tree)
 		}
 	}
 }

@@ -4,6 +4,7 @@
 package check
 
 import (
+	"errors"
 	"fmt"
 	"runtime"
 	"sort"
@@ -29,8 +30,19 @@ type Report struct {
 
 // Store walks the namespace of s, decodes every inode, reads and verifies
 // every stored chunk against its hash, and checks that every chunk a file
-// references exists with the length the file expects.
-func Store(s *cache.Store) (*Report, error) {
+// references exists with the length the file expects. A store in use is
+// checked as it was when the check began: the namespace from one snapshot,
+// its chunks kept meanwhile (see cache.Store.Frozen).
+func Store(s *cache.Store) (rep *Report, err error) {
+	err = s.Frozen(func(ns *meta.Namespace) error {
+		rep, err = check(s, ns)
+		return err
+	})
+	return rep, err
+}
+
+// check verifies the snapshot ns of s's namespace and the chunks of s.
+func check(s *cache.Store, ns *meta.Namespace) (*Report, error) {
 	rep := &Report{}
 	var mu sync.Mutex
 	problem := func(format string, a ...any) {
@@ -51,7 +63,7 @@ func Store(s *cache.Store) (*Report, error) {
 		problem("namespace: %v", err)
 		return nil
 	}
-	err := s.WalkAll(meta.RootIno, "", func(rel string, in *meta.Inode) error {
+	err := ns.WalkAll(meta.RootIno, "", func(rel string, in *meta.Inode) error {
 		inodes[in.Ino] = true
 		if len(in.Content.Chunks) > 0 || in.Mode&syscall.S_IFMT == syscall.S_IFREG {
 			rep.Files++
@@ -93,6 +105,9 @@ func Store(s *cache.Store) (*Report, error) {
 			defer wg.Done()
 			for h := range work {
 				raw, err := s.ReadLocal(h)
+				if errors.Is(err, cache.ErrChunkMissing) && s.Uploaded(h) {
+					continue // evicted since it was listed: the bucket has it
+				}
 				mu.Lock()
 				rep.Chunks++
 				rep.Bytes += int64(len(raw))
@@ -124,7 +139,7 @@ func Store(s *cache.Store) (*Report, error) {
 			problem("%s: chunk %s missing", rel, h)
 		}
 	}
-	if err := s.InodeKeys(func(key []byte) error {
+	if err := ns.InodeKeys(func(key []byte) error {
 		if ino, ok := meta.InodeOfKey(key); !ok {
 			problem("inode key %x is malformed", key)
 		} else if !inodes[ino] {

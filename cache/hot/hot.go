@@ -59,6 +59,25 @@ func Open(dir string, budget int64, log *slog.Logger) (*Files, error) {
 	return &Files{dir: dir, budget: budget, log: log, copying: map[string]bool{}, unsynced: map[string]string{}}, nil
 }
 
+// Usage is the disk the complete copies in dir take, as Open would find
+// them: 0 if there are none.
+func Usage(dir string) (int64, error) {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("hot files: %w", err)
+	}
+	var total int64
+	for _, e := range entries {
+		if info, err := e.Info(); err == nil && info.Mode().IsRegular() && !strings.HasSuffix(e.Name(), hotPartial) {
+			total += info.Size()
+		}
+	}
+	return total, nil
+}
+
 // Key names bytes derived from stored content, such as a view file, by
 // everything that determines them.
 func Key(parts ...string) string {

@@ -30,7 +30,7 @@ nested (run1/model@single). DST must not exist yet.`,
 			if err != nil {
 				return err
 			}
-			dst := args[1]
+			dst := a.localPath(args[1])
 			if _, err := os.Lstat(dst); err == nil {
 				return fmt.Errorf("export: %s already exists", dst)
 			}
@@ -41,7 +41,7 @@ nested (run1/model@single). DST must not exist yet.`,
 
 // export writes NAME as written, or the view NAME names, to dst.
 func (a *app) export(store *cache.Store, name, dst string) error {
-	ex := &exporter{store: store}
+	ex := &exporter{store: store, stderr: a.stderr}
 	if in, err := store.Resolve(name); err == nil {
 		return ex.tree(in, dst)
 	} else if !errors.Is(err, syscall.ENOENT) {
@@ -70,7 +70,9 @@ func (a *app) export(store *cache.Store, name, dst string) error {
 }
 
 type exporter struct {
-	store *cache.Store
+	store  *cache.Store
+	stderr io.Writer         // for progress
+	linked map[uint64]string // files with hard links written so far: where
 }
 
 // tree writes a stored file, symlink or folder to dst.
@@ -82,7 +84,7 @@ func (ex *exporter) tree(in *meta.Inode, dst string) error {
 		}
 	}
 	total += in.Content.Size
-	bar := newProgress(total, "export")
+	bar := newProgress(ex.stderr, total, "export")
 	defer bar.Finish()
 	if err := ex.writeNode(in, dst, bar); err != nil {
 		return err
@@ -107,11 +109,12 @@ func (ex *exporter) tree(in *meta.Inode, dst string) error {
 	if err != nil {
 		return err
 	}
-	// Folder times last: writing into a folder changes its mtime.
+	// Folder modes and times last: writing into a folder changes its mtime,
+	// and a read-only folder takes no entries.
 	for i := len(dirs) - 1; i >= 0; i-- {
-		setTimes(dirs[i].p, dirs[i].in)
+		setModeAndTimes(dirs[i].p, dirs[i].in)
 	}
-	setTimes(dst, in)
+	setModeAndTimes(dst, in)
 	return nil
 }
 
@@ -121,12 +124,30 @@ func (ex *exporter) writeNode(in *meta.Inode, p string, bar io.Writer) error {
 		if err := os.Mkdir(p, os.FileMode(in.Mode&0o777)|0o700); err != nil {
 			return fmt.Errorf("export: %w", err)
 		}
-		return nil
+		return setXattrs(p, in)
 	case syscall.S_IFLNK:
 		if err := os.Symlink(in.Target, p); err != nil {
 			return fmt.Errorf("export: %w", err)
 		}
 		return nil
+	case syscall.S_IFIFO, syscall.S_IFSOCK, syscall.S_IFCHR, syscall.S_IFBLK:
+		if err := syscall.Mknod(p, in.Mode, int(in.Rdev)); err != nil {
+			return fmt.Errorf("export %s: %w", p, err)
+		}
+		setModeAndTimes(p, in)
+		return nil
+	}
+	if in.Links() > 1 {
+		if first, ok := ex.linked[in.Ino]; ok {
+			if err := os.Link(first, p); err != nil {
+				return fmt.Errorf("export: %w", err)
+			}
+			return nil
+		}
+		if ex.linked == nil {
+			ex.linked = map[uint64]string{}
+		}
+		ex.linked[in.Ino] = p
 	}
 	r := ex.store.NewReader(p, &in.Content)
 	return writeFile(p, in, io.NewSectionReader(r, 0, r.Size()), bar)
@@ -141,7 +162,7 @@ func (ex *exporter) view(v *views.View, dst string) error {
 	for _, x := range v.Extra {
 		total += x.Inode.Content.Size
 	}
-	bar := newProgress(total, "export")
+	bar := newProgress(ex.stderr, total, "export")
 	defer bar.Finish()
 	if err := os.Mkdir(dst, 0o755); err != nil {
 		return fmt.Errorf("export: %w", err)
@@ -180,11 +201,32 @@ func writeFile(p string, in *meta.Inode, r io.Reader, bar io.Writer) error {
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("export %s: %w", p, err)
 	}
-	setTimes(p, in)
+	if err := setXattrs(p, in); err != nil {
+		return err
+	}
+	setModeAndTimes(p, in) // last: a read-only mode would refuse the attributes
 	return nil
 }
 
-func setTimes(p string, in *meta.Inode) {
+// setXattrs gives p the extended attributes of its record; a local file
+// system without them is no failure, as for cp -a.
+func setXattrs(p string, in *meta.Inode) error {
+	for name, v := range in.Xattrs {
+		err := syscall.Setxattr(p, name, v, 0)
+		if errors.Is(err, syscall.ENOTSUP) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("export %s: extended attribute %s: %w", p, name, err)
+		}
+	}
+	return nil
+}
+
+// setModeAndTimes gives p its record's permission bits, whatever the
+// umask, and times, as cp -a does.
+func setModeAndTimes(p string, in *meta.Inode) {
+	syscall.Chmod(p, in.Mode&0o1777)
 	if in.Mtime != 0 {
 		os.Chtimes(p, time.Unix(0, in.Atime), time.Unix(0, in.Mtime))
 	}

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
+	"strings"
 
 	"github.com/ckptfs/ckptfs/cache"
 	"github.com/ckptfs/ckptfs/cache/meta"
@@ -26,8 +28,9 @@ The same as 'cp -r SRC MOUNT/NAME', without a mount.`,
 			if err != nil {
 				return err
 			}
+			src := a.localPath(args[0])
 			var total int64
-			if err := filepath.WalkDir(args[0], func(p string, d fs.DirEntry, err error) error {
+			if err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
 				if err != nil {
 					return err
 				}
@@ -40,23 +43,23 @@ The same as 'cp -r SRC MOUNT/NAME', without a mount.`,
 				}
 				return nil
 			}); err != nil {
-				return fmt.Errorf("import %s: %w", args[0], err)
+				return fmt.Errorf("import %s: %w", src, err)
 			}
 			return a.withStore(cache.Options{}, func(store *cache.Store) error {
 				parent, err := store.MkdirAll(path.Dir(name))
 				if err != nil {
 					return err
 				}
-				bar := newProgress(total, "import "+name)
+				bar := newProgress(a.stderr, total, "import "+name)
 				imp := &importer{store: store, bar: bar}
-				if err := imp.copy(args[0], parent, path.Base(name)); err != nil {
+				if err := imp.copy(src, parent, path.Base(name)); err != nil {
 					return err
 				}
 				bar.Finish()
 				if err := store.Sync(); err != nil {
 					return err
 				}
-				fmt.Printf("imported %s as %s: %d files\n", args[0], name, imp.files)
+				fmt.Fprintf(a.stdout, "imported %s as %s: %d files\n", args[0], name, imp.files)
 				return nil
 			})
 		},
@@ -67,6 +70,7 @@ type importer struct {
 	store *cache.Store
 	bar   interface{ Add64(int64) error }
 	files int
+	links map[fileID]uint64 // files with hard links imported so far: where they went
 	// afterStat, if set, runs between an entry's stat and its open: tests
 	// swap the entry there.
 	afterStat func(src string)
@@ -96,9 +100,21 @@ func (im *importer) copyAt(dirfd int, rel, src string, parent uint64, name strin
 		rec := recordFrom(&st)
 		rec.Target = target
 		return im.create(src, parent, name, rec)
+	case unix.S_IFIFO, unix.S_IFSOCK, unix.S_IFCHR, unix.S_IFBLK:
+		rec := recordFrom(&st) // metadata only, as the mount keeps them
+		rec.Rdev = uint32(st.Rdev)
+		return im.create(src, parent, name, rec)
 	case unix.S_IFDIR, unix.S_IFREG:
 	default:
-		return fmt.Errorf("import %s: not a regular file, folder or symlink", src)
+		return fmt.Errorf("import %s: file type %#o is not supported", src, st.Mode&unix.S_IFMT)
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFREG && st.Nlink > 1 {
+		if ino, ok := im.links[fileID{st.Dev, st.Ino}]; ok { // a hard link of a file imported already
+			if _, err := im.store.Link(ino, parent, name); err != nil {
+				return fmt.Errorf("import %s: %w", src, err)
+			}
+			return nil
+		}
 	}
 	if im.afterStat != nil {
 		im.afterStat(src)
@@ -117,6 +133,9 @@ func (im *importer) copyAt(dirfd int, rel, src string, parent uint64, name strin
 		return fmt.Errorf("import %s: replaced by another file while importing", src)
 	}
 	rec := recordFrom(&opened)
+	if rec.Xattrs, err = userXattrs(fd); err != nil {
+		return fmt.Errorf("import %s: %w", src, err)
+	}
 	if opened.Mode&unix.S_IFMT == unix.S_IFREG {
 		c, err := im.store.Ingest(&barReader{f, im.bar})
 		if err != nil {
@@ -124,7 +143,17 @@ func (im *importer) copyAt(dirfd int, rel, src string, parent uint64, name strin
 		}
 		rec.Content = *c
 		im.files++
-		return im.create(src, parent, name, rec)
+		in, err := im.store.Create(parent, name, rec)
+		if err != nil {
+			return fmt.Errorf("import %s: %w", src, err)
+		}
+		if opened.Nlink > 1 {
+			if im.links == nil {
+				im.links = map[fileID]uint64{}
+			}
+			im.links[fileID{opened.Dev, opened.Ino}] = in.Ino
+		}
+		return nil
 	}
 	dir, err := im.store.Create(parent, name, rec)
 	if err != nil {
@@ -139,8 +168,19 @@ func (im *importer) copyAt(dirfd int, rel, src string, parent uint64, name strin
 			return err
 		}
 	}
+	// Its times again: each entry made in it moved them.
+	_, err = im.store.Update(dir.Ino, func(in *meta.Inode) error {
+		in.Atime, in.Mtime = rec.Atime, rec.Mtime
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("import %s: %w", src, err)
+	}
 	return nil
 }
+
+// fileID names a local file whatever its path.
+type fileID struct{ dev, ino uint64 }
 
 func (im *importer) create(src string, parent uint64, name string, rec meta.Inode) error {
 	if _, err := im.store.Create(parent, name, rec); err != nil {
@@ -167,6 +207,42 @@ func (r *barReader) Read(p []byte) (int, error) {
 	n, err := r.f.Read(p)
 	r.bar.Add64(int64(n))
 	return n, err
+}
+
+// userXattrs reads the user.* extended attributes of open file fd, which
+// the store keeps as the mount does (see meta.MaxXattrSize).
+func userXattrs(fd int) (map[string][]byte, error) {
+	buf := make([]byte, meta.MaxXattrSize)
+	n, err := unix.Flistxattr(fd, buf)
+	if errors.Is(err, unix.ENOTSUP) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list extended attributes: %w", err)
+	}
+	var out map[string][]byte
+	size := 0
+	for _, name := range strings.Split(string(buf[:n]), "\x00") {
+		if !strings.HasPrefix(name, "user.") {
+			continue
+		}
+		v := make([]byte, meta.MaxXattrSize)
+		m, err := unix.Fgetxattr(fd, name, v)
+		if errors.Is(err, unix.ENODATA) {
+			continue // removed meanwhile
+		}
+		if err != nil {
+			return nil, fmt.Errorf("extended attribute %s: %w", name, err)
+		}
+		if size += len(name) + m; size > meta.MaxXattrSize {
+			return nil, fmt.Errorf("extended attributes of more than %d bytes", meta.MaxXattrSize)
+		}
+		if out == nil {
+			out = map[string][]byte{}
+		}
+		out[name] = v[:m:m]
+	}
+	return out, nil
 }
 
 // recordFrom builds an inode template from a local file's metadata.

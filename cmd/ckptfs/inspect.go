@@ -3,13 +3,16 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path"
+	"path/filepath"
 	"syscall"
 	"text/tabwriter"
 
 	"github.com/ckptfs/ckptfs/cache"
 	"github.com/ckptfs/ckptfs/cache/check"
+	"github.com/ckptfs/ckptfs/cache/hot"
 	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/cache/views"
 	"github.com/dustin/go-humanize"
@@ -31,9 +34,9 @@ func (a *app) lsCmd() *cobra.Command {
 					return err
 				}
 				if asJSON {
-					return printJSON(rows)
+					return a.printJSON(rows)
 				}
-				w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+				w := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(w, "NAME\tFILES\tSIZE\tVIEWS")
 				for _, r := range rows {
 					views := "-"
@@ -87,8 +90,8 @@ func list(store *cache.Store) ([]checkpointRow, error) {
 }
 
 // printJSON writes v to stdout as indented JSON.
-func printJSON(v any) error {
-	enc := json.NewEncoder(os.Stdout)
+func (a *app) printJSON(v any) error {
+	enc := json.NewEncoder(a.stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
 }
@@ -99,9 +102,11 @@ func (a *app) statCmd() *cobra.Command {
 		Use:   "stat [NAME]",
 		Short: "Show logical, deduplicated and stored bytes of a checkpoint or the store",
 		Long: `Show the files and the logical (as written), unique (after deduplication) and
-stored (after compression) bytes of checkpoint NAME, or of the whole store.
---json prints {name, store, files, logical_bytes, unique_bytes, stored_bytes,
-dedup_ratio, compression_ratio}.`,
+stored (after compression) bytes of checkpoint NAME, or of the whole store,
+and for the store the disk its hot copies take and the chunks write-back
+has still to upload to its bucket. --json prints {name, store, files,
+logical_bytes, unique_bytes, stored_bytes, dedup_ratio, compression_ratio,
+hot_bytes, pending_upload_chunks, pending_upload_bytes}.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.withStore(cache.Options{}, func(store *cache.Store) error {
@@ -124,10 +129,16 @@ dedup_ratio, compression_ratio}.`,
 				r := statReport{Name: name, Store: a.storeDir, Files: st.Files, LogicalBytes: st.Logical,
 					UniqueBytes: st.Unique, StoredBytes: st.Stored,
 					DedupRatio: ratio(st.Unique, st.Logical), CompressionRatio: ratio(st.Stored, st.Unique)}
-				if asJSON {
-					return printJSON(r)
+				if r.HotBytes, err = hot.Usage(hotDir(store.Dir())); err != nil {
+					return err
 				}
-				r.print()
+				if r.PendingUploadChunks, r.PendingUploadBytes, err = store.PendingUploads(); err != nil {
+					return err
+				}
+				if asJSON {
+					return a.printJSON(r)
+				}
+				r.print(a.stdout)
 				return nil
 			})
 		},
@@ -146,6 +157,10 @@ type statReport struct {
 	StoredBytes      int64   `json:"stored_bytes"`
 	DedupRatio       float64 `json:"dedup_ratio"`       // unique / logical
 	CompressionRatio float64 `json:"compression_ratio"` // stored / unique
+	// Of the whole store, whatever NAME:
+	HotBytes            int64 `json:"hot_bytes"` // decoded hot copies on disk
+	PendingUploadChunks int64 `json:"pending_upload_chunks"`
+	PendingUploadBytes  int64 `json:"pending_upload_bytes"`
 }
 
 func ratio(a, b int64) float64 {
@@ -155,26 +170,32 @@ func ratio(a, b int64) float64 {
 	return float64(a) / float64(b)
 }
 
-func (r *statReport) print() {
+func (r *statReport) print(out io.Writer) {
 	label := r.Name
 	if label == "" {
 		label = "store " + r.Store
 	}
-	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(w, "%s\n", label)
 	fmt.Fprintf(w, "files\t%d\n", r.Files)
 	fmt.Fprintf(w, "logical bytes\t%d\t(%s)\n", r.LogicalBytes, humanize.IBytes(uint64(r.LogicalBytes)))
 	fmt.Fprintf(w, "unique bytes\t%d\t(%s)\tdedup ratio %.3f\n", r.UniqueBytes, humanize.IBytes(uint64(r.UniqueBytes)), r.DedupRatio)
 	fmt.Fprintf(w, "stored bytes\t%d\t(%s)\tcompression ratio %.3f\n", r.StoredBytes, humanize.IBytes(uint64(r.StoredBytes)), r.CompressionRatio)
 	fmt.Fprintf(w, "stored / logical\t%.3f\n", ratio(r.StoredBytes, r.LogicalBytes))
+	fmt.Fprintf(w, "store hot copies\t%d\t(%s)\n", r.HotBytes, humanize.IBytes(uint64(r.HotBytes)))
+	fmt.Fprintf(w, "store pending uploads\t%d chunks\t(%s)\n", r.PendingUploadChunks, humanize.IBytes(uint64(r.PendingUploadBytes)))
 	w.Flush()
 }
 
 func (a *app) rmCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "rm NAME",
-		Short: "Remove a checkpoint (its chunks are freed by gc)",
-		Args:  cobra.ExactArgs(1),
+		Short: "Remove a checkpoint (a mount frees its space in the background, gc now)",
+		Long: `Remove checkpoint NAME (or a nested path, run1/step-100) and everything in it.
+Against a running mount it is removed through the mount, as 'rm -r' would be:
+files still open keep reading, and the mount frees the space within
+--reclaim-after. Without a mount, 'ckptfs gc' frees it.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name, err := cleanName(args[0])
 			if err != nil {
@@ -185,10 +206,26 @@ func (a *app) rmCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if err := store.RemoveAll(parent.Ino, path.Base(name)); err != nil {
+				if _, err := store.Lookup(parent.Ino, path.Base(name)); err != nil {
 					return fmt.Errorf("rm %s: %w", name, err)
 				}
-				fmt.Printf("removed %s; run 'ckptfs gc' to free its space\n", name)
+				if a.live == nil {
+					if err := store.RemoveAll(parent.Ino, path.Base(name)); err != nil {
+						return fmt.Errorf("rm %s: %w", name, err)
+					}
+					fmt.Fprintf(a.stdout, "removed %s; run 'ckptfs gc' to free its space\n", name)
+					return nil
+				}
+				// Through the mount, so that open files and the kernel's
+				// caches see an unlink.
+				if err := os.RemoveAll(filepath.Join(a.live.mnt, filepath.FromSlash(name))); err != nil {
+					return fmt.Errorf("rm %s: %w", name, err)
+				}
+				if a.live.reclaimAfter > 0 {
+					fmt.Fprintf(a.stdout, "removed %s; the mount frees its space within %s ('ckptfs gc' does it now)\n", name, a.live.reclaimAfter)
+				} else {
+					fmt.Fprintf(a.stdout, "removed %s; run 'ckptfs gc' to free its space\n", name)
+				}
 				return nil
 			})
 		},
@@ -199,16 +236,28 @@ func (a *app) gcCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "gc",
 		Short: "Free chunks no file references and compact the store",
-		Args:  cobra.NoArgs,
+		Long: `Free the chunks no file references, delete packs left empty and rewrite packs
+a quarter garbage. Without a mount it also deletes inode records no folder
+reaches (a crash can leave them) and compacts the index. Against a running
+mount it runs the mount's reclaim now, waiting a few seconds for chunks
+let go in the last seconds; chunks that open files still read stay.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.withStore(cache.Options{}, func(store *cache.Store) error {
-				res, err := store.GC()
+				collect := store.GC
+				if a.live != nil {
+					collect = store.ReclaimNow
+				}
+				res, err := collect()
 				if err != nil {
 					return err
 				}
-				fmt.Printf("freed %d chunks (%s stored), %d orphan inodes; removed %d packs (%d rewritten), %s of disk freed; %d value-log files rewritten\n",
+				fmt.Fprintf(a.stdout, "freed %d chunks (%s stored), %d orphan inodes; removed %d packs (%d rewritten), %s of disk freed; %d value-log files rewritten\n",
 					res.Chunks, humanize.IBytes(uint64(res.ChunkBytes)), res.Inodes,
 					res.PacksRemoved, res.PacksRewritten, humanize.IBytes(uint64(res.PackBytesFreed)), res.ValueLogRewrites)
+				if res.Recent > 0 {
+					fmt.Fprintf(a.stdout, "%d chunks stored or let go in the last seconds are kept for the next pass\n", res.Recent)
+				}
 				return nil
 			})
 		},
@@ -233,17 +282,17 @@ problems}.`,
 				}
 				if asJSON {
 					out := fsckJSON{Files: rep.Files, Chunks: rep.Chunks, Bytes: rep.Bytes, InBucket: rep.InBucket, Problems: append([]string{}, rep.Problems...)}
-					if err := printJSON(out); err != nil {
+					if err := a.printJSON(out); err != nil {
 						return err
 					}
 				} else {
 					for _, p := range rep.Problems {
-						fmt.Println("problem:", p)
+						fmt.Fprintln(a.stdout, "problem:", p)
 					}
 					if rep.InBucket > 0 {
-						fmt.Printf("%d chunks are held by the bucket only, and verified when fetched\n", rep.InBucket)
+						fmt.Fprintf(a.stdout, "%d chunks are held by the bucket only, and verified when fetched\n", rep.InBucket)
 					}
-					fmt.Printf("checked %d files, %d chunks (%s): %d problems\n",
+					fmt.Fprintf(a.stdout, "checked %d files, %d chunks (%s): %d problems\n",
 						rep.Files, rep.Chunks, humanize.IBytes(uint64(rep.Bytes)), len(rep.Problems))
 				}
 				if len(rep.Problems) > 0 {

@@ -4,6 +4,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -13,16 +14,22 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// app holds the flags shared by every command.
+// app holds the flags shared by every command, and where it writes.
 type app struct {
 	storeDir string
 	logLevel string
 	log      *slog.Logger
 	args     []string // the command line, as cobra reads it
+	command  string   // the name of the command running
+
+	stdout, stderr io.Writer
+	// live is the store of the mount this command runs in, on behalf of a
+	// client of its control socket (see control.go); nil in a plain run.
+	live *liveStore
 }
 
 func main() {
-	a := &app{args: os.Args[1:]}
+	a := &app{args: os.Args[1:], stdout: os.Stdout, stderr: os.Stderr}
 	if isMountHelper(os.Args[0]) {
 		args, err := mountHelperArgs(os.Args[1:])
 		if err != nil {
@@ -35,6 +42,20 @@ func main() {
 			os.Setenv("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
 		}
 	}
+	root := a.rootCmd(a.mountCmd(), a.umountCmd(), a.importCmd(), a.exportCmd(),
+		a.lsCmd(), a.statCmd(), a.rmCmd(), a.gcCmd(), a.fsckCmd(), a.pushCmd(), a.pullCmd())
+	if err := root.Execute(); err != nil {
+		var exit exitCode
+		if !errors.As(err, &exit) { // a forwarded command printed its own error
+			fmt.Fprintln(os.Stderr, "ckptfs:", err)
+			exit = 1
+		}
+		os.Exit(int(exit))
+	}
+}
+
+// rootCmd is the command line of ckptfs with the given commands.
+func (a *app) rootCmd(cmds ...*cobra.Command) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "ckptfs",
 		Short: "A FUSE filesystem for model checkpoints",
@@ -48,7 +69,11 @@ read as
   DIR@shards=SIZE/       the same at SIZE (500MB, 2GiB, ...)
 
 computed on the fly. The store is $CKPTFS_STORE, else $XDG_DATA_HOME/ckptfs
-(~/.local/share/ckptfs), unless --store is given.`,
+(~/.local/share/ckptfs), unless --store is given.
+
+ls, stat, rm, gc, fsck, import and export work whether or not the store is
+mounted: against a running mount they run in its daemon, reached through
+STORE/control.sock (owner only), with the same output.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
@@ -56,20 +81,21 @@ computed on the fly. The store is $CKPTFS_STORE, else $XDG_DATA_HOME/ckptfs
 			if err := level.UnmarshalText([]byte(a.logLevel)); err != nil {
 				return fmt.Errorf("--log-level %q: use debug, info, warn or error", a.logLevel)
 			}
-			a.log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-			slog.SetDefault(a.log)
+			a.command = cmd.Name()
+			a.log = slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: level}))
+			if a.live == nil {
+				slog.SetDefault(a.log)
+			}
 			return nil
 		},
 	}
 	root.PersistentFlags().StringVar(&a.storeDir, "store", defaultStore(), "store directory")
 	root.PersistentFlags().StringVar(&a.logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	root.AddCommand(a.mountCmd(), a.umountCmd(), a.importCmd(), a.exportCmd(),
-		a.lsCmd(), a.statCmd(), a.rmCmd(), a.gcCmd(), a.fsckCmd(), a.pushCmd(), a.pullCmd())
+	root.AddCommand(cmds...)
 	root.SetArgs(a.args)
-	if err := root.Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "ckptfs:", err)
-		os.Exit(1)
-	}
+	root.SetOut(a.stdout)
+	root.SetErr(a.stderr)
+	return root
 }
 
 func defaultStore() string {
@@ -91,21 +117,43 @@ func (a *app) openStore(o cache.Options) (*cache.Store, error) {
 	o.Logger = a.log
 	s, err := cache.Open(a.storeDir, o)
 	if errors.Is(err, cache.ErrLocked) {
-		if pid, mnt, ok := readPidFile(a.storeDir); ok {
-			return nil, fmt.Errorf("store %s is mounted at %s by pid %d: run 'ckptfs umount %s' first", a.storeDir, mnt, pid, mnt)
-		}
+		return nil, a.lockedError(err)
 	}
 	return s, err
 }
 
-// withStore runs fn on the open store and closes it after.
+// lockedError explains who holds the store, when a mount's pid file says.
+func (a *app) lockedError(err error) error {
+	if pid, mnt, ok := readPidFile(a.storeDir); ok {
+		return fmt.Errorf("store %s is mounted at %s by pid %d: run 'ckptfs umount %s' first", a.storeDir, mnt, pid, mnt)
+	}
+	return err
+}
+
+// withStore runs fn on the open store and closes it after. When a mount
+// holds the store, the whole command runs in the mount's daemon instead.
 func (a *app) withStore(o cache.Options, fn func(*cache.Store) error) error {
+	if a.live != nil {
+		return fn(a.live.store)
+	}
+	if conn := a.dialControl(); conn != nil {
+		return a.forward(conn)
+	}
 	store, err := a.openStore(o)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
 	return fn(store)
+}
+
+// localPath is p as the user meant it: relative to the client's folder
+// when the command runs in a mount's daemon.
+func (a *app) localPath(p string) string {
+	if a.live == nil || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(a.live.cwd, p)
 }
 
 // pidFile records the mount daemon of a store: its pid and mountpoint.

@@ -137,6 +137,9 @@ The source is the store; options are the flags above with _ for -.`,
 	return cmd
 }
 
+// hotDir is where a store's hot copies live.
+func hotDir(store string) string { return filepath.Join(store, "hot") }
+
 // parseHotSize reads --hot-size: a size, or auto (-1).
 func parseHotSize(v string) (int64, error) {
 	if v == "auto" {
@@ -265,7 +268,7 @@ func (a *app) serve(mnt string, opts fs.Options, so serveOptions) (err error) {
 	if err != nil {
 		return err
 	}
-	storeOpts := cache.Options{CacheBytes: so.cacheBytes, ReclaimEvery: so.reclaimAfter}
+	storeOpts := cache.Options{CacheBytes: so.cacheBytes, ReclaimEvery: so.reclaimAfter, Mounted: true}
 	if remote != nil {
 		storeOpts.Loaders = max(runtime.NumCPU(), 8) // fetches wait on the network, not the cores
 	}
@@ -287,7 +290,7 @@ func (a *app) serve(mnt string, opts fs.Options, so serveOptions) (err error) {
 		so.hotBytes = freeBytes(a.storeDir) / 4
 	}
 	if so.hotBytes > 0 {
-		if opts.HotFiles, err = hot.Open(filepath.Join(a.storeDir, "hot"), so.hotBytes, a.log); err != nil {
+		if opts.HotFiles, err = hot.Open(hotDir(a.storeDir), so.hotBytes, a.log); err != nil {
 			return err
 		}
 		store.SetMakeRoom(opts.HotFiles.Drop) // the store's disk comes first
@@ -317,6 +320,12 @@ func (a *app) serve(mnt string, opts fs.Options, so serveOptions) (err error) {
 		return fmt.Errorf("pid file: %w", err)
 	}
 	defer os.Remove(pidFile(a.storeDir))
+	stopControl, err := a.serveControl(liveStore{store: store, mnt: mnt, reclaimAfter: so.reclaimAfter})
+	if err != nil {
+		server.Unmount()
+		return err
+	}
+	defer stopControl()
 	a.log.Info("mounted", "mountpoint", mnt, "store", a.storeDir, "pid", os.Getpid())
 	ready("ok")
 

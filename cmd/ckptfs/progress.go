@@ -1,6 +1,7 @@
 package main
 
 import (
+	"io"
 	"os"
 	"time"
 
@@ -8,11 +9,13 @@ import (
 	"golang.org/x/term"
 )
 
-// newProgress is a byte progress bar on stderr, shown only on a terminal.
-func newProgress(total int64, what string) *progressbar.ProgressBar {
+// newProgress is a byte progress bar on w, shown only on a terminal: a
+// command run in a mount's daemon for a client shows none.
+func newProgress(w io.Writer, total int64, what string) *progressbar.ProgressBar {
+	f, isFile := w.(*os.File)
 	return progressbar.NewOptions64(total,
-		progressbar.OptionSetWriter(os.Stderr),
-		progressbar.OptionSetVisibility(term.IsTerminal(int(os.Stderr.Fd()))),
+		progressbar.OptionSetWriter(w),
+		progressbar.OptionSetVisibility(isFile && term.IsTerminal(int(f.Fd()))),
 		progressbar.OptionSetDescription(what),
 		progressbar.OptionShowBytes(true),
 		progressbar.OptionShowTotalBytes(true),

@@ -94,13 +94,13 @@ func (a *app) transfer(rf remoteFlags, arg, verb string, move transferFunc) erro
 		return err
 	}
 	return a.withStore(cache.Options{}, func(store *cache.Store) error {
-		bar := newProgress(-1, verb+" "+name)
+		bar := newProgress(a.stderr, -1, verb+" "+name)
 		t, err := move(ctx, store, remote, name, func(n int64) { bar.Add64(n) })
 		bar.Finish()
 		if err != nil {
 			return err
 		}
-		fmt.Printf("%s %s: %d files, %s; %d of %d chunks moved (%s), the rest already there\n",
+		fmt.Fprintf(a.stdout, "%s %s: %d files, %s; %d of %d chunks moved (%s), the rest already there\n",
 			verb, name, t.Files, humanize.IBytes(uint64(t.LogicalBytes)), t.Moved, t.Chunks, humanize.IBytes(uint64(t.MovedBytes)))
 		return nil
 	})
