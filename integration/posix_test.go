@@ -197,3 +197,70 @@ func TestArchiveToolsRoundTrip(t *testing.T) {
 	m.unmount()
 	fsckClean(t, store)
 }
+
+// TestPosixRulesAsExt4: the rules of a local file system that tools rely
+// on (sticky folders, setgid inheritance, chmod and chown by non-owners,
+// O_EXCL, renames over folders, hard links, name lengths) give the same
+// results on the mount as on the local ext4 disk, as root and as another
+// user. The other user's results differ from root's: the control case
+// that shows the other user's steps ran as that user, on the fixtures.
+func TestPosixRulesAsExt4(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to switch to another user")
+	}
+	t.Parallel()
+	fixtures, err := os.ReadFile("testdata/posix_fixtures.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules, err := os.ReadFile("testdata/posix_rules.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := mountStore(t, newStore(t), "--allow-other")
+	local := t.TempDir()
+	for _, d := range []string{m.dir, local} { // test temp dirs are 0700
+		for ; d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
+			os.Chmod(d, 0o755)
+		}
+	}
+	results := map[string]string{}
+	for _, where := range []struct{ name, dir string }{{"mount", m.dir}, {"ext4", local}} {
+		for _, who := range []string{"root", "nobody"} {
+			dir := filepath.Join(where.dir, who)
+			if out, err := exec.Command("sh", "-c", string(fixtures), "sh", dir).CombinedOutput(); err != nil {
+				t.Fatalf("fixtures in %s: %v\n%s", dir, err, out)
+			}
+			args := []string{"-c", string(rules), "sh", dir}
+			cmd := exec.Command("sh", args...)
+			if who == "nobody" {
+				cmd = exec.Command("setpriv", append([]string{"--reuid=65534", "--regid=65534", "--clear-groups", "sh"}, args...)...)
+			}
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("rules as %s in %s: %v\n%s", who, dir, err, out)
+			}
+			results[where.name+" "+who] = string(out)
+		}
+	}
+	for _, who := range []string{"root", "nobody"} {
+		mnt, ext4 := strings.Split(results["mount "+who], "\n"), strings.Split(results["ext4 "+who], "\n")
+		if len(mnt) != len(ext4) {
+			t.Fatalf("as %s: %d steps on the mount, %d on ext4", who, len(mnt), len(ext4))
+		}
+		for i := range mnt {
+			if mnt[i] != ext4[i] {
+				t.Errorf("as %s: mount %q, ext4 %q", who, mnt[i], ext4[i])
+			}
+		}
+	}
+	if results["ext4 root"] == results["ext4 nobody"] {
+		t.Fatalf("the other user's steps gave root's results: they did not run as another user\n%s", results["ext4 nobody"])
+	}
+	for _, step := range []string{"sticky-rm-theirs: fail", "chmod-theirs: fail", "read-private: fail", "sgid-file: ok 100 "} {
+		if !strings.Contains(results["ext4 nobody"], step) {
+			t.Errorf("as nobody on ext4, no %q: the fixtures are not what the rules try\n%s", step, results["ext4 nobody"])
+		}
+	}
+	t.Logf("as root:\n%s\nas nobody:\n%s", results["ext4 root"], results["ext4 nobody"])
+}

@@ -1,0 +1,15 @@
+#!/bin/sh
+# Fixtures of posix_rules.sh, made as root in folder $1: files and folders
+# of root's that the rules try as their owner and as another user.
+set -eu
+umask 022
+mkdir "$1"
+cd "$1"
+chmod 0777 .
+mkdir sticky && chmod 1777 sticky
+touch sticky/theirs sticky/theirs2 && chmod 0666 sticky/theirs sticky/theirs2
+mkdir sgid && chgrp 100 sgid && chmod 2777 sgid
+touch theirs writable && chmod 0666 theirs writable
+touch readonly theirs-ro && chmod 0644 readonly theirs-ro
+echo secret > private && chmod 0600 private
+mkdir closed && chmod 0755 closed
