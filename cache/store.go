@@ -98,6 +98,10 @@ func Open(dir string, o Options) (*Store, error) {
 		WithLogger(badgerLogger{o.Logger}).
 		WithCompression(options.None). // chunks are compressed by our codecs
 		WithValueThreshold(1 << 10).   // long manifests go to the value log
+		// Value-log files are mapped at twice this size while open (sparse,
+		// but du --apparent-size and ls count it), and GC rewrites one file
+		// at a time: small files keep both small.
+		WithValueLogFileSize(64 << 20).
 		WithMemTableSize(32 << 20).
 		WithNumMemtables(2).
 		WithBlockCacheSize(32 << 20).
