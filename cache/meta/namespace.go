@@ -315,16 +315,8 @@ func (s *Namespace) Create(parent uint64, name string, in Inode) (*Inode, error)
 	}
 	in.Ino = ino + RootIno + 1
 	err = s.update(func(txn *badger.Txn) error {
-		p, err := getInode(txn, parent)
+		p, err := freeName(txn, parent, name)
 		if err != nil {
-			return err
-		}
-		if p.Mode&syscall.S_IFMT != syscall.S_IFDIR {
-			return syscall.ENOTDIR
-		}
-		if _, _, err := getDentry(txn, parent, name); err == nil {
-			return syscall.EEXIST
-		} else if !errors.Is(err, syscall.ENOENT) {
 			return err
 		}
 		p.Mtime, p.Ctime = in.Ctime, in.Ctime
@@ -340,6 +332,24 @@ func (s *Namespace) Create(parent uint64, name string, in Inode) (*Inode, error)
 		return nil, err
 	}
 	return &in, nil
+}
+
+// freeName returns the record of folder parent, in which name is free:
+// ENOTDIR if parent is no folder, EEXIST if the name is taken.
+func freeName(txn *badger.Txn, parent uint64, name string) (*Inode, error) {
+	p, err := getInode(txn, parent)
+	if err != nil {
+		return nil, err
+	}
+	if p.Mode&syscall.S_IFMT != syscall.S_IFDIR {
+		return nil, syscall.ENOTDIR
+	}
+	if _, _, err := getDentry(txn, parent, name); err == nil {
+		return nil, syscall.EEXIST
+	} else if !errors.Is(err, syscall.ENOENT) {
+		return nil, err
+	}
+	return p, nil
 }
 
 // Remove unlinks name from parent: a non-directory when dir is false, an
@@ -412,16 +422,7 @@ func (s *Namespace) Link(ino, parent uint64, name string) (*Inode, error) {
 		if in.Links() >= MaxLinks {
 			return syscall.EMLINK
 		}
-		p, err := getInode(txn, parent)
-		if err != nil {
-			return err
-		}
-		if p.Mode&syscall.S_IFMT != syscall.S_IFDIR {
-			return syscall.ENOTDIR
-		}
-		if _, _, err := getDentry(txn, parent, name); err == nil {
-			return syscall.EEXIST
-		} else if !errors.Is(err, syscall.ENOENT) {
+		if _, err := freeName(txn, parent, name); err != nil {
 			return err
 		}
 		in.Nlink = in.Links() + 1
