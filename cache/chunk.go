@@ -33,7 +33,12 @@ func (s *Store) PutChunk(raw []byte, hint chunk.Hint) (chunk.Ref, error) {
 		return ref, fmt.Errorf("look up chunk %s: %w", ref.Hash.Short(), err)
 	}
 	start := time.Now()
-	val := s.chunks.codecs.Encode(raw, hint)
+	buf, _ := s.values.Get().(*[]byte)
+	if buf == nil {
+		buf = new([]byte)
+	}
+	val := s.chunks.codecs.EncodeTo(*buf, raw, hint)
+	defer func() { *buf = val; s.values.Put(buf) }() // the pack has written it: nothing keeps it
 	if err := s.ensureSpace(int64(len(val)), chunkReserve); err != nil {
 		return ref, err
 	}

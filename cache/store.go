@@ -61,6 +61,7 @@ type Store struct {
 	// putLocks serialize stores of chunks by their hash's first byte, so
 	// that two writers of one new chunk append it once.
 	putLocks  [256]sync.Mutex
+	values    sync.Pool // *[]byte: buffers chunk values are encoded into
 	makeRoom  func(need int64) int64
 	live      *liveChunks // what Reclaim keeps although unreferenced
 	reclaimMu sync.Mutex  // one collection at a time

@@ -49,9 +49,16 @@ func choose(raw []byte, hint Hint) CodecID {
 
 // Encode builds the stored value of a chunk: header, then the payload of
 // the chosen codec, or of raw when compression saves less than 1/32.
-func (c *Codecs) Encode(raw []byte, hint Hint) []byte {
+func (c *Codecs) Encode(raw []byte, hint Hint) []byte { return c.EncodeTo(nil, raw, hint) }
+
+// EncodeTo is Encode into buf's memory when it is large enough (a writer
+// reuses one buffer for value after value).
+func (c *Codecs) EncodeTo(buf, raw []byte, hint Hint) []byte {
 	id := choose(raw, hint)
-	v := c.byID[id].Encode(make([]byte, HeaderLen, HeaderLen+len(raw)+len(raw)/16+64), raw, hint)
+	if need := HeaderLen + len(raw) + len(raw)/16 + 64; cap(buf) < need {
+		buf = make([]byte, HeaderLen, need)
+	}
+	v := c.byID[id].Encode(buf[:HeaderLen], raw, hint)
 	if len(v)-HeaderLen >= len(raw)-len(raw)/32 {
 		id, v = CodecRaw, append(v[:HeaderLen], raw...)
 	}

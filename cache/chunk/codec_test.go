@@ -136,3 +136,18 @@ func benchmarkPlanes(b *testing.B, dtype string) {
 		}
 	})
 }
+
+// EncodeTo into a buffer that held another value gives what Encode gives.
+func TestEncodeToReusesABuffer(t *testing.T) {
+	c := NewCodecs()
+	buf := c.Encode(floatBytes("F32", normals(8, 4096, 1)), "F32")
+	for _, dt := range []string{"BF16", "F32", ""} {
+		raw := floatBytes("F32", normals(9, 3000, 0.02))
+		want := c.Encode(raw, Hint(dt))
+		got := c.EncodeTo(buf, raw, Hint(dt))
+		if !bytes.Equal(got, want) {
+			t.Fatalf("%q: EncodeTo into a used buffer differs from Encode", dt)
+		}
+		buf = got
+	}
+}

@@ -54,7 +54,7 @@ func planeWidth(hint Hint) int {
 
 // splitPlanes rotates each element left by one bit and scatters its bytes
 // into planes, which hold n elements each. The bulk works on 64-bit words,
-// four bf16/fp16 or two fp32 elements at a time.
+// eight elements at a time.
 func splitPlanes(buf, raw []byte, width, n int) [][]byte {
 	planes := make([][]byte, width)
 	for p := range planes {
@@ -65,11 +65,11 @@ func splitPlanes(buf, raw []byte, width, n int) [][]byte {
 	case 2:
 		p0, p1 := planes[0], planes[1]
 		i := 0
-		for ; i+4 <= n; i += 4 {
-			w := le.Uint64(raw[2*i:])
-			w = (w&0x7FFF7FFF7FFF7FFF)<<1 | (w>>15)&0x0001000100010001 // rotl1 per 16-bit lane
-			le.PutUint32(p0[i:], gatherBytes2(w))
-			le.PutUint32(p1[i:], gatherBytes2(w>>8))
+		for ; i+8 <= n; i += 8 { // eight elements, one 64-bit store per plane
+			r := raw[2*i : 2*i+16]
+			w0, w1 := rotl16(le.Uint64(r)), rotl16(le.Uint64(r[8:]))
+			le.PutUint64(p0[i:i+8], uint64(gatherBytes2(w0))|uint64(gatherBytes2(w1))<<32)
+			le.PutUint64(p1[i:i+8], uint64(gatherBytes2(w0>>8))|uint64(gatherBytes2(w1>>8))<<32)
 		}
 		for ; i < n; i++ {
 			v := bits.RotateLeft16(le.Uint16(raw[2*i:]), 1)
@@ -78,13 +78,18 @@ func splitPlanes(buf, raw []byte, width, n int) [][]byte {
 	case 4:
 		p0, p1, p2, p3 := planes[0], planes[1], planes[2], planes[3]
 		i := 0
-		for ; i+2 <= n; i += 2 {
-			w := le.Uint64(raw[4*i:])
-			w = (w&0x7FFFFFFF7FFFFFFF)<<1 | (w>>31)&0x0000000100000001 // rotl1 per 32-bit lane
-			le.PutUint16(p0[i:], gatherBytes4(w))
-			le.PutUint16(p1[i:], gatherBytes4(w>>8))
-			le.PutUint16(p2[i:], gatherBytes4(w>>16))
-			le.PutUint16(p3[i:], gatherBytes4(w>>24))
+		for ; i+8 <= n; i += 8 { // eight elements, one 64-bit store per plane
+			r := raw[4*i : 4*i+32]
+			w0, w1 := rotl32(le.Uint64(r)), rotl32(le.Uint64(r[8:]))
+			w2, w3 := rotl32(le.Uint64(r[16:])), rotl32(le.Uint64(r[24:]))
+			plane := func(k uint) uint64 {
+				return uint64(gatherBytes4(w0>>k)) | uint64(gatherBytes4(w1>>k))<<16 |
+					uint64(gatherBytes4(w2>>k))<<32 | uint64(gatherBytes4(w3>>k))<<48
+			}
+			le.PutUint64(p0[i:i+8], plane(0))
+			le.PutUint64(p1[i:i+8], plane(8))
+			le.PutUint64(p2[i:i+8], plane(16))
+			le.PutUint64(p3[i:i+8], plane(24))
 		}
 		for ; i < n; i++ {
 			v := bits.RotateLeft32(le.Uint32(raw[4*i:]), 1)
@@ -93,6 +98,12 @@ func splitPlanes(buf, raw []byte, width, n int) [][]byte {
 	}
 	return planes
 }
+
+// rotl16 rotates each 16-bit lane of w left by one bit.
+func rotl16(w uint64) uint64 { return (w&0x7FFF7FFF7FFF7FFF)<<1 | (w>>15)&0x0001000100010001 }
+
+// rotl32 rotates each 32-bit lane of w left by one bit.
+func rotl32(w uint64) uint64 { return (w&0x7FFFFFFF7FFFFFFF)<<1 | (w>>31)&0x0000000100000001 }
 
 // gatherBytes2 packs bytes 0, 2, 4 and 6 of w into a uint32.
 func gatherBytes2(w uint64) uint32 {

@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -16,6 +17,7 @@ import (
 	"sync"
 
 	"github.com/ckptfs/ckptfs/cache/chunk"
+	"golang.org/x/sys/unix"
 )
 
 // Chunk values live in append-only pack files, written with write(2) and
@@ -145,11 +147,10 @@ func (p *Set) Append(h chunk.Hash, value []byte) (Loc, error) {
 	p.dirty[loc.Pack] = f
 	p.mu.Unlock()
 
-	rec := make([]byte, RecordHeader, n)
-	copy(rec, h[:])
-	binary.LittleEndian.PutUint32(rec[32:], uint32(len(value)))
-	rec = append(rec, value...)
-	if _, err := f.WriteAt(rec, loc.Offset); err != nil {
+	var hdr [RecordHeader]byte
+	copy(hdr[:], h[:])
+	binary.LittleEndian.PutUint32(hdr[32:], uint32(len(value)))
+	if err := writeAt(f, loc.Offset, hdr[:], value); err != nil {
 		// The range stays a hole no index entry points at; appends after
 		// it go to a new pack.
 		p.mu.Lock()
@@ -268,4 +269,44 @@ func (p *Set) SetTarget(n int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.target = n
+}
+
+// writeAt writes bufs one after the other at off with pwritev(2): a record's
+// header and value in one call, without copying the value (a MiB) into one
+// buffer first.
+func writeAt(f *os.File, off int64, bufs ...[]byte) error {
+	raw, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var werr error
+	err = raw.Write(func(fd uintptr) bool {
+		for len(bufs) > 0 {
+			n, err := unix.Pwritev(int(fd), bufs, off)
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			if err != nil {
+				werr = err
+				return true
+			}
+			if n == 0 {
+				werr = io.ErrShortWrite
+				return true
+			}
+			off += int64(n)
+			for n > 0 && len(bufs) > 0 { // drop what was written
+				k := min(n, len(bufs[0]))
+				bufs[0], n = bufs[0][k:], n-k
+				if len(bufs[0]) == 0 {
+					bufs = bufs[1:]
+				}
+			}
+		}
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	return werr
 }
