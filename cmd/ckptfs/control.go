@@ -37,6 +37,7 @@ type liveStore struct {
 	mnt          string        // the mountpoint, which rm goes through
 	reclaimAfter time.Duration // the daemon's --reclaim-after
 	cwd          string        // the client's folder, for relative paths
+	gone         chan struct{} // closed when the client closes its connection
 }
 
 // controlRequest is what a client sends: one JSON line.
@@ -144,10 +145,16 @@ func (srv *controlServer) serve(conn *net.UnixConn) {
 	}
 	live := srv.live
 	live.cwd = req.Cwd
+	live.gone = make(chan struct{})
+	go func() { // a client sends nothing more: a read ends when it goes
+		io.Copy(io.Discard, conn)
+		close(live.gone)
+	}()
 	b := &app{storeDir: srv.a.storeDir, args: req.Args, stdout: stdout, stderr: stderr, live: &live}
 	root := b.rootCmd(b.importCmd(), b.exportCmd(), b.lsCmd(), b.statCmd(), b.rmCmd(), b.gcCmd(), b.fsckCmd())
 	srv.a.log.Info("control", "args", req.Args)
 	if err := root.Execute(); err != nil {
+		srv.a.log.Info("control command failed", "args", req.Args, "err", err)
 		fmt.Fprintln(stderr, "ckptfs:", err)
 		out.exit(1)
 		return

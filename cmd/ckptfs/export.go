@@ -41,7 +41,7 @@ nested (run1/model@single). DST must not exist yet.`,
 
 // export writes NAME as written, or the view NAME names, to dst.
 func (a *app) export(store *cache.Store, name, dst string) error {
-	ex := &exporter{store: store, stderr: a.stderr}
+	ex := &exporter{store: store, app: a}
 	if in, err := store.Resolve(name); err == nil {
 		return ex.tree(in, dst)
 	} else if !errors.Is(err, syscall.ENOENT) {
@@ -71,7 +71,7 @@ func (a *app) export(store *cache.Store, name, dst string) error {
 
 type exporter struct {
 	store  *cache.Store
-	stderr io.Writer         // for progress
+	app    *app              // for progress
 	linked map[uint64]string // files with hard links written so far: where
 }
 
@@ -84,7 +84,7 @@ func (ex *exporter) tree(in *meta.Inode, dst string) error {
 		}
 	}
 	total += in.Content.Size
-	bar := newProgress(ex.stderr, total, "export")
+	bar := ex.app.newProgress(total, "export")
 	defer bar.Finish()
 	if err := ex.writeNode(in, dst, bar); err != nil {
 		return err
@@ -162,7 +162,7 @@ func (ex *exporter) view(v *views.View, dst string) error {
 	for _, x := range v.Extra {
 		total += x.Inode.Content.Size
 	}
-	bar := newProgress(ex.stderr, total, "export")
+	bar := ex.app.newProgress(total, "export")
 	defer bar.Finish()
 	if err := os.Mkdir(dst, 0o755); err != nil {
 		return fmt.Errorf("export: %w", err)

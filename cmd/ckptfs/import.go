@@ -50,7 +50,7 @@ The same as 'cp -r SRC MOUNT/NAME', without a mount.`,
 				if err != nil {
 					return err
 				}
-				bar := newProgress(a.stderr, total, "import "+name)
+				bar := a.newProgress(total, "import "+name)
 				imp := &importer{store: store, bar: bar}
 				if err := imp.copy(src, parent, path.Base(name)); err != nil {
 					return err
@@ -205,7 +205,9 @@ type barReader struct {
 
 func (r *barReader) Read(p []byte) (int, error) {
 	n, err := r.f.Read(p)
-	r.bar.Add64(int64(n))
+	if berr := r.bar.Add64(int64(n)); berr != nil && err == nil {
+		err = berr // the import is stopped
+	}
 	return n, err
 }
 

@@ -23,7 +23,7 @@ func TestImportRefusesASwappedEntry(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	im := &importer{store: store, bar: newProgress(os.Stderr, -1, "test"), afterStat: func(p string) {
+	im := &importer{store: store, bar: (&app{stderr: os.Stderr}).newProgress(-1, "test"), afterStat: func(p string) {
 		if filepath.Base(p) == "weights.bin" {
 			os.Remove(p)
 			os.Symlink(secret, p)

@@ -94,7 +94,7 @@ func (a *app) transfer(rf remoteFlags, arg, verb string, move transferFunc) erro
 		return err
 	}
 	return a.withStore(cache.Options{}, func(store *cache.Store) error {
-		bar := newProgress(a.stderr, -1, verb+" "+name)
+		bar := a.newProgress(-1, verb+" "+name)
 		t, err := move(ctx, store, remote, name, func(n int64) { bar.Add64(n) })
 		bar.Finish()
 		if err != nil {
