@@ -62,20 +62,41 @@ func Open(dir string, budget int64, log *slog.Logger) (*Files, error) {
 // Usage is the disk the complete copies in dir take, as Open would find
 // them: 0 if there are none.
 func Usage(dir string) (int64, error) {
-	entries, err := os.ReadDir(dir)
+	_, total, err := complete(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return 0, nil
 	}
 	if err != nil {
 		return 0, fmt.Errorf("hot files: %w", err)
 	}
+	return total, nil
+}
+
+// copyInfo is one complete copy on disk.
+type copyInfo struct {
+	name string
+	size int64
+	used time.Time
+}
+
+// complete lists the complete copies in dir (not the partial ones being
+// made) and the bytes they take.
+func complete(dir string) ([]copyInfo, int64, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, 0, err
+	}
+	var copies []copyInfo
 	var total int64
 	for _, e := range entries {
-		if info, err := e.Info(); err == nil && info.Mode().IsRegular() && !strings.HasSuffix(e.Name(), hotPartial) {
-			total += info.Size()
+		info, err := e.Info()
+		if err != nil || !info.Mode().IsRegular() || strings.HasSuffix(e.Name(), hotPartial) {
+			continue
 		}
+		copies = append(copies, copyInfo{e.Name(), info.Size(), info.ModTime()})
+		total += info.Size()
 	}
-	return total, nil
+	return copies, total, nil
 }
 
 // Key names bytes derived from stored content, such as a view file, by
@@ -226,24 +247,9 @@ func (h *Files) Drop(need int64) int64 {
 // the total left and the bytes freed are enough; it returns the bytes
 // freed.
 func (h *Files) dropOldest(enough func(total, freed int64) bool) int64 {
-	entries, err := os.ReadDir(h.dir)
+	copies, total, err := complete(h.dir)
 	if err != nil {
 		return 0
-	}
-	type copyInfo struct {
-		name string
-		size int64
-		used time.Time
-	}
-	var copies []copyInfo
-	var total int64
-	for _, e := range entries {
-		info, err := e.Info()
-		if err != nil || strings.HasSuffix(e.Name(), hotPartial) {
-			continue
-		}
-		copies = append(copies, copyInfo{e.Name(), info.Size(), info.ModTime()})
-		total += info.Size()
 	}
 	sort.Slice(copies, func(i, j int) bool { return copies[i].used.Before(copies[j].used) })
 	var freed int64
