@@ -422,15 +422,17 @@ func (s *Namespace) Link(ino, parent uint64, name string) (*Inode, error) {
 		if in.Links() >= MaxLinks {
 			return syscall.EMLINK
 		}
-		if _, err := freeName(txn, parent, name); err != nil {
+		p, err := freeName(txn, parent, name)
+		if err != nil {
 			return err
 		}
 		in.Nlink = in.Links() + 1
 		in.Ctime = time.Now().UnixNano()
+		p.Mtime, p.Ctime = in.Ctime, in.Ctime
 		if err := putInode(txn, in); err != nil {
 			return err
 		}
-		if err := touchDir(txn, parent); err != nil {
+		if err := putInode(txn, p); err != nil {
 			return err
 		}
 		return txn.Set(dentryKey(parent, name), encodeDentry(ino, in.Mode))
