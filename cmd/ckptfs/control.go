@@ -190,20 +190,18 @@ type frameWriter struct {
 	w  io.Writer
 }
 
-func (f *frameWriter) frame(kind byte, p []byte) error {
+// frame sends one frame. What a client gone away misses is dropped: the
+// command learns of it from clientGone, not from its writes.
+func (f *frameWriter) frame(kind byte, p []byte) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	hdr := binary.BigEndian.AppendUint32([]byte{kind}, uint32(len(p)))
-	if _, err := f.w.Write(append(hdr, p...)); err != nil {
-		return err
-	}
-	return nil
+	f.w.Write(append(hdr, p...))
 }
 
 func (f *frameWriter) exit(code int) { f.frame(frameExit, []byte(strconv.Itoa(code))) }
 
-// stream is an io.Writer of one kind of frame. A client gone away does not
-// fail the command: it runs to its end, as it would have.
+// stream is an io.Writer of one kind of frame.
 func (f *frameWriter) stream(kind byte) io.Writer {
 	return writerFunc(func(p []byte) (int, error) {
 		for rest := p; len(rest) > 0; {

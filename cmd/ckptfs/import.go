@@ -28,24 +28,28 @@ The same as 'cp -r SRC MOUNT/NAME', without a mount.`,
 			if err != nil {
 				return err
 			}
-			src := a.localPath(args[0])
-			var total int64
-			if err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
-				if err != nil {
-					return err
-				}
-				if d.Type().IsRegular() {
-					info, err := d.Info()
+			if _, err := os.Lstat(a.localPath(args[0])); err != nil {
+				return fmt.Errorf("import %s: %w", args[0], err) // before the store is opened, or made
+			}
+			return a.withStore(cache.Options{}, func(store *cache.Store) error {
+				// The walk here, not before: against a mount this runs in its daemon.
+				src := a.localPath(args[0])
+				var total int64
+				if err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
 					if err != nil {
 						return err
 					}
-					total += info.Size()
+					if d.Type().IsRegular() {
+						info, err := d.Info()
+						if err != nil {
+							return err
+						}
+						total += info.Size()
+					}
+					return nil
+				}); err != nil {
+					return fmt.Errorf("import %s: %w", src, err)
 				}
-				return nil
-			}); err != nil {
-				return fmt.Errorf("import %s: %w", src, err)
-			}
-			return a.withStore(cache.Options{}, func(store *cache.Store) error {
 				parent, err := store.MkdirAll(path.Dir(name))
 				if err != nil {
 					return err
@@ -214,13 +218,16 @@ func (r *barReader) Read(p []byte) (int, error) {
 // userXattrs reads the user.* extended attributes of open file fd, which
 // the store keeps as the mount does (see meta.MaxXattrSize).
 func userXattrs(fd int) (map[string][]byte, error) {
-	buf := make([]byte, meta.MaxXattrSize)
-	n, err := unix.Flistxattr(fd, buf)
-	if errors.Is(err, unix.ENOTSUP) {
+	n, err := unix.Flistxattr(fd, nil) // the list's size: 0 for most files
+	if errors.Is(err, unix.ENOTSUP) || err == nil && n == 0 {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("list extended attributes: %w", err)
+	}
+	buf := make([]byte, min(n, meta.MaxXattrSize))
+	if n, err = unix.Flistxattr(fd, buf); err != nil {
+		return nil, fmt.Errorf("list extended attributes: %w", err) // ERANGE: it grew meanwhile, or is over the bound
 	}
 	var out map[string][]byte
 	size := 0

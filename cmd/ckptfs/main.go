@@ -117,17 +117,11 @@ func (a *app) openStore(o cache.Options) (*cache.Store, error) {
 	o.Logger = a.log
 	s, err := cache.Open(a.storeDir, o)
 	if errors.Is(err, cache.ErrLocked) {
-		return nil, a.lockedError(err)
+		if pid, mnt, ok := readPidFile(a.storeDir); ok {
+			return nil, fmt.Errorf("store %s is mounted at %s by pid %d: run 'ckptfs umount %s' first", a.storeDir, mnt, pid, mnt)
+		}
 	}
 	return s, err
-}
-
-// lockedError explains who holds the store, when a mount's pid file says.
-func (a *app) lockedError(err error) error {
-	if pid, mnt, ok := readPidFile(a.storeDir); ok {
-		return fmt.Errorf("store %s is mounted at %s by pid %d: run 'ckptfs umount %s' first", a.storeDir, mnt, pid, mnt)
-	}
-	return err
 }
 
 // withStore runs fn on the open store and closes it after. When a mount
