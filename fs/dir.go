@@ -74,27 +74,6 @@ func (n *dirNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttr
 	return n.setattr(in, out, syscall.EISDIR, false)
 }
 
-// applyAttr applies chmod, chown and utimens parts of a setattr.
-func applyAttr(rec *meta.Inode, in *fuse.SetAttrIn) {
-	t := now()
-	if mode, ok := in.GetMode(); ok {
-		rec.Mode = rec.Mode&syscall.S_IFMT | mode&^syscall.S_IFMT
-	}
-	if uid, ok := in.GetUID(); ok {
-		rec.Uid = uid
-	}
-	if gid, ok := in.GetGID(); ok {
-		rec.Gid = gid
-	}
-	if at, ok := in.GetATime(); ok {
-		rec.Atime = at.UnixNano()
-	}
-	if mt, ok := in.GetMTime(); ok {
-		rec.Mtime = mt.UnixNano()
-	}
-	rec.Ctime = t
-}
-
 // newRecord is the inode template for a new entry made by the caller.
 func newRecord(ctx context.Context, mode uint32) meta.Inode {
 	t := now()

@@ -1,63 +1,17 @@
 package fs
 
+// The extended attributes of stored nodes, kept in the inode's record.
+// Only the user namespace is kept, as on a local file system mounted
+// without ACLs or security labels: the others answer ENOTSUP, so cp -a,
+// rsync -X and tar --xattrs copy what is kept and go on without the rest.
+
 import (
 	"context"
 	"strings"
 	"syscall"
 
 	"github.com/ckptfs/ckptfs/cache/meta"
-	"github.com/hanwen/go-fuse/v2/fs"
-	"github.com/hanwen/go-fuse/v2/fuse"
 )
-
-// stored is what every node of a stored inode holds: the mount and the
-// inode number. Its methods are the extended attributes, kept in the
-// inode's record. Only the user namespace is kept, as on a local file
-// system mounted without ACLs or security labels: the others answer
-// ENOTSUP, so cp -a, rsync -X and tar --xattrs copy what is kept and go on
-// without the rest.
-type stored struct {
-	fsys *FS
-	ino  uint64
-}
-
-var (
-	_ = (fs.NodeGetattrer)((*stored)(nil))
-	_ = (fs.NodeGetxattrer)((*stored)(nil))
-	_ = (fs.NodeSetxattrer)((*stored)(nil))
-	_ = (fs.NodeRemovexattrer)((*stored)(nil))
-	_ = (fs.NodeListxattrer)((*stored)(nil))
-)
-
-func (n *stored) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	in, err := n.fsys.store.GetInode(n.ino)
-	if err != nil {
-		return toErrno(n.fsys.log, "getattr", err)
-	}
-	setAttr(&out.Attr, in)
-	return 0
-}
-
-// setattr applies chmod, chown and utimens; a size is sizeErr, and a
-// symlink keeps its mode.
-func (n *stored) setattr(in *fuse.SetAttrIn, out *fuse.AttrOut, sizeErr syscall.Errno, keepMode bool) syscall.Errno {
-	if _, ok := in.GetSize(); ok {
-		return sizeErr
-	}
-	rec, err := n.fsys.store.Update(n.ino, func(rec *meta.Inode) error {
-		mode := rec.Mode
-		applyAttr(rec, in)
-		if keepMode {
-			rec.Mode = mode
-		}
-		return nil
-	})
-	if err != nil {
-		return toErrno(n.fsys.log, "setattr", err)
-	}
-	setAttr(&out.Attr, rec)
-	return 0
-}
 
 const userXattrs = "user."
 
