@@ -11,5 +11,5 @@ touch sticky/theirs sticky/theirs2 && chmod 0666 sticky/theirs sticky/theirs2
 mkdir sgid && chgrp 100 sgid && chmod 2777 sgid
 touch theirs writable && chmod 0666 theirs writable
 touch readonly theirs-ro && chmod 0644 readonly theirs-ro
-echo secret > private && chmod 0600 private
+echo secret > private && chmod 0600 private && setfattr -n user.kept -v v private
 mkdir closed && chmod 0755 closed

@@ -26,6 +26,10 @@ step chgrp-own sh -c 'touch own-grp && chgrp 65534 own-grp && stat -c "%g" own-g
 step setuid-own sh -c 'touch own-suid && chmod 4755 own-suid && stat -c "%a" own-suid'
 step write-readonly sh -c 'echo x >> readonly'
 step read-private cat private
+step xattr-set-readonly setfattr -n user.x -v 1 readonly
+step xattr-get-private getfattr --only-values -n user.kept private
+step xattr-set-own sh -c 'touch own-x && setfattr -n user.x -v 1 own-x && getfattr --only-values -n user.x own-x'
+step xattr-acl-own setfattr -n system.posix_acl_access -v x own-x
 step touch-date-theirs touch -d @1600000000 writable
 step touch-now-theirs touch writable
 step truncate-theirs truncate -s 1 writable
