@@ -55,6 +55,9 @@ const (
 	maxFrame    = 1 << 20
 )
 
+// requestTimeout bounds the wait for a client's request.
+const requestTimeout = 10 * time.Second
+
 // exitCode is the exit status of a command another process ran and
 // reported on (its error is already printed).
 type exitCode int
@@ -133,11 +136,15 @@ func (srv *controlServer) serve(conn *net.UnixConn) {
 	// The request first, whoever sent it (it is small), so that a refused
 	// client reads its refusal instead of a broken pipe.
 	var req controlRequest
+	// A client that connects and says nothing would hold the unmount (stop
+	// waits for every connection): the request has a deadline.
+	conn.SetReadDeadline(time.Now().Add(requestTimeout))
 	if err := json.NewDecoder(io.LimitReader(conn, maxFrame)).Decode(&req); err != nil {
 		fmt.Fprintln(stderr, "ckptfs: control request:", err)
 		out.exit(2)
 		return
 	}
+	conn.SetReadDeadline(time.Time{})
 	if err := checkPeer(conn); err != nil {
 		fmt.Fprintln(stderr, "ckptfs:", err)
 		out.exit(1)
