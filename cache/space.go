@@ -15,10 +15,14 @@ const (
 )
 
 // ensureSpace fails with ENOSPC unless n bytes plus reserve are free,
-// after the makeRoom of SetMakeRoom had its chance to free them.
+// after the makeRoom of SetMakeRoom had its chance to free them. The space
+// is read again whatever makeRoom says it freed: two writers short at once
+// both ask, and the one that finds the copies already gone frees nothing
+// although the room is there now.
 func (s *Store) ensureSpace(n, reserve int64) error {
 	free, err := s.freeBytes()
-	if err == nil && free < n+reserve && s.makeRoom != nil && s.makeRoom(n+reserve-free) > 0 {
+	if err == nil && free < n+reserve && s.makeRoom != nil {
+		s.makeRoom(n + reserve - free)
 		free, err = s.freeBytes()
 	}
 	if err != nil {

@@ -62,7 +62,7 @@ type Store struct {
 	// that two writers of one new chunk append it once.
 	putLocks  [256]sync.Mutex
 	values    sync.Pool // *[]byte: buffers chunk values are encoded into
-	makeRoom  func(need int64) int64
+	makeRoom  func(need int64)
 	live      *liveChunks // what Reclaim keeps although unreferenced
 	reclaimMu sync.Mutex  // one collection at a time
 	reclaimer *reclaimer  // nil unless Options.ReclaimEvery
@@ -159,9 +159,10 @@ func Open(dir string, o Options) (*Store, error) {
 }
 
 // SetMakeRoom sets what is asked to free need bytes of the store's disk
-// before a write fails with ENOSPC; it returns what it freed. Hot copies go
-// before the store refuses data. Set it before the store serves.
-func (s *Store) SetMakeRoom(fn func(need int64) int64) { s.makeRoom = fn }
+// before a write fails with ENOSPC (the store reads the free space again
+// after it). Hot copies go before the store refuses data. Set it before the
+// store serves.
+func (s *Store) SetMakeRoom(fn func(need int64)) { s.makeRoom = fn }
 
 // Damage names the damaged tables found on open (AllowDamagedTables).
 func (s *Store) Damage() error { return s.damage }

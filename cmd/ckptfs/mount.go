@@ -293,7 +293,7 @@ func (a *app) serve(mnt string, opts fs.Options, so serveOptions) (err error) {
 		if opts.HotFiles, err = hot.Open(hotDir(a.storeDir), so.hotBytes, a.log); err != nil {
 			return err
 		}
-		store.SetMakeRoom(opts.HotFiles.Drop) // the store's disk comes first
+		store.SetMakeRoom(func(need int64) { opts.HotFiles.Drop(need) }) // the store's disk comes first
 	}
 	bucketMetrics := bucket.NewMetrics()
 	if remote != nil {
