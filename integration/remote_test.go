@@ -56,8 +56,18 @@ func startMinio(t *testing.T) *minioServer {
 	os.Setenv("AWS_SECRET_ACCESS_KEY", minioSecret)
 	os.Setenv("AWS_REGION", "us-east-1")
 	os.Setenv("AWS_MAX_ATTEMPTS", "3") // a dead server fails a request in seconds, not half a minute
-	if err := s.client().MakeBucket(context.Background(), bucket, minio.MakeBucketOptions{}); err != nil {
-		t.Fatalf("make bucket: %v", err)
+	// A server that answers may still be initializing: it says so, and a
+	// retry within a few seconds goes through.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := s.client().MakeBucket(context.Background(), bucket, minio.MakeBucketOptions{})
+		if err == nil {
+			break
+		}
+		if !strings.Contains(err.Error(), "not initialized") || time.Now().After(deadline) {
+			t.Fatalf("make bucket: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 	return s
 }
