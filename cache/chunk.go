@@ -37,7 +37,10 @@ func (s *Store) PutChunk(raw []byte, hint chunk.Hint) (chunk.Ref, error) {
 	if buf == nil {
 		buf = new([]byte)
 	}
-	val := s.chunks.codecs.EncodeTo(*buf, raw, hint)
+	val, ok := s.chunks.codecs.EncodeTo(*buf, raw, hint)
+	if !ok {
+		s.log.Error("codec bug: a payload did not decode to its chunk; stored raw", "chunk", ref.Hash.String(), "hint", hint)
+	}
 	defer func() { *buf = val; s.values.Put(buf) }() // the pack has written it: nothing keeps it
 	if err := s.ensureSpace(int64(len(val)), chunkReserve); err != nil {
 		return ref, err
@@ -104,7 +107,11 @@ func (s *Store) chunkLoc(h chunk.Hash) (pack.Loc, error) {
 // loadChunk reads and verifies a chunk from its pack, bypassing the LRU.
 // A chunk the packs lack or hold damaged is fetched from the backing.
 func (s *Store) loadChunk(h chunk.Hash) ([]byte, error) {
-	raw, err := s.ReadLocal(h)
+	decode := s.chunks.codecs.DecodeChecksummed // see there why no hash
+	if s.verifyReads {
+		decode = s.chunks.codecs.Decode
+	}
+	raw, err := s.readLocal(h, decode)
 	// Only a chunk the store lacks, or holds damaged, is fetched: an I/O
 	// error (EMFILE, a closed database) says nothing about the copy.
 	if err == nil || !errors.Is(err, chunk.ErrCorrupt) {
@@ -116,9 +123,14 @@ func (s *Store) loadChunk(h chunk.Hash) ([]byte, error) {
 // ErrChunkMissing is a chunk the index does not know.
 var ErrChunkMissing = errors.New("chunk missing")
 
-// ReadLocal reads chunk h from its pack and verifies it, bypassing the LRU
-// and the backing.
+// ReadLocal reads chunk h from its pack and verifies it, its hash
+// included, bypassing the LRU and the backing.
 func (s *Store) ReadLocal(h chunk.Hash) ([]byte, error) {
+	return s.readLocal(h, s.chunks.codecs.Decode)
+}
+
+// readLocal reads chunk h from its pack and decodes it with decode.
+func (s *Store) readLocal(h chunk.Hash, decode func(chunk.Hash, []byte) ([]byte, error)) ([]byte, error) {
 	s.evictMu.RLock()
 	defer s.evictMu.RUnlock()
 	loc, err := s.chunkLoc(h)
@@ -129,7 +141,7 @@ func (s *Store) ReadLocal(h chunk.Hash) ([]byte, error) {
 	var raw []byte
 	err = s.packs.Read(h, loc, func(val []byte) error {
 		var derr error
-		raw, derr = s.chunks.codecs.Decode(h, val) // into a new slice
+		raw, derr = decode(h, val) // into a new slice
 		return derr
 	})
 	if err != nil {

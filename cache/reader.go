@@ -22,6 +22,10 @@ type FileReader struct {
 	name   string // for error messages
 	chunks []chunk.Ref
 	starts []int64 // starts[i] = offset of chunks[i]; starts[len] = size
+	// staged reads content not chunked yet from its staged file, opened
+	// when the reader is made: the open file keeps the bytes once the
+	// settler removes the name (see settle.go).
+	staged *stagedReader
 
 	mu   sync.Mutex
 	last int // index of the chunk the previous read ended in
@@ -29,6 +33,9 @@ type FileReader struct {
 
 // NewReader reads content; name labels errors and logs.
 func (s *Store) NewReader(name string, c *meta.Content) *FileReader {
+	if c.Staged != 0 {
+		return &FileReader{store: s, name: name, starts: []int64{c.Size}, staged: s.openStaged(c)}
+	}
 	starts := make([]int64, len(c.Chunks)+1)
 	for i, ch := range c.Chunks {
 		starts[i+1] = starts[i] + int64(ch.Len)
@@ -45,6 +52,9 @@ func (r *FileReader) Size() int64 { return r.starts[len(r.chunks)] }
 func (r *FileReader) ReadAt(p []byte, off int64) (int, error) {
 	if off >= r.Size() {
 		return 0, io.EOF
+	}
+	if r.staged != nil {
+		return r.staged.readAt(r, p, off)
 	}
 	i := sort.Search(len(r.chunks), func(i int) bool { return r.starts[i+1] > off }) // chunk holding off
 	first := i

@@ -44,7 +44,9 @@ func (s *Store) freeBytes() (int64, error) {
 
 // EnsureStagingSpace fails with ENOSPC unless n more bytes of a staging
 // file fit with the chunk reserve kept: staging shares the store's disk,
-// and filling it would leave Badger's next flush without room.
+// and filling it would leave Badger's next flush without room. Staged
+// files not chunked yet count twice, as their chunks will take up to as
+// much room before the files go (see settle.go).
 func (s *Store) EnsureStagingSpace(n int64) error {
-	return s.ensureSpace(n, chunkReserve)
+	return s.ensureSpace(n, chunkReserve+s.settler.backlog.Load())
 }

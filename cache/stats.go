@@ -15,6 +15,9 @@ type Stats struct {
 	Logical int64 // sum of file sizes
 	Unique  int64 // raw bytes of the distinct chunks (after dedup)
 	Stored  int64 // bytes those chunks take in the store (after compression)
+	// Files whose content is staged, not chunked yet (see settle.go), and
+	// their bytes: in Logical, not in Unique or Stored.
+	Staged, StagedBytes int64
 }
 
 // Stats sums the files below ino (or ino itself, if it is a file).
@@ -29,6 +32,10 @@ func (s *Store) Stats(ino uint64) (*Stats, error) {
 		files[in.Ino] = true
 		st.Files++
 		st.Logical += in.Content.Size
+		if in.Content.Staged != 0 {
+			st.Staged++
+			st.StagedBytes += in.Content.Size
+		}
 		for _, c := range in.Content.Chunks {
 			if !seen[c.Hash] {
 				seen[c.Hash] = true

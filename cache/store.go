@@ -41,6 +41,13 @@ type Options struct {
 	// Loaders bounds the chunks loaded ahead of readers at once (default:
 	// the cores). Fetches from a bucket wait on the network and want more.
 	Loaders int
+	// WriteBehind lets commits stage files and chunks them in the
+	// background (see settle.go); a daemon sets it. Without it, Open
+	// settles what a crash left before it returns.
+	WriteBehind bool
+	// VerifyReads hashes every chunk a reader loads, as fsck does, on top
+	// of the checks every read makes (see chunk.DecodeChecksummed).
+	VerifyReads bool
 }
 
 // Store is an open ckptfs store directory.
@@ -69,6 +76,9 @@ type Store struct {
 	// cachesBucket says the store is, or was, in front of a bucket, so its
 	// index may hold marks of chunks the bucket has (see PutChunk).
 	cachesBucket atomic.Bool
+	settler      *settler
+	writeBehind  bool
+	verifyReads  bool
 }
 
 // Metrics returns the store's counters, for a daemon to serve.
@@ -88,8 +98,10 @@ func Open(dir string, o Options) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create store %s: %w", dir, err)
 	}
-	if err := os.MkdirAll(filepath.Join(dir, "staging"), 0o700); err != nil {
-		return nil, fmt.Errorf("create store %s: %w", dir, err)
+	for _, sub := range []string{"staging", "staged"} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
+			return nil, fmt.Errorf("create store %s: %w", dir, err)
+		}
 	}
 	packs, err := pack.Open(filepath.Join(dir, "packs"))
 	if err != nil {
@@ -125,7 +137,8 @@ func Open(dir string, o Options) (*Store, error) {
 		return nil, fmt.Errorf("open store %s: %w (ckptfs fsck reports what it affects)", dir, damage)
 	}
 	s := &Store{dir: dir, opts: bo, db: db, log: o.Logger, packs: packs, metrics: newMetrics(), damage: damage, backing: noBacking{},
-		live: newLiveChunks(o.Mounted || o.ReclaimEvery > 0)}
+		live: newLiveChunks(o.Mounted || o.ReclaimEvery > 0), verifyReads: o.VerifyReads}
+	s.settler = newSettler(s)
 	if o.Loaders <= 0 {
 		o.Loaders = runtime.NumCPU()
 	}
@@ -141,6 +154,7 @@ func Open(dir string, o Options) (*Store, error) {
 		Changed: func() {
 			s.backing.Changed()
 			s.reclaimer.kick()
+			s.settler.kick() // a record may have queued a staged file
 		},
 	})
 	if err != nil {
@@ -154,6 +168,16 @@ func Open(dir string, o Options) (*Store, error) {
 	if err := s.clearStaging(); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("open store %s: clear staging: %w", dir, err)
+	}
+	if err := s.settler.clearOrphans(); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("open store %s: staged files: %w", dir, err)
+	}
+	s.writeBehind = o.WriteBehind && !s.cachesBucket.Load()
+	if s.writeBehind {
+		s.settler.start()
+	} else if _, err := s.settler.settleAll(nil, 0); err != nil {
+		s.log.Warn("files a crash left staged stay staged (readable, chunked at the next open)", "store", dir, "err", err)
 	}
 	return s, nil
 }
@@ -173,7 +197,8 @@ func (s *Store) Dir() string { return s.dir }
 // Logger is where the store logs.
 func (s *Store) Logger() *slog.Logger { return s.log }
 
-// StagingDir holds files being rewritten out of order.
+// StagingDir holds the files being written: all of them when the store
+// writes behind, else those rewritten out of order.
 func (s *Store) StagingDir() string { return filepath.Join(s.dir, "staging") }
 
 // clearStaging removes staging files left by a process that died.
@@ -190,9 +215,18 @@ func (s *Store) clearStaging() error {
 	return nil
 }
 
-// Sync makes everything written so far durable: the packs first, so that
-// no durable index entry points at a record that is not.
+// Sync makes everything written so far durable: staged files, then the
+// packs, so that no durable index entry or record points at bytes that
+// are not.
 func (s *Store) Sync() error {
+	if err := s.settler.syncStaged(); err != nil {
+		return fmt.Errorf("sync store %s: %w", s.dir, err)
+	}
+	return s.syncChunks()
+}
+
+// syncChunks makes the chunks and records written so far durable.
+func (s *Store) syncChunks() error {
 	if err := s.packs.Sync(); err != nil {
 		return fmt.Errorf("sync store %s: %w", s.dir, err)
 	}
@@ -204,6 +238,9 @@ func (s *Store) Sync() error {
 
 // Close flushes and closes the store.
 func (s *Store) Close() error {
+	if err := s.settler.stop(); err != nil {
+		s.log.Warn("files left staged at close (readable, chunked at the next open)", "store", s.dir, "err", err)
+	}
 	s.reclaimer.stop()
 	errs := []error{s.backing.Close(), s.packs.Close()}
 	if s.Namespace != nil {

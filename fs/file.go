@@ -139,7 +139,9 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 	n.load(in)
 	readOnly := flags&syscall.O_ACCMODE == syscall.O_RDONLY
 	content, _ := n.current()
-	hotReads := readOnly && n.fsys.hot != nil && n.fsys.opts.HotAsWritten
+	// Staged content gets no copy: it is a local file already, and its key
+	// changes once it is chunked.
+	hotReads := readOnly && n.fsys.hot != nil && n.fsys.opts.HotAsWritten && content.Staged == 0
 	var key string
 	if hotReads {
 		key = cache.ContentKey(content)

@@ -19,10 +19,13 @@ import (
 // writers (the kernel places appends at the size it knows), see each
 // other's writes, and a close or fsync of any of them commits them all.
 //
-// Writes in order from an empty file stream straight into ingest; anything
-// else (an out-of-order write, a truncate, a read of pending data) moves the
-// content to a staging file. A commit ingests it and swaps the file's
-// manifest in one transaction, so readers never see half a file.
+// When the store writes behind (cache.Store.WritesBehind), every write
+// lands in a staging file and a commit stages that file as the content, to
+// be chunked in the background. Otherwise writes in order from an empty
+// file stream straight into ingest; anything else (an out-of-order write, a
+// truncate, a read of pending data) moves the content to a staging file,
+// which a commit ingests. Either way a commit swaps the file's content in
+// one transaction, so readers never see half a file.
 //
 // Once it fails, every handle whose writes it held gets the error for good
 // (see handle.err) and the file keeps its last committed content.
@@ -78,7 +81,7 @@ func (n *fileNode) pendingSize() (int64, bool) {
 func (p *pending) store() *cache.Store { return p.node.fsys.store }
 
 func (p *pending) write(data []byte, off int64) error {
-	if p.stream == nil && p.staged == nil && p.size == 0 && off == 0 {
+	if p.stream == nil && p.staged == nil && p.size == 0 && off == 0 && !p.store().WritesBehind() {
 		p.stream = p.store().NewWriter()
 	}
 	if p.stream == nil || off != p.stream.Len() {
@@ -178,6 +181,9 @@ func (p *pending) commit() error {
 	case p.stream != nil:
 		c, err = p.stream.Close()
 		p.stream = nil
+	case p.staged != nil && p.store().WritesBehind():
+		c, err = p.store().Stage(p.staged, p.size)
+		p.staged = nil // the store's now
 	case p.staged != nil:
 		c, err = p.store().Ingest(io.NewSectionReader(p.staged, 0, p.size))
 	default:

@@ -48,6 +48,7 @@ func TestCLIAgainstALiveMount(t *testing.T) {
 	if err := os.WriteFile(m.path("scratch", "sub", "a.bin"), layouttest.Random(7, 24<<20), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	waitSettled(t, store) // in packs, not staged
 	before := layouttest.TreeBytes(t, filepath.Join(store, "packs"))
 
 	// rm goes through the mount, and gc frees the space at once.

@@ -121,6 +121,7 @@ func TestMetrics(t *testing.T) {
 	if err := os.WriteFile(m.path("ck", "new"), written, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	waitSettled(t, store) // ingest counts what the settler chunks
 	after := scrape(t, addr)
 	delta := func(name string) float64 { return after[name] - before[name] }
 	for name, want := range map[string]float64{

@@ -68,6 +68,11 @@ func check(s *cache.Store, ns *meta.Namespace) (*Report, error) {
 		if len(in.Content.Chunks) > 0 || in.Mode&syscall.S_IFMT == syscall.S_IFREG {
 			rep.Files++
 		}
+		if in.Content.Staged != 0 {
+			if err := s.CheckStaged(&in.Content); err != nil {
+				problem("%s: %v", rel, err)
+			}
+		}
 		for _, c := range in.Content.Chunks {
 			if prev, ok := refs[c.Hash]; ok && prev.Len != c.Len {
 				problem("%s: chunk %s listed with length %d, elsewhere %d", rel, c.Hash, c.Len, prev.Len)

@@ -1,6 +1,7 @@
 package chunk
 
 import (
+	"bytes"
 	"fmt"
 	"sync"
 
@@ -30,7 +31,8 @@ type Hint string
 
 // Codecs holds the codec implementations by id.
 type Codecs struct {
-	byID map[CodecID]Codec
+	byID    map[CodecID]Codec
+	decoded sync.Pool // *[]byte: where EncodeTo decodes what it encoded
 }
 
 // NewCodecs makes the codecs every store uses.
@@ -49,20 +51,47 @@ func choose(raw []byte, hint Hint) CodecID {
 
 // Encode builds the stored value of a chunk: header, then the payload of
 // the chosen codec, or of raw when compression saves less than 1/32.
-func (c *Codecs) Encode(raw []byte, hint Hint) []byte { return c.EncodeTo(nil, raw, hint) }
+func (c *Codecs) Encode(raw []byte, hint Hint) []byte {
+	v, _ := c.EncodeTo(nil, raw, hint)
+	return v
+}
 
 // EncodeTo is Encode into buf's memory when it is large enough (a writer
-// reuses one buffer for value after value).
-func (c *Codecs) EncodeTo(buf, raw []byte, hint Hint) []byte {
+// reuses one buffer for value after value). A payload is decoded again and
+// compared with raw before it is returned, and stored raw if it differs (a
+// codec bug; ok reports it): reads then need not hash what they decode (see
+// DecodeChecksummed).
+func (c *Codecs) EncodeTo(buf, raw []byte, hint Hint) (v []byte, ok bool) {
 	id := choose(raw, hint)
 	if need := HeaderLen + len(raw) + len(raw)/16 + 64; cap(buf) < need {
 		buf = make([]byte, HeaderLen, need)
 	}
-	v := c.byID[id].Encode(buf[:HeaderLen], raw, hint)
-	if len(v)-HeaderLen >= len(raw)-len(raw)/32 {
-		id, v = CodecRaw, append(v[:HeaderLen], raw...)
+	v = c.byID[id].Encode(buf[:HeaderLen], raw, hint)
+	ok = true
+	switch {
+	case len(v)-HeaderLen >= len(raw)-len(raw)/32:
+		id = CodecRaw
+	case !c.decodesTo(id, v[HeaderLen:], raw):
+		id, ok = CodecRaw, false
 	}
-	return seal(v, id, len(raw))
+	if id == CodecRaw {
+		v = append(v[:HeaderLen], raw...)
+	}
+	return seal(v, id, len(raw)), ok
+}
+
+// decodesTo reports whether payload decodes to raw.
+func (c *Codecs) decodesTo(id CodecID, payload, raw []byte) bool {
+	scratch, _ := c.decoded.Get().(*[]byte)
+	if scratch == nil {
+		scratch = new([]byte)
+	}
+	defer c.decoded.Put(scratch)
+	got, err := c.byID[id].Decode((*scratch)[:0], payload, len(raw))
+	if cap(got) > cap(*scratch) {
+		*scratch = got[:0]
+	}
+	return err == nil && bytes.Equal(got, raw)
 }
 
 func (c *Codecs) decode(id CodecID, payload []byte, rawLen int) ([]byte, error) {

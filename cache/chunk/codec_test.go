@@ -144,10 +144,39 @@ func TestEncodeToReusesABuffer(t *testing.T) {
 	for _, dt := range []string{"BF16", "F32", ""} {
 		raw := floatBytes("F32", normals(9, 3000, 0.02))
 		want := c.Encode(raw, Hint(dt))
-		got := c.EncodeTo(buf, raw, Hint(dt))
-		if !bytes.Equal(got, want) {
+		got, ok := c.EncodeTo(buf, raw, Hint(dt))
+		if !ok || !bytes.Equal(got, want) {
 			t.Fatalf("%q: EncodeTo into a used buffer differs from Encode", dt)
 		}
 		buf = got
+	}
+}
+
+// brokenCodec encodes like planes but decodes one byte wrong: what
+// EncodeTo's decode-and-compare is there to catch.
+type brokenCodec struct{ Codec }
+
+func (b brokenCodec) Decode(dst, payload []byte, rawLen int) ([]byte, error) {
+	out, err := b.Codec.Decode(dst, payload, rawLen)
+	if err == nil && len(out) > 0 {
+		out[len(out)/2] ^= 1
+	}
+	return out, err
+}
+
+// A payload that does not decode to its chunk is stored raw instead, and
+// said so: reads, which check the payload's checksum but not the hash of
+// what they decode, never meet it.
+func TestEncodeToCatchesADecoderBug(t *testing.T) {
+	c := NewCodecs()
+	c.byID[CodecPlanes] = brokenCodec{c.byID[CodecPlanes]}
+	raw := floatBytes("BF16", normals(3, 1<<16, 0.02))
+	v, ok := c.EncodeTo(nil, raw, "BF16")
+	if ok || CodecID(v[0]) != CodecRaw {
+		t.Fatalf("a value that decodes wrong was stored with codec %d (ok %v)", v[0], ok)
+	}
+	got, err := c.DecodeChecksummed(Sum(raw), v)
+	if err != nil || !bytes.Equal(got, raw) {
+		t.Fatalf("the raw fallback reads back differently: %v", err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 
 	"github.com/ckptfs/ckptfs/cache/chunk"
@@ -26,11 +27,15 @@ type Content struct {
 	Size   int64
 	Kind   Kind
 	Chunks []chunk.Ref
+	// Staged, when not 0, says the bytes are not chunked yet: they are the
+	// whole of staged file Staged, written behind (see cache/settle.go),
+	// and Chunks is empty.
+	Staged uint64
 }
 
 // Equal reports whether c and d hold the same bytes the same way.
 func (c *Content) Equal(d *Content) bool {
-	return c.Size == d.Size && c.Kind == d.Kind && slices.Equal(c.Chunks, d.Chunks)
+	return c.Size == d.Size && c.Kind == d.Kind && c.Staged == d.Staged && slices.Equal(c.Chunks, d.Chunks)
 }
 
 // Inode is the stored record of a file, directory, symlink, FIFO, socket
@@ -72,16 +77,22 @@ func (in *Inode) XattrBytes() int {
 }
 
 // Record versions: 1 has no links, device or attributes, and is still
-// written for records without them; 2 appends them.
+// written for records without them; 2 appends them; 3 appends to 2 the
+// staged file and length of content not chunked yet, and is written only
+// then.
 const (
 	inodeVersion1 = 1
 	inodeVersion2 = 2
+	inodeVersion3 = 3
 )
 
 // EncodeInode serializes an inode record (the ino is the key).
 func EncodeInode(in *Inode) []byte {
 	version := byte(inodeVersion1)
-	if in.Nlink > 1 || in.Rdev != 0 || len(in.Xattrs) > 0 {
+	switch {
+	case in.Content.Staged != 0:
+		version = inodeVersion3
+	case in.Nlink > 1 || in.Rdev != 0 || len(in.Xattrs) > 0:
 		version = inodeVersion2
 	}
 	b := []byte{version}
@@ -111,6 +122,10 @@ func EncodeInode(in *Inode) []byte {
 		b = append(b, k...)
 		b = binary.AppendUvarint(b, uint64(len(in.Xattrs[k])))
 		b = append(b, in.Xattrs[k]...)
+	}
+	if version == inodeVersion3 {
+		b = binary.AppendUvarint(b, in.Content.Staged)
+		b = binary.AppendUvarint(b, uint64(in.Content.Size))
 	}
 	return b
 }
@@ -198,7 +213,7 @@ func (d *decoder) links(in *Inode) {
 
 // DecodeInode parses a record written by encodeInode.
 func DecodeInode(ino uint64, b []byte) (*Inode, error) {
-	if len(b) == 0 || b[0] != inodeVersion1 && b[0] != inodeVersion2 {
+	if len(b) == 0 || b[0] < inodeVersion1 || b[0] > inodeVersion3 {
 		return nil, fmt.Errorf("inode %d: unknown record version: %w", ino, chunk.ErrCorrupt)
 	}
 	d := &decoder{b: b[1:]}
@@ -224,8 +239,19 @@ func DecodeInode(ino uint64, b []byte) (*Inode, error) {
 		c.Len = d.uint32()
 		in.Content.Size += int64(c.Len)
 	}
-	if b[0] == inodeVersion2 {
+	if b[0] >= inodeVersion2 {
 		d.links(in)
+	}
+	if b[0] == inodeVersion3 {
+		in.Content.Staged = d.uvarint()
+		size := d.uvarint()
+		switch {
+		case d.err != nil:
+		case in.Content.Staged == 0 || len(in.Content.Chunks) > 0 || size > math.MaxInt64:
+			d.err = errors.New("staged content is malformed")
+		default:
+			in.Content.Size = int64(size)
+		}
 	}
 	if d.err == nil && len(d.b) != 0 {
 		d.err = errors.New("trailing bytes")

@@ -26,6 +26,7 @@ const (
 	KeyStoreID       = "r/id"  // names this store in leases
 	PrefixUploaded   = "r/up/" // + hash: the bucket holds the chunk
 	PrefixCheckpoint = "r/ck/" // + name: a checkpoint's bucket state
+	prefixStaged     = "w/"    // + staged file id -> ino: content to chunk
 )
 
 // ChunkKey is the index key of chunk h.
@@ -168,8 +169,92 @@ func getInode(txn *badger.Txn, ino uint64) (*Inode, error) {
 	return in, err
 }
 
+// putInode writes a record, and for staged content the key that queues it
+// to be chunked: the queue is durable with the record that needs it.
 func putInode(txn *badger.Txn, in *Inode) error {
+	if id := in.Content.Staged; id != 0 {
+		if err := txn.Set(stagedKey(id), binary.BigEndian.AppendUint64(nil, in.Ino)); err != nil {
+			return err
+		}
+	}
 	return txn.Set(InodeKey(in.Ino), EncodeInode(in))
+}
+
+func stagedKey(id uint64) []byte { return binary.BigEndian.AppendUint64([]byte(prefixStaged), id) }
+
+// StagedFiles calls fn with every queued staged file and the inode it was
+// staged for, oldest first. The record may have moved on since (replaced,
+// removed): Settle says so.
+func (s *Namespace) StagedFiles(fn func(id, ino uint64) error) error {
+	var queued [][2]uint64
+	err := s.view(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixStaged), PrefetchValues: true})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			k := it.Item().Key()[len(prefixStaged):]
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			if len(k) != 8 || len(v) != 8 {
+				return fmt.Errorf("staged key %x is malformed: %w", it.Item().Key(), chunk.ErrCorrupt)
+			}
+			queued = append(queued, [2]uint64{binary.BigEndian.Uint64(k), binary.BigEndian.Uint64(v)})
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("staged files: %w", err)
+	}
+	for _, q := range queued { // outside the transaction: fn writes
+		if err := fn(q[0], q[1]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Queued reports whether staged file id is on the queue still.
+func (s *Namespace) Queued(id uint64) (bool, error) {
+	err := s.view(func(txn *badger.Txn) error {
+		_, err := txn.Get(stagedKey(id))
+		return err
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// Settle replaces staged content id of inode ino by its chunked form c and
+// takes id off the queue, in one transaction. It reports false, and takes
+// id off the queue, when the record no longer holds it (removed, or
+// rewritten since): the staged file is nobody's then. A nil c only takes a
+// file nobody holds off the queue.
+func (s *Namespace) Settle(ino, id uint64, c *Content) (bool, error) {
+	settled := false
+	err := s.update(func(txn *badger.Txn) error {
+		settled = false
+		if err := txn.Delete(stagedKey(id)); err != nil {
+			return err
+		}
+		in, err := getInode(txn, ino)
+		if errors.Is(err, syscall.ENOENT) || err == nil && in.Content.Staged != id {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if c == nil {
+			return fmt.Errorf("inode %d still holds staged file %x", ino, id)
+		}
+		if c.Size != in.Content.Size {
+			return fmt.Errorf("inode %d: staged %d bytes, chunked %d", ino, in.Content.Size, c.Size)
+		}
+		in.Content, settled = *c, true
+		return putInode(txn, in)
+	})
+	return settled, err
 }
 
 func getDentry(txn *badger.Txn, parent uint64, name string) (uint64, uint32, error) {

@@ -56,8 +56,10 @@ func FuzzDecodeInode(f *testing.F) {
 	f.Add(EncodeInode(&Inode{Mode: 0o100600, Nlink: 3, Xattrs: map[string][]byte{"user.a": []byte("1"), "user.b": nil},
 		Content: Content{Size: 3, Chunks: []chunk.Ref{{Hash: chunk.Hash{2}, Len: 3}}}}))
 	f.Add(EncodeInode(&Inode{Mode: 0o20644, Rdev: 0x0103}))
+	f.Add(EncodeInode(&Inode{Mode: 0o100644, Nlink: 2, Content: Content{Size: 1 << 40, Staged: 0x18ed4591bfadde9c}}))
 	f.Add([]byte{inodeVersion1})
 	f.Add([]byte{inodeVersion2})
+	f.Add([]byte{inodeVersion3})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		in, err := DecodeInode(9, b)
 		if err != nil {
@@ -203,5 +205,57 @@ func TestSnapshotIsOneMoment(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A record with staged content queues it; Settle swaps in the chunks only
+// while the record still holds that staged file, and takes it off the
+// queue either way.
+func TestStagedContentIsQueuedUntilSettled(t *testing.T) {
+	s := openTemp(t)
+	a, _ := s.Create(RootIno, "a", Inode{Mode: syscall.S_IFREG | 0o644})
+	b, _ := s.Create(RootIno, "b", Inode{Mode: syscall.S_IFREG | 0o644})
+	stage := func(ino, id uint64) {
+		if _, err := s.Update(ino, func(in *Inode) error { in.Content = Content{Size: 3, Staged: id}; return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stage(a.Ino, 10)
+	stage(b.Ino, 11)
+	stage(a.Ino, 12) // rewritten: 10 is nobody's now
+	queued := func() (out [][2]uint64) {
+		if err := s.StagedFiles(func(id, ino uint64) error { out = append(out, [2]uint64{id, ino}); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	if got, want := queued(), [][2]uint64{{10, a.Ino}, {11, b.Ino}, {12, a.Ino}}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("queue %v, want %v", got, want)
+	}
+	chunked := &Content{Size: 3, Kind: KindSafetensors, Chunks: []chunk.Ref{{Hash: chunk.Hash{7}, Len: 3}}}
+	if ok, err := s.Settle(a.Ino, 10, chunked); ok || err != nil {
+		t.Fatalf("settle of a replaced staged file: %v, %v", ok, err)
+	}
+	if _, err := s.Settle(a.Ino, 12, nil); err == nil {
+		t.Fatal("dropping a staged file the record holds was allowed")
+	}
+	if ok, err := s.Settle(a.Ino, 12, &Content{Size: 4}); ok || err == nil {
+		t.Fatalf("settle with the wrong length: %v, %v", ok, err)
+	}
+	if ok, err := s.Settle(a.Ino, 12, chunked); !ok || err != nil {
+		t.Fatalf("settle: %v, %v", ok, err)
+	}
+	if err := s.Remove(RootIno, "b", false); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s.Settle(b.Ino, 11, nil); ok || err != nil {
+		t.Fatalf("dropping the staged file of a removed record: %v, %v", ok, err)
+	}
+	if got := queued(); len(got) != 0 {
+		t.Fatalf("queue after settling: %v", got)
+	}
+	in, _ := s.GetInode(a.Ino)
+	if !in.Content.Equal(chunked) {
+		t.Fatalf("settled record holds %+v", in.Content)
 	}
 }

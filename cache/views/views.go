@@ -79,11 +79,36 @@ func isTorchIndex(name string) bool {
 // Malformed weight files are left out with a warning; syscall.ENOENT when
 // the folder has no usable weights.
 func Build(store *cache.Store, log *slog.Logger, dirIno uint64, dirPath string, spec layout.ViewSpec) (*View, error) {
-	entries, inodes, err := store.ReadDirInodes(dirIno)
+	entries, inodes, err := ReadFolder(store, dirIno)
 	if err != nil {
 		return nil, err
 	}
 	return Plan(store, log, dirPath, entries, inodes, FolderKey(entries, inodes), spec)
+}
+
+// ReadFolder reads a folder's entries and their records for Plan, with
+// its staged files settled first: a plan reads chunks, so that its key
+// (FolderKey) outlives the background settling. A file staged again
+// meanwhile is settled in the next round, for a few rounds.
+func ReadFolder(store *cache.Store, dirIno uint64) ([]meta.DirEntry, map[string]*meta.Inode, error) {
+	for round := 0; ; round++ {
+		entries, inodes, err := store.ReadDirInodes(dirIno)
+		if err != nil {
+			return nil, nil, err
+		}
+		var staged []*meta.Inode
+		for _, in := range inodes {
+			if in.Content.Staged != 0 {
+				staged = append(staged, in)
+			}
+		}
+		if len(staged) == 0 || round == 3 {
+			return entries, inodes, nil
+		}
+		if err := store.SettleNow(staged...); err != nil {
+			return nil, nil, err
+		}
+	}
 }
 
 // Plan is Build of a folder already read: its entries and their records,

@@ -103,10 +103,12 @@ func (a *app) statCmd() *cobra.Command {
 		Short: "Show logical, deduplicated and stored bytes of a checkpoint or the store",
 		Long: `Show the files and the logical (as written), unique (after deduplication) and
 stored (after compression) bytes of checkpoint NAME, or of the whole store,
-and for the store the disk its hot copies take and the chunks write-back
-has still to upload to its bucket. --json prints {name, store, files,
-logical_bytes, unique_bytes, stored_bytes, dedup_ratio, compression_ratio,
-hot_bytes, pending_upload_chunks, pending_upload_bytes}.`,
+the files a mount saved and has yet to chunk (staged: in logical bytes
+only), and for the store the disk its hot copies take and the chunks
+write-back has still to upload to its bucket. --json prints {name, store,
+files, logical_bytes, unique_bytes, stored_bytes, dedup_ratio,
+compression_ratio, staged_files, staged_bytes, hot_bytes,
+pending_upload_chunks, pending_upload_bytes}.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.withStore(cache.Options{}, func(store *cache.Store) error {
@@ -127,7 +129,7 @@ hot_bytes, pending_upload_chunks, pending_upload_bytes}.`,
 					return err
 				}
 				r := statReport{Name: name, Store: a.storeDir, Files: st.Files, LogicalBytes: st.Logical,
-					UniqueBytes: st.Unique, StoredBytes: st.Stored,
+					UniqueBytes: st.Unique, StoredBytes: st.Stored, StagedFiles: st.Staged, StagedBytes: st.StagedBytes,
 					DedupRatio: ratio(st.Unique, st.Logical), CompressionRatio: ratio(st.Stored, st.Unique)}
 				if r.HotBytes, err = hot.Usage(hotDir(store.Dir())); err != nil {
 					return err
@@ -157,6 +159,8 @@ type statReport struct {
 	StoredBytes      int64   `json:"stored_bytes"`
 	DedupRatio       float64 `json:"dedup_ratio"`       // unique / logical
 	CompressionRatio float64 `json:"compression_ratio"` // stored / unique
+	StagedFiles      int64   `json:"staged_files"`      // saved, not chunked yet
+	StagedBytes      int64   `json:"staged_bytes"`
 	// Of the whole store, whatever NAME:
 	HotBytes            int64 `json:"hot_bytes"` // decoded hot copies on disk
 	PendingUploadChunks int64 `json:"pending_upload_chunks"`
@@ -182,6 +186,7 @@ func (r *statReport) print(out io.Writer) {
 	fmt.Fprintf(w, "unique bytes\t%d\t(%s)\tdedup ratio %.3f\n", r.UniqueBytes, humanize.IBytes(uint64(r.UniqueBytes)), r.DedupRatio)
 	fmt.Fprintf(w, "stored bytes\t%d\t(%s)\tcompression ratio %.3f\n", r.StoredBytes, humanize.IBytes(uint64(r.StoredBytes)), r.CompressionRatio)
 	fmt.Fprintf(w, "stored / logical\t%.3f\n", ratio(r.StoredBytes, r.LogicalBytes))
+	fmt.Fprintf(w, "staged, not chunked yet\t%d files\t(%s)\n", r.StagedFiles, humanize.IBytes(uint64(r.StagedBytes)))
 	fmt.Fprintf(w, "store hot copies\t%d\t(%s)\n", r.HotBytes, humanize.IBytes(uint64(r.HotBytes)))
 	fmt.Fprintf(w, "store pending uploads\t%d chunks\t(%s)\n", r.PendingUploadChunks, humanize.IBytes(uint64(r.PendingUploadBytes)))
 	w.Flush()

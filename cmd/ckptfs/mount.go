@@ -58,6 +58,23 @@ more, deletes packs left empty and rewrites packs a quarter garbage (at most
 store). Files still open, ingests under way and hot copies keep what they
 read. 0 leaves it all to 'ckptfs gc'.
 
+Saves wait for the disk, not for the codec: a file's bytes land in a staging
+file in STORE/staged as they are written, and close commits that file as
+the content (visible at once, kept across a daemon crash). In the
+background the files are then chunked, deduplicated and compressed, oldest
+first, and each swaps to its chunks in one transaction; reads meanwhile come
+from the staged file. fsync makes the staged file durable as it makes chunks
+durable. Until then a staged file counts twice against the free space, as
+its chunks need room too; umount chunks what is left first. --write-through
+chunks each file before its close returns instead (as in front of a bucket,
+where it is always so).
+
+Every chunk read is checked: the checksum of its stored payload (damage on
+disk), the hash its pack record carries (a misplaced index entry) and its
+length against the file's manifest; every payload was decoded and compared
+with its bytes before it was stored (a codec bug). --verify-reads also
+hashes every chunk decoded, as fsck, bucket fetches and pushes always do.
+
 --metrics-addr serves Prometheus metrics at http://ADDR/metrics (--pprof adds
 net/http/pprof under /debug/pprof/). --read-only refuses every change with
 EROFS. SIGTERM or SIGINT unmounts; files still open for writing are
@@ -128,6 +145,8 @@ The source is the store; options are the flags above with _ for -.`,
 	cmd.Flags().StringVar(&hotSize, "hot-size", "auto", "disk for decoded copies of view files read often (auto: a quarter of the free space at mount; 0: none)")
 	cmd.Flags().BoolVar(&opts.HotAsWritten, "hot-as-written", false, "give files as written hot copies too (writers then get ETXTBSY while one is read)")
 	cmd.Flags().BoolVar(&opts.ReadOnly, "read-only", false, "refuse every change with EROFS")
+	cmd.Flags().BoolVar(&srv.verifyReads, "verify-reads", false, "hash every chunk read against its name, not only its checksum (fsck always does)")
+	cmd.Flags().BoolVar(&srv.writeThrough, "write-through", false, "chunk and compress each file before its close returns, not in the background after")
 	cmd.Flags().DurationVar(&srv.reclaimAfter, "reclaim-after", 5*time.Second, "free the space of removed and overwritten files this long after a change (0: only by 'ckptfs gc')")
 	cmd.Flags().StringVar(&srv.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9101)")
 	cmd.Flags().BoolVar(&srv.pprof, "pprof", false, "also serve net/http/pprof under /debug/pprof/ on --metrics-addr")
@@ -234,6 +253,8 @@ type serveOptions struct {
 	remoteDiskBytes      int64
 	remoteTTL            time.Duration
 	reclaimAfter         time.Duration
+	writeThrough         bool
+	verifyReads          bool
 }
 
 // openBucket opens the bucket the store is to be in front of, nil if none.
@@ -268,7 +289,7 @@ func (a *app) serve(mnt string, opts fs.Options, so serveOptions) (err error) {
 	if err != nil {
 		return err
 	}
-	storeOpts := cache.Options{CacheBytes: so.cacheBytes, ReclaimEvery: so.reclaimAfter, Mounted: true}
+	storeOpts := cache.Options{CacheBytes: so.cacheBytes, ReclaimEvery: so.reclaimAfter, Mounted: true, WriteBehind: !so.writeThrough, VerifyReads: so.verifyReads}
 	if remote != nil {
 		storeOpts.Loaders = max(runtime.NumCPU(), 8) // fetches wait on the network, not the cores
 	}
