@@ -197,6 +197,9 @@ func (p *Set) file(id uint32) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open pack: %w", err)
 	}
+	// Records of one file lie in order: readers (and readahead) go front
+	// to back, and a larger kernel readahead keeps the disk busy.
+	_ = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_SEQUENTIAL)
 	p.files[id] = f
 	return f, nil
 }
