@@ -96,8 +96,9 @@ func TestCLIAgainstALiveMount(t *testing.T) {
 		t.Fatal(writeErr)
 	}
 
-	// What the writer overwrote goes now, so that the store stays as it is
-	// from here to the unmount.
+	// What was staged is chunked, and what the writer overwrote goes now,
+	// so that the store stays as it is from here to the unmount.
+	waitSettled(t, store)
 	if out := ckptfsStdout(t, store, "gc"); strings.Contains(out, "kept for the next pass") {
 		t.Fatalf("gc against a quiet mount kept recent chunks: %s", out)
 	}

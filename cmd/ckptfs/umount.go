@@ -18,8 +18,8 @@ func (a *app) umountCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "umount MOUNTPOINT",
 		Short: "Flush and unmount a ckptfs mount",
-		Long: `Unmount MOUNTPOINT and wait until its daemon has committed every open file
-and closed the store. A mount still in use fails with "busy" unless --lazy,
+		Long: `Unmount MOUNTPOINT and wait until its daemon has committed every open file,
+chunked the files it staged (saves write behind) and closed the store. A mount still in use fails with "busy" unless --lazy,
 which detaches it now and finishes when the last file is closed.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -40,8 +40,10 @@ which detaches it now and finishes when the last file is closed.`,
 			if out, err := exec.Command("fusermount3", fuArgs...).CombinedOutput(); err != nil {
 				return fmt.Errorf("unmount %s: %s", mnt, strings.TrimSpace(string(out)))
 			}
-			if havePid && !lazy {
-				if !waitGone(pid, 2*time.Minute) {
+			if havePid && !lazy && !waitGone(pid, 5*time.Second) {
+				// Saves write behind: the daemon chunks what it staged first.
+				fmt.Fprintf(a.stderr, "waiting for daemon %d to chunk the files it staged and close the store\n", pid)
+				if !waitGone(pid, 30*time.Minute) {
 					return fmt.Errorf("unmounted %s, but daemon %d is still running", mnt, pid)
 				}
 			}
