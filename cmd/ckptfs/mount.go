@@ -59,11 +59,12 @@ store). Files still open, ingests under way and hot copies keep what they
 read. 0 leaves it all to 'ckptfs gc'.
 
 Saves wait for the disk, not for the codec: a file's bytes land in a staging
-file in STORE/staged as they are written, and close commits that file as
-the content (visible at once, kept across a daemon crash). In the
-background the files are then chunked, deduplicated and compressed, oldest
-first, and each swaps to its chunks in one transaction; reads meanwhile come
-from the staged file. fsync makes the staged file durable as it makes chunks
+file as they are written, and close moves it to STORE/staged and commits it
+as the content (visible at once, kept across a daemon crash). In the
+background files 5 s old are then chunked, deduplicated and compressed,
+oldest first, and each swaps to its chunks in one transaction (one removed
+before, a rotated checkpoint, is never chunked); reads meanwhile come from
+the staged file, and a view of the folder chunks it first. fsync makes the staged file durable as it makes chunks
 durable. Until then a staged file counts twice against the free space, as
 its chunks need room too; umount chunks what is left first. --write-through
 chunks each file before its close returns instead (as in front of a bucket,
