@@ -173,8 +173,8 @@ func Open(dir string, o Options) (*Store, error) {
 		s.Close()
 		return nil, fmt.Errorf("open store %s: staged files: %w", dir, err)
 	}
-	s.writeBehind = o.WriteBehind && !s.cachesBucket.Load()
-	if s.writeBehind {
+	s.writeBehind = o.WriteBehind
+	if s.WritesBehind() {
 		s.settler.start()
 	} else if _, err := s.settler.settleAll(nil, 0); err != nil {
 		s.log.Warn("files a crash left staged stay staged (readable, chunked at the next open)", "store", dir, "err", err)

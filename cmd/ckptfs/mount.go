@@ -64,11 +64,11 @@ as the content (visible at once, kept across a daemon crash). In the
 background files 5 s old are then chunked, deduplicated and compressed,
 oldest first, and each swaps to its chunks in one transaction (one removed
 before, a rotated checkpoint, is never chunked); reads meanwhile come from
-the staged file, and a view of the folder chunks it first. fsync makes the staged file durable as it makes chunks
-durable. Until then a staged file counts twice against the free space, as
-its chunks need room too; umount chunks what is left first. --write-through
-chunks each file before its close returns instead (as in front of a bucket,
-where it is always so).
+the staged file, and a view of the folder chunks it first. fsync makes the
+staged file durable as it makes chunks durable. Until then a staged file
+counts twice against the free space, as its chunks need room too; umount
+chunks what is left first. --write-through chunks each file before its
+close returns instead (as in front of a bucket, where it is always so).
 
 Every chunk read is checked: the checksum of its stored payload (damage on
 disk), the hash its pack record carries (a misplaced index entry) and its
