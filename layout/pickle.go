@@ -122,12 +122,37 @@ func ParsePickle(data []byte) (*Pickled, error) {
 	if len(data) > MaxPickleSize {
 		return nil, fmt.Errorf("pickle: %d bytes exceeds %d", len(data), MaxPickleSize)
 	}
-	m := &pickleMachine{data: data, memo: map[uint64]any{}, storages: map[string]*TorchStorage{}, work: MaxPickleWork}
-	root, err := m.run()
+	root, m, err := runPickle(data, nil)
 	if err != nil {
-		return nil, fmt.Errorf("pickle: at byte %d: %w", m.pos, err)
+		return nil, err
 	}
 	return &Pickled{Root: root, Storages: m.order}, nil
+}
+
+// runPickle interprets data with the globals allowedGlobal admits, and
+// those of extra, if any, besides.
+func runPickle(data []byte, extra *pickleRules) (any, *pickleMachine, error) {
+	m := &pickleMachine{data: data, memo: map[uint64]any{}, storages: map[string]*TorchStorage{}, work: MaxPickleWork, extra: extra}
+	root, err := m.run()
+	if err != nil {
+		return nil, nil, fmt.Errorf("pickle: at byte %d: %w", m.pos, err)
+	}
+	return root, m, nil
+}
+
+// pickleRules admits more globals than a state dict needs, for a pickle
+// of another kind (DCP's .metadata): classes that NEWOBJ may instantiate
+// and BUILD give state, and callables interpreted as data.
+type pickleRules struct {
+	classes   map[string]bool
+	callables map[string]func(*pickleMachine, pickleTuple) (any, error)
+}
+
+// pickleObject is an instance of a class pickleRules admits: its class
+// and the state BUILD gave it (a dict or a tuple), never run.
+type pickleObject struct {
+	class string
+	state any
 }
 
 type pickleMachine struct {
@@ -138,7 +163,8 @@ type pickleMachine struct {
 	memo     map[uint64]any
 	storages map[string]*TorchStorage
 	order    []*TorchStorage
-	work     int // left of MaxPickleWork
+	work     int          // left of MaxPickleWork
+	extra    *pickleRules // nil for a torch.save pickle
 }
 
 var (
@@ -281,11 +307,20 @@ func (m *pickleMachine) recall(width int) error {
 
 func (m *pickleMachine) global(module, name string) error {
 	g := pickleGlobal{module, name}
-	if !allowedGlobal(g) {
+	if !allowedGlobal(g) && !m.extra.admits(module+"."+name) {
 		return fmt.Errorf("global %s.%s refused: only state dicts of tensors are read", module, name)
 	}
 	m.push(g)
 	return nil
+}
+
+// admits reports whether r names a class or callable full.
+func (r *pickleRules) admits(full string) bool {
+	if r == nil {
+		return false
+	}
+	_, call := r.callables[full]
+	return call || r.classes[full]
 }
 
 // run interprets opcodes until STOP and returns the object left on the stack.
@@ -450,6 +485,8 @@ func (m *pickleMachine) run() (any, error) {
 			}
 		case 'R': // REDUCE
 			err = m.reduce()
+		case 0x81: // NEWOBJ
+			err = m.newObject()
 		case 'b': // BUILD
 			err = m.build()
 		default:
@@ -608,6 +645,9 @@ func (m *pickleMachine) reduce() error {
 		return fmt.Errorf("REDUCE of %s", typeName(items[0]))
 	}
 	call, ok := callables[g.module+"."+g.name]
+	if !ok && m.extra != nil {
+		call, ok = m.extra.callables[g.module+"."+g.name]
+	}
 	if !ok {
 		return fmt.Errorf("call of %s.%s refused", g.module, g.name)
 	}
@@ -619,18 +659,45 @@ func (m *pickleMachine) reduce() error {
 	return nil
 }
 
-// build applies BUILD state; only a dict's attributes (a state dict's
-// _metadata) and a tensor's are accepted, and both are ignored.
+// newObject interprets NEWOBJ: cls.__new__(cls, *args) of a class the
+// extra rules admit, with no arguments, as dataclasses pickle.
+func (m *pickleMachine) newObject() error {
+	items, err := m.popN(2)
+	if err != nil {
+		return err
+	}
+	g, ok := items[0].(pickleGlobal)
+	args, ok2 := items[1].(pickleTuple)
+	if !ok || !ok2 || m.extra == nil || !m.extra.classes[g.module+"."+g.name] {
+		return fmt.Errorf("NEWOBJ of %s refused", typeName(items[0]))
+	}
+	if len(args) != 0 {
+		return fmt.Errorf("NEWOBJ of %s.%s with arguments refused", g.module, g.name)
+	}
+	m.push(&pickleObject{class: g.module + "." + g.name})
+	return nil
+}
+
+// build applies BUILD state. A dict's attributes (a state dict's
+// _metadata) and a tensor's are ignored; an object of the extra rules
+// takes its state once.
 func (m *pickleMachine) build() error {
-	if _, err := m.pop(); err != nil {
+	state, err := m.pop()
+	if err != nil {
 		return err
 	}
 	top, err := m.top()
 	if err != nil {
 		return err
 	}
-	switch top.(type) {
+	switch o := top.(type) {
 	case *PickleDict, *TorchTensor:
+		return nil
+	case *pickleObject:
+		if o.state != nil {
+			return fmt.Errorf("second BUILD on %s refused", o.class)
+		}
+		o.state = state
 		return nil
 	}
 	return fmt.Errorf("BUILD on %s refused", typeName(top))
@@ -753,6 +820,8 @@ func typeName(v any) string {
 		return "a storage"
 	case *TorchTensor:
 		return "a tensor"
+	case *pickleObject:
+		return "a " + v.(*pickleObject).class
 	}
 	return fmt.Sprintf("a %T", v)
 }

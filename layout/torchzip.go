@@ -160,46 +160,15 @@ func torchRecords(p *Pickled) map[string]torchRecord {
 // a safetensors file cannot hold as they are (non-contiguous strides,
 // complex dtypes, non-tensor values) are left out with a warning.
 func ParseTorch(r io.ReaderAt, size int64) (*Header, []string, error) {
-	if err := checkZipDirectory(r, size); err != nil {
-		return nil, nil, fmt.Errorf("torch zip: %w", err)
-	}
-	zr, err := zip.NewReader(r, size)
-	if err != nil {
-		return nil, nil, fmt.Errorf("torch zip: %w", err)
-	}
-	entries := map[string]*zip.File{}
-	var pkl *zip.File
-	for _, f := range zr.File {
-		entries[f.Name] = f
-		if isTorchPickle(f.Name) && pkl == nil {
-			pkl = f
-		}
-	}
-	if pkl == nil {
-		return nil, nil, errors.New("torch zip: no ARCHIVE/data.pkl: not a torch.save archive")
-	}
-	dir := strings.TrimSuffix(pkl.Name, "data.pkl")
-	if f := entries[dir+"byteorder"]; f != nil {
-		order, err := readEntry(f, 16)
-		if err != nil {
-			return nil, nil, err
-		}
-		if string(order) != "little" {
-			return nil, nil, fmt.Errorf("torch zip: byteorder %q: only little-endian is read", order)
-		}
-	}
-	data, err := readEntry(pkl, MaxPickleSize)
+	a, err := openTorchArchive(r, size)
 	if err != nil {
 		return nil, nil, err
 	}
-	p, err := ParsePickle(data)
-	if err != nil {
-		return nil, nil, fmt.Errorf("torch zip: %s: %w", pkl.Name, err)
-	}
-	root, ok := p.Root.(*PickleDict)
+	root, ok := a.pickled.Root.(*PickleDict)
 	if !ok {
-		return nil, nil, fmt.Errorf("torch zip: data.pkl holds %s, not a state dict", typeName(p.Root))
+		return nil, nil, fmt.Errorf("torch zip: data.pkl holds %s, not a state dict", typeName(a.pickled.Root))
 	}
+	entries, dir := a.entries, a.dir
 	h := &Header{Metadata: map[string]string{"format": "pt"}}
 	var warnings []string
 	for i, k := range root.Keys {
@@ -217,6 +186,66 @@ func ParseTorch(r io.ReaderAt, size int64) (*Header, []string, error) {
 	}
 	sort.SliceStable(h.Tensors, func(i, j int) bool { return h.Tensors[i].Begin < h.Tensors[j].Begin })
 	return h, capWarnings(warnings), nil
+}
+
+// torchArchive is a torch.save zip opened: its entries by name, the
+// archive's folder (the prefix of data.pkl) and the pickle read.
+type torchArchive struct {
+	entries map[string]*zip.File
+	dir     string
+	pickled *Pickled
+}
+
+// openTorchArchive reads the zip directory of a torch.save archive of size
+// bytes, checks its byte order and reads data.pkl through ParsePickle.
+func openTorchArchive(r io.ReaderAt, size int64) (*torchArchive, error) {
+	if err := checkZipDirectory(r, size); err != nil {
+		return nil, fmt.Errorf("torch zip: %w", err)
+	}
+	zr, err := zip.NewReader(r, size)
+	if err != nil {
+		return nil, fmt.Errorf("torch zip: %w", err)
+	}
+	entries := map[string]*zip.File{}
+	var pkl *zip.File
+	for _, f := range zr.File {
+		entries[f.Name] = f
+		if isTorchPickle(f.Name) && pkl == nil {
+			pkl = f
+		}
+	}
+	if pkl == nil {
+		return nil, errors.New("torch zip: no ARCHIVE/data.pkl: not a torch.save archive")
+	}
+	dir := strings.TrimSuffix(pkl.Name, "data.pkl")
+	if f := entries[dir+"byteorder"]; f != nil {
+		order, err := readEntry(f, 16)
+		if err != nil {
+			return nil, err
+		}
+		if string(order) != "little" {
+			return nil, fmt.Errorf("torch zip: byteorder %q: only little-endian is read", order)
+		}
+	}
+	data, err := readEntry(pkl, MaxPickleSize)
+	if err != nil {
+		return nil, err
+	}
+	p, err := ParsePickle(data)
+	if err != nil {
+		return nil, fmt.Errorf("torch zip: %s: %w", pkl.Name, err)
+	}
+	return &torchArchive{entries: entries, dir: dir, pickled: p}, nil
+}
+
+// torchSavedTensor places the one tensor a torch.save(tensor) archive of
+// size bytes holds: its dtype, shape and bytes in r.
+func torchSavedTensor(r io.ReaderAt, size int64) (Tensor, error) {
+	a, err := openTorchArchive(r, size)
+	if err != nil {
+		return Tensor{}, err
+	}
+	return placeTensor("", a.pickled.Root, a.entries, a.dir, size)
 }
 
 // MaxWarnings is how many warnings one file gives; the rest are counted.

@@ -74,14 +74,34 @@ type Source struct {
 	Header *Header
 }
 
-// Extent is a run of bytes of a view file: either Inline bytes (a synthesized
-// header or index) or Len bytes of source file Source starting at SrcOff.
+// Extent is a run of bytes of a view file: Inline bytes (a synthesized
+// header or index), Len bytes of source file Source starting at SrcOff, or
+// a Tile: rows of a tensor assembled from chunks that each hold a column
+// range (a DCP tensor sharded on a dimension other than the first).
 type Extent struct {
 	Off    int64
 	Len    int64
 	Inline []byte
 	Source int
 	SrcOff int64
+	Tile   *Tile
+}
+
+// Tile is Len/Period rows of Period bytes, each row the Parts in order.
+// A plan of a tensor sharded on dim 1 thus costs one Tile and a part per
+// shard, however many rows it has.
+type Tile struct {
+	Period int64
+	Parts  []TilePart
+}
+
+// TilePart is Len bytes of each row, from source Source at SrcOff for the
+// first row and SrcStride further on for each next one.
+type TilePart struct {
+	Source    int
+	SrcOff    int64
+	SrcStride int64
+	Len       int64
 }
 
 // ViewFile is one file of a view: its name, size and extent map.
@@ -113,11 +133,33 @@ func (f *ViewFile) Pieces(off, n int64) []Extent {
 		e := f.Extents[i]
 		skip := max(off-e.Off, 0)
 		length := min(e.Off+e.Len, end) - (e.Off + skip)
+		if e.Tile != nil {
+			out = e.Tile.pieces(out, e.Off, skip, length)
+			continue
+		}
 		p := Extent{Off: e.Off + skip, Len: length, Source: e.Source, SrcOff: e.SrcOff + skip}
 		if e.Inline != nil {
 			p.Inline = e.Inline[skip : skip+length]
 		}
 		out = append(out, p)
+	}
+	return out
+}
+
+// pieces appends the source runs of bytes [skip, skip+n) of a tile whose
+// first row is at view offset base: one piece per part and row touched.
+func (t *Tile) pieces(out []Extent, base, skip, n int64) []Extent {
+	end := skip + n
+	for row := skip / t.Period; row*t.Period < end; row++ {
+		at := row * t.Period
+		for _, p := range t.Parts {
+			lo, hi := max(at, skip), min(at+p.Len, end)
+			if lo < hi {
+				src := p.SrcOff + row*p.SrcStride + (lo - at)
+				out = append(out, Extent{Off: base + lo, Len: hi - lo, Source: p.Source, SrcOff: src})
+			}
+			at += p.Len
+		}
 	}
 	return out
 }
@@ -128,9 +170,11 @@ type View struct {
 	Warnings []string // tensors left out, with the reason
 }
 
-type sourcedTensor struct {
+// placedTensor is a tensor a view serves: its entry (Len() long) and
+// where its bytes come from, as extents relative to its first byte.
+type placedTensor struct {
 	Tensor
-	source int
+	extents []Extent
 }
 
 // BuildView plans a view of the tensors of sources, taken in source order
@@ -142,7 +186,7 @@ func BuildView(sources []Source, spec ViewSpec) (*View, error) {
 	v := &View{}
 	seen := map[string]string{}
 	metadata := map[string]string{}
-	var all []sourcedTensor
+	var all []placedTensor
 	for i, s := range sources {
 		if n := metadataSize(s.Header.Metadata); n > MaxViewMetadata {
 			v.Warnings = append(v.Warnings, fmt.Sprintf("%s: __metadata__ of %d bytes exceeds the limit of %d: left out", s.Name, n, MaxViewMetadata))
@@ -159,13 +203,23 @@ func BuildView(sources []Source, spec ViewSpec) (*View, error) {
 				continue
 			}
 			seen[t.Name] = s.Name
-			all = append(all, sourcedTensor{t, i})
+			src := []Extent{{Len: t.Len(), Source: i, SrcOff: s.Header.DataStart + t.Begin}}
+			all = append(all, placedTensor{t, src})
 		}
 	}
+	if err := planFiles(v, all, metadata, spec); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// planFiles lays tensors out in the files of spec, each header carrying
+// metadata (with "format": "pt" added when missing).
+func planFiles(v *View, all []placedTensor, metadata map[string]string, spec ViewSpec) error {
 	if _, ok := metadata["format"]; !ok {
 		metadata["format"] = "pt"
 	}
-	groups := [][]sourcedTensor{all}
+	groups := [][]placedTensor{all}
 	if spec.Shards {
 		groups = planShards(all, spec.MaxShardSize)
 	}
@@ -176,17 +230,17 @@ func BuildView(sources []Source, spec ViewSpec) (*View, error) {
 		inline += headerEntrySize(t.Tensor)
 	}
 	if inline > MaxViewInline {
-		return nil, fmt.Errorf("%d tensors in %d files need %d bytes of headers, over the limit of %d", len(all), len(groups), inline, MaxViewInline)
+		return fmt.Errorf("%d tensors in %d files need %d bytes of headers, over the limit of %d", len(all), len(groups), inline, MaxViewInline)
 	}
 	if !spec.Shards {
-		v.Files = []ViewFile{buildFile("model.safetensors", all, sources, metadata)}
-		return v, nil
+		v.Files = []ViewFile{buildFile("model.safetensors", all, metadata)}
+		return nil
 	}
 	weightMap := map[string]string{}
 	var total int64
 	for i, g := range groups {
 		name := fmt.Sprintf("model-%05d-of-%05d.safetensors", i+1, len(groups))
-		v.Files = append(v.Files, buildFile(name, g, sources, metadata))
+		v.Files = append(v.Files, buildFile(name, g, metadata))
 		for _, t := range g {
 			weightMap[t.Name] = name
 			total += t.Len()
@@ -197,7 +251,7 @@ func BuildView(sources []Source, spec ViewSpec) (*View, error) {
 		Name: "model.safetensors.index.json", Size: int64(len(idx)),
 		Extents: []Extent{{Len: int64(len(idx)), Inline: idx}},
 	})
-	return v, nil
+	return nil
 }
 
 // metadataSize bounds the length of metadata as a header writes it,
@@ -234,9 +288,9 @@ func jsonStringSize(s string) int {
 // planShards splits tensors greedily as transformers does: a new shard
 // starts when the next tensor would push the current one past max; a tensor
 // larger than max sits alone.
-func planShards(ts []sourcedTensor, max int64) [][]sourcedTensor {
-	var groups [][]sourcedTensor
-	var cur []sourcedTensor
+func planShards(ts []placedTensor, max int64) [][]placedTensor {
+	var groups [][]placedTensor
+	var cur []placedTensor
 	var size int64
 	for _, t := range ts {
 		if len(cur) > 0 && size+t.Len() > max {
@@ -252,31 +306,37 @@ func planShards(ts []sourcedTensor, max int64) [][]sourcedTensor {
 	return groups
 }
 
-func buildFile(name string, ts []sourcedTensor, sources []Source, metadata map[string]string) ViewFile {
+func buildFile(name string, ts []placedTensor, metadata map[string]string) ViewFile {
 	plain := make([]Tensor, len(ts))
 	for i, t := range ts {
 		plain[i] = t.Tensor
 	}
 	head, placed := EmitHeader(plain, metadata)
 	f := ViewFile{Name: name, Extents: []Extent{{Len: int64(len(head)), Inline: head}}}
-	off := int64(len(head))
 	for i, t := range ts {
-		if t.Len() == 0 {
-			continue
+		at := int64(len(head)) + placed[i].Begin
+		for _, e := range t.extents {
+			f.Extents = appendExtent(f.Extents, e, at+e.Off)
 		}
-		srcOff := sources[t.source].Header.DataStart + t.Begin
-		last := &f.Extents[len(f.Extents)-1]
-		// Neighbours that are also neighbours in the source share one extent.
-		if last.Inline == nil && last.Source == t.source && last.SrcOff+last.Len == srcOff {
-			last.Len += t.Len()
-		} else {
-			f.Extents = append(f.Extents, Extent{Off: off, Len: t.Len(), Source: t.source, SrcOff: srcOff})
-		}
-		off = int64(len(head)) + placed[i].End
 	}
 	f.Size = int64(len(head))
 	if len(placed) > 0 {
 		f.Size += placed[len(placed)-1].End
 	}
 	return f
+}
+
+// appendExtent appends e placed at view offset off; a run that continues
+// the last one in the same source joins it.
+func appendExtent(es []Extent, e Extent, off int64) []Extent {
+	if e.Len == 0 {
+		return es
+	}
+	e.Off = off
+	if last := &es[len(es)-1]; e.Tile == nil && last.Tile == nil && last.Inline == nil &&
+		last.Source == e.Source && last.SrcOff+last.Len == e.SrcOff && last.Off+last.Len == off {
+		last.Len += e.Len
+		return es
+	}
+	return append(es, e)
 }

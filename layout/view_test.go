@@ -212,9 +212,9 @@ func TestViewsProperty(t *testing.T) {
 }
 
 func TestPlanShardsGreedy(t *testing.T) {
-	var ts []sourcedTensor
+	var ts []placedTensor
 	for i, l := range []int64{40, 30, 50, 200, 10, 10} {
-		ts = append(ts, sourcedTensor{Tensor: Tensor{Name: fmt.Sprint(i), End: l}})
+		ts = append(ts, placedTensor{Tensor: Tensor{Name: fmt.Sprint(i), End: l}})
 	}
 	var sizes []string
 	for _, g := range planShards(ts, 100) {

@@ -1,0 +1,272 @@
+package layout
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// The checkpoints in testdata/dcp were written by real torch (gen.py
+// says how): 2 and 4 gloo ranks, both serialization formats, and one
+// process under each torch release tried.
+var dcpFixtures = []string{"2ranks", "4ranks", "2ranks-safetensors", "torch-2.15", "torch-2.14", "torch-2.13", "torch-2.5"}
+
+type dcpFolder struct {
+	ck    *DCPCheckpoint
+	files []DCPFile
+	data  [][]byte // by source
+	want  map[string][]byte
+}
+
+func readDCPFixture(t *testing.T, dir string) *dcpFolder {
+	t.Helper()
+	dir = filepath.Join("testdata/dcp", dir)
+	md, err := os.ReadFile(filepath.Join(dir, DCPMetadataName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ck, err := ParseDCPMetadata(md)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &dcpFolder{ck: ck}
+	names, _ := filepath.Glob(filepath.Join(dir, "*.distcp"))
+	for _, name := range names {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.files = append(f.files, DCPFile{Name: filepath.Base(name), R: bytes.NewReader(b), Size: int64(len(b))})
+		f.data = append(f.data, b)
+	}
+	ref, err := os.ReadFile(filepath.Join(dir, "reference.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.want, _ = parseIndependently(t, ref)
+	return f
+}
+
+// viewTensors reads every tensor of a view by the safetensors headers it
+// serves, checking random reads against the whole file on the way.
+func viewTensors(t *testing.T, v *View, data [][]byte) map[string][]byte {
+	t.Helper()
+	r := rand.New(rand.NewSource(1))
+	got := map[string][]byte{}
+	for _, f := range v.Files {
+		full := readView(f, data, 0, f.Size)
+		if int64(len(full)) != f.Size {
+			t.Fatalf("%s: read %d of %d bytes", f.Name, len(full), f.Size)
+		}
+		for k := 0; k < 50; k++ {
+			off, n := r.Int63n(f.Size+1), r.Int63n(f.Size/4+10)
+			if !bytes.Equal(readView(f, data, off, n), full[off:min(off+n, f.Size)]) {
+				t.Fatalf("%s: read at %d+%d differs", f.Name, off, n)
+			}
+		}
+		if strings.HasSuffix(f.Name, ".json") {
+			continue
+		}
+		tensors, _ := parseIndependently(t, full)
+		for name, b := range tensors {
+			got[name] = b
+		}
+	}
+	return got
+}
+
+func TestDCPViewsAssembleWhatTorchSaved(t *testing.T) {
+	for _, dir := range dcpFixtures {
+		t.Run(dir, func(t *testing.T) {
+			f := readDCPFixture(t, dir)
+			names := DCPModelNames(f.ck, "", false)
+			for fqn, name := range names {
+				if fqn != DCPModelPrefix+name {
+					t.Fatalf("%s served as %s", fqn, name)
+				}
+			}
+			for _, spec := range []ViewSpec{{}, {Shards: true, MaxShardSize: 100}} {
+				v, err := BuildDCPView(f.ck, names, f.files, spec)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(v.Warnings) > 0 {
+					t.Fatal(v.Warnings)
+				}
+				got := viewTensors(t, v, f.data)
+				if len(got) != len(f.want) {
+					t.Fatalf("view has %d tensors, want %d: %v", len(got), len(f.want), slices.Sorted(mapKeys(got)))
+				}
+				for name, b := range f.want {
+					if !bytes.Equal(got[name], b) {
+						t.Fatalf("%s differs", name)
+					}
+				}
+			}
+		})
+	}
+}
+
+func mapKeys[V any](m map[string]V) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+func TestDCPModelNames(t *testing.T) {
+	f := readDCPFixture(t, "2ranks")
+	if f.ck.Version != "1.0.0" || !slices.Contains(f.ck.Skipped, "step") {
+		t.Fatalf("version %q, skipped %v", f.ck.Version, f.ck.Skipped)
+	}
+	for _, c := range []struct {
+		prefix   string
+		override bool
+		want     string
+	}{
+		{"", false, "embed.weight layer.0.bias layer.0.weight layer.1.weight norm.weight scale"},
+		{"", true, "model.embed.weight model.layer.0.bias model.layer.0.weight model.layer.1.weight model.norm.weight model.scale"},
+		{"model.layer.", true, "0.bias 0.weight 1.weight"},
+		{"optim.", true, ""},
+	} {
+		var got []string
+		for _, name := range DCPModelNames(f.ck, c.prefix, c.override) {
+			got = append(got, name)
+		}
+		slices.Sort(got)
+		if strings.Join(got, " ") != c.want {
+			t.Fatalf("prefix %q: %v, want %s", c.prefix, got, c.want)
+		}
+	}
+	// A flat state dict (no planner_data nesting) is served as named.
+	flat := &DCPCheckpoint{Tensors: []DCPTensor{{FQN: "model.embed.weight"}, {FQN: "lm_head.weight"}}}
+	if n := DCPModelNames(flat, "", false); n["model.embed.weight"] != "model.embed.weight" || len(n) != 2 {
+		t.Fatalf("flat: %v", n)
+	}
+}
+
+// A 7B-shaped model sharded 8 ways on dim 1 plans in kilobytes: one tile
+// of 8 parts a tensor, not a run per row.
+func TestDCPStridedPlanIsCompact(t *testing.T) {
+	ck := &DCPCheckpoint{}
+	var files []DCPFile
+	for r := 0; r < 8; r++ {
+		files = append(files, DCPFile{Name: fmt.Sprintf("__%d_0.distcp", r), R: bytes.NewReader(nil), Size: 1 << 40})
+	}
+	const layers, hidden = 32, 4096
+	var off [8]int64
+	for i := 0; i < layers*4; i++ {
+		tt := DCPTensor{FQN: fmt.Sprintf("model.w%d", i), DType: "bfloat16", Size: []int64{hidden, hidden * 3}}
+		for r := int64(0); r < 8; r++ {
+			st := DCPStorage{Path: files[r].Name, Offset: off[r], Length: hidden * hidden * 3 / 8 * 2}
+			off[r] += st.Length
+			tt.Chunks = append(tt.Chunks, DCPChunk{Offsets: []int64{0, r * hidden * 3 / 8}, Sizes: []int64{hidden, hidden * 3 / 8}, Storage: st})
+		}
+		ck.Tensors = append(ck.Tensors, tt)
+	}
+	names := DCPModelNames(ck, "", true)
+	v, err := BuildDCPView(ck, names, files, ViewSpec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts := 0
+	for _, e := range v.Files[0].Extents {
+		if e.Tile != nil {
+			parts += len(e.Tile.Parts)
+		}
+	}
+	if n := len(v.Files[0].Extents); n != layers*4+1 || parts != layers*4*8 {
+		t.Fatalf("%d extents and %d parts, want a tile of 8 a tensor", n, parts)
+	}
+	// A read across a row boundary gets the right pieces.
+	first := v.Files[0].Extents[1]
+	ps := v.Files[0].Pieces(first.Off+hidden*3*2-10, 20)
+	if len(ps) != 2 || ps[0].Source != 7 || ps[1].Source != 0 || ps[1].SrcOff != hidden*3/8*2 {
+		t.Fatalf("pieces %+v", ps)
+	}
+}
+
+// Malformed chunk sets leave the tensor out, naming the cause, and the
+// other tensors are still served.
+func TestDCPMalformedTensorsLeftOut(t *testing.T) {
+	f := readDCPFixture(t, "2ranks")
+	for _, c := range []struct {
+		name   string
+		break_ func(*DCPTensor, []DCPFile)
+		want   string
+	}{
+		{"overlap", func(t *DCPTensor, _ []DCPFile) { t.Chunks[1].Offsets = []int64{2} }, "overlap"},
+		{"missing", func(t *DCPTensor, _ []DCPFile) { t.Chunks = t.Chunks[:1] }, "incomplete"},
+		{"outside", func(t *DCPTensor, _ []DCPFile) { t.Chunks[1].Sizes = []int64{9} }, "outside"},
+		{"no file", func(t *DCPTensor, _ []DCPFile) { t.Chunks[0].Storage.Path = "../etc/passwd" }, "does not have"},
+		{"transform", func(t *DCPTensor, _ []DCPFile) { t.Chunks[0].Storage.Transforms = []string{"zstd"} }, "transforms"},
+		{"truncated", func(t *DCPTensor, fs []DCPFile) {
+			for i := range fs {
+				fs[i].Size = t.Chunks[0].Storage.Offset + 100
+			}
+		}, "past the end"},
+		{"wrong length", func(t *DCPTensor, _ []DCPFile) { t.Chunks[0].Storage.Length = 3 }, "zip"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ck := *f.ck
+			ck.Tensors = slices.Clone(ck.Tensors)
+			files := slices.Clone(f.files)
+			i := slices.IndexFunc(ck.Tensors, func(x DCPTensor) bool { return x.FQN == "model.layer.0.bias" })
+			bad := ck.Tensors[i]
+			bad.Chunks = slices.Clone(bad.Chunks)
+			c.break_(&bad, files)
+			ck.Tensors[i] = bad
+			v, err := BuildDCPView(&ck, DCPModelNames(&ck, "", false), files, ViewSpec{})
+			if c.name == "truncated" {
+				if err == nil && len(v.Warnings) == 0 {
+					t.Fatal("truncated files served")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(v.Warnings) != 1 || !strings.Contains(v.Warnings[0], "layer.0.bias") || !strings.Contains(v.Warnings[0], c.want) {
+				t.Fatalf("warnings %q, want one naming the tensor and %q", v.Warnings, c.want)
+			}
+			if got := viewTensors(t, v, f.data); len(got) != len(f.want)-1 || got["layer.0.bias"] != nil {
+				t.Fatalf("%d tensors served", len(got))
+			}
+		})
+	}
+}
+
+func TestDCPMetadataRefusesOtherGlobals(t *testing.T) {
+	md, err := os.ReadFile("testdata/dcp/2ranks/.metadata")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ from, to string }{
+		{"_StorageInfo", "_StorageInfX"},
+		{"PosixPath", "getoutput"},
+	} {
+		bad := bytes.Replace(md, []byte(c.from), []byte(c.to), 1)
+		if _, err := ParseDCPMetadata(bad); err == nil || !strings.Contains(err.Error(), c.to+" refused") {
+			t.Fatalf("%q: %v", c.to, err)
+		}
+	}
+	if _, err := ParseDCPMetadata([]byte("\x80\x04\x8c\x02os\x8c\x06system\x93\x8c\x02id\x85R.")); err == nil || !strings.Contains(err.Error(), "os.system refused") {
+		t.Fatalf("os.system: %v", err)
+	}
+	bad := bytes.Replace(md, []byte("\x8c\x051.0.0"), []byte("\x8c\x059.9.9"), 1)
+	if _, err := ParseDCPMetadata(bad); err == nil || !strings.Contains(err.Error(), "not known") {
+		t.Fatalf("version 9.9.9: %v", err)
+	}
+	// The torch.save reader does not take DCP's classes.
+	if _, err := ParsePickle(md); err == nil || !strings.Contains(err.Error(), "refused") {
+		t.Fatalf("ParsePickle of a .metadata: %v", err)
+	}
+}

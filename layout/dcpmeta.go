@@ -1,0 +1,419 @@
+package layout
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+)
+
+// A torch.distributed.checkpoint (DCP) folder holds .metadata, a pickle of
+// torch.distributed.checkpoint.metadata.Metadata, and one .distcp file per
+// rank (and writer thread) with the bytes of each rank's chunks.
+
+// DCPMetadataName is the name of a DCP checkpoint's metadata file.
+const DCPMetadataName = ".metadata"
+
+// DCPVersions are the metadata versions read: "" is what torch 2.5 and
+// earlier wrote (no version field), "1.0.0" what torch 2.6 to 2.15 write.
+var DCPVersions = []string{"", "1.0.0"}
+
+// DCPCheckpoint is what a .metadata says, as data.
+type DCPCheckpoint struct {
+	Version string
+	Tensors []DCPTensor // in the order .metadata lists them
+	// Paths gives, for a flattened name, the keys of the nested state dict
+	// it came from (planner_data): "model.a" from {"model": {"a": ...}} is
+	// ["model", "a"]. Names it lacks were not nested.
+	Paths map[string][]string
+	// Skipped are the entries that are not tensors (BytesStorageMetadata:
+	// pickled values such as a step count, or optimizer hyperparameters).
+	Skipped []string
+}
+
+// DCPTensor is one tensor of the state dict: its full size and the chunks
+// the ranks saved.
+type DCPTensor struct {
+	FQN    string
+	DType  string // torch dtype name ("float32")
+	Size   []int64
+	Chunks []DCPChunk
+}
+
+// DCPChunk is the part of a tensor one rank saved, and where its bytes are.
+type DCPChunk struct {
+	Offsets, Sizes []int64
+	Storage        DCPStorage
+}
+
+// DCPStorage is a chunk's _StorageInfo: Length bytes of file Path at
+// Offset, read through the storage transforms named (compression
+// extensions), if any.
+type DCPStorage struct {
+	Path       string
+	Offset     int64
+	Length     int64
+	Transforms []string
+}
+
+// Names of the classes and functions a DCP .metadata pickle may use.
+const (
+	dcpMeta = "torch.distributed.checkpoint.metadata."
+	dcpFS   = "torch.distributed.checkpoint.filesystem."
+)
+
+// dcpRules admit, besides a state dict's globals, the DCP metadata
+// dataclasses (as objects with state) and the few values they hold:
+// torch.Size, the memory-format enum, torch's layout lookup and the
+// checkpoint's path. Everything else is refused by name as before.
+var dcpRules = &pickleRules{
+	classes: map[string]bool{
+		dcpMeta + "Metadata": true, dcpMeta + "TensorStorageMetadata": true,
+		dcpMeta + "BytesStorageMetadata": true, dcpMeta + "ChunkStorageMetadata": true,
+		dcpMeta + "TensorProperties": true, dcpMeta + "MetadataIndex": true,
+		dcpMeta + "StorageMeta": true, dcpFS + "_StorageInfo": true,
+	},
+	callables: map[string]func(*pickleMachine, pickleTuple) (any, error){
+		"torch.Size":                      sizeOf,
+		dcpMeta + "_MEM_FORMAT_ENCODING":  enumValue,
+		"torch.serialization._get_layout": layoutName,
+		"pathlib.PosixPath":               pathOf,
+		"pathlib.PurePosixPath":           pathOf,
+	},
+}
+
+// sizeOf reads torch.Size((d0, d1, ...)) as its tuple of dimensions.
+func sizeOf(_ *pickleMachine, args pickleTuple) (any, error) {
+	if len(args) != 1 {
+		return nil, fmt.Errorf("%d arguments, need 1", len(args))
+	}
+	dims, err := intTuple(args[0])
+	if err != nil {
+		return nil, err
+	}
+	return dims, nil
+}
+
+// enumValue reads an enum member by its value.
+func enumValue(_ *pickleMachine, args pickleTuple) (any, error) {
+	if len(args) != 1 {
+		return nil, fmt.Errorf("%d arguments, need 1", len(args))
+	}
+	if _, ok := args[0].(int64); !ok {
+		return nil, fmt.Errorf("value is %s, not an int", typeName(args[0]))
+	}
+	return args[0], nil
+}
+
+// layoutName reads _get_layout("torch.strided") as the layout's name.
+func layoutName(_ *pickleMachine, args pickleTuple) (any, error) {
+	if len(args) != 1 {
+		return nil, fmt.Errorf("%d arguments, need 1", len(args))
+	}
+	name, ok := args[0].(string)
+	if !ok {
+		return nil, fmt.Errorf("layout is %s, not a str", typeName(args[0]))
+	}
+	return name, nil
+}
+
+// pathOf reads PosixPath(*parts) as its parts joined.
+func pathOf(_ *pickleMachine, args pickleTuple) (any, error) {
+	parts := make([]string, len(args))
+	for i, a := range args {
+		s, ok := a.(string)
+		if !ok {
+			return nil, fmt.Errorf("part %d is %s, not a str", i, typeName(a))
+		}
+		parts[i] = s
+	}
+	return strings.Join(parts, "/"), nil
+}
+
+// ParseDCPMetadata reads a DCP .metadata pickle without executing it, with
+// ParsePickle's limits (MaxPickleSize, MaxPickleWork). It checks the
+// structure, not that the chunks tile their tensors (PlanDCP does).
+func ParseDCPMetadata(data []byte) (*DCPCheckpoint, error) {
+	if len(data) > MaxPickleSize {
+		return nil, fmt.Errorf("dcp metadata: %d bytes exceeds %d", len(data), MaxPickleSize)
+	}
+	root, _, err := runPickle(data, dcpRules)
+	if err != nil {
+		return nil, fmt.Errorf("dcp metadata: %w", err)
+	}
+	ck, err := dcpCheckpoint(root)
+	if err != nil {
+		return nil, fmt.Errorf("dcp metadata: %w", err)
+	}
+	return ck, nil
+}
+
+func dcpCheckpoint(root any) (*DCPCheckpoint, error) {
+	md, err := objectState(root, dcpMeta+"Metadata")
+	if err != nil {
+		return nil, err
+	}
+	ck := &DCPCheckpoint{Paths: map[string][]string{}}
+	if v, ok := md.get("version"); ok && v != nil {
+		if ck.Version, ok = v.(string); !ok {
+			return nil, fmt.Errorf("version is %s, not a str", typeName(v))
+		}
+	}
+	known := false
+	for _, v := range DCPVersions {
+		known = known || v == ck.Version
+	}
+	if !known {
+		return nil, fmt.Errorf("metadata version %q not known (known: %q)", ck.Version, DCPVersions)
+	}
+	storage, err := dcpStorage(md)
+	if err != nil {
+		return nil, err
+	}
+	sdm, err := dictField(md, "state_dict_metadata")
+	if err != nil {
+		return nil, err
+	}
+	for i, k := range sdm.Keys {
+		fqn, ok := k.(string)
+		if !ok {
+			return nil, fmt.Errorf("state_dict_metadata key %d is %s, not a str", i, typeName(k))
+		}
+		o, ok := sdm.Values[i].(*pickleObject)
+		if ok && o.class == dcpMeta+"BytesStorageMetadata" {
+			ck.Skipped = append(ck.Skipped, fqn)
+			continue
+		}
+		t, err := dcpTensor(fqn, sdm.Values[i], storage)
+		if err != nil {
+			return nil, fmt.Errorf("%q: %w", fqn, err)
+		}
+		ck.Tensors = append(ck.Tensors, t)
+	}
+	if pd, ok := md.get("planner_data"); ok {
+		if d, ok := pd.(*PickleDict); ok {
+			dcpPaths(d, ck.Paths)
+		}
+	}
+	return ck, nil
+}
+
+// dcpPaths reads planner_data, {fqn: (key, key, ...)}; entries of another
+// shape (a custom planner's) are ignored: names then count as not nested.
+func dcpPaths(d *PickleDict, out map[string][]string) {
+	for i, k := range d.Keys {
+		fqn, ok := k.(string)
+		t, ok2 := d.Values[i].(pickleTuple)
+		if !ok || !ok2 {
+			continue
+		}
+		path := make([]string, 0, len(t))
+		for _, p := range t {
+			switch p := p.(type) {
+			case string:
+				path = append(path, p)
+			case int64:
+				path = append(path, fmt.Sprint(p))
+			}
+		}
+		if len(path) == len(t) {
+			out[fqn] = path
+		}
+	}
+}
+
+// chunkKey names a chunk as MetadataIndex does: its tensor and offsets.
+func chunkKey(fqn string, offsets []int64) string {
+	return fmt.Sprint(fqn, offsets)
+}
+
+// dcpStorage reads storage_data, {MetadataIndex: _StorageInfo}, by chunkKey.
+func dcpStorage(md *PickleDict) (map[string]DCPStorage, error) {
+	sd, err := dictField(md, "storage_data")
+	if err != nil {
+		return nil, fmt.Errorf("%w (only FileSystemWriter checkpoints are read)", err)
+	}
+	out := make(map[string]DCPStorage, len(sd.Keys))
+	for i, k := range sd.Keys {
+		idx, err := objectState(k, dcpMeta+"MetadataIndex")
+		if err != nil {
+			return nil, fmt.Errorf("storage_data key %d: %w", i, err)
+		}
+		fqn, err := stringField(idx, "fqn")
+		if err != nil {
+			return nil, fmt.Errorf("storage_data key %d: %w", i, err)
+		}
+		var offsets []int64
+		if v, ok := idx.get("offset"); ok && v != nil {
+			if offsets, ok = v.([]int64); !ok {
+				return nil, fmt.Errorf("storage_data %q: offset is %s, not a torch.Size", fqn, typeName(v))
+			}
+		}
+		info, err := objectState(sd.Values[i], dcpFS+"_StorageInfo")
+		if err != nil {
+			return nil, fmt.Errorf("storage_data %q: %w", fqn, err)
+		}
+		s, err := storageInfo(info)
+		if err != nil {
+			return nil, fmt.Errorf("storage_data %q: %w", fqn, err)
+		}
+		out[chunkKey(fqn, offsets)] = s
+	}
+	return out, nil
+}
+
+func storageInfo(info *PickleDict) (DCPStorage, error) {
+	var s DCPStorage
+	var err error
+	if s.Path, err = stringField(info, "relative_path"); err != nil {
+		return s, err
+	}
+	if s.Offset, err = intField(info, "offset"); err != nil {
+		return s, err
+	}
+	if s.Length, err = intField(info, "length"); err != nil {
+		return s, err
+	}
+	if v, ok := info.get("transform_descriptors"); ok && v != nil {
+		var items []any
+		switch v := v.(type) {
+		case *pickleList:
+			items = v.items
+		case pickleTuple:
+			items = v
+		default:
+			return s, fmt.Errorf("transform_descriptors is %s", typeName(v))
+		}
+		for _, d := range items {
+			name, ok := d.(string)
+			if !ok {
+				return s, fmt.Errorf("a transform descriptor is %s", typeName(d))
+			}
+			s.Transforms = append(s.Transforms, name)
+		}
+	}
+	return s, nil
+}
+
+func dcpTensor(fqn string, v any, storage map[string]DCPStorage) (DCPTensor, error) {
+	t := DCPTensor{FQN: fqn}
+	md, err := objectState(v, dcpMeta+"TensorStorageMetadata")
+	if err != nil {
+		return t, err
+	}
+	props, ok := md.get("properties")
+	if !ok {
+		return t, errors.New("no properties")
+	}
+	if t.DType, err = propertiesDType(props); err != nil {
+		return t, err
+	}
+	size, ok := md.get("size")
+	if t.Size, ok = size.([]int64); !ok {
+		return t, fmt.Errorf("size is %s, not a torch.Size", typeName(size))
+	}
+	chunks, ok := md.get("chunks")
+	list, ok2 := chunks.(*pickleList)
+	if !ok || !ok2 {
+		return t, fmt.Errorf("chunks is %s, not a list", typeName(chunks))
+	}
+	for i, c := range list.items {
+		cm, err := objectState(c, dcpMeta+"ChunkStorageMetadata")
+		if err != nil {
+			return t, fmt.Errorf("chunk %d: %w", i, err)
+		}
+		offsets, _ := cm.get("offsets")
+		sizes, _ := cm.get("sizes")
+		ch := DCPChunk{}
+		if ch.Offsets, ok = offsets.([]int64); !ok {
+			return t, fmt.Errorf("chunk %d: offsets is %s", i, typeName(offsets))
+		}
+		if ch.Sizes, ok = sizes.([]int64); !ok {
+			return t, fmt.Errorf("chunk %d: sizes is %s", i, typeName(sizes))
+		}
+		if ch.Storage, ok = storage[chunkKey(fqn, ch.Offsets)]; !ok {
+			return t, fmt.Errorf("chunk at %v has no storage_data entry", ch.Offsets)
+		}
+		t.Chunks = append(t.Chunks, ch)
+	}
+	return t, nil
+}
+
+// propertiesDType reads the dtype from TensorProperties' state: the tuple
+// its __getstate__ returns (dtype, layout, requires_grad, memory format,
+// pin_memory[, strides]), or, as older pickles had it, a dict.
+func propertiesDType(v any) (string, error) {
+	o, ok := v.(*pickleObject)
+	if !ok || o.class != dcpMeta+"TensorProperties" {
+		return "", fmt.Errorf("properties is %s", typeName(v))
+	}
+	var dtype any
+	switch s := o.state.(type) {
+	case pickleTuple:
+		if len(s) < 5 || len(s) > 6 {
+			return "", fmt.Errorf("properties of %d items", len(s))
+		}
+		dtype = s[0]
+	case *PickleDict:
+		dtype, _ = s.get("dtype")
+	default:
+		return "", fmt.Errorf("properties state is %s", typeName(o.state))
+	}
+	g, ok := dtype.(pickleGlobal)
+	if !ok || g.module != "torch" {
+		return "", fmt.Errorf("dtype is %s", typeName(dtype))
+	}
+	if _, known := torchDTypes[g.name]; !known {
+		return "", fmt.Errorf("torch.%s is not a dtype", g.name)
+	}
+	return g.name, nil
+}
+
+// objectState returns the state dict of an object of class.
+func objectState(v any, class string) (*PickleDict, error) {
+	o, ok := v.(*pickleObject)
+	if !ok || o.class != class {
+		return nil, fmt.Errorf("%s where a %s belongs", typeName(v), class)
+	}
+	d, ok := o.state.(*PickleDict)
+	if !ok {
+		return nil, fmt.Errorf("%s has state %s, not a dict", class, typeName(o.state))
+	}
+	return d, nil
+}
+
+// get looks up a string key.
+func (d *PickleDict) get(name string) (any, bool) {
+	i, ok := d.byName[name]
+	if !ok {
+		return nil, false
+	}
+	return d.Values[i], true
+}
+
+func dictField(d *PickleDict, name string) (*PickleDict, error) {
+	v, _ := d.get(name)
+	f, ok := v.(*PickleDict)
+	if !ok {
+		return nil, fmt.Errorf("%s is %s, not a dict", name, typeName(v))
+	}
+	return f, nil
+}
+
+func stringField(d *PickleDict, name string) (string, error) {
+	v, _ := d.get(name)
+	s, ok := v.(string)
+	if !ok {
+		return "", fmt.Errorf("%s is %s, not a str", name, typeName(v))
+	}
+	return s, nil
+}
+
+func intField(d *PickleDict, name string) (int64, error) {
+	v, _ := d.get(name)
+	n, ok := v.(int64)
+	if !ok || n < 0 || n > math.MaxInt64/2 {
+		return 0, fmt.Errorf("%s is %s, not a non-negative int", name, typeName(v))
+	}
+	return n, nil
+}

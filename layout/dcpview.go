@@ -1,0 +1,450 @@
+package layout
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"slices"
+	"strings"
+)
+
+// DCPFile is a .distcp file of the folder, as a view reads it.
+type DCPFile struct {
+	Name string
+	R    io.ReaderAt
+	Size int64
+}
+
+// MaxDCPPlanParts bounds the runs and tile parts one DCP view plans: a
+// tensor sharded on dim 1 costs a part per shard, not per row, so this
+// admits far more than any real checkpoint needs.
+const MaxDCPPlanParts = 1 << 20
+
+// optimizerKeys are the top-level state dict keys whose tensors are
+// optimizer state, never served as model weights.
+var optimizerKeys = []string{"optim", "optimizer", "optimizers", "optim_state", "optimizer_state"}
+
+// DCPModelPrefix is the name prefix the views strip and serve when the
+// state dict was saved nested as {"model": ..., "optim": ...}.
+const DCPModelPrefix = "model."
+
+// DCPModelNames chooses the tensors a model view serves and their names.
+// By default, when the state dict was nested (planner_data says so) with
+// a "model" sub-tree, it serves that sub-tree without the "model." prefix,
+// the model's own state_dict names; otherwise every tensor under its own
+// name. With override set, it serves the tensors whose name starts with
+// prefix, stripped of it ("" serves every tensor as named). Tensors under
+// an optimizer key (optimizerKeys) are never served.
+func DCPModelNames(ck *DCPCheckpoint, prefix string, override bool) map[string]string {
+	if !override {
+		prefix = ""
+		for _, t := range ck.Tensors {
+			if p := ck.Paths[t.FQN]; len(p) >= 2 && p[0] == "model" {
+				prefix = DCPModelPrefix
+				break
+			}
+		}
+	}
+	names := map[string]string{}
+	for _, t := range ck.Tensors {
+		top := strings.SplitN(t.FQN, ".", 2)[0]
+		if p := ck.Paths[t.FQN]; len(p) > 0 {
+			top = p[0]
+		}
+		name, ok := strings.CutPrefix(t.FQN, prefix)
+		if ok && name != "" && !slices.Contains(optimizerKeys, top) {
+			names[t.FQN] = name
+		}
+	}
+	return names
+}
+
+// BuildDCPView plans a view of the tensors names selects (DCPModelNames),
+// assembled from their chunks in files, in the order .metadata lists them.
+// A tensor whose chunks cannot be served (a file missing or short, a
+// storage transform, chunks overlapping or leaving a gap) is left out with
+// a warning naming it and the cause.
+func BuildDCPView(ck *DCPCheckpoint, names map[string]string, files []DCPFile, spec ViewSpec) (*View, error) {
+	v := &View{}
+	byName := map[string]int{}
+	for i, f := range files {
+		byName[f.Name] = i
+	}
+	loc := &dcpLocator{files: files, headers: map[[2]int64]*Header{}}
+	budget := MaxDCPPlanParts
+	var all []placedTensor
+	for _, t := range ck.Tensors {
+		name, ok := names[t.FQN]
+		if !ok {
+			continue
+		}
+		pt, err := placeDCPTensor(t, name, byName, loc, &budget)
+		if err != nil {
+			v.Warnings = append(v.Warnings, fmt.Sprintf("%q: %v: left out", t.FQN, err))
+			if budget < 0 {
+				return nil, err
+			}
+			continue
+		}
+		all = append(all, pt)
+	}
+	if len(all) == 0 {
+		return nil, errors.New("no model tensors to serve")
+	}
+	v.Warnings = capWarnings(v.Warnings)
+	if err := planFiles(v, all, map[string]string{}, spec); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// dcpChunk is a chunk located: its bytes are Sizes elements in row-major
+// order at SrcOff of source Source.
+type dcpChunk struct {
+	offsets, sizes []int64
+	source         int
+	srcOff         int64
+}
+
+func placeDCPTensor(t DCPTensor, name string, byName map[string]int, loc *dcpLocator, budget *int) (placedTensor, error) {
+	dt := torchDTypes[t.DType]
+	if dt.st == "" {
+		return placedTensor{}, fmt.Errorf("dtype %s has no safetensors equivalent", t.DType)
+	}
+	numel, err := volume(t.Size, dt.size)
+	if err != nil {
+		return placedTensor{}, err
+	}
+	pt := placedTensor{Tensor: Tensor{Name: name, DType: dt.st, Shape: t.Size, End: numel * dt.size}}
+	var chunks []dcpChunk
+	saved := map[string]bool{}
+	for _, c := range t.Chunks {
+		if len(c.Offsets) != len(t.Size) || len(c.Sizes) != len(t.Size) {
+			return pt, fmt.Errorf("chunk at %v of rank %d in a tensor of rank %d", c.Offsets, len(c.Offsets), len(t.Size))
+		}
+		for d := range t.Size {
+			if c.Offsets[d] > t.Size[d] || c.Sizes[d] > t.Size[d]-c.Offsets[d] {
+				return pt, fmt.Errorf("chunk at %v of %v lies outside size %v", c.Offsets, c.Sizes, t.Size)
+			}
+		}
+		if key := fmt.Sprint(c.Offsets, c.Sizes); saved[key] {
+			continue // replicated: several ranks saved the same chunk; read it once
+		} else {
+			saved[key] = true
+		}
+		n, _ := volume(c.Sizes, dt.size)
+		if n == 0 {
+			continue
+		}
+		fi, ok := byName[c.Storage.Path]
+		if !ok {
+			return pt, fmt.Errorf("chunk at %v is in %s, which the folder does not have", c.Offsets, c.Storage.Path)
+		}
+		off, err := loc.locate(fi, t, c, n*dt.size)
+		if err != nil {
+			return pt, fmt.Errorf("chunk at %v in %s: %w", c.Offsets, c.Storage.Path, err)
+		}
+		chunks = append(chunks, dcpChunk{offsets: c.Offsets, sizes: c.Sizes, source: fi, srcOff: off})
+	}
+	if pt.extents, err = assemble(t.Size, dt.size, chunks, budget); err != nil {
+		return pt, err
+	}
+	return pt, nil
+}
+
+// volume is the number of elements of shape, checked so that its bytes
+// (each elem bytes) fit well in an int64.
+func volume(shape []int64, elem int64) (int64, error) {
+	n := int64(1)
+	for _, d := range shape {
+		if d != 0 && n > (1<<62)/d/elem {
+			return 0, fmt.Errorf("shape %v overflows", shape)
+		}
+		n *= d
+	}
+	return n, nil
+}
+
+// rect is the part of a tensor, seen as rows of its dimensions up to the
+// innermost one any chunk splits, that one chunk holds: rows [row, row+
+// rows), bytes [col, col+width) of each, from src on, width a row.
+type rect struct {
+	row, rows  int64
+	col, width int64
+	source     int
+	src        int64
+}
+
+// assemble plans a tensor's row-major bytes from its chunks. Let k be the
+// innermost dimension any chunk splits; the tensor is then rows of its
+// dims before k, each row size[k] slices of what follows, and each chunk
+// holds a column range of some rows. Rows whose chunks are the same form
+// a band: one run when a chunk holds whole rows, else a Tile.
+func assemble(size []int64, elem int64, chunks []dcpChunk, budget *int) ([]Extent, error) {
+	total, _ := volume(size, elem)
+	if total *= elem; total == 0 {
+		return nil, nil
+	}
+	k := -1
+	for _, c := range chunks {
+		for d := range size {
+			if c.sizes[d] != size[d] {
+				k = max(k, d)
+			}
+		}
+	}
+	if k < 0 { // every chunk is the whole tensor: the first one serves
+		if len(chunks) == 0 {
+			return nil, errors.New("no chunk saved")
+		}
+		return []Extent{{Len: total, Source: chunks[0].source, SrcOff: chunks[0].srcOff}}, nil
+	}
+	inner, _ := volume(size[k+1:], elem)
+	inner *= elem
+	rowBytes, rows := size[k]*inner, total/(size[k]*inner)
+	var rects []rect
+	for _, c := range chunks {
+		width := c.sizes[k] * inner
+		var err error
+		rects, err = chunkRects(rects, size[:k], c, width, c.offsets[k]*inner, budget)
+		if err != nil {
+			return nil, err
+		}
+	}
+	return bands(rects, rows, rowBytes, budget)
+}
+
+// chunkRects appends the row ranges chunk c covers in the rows of dims
+// (the dimensions before the split one): one range when c splits none of
+// them but the first, else one for each index of the dims before the
+// innermost one it splits.
+func chunkRects(out []rect, dims []int64, c dcpChunk, width, col int64, budget *int) ([]rect, error) {
+	j := -1 // innermost of dims that c splits
+	for d := range dims {
+		if c.sizes[d] != dims[d] {
+			j = d
+		}
+	}
+	if j < 0 {
+		rows, _ := volume(dims, 1)
+		*budget--
+		return append(out, rect{row: 0, rows: rows, col: col, width: width, source: c.source, src: c.srcOff}), nil
+	}
+	sub, _ := volume(dims[j+1:], 1) // rows per index of dim j
+	idx := slices.Clone(c.offsets[:j])
+	src := c.srcOff
+	for {
+		if *budget--; *budget < 0 {
+			return nil, fmt.Errorf("plan over %d runs", MaxDCPPlanParts)
+		}
+		row := int64(0)
+		for d := range j {
+			row = row*dims[d] + idx[d]
+		}
+		row = (row*dims[j] + c.offsets[j]) * sub
+		n := c.sizes[j] * sub
+		out = append(out, rect{row: row, rows: n, col: col, width: width, source: c.source, src: src})
+		src += n * width
+		// Next index of dims before j, within the chunk, last dim fastest.
+		d := j - 1
+		for ; d >= 0; d-- {
+			if idx[d]++; idx[d] < c.offsets[d]+c.sizes[d] {
+				break
+			}
+			idx[d] = c.offsets[d]
+		}
+		if d < 0 {
+			return out, nil
+		}
+	}
+}
+
+// bands sweeps the rows top to bottom; in each band of rows the same
+// rects cover, they must tile the row exactly.
+func bands(rects []rect, rows, rowBytes int64, budget *int) ([]Extent, error) {
+	slices.SortFunc(rects, func(a, b rect) int { return cmpInt(a.row, b.row) })
+	var cuts []int64
+	for _, r := range rects {
+		cuts = append(cuts, r.row, r.row+r.rows)
+	}
+	cuts = append(cuts, 0, rows)
+	slices.Sort(cuts)
+	cuts = slices.Compact(cuts)
+	var out []Extent
+	var active []rect
+	next := 0
+	for i := 0; i+1 < len(cuts) && cuts[i] < rows; i++ {
+		lo, hi := cuts[i], cuts[i+1]
+		active = slices.DeleteFunc(active, func(r rect) bool { return r.row+r.rows <= lo })
+		for ; next < len(rects) && rects[next].row == lo; next++ {
+			active = append(active, rects[next])
+		}
+		slices.SortFunc(active, func(a, b rect) int { return cmpInt(a.col, b.col) })
+		at := int64(0)
+		for _, r := range active {
+			if r.col < at {
+				return nil, fmt.Errorf("chunks overlap in rows %d..%d", lo, hi)
+			}
+			if r.col > at {
+				break
+			}
+			at += r.width
+		}
+		if at != rowBytes {
+			return nil, fmt.Errorf("incomplete: rows %d..%d have bytes %d..%d saved by no chunk", lo, hi, at, rowBytes)
+		}
+		if *budget -= len(active); *budget < 0 {
+			return nil, fmt.Errorf("plan over %d runs", MaxDCPPlanParts)
+		}
+		out = appendBand(out, active, lo, hi, rowBytes)
+	}
+	return out, nil
+}
+
+// appendBand appends the extents of rows [lo, hi) that active tile.
+func appendBand(out []Extent, active []rect, lo, hi, rowBytes int64) []Extent {
+	srcAt := func(r rect) int64 { return r.src + (lo-r.row)*r.width }
+	off := lo * rowBytes
+	switch {
+	case len(active) == 1:
+		return appendRun(out, Extent{Off: off, Len: (hi - lo) * rowBytes, Source: active[0].source, SrcOff: srcAt(active[0])})
+	case hi-lo == 1:
+		for _, r := range active {
+			out = appendRun(out, Extent{Off: off, Len: r.width, Source: r.source, SrcOff: srcAt(r)})
+			off += r.width
+		}
+		return out
+	}
+	tile := &Tile{Period: rowBytes}
+	for _, r := range active {
+		tile.Parts = append(tile.Parts, TilePart{Source: r.source, SrcOff: srcAt(r), SrcStride: r.width, Len: r.width})
+	}
+	return append(out, Extent{Off: off, Len: (hi - lo) * rowBytes, Tile: tile})
+}
+
+// appendRun appends a source run, joining it to the last when it continues it.
+func appendRun(out []Extent, e Extent) []Extent {
+	if len(out) > 0 {
+		if last := &out[len(out)-1]; last.Tile == nil && last.Source == e.Source &&
+			last.SrcOff+last.Len == e.SrcOff && last.Off+last.Len == e.Off {
+			last.Len += e.Len
+			return out
+		}
+	}
+	return append(out, e)
+}
+
+func cmpInt(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// dcpLocator finds chunk bytes in .distcp files, reading each safetensors
+// header once.
+type dcpLocator struct {
+	files   []DCPFile
+	headers map[[2]int64]*Header // by file and offset
+}
+
+// locate returns the offset in file fi of chunk c's first element, its
+// n bytes checked to lie inside the item and the file. The item is a
+// torch.save archive of the chunk (the default), a safetensors file of
+// the rank's chunks (SerializationFormat.SAFETENSORS), or the raw bytes.
+func (l *dcpLocator) locate(fi int, t DCPTensor, c DCPChunk, n int64) (int64, error) {
+	f, st := l.files[fi], c.Storage
+	if len(st.Transforms) > 0 {
+		return 0, fmt.Errorf("stored through transforms %q, which views do not serve", st.Transforms)
+	}
+	if st.Offset > f.Size || st.Length > f.Size-st.Offset {
+		return 0, fmt.Errorf("item at %d..%d runs past the end of the %d-byte file", st.Offset, st.Offset+st.Length, f.Size)
+	}
+	head := make([]byte, min(9, f.Size-st.Offset))
+	if _, err := f.R.ReadAt(head, st.Offset); err != nil && err != io.EOF {
+		return 0, err
+	}
+	want := torchDTypes[t.DType].st
+	switch {
+	case bytes.HasPrefix(head, zipLocalSig):
+		tt, err := torchSavedTensor(io.NewSectionReader(f.R, st.Offset, st.Length), st.Length)
+		if err != nil {
+			return 0, err
+		}
+		if err := sameTensor(tt, want, c.Sizes); err != nil {
+			return 0, err
+		}
+		return st.Offset + tt.Begin, nil
+	case len(head) == 9 && head[8] == '{' && st.Length == n:
+		h, err := l.header(fi, st.Offset)
+		if err != nil {
+			return 0, err
+		}
+		i := slices.IndexFunc(h.Tensors, func(x Tensor) bool { return x.Name == t.FQN })
+		if i < 0 {
+			return 0, fmt.Errorf("safetensors item has no tensor %q", t.FQN)
+		}
+		if err := sameTensor(h.Tensors[i], want, c.Sizes); err != nil {
+			return 0, err
+		}
+		return h.DataStart + h.Tensors[i].Begin, nil
+	case st.Length == n:
+		return st.Offset, nil
+	}
+	return 0, fmt.Errorf("item of %d bytes is neither a torch.save archive nor the %d raw bytes of the chunk", st.Length, n)
+}
+
+// header reads the safetensors header at off of file fi, its tensors
+// checked to lie inside the file; DataStart is made absolute.
+func (l *dcpLocator) header(fi int, off int64) (*Header, error) {
+	if h, ok := l.headers[[2]int64{int64(fi), off}]; ok {
+		return h, nil
+	}
+	f := l.files[fi]
+	prefix := make([]byte, 8)
+	if _, err := f.R.ReadAt(prefix, off); err != nil {
+		return nil, err
+	}
+	n, err := HeaderLen(prefix)
+	if err != nil {
+		return nil, err
+	}
+	if n > f.Size-off-8 {
+		return nil, fmt.Errorf("safetensors header of %d bytes runs past the end of the file", n)
+	}
+	js := make([]byte, n)
+	if _, err := f.R.ReadAt(js, off+8); err != nil && err != io.EOF {
+		return nil, err
+	}
+	h, err := ParseHeaderJSON(js)
+	if err != nil {
+		return nil, err
+	}
+	h.DataStart = off + 8 + n
+	if h.DataStart+h.BufferLen() > f.Size {
+		return nil, fmt.Errorf("safetensors data of %d bytes runs past the end of the file", h.BufferLen())
+	}
+	l.headers[[2]int64{int64(fi), off}] = h
+	return h, nil
+}
+
+// sameTensor checks that a stored chunk is what the metadata says.
+func sameTensor(t Tensor, dtype DType, sizes []int64) error {
+	if t.DType != dtype {
+		return fmt.Errorf("stored as %s, the metadata says %s", t.DType, dtype)
+	}
+	if !slices.Equal(t.Shape, sizes) {
+		return fmt.Errorf("stored with shape %v, the metadata says %v", t.Shape, sizes)
+	}
+	return nil
+}
+
+// IsDCPFile reports whether name is a file of a DCP checkpoint.
+func IsDCPFile(name string) bool {
+	return name == DCPMetadataName || path.Ext(name) == ".distcp"
+}
