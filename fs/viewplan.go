@@ -45,6 +45,9 @@ func viewWeight(v *views.View) int64 {
 		n += 64 * int64(len(f.Extents))
 		for _, e := range f.Extents {
 			n += int64(len(e.Inline))
+			if e.Tile != nil {
+				n += 32 * int64(len(e.Tile.Parts))
+			}
 		}
 	}
 	return n

@@ -54,7 +54,7 @@ func ReadRecords(r *bufio.Reader, yield func(Record) error) (Format, io.Reader, 
 
 // safetensorsRecords yields the 8+n header bytes, then each tensor the
 // header lists; a header that does not parse ends the records there.
-func safetensorsRecords(r *bufio.Reader, n int64, yield func(Record) error) (io.Reader, error) {
+func safetensorsRecords(r io.Reader, n int64, yield func(Record) error) (io.Reader, error) {
 	head := make([]byte, 8+n)
 	got, err := io.ReadFull(r, head)
 	if err := yield(Record{Size: int64(got), R: bytes.NewReader(head[:got])}); err != nil {

@@ -104,3 +104,41 @@ func FuzzReadRecords(f *testing.F) {
 		withinBudget(t, len(data), func() { readRecords(t, data) })
 	})
 }
+
+// A .distcp file is read as its items: every chunk a rank saved, in
+// either serialization format, is a tensor record with the chunk's dtype,
+// and its bytes are the chunk's bytes.
+func TestRecordsOfDCPFiles(t *testing.T) {
+	for _, dir := range []string{"2ranks", "4ranks", "2ranks-safetensors", "torch-2.5"} {
+		f := readDCPFixture(t, dir)
+		for i, file := range f.files {
+			want := map[[32]byte]DType{}
+			for _, tt := range f.ck.Tensors {
+				for _, c := range tt.Chunks {
+					n, _ := volume(c.Sizes, torchDTypes[tt.DType].size)
+					if c.Storage.Path != file.Name || n == 0 {
+						continue
+					}
+					loc := &dcpLocator{files: f.files, headers: map[[2]int64]*Header{}}
+					off, err := loc.locate(i, tt, c, n*torchDTypes[tt.DType].size)
+					if err != nil {
+						t.Fatal(err)
+					}
+					want[sha256.Sum256(f.data[i][off:off+n*torchDTypes[tt.DType].size])] = torchDTypes[tt.DType].st
+				}
+			}
+			_, recs, bodies := readRecords(t, f.data[i])
+			got := map[[32]byte]DType{}
+			for j, rec := range recs {
+				if rec.Tensor {
+					got[sha256.Sum256(bodies[j])] = rec.DType
+				}
+			}
+			for h, dt := range want {
+				if got[h] != dt {
+					t.Fatalf("%s/%s: a chunk is not a %s record (%d records, %d chunks)", dir, file.Name, dt, len(got), len(want))
+				}
+			}
+		}
+	}
+}

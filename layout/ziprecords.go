@@ -2,6 +2,7 @@ package layout
 
 import (
 	"bytes"
+	"encoding/binary"
 	"io"
 )
 
@@ -24,7 +25,11 @@ type zipReader struct {
 const maxEntryRead = 1 << 20
 
 // zipRecords yields the entries of r it can follow and returns the rest:
-// the central directory, or whatever it could not follow.
+// whatever it could not follow, or the central directory of the last
+// archive. Archives one after another, as a DCP .distcp file holds them
+// (one torch.save archive an item), are followed through their central
+// directories, and so is a safetensors file after them (a .distcp of
+// SerializationFormat.SAFETENSORS).
 func zipRecords(r io.Reader, yield func(Record) error) (io.Reader, error) {
 	z := &zipReader{r: r, yield: yield}
 	for {
@@ -32,8 +37,49 @@ func zipRecords(r io.Reader, yield func(Record) error) (io.Reader, error) {
 		if err != nil {
 			return nil, err
 		}
-		if !ok {
-			return io.MultiReader(bytes.NewReader(z.buf), z.r), nil
+		if ok {
+			continue
+		}
+		if ok, err = z.archiveEnd(); err != nil || !ok {
+			return io.MultiReader(bytes.NewReader(z.buf), z.r), err
+		}
+		z.pickle, z.records = "", nil
+		if err := z.fill(9); err != nil {
+			return nil, err
+		}
+		if len(z.buf) >= 9 && z.buf[8] == '{' {
+			if n, err := HeaderLen(z.buf); err == nil {
+				return safetensorsRecords(z, n, yield)
+			}
+		}
+	}
+}
+
+// archiveEnd yields an archive's central directory through its end
+// record, found within maxEntryRead, when another archive or a
+// safetensors file follows it; false when neither does.
+func (z *zipReader) archiveEnd() (bool, error) {
+	if err := z.fill(4); err != nil || !bytes.HasPrefix(z.buf, []byte("PK\x01\x02")) {
+		return false, err
+	}
+	const eocdLen = 22
+	for {
+		if at := bytes.Index(z.buf, []byte("PK\x05\x06")); at >= 0 && len(z.buf) >= at+eocdLen {
+			end := at + eocdLen + int(binary.LittleEndian.Uint16(z.buf[at+20:]))
+			if err := z.fill(end + 9); err != nil {
+				return false, err
+			}
+			next := z.buf[min(end, len(z.buf)):]
+			if !bytes.HasPrefix(next, zipLocalSig) && !(len(next) >= 9 && next[8] == '{') {
+				return false, nil
+			}
+			return true, z.yieldBytes(end)
+		}
+		if z.eof || len(z.buf) > maxEntryRead {
+			return false, nil
+		}
+		if err := z.fill(len(z.buf) + 64<<10); err != nil {
+			return false, err
 		}
 	}
 }

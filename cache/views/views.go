@@ -52,14 +52,15 @@ func FolderKey(entries []meta.DirEntry, inodes map[string]*meta.Inode) string {
 	return hot.Key(parts...)
 }
 
-// HasWeights reports whether a folder holds any weight file a view reads.
+// HasWeights reports whether a folder holds any weight file a view reads:
+// safetensors, PyTorch .bin weights, or a DCP checkpoint.
 func HasWeights(entries []meta.DirEntry) bool {
 	for _, e := range entries {
 		if e.Mode == syscall.S_IFREG && (strings.HasSuffix(e.Name, ".safetensors") || isTorchWeights(e.Name)) {
 			return true
 		}
 	}
-	return false
+	return isDCPFolder(entries)
 }
 
 // isTorchWeights reports whether a file is a PyTorch model weights file
@@ -116,6 +117,14 @@ func ReadFolder(store *cache.Store, dirIno uint64) ([]meta.DirEntry, map[string]
 func Plan(store *cache.Store, log *slog.Logger, dirPath string, entries []meta.DirEntry, inodes map[string]*meta.Inode, key string, spec layout.ViewSpec) (*View, error) {
 	weightNames, used := weightFiles(store, log, dirPath, entries, inodes)
 	v := &View{Key: key}
+	if len(weightNames) == 0 && isDCPFolder(entries) {
+		var err error
+		if used, err = planDCP(store, log, v, dirPath, entries, inodes, spec); err != nil {
+			return nil, err
+		}
+		passThrough(v, entries, inodes, used)
+		return v, nil
+	}
 	var sources []layout.Source
 	for _, name := range weightNames {
 		in := inodes[name]
@@ -144,6 +153,13 @@ func Plan(store *cache.Store, log *slog.Logger, dirPath string, entries []meta.D
 		log.Warn("view of "+dirPath, "warning", w)
 	}
 	v.Files = lv.Files
+	passThrough(v, entries, inodes, used)
+	return v, nil
+}
+
+// passThrough adds the folder's files that are not weights, and not named
+// as a view file, to v as they are.
+func passThrough(v *View, entries []meta.DirEntry, inodes map[string]*meta.Inode, used map[string]bool) {
 	taken := map[string]bool{}
 	for _, f := range v.Files {
 		taken[f.Name] = true
@@ -154,7 +170,6 @@ func Plan(store *cache.Store, log *slog.Logger, dirPath string, entries []meta.D
 		}
 		v.Extra = append(v.Extra, Passthrough{Name: e.Name, Inode: inodes[e.Name]})
 	}
-	return v, nil
 }
 
 // weightFiles picks the folder's weight files in source order, preferring
@@ -219,11 +234,7 @@ func weightFiles(store *cache.Store, log *slog.Logger, dirPath string, entries [
 }
 
 func readIndex(store *cache.Store, path string, in *meta.Inode) (*layout.Index, error) {
-	if in.Content.Size > maxIndexSize {
-		return nil, fmt.Errorf("index of %d bytes is larger than %d", in.Content.Size, maxIndexSize)
-	}
-	r := store.NewReader(path, &in.Content)
-	data, err := io.ReadAll(io.NewSectionReader(r, 0, r.Size()))
+	data, err := readSmall(store, path, in, maxIndexSize)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,104 @@
+package views
+
+import (
+	"bytes"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+
+	"github.com/ckptfs/ckptfs/cache"
+	"github.com/ckptfs/ckptfs/cache/meta"
+	"github.com/ckptfs/ckptfs/layout"
+)
+
+// tensorsOf reads a safetensors file's tensors by name.
+func tensorsOf(t *testing.T, b []byte) map[string][]byte {
+	t.Helper()
+	h, err := layout.ParseFile(b, int64(len(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]byte{}
+	for _, x := range h.Tensors {
+		out[x.Name] = b[h.DataStart+x.Begin : h.DataStart+x.End]
+	}
+	return out
+}
+
+// TestDCPFolderViews stores a 4-rank DCP checkpoint torch wrote, with a
+// config: the view serves its model tensors, as the reference holds them,
+// passes the config through and keeps the checkpoint's own files out; a
+// prefix file chooses other tensors.
+func TestDCPFolderViews(t *testing.T) {
+	s, err := cache.Open(filepath.Join(t.TempDir(), "store"), cache.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	dir, _ := s.Create(meta.RootIno, "ck", meta.Inode{Mode: syscall.S_IFDIR | 0o755})
+	put := func(name string, data []byte) {
+		c, err := s.Ingest(bytes.NewReader(data))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Create(dir.Ino, name, meta.Inode{Mode: syscall.S_IFREG | 0o644, Content: *c}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	src := "../../layout/testdata/dcp/4ranks"
+	names, _ := filepath.Glob(src + "/*.distcp")
+	for _, name := range append(names, src+"/.metadata") {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		put(filepath.Base(name), b)
+	}
+	put("config.json", []byte("{}"))
+	ref, err := os.ReadFile(src + "/reference.safetensors")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := tensorsOf(t, ref)
+
+	entries, _ := s.ReadDir(dir.Ino)
+	if !HasWeights(entries) {
+		t.Fatal("a DCP folder has no weights")
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	read := func() (*View, map[string][]byte) {
+		v, err := Build(s, log, dir.Ino, "/ck", layout.ViewSpec{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		i, ok := v.FileIndex("model.safetensors")
+		if !ok {
+			t.Fatal("no model.safetensors")
+		}
+		buf := make([]byte, v.Files[i].Size)
+		if n, err := v.ReadAt(i, buf, 0); n != len(buf) || (err != nil && err != io.EOF) {
+			t.Fatalf("read %d of %d: %v", n, len(buf), err)
+		}
+		return v, tensorsOf(t, buf)
+	}
+	v, got := read()
+	if len(got) != len(want) {
+		t.Fatalf("%d tensors, want %d", len(got), len(want))
+	}
+	for name, b := range want {
+		if !bytes.Equal(got[name], b) {
+			t.Fatalf("%s differs", name)
+		}
+	}
+	if len(v.Extra) != 1 || v.Extra[0].Name != "config.json" || len(v.Weights) != len(names)+1 {
+		t.Fatalf("passed through %+v, %d weights", v.Extra, len(v.Weights))
+	}
+	put(ModelPrefixFile, []byte("model.layer.\n"))
+	_, got = read()
+	if len(got) != 3 || !bytes.Equal(got["0.bias"], want["layer.0.bias"]) {
+		t.Fatalf("with a prefix file: %d tensors", len(got))
+	}
+}
