@@ -11,7 +11,7 @@ CPY      := $(CVENV)/bin/python
 # "context deadline exceeded" at a -fuzztime duration boundary (golang/go#75804).
 FUZZTIME ?= 2000000x
 
-.PHONY: build install minio venvs run test unit fuzz integration python fuse venv venv-colossalai bench bench-codec bench-dedup bench-mount bench-remote stress clean
+.PHONY: build install minio venvs run test unit fuzz integration python fuse venv venv-colossalai bench bench-codec bench-dedup bench-mount bench-dcp bench-remote stress clean
 
 build:
 	$(GO) build -o bin/ckptfs ./cmd/ckptfs
@@ -83,7 +83,7 @@ unit:
 
 # Every parser has a fuzz target; make test runs each briefly.
 fuzz:
-	@for t in FuzzParseFile FuzzParseIndex FuzzParseTorch FuzzParsePickle FuzzReadRecords; do \
+	@for t in FuzzParseFile FuzzParseIndex FuzzParseTorch FuzzParsePickle FuzzParseDCPMetadata FuzzReadRecords; do \
 		$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) ./layout/ || exit 1; done
 	@for t in FuzzParseManifest:cache/bucket FuzzChunkRoundTrip:cache/chunk FuzzSplitZip:cache/ingest FuzzDecodeInode:cache/meta; do \
 		$(GO) test -run '^$$' -fuzz "^$${t%%:*}$$" -fuzztime $(FUZZTIME) ./$${t#*:}/ || exit 1; done
@@ -103,7 +103,7 @@ python: build fuse venv venv-colossalai
 		integration/python/test_colossalai.py integration/python/test_torch_bin.py
 
 # Benchmarks print side-by-side tables and write them to integration/bench/out/.
-bench: bench-mount bench-codec bench-dedup bench-remote
+bench: bench-mount bench-dcp bench-codec bench-dedup bench-remote
 
 bench-codec: venv
 	$(PY) -m pip install -q -r integration/bench/requirements.txt
@@ -111,6 +111,9 @@ bench-codec: venv
 
 bench-mount: build fuse venv
 	CKPTFS_BIN=$(CURDIR)/bin/ckptfs HF_HUB_OFFLINE=1 $(PY) integration/bench/mount_bench.py
+
+bench-dcp: build fuse venv
+	CKPTFS_BIN=$(CURDIR)/bin/ckptfs $(PY) integration/bench/dcp_bench.py
 
 bench-dedup: build fuse venv
 	CKPTFS_BIN=$(CURDIR)/bin/ckptfs HF_HUB_OFFLINE=1 $(PY) integration/bench/dedup_bench.py

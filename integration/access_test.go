@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -152,5 +153,45 @@ func TestViewsAreAsPrivateAsTheirSource(t *testing.T) {
 	st, err = os.Stat(m.path("theirs@single/model.safetensors"))
 	if err != nil || st.Mode().Perm() != 0o400 || st.Sys().(*syscall.Stat_t).Uid != 65534 {
 		t.Errorf("view file of 65534's 0600 weights: %v %+v %v", st.Mode(), st.Sys(), err)
+	}
+}
+
+// A view of a DCP checkpoint reads its .metadata and every .distcp file:
+// the other user reads it only when all of them allow it.
+func TestDCPViewsAreAsPrivateAsTheirFiles(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to switch to another user")
+	}
+	store := newStore(t)
+	m := mountStore(t, store, "--allow-other")
+	for d := filepath.Dir(m.dir); d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
+		os.Chmod(d, 0o755)
+	}
+	folder := func(name, private string) {
+		t.Helper()
+		run(t, "cp", "-r", "../layout/testdata/dcp/2ranks", m.path(name))
+		// The reference file would be the folder's weights: safetensors come first.
+		os.Remove(m.path(name, "reference.safetensors"))
+		if private != "" {
+			os.Chmod(m.path(name, private), 0o600)
+		}
+	}
+	folder("public", "")
+	folder("privrank", "__1_0.distcp")
+	folder("privmeta", ".metadata")
+	readable := func(p string) error { _, err := asNobody("cat", m.path(p)); return err }
+	// Control: the other user reads the public view, and it is the
+	// checkpoint's model tensors.
+	if err := readable("public@single/model.safetensors"); err != nil {
+		t.Fatalf("control: the other user cannot read the public view: %v", err)
+	}
+	got, err := os.ReadFile(m.path("public@single/model.safetensors"))
+	if err != nil || !bytes.Contains(got, []byte(`"layer.0.weight":{"dtype":"BF16"`)) {
+		t.Fatalf("public view: %v %.200q", err, got)
+	}
+	for _, p := range []string{"privrank@single/model.safetensors", "privrank@shards=100/model.safetensors.index.json", "privmeta@single/model.safetensors"} {
+		if err := readable(p); err == nil {
+			t.Errorf("the other user read %s", p)
+		}
 	}
 }

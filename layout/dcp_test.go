@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/ckptfs/ckptfs/layout/layouttest"
 )
 
 // The checkpoints in testdata/dcp were written by real torch (gen.py
@@ -268,5 +270,18 @@ func TestDCPMetadataRefusesOtherGlobals(t *testing.T) {
 	// The torch.save reader does not take DCP's classes.
 	if _, err := ParsePickle(md); err == nil || !strings.Contains(err.Error(), "refused") {
 		t.Fatalf("ParsePickle of a .metadata: %v", err)
+	}
+}
+
+// A .metadata has a larger work budget than a data.pkl, and it is a bound
+// all the same, within its memory budget.
+func TestDCPMetadataWorkIsBounded(t *testing.T) {
+	p := layouttest.DupPickle(20 << 20)
+	var err error
+	if used := allocated(func() { _, err = ParseDCPMetadata(p) }); used > dcpMemoryBudget(len(p)) {
+		t.Fatalf("allocated %d bytes", used)
+	}
+	if err == nil || !strings.Contains(err.Error(), "over the reader's limit") {
+		t.Fatalf("20 MB of DUP: %v", err)
 	}
 }

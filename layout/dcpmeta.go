@@ -62,11 +62,19 @@ const (
 	dcpFS   = "torch.distributed.checkpoint.filesystem."
 )
 
+// MaxDCPWork is the work budget of a .metadata (see MaxPickleWork): a
+// chunk costs about 160 (its objects, its storage_data entry and its
+// memo entries), so this admits some 100,000 chunks, the weights and
+// AdamW state of a 7B model saved by 128 ranks. It costs at most about
+// 1 GiB while the file is read, 36 bytes a unit for a real one.
+const MaxDCPWork = 16 << 20
+
 // dcpRules admit, besides a state dict's globals, the DCP metadata
 // dataclasses (as objects with state) and the few values they hold:
 // torch.Size, the memory-format enum, torch's layout lookup and the
 // checkpoint's path. Everything else is refused by name as before.
 var dcpRules = &pickleRules{
+	work: MaxDCPWork,
 	classes: map[string]bool{
 		dcpMeta + "Metadata": true, dcpMeta + "TensorStorageMetadata": true,
 		dcpMeta + "BytesStorageMetadata": true, dcpMeta + "ChunkStorageMetadata": true,
@@ -82,10 +90,16 @@ var dcpRules = &pickleRules{
 	},
 }
 
-// sizeOf reads torch.Size((d0, d1, ...)) as its tuple of dimensions.
-func sizeOf(_ *pickleMachine, args pickleTuple) (any, error) {
+// sizeOf reads torch.Size((d0, d1, ...)) as its tuple of dimensions,
+// paying for the copy: the tuple may be memoized and used again.
+func sizeOf(m *pickleMachine, args pickleTuple) (any, error) {
 	if len(args) != 1 {
 		return nil, fmt.Errorf("%d arguments, need 1", len(args))
+	}
+	if t, ok := args[0].(pickleTuple); ok {
+		if err := m.spend(len(t)); err != nil {
+			return nil, err
+		}
 	}
 	dims, err := intTuple(args[0])
 	if err != nil {
@@ -131,24 +145,27 @@ func pathOf(_ *pickleMachine, args pickleTuple) (any, error) {
 }
 
 // ParseDCPMetadata reads a DCP .metadata pickle without executing it, with
-// ParsePickle's limits (MaxPickleSize, MaxPickleWork). It checks the
+// ParsePickle's size limit (MaxPickleSize) and MaxDCPWork. It checks the
 // structure, not that the chunks tile their tensors (PlanDCP does).
 func ParseDCPMetadata(data []byte) (*DCPCheckpoint, error) {
 	if len(data) > MaxPickleSize {
 		return nil, fmt.Errorf("dcp metadata: %d bytes exceeds %d", len(data), MaxPickleSize)
 	}
-	root, _, err := runPickle(data, dcpRules)
+	root, m, err := runPickle(data, dcpRules)
 	if err != nil {
 		return nil, fmt.Errorf("dcp metadata: %w", err)
 	}
-	ck, err := dcpCheckpoint(root)
+	ck, err := dcpCheckpoint(root, m)
 	if err != nil {
 		return nil, fmt.Errorf("dcp metadata: %w", err)
 	}
 	return ck, nil
 }
 
-func dcpCheckpoint(root any) (*DCPCheckpoint, error) {
+// dcpCheckpoint takes the pickle's objects apart, paying for every chunk
+// and dimension it walks from what the pickle left of its budget: a chunk
+// list or a torch.Size is built once and may be referenced a million times.
+func dcpCheckpoint(root any, m *pickleMachine) (*DCPCheckpoint, error) {
 	md, err := objectState(root, dcpMeta+"Metadata")
 	if err != nil {
 		return nil, err
@@ -166,7 +183,7 @@ func dcpCheckpoint(root any) (*DCPCheckpoint, error) {
 	if !known {
 		return nil, fmt.Errorf("metadata version %q not known (known: %q)", ck.Version, DCPVersions)
 	}
-	storage, err := dcpStorage(md)
+	storage, err := dcpStorage(md, m)
 	if err != nil {
 		return nil, err
 	}
@@ -184,7 +201,7 @@ func dcpCheckpoint(root any) (*DCPCheckpoint, error) {
 			ck.Skipped = append(ck.Skipped, fqn)
 			continue
 		}
-		t, err := dcpTensor(fqn, sdm.Values[i], storage)
+		t, err := dcpTensor(fqn, sdm.Values[i], storage, m)
 		if err != nil {
 			return nil, fmt.Errorf("%q: %w", fqn, err)
 		}
@@ -228,7 +245,7 @@ func chunkKey(fqn string, offsets []int64) string {
 }
 
 // dcpStorage reads storage_data, {MetadataIndex: _StorageInfo}, by chunkKey.
-func dcpStorage(md *PickleDict) (map[string]DCPStorage, error) {
+func dcpStorage(md *PickleDict, m *pickleMachine) (map[string]DCPStorage, error) {
 	sd, err := dictField(md, "storage_data")
 	if err != nil {
 		return nil, fmt.Errorf("%w (only FileSystemWriter checkpoints are read)", err)
@@ -248,6 +265,9 @@ func dcpStorage(md *PickleDict) (map[string]DCPStorage, error) {
 			if offsets, ok = v.([]int64); !ok {
 				return nil, fmt.Errorf("storage_data %q: offset is %s, not a torch.Size", fqn, typeName(v))
 			}
+		}
+		if err := m.spend(1 + len(offsets) + len(fqn)/64); err != nil {
+			return nil, err
 		}
 		info, err := objectState(sd.Values[i], dcpFS+"_StorageInfo")
 		if err != nil {
@@ -295,7 +315,7 @@ func storageInfo(info *PickleDict) (DCPStorage, error) {
 	return s, nil
 }
 
-func dcpTensor(fqn string, v any, storage map[string]DCPStorage) (DCPTensor, error) {
+func dcpTensor(fqn string, v any, storage map[string]DCPStorage, m *pickleMachine) (DCPTensor, error) {
 	t := DCPTensor{FQN: fqn}
 	md, err := objectState(v, dcpMeta+"TensorStorageMetadata")
 	if err != nil {
@@ -317,6 +337,9 @@ func dcpTensor(fqn string, v any, storage map[string]DCPStorage) (DCPTensor, err
 	if !ok || !ok2 {
 		return t, fmt.Errorf("chunks is %s, not a list", typeName(chunks))
 	}
+	if err := m.spend(1 + len(t.Size) + len(fqn)/64); err != nil {
+		return t, err
+	}
 	for i, c := range list.items {
 		cm, err := objectState(c, dcpMeta+"ChunkStorageMetadata")
 		if err != nil {
@@ -330,6 +353,9 @@ func dcpTensor(fqn string, v any, storage map[string]DCPStorage) (DCPTensor, err
 		}
 		if ch.Sizes, ok = sizes.([]int64); !ok {
 			return t, fmt.Errorf("chunk %d: sizes is %s", i, typeName(sizes))
+		}
+		if err := m.spend(1 + len(ch.Offsets) + len(ch.Sizes) + len(fqn)/64); err != nil {
+			return t, err
 		}
 		if ch.Storage, ok = storage[chunkKey(fqn, ch.Offsets)]; !ok {
 			return t, fmt.Errorf("chunk at %v has no storage_data entry", ch.Offsets)

@@ -72,7 +72,7 @@ func BuildDCPView(ck *DCPCheckpoint, names map[string]string, files []DCPFile, s
 	for i, f := range files {
 		byName[f.Name] = i
 	}
-	loc := &dcpLocator{files: files, headers: map[[2]int64]*Header{}}
+	loc := newDCPLocator(files)
 	budget := MaxDCPPlanParts
 	var all []placedTensor
 	for _, t := range ck.Tensors {
@@ -236,7 +236,7 @@ func chunkRects(out []rect, dims []int64, c dcpChunk, width, col int64, budget *
 	idx := slices.Clone(c.offsets[:j])
 	src := c.srcOff
 	for {
-		if *budget--; *budget < 0 {
+		if *budget -= 1 + j; *budget < 0 {
 			return nil, fmt.Errorf("plan over %d runs", MaxDCPPlanParts)
 		}
 		row := int64(0)
@@ -346,11 +346,33 @@ func cmpInt(a, b int64) int {
 	return 0
 }
 
-// dcpLocator finds chunk bytes in .distcp files, reading each safetensors
-// header once.
+// dcpLocator finds chunk bytes in .distcp files, reading each item once
+// however many chunks name it: a hostile .metadata may point a million
+// chunks at one item.
 type dcpLocator struct {
 	files   []DCPFile
-	headers map[[2]int64]*Header // by file and offset
+	headers map[[2]int64]*itemHeader // safetensors items, by file and offset
+	saved   map[itemKey]savedItem    // torch.save items
+}
+
+type itemKey struct {
+	file           int
+	offset, length int64
+}
+
+type itemHeader struct {
+	*Header
+	byName map[string]int
+	err    error
+}
+
+type savedItem struct {
+	t   Tensor
+	err error
+}
+
+func newDCPLocator(files []DCPFile) *dcpLocator {
+	return &dcpLocator{files: files, headers: map[[2]int64]*itemHeader{}, saved: map[itemKey]savedItem{}}
 }
 
 // locate returns the offset in file fi of chunk c's first element, its
@@ -372,7 +394,13 @@ func (l *dcpLocator) locate(fi int, t DCPTensor, c DCPChunk, n int64) (int64, er
 	want := torchDTypes[t.DType].st
 	switch {
 	case bytes.HasPrefix(head, zipLocalSig):
-		tt, err := torchSavedTensor(io.NewSectionReader(f.R, st.Offset, st.Length), st.Length)
+		key := itemKey{fi, st.Offset, st.Length}
+		item, ok := l.saved[key]
+		if !ok {
+			item.t, item.err = torchSavedTensor(io.NewSectionReader(f.R, st.Offset, st.Length), st.Length)
+			l.saved[key] = item
+		}
+		tt, err := item.t, item.err
 		if err != nil {
 			return 0, err
 		}
@@ -385,8 +413,8 @@ func (l *dcpLocator) locate(fi int, t DCPTensor, c DCPChunk, n int64) (int64, er
 		if err != nil {
 			return 0, err
 		}
-		i := slices.IndexFunc(h.Tensors, func(x Tensor) bool { return x.Name == t.FQN })
-		if i < 0 {
+		i, ok := h.byName[t.FQN]
+		if !ok {
 			return 0, fmt.Errorf("safetensors item has no tensor %q", t.FQN)
 		}
 		if err := sameTensor(h.Tensors[i], want, c.Sizes); err != nil {
@@ -399,13 +427,22 @@ func (l *dcpLocator) locate(fi int, t DCPTensor, c DCPChunk, n int64) (int64, er
 	return 0, fmt.Errorf("item of %d bytes is neither a torch.save archive nor the %d raw bytes of the chunk", st.Length, n)
 }
 
-// header reads the safetensors header at off of file fi, its tensors
-// checked to lie inside the file; DataStart is made absolute.
-func (l *dcpLocator) header(fi int, off int64) (*Header, error) {
-	if h, ok := l.headers[[2]int64{int64(fi), off}]; ok {
-		return h, nil
+// header reads the safetensors header at off of file fi once, its
+// tensors checked to lie inside the file; DataStart is made absolute.
+func (l *dcpLocator) header(fi int, off int64) (*itemHeader, error) {
+	key := [2]int64{int64(fi), off}
+	if h, ok := l.headers[key]; ok {
+		return h, h.err
 	}
-	f := l.files[fi]
+	h, err := readItemHeader(l.files[fi], off)
+	if err != nil {
+		h = &itemHeader{err: err}
+	}
+	l.headers[key] = h
+	return h, err
+}
+
+func readItemHeader(f DCPFile, off int64) (*itemHeader, error) {
 	prefix := make([]byte, 8)
 	if _, err := f.R.ReadAt(prefix, off); err != nil {
 		return nil, err
@@ -429,8 +466,11 @@ func (l *dcpLocator) header(fi int, off int64) (*Header, error) {
 	if h.DataStart+h.BufferLen() > f.Size {
 		return nil, fmt.Errorf("safetensors data of %d bytes runs past the end of the file", h.BufferLen())
 	}
-	l.headers[[2]int64{int64(fi), off}] = h
-	return h, nil
+	ih := &itemHeader{Header: h, byName: make(map[string]int, len(h.Tensors))}
+	for i, x := range h.Tensors {
+		ih.byName[x.Name] = i
+	}
+	return ih, nil
 }
 
 // sameTensor checks that a stored chunk is what the metadata says.

@@ -154,3 +154,57 @@ func FuzzParsePickle(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseDCPMetadata reads a .metadata and, when it parses, plans its
+// views over the 2-rank fixture's .distcp files: every piece a view reads
+// must lie inside the file it reads from, and the files tile their size.
+func FuzzParseDCPMetadata(f *testing.F) {
+	for _, dir := range dcpFixtures {
+		if md, err := os.ReadFile(filepath.Join("testdata/dcp", dir, DCPMetadataName)); err == nil {
+			f.Add(md)
+		}
+	}
+	for _, p := range hostilePickles() {
+		f.Add(p)
+	}
+	var files []DCPFile
+	var data [][]byte
+	for _, name := range []string{"__0_0.distcp", "__1_0.distcp"} {
+		b, err := os.ReadFile(filepath.Join("testdata/dcp/2ranks", name))
+		if err != nil {
+			f.Fatal(err)
+		}
+		files, data = append(files, DCPFile{Name: name, R: bytes.NewReader(b), Size: int64(len(b))}), append(data, b)
+	}
+	f.Fuzz(func(t *testing.T, md []byte) {
+		var ck *DCPCheckpoint
+		var v *View
+		var err error
+		plan := func() {
+			if ck, err = ParseDCPMetadata(md); err == nil {
+				v, err = BuildDCPView(ck, DCPModelNames(ck, "", false), files, ViewSpec{Shards: true, MaxShardSize: 200})
+			}
+		}
+		if used, budget := allocated(plan), dcpMemoryBudget(len(md)); used > budget {
+			t.Fatalf("allocated %d bytes for a %d-byte input, budget %d", used, len(md), budget)
+		}
+		if err != nil {
+			return
+		}
+		for _, vf := range v.Files {
+			var n int64
+			for _, p := range vf.Pieces(0, vf.Size) {
+				if p.Off != n {
+					t.Fatalf("%s: piece at %d, want %d", vf.Name, p.Off, n)
+				}
+				if p.Inline == nil && (p.SrcOff < 0 || p.SrcOff+p.Len > int64(len(data[p.Source]))) {
+					t.Fatalf("%s: piece %+v outside its %d-byte source", vf.Name, p, len(data[p.Source]))
+				}
+				n += p.Len
+			}
+			if n != vf.Size {
+				t.Fatalf("%s: pieces cover %d of %d bytes", vf.Name, n, vf.Size)
+			}
+		}
+	})
+}

@@ -23,6 +23,9 @@ func allocated(fn func()) uint64 {
 // its length, plus the work budget's worth of objects.
 func pickleMemoryBudget(n int) uint64 { return 64*uint64(n) + 64*MaxPickleWork }
 
+// dcpMemoryBudget is pickleMemoryBudget for a .metadata and its view plan.
+func dcpMemoryBudget(n int) uint64 { return 64*uint64(n) + 64*MaxDCPWork }
+
 func TestHostilePicklesAreBounded(t *testing.T) {
 	for _, tc := range []struct {
 		name   string

@@ -133,6 +133,10 @@ func ParsePickle(data []byte) (*Pickled, error) {
 // those of extra, if any, besides.
 func runPickle(data []byte, extra *pickleRules) (any, *pickleMachine, error) {
 	m := &pickleMachine{data: data, memo: map[uint64]any{}, storages: map[string]*TorchStorage{}, work: MaxPickleWork, extra: extra}
+	if extra != nil {
+		m.work = extra.work
+	}
+	m.limit = m.work
 	root, err := m.run()
 	if err != nil {
 		return nil, nil, fmt.Errorf("pickle: at byte %d: %w", m.pos, err)
@@ -144,6 +148,7 @@ func runPickle(data []byte, extra *pickleRules) (any, *pickleMachine, error) {
 // of another kind (DCP's .metadata): classes that NEWOBJ may instantiate
 // and BUILD give state, and callables interpreted as data.
 type pickleRules struct {
+	work      int // the work budget, instead of MaxPickleWork
 	classes   map[string]bool
 	callables map[string]func(*pickleMachine, pickleTuple) (any, error)
 }
@@ -163,19 +168,17 @@ type pickleMachine struct {
 	memo     map[uint64]any
 	storages map[string]*TorchStorage
 	order    []*TorchStorage
-	work     int          // left of MaxPickleWork
+	work     int          // left of limit
+	limit    int          // MaxPickleWork, or the extra rules' budget
 	extra    *pickleRules // nil for a torch.save pickle
 }
 
-var (
-	errTruncated = errors.New("truncated")
-	errTooMuch   = fmt.Errorf("more than %d objects built: over the reader's limit", MaxPickleWork)
-)
+var errTruncated = errors.New("truncated")
 
 // spend takes n from the work budget.
 func (m *pickleMachine) spend(n int) error {
 	if m.work -= n; m.work < 0 {
-		return errTooMuch
+		return fmt.Errorf("more than %d objects built: over the reader's limit", m.limit)
 	}
 	return nil
 }
@@ -727,9 +730,17 @@ func newOrderedDict(m *pickleMachine, args pickleTuple) (any, error) {
 // rebuildTensor interprets _rebuild_tensor_v2(storage, offset, size, stride,
 // requires_grad, hooks[, metadata]) and _rebuild_tensor_v3(..., hooks,
 // dtype[, metadata]).
-func rebuildTensor(_ *pickleMachine, args pickleTuple) (any, error) {
+func rebuildTensor(m *pickleMachine, args pickleTuple) (any, error) {
 	if len(args) < 6 {
 		return nil, fmt.Errorf("%d arguments, need at least 6", len(args))
+	}
+	// Size and stride may be memoized tuples used again: their copies are paid for.
+	for _, a := range args[2:4] {
+		if t, ok := a.(pickleTuple); ok {
+			if err := m.spend(len(t)); err != nil {
+				return nil, err
+			}
+		}
 	}
 	s, ok := args[0].(*TorchStorage)
 	offset, ok2 := args[1].(int64)

@@ -94,7 +94,8 @@ func TestRecordsOfBrokenStreams(t *testing.T) {
 // a rest that join back to it, within the parsers' memory budget.
 func FuzzReadRecords(f *testing.F) {
 	names, _ := filepath.Glob("testdata/torch/*")
-	for _, n := range names {
+	distcp, _ := filepath.Glob("testdata/dcp/*/*.distcp") // archives one after another
+	for _, n := range append(names, distcp...) {
 		if data, err := os.ReadFile(n); err == nil && filepath.Ext(n) != ".py" && filepath.Ext(n) != ".json" {
 			f.Add(data)
 		}
@@ -119,7 +120,7 @@ func TestRecordsOfDCPFiles(t *testing.T) {
 					if c.Storage.Path != file.Name || n == 0 {
 						continue
 					}
-					loc := &dcpLocator{files: f.files, headers: map[[2]int64]*Header{}}
+					loc := newDCPLocator(f.files)
 					off, err := loc.locate(i, tt, c, n*torchDTypes[tt.DType].size)
 					if err != nil {
 						t.Fatal(err)

@@ -1,0 +1,154 @@
+"""make bench-dcp: a ~1 GiB checkpoint saved by torch.distributed.checkpoint from
+4 gloo ranks, made loadable as an HF folder two ways, side by side in one run:
+the consolidation job users run today (dcp_to_torch_save, then the state dict
+written as model.safetensors) on local disk, against DIR@single through the
+mount. Prints one table and writes it to integration/bench/out/dcp.md."""
+
+import gc
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.multiprocessing as mp
+
+from mount_bench import OUT, Mount, drop_caches, row, rows, timed
+
+MIB = 1 << 20
+HIDDEN, FFN, LAYERS, VOCAB = 2048, 5504, 8, 32000
+
+CONSOLIDATE = """
+import resource, sys, torch
+from safetensors.torch import save_file
+from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+dcp_dir, pt, out = sys.argv[1:]
+dcp_to_torch_save(dcp_dir, pt)
+sd = torch.load(pt, weights_only=True)
+save_file({k: v.contiguous() for k, v in sd.items()}, out, metadata={"format": "pt"})
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def model_tensors():
+    """A Llama-shaped bf16 state dict of about 1 GiB, the same on every rank."""
+    g = torch.Generator().manual_seed(0)
+    sd = {"embed_tokens.weight": torch.randn(VOCAB, HIDDEN, generator=g).bfloat16()}
+    for i in range(LAYERS):
+        p = f"layers.{i}."
+        for n in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            sd[p + f"self_attn.{n}.weight"] = torch.randn(HIDDEN, HIDDEN, generator=g).bfloat16()
+        for n, shape in (("gate_proj", (FFN, HIDDEN)), ("up_proj", (FFN, HIDDEN)), ("down_proj", (HIDDEN, FFN))):
+            sd[p + f"mlp.{n}.weight"] = torch.randn(*shape, generator=g).bfloat16()
+        sd[p + "input_layernorm.weight"] = torch.ones(HIDDEN).bfloat16()
+    return sd
+
+
+def save_ranks(rank, world, port, dirs):
+    import torch.distributed as dist
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Replicate, Shard, distribute_tensor
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    mesh = init_device_mesh("cpu", (world,))
+    # Tensor-parallel style: column-parallel on dim 0, row-parallel on dim 1.
+    sd = {}
+    for k, v in model_tensors().items():
+        place = Replicate() if v.dim() == 1 else Shard(1) if ("o_proj" in k or "down_proj" in k) else Shard(0)
+        sd[k] = distribute_tensor(v, mesh, [place])
+    for d in dirs:
+        dcp.save(sd, checkpoint_id=d)
+    dist.destroy_process_group()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def du(path):
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def load_all(path):
+    from safetensors.torch import load_file
+
+    return load_file(path)
+
+
+def main():
+    if os.geteuid() != 0:
+        sys.exit("make bench drops the page cache and needs root")
+    OUT.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="ckptfs-bench-dcp-", dir="/tmp"))
+    try:
+        bench(tmp)
+    finally:
+        subprocess.run(["fusermount3", "-u", "-z", str(tmp / "mnt")], capture_output=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    lines = ["| metric | ckptfs | consolidation job | unit | ckptfs/job |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['metric']} | {r['ckptfs']:.2f} | {r['local']:.2f} | {r['unit']} | {r['ratio']:.2f} |")
+    md = "\n".join(lines)
+    print(md)
+    (OUT / "dcp.md").write_text(md + "\n")
+
+
+def bench(tmp: Path):
+    local = tmp / "local" / "ck"
+    local.parent.mkdir()
+    m = Mount(tmp / "store", tmp / "mnt")
+    try:
+        print("saving a ~1 GiB checkpoint from 4 ranks, to local disk and into the mount", flush=True)
+        mp.spawn(save_ranks, args=(4, free_port(), [str(local), str(m.mnt / "ck")]), nprocs=4)
+        size = du(local)
+        print(f"DCP checkpoint: {size / MIB:.0f} MiB in {len(list(local.glob('*.distcp')))} files", flush=True)
+
+        # The consolidation job, on local disk.
+        job = tmp / "local" / "hf"
+        job.mkdir()
+        drop_caches()
+        t = time.perf_counter()
+        out = subprocess.run([sys.executable, "-c", CONSOLIDATE, str(local), str(job / "ck.pt"), str(job / "model.safetensors")],
+                             check=True, capture_output=True, text=True).stdout
+        t_job = time.perf_counter() - t
+        job_rss = int(out.split()[-1]) / 1024
+        job_disk = du(job)
+        (job / "ck.pt").unlink()
+        drop_caches()
+        t_load_local = timed(load_all, job / "model.safetensors")
+
+        # The view: nothing to run; the first look plans it.
+        m.close()
+        m = Mount(tmp / "store", tmp / "mnt")
+        drop_caches()
+        before = du(tmp / "store")
+        print("store before:", {p.name: du(p) for p in (tmp / "store").iterdir() if p.is_dir()}, flush=True)
+        t_plan = timed(lambda: (m.mnt / "ck@single" / "model.safetensors").stat())
+        t_load_view = timed(load_all, m.mnt / "ck@single" / "model.safetensors")
+        rss = m.rss()["VmHWM"] / 1024
+        extra = du(tmp / "store") - before
+        print("store growth while the view was read:", {p.name: du(p) for p in (tmp / "store").iterdir() if p.is_dir()}, flush=True)
+
+        got, want = load_all(m.mnt / "ck@single" / "model.safetensors"), load_all(job / "model.safetensors")
+        assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want), "view differs from the job's output"
+        del got, want  # their storage maps the view file: the mount is busy until they go
+        gc.collect()
+    finally:
+        m.close()
+    row("time to a loadable HF folder (s)", t_plan, t_job, "s", higher_is_better=False)
+    row("time to the full state dict in memory, cold (s)", t_plan + t_load_view, t_job + t_load_local, "s", higher_is_better=False)
+    row("load_file of the HF folder alone, cold (s)", t_load_view, t_load_local, "s", higher_is_better=False)
+    row("extra disk (MiB; ckptfs: the hot copy of a view read twice, optional)", extra / MIB, job_disk / MIB, "MiB", higher_is_better=False)
+    row("peak memory: ckptfs daemon vs the job (MiB)", rss, job_rss, "MiB", higher_is_better=False)
+
+
+if __name__ == "__main__":
+    main()
