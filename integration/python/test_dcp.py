@@ -192,7 +192,7 @@ def test_dcp_malformed_left_out(mount):
     naming the cause; the mount stays up and serves the rest."""
     want = fixture_tensors(FIXTURE / "reference.safetensors")
     cases = {}
-    for name in ["dcp-truncated", "dcp-missing", "dcp-overlap", "dcp-global", "dcp-good"]:
+    for name in ["dcp-truncated", "dcp-missing", "dcp-nochunk", "dcp-overlap", "dcp-global", "dcp-good"]:
         shutil.copytree(FIXTURE, mount / name, ignore=shutil.ignore_patterns("reference.safetensors", "gen.py"))
         cases[name] = mount / name
     md = pickle.loads((FIXTURE / ".metadata").read_bytes())
@@ -205,6 +205,9 @@ def test_dcp_malformed_left_out(mount):
         if k.fqn == "model.layer.0.bias" and k.offset == torch.Size([4]):
             md.storage_data[type(k)(k.fqn, [2])] = md.storage_data.pop(k)
     (cases["dcp-overlap"] / ".metadata").write_bytes(pickle.dumps(md))
+    md = pickle.loads((FIXTURE / ".metadata").read_bytes())
+    del md.state_dict_metadata["model.embed.weight"].chunks[1]  # rows 5..10 saved by no chunk
+    (cases["dcp-nochunk"] / ".metadata").write_bytes(pickle.dumps(md))
     (cases["dcp-global"] / ".metadata").write_bytes(b"\x80\x04\x8c\x02os\x8c\x06system\x93\x8c\x02id\x85R.")
 
     def served(name):
@@ -215,10 +218,12 @@ def test_dcp_malformed_left_out(mount):
     assert "layer.0.bias" not in served("dcp-overlap")
     assert len(served("dcp-overlap")) == len(want) - 1
     assert 0 < len(served("dcp-missing")) < len(want)
+    assert set(served("dcp-nochunk")) == set(want) - {"embed.weight"}
     assert not (mount / "dcp-global@single").exists()
     good = served("dcp-good")
     assert set(good) == set(want) and all(torch.equal(good[k], want[k]) for k in want)
     log = (mount.store / "ckptfs.log").read_text()
-    for cause in ["runs past the end", "which the folder does not have", "chunks overlap", "os.system refused"]:
+    for cause in ["runs past the end", "which the folder does not have", "saved by no chunk", "chunks overlap",
+                  "os.system refused"]:
         assert cause in log, cause
     assert subprocess.run(["ls", str(mount.dir)], capture_output=True).returncode == 0
