@@ -93,19 +93,25 @@ func TestUnmountWhileBusy(t *testing.T) {
 	}
 }
 
+// sharedMount mounts a new store with --allow-other, its parent folders
+// opened to all, for tests that read as another user (root only).
+func sharedMount(t *testing.T) *mount {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to switch to another user")
+	}
+	m := mountStore(t, newStore(t), "--allow-other")
+	for d := filepath.Dir(m.dir); d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
+		os.Chmod(d, 0o755)
+	}
+	return m
+}
+
 // TestViewsAreAsPrivateAsTheirSource reads views as another user with
 // --allow-other: a view of a private folder, or of private weights, must
 // refuse them, while the same layout made public serves them (the control
 // that shows the other user can reach the mount at all).
 func TestViewsAreAsPrivateAsTheirSource(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to switch to another user")
-	}
-	store := newStore(t)
-	m := mountStore(t, store, "--allow-other")
-	for d := filepath.Dir(m.dir); d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
-		os.Chmod(d, 0o755)
-	}
+	m := sharedMount(t)
 	weights := []genTensor{{name: "w", dtype: "F32", shape: []int{4}, data: make([]byte, 16)}}
 	folder := func(name string, dirMode, weightMode os.FileMode, uid int) {
 		t.Helper()
@@ -159,14 +165,7 @@ func TestViewsAreAsPrivateAsTheirSource(t *testing.T) {
 // A view of a DCP checkpoint reads its .metadata and every .distcp file:
 // the other user reads it only when all of them allow it.
 func TestDCPViewsAreAsPrivateAsTheirFiles(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to switch to another user")
-	}
-	store := newStore(t)
-	m := mountStore(t, store, "--allow-other")
-	for d := filepath.Dir(m.dir); d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
-		os.Chmod(d, 0o755)
-	}
+	m := sharedMount(t)
 	folder := func(name, private string) {
 		t.Helper()
 		run(t, "cp", "-r", "../layout/testdata/dcp/2ranks", m.path(name))

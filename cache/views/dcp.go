@@ -74,14 +74,9 @@ func planDCP(store *cache.Store, log *slog.Logger, v *View, dirPath string, entr
 	}
 	v.Weights = append(v.Weights, inodes[layout.DCPMetadataName])
 	lv, err := layout.BuildDCPView(ck, layout.DCPModelNames(ck, prefix, override), files, spec)
-	if err != nil {
-		log.Warn("view refused", "dir", dirPath, "reason", err)
-		return nil, syscall.ENOENT
+	if err := takePlan(v, lv, err, log, dirPath); err != nil {
+		return nil, err
 	}
-	for _, w := range lv.Warnings {
-		log.Warn("view of "+dirPath, "warning", w)
-	}
-	v.Files = lv.Files
 	return used, nil
 }
 

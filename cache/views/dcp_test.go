@@ -6,11 +6,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"syscall"
 	"testing"
 
-	"github.com/ckptfs/ckptfs/cache"
-	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/layout"
 )
 
@@ -33,21 +30,8 @@ func tensorsOf(t *testing.T, b []byte) map[string][]byte {
 // passes the config through and keeps the checkpoint's own files out; a
 // prefix file chooses other tensors.
 func TestDCPFolderViews(t *testing.T) {
-	s, err := cache.Open(filepath.Join(t.TempDir(), "store"), cache.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	dir, _ := s.Create(meta.RootIno, "ck", meta.Inode{Mode: syscall.S_IFDIR | 0o755})
-	put := func(name string, data []byte) {
-		c, err := s.Ingest(bytes.NewReader(data))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := s.Create(dir.Ino, name, meta.Inode{Mode: syscall.S_IFREG | 0o644, Content: *c}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	s, dir, putMode := storedFolder(t)
+	put := func(name string, data []byte) { putMode(name, data, 0o644) }
 	src := "../../layout/testdata/dcp/4ranks"
 	names, _ := filepath.Glob(src + "/*.distcp")
 	for _, name := range append(names, src+"/.metadata") {
@@ -74,15 +58,7 @@ func TestDCPFolderViews(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		i, ok := v.FileIndex("model.safetensors")
-		if !ok {
-			t.Fatal("no model.safetensors")
-		}
-		buf := make([]byte, v.Files[i].Size)
-		if n, err := v.ReadAt(i, buf, 0); n != len(buf) || (err != nil && err != io.EOF) {
-			t.Fatalf("read %d of %d: %v", n, len(buf), err)
-		}
-		return v, tensorsOf(t, buf)
+		return v, tensorsOf(t, readViewFile(t, v, "model.safetensors"))
 	}
 	v, got := read()
 	if len(got) != len(want) {

@@ -145,16 +145,25 @@ func Plan(store *cache.Store, log *slog.Logger, dirPath string, entries []meta.D
 		return nil, syscall.ENOENT
 	}
 	lv, err := layout.BuildView(sources, spec)
+	if err := takePlan(v, lv, err, log, dirPath); err != nil {
+		return nil, err
+	}
+	passThrough(v, entries, inodes, used)
+	return v, nil
+}
+
+// takePlan keeps the files layout planned for dirPath in v and logs its
+// warnings; a plan layout refused leaves the folder without views.
+func takePlan(v *View, lv *layout.View, err error, log *slog.Logger, dirPath string) error {
 	if err != nil {
 		log.Warn("view refused", "dir", dirPath, "reason", err)
-		return nil, syscall.ENOENT
+		return syscall.ENOENT
 	}
 	for _, w := range lv.Warnings {
 		log.Warn("view of "+dirPath, "warning", w)
 	}
 	v.Files = lv.Files
-	passThrough(v, entries, inodes, used)
-	return v, nil
+	return nil
 }
 
 // passThrough adds the folder's files that are not weights, and not named

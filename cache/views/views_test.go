@@ -14,18 +14,17 @@ import (
 	"github.com/ckptfs/ckptfs/layout/layouttest"
 )
 
-// TestBuildFromAStoredFolder plans views of a stored folder holding two
-// shards named by an index, a stray safetensors file the index does not
-// name, and a config: the shards are the weights, the rest passes through,
-// and the view's bytes hold every tensor of the shards.
-func TestBuildFromAStoredFolder(t *testing.T) {
+// storedFolder opens a store in a temporary folder with a folder "ck" in
+// it, and a function that stores a file there.
+func storedFolder(t *testing.T) (*cache.Store, *meta.Inode, func(name string, data []byte, mode uint32)) {
 	s, err := cache.Open(filepath.Join(t.TempDir(), "store"), cache.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	t.Cleanup(func() { s.Close() })
 	dir, _ := s.Create(meta.RootIno, "ck", meta.Inode{Mode: syscall.S_IFDIR | 0o755})
-	put := func(name string, data []byte, mode uint32) {
+	return s, dir, func(name string, data []byte, mode uint32) {
+		t.Helper()
 		c, err := s.Ingest(bytes.NewReader(data))
 		if err != nil {
 			t.Fatal(err)
@@ -34,6 +33,28 @@ func TestBuildFromAStoredFolder(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// readViewFile reads view file name whole.
+func readViewFile(t *testing.T, v *View, name string) []byte {
+	t.Helper()
+	i, ok := v.FileIndex(name)
+	if !ok {
+		t.Fatalf("no %s", name)
+	}
+	buf := make([]byte, v.Files[i].Size)
+	if n, err := v.ReadAt(i, buf, 0); n != len(buf) || (err != nil && err != io.EOF) {
+		t.Fatalf("read %d of %d: %v", n, len(buf), err)
+	}
+	return buf
+}
+
+// TestBuildFromAStoredFolder plans views of a stored folder holding two
+// shards named by an index, a stray safetensors file the index does not
+// name, and a config: the shards are the weights, the rest passes through,
+// and the view's bytes hold every tensor of the shards.
+func TestBuildFromAStoredFolder(t *testing.T) {
+	s, dir, put := storedFolder(t)
 	put("a.safetensors", layouttest.TinyTensorsHeader(3, 10), 0o644)
 	put("b.safetensors", layouttest.TinyTensorsHeader(2, 10), 0o600)
 	put("stray.safetensors", layouttest.TinyTensorsHeader(1, 10), 0o644)
@@ -59,14 +80,7 @@ func TestBuildFromAStoredFolder(t *testing.T) {
 	if len(extra) != 2 || extra[0] != "config.json" || extra[1] != "stray.safetensors" {
 		t.Fatalf("passed through %q", extra)
 	}
-	i, ok := v.FileIndex("model.safetensors")
-	if !ok {
-		t.Fatal("no model.safetensors")
-	}
-	buf := make([]byte, v.Files[i].Size)
-	if n, err := v.ReadAt(i, buf, 0); n != len(buf) || (err != nil && err != io.EOF) {
-		t.Fatalf("read %d of %d: %v", n, len(buf), err)
-	}
+	buf := readViewFile(t, v, "model.safetensors")
 	h, err := layout.ParseFile(buf, int64(len(buf)))
 	if err != nil || len(h.Tensors) != 3 { // t0..t2 of a; b's t0, t1 are duplicates
 		t.Fatalf("view header: %v, %d tensors", err, len(h.Tensors))

@@ -6,18 +6,16 @@ mount. Prints one table and writes it to integration/bench/out/dcp.md."""
 
 import gc
 import os
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 import torch.multiprocessing as mp
 
-from mount_bench import OUT, Mount, drop_caches, row, rows, timed
+from mount_bench import OUT, Mount, drop_caches, in_scratch, row, rows, timed
 
 MIB = 1 << 20
 HIDDEN, FFN, LAYERS, VOCAB = 2048, 5504, 8, 32000
@@ -84,15 +82,7 @@ def load_all(path):
 
 
 def main():
-    if os.geteuid() != 0:
-        sys.exit("make bench drops the page cache and needs root")
-    OUT.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix="ckptfs-bench-dcp-", dir="/tmp"))
-    try:
-        bench(tmp)
-    finally:
-        subprocess.run(["fusermount3", "-u", "-z", str(tmp / "mnt")], capture_output=True)
-        shutil.rmtree(tmp, ignore_errors=True)
+    in_scratch("ckptfs-bench-dcp-", bench)
     lines = ["| metric | ckptfs | consolidation job | unit | ckptfs/job |", "|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['metric']} | {r['ckptfs']:.2f} | {r['local']:.2f} | {r['unit']} | {r['ratio']:.2f} |")

@@ -154,17 +154,23 @@ def train_seconds(output_dir: Path, minilm: Path):
     return train(minilm, output_dir, STEPS)[1]
 
 
-def main():
+def in_scratch(prefix, bench_fn):
+    """Runs bench_fn(tmp) as root in a scratch folder under /tmp, unmounting
+    any mnt* left in it and removing it after."""
     if os.geteuid() != 0:
         sys.exit("make bench drops the page cache and needs root")
     OUT.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix="ckptfs-bench-", dir="/tmp"))
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     try:
-        bench(tmp)
+        bench_fn(tmp)
     finally:
         for m in tmp.glob("mnt*"):
             subprocess.run(["fusermount3", "-u", "-z", str(m)], capture_output=True)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main():
+    in_scratch("ckptfs-bench-", bench)
     lines = ["| metric | ckptfs | local disk | unit | ckptfs/local | target | met |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["local"] is None:

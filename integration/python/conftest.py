@@ -2,6 +2,7 @@
 outputs of the packaged all-MiniLM-L6-v2 model loaded from local disk."""
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -113,3 +114,25 @@ def assert_same_state(got: dict, want: dict):
     for k, v in want.items():
         assert got[k].dtype == v.dtype, k
         assert torch.equal(got[k], v), k
+
+
+def stat_field(out: str, field: str) -> int:
+    return int(re.search(field + r"\s+(\d+)", out).group(1))
+
+
+def unique_with_twin(minilm_dir, save_twin):
+    """Unique bytes of a store holding MiniLM's safetensors folder and a twin
+    save_twin(folder) writes next to it, those of the folder alone, and the
+    logical bytes of both."""
+    root = Path(tempfile.mkdtemp(prefix="ckptfs-py-twin-"))
+    m = Mount(root)
+    try:
+        shutil.copytree(minilm_dir, m / "st", ignore=shutil.ignore_patterns(".*", "__pycache__"))
+        save_twin(m / "twin")
+    finally:
+        m.close()
+    try:
+        both, one = m.cli("stat").stdout, m.cli("stat", "st").stdout
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return stat_field(both, "unique bytes"), stat_field(one, "unique bytes"), stat_field(both, "logical bytes")

@@ -2,10 +2,8 @@
 bit-for-bit with the same operations on the original folder."""
 
 import hashlib
-import json
 import multiprocessing as mp
 import re
-import subprocess
 
 import pytest
 import torch

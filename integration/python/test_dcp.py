@@ -8,7 +8,6 @@ import pickle
 import shutil
 import socket
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ import torch.multiprocessing as mp
 from safetensors import safe_open
 from transformers import AutoModel
 
-from conftest import Mount, assert_same_state, embed
+from conftest import assert_same_state, embed, unique_with_twin
 
 HF_FILES = ["config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"]
 FIXTURE = Path(__file__).resolve().parents[2] / "layout" / "testdata" / "dcp" / "2ranks"
@@ -161,24 +160,14 @@ def test_dcp_deduplicates_against_safetensors(minilm_dir):
     safetensors twin: .distcp files are split at their storage records."""
     import torch.distributed.checkpoint as dcp
 
-    root = Path(tempfile.mkdtemp(prefix="ckptfs-py-dcp-"))
-    m = Mount(root)
-    try:
-        shutil.copytree(minilm_dir, m / "st", ignore=shutil.ignore_patterns(".*", "__pycache__"))
-        dcp.save(AutoModel.from_pretrained(minilm_dir).state_dict(), checkpoint_id=str(m / "dcp"), no_dist=True)
-    finally:
-        m.close()
-    try:
-        both, one = m.cli("stat").stdout, m.cli("stat", "st").stdout
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-    from test_torch_bin import stat_field
+    def save_twin(d):
+        dcp.save(AutoModel.from_pretrained(minilm_dir).state_dict(), checkpoint_id=str(d), no_dist=True)
 
+    unique_both, unique_one, logical = unique_with_twin(minilm_dir, save_twin)
     weights = os.path.getsize(minilm_dir / "model.safetensors")
-    unique_both, unique_one = stat_field(both, "unique bytes"), stat_field(one, "unique bytes")
     print(f"\nDCP + safetensors: unique {unique_both} bytes, safetensors alone {unique_one}, "
           f"ratio {unique_both / unique_one:.4f}")
-    assert stat_field(both, "logical bytes") > 2 * weights
+    assert logical > 2 * weights
     assert unique_both < unique_one + weights // 50, (unique_both, unique_one)
 
 

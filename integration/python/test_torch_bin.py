@@ -10,9 +10,6 @@ CKPTFS_REQUIRE_BIN_SAVE, so the real save_pretrained is always covered.
 
 import json
 import os
-import re
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -20,7 +17,7 @@ import torch
 from safetensors import safe_open
 from transformers import AutoModel
 
-from conftest import Mount, assert_same_state, embed
+from conftest import assert_same_state, embed, unique_with_twin
 
 
 def load(path):
@@ -86,29 +83,13 @@ def test_bin_checkpoint_views(mount, minilm_dir, reference, max_shard_mb):
         assert torch.equal(embed(model, reference["tokenizer"]), reference["embeddings"])
 
 
-def stat_field(out: str, field: str) -> int:
-    return int(re.search(field + r"\s+(\d+)", out).group(1))
-
-
 def test_bin_and_safetensors_stored_once(minilm_dir):
     """The same weights as .bin and as safetensors cost about one copy."""
     if os.environ.get("CKPTFS_REQUIRE_BIN_SAVE"):
         pytest.skip("measured once, in the main venv")
-    root = Path(tempfile.mkdtemp(prefix="ckptfs-py-dedup-"))
-    m = Mount(root)
-    try:
-        shutil.copytree(minilm_dir, m / "st", ignore=shutil.ignore_patterns(".*", "__pycache__"))
-        save_bin(load(minilm_dir), m / "bin")
-    finally:
-        m.close()
-    try:
-        both = m.cli("stat").stdout
-        one = m.cli("stat", "st").stdout
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    unique_both, unique_one, logical = unique_with_twin(minilm_dir, lambda d: save_bin(load(minilm_dir), d))
     weights = os.path.getsize(minilm_dir / "model.safetensors")
-    unique_both, unique_one = stat_field(both, "unique bytes"), stat_field(one, "unique bytes")
     print(f"\n.bin + safetensors: unique {unique_both} bytes, safetensors alone {unique_one}, "
           f"ratio {unique_both / unique_one:.4f}, weights {weights}")
-    assert stat_field(both, "logical bytes") > 2 * weights
+    assert logical > 2 * weights
     assert unique_both < unique_one + weights // 50, (unique_both, unique_one)
