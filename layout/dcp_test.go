@@ -148,6 +148,15 @@ func TestDCPModelNames(t *testing.T) {
 			t.Fatalf("prefix %q: %v, want %s", c.prefix, got, c.want)
 		}
 	}
+	// Optimizer state nested deeper is left out too.
+	deep := &DCPCheckpoint{Tensors: []DCPTensor{{FQN: "app.model.w"}, {FQN: "app.optim.state.w.exp_avg"}},
+		Paths: map[string][]string{"app.model.w": {"app", "model", "w"}, "app.optim.state.w.exp_avg": {"app", "optim", "state", "w", "exp_avg"}}}
+	if n := DCPModelNames(deep, "", false); len(n) != 1 || n["app.model.w"] != "app.model.w" {
+		t.Fatalf("deep: %v", n)
+	}
+	if n := DCPModelNames(deep, "app.model.", true); len(n) != 1 || n["app.model.w"] != "w" {
+		t.Fatalf("deep, prefix app.model.: %v", n)
+	}
 	// A flat state dict (no planner_data nesting) is served as named.
 	flat := &DCPCheckpoint{Tensors: []DCPTensor{{FQN: "model.embed.weight"}, {FQN: "lm_head.weight"}}}
 	if n := DCPModelNames(flat, "", false); n["model.embed.weight"] != "model.embed.weight" || len(n) != 2 {

@@ -22,8 +22,8 @@ type DCPFile struct {
 // admits far more than any real checkpoint needs.
 const MaxDCPPlanParts = 1 << 20
 
-// optimizerKeys are the top-level state dict keys whose tensors are
-// optimizer state, never served as model weights.
+// optimizerKeys are the state dict keys whose tensors are optimizer
+// state, at any depth of the nesting, never served as model weights.
 var optimizerKeys = []string{"optim", "optimizer", "optimizers", "optim_state", "optimizer_state"}
 
 // DCPModelPrefix is the name prefix the views strip and serve when the
@@ -36,7 +36,8 @@ const DCPModelPrefix = "model."
 // the model's own state_dict names; otherwise every tensor under its own
 // name. With override set, it serves the tensors whose name starts with
 // prefix, stripped of it ("" serves every tensor as named). Tensors under
-// an optimizer key (optimizerKeys) are never served.
+// an optimizer key (optimizerKeys) at any depth are never served; without
+// planner_data, the name's first dotted part stands for the top key.
 func DCPModelNames(ck *DCPCheckpoint, prefix string, override bool) map[string]string {
 	if !override {
 		prefix = ""
@@ -49,12 +50,12 @@ func DCPModelNames(ck *DCPCheckpoint, prefix string, override bool) map[string]s
 	}
 	names := map[string]string{}
 	for _, t := range ck.Tensors {
-		top := strings.SplitN(t.FQN, ".", 2)[0]
-		if p := ck.Paths[t.FQN]; len(p) > 0 {
-			top = p[0]
+		path := ck.Paths[t.FQN]
+		if len(path) == 0 {
+			path = strings.SplitN(t.FQN, ".", 2)[:1]
 		}
 		name, ok := strings.CutPrefix(t.FQN, prefix)
-		if ok && name != "" && !slices.Contains(optimizerKeys, top) {
+		if ok && name != "" && !slices.ContainsFunc(path, func(k string) bool { return slices.Contains(optimizerKeys, k) }) {
 			names[t.FQN] = name
 		}
 	}
