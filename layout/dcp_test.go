@@ -284,13 +284,23 @@ func TestDCPMetadataRefusesOtherGlobals(t *testing.T) {
 
 // A .metadata has a larger work budget than a data.pkl, and it is a bound
 // all the same, within its memory budget.
+// Memoized objects the reader walks again for every use are paid for
+// each time.
 func TestDCPMetadataWorkIsBounded(t *testing.T) {
-	p := layouttest.DupPickle(20 << 20)
-	var err error
-	if used := allocated(func() { _, err = ParseDCPMetadata(p) }); used > dcpMemoryBudget(len(p)) {
-		t.Fatalf("allocated %d bytes", used)
-	}
-	if err == nil || !strings.Contains(err.Error(), "over the reader's limit") {
-		t.Fatalf("20 MB of DUP: %v", err)
+	for _, tc := range []struct {
+		name   string
+		pickle []byte
+	}{
+		{"20 MB of DUP", layouttest.DupPickle(20 << 20)},
+		{"one path of 4,000 keys for 20,000 names", layouttest.PlannerDataAgainPickle(4_000, 20_000)},
+		{"one _StorageInfo of 4,000 transforms for 20,000 chunks", layouttest.TransformsAgainPickle(4_000, 20_000)},
+	} {
+		var err error
+		if used := allocated(func() { _, err = ParseDCPMetadata(tc.pickle) }); used > dcpMemoryBudget(len(tc.pickle)) {
+			t.Fatalf("%s: allocated %d bytes", tc.name, used)
+		}
+		if err == nil || !strings.Contains(err.Error(), "over the reader's limit") {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
 	}
 }

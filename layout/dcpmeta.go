@@ -96,10 +96,8 @@ func sizeOf(m *pickleMachine, args pickleTuple) (any, error) {
 	if len(args) != 1 {
 		return nil, fmt.Errorf("%d arguments, need 1", len(args))
 	}
-	if t, ok := args[0].(pickleTuple); ok {
-		if err := m.spend(len(t)); err != nil {
-			return nil, err
-		}
+	if err := m.spendCopy(args[0]); err != nil {
+		return nil, err
 	}
 	dims, err := intTuple(args[0])
 	if err != nil {
@@ -162,9 +160,10 @@ func ParseDCPMetadata(data []byte) (*DCPCheckpoint, error) {
 	return ck, nil
 }
 
-// dcpCheckpoint takes the pickle's objects apart, paying for every chunk
-// and dimension it walks from what the pickle left of its budget: a chunk
-// list or a torch.Size is built once and may be referenced a million times.
+// dcpCheckpoint takes the pickle's objects apart, paying for every chunk,
+// dimension, path key and transform it walks from what the pickle left of
+// its budget: a chunk list, a tuple or a torch.Size is built once and may
+// be referenced a million times.
 func dcpCheckpoint(root any, m *pickleMachine) (*DCPCheckpoint, error) {
 	md, err := objectState(root, dcpMeta+"Metadata")
 	if err != nil {
@@ -209,7 +208,9 @@ func dcpCheckpoint(root any, m *pickleMachine) (*DCPCheckpoint, error) {
 	}
 	if pd, ok := md.get("planner_data"); ok {
 		if d, ok := pd.(*PickleDict); ok {
-			dcpPaths(d, ck.Paths)
+			if err := dcpPaths(d, ck.Paths, m); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return ck, nil
@@ -217,12 +218,16 @@ func dcpCheckpoint(root any, m *pickleMachine) (*DCPCheckpoint, error) {
 
 // dcpPaths reads planner_data, {fqn: (key, key, ...)}; entries of another
 // shape (a custom planner's) are ignored: names then count as not nested.
-func dcpPaths(d *PickleDict, out map[string][]string) {
+// Every path is paid for, as it may be one memoized tuple.
+func dcpPaths(d *PickleDict, out map[string][]string, m *pickleMachine) error {
 	for i, k := range d.Keys {
 		fqn, ok := k.(string)
 		t, ok2 := d.Values[i].(pickleTuple)
 		if !ok || !ok2 {
 			continue
+		}
+		if err := m.spend(1 + len(t)); err != nil {
+			return err
 		}
 		path := make([]string, 0, len(t))
 		for _, p := range t {
@@ -237,6 +242,7 @@ func dcpPaths(d *PickleDict, out map[string][]string) {
 			out[fqn] = path
 		}
 	}
+	return nil
 }
 
 // chunkKey names a chunk as MetadataIndex does: its tensor and offsets.
@@ -273,7 +279,7 @@ func dcpStorage(md *PickleDict, m *pickleMachine) (map[string]DCPStorage, error)
 		if err != nil {
 			return nil, fmt.Errorf("storage_data %q: %w", fqn, err)
 		}
-		s, err := storageInfo(info)
+		s, err := storageInfo(info, m)
 		if err != nil {
 			return nil, fmt.Errorf("storage_data %q: %w", fqn, err)
 		}
@@ -282,7 +288,9 @@ func dcpStorage(md *PickleDict, m *pickleMachine) (map[string]DCPStorage, error)
 	return out, nil
 }
 
-func storageInfo(info *PickleDict) (DCPStorage, error) {
+// storageInfo reads a _StorageInfo, paying for its transform descriptors:
+// one memoized _StorageInfo may serve every chunk.
+func storageInfo(info *PickleDict, m *pickleMachine) (DCPStorage, error) {
 	var s DCPStorage
 	var err error
 	if s.Path, err = stringField(info, "relative_path"); err != nil {
@@ -303,6 +311,9 @@ func storageInfo(info *PickleDict) (DCPStorage, error) {
 			items = v
 		default:
 			return s, fmt.Errorf("transform_descriptors is %s", typeName(v))
+		}
+		if err := m.spend(len(items)); err != nil {
+			return s, err
 		}
 		for _, d := range items {
 			name, ok := d.(string)

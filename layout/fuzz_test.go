@@ -85,6 +85,8 @@ func hostilePickles() [][]byte {
 		layouttest.DupPickle(100_000),
 		layouttest.OrderedDictAgainPickle(100, 1_000),
 		layouttest.SelfListPickle(),
+		layouttest.PlannerDataAgainPickle(100, 1_000),
+		layouttest.TransformsAgainPickle(100, 1_000),
 	}
 }
 

@@ -183,6 +183,15 @@ func (m *pickleMachine) spend(n int) error {
 	return nil
 }
 
+// spendCopy pays for copying v's items out when v is a tuple: a memoized
+// tuple costs one opcode however many times it is used again.
+func (m *pickleMachine) spendCopy(v any) error {
+	if t, ok := v.(pickleTuple); ok {
+		return m.spend(len(t))
+	}
+	return nil
+}
+
 func (m *pickleMachine) read(n int) ([]byte, error) {
 	if n < 0 || n > len(m.data)-m.pos {
 		return nil, errTruncated
@@ -734,12 +743,9 @@ func rebuildTensor(m *pickleMachine, args pickleTuple) (any, error) {
 	if len(args) < 6 {
 		return nil, fmt.Errorf("%d arguments, need at least 6", len(args))
 	}
-	// Size and stride may be memoized tuples used again: their copies are paid for.
 	for _, a := range args[2:4] {
-		if t, ok := a.(pickleTuple); ok {
-			if err := m.spend(len(t)); err != nil {
-				return nil, err
-			}
+		if err := m.spendCopy(a); err != nil {
+			return nil, err
 		}
 	}
 	s, ok := args[0].(*TorchStorage)

@@ -127,3 +127,52 @@ func TreeBytes(t testing.TB, root string) int64 {
 	}
 	return n
 }
+
+// dcpObject is a DCP dataclass instance of module.class whose state is
+// the dict the fields push, key and value in turn.
+func dcpObject(module, class string, fields ...string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "ctorch.distributed.checkpoint.%s\n%s\n)\x81}(", module, class)
+	for i := 0; i < len(fields); i += 2 {
+		b.WriteString(shortString(fields[i]) + fields[i+1])
+	}
+	b.WriteString("ub")
+	return b.String()
+}
+
+// dcpMetadataPickle is a DCP .metadata of no tensors, with the
+// storage_data and planner_data dicts whose items the fragments push.
+func dcpMetadataPickle(storageData, plannerData string) []byte {
+	return []byte("\x80\x02" + dcpObject("metadata", "Metadata",
+		"state_dict_metadata", "}",
+		"storage_data", "}("+storageData+"u",
+		"planner_data", "}("+plannerData+"u") + ".")
+}
+
+// PlannerDataAgainPickle is a DCP .metadata whose planner_data gives n
+// names one memoized path of keys keys.
+func PlannerDataAgainPickle(keys, n int) []byte {
+	var b strings.Builder
+	b.WriteString(shortString("p0") + "(" + strings.Repeat(shortString("k"), keys) + "tq\x00")
+	for i := 1; i < n; i++ {
+		b.WriteString(shortString(fmt.Sprint("p", i)) + "h\x00")
+	}
+	return dcpMetadataPickle("", b.String())
+}
+
+// TransformsAgainPickle is a DCP .metadata whose storage_data gives n
+// chunks one memoized _StorageInfo of transforms transform descriptors.
+func TransformsAgainPickle(transforms, n int) []byte {
+	var b strings.Builder
+	for i := range n {
+		b.WriteString(dcpObject("metadata", "MetadataIndex", "fqn", shortString(fmt.Sprint("t", i)), "offset", "N"))
+		if i == 0 {
+			b.WriteString(dcpObject("filesystem", "_StorageInfo",
+				"relative_path", shortString("__0_0.distcp"), "offset", "K\x00", "length", "K\x00",
+				"transform_descriptors", "]("+strings.Repeat(shortString("zstd"), transforms)+"e") + "q\x00")
+		} else {
+			b.WriteString("h\x00")
+		}
+	}
+	return dcpMetadataPickle(b.String(), "")
+}

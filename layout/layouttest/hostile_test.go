@@ -8,7 +8,8 @@ import (
 )
 
 // The builders make what they say: a torch zip the reader opens, and a
-// safetensors file whose header parses with the tensors asked for.
+// safetensors file whose header parses with the tensors asked for, DCP
+// metadata the DCP reader takes.
 func TestBuildersMakeWhatTheySay(t *testing.T) {
 	zip := TorchZip(DeepKeyPickle(10), nil)
 	if _, warnings, err := layout.ParseTorch(bytes.NewReader(zip), int64(len(zip))); err != nil || len(warnings) != 1 {
@@ -18,6 +19,14 @@ func TestBuildersMakeWhatTheySay(t *testing.T) {
 	h, err := layout.ParseFile(st, int64(len(st)))
 	if err != nil || len(h.Tensors) != 7 || len(h.Metadata["pad"]) != 100 {
 		t.Fatalf("safetensors: %v", err)
+	}
+	for _, p := range [][]byte{PlannerDataAgainPickle(3, 5), TransformsAgainPickle(3, 5)} {
+		if ck, err := layout.ParseDCPMetadata(p); err != nil || len(ck.Tensors) != 0 {
+			t.Fatalf("dcp metadata: %v", err)
+		}
+	}
+	if ck, _ := layout.ParseDCPMetadata(PlannerDataAgainPickle(3, 5)); len(ck.Paths) != 5 || len(ck.Paths["p4"]) != 3 {
+		t.Fatalf("planner data: %v", ck.Paths)
 	}
 	if !bytes.Equal(Random(1, 64), Random(1, 64)) || bytes.Equal(Random(1, 64), Random(2, 64)) {
 		t.Fatal("Random is not a function of its seed")
