@@ -429,7 +429,7 @@ func (l *dcpLocator) locate(fi int, t DCPTensor, c DCPChunk, n int64) (int64, er
 }
 
 // header reads the safetensors header at off of file fi once, its
-// tensors checked to lie inside the file; DataStart is made absolute.
+// tensors checked to tile the rest of the file; DataStart is made absolute.
 func (l *dcpLocator) header(fi int, off int64) (*itemHeader, error) {
 	key := [2]int64{int64(fi), off}
 	if h, ok := l.headers[key]; ok {
@@ -443,30 +443,14 @@ func (l *dcpLocator) header(fi int, off int64) (*itemHeader, error) {
 	return h, err
 }
 
+// readItemHeader reads the safetensors file that makes the rest of f from
+// off on (torch writes a rank's pickled values first, then its tensors).
 func readItemHeader(f DCPFile, off int64) (*itemHeader, error) {
-	prefix := make([]byte, 8)
-	if _, err := f.R.ReadAt(prefix, off); err != nil {
-		return nil, err
-	}
-	n, err := HeaderLen(prefix)
+	h, err := ReadHeader(io.NewSectionReader(f.R, off, f.Size-off), f.Size-off)
 	if err != nil {
 		return nil, err
 	}
-	if n > f.Size-off-8 {
-		return nil, fmt.Errorf("safetensors header of %d bytes runs past the end of the file", n)
-	}
-	js := make([]byte, n)
-	if _, err := f.R.ReadAt(js, off+8); err != nil && err != io.EOF {
-		return nil, err
-	}
-	h, err := ParseHeaderJSON(js)
-	if err != nil {
-		return nil, err
-	}
-	h.DataStart = off + 8 + n
-	if h.DataStart+h.BufferLen() > f.Size {
-		return nil, fmt.Errorf("safetensors data of %d bytes runs past the end of the file", h.BufferLen())
-	}
+	h.DataStart += off
 	ih := &itemHeader{Header: h, byName: make(map[string]int, len(h.Tensors))}
 	for i, x := range h.Tensors {
 		ih.byName[x.Name] = i

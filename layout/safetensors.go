@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"sort"
 	"strings"
@@ -89,6 +90,27 @@ func ParseFile(head []byte, fileSize int64) (*Header, error) {
 		return nil, fmt.Errorf("safetensors: tensors cover %d data bytes, file has %d", got, want)
 	}
 	return h, nil
+}
+
+// ReadHeader reads through r and validates (as ParseFile) the header of a
+// safetensors file of size bytes.
+func ReadHeader(r io.ReaderAt, size int64) (*Header, error) {
+	prefix := make([]byte, 8)
+	if _, err := r.ReadAt(prefix, 0); err != nil {
+		return nil, fmt.Errorf("read header: %w", err)
+	}
+	n, err := HeaderLen(prefix)
+	if err != nil {
+		return nil, err
+	}
+	if 8+n > size {
+		return nil, fmt.Errorf("safetensors: header length %d beyond file size %d", n, size)
+	}
+	head := make([]byte, 8+n)
+	if _, err := r.ReadAt(head, 0); err != nil {
+		return nil, fmt.Errorf("read header: %w", err)
+	}
+	return ParseFile(head, size)
 }
 
 // ParseHeaderJSON parses the JSON part of a header and validates every

@@ -257,22 +257,7 @@ func readHeader(r *cache.FileReader, name string) (*layout.Header, []string, err
 	if strings.HasSuffix(name, ".bin") {
 		return layout.ParseTorch(r, r.Size())
 	}
-	prefix := make([]byte, 8)
-	if _, err := r.ReadAt(prefix, 0); err != nil {
-		return nil, nil, fmt.Errorf("read header: %w", err)
-	}
-	n, err := layout.HeaderLen(prefix)
-	if err != nil {
-		return nil, nil, err
-	}
-	if 8+n > r.Size() {
-		return nil, nil, fmt.Errorf("header length %d beyond file size %d", n, r.Size())
-	}
-	head := make([]byte, 8+n)
-	if _, err := r.ReadAt(head, 0); err != nil {
-		return nil, nil, fmt.Errorf("read header: %w", err)
-	}
-	h, err := layout.ParseFile(head, r.Size())
+	h, err := layout.ReadHeader(r, r.Size())
 	return h, nil, err
 }
 
