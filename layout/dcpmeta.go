@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 )
 
@@ -175,11 +176,7 @@ func dcpCheckpoint(root any, m *pickleMachine) (*DCPCheckpoint, error) {
 			return nil, fmt.Errorf("version is %s, not a str", typeName(v))
 		}
 	}
-	known := false
-	for _, v := range DCPVersions {
-		known = known || v == ck.Version
-	}
-	if !known {
+	if !slices.Contains(DCPVersions, ck.Version) {
 		return nil, fmt.Errorf("metadata version %q not known (known: %q)", ck.Version, DCPVersions)
 	}
 	storage, err := dcpStorage(md, m)

@@ -2,6 +2,7 @@ package layout
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -265,7 +266,7 @@ func chunkRects(out []rect, dims []int64, c dcpChunk, width, col int64, budget *
 // bands sweeps the rows top to bottom; in each band of rows the same
 // rects cover, they must tile the row exactly.
 func bands(rects []rect, rows, rowBytes int64, budget *int) ([]Extent, error) {
-	slices.SortFunc(rects, func(a, b rect) int { return cmpInt(a.row, b.row) })
+	slices.SortFunc(rects, func(a, b rect) int { return cmp.Compare(a.row, b.row) })
 	var cuts []int64
 	for _, r := range rects {
 		cuts = append(cuts, r.row, r.row+r.rows)
@@ -282,7 +283,7 @@ func bands(rects []rect, rows, rowBytes int64, budget *int) ([]Extent, error) {
 		for ; next < len(rects) && rects[next].row == lo; next++ {
 			active = append(active, rects[next])
 		}
-		slices.SortFunc(active, func(a, b rect) int { return cmpInt(a.col, b.col) })
+		slices.SortFunc(active, func(a, b rect) int { return cmp.Compare(a.col, b.col) })
 		at := int64(0)
 		for _, r := range active {
 			if r.col < at {
@@ -335,16 +336,6 @@ func appendRun(out []Extent, e Extent) []Extent {
 		}
 	}
 	return append(out, e)
-}
-
-func cmpInt(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // dcpLocator finds chunk bytes in .distcp files, reading each item once
