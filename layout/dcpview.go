@@ -311,10 +311,10 @@ func appendBand(out []Extent, active []rect, lo, hi, rowBytes int64) []Extent {
 	off := lo * rowBytes
 	switch {
 	case len(active) == 1:
-		return appendRun(out, Extent{Off: off, Len: (hi - lo) * rowBytes, Source: active[0].source, SrcOff: srcAt(active[0])})
+		return appendExtent(out, Extent{Len: (hi - lo) * rowBytes, Source: active[0].source, SrcOff: srcAt(active[0])}, off)
 	case hi-lo == 1:
 		for _, r := range active {
-			out = appendRun(out, Extent{Off: off, Len: r.width, Source: r.source, SrcOff: srcAt(r)})
+			out = appendExtent(out, Extent{Len: r.width, Source: r.source, SrcOff: srcAt(r)}, off)
 			off += r.width
 		}
 		return out
@@ -324,18 +324,6 @@ func appendBand(out []Extent, active []rect, lo, hi, rowBytes int64) []Extent {
 		tile.Parts = append(tile.Parts, TilePart{Source: r.source, SrcOff: srcAt(r), SrcStride: r.width, Len: r.width})
 	}
 	return append(out, Extent{Off: off, Len: (hi - lo) * rowBytes, Tile: tile})
-}
-
-// appendRun appends a source run, joining it to the last when it continues it.
-func appendRun(out []Extent, e Extent) []Extent {
-	if len(out) > 0 {
-		if last := &out[len(out)-1]; last.Tile == nil && last.Source == e.Source &&
-			last.SrcOff+last.Len == e.SrcOff && last.Off+last.Len == e.Off {
-			last.Len += e.Len
-			return out
-		}
-	}
-	return append(out, e)
 }
 
 // dcpLocator finds chunk bytes in .distcp files, reading each item once
@@ -460,7 +448,8 @@ func sameTensor(t Tensor, dtype DType, sizes []int64) error {
 	return nil
 }
 
-// IsDCPFile reports whether name is a file of a DCP checkpoint.
-func IsDCPFile(name string) bool {
-	return name == DCPMetadataName || path.Ext(name) == ".distcp"
+// IsDCPDataFile reports whether name is a data file of a DCP checkpoint:
+// a .distcp file of one rank's (and writer thread's) chunks.
+func IsDCPDataFile(name string) bool {
+	return path.Ext(name) == ".distcp"
 }

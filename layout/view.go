@@ -333,10 +333,12 @@ func appendExtent(es []Extent, e Extent, off int64) []Extent {
 		return es
 	}
 	e.Off = off
-	if last := &es[len(es)-1]; e.Tile == nil && last.Tile == nil && last.Inline == nil &&
-		last.Source == e.Source && last.SrcOff+last.Len == e.SrcOff && last.Off+last.Len == off {
-		last.Len += e.Len
-		return es
+	if len(es) > 0 {
+		if last := &es[len(es)-1]; e.Tile == nil && last.Tile == nil && last.Inline == nil &&
+			last.Source == e.Source && last.SrcOff+last.Len == e.SrcOff && last.Off+last.Len == off {
+			last.Len += e.Len
+			return es
+		}
 	}
 	return append(es, e)
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"path"
 	"syscall"
 
 	"github.com/ckptfs/ckptfs/cache"
@@ -28,7 +27,7 @@ func isDCPFolder(entries []meta.DirEntry) bool {
 	for _, e := range entries {
 		if e.Mode == syscall.S_IFREG {
 			md = md || e.Name == layout.DCPMetadataName
-			data = data || path.Ext(e.Name) == ".distcp"
+			data = data || layout.IsDCPDataFile(e.Name)
 		}
 	}
 	return md && data
@@ -63,7 +62,7 @@ func planDCP(store *cache.Store, log *slog.Logger, v *View, dirPath string, entr
 	var files []layout.DCPFile
 	for _, e := range entries {
 		in := inodes[e.Name]
-		if path.Ext(e.Name) != ".distcp" || in.Mode&syscall.S_IFMT != syscall.S_IFREG {
+		if !layout.IsDCPDataFile(e.Name) || in.Mode&syscall.S_IFMT != syscall.S_IFREG {
 			continue
 		}
 		r := store.NewReader(dirPath+"/"+e.Name, &in.Content)
