@@ -19,8 +19,9 @@ func (a *app) umountCmd() *cobra.Command {
 		Use:   "umount MOUNTPOINT",
 		Short: "Flush and unmount a ckptfs mount",
 		Long: `Unmount MOUNTPOINT and wait until its daemon has committed every open file,
-chunked the files it staged (saves write behind) and closed the store. A mount still in use fails with "busy" unless --lazy,
-which detaches it now and finishes when the last file is closed.`,
+chunked the files it staged (saves write behind) and closed the store. A
+mount still in use fails with "busy" unless --lazy, which detaches it now
+and finishes when the last file is closed.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			mnt, err := filepath.Abs(args[0])
