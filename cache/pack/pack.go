@@ -17,6 +17,7 @@ import (
 	"sync"
 
 	"github.com/ckptfs/ckptfs/cache/chunk"
+	"github.com/ckptfs/ckptfs/cache/durable"
 	"golang.org/x/sys/unix"
 )
 
@@ -79,6 +80,22 @@ type Set struct {
 	curSize int64
 	nextID  uint32
 	dirty   map[uint32]*os.File // written since the last sync
+	created bool                // a pack file was made since the last sync
+
+	// syncMu makes one Sync at a time: a second caller waits for the
+	// first, then syncs what the first did not take, so that neither
+	// returns before what was dirty at its start is durable.
+	syncMu sync.Mutex
+	// failed holds the packs whose sync failed: Linux forgets a failed
+	// writeback once it has reported it, so a later fsync would succeed
+	// with the bytes lost. Every later Sync fails with their error.
+	failed error
+	// beforeSync, if set, runs before each pack file is synced: tests
+	// hold a sync there.
+	beforeSync func(*os.File)
+	// willCreate, if set, is told the id of a pack about to be made, and
+	// may refuse it (see SetIDLog).
+	willCreate func(id uint32) error
 
 	bufs sync.Pool // *[]byte records are read into
 }
@@ -133,12 +150,19 @@ func (p *Set) Append(h chunk.Hash, value []byte) (Loc, error) {
 	p.mu.Lock()
 	if p.cur == nil || (p.curSize > 0 && p.curSize+n > p.target) {
 		id := p.nextID
+		if p.willCreate != nil {
+			if err := p.willCreate(id); err != nil {
+				p.mu.Unlock()
+				return Loc{}, fmt.Errorf("create pack: %w", err)
+			}
+		}
 		f, err := os.OpenFile(p.Path(id), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 		if err != nil {
 			p.mu.Unlock()
 			return Loc{}, fmt.Errorf("create pack: %w", err)
 		}
 		p.nextID++
+		p.created = true
 		p.cur, p.curID, p.curSize = f, id, 0
 		p.files[id] = f
 	}
@@ -178,7 +202,11 @@ func (p *Set) Read(h chunk.Hash, loc Loc, fn func(value []byte) error) error {
 		*buf = make([]byte, n)
 	}
 	rec := (*buf)[:n]
-	if _, err := f.ReadAt(rec, loc.Offset); err != nil {
+	if _, err := f.ReadAt(rec, loc.Offset); errors.Is(err, io.EOF) {
+		// The index names a record the pack does not hold whole: lost in
+		// a crash, or the file was cut. It is as damaged as a bad byte.
+		return fmt.Errorf("read pack %s at %d: ends early: %w", f.Name(), loc.Offset, chunk.ErrCorrupt)
+	} else if err != nil {
 		return fmt.Errorf("read pack %s at %d: %w", f.Name(), loc.Offset, err)
 	}
 	if chunk.Hash(rec[:32]) != h || binary.LittleEndian.Uint32(rec[32:]) != loc.Len {
@@ -194,6 +222,12 @@ func (p *Set) file(id uint32) (*os.File, error) {
 		return f, nil
 	}
 	f, err := os.Open(p.Path(id))
+	if errors.Is(err, os.ErrNotExist) {
+		// The index names a pack that is not there: lost in a crash
+		// before its name was durable. Its records are as damaged as a
+		// bad byte (evictions and reclaim drop the index entries first).
+		return nil, fmt.Errorf("open pack: %w: %w", err, chunk.ErrCorrupt)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open pack: %w", err)
 	}
@@ -204,19 +238,36 @@ func (p *Set) file(id uint32) (*os.File, error) {
 	return f, nil
 }
 
-// sync makes every record appended so far durable.
+// Sync makes every record appended so far durable, with the names of the
+// pack files that hold them, whoever else syncs meanwhile.
 func (p *Set) Sync() error {
+	p.syncMu.Lock()
+	defer p.syncMu.Unlock()
 	p.mu.Lock()
-	dirty := p.dirty
-	p.dirty = map[uint32]*os.File{}
+	dirty, created := p.dirty, p.created
+	p.dirty, p.created = map[uint32]*os.File{}, false
 	p.mu.Unlock()
 	var errs []error
 	for _, f := range dirty {
-		if err := f.Sync(); err != nil {
-			errs = append(errs, fmt.Errorf("sync pack %s: %w", f.Name(), err))
+		if p.beforeSync != nil {
+			p.beforeSync(f)
+		}
+		if err := durable.File(f); err != nil {
+			errs = append(errs, fmt.Errorf("pack: %w", err))
 		}
 	}
-	return errors.Join(errs...)
+	if created {
+		if err := durable.Dir(p.dir); err != nil {
+			errs = append(errs, fmt.Errorf("pack: %w", err))
+		}
+	}
+	if p.failed == nil {
+		p.failed = errors.Join(errs...)
+	}
+	if p.failed != nil {
+		p.Seal() // appends go to a pack whose writeback has not failed
+	}
+	return p.failed
 }
 
 // seal makes the next append start a new pack.
@@ -252,6 +303,26 @@ func (p *Set) Close() error {
 	}
 	p.cur = nil
 	return err
+}
+
+// SetIDLog makes every id the Set gives a new pack at least next, and
+// tells record the id of each pack before it is made, so that the caller
+// can keep it where a crash cannot lose it before the index entries that
+// name the pack: a pack whose file a crash lost must not have its id
+// given to another, or those entries would name the other's records.
+func (p *Set) SetIDLog(next uint32, record func(id uint32) error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.nextID = max(p.nextID, next)
+	p.willCreate = record
+}
+
+// NextID is the id the next pack file made will have: every pack of this
+// Set's making has at least this id.
+func (p *Set) NextID() uint32 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.nextID
 }
 
 // current is the pack being appended to, if any.

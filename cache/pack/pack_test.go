@@ -1,8 +1,10 @@
 package pack
 
 import (
+	"errors"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/ckptfs/ckptfs/cache/chunk"
 )
@@ -59,5 +61,94 @@ func TestReadChecksTheRecord(t *testing.T) {
 	}
 	if l, err := DecodeLoc(loc.Encode()); err != nil || l != loc {
 		t.Fatalf("location round trip: %+v %v", l, err)
+	}
+}
+
+// A Sync that starts while another is writing back returns only once what
+// was dirty at its start is durable, although the first took it.
+func TestConcurrentSyncWaitsForTheWriteback(t *testing.T) {
+	p, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if _, err := p.Append(chunk.Sum([]byte("a")), []byte("value a")); err != nil {
+		t.Fatal(err)
+	}
+	held, release := make(chan struct{}), make(chan struct{})
+	p.beforeSync = func(*os.File) { close(held); <-release; p.beforeSync = nil }
+	first := make(chan error)
+	go func() { first <- p.Sync() }()
+	<-held // the first sync took the dirty pack and writes it back
+	second := make(chan error)
+	go func() { second <- p.Sync() }()
+	select {
+	case err := <-second:
+		t.Fatalf("a second sync returned (%v) while the pack it found dirty was still being written back", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(release)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-second; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Once a pack's writeback failed, no later Sync reports success: the
+// kernel would not report the lost bytes again.
+func TestFailedSyncIsSticky(t *testing.T) {
+	p, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	loc, err := p.Append(chunk.Sum([]byte("a")), []byte("value a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	broken, err := os.Open(p.Path(loc.Pack))
+	if err != nil {
+		t.Fatal(err)
+	}
+	broken.Close() // its sync fails
+	p.mu.Lock()
+	p.dirty[loc.Pack] = broken
+	p.mu.Unlock()
+	if err := p.Sync(); err == nil {
+		t.Fatal("a failed writeback reported success")
+	}
+	if err := p.Sync(); err == nil {
+		t.Fatal("the sync after a failed writeback reported success")
+	}
+	next, err := p.Append(chunk.Sum([]byte("b")), []byte("value b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next.Pack == loc.Pack {
+		t.Fatal("appended to the pack whose writeback failed")
+	}
+}
+
+// A record the pack file does not hold whole (a crash cut the file) reads
+// as corrupt, so the store refetches or re-stores it, never as EOF.
+func TestShortRecordIsCorrupt(t *testing.T) {
+	p, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	h := chunk.Sum([]byte("a"))
+	loc, err := p.Append(h, []byte("value a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(p.Path(loc.Pack), loc.Offset+RecordHeader+2); err != nil {
+		t.Fatal(err)
+	}
+	err = p.Read(h, loc, func([]byte) error { return nil })
+	if !errors.Is(err, chunk.ErrCorrupt) {
+		t.Fatalf("short record: %v, want ErrCorrupt", err)
 	}
 }
