@@ -213,8 +213,49 @@ func (d *decoder) links(in *Inode) {
 
 // DecodeInode parses a record written by encodeInode.
 func DecodeInode(ino uint64, b []byte) (*Inode, error) {
+	in, d, err := decodeHead(ino, b)
+	if err != nil {
+		return nil, err
+	}
+	if b[0] >= inodeVersion2 {
+		d.links(in)
+	}
+	if b[0] == inodeVersion3 {
+		in.Content.Staged = d.uvarint()
+		size := d.uvarint()
+		switch {
+		case d.err != nil:
+		case in.Content.Staged == 0 || len(in.Content.Chunks) > 0 || size > math.MaxInt64:
+			d.err = errors.New("staged content is malformed")
+		default:
+			in.Content.Size = int64(size)
+		}
+	}
+	if d.err == nil && len(d.b) != 0 {
+		d.err = errors.New("trailing bytes")
+	}
+	if d.err != nil {
+		return nil, fmt.Errorf("inode %d: %v: %w", ino, d.err, chunk.ErrCorrupt)
+	}
+	return in, nil
+}
+
+// DecodeChunks reads only the chunk list of a record, for those who need
+// nothing else of it (reclaim): the links and attributes after it, up to
+// 64 KiB of them, are not decoded.
+func DecodeChunks(ino uint64, b []byte) ([]chunk.Ref, error) {
+	in, _, err := decodeHead(ino, b)
+	if err != nil {
+		return nil, err
+	}
+	return in.Content.Chunks, nil
+}
+
+// decodeHead reads a record up to its chunk list, which every version
+// holds the same way, and returns the decoder at what follows.
+func decodeHead(ino uint64, b []byte) (*Inode, *decoder, error) {
 	if len(b) == 0 || b[0] < inodeVersion1 || b[0] > inodeVersion3 {
-		return nil, fmt.Errorf("inode %d: unknown record version: %w", ino, chunk.ErrCorrupt)
+		return nil, nil, fmt.Errorf("inode %d: unknown record version: %w", ino, chunk.ErrCorrupt)
 	}
 	d := &decoder{b: b[1:]}
 	in := &Inode{Ino: ino}
@@ -239,25 +280,8 @@ func DecodeInode(ino uint64, b []byte) (*Inode, error) {
 		c.Len = d.uint32()
 		in.Content.Size += int64(c.Len)
 	}
-	if b[0] >= inodeVersion2 {
-		d.links(in)
-	}
-	if b[0] == inodeVersion3 {
-		in.Content.Staged = d.uvarint()
-		size := d.uvarint()
-		switch {
-		case d.err != nil:
-		case in.Content.Staged == 0 || len(in.Content.Chunks) > 0 || size > math.MaxInt64:
-			d.err = errors.New("staged content is malformed")
-		default:
-			in.Content.Size = int64(size)
-		}
-	}
-	if d.err == nil && len(d.b) != 0 {
-		d.err = errors.New("trailing bytes")
-	}
 	if d.err != nil {
-		return nil, fmt.Errorf("inode %d: %v: %w", ino, d.err, chunk.ErrCorrupt)
+		return nil, nil, fmt.Errorf("inode %d: %v: %w", ino, d.err, chunk.ErrCorrupt)
 	}
-	return in, nil
+	return in, d, nil
 }

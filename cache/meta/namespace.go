@@ -27,6 +27,14 @@ const (
 	PrefixUploaded   = "r/up/" // + hash: the bucket holds the chunk
 	PrefixCheckpoint = "r/ck/" // + name: a checkpoint's bucket state
 	prefixStaged     = "w/"    // + staged file id -> ino: content to chunk
+	// KeySession holds the first pack id of the session that has the store
+	// open: present at open, the last one did not close cleanly.
+	KeySession = "m/session"
+	// PrefixSuspect + pack id (hex): a pack written by a session that did
+	// not close cleanly, whose records are checked before dedup trusts them.
+	PrefixSuspect = "m/suspect/"
+	// KeyPackIDs holds the id of the last pack made: never given again.
+	KeyPackIDs = "m/packs"
 )
 
 // ChunkKey is the index key of chunk h.
@@ -99,6 +107,9 @@ type Namespace struct {
 // OpenNamespace opens the namespace in db, creating its root if there is
 // none.
 func OpenNamespace(db *badger.DB, hooks Hooks) (*Namespace, error) {
+	if db.Opts().ReadOnly {
+		return &Namespace{db: db, hooks: hooks}, nil // reads only: no sequence, no root to make
+	}
 	seq, err := db.GetSequence([]byte(keyInoSeq), 1024)
 	if err != nil {
 		return nil, fmt.Errorf("inode sequence: %w", err)
@@ -112,7 +123,12 @@ func OpenNamespace(db *badger.DB, hooks Hooks) (*Namespace, error) {
 }
 
 // Close returns the inode numbers taken but not used.
-func (s *Namespace) Close() error { return s.inoSeq.Release() }
+func (s *Namespace) Close() error {
+	if s.inoSeq == nil {
+		return nil
+	}
+	return s.inoSeq.Release()
+}
 
 // ErrSnapshot is a change asked of a Snapshot's namespace.
 var ErrSnapshot = errors.New("namespace snapshot is read-only")
@@ -792,6 +808,63 @@ func (s *Namespace) RemoveAll(parent uint64, name string) error {
 	return s.Remove(parent, name, in.Mode&syscall.S_IFMT == syscall.S_IFDIR)
 }
 
+// Unlink removes every directory entry of non-directory ino, wherever it
+// is, and with the last its record, and returns the paths it had. It reads
+// every entry of the namespace: it is for recovery, not for users.
+func (s *Namespace) Unlink(ino uint64) ([]string, error) {
+	type entry struct {
+		parent uint64
+		name   string
+	}
+	dirs := map[uint64]entry{} // a directory's entry, to name paths
+	var links []entry
+	err := s.view(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixDentry}, PrefetchValues: true})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			k := it.Item().Key()
+			if len(k) < 9 {
+				continue
+			}
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			child, mode, err := decodeDentry(v)
+			if err != nil {
+				continue
+			}
+			e := entry{binary.BigEndian.Uint64(k[1:9]), string(k[9:])}
+			switch {
+			case child == ino:
+				links = append(links, e)
+			case mode == syscall.S_IFDIR:
+				dirs[child] = e
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	var paths []string
+	for _, l := range links {
+		p := l.name
+		for parent, depth := l.parent, 0; parent != RootIno && depth < 4096; depth++ {
+			d, ok := dirs[parent]
+			if !ok {
+				break
+			}
+			p, parent = d.name+"/"+p, d.parent
+		}
+		paths = append(paths, p)
+		if err := s.Remove(l.parent, l.name, false); err != nil && !errors.Is(err, syscall.ENOENT) {
+			return paths, err
+		}
+	}
+	return paths, nil
+}
+
 // InodeKeys calls fn with the key of every inode record, reachable or not.
 func (s *Namespace) InodeKeys(fn func(key []byte) error) error {
 	return s.view(func(txn *badger.Txn) error {
@@ -821,14 +894,11 @@ func (s *Namespace) ReferencedChunks() (map[chunk.Hash]struct{}, error) {
 				return fmt.Errorf("inode key %x is malformed: %w", it.Item().Key(), chunk.ErrCorrupt)
 			}
 			err := it.Item().Value(func(v []byte) error {
-				in, err := DecodeInode(ino, v)
-				if err != nil {
-					return err
-				}
-				for _, c := range in.Content.Chunks {
+				chunks, err := DecodeChunks(ino, v)
+				for _, c := range chunks {
 					out[c.Hash] = struct{}{}
 				}
-				return nil
+				return err
 			})
 			if err != nil {
 				return fmt.Errorf("inode %d: %w", ino, err)
