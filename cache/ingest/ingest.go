@@ -141,8 +141,17 @@ func split(r *bufio.Reader, emit emitFunc) (meta.Kind, error) {
 	format, rest, err := layout.ReadRecords(r, func(rec layout.Record) error {
 		if !rec.Tensor && rec.Size <= chunk.MaxSize {
 			var err error
-			glue, err = appendAll(glue, rec.R)
-			return err
+			if glue, err = appendAll(glue, rec.R); err != nil {
+				return err
+			}
+			// Whole pieces go out as they fill: a zip of many small
+			// entries (zip -0, np.savez) holds at most a piece in memory.
+			full := len(glue) - len(glue)%chunk.MaxSize
+			if err := emitPieces(glue[:full], emit); err != nil {
+				return err
+			}
+			glue = append(glue[:0:0], glue[full:]...)
+			return nil
 		}
 		if err := emitPieces(glue, emit); err != nil {
 			return err

@@ -5,6 +5,8 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sync"
@@ -199,4 +201,54 @@ func FuzzSplitZip(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		splitAll(t, data)
 	})
+}
+
+// countingReader counts what was read through it.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// A stored zip of many entries of at most a piece each (zip -0, np.savez)
+// goes out as it is read: the splitter never holds more than a piece of
+// what lies between tensors, however long the archive.
+func TestStoredZipOfSmallEntriesStreams(t *testing.T) {
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	for i := range 48 {
+		w, err := zw.CreateHeader(&zip.FileHeader{Name: fmt.Sprintf("arr_%d.npy", i), Method: zip.Store})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Write(layouttest.Random(int64(i), chunk.MaxSize-100))
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	data := buf.Bytes()
+	in := &countingReader{r: bytes.NewReader(data)}
+	var readAtFirst int64 = -1
+	var out []byte
+	_, err := split(bufio.NewReaderSize(in, 1<<20), func(raw []byte, _ chunk.Hint) error {
+		if readAtFirst < 0 {
+			readAtFirst = in.n
+		}
+		out = append(out, raw...)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(out, data) {
+		t.Fatal("the chunks do not make the archive")
+	}
+	if readAtFirst > 8<<20 {
+		t.Fatalf("the first chunk went out after %d MiB of a %d MiB archive was read", readAtFirst>>20, len(data)>>20)
+	}
 }
