@@ -135,6 +135,8 @@ func (s *Store) HasChunk(h chunk.Hash) bool {
 // StoredValue reads chunk h as stored, after checking its checksum and,
 // with decode, that it decodes to bytes of hash h: what a bucket holds.
 func (s *Store) StoredValue(h chunk.Hash, decode bool) ([]byte, error) {
+	s.evictMu.RLock() // the pack is not evicted under the read
+	defer s.evictMu.RUnlock()
 	loc, err := s.chunkLoc(h)
 	if err != nil {
 		return nil, err
@@ -165,7 +167,7 @@ func (s *Store) AddFetched(ref chunk.Ref, val []byte) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("chunk %s: %w", ref.Hash.Short(), err)
 	}
-	if err := s.ensureSpace(int64(len(val)), chunkReserve); err != nil {
+	if err := s.ensureSpace(int64(len(val)), chunkReserve, false); err != nil {
 		return nil, err
 	}
 	s.live.touch(ref.Hash) // a pull's tree is created after its chunks
@@ -231,7 +233,10 @@ func (s *Store) EvictPack(id uint32, droppable func(chunk.Hash) bool) (bool, err
 	if err := wb.Flush(); err != nil {
 		return false, err
 	}
-	return true, s.packs.Remove(id)
+	if err := s.packs.Remove(id); err != nil {
+		return false, err
+	}
+	return true, s.packRemoved(id)
 }
 
 // recordsIn lists the chunks the index places in pack id.

@@ -17,19 +17,18 @@ import (
 func (s *Store) PutChunk(raw []byte, hint chunk.Hint) (chunk.Ref, error) {
 	ref := chunk.Ref{Hash: chunk.Sum(raw), Len: uint32(len(raw))}
 	s.metrics.logical.Add(int64(len(raw)))
-	key := meta.ChunkKey(ref.Hash)
 	lock := &s.putLocks[ref.Hash[0]] // between the look-up and the index entry
 	lock.Lock()
 	defer lock.Unlock()
-	err := s.db.View(func(txn *badger.Txn) error {
-		_, err := txn.Get(key)
-		return err
-	})
+	loc, err := s.chunkLoc(ref.Hash)
+	if err == nil && s.isSuspect(loc.Pack) {
+		err = s.checkRecord(ref.Hash, loc)
+	}
 	if err == nil {
 		s.live.touch(ref.Hash) // under the lock: a reclaim pass sees it
 		return ref, nil        // dedup: already stored
 	}
-	if !errors.Is(err, badger.ErrKeyNotFound) {
+	if !errors.Is(err, chunk.ErrCorrupt) {
 		return ref, fmt.Errorf("look up chunk %s: %w", ref.Hash.Short(), err)
 	}
 	start := time.Now()
@@ -42,7 +41,7 @@ func (s *Store) PutChunk(raw []byte, hint chunk.Hint) (chunk.Ref, error) {
 		s.log.Error("codec bug: a payload did not decode to its chunk; stored raw", "chunk", ref.Hash.String(), "hint", hint)
 	}
 	defer func() { *buf = val; s.values.Put(buf) }() // the pack has written it: nothing keeps it
-	if err := s.ensureSpace(int64(len(val)), chunkReserve); err != nil {
+	if err := s.ensureSpace(int64(len(val)), chunkReserve, false); err != nil {
 		return ref, err
 	}
 	// A chunk this store writes is not in the bucket until its own upload
@@ -72,6 +71,9 @@ func (s *Store) storeValue(h chunk.Hash, val []byte, clear ...[]byte) error {
 	if err != nil {
 		return err
 	}
+	if s.afterAppend != nil {
+		s.afterAppend()
+	}
 	return s.db.Update(func(txn *badger.Txn) error {
 		for _, k := range clear {
 			if err := txn.Delete(k); err != nil {
@@ -80,6 +82,20 @@ func (s *Store) storeValue(h chunk.Hash, val []byte, clear ...[]byte) error {
 		}
 		return txn.Set(meta.ChunkKey(h), loc.Encode())
 	})
+}
+
+// checkRecord checks the record of chunk h at loc, in a pack a crash may
+// have cut, before dedup trusts it: a lost record would otherwise make every
+// later copy of the same bytes unreadable. A record that fails is
+// ErrCorrupt; the chunk is then stored again, and its index entry moves.
+func (s *Store) checkRecord(h chunk.Hash, loc pack.Loc) error {
+	s.evictMu.RLock()
+	defer s.evictMu.RUnlock()
+	err := s.packs.Read(h, loc, func(val []byte) error { return chunk.Check(h, val) })
+	if errors.Is(err, chunk.ErrCorrupt) {
+		s.log.Warn("a chunk record a crash damaged is stored again", "chunk", h.String(), "pack", s.packs.Path(loc.Pack), "err", err)
+	}
+	return err
 }
 
 // chunkLoc looks up where a chunk is stored.

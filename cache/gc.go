@@ -251,13 +251,19 @@ func (s *Store) sealPack(id uint32) ([]packRecord, error) {
 }
 
 // sealedPacks lists the packs not being appended to. Taken before the
-// index is read, it names no pack a chunk can be appended to after.
+// index is read, it names no pack a chunk can be appended to after, and
+// every record of the packs it names is indexed by then: a chunk's append
+// and its index entry happen under evictMu's read lock, so once the write
+// lock was had here, a record appended to a pack that filled meanwhile
+// has its entry, and the pack's live records are all in the index.
 func (s *Store) sealedPacks() ([]uint32, error) {
+	s.evictMu.Lock()
 	ids, err := s.packs.List()
+	cur, appending := s.packs.Current()
+	s.evictMu.Unlock()
 	if err != nil {
 		return nil, fmt.Errorf("list packs: %w", err)
 	}
-	cur, appending := s.packs.Current()
 	out := ids[:0]
 	for _, id := range ids {
 		if !appending || id != cur {
@@ -318,6 +324,9 @@ func (s *Store) copyRecords(recs []packRecord, limit *rateLimit) ([]movedRecord,
 		s.evictMu.RLock() // the pack is not evicted while read
 		var to pack.Loc
 		err := s.packs.Read(r.hash, r.loc, func(val []byte) error {
+			if err := chunk.Check(r.hash, val); err != nil {
+				return err // a damaged record is not copied into a sound pack
+			}
 			var err error
 			to, err = s.packs.Append(r.hash, val)
 			return err
@@ -364,6 +373,9 @@ func (s *Store) dropPacks(doomed []uint32, moved []movedRecord, res *GCResult) e
 			return err
 		}
 		res.PacksRemoved++
+		if err := s.packRemoved(id); err != nil {
+			return err
+		}
 	}
 	return nil
 }

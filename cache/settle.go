@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ckptfs/ckptfs/cache/chunk"
+	"github.com/ckptfs/ckptfs/cache/durable"
 	"github.com/ckptfs/ckptfs/cache/meta"
 )
 
@@ -22,22 +23,29 @@ import (
 // renames that file into staged/ and records it as the file's content
 // (meta.Content.Staged), so it is visible and survives the daemon at
 // once. The settler then chunks, deduplicates and encodes staged files in
-// the background and swaps each record to its chunks in one transaction
-// (meta.Namespace.Settle); readers meanwhile read the staged file. The
-// queue is durable with the records (putInode), so a store opened after a
-// crash settles what was left.
+// the background and swaps each record to its chunks (meta.Namespace.Settle);
+// readers meanwhile read the staged file. The queue is durable with the
+// records (putInode), so a store opened after a crash settles what was
+// left.
 //
-// A staged file is removed only after the chunks that replaced it are
-// synced, and settleGrace after the swap, so that a reader that read the
-// old record just before still opens it (an open one keeps its bytes).
-// Views plan on chunks: they settle a folder's staged files first
-// (SettleNow), so a view's plan and its hot copies keep their key.
+// Order on disk: the chunks of a batch of settled files are synced before
+// the records that name them are written, and a staged file is removed
+// only once the record that no longer names it is synced too, and
+// settleGrace after the swap, so that a reader that read the old record
+// just before still opens it (an open one keeps its bytes). Views plan on
+// chunks: they settle a folder's staged files first (SettleNow), so a
+// view's plan and its hot copies keep their key.
+//
+// A writer that appends to a file whose content is staged appends to the
+// staged file itself (LeaseStaged): the bytes a record names never change,
+// and a file no lease holds is the only kind the settler takes, so an
+// append-and-fsync log costs what it appends, not its whole length.
 
 // settleGrace is how long a settled staged file stays for such readers.
 const settleGrace = 10 * time.Second
 
-// settleDelay is how old a staged file is before the settler takes it:
-// checkpoints rotated out within it (save_total_limit, a rewrite) are
+// settleDelay is how long a staged file is quiet before the settler takes
+// it: checkpoints rotated out within it (save_total_limit, a rewrite) are
 // never chunked at all, and their CPU stays the training job's.
 const settleDelay = 5 * time.Second
 
@@ -48,6 +56,13 @@ const (
 	settleRetryMax = time.Minute
 )
 
+// settleBatch bounds the staged files, and their bytes, chunked before one
+// sync makes their chunks durable and their records are swapped.
+const (
+	settleBatchFiles = 64
+	settleBatchBytes = 256 << 20
+)
+
 type settler struct {
 	s     *Store
 	kicks chan struct{}
@@ -55,24 +70,43 @@ type settler struct {
 	halt  sync.Once // closes done
 	wg    sync.WaitGroup
 
-	// backlog is the bytes of queued staged files: settling them takes up
-	// to as much room again, which writes keep free (EnsureStagingSpace).
+	// backlog is the bytes of queued staged files, as allocated on disk:
+	// settling them takes up to as much room again, which writes keep free
+	// (EnsureStagingSpace).
 	backlog atomic.Int64
 
 	mu       sync.Mutex
 	lastID   uint64
-	unsynced map[uint64]*os.File // staged, not fsynced yet
-	doomed   []doomedFile        // settled or nobody's, to remove
-	one      sync.Mutex          // one staged file settles at a time
-}
+	unsynced map[uint64]*os.File // staged or appended to, not fsynced yet
+	counted  map[uint64]int64    // each staged file's share of backlog
+	// doomed are the staged files settled, or nobody's, to remove once
+	// what replaced them is durable and their grace is over.
+	doomed map[uint64]time.Time
+	// leases count the writers appending to a staged file (LeaseStaged);
+	// settling takes a file only with none, and a file being settled or
+	// doomed takes no lease.
+	leases   map[uint64]int
+	settling map[uint64]bool
+	// quiet is when a file staged before was last appended to; files
+	// staged once are quiet since their id, the staging time.
+	quiet map[uint64]time.Time
+	// quarantined are the staged files that could not be settled for a
+	// fault of their own: left queued and readable as far as they are, not
+	// tried again until the store opens again.
+	quarantined map[uint64]bool
 
-type doomedFile struct {
-	id    uint64
-	since time.Time
+	syncMu sync.Mutex // one syncStaged at a time, see syncStaged
+	failed error      // a staged file's failed sync: every later one fails
+	one    sync.Mutex // one batch settles at a time
+	// beforeSwap, if set, runs after a batch's chunks are durable and
+	// before its records are swapped: tests hold a batch there.
+	beforeSwap func()
 }
 
 func newSettler(s *Store) *settler {
-	return &settler{s: s, kicks: make(chan struct{}, 1), done: make(chan struct{}), unsynced: map[uint64]*os.File{}}
+	return &settler{s: s, kicks: make(chan struct{}, 1), done: make(chan struct{}),
+		unsynced: map[uint64]*os.File{}, counted: map[uint64]int64{}, doomed: map[uint64]time.Time{},
+		leases: map[uint64]int{}, settling: map[uint64]bool{}, quiet: map[uint64]time.Time{}, quarantined: map[uint64]bool{}}
 }
 
 // StagedDir holds the staged content of files committed but not chunked
@@ -88,6 +122,15 @@ func (s *Store) stagedPath(id uint64) string {
 // the bucket, which takes chunks.
 func (s *Store) WritesBehind() bool { return s.writeBehind && !s.cachesBucket.Load() }
 
+// allocated is the disk space f takes: a sparse file's holes are free.
+func allocated(f *os.File) int64 {
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+		return 0
+	}
+	return st.Blocks * 512
+}
+
 // Stage takes f, a staging file of size bytes, as the content of a file
 // about to be committed: the record that holds the returned content queues
 // it to be chunked. The store owns f from here on, whatever the outcome.
@@ -102,12 +145,82 @@ func (s *Store) Stage(f *os.File, size int64) (*meta.Content, error) {
 		os.Remove(f.Name())
 		return nil, fmt.Errorf("stage %s: %w", f.Name(), err)
 	}
+	used := allocated(f)
 	st.mu.Lock()
 	st.unsynced[id] = f
+	st.counted[id] = used
 	st.mu.Unlock()
 	s.metrics.staged.Add(size)
-	st.backlog.Add(size) // the record that takes it kicks the settler
+	st.backlog.Add(used) // the record that takes it kicks the settler
 	return &meta.Content{Size: size, Staged: id}, nil
+}
+
+// Unstage gives up staged content c that no record took (its file was
+// unlinked while it was written): its staged file and its backlog go at
+// once. Readers that opened it keep its bytes.
+func (s *Store) Unstage(c *meta.Content) {
+	st := s.settler
+	st.mu.Lock()
+	if f := st.unsynced[c.Staged]; f != nil {
+		f.Close()
+		delete(st.unsynced, c.Staged)
+	}
+	st.backlog.Add(-st.counted[c.Staged])
+	delete(st.counted, c.Staged)
+	st.mu.Unlock()
+	os.Remove(s.stagedPath(c.Staged))
+}
+
+// LeaseStaged opens the staged file of content c for a writer to append
+// to: bytes past c.Size, which no record names. ok is false when c is not
+// staged, or its file is being settled or going: the writer then copies.
+// release ends the lease; the settler takes no file under a lease.
+func (s *Store) LeaseStaged(c *meta.Content) (f *os.File, release func(), ok bool) {
+	st := s.settler
+	id := c.Staged
+	if id == 0 {
+		return nil, nil, false
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if _, doomed := st.doomed[id]; doomed || st.settling[id] || st.quarantined[id] {
+		return nil, nil, false
+	}
+	f, err := os.OpenFile(s.stagedPath(id), os.O_RDWR, 0)
+	if err != nil {
+		return nil, nil, false
+	}
+	st.leases[id]++
+	var once sync.Once
+	return f, func() {
+		once.Do(func() {
+			st.mu.Lock()
+			if st.leases[id]--; st.leases[id] <= 0 {
+				delete(st.leases, id)
+			}
+			st.mu.Unlock()
+			st.kick()
+		})
+	}, true
+}
+
+// Restage takes the staged file of content c, appended to in place
+// through f (from LeaseStaged) up to size bytes, as the content of a file
+// about to be committed. The store owns f from here on.
+func (s *Store) Restage(f *os.File, c *meta.Content, size int64) *meta.Content {
+	st := s.settler
+	used := allocated(f)
+	st.mu.Lock()
+	if old := st.unsynced[c.Staged]; old != nil {
+		old.Close()
+	}
+	st.unsynced[c.Staged] = f
+	st.backlog.Add(used - st.counted[c.Staged])
+	st.counted[c.Staged] = used
+	st.quiet[c.Staged] = time.Now()
+	st.mu.Unlock()
+	s.metrics.staged.Add(size - c.Size)
+	return &meta.Content{Size: size, Staged: c.Staged}
 }
 
 func (st *settler) kick() {
@@ -118,35 +231,30 @@ func (st *settler) kick() {
 }
 
 // syncStaged makes the staged files written so far durable, with their
-// names: a synced record never names a staged file that is not.
+// names: a synced record never names a staged file that is not. Like the
+// packs' Sync, a second caller waits for the first, and a failed sync
+// fails every later one.
 func (st *settler) syncStaged() error {
+	st.syncMu.Lock()
+	defer st.syncMu.Unlock()
 	st.mu.Lock()
 	files := st.unsynced
 	st.unsynced = map[uint64]*os.File{}
 	st.mu.Unlock()
 	var errs []error
 	for _, f := range files {
-		if err := f.Sync(); err != nil {
-			errs = append(errs, fmt.Errorf("sync %s: %w", f.Name(), err))
+		if err := durable.File(f); err != nil {
+			errs = append(errs, err)
 		}
 		f.Close()
 	}
 	if len(files) > 0 {
-		errs = append(errs, syncDir(st.s.StagedDir()))
+		errs = append(errs, durable.Dir(st.s.StagedDir()))
 	}
-	return errors.Join(errs...)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
+	if st.failed == nil {
+		st.failed = errors.Join(errs...)
 	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
+	return st.failed
 }
 
 // start settles in the background until stop.
@@ -208,94 +316,251 @@ func (st *settler) stop() error {
 	return errors.Join(err, st.syncStaged())
 }
 
-// settleAll chunks every queued staged file at least minAge old, oldest
-// first, until the queue is done or stop is closed, and drops those nobody
-// holds. It returns how long until the youngest file it left is old
-// enough, 0 if it left none.
+var errStopped = errors.New("stopped")
+
+// queuedFile is a staged file on the queue and the inode it was staged for.
+type queuedFile struct{ id, ino uint64 }
+
+// settleAll chunks every queued staged file quiet for at least minAge,
+// oldest first, until the queue is done or stop is closed, and drops those
+// nobody holds. It returns how long until the youngest file it left is
+// quiet long enough, 0 if it left none. A file that fails for a fault of
+// its own is quarantined and the rest go on.
 func (st *settler) settleAll(stop <-chan struct{}, minAge time.Duration) (time.Duration, error) {
-	var after time.Duration
+	var queued []queuedFile
 	err := st.s.Namespace.StagedFiles(func(id, ino uint64) error {
+		queued = append(queued, queuedFile{id, ino})
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	var after time.Duration
+	for len(queued) > 0 {
 		select {
 		case <-stop:
-			return errStopped
+			return after, errStopped
 		default:
 		}
-		wait, err := st.settle(id, ino, minAge)
+		n, wait, err := st.settle(queued, minAge)
 		if wait > 0 && (after == 0 || wait < after) {
 			after = wait
 		}
-		return err
-	})
-	return after, err
+		if err != nil {
+			return after, err
+		}
+		queued = queued[n:]
+	}
+	return after, nil
 }
-
-var errStopped = errors.New("stopped")
 
 // SettleNow chunks the staged content of records before it returns, for
 // those who plan on chunks (views): what they plan from does not change
-// under them.
+// under them. A file a writer is appending to stays staged.
 func (s *Store) SettleNow(ins ...*meta.Inode) error {
+	var queued []queuedFile
 	for _, in := range ins {
 		if id := in.Content.Staged; id != 0 {
-			if _, err := s.settler.settle(id, in.Ino, 0); err != nil {
-				return err
-			}
+			queued = append(queued, queuedFile{id, in.Ino})
 		}
+	}
+	for len(queued) > 0 {
+		n, _, err := s.settler.settle(queued, 0)
+		if err != nil {
+			return err
+		}
+		queued = queued[n:]
 	}
 	return nil
 }
 
-// settle chunks staged file id of inode ino and swaps the record to the
-// chunks, unless the record moved on meanwhile; a file no longer queued
-// was settled already. A file younger than minAge is left for later: it
-// returns how much later.
-func (st *settler) settle(id, ino uint64, minAge time.Duration) (time.Duration, error) {
+// settling is a staged file chunked in a batch, waiting for its swap.
+type settling struct {
+	queuedFile
+	content *meta.Content
+	release func() // the chunks' pins, held until the swap commits
+}
+
+// settle takes one batch from the front of queued: it chunks each staged
+// file quiet for minAge that its record still holds, makes their chunks
+// durable with one sync, then swaps each record to its chunks, unless the
+// record moved on meanwhile. Files nobody holds go off the queue unread.
+// It returns how many of queued it took, and how long until the youngest
+// file it left is quiet long enough.
+func (st *settler) settle(queued []queuedFile, minAge time.Duration) (taken int, after time.Duration, err error) {
 	st.one.Lock()
 	defer st.one.Unlock()
 	s := st.s
-	if queued, err := s.Namespace.Queued(id); err != nil || !queued {
-		return 0, err
+	var batch []settling
+	var batchBytes int64
+	defer func() {
+		st.mu.Lock()
+		for _, b := range batch {
+			delete(st.settling, b.id)
+		}
+		st.mu.Unlock()
+		for _, b := range batch {
+			b.release()
+		}
+	}()
+	for ; taken < len(queued) && len(batch) < settleBatchFiles && batchBytes < settleBatchBytes; taken++ {
+		q := queued[taken]
+		c, wait, err := st.chunk(q, minAge)
+		if wait > 0 && (after == 0 || wait < after) {
+			after = wait
+		}
+		var own *stagedFileError
+		if errors.As(err, &own) {
+			st.quarantine(q, err)
+			continue
+		}
+		if err != nil {
+			return taken, after, err
+		}
+		if c != nil {
+			batch = append(batch, *c)
+			batchBytes += c.content.Size
+		}
 	}
-	in, err := s.GetInode(ino)
+	if len(batch) == 0 {
+		return taken, after, nil
+	}
+	// The chunks are durable before any record that names them is written.
+	if err := s.SyncChunks(); err != nil {
+		return taken, after, fmt.Errorf("settle: %w", err)
+	}
+	if st.beforeSwap != nil {
+		st.beforeSwap()
+	}
+	for _, b := range batch {
+		settled, err := s.Namespace.Settle(b.ino, b.id, b.content)
+		if err != nil {
+			return taken, after, fmt.Errorf("inode %d: swap staged file %s for its chunks: %w", b.ino, s.stagedPath(b.id), err)
+		}
+		if settled {
+			s.metrics.settled.Add(b.content.Size)
+			st.doom(b.id, time.Now())
+		}
+	}
+	return taken, after, nil
+}
+
+// stagedFileError is a staged file that could not be read whole: its own
+// fault, not the store's (a full disk, a failed pack write).
+type stagedFileError struct{ err error }
+
+func (e *stagedFileError) Error() string { return e.err.Error() }
+func (e *stagedFileError) Unwrap() error { return e.err }
+
+// stagedFileReader tags the errors of reading a staged file.
+type stagedFileReader struct{ r io.Reader }
+
+func (r stagedFileReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if err != nil && err != io.EOF {
+		err = &stagedFileError{err}
+	}
+	return n, err
+}
+
+// chunk decides what to do with queued file q: nothing yet (a file young,
+// appended to, or a batch's own), off the queue (nobody's), or chunked, as
+// the returned settling, which holds the file as being settled.
+func (st *settler) chunk(q queuedFile, minAge time.Duration) (*settling, time.Duration, error) {
+	s := st.s
+	if queued, err := s.Namespace.Queued(q.id); err != nil || !queued {
+		return nil, 0, err
+	}
+	in, err := s.GetInode(q.ino)
 	if err != nil && !errors.Is(err, syscall.ENOENT) {
-		return 0, err
+		return nil, 0, err
 	}
-	held := err == nil && in.Content.Staged == id
-	if age := time.Since(time.Unix(0, int64(id))); held && age >= 0 && age < minAge { // ids are staging times
-		return minAge - age, nil
-	}
-	var size int64
-	if fi, err := os.Stat(s.stagedPath(id)); err == nil {
-		size = fi.Size()
-	}
-	var since time.Time // a file nobody holds goes at once
-	if held {
-		f, err := os.Open(s.stagedPath(id))
-		if err != nil {
-			return 0, fmt.Errorf("inode %d: staged content: %w", ino, err)
-		}
-		c, err := s.Ingest(f) // its chunks stay live until the swap commits
-		f.Close()
-		if err == nil {
-			_, err = s.Namespace.Settle(ino, id, c)
-		}
-		if err != nil {
-			return 0, fmt.Errorf("inode %d: chunk staged file %s: %w", ino, s.stagedPath(id), err)
-		}
-		s.metrics.settled.Add(c.Size)
-		since = time.Now()
-	} else if _, err := s.Namespace.Settle(ino, id, nil); err != nil { // nobody's: off the queue
-		return 0, err
-	}
+	held := err == nil && in.Content.Staged == q.id
 	st.mu.Lock()
+	leased, quarantined := st.leases[q.id] > 0, st.quarantined[q.id]
+	quiet, appended := st.quiet[q.id]
+	if !leased && !quarantined {
+		st.settling[q.id] = true // no lease starts now
+	}
+	st.mu.Unlock()
+	if leased || quarantined {
+		return nil, 0, nil // its writers' release kicks the settler
+	}
+	if !appended {
+		quiet = time.Unix(0, int64(q.id)) // ids are staging times
+	}
+	if age := time.Since(quiet); held && age >= 0 && age < minAge {
+		st.unmark(q.id)
+		return nil, minAge - age, nil
+	}
+	if !held { // nobody's: off the queue, and gone at once
+		defer st.unmark(q.id)
+		if _, err := s.Namespace.Settle(q.ino, q.id, nil); err != nil {
+			return nil, 0, err
+		}
+		st.doom(q.id, time.Time{})
+		return nil, 0, nil
+	}
+	c, release, err := st.ingest(q, in.Content.Size)
+	if err != nil {
+		st.unmark(q.id)
+		return nil, 0, fmt.Errorf("inode %d: chunk staged file %s: %w", q.ino, s.stagedPath(q.id), err)
+	}
+	return &settling{q, c, release}, 0, nil
+}
+
+// ingest chunks the first size bytes of staged file q, which must hold
+// them: bytes past them are a writer's not committed yet.
+func (st *settler) ingest(q queuedFile, size int64) (*meta.Content, func(), error) {
+	f, err := os.Open(st.s.stagedPath(q.id))
+	if err != nil {
+		return nil, nil, &stagedFileError{err}
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil {
+		return nil, nil, &stagedFileError{err}
+	} else if fi.Size() < size {
+		return nil, nil, &stagedFileError{fmt.Errorf("holds %d bytes, its record says %d", fi.Size(), size)}
+	}
+	c, release, err := st.s.Ingest(stagedFileReader{io.LimitReader(f, size)})
+	if err == nil && c.Size != size {
+		release()
+		err = &stagedFileError{fmt.Errorf("read %d bytes of %d", c.Size, size)}
+	}
+	return c, release, err
+}
+
+func (st *settler) unmark(id uint64) {
+	st.mu.Lock()
+	delete(st.settling, id)
+	st.mu.Unlock()
+}
+
+// quarantine leaves staged file q queued and readable as far as it reads,
+// and out of the settler's way until the store opens again.
+func (st *settler) quarantine(q queuedFile, err error) {
+	st.mu.Lock()
+	st.quarantined[q.id] = true
+	st.backlog.Add(-st.counted[q.id]) // not chunked this session
+	st.counted[q.id] = 0
+	st.mu.Unlock()
+	st.s.log.Error("a staged file cannot be chunked: it stays staged, readable as far as it reads, and is tried again at the next mount",
+		"inode", q.ino, "file", st.s.stagedPath(q.id), "err", err)
+}
+
+// doom queues staged file id for removal, since when: its record moved to
+// chunks then, or nobody holds it (the zero time).
+func (st *settler) doom(id uint64, since time.Time) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
 	if f := st.unsynced[id]; f != nil {
-		f.Close() // the chunks are synced before the file goes
+		f.Close() // its content is durable as chunks, or nobody's
 		delete(st.unsynced, id)
 	}
-	st.doomed = append(st.doomed, doomedFile{id, since})
-	st.mu.Unlock()
-	st.backlog.Add(-size)
-	return 0, nil
+	st.doomed[id] = since
+	st.backlog.Add(-st.counted[id])
+	delete(st.counted, id)
+	delete(st.quiet, id)
 }
 
 func (st *settler) hasDoomed() bool {
@@ -306,48 +571,59 @@ func (st *settler) hasDoomed() bool {
 
 // removeDoomed removes the staged files settled at least grace ago, once
 // what replaced them is durable: the chunks, and the records that no
-// longer name them.
+// longer name them. No file goes while a check holds the store Frozen.
 func (st *settler) removeDoomed(grace time.Duration) error {
 	st.mu.Lock()
 	var ripe []uint64
-	keep := st.doomed[:0]
-	for _, d := range st.doomed {
-		if time.Since(d.since) >= grace {
-			ripe = append(ripe, d.id)
-		} else {
-			keep = append(keep, d)
+	for id, since := range st.doomed {
+		if time.Since(since) >= grace {
+			ripe = append(ripe, id)
 		}
 	}
-	st.doomed = keep
 	st.mu.Unlock()
 	if len(ripe) == 0 {
 		return nil
 	}
 	if err := st.s.syncChunks(); err != nil {
-		st.mu.Lock()
-		for _, id := range ripe {
-			st.doomed = append(st.doomed, doomedFile{id, time.Time{}})
-		}
-		st.mu.Unlock()
 		return err
 	}
+	st.s.reclaimMu.Lock()
+	defer st.s.reclaimMu.Unlock()
 	for _, id := range ripe {
 		if err := os.Remove(st.s.stagedPath(id)); err != nil && !errors.Is(err, syscall.ENOENT) {
 			return err
 		}
+		st.mu.Lock()
+		delete(st.doomed, id)
+		st.mu.Unlock()
 	}
 	return nil
 }
 
 // clearOrphans removes staged files no queued record names: a crash
-// between a settle and the removal of its file leaves them.
-func (st *settler) clearOrphans() error {
+// between a settle and the removal of its file leaves them. After an
+// unclean shutdown it also finds the files whose staged content the crash
+// cut short (closed, never synced): see dropLost.
+func (st *settler) clearOrphans(unclean bool) error {
 	queued := map[string]bool{}
+	var lost []queuedFile
 	err := st.s.Namespace.StagedFiles(func(id, ino uint64) error {
 		queued[strconv.FormatUint(id, 16)] = true
 		st.lastID = max(st.lastID, id)
-		if fi, err := os.Stat(st.s.stagedPath(id)); err == nil {
-			st.backlog.Add(fi.Size())
+		f, err := os.Open(st.s.stagedPath(id))
+		if err == nil {
+			st.counted[id] = allocated(f)
+			st.backlog.Add(st.counted[id])
+		}
+		if unclean {
+			if short, err := st.cutShort(id, ino, f); err != nil {
+				return err
+			} else if short {
+				lost = append(lost, queuedFile{id, ino})
+			}
+		}
+		if f != nil {
+			f.Close()
 		}
 		return nil
 	})
@@ -364,6 +640,46 @@ func (st *settler) clearOrphans() error {
 				return err
 			}
 		}
+	}
+	return st.dropLost(lost)
+}
+
+// cutShort reports whether the record of inode ino names staged file id
+// (open as f, nil if it would not open) and the file holds less than it.
+func (st *settler) cutShort(id, ino uint64, f *os.File) (bool, error) {
+	in, err := st.s.GetInode(ino)
+	if errors.Is(err, syscall.ENOENT) {
+		return false, nil
+	}
+	if err != nil || in.Content.Staged != id {
+		return false, err
+	}
+	if f == nil {
+		return true, nil
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Size() < in.Content.Size, err
+}
+
+// dropLost removes the files whose staged content a crash cut short. Such
+// a file was closed and never synced (a sync makes the staged file durable
+// before it returns), and the promise after a power cut is that it reads
+// back as a whole version or not at all: its earlier version is not kept
+// once a commit replaced it, so its names go, each logged.
+func (st *settler) dropLost(lost []queuedFile) error {
+	for _, q := range lost {
+		paths, err := st.s.Namespace.Unlink(q.ino)
+		if err != nil {
+			return fmt.Errorf("drop inode %d, cut short by a crash: %w", q.ino, err)
+		}
+		st.s.log.Error("a file closed but never synced was cut short by a crash and is removed (it reads back whole or not at all)",
+			"paths", paths, "staged_file", st.s.stagedPath(q.id))
+		if _, err := st.s.Namespace.Settle(q.ino, q.id, nil); err != nil {
+			return err
+		}
+		st.backlog.Add(-st.counted[q.id])
+		delete(st.counted, q.id)
+		os.Remove(st.s.stagedPath(q.id))
 	}
 	return nil
 }
@@ -406,14 +722,15 @@ func (sr *stagedReader) readAt(r *FileReader, p []byte, off int64) (int, error) 
 	return n, fmt.Errorf("%s: %w", r.name, err)
 }
 
-// CheckStaged reports whether staged content c has its staged file, of
-// its length. The bytes have no hash to check before they are chunked.
+// CheckStaged reports whether staged content c has its staged file, of at
+// least its length (a writer may be appending past it). The bytes have no
+// hash to check before they are chunked.
 func (s *Store) CheckStaged(c *meta.Content) error {
 	fi, err := os.Stat(s.stagedPath(c.Staged))
 	if err != nil {
 		return fmt.Errorf("staged content: %w", err)
 	}
-	if fi.Size() != c.Size {
+	if fi.Size() < c.Size {
 		return fmt.Errorf("staged file %s holds %d bytes, the record says %d", fi.Name(), fi.Size(), c.Size)
 	}
 	return nil

@@ -180,11 +180,11 @@ func TestStagedBacklogIsReserved(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.settler.backlog.Store(free) // as if a disk's worth waited to settle
-	if err := s.EnsureStagingSpace(1); err == nil {
+	if err := s.EnsureStagingSpace(1, 0); err == nil {
 		t.Fatal("a write was allowed with no room left to settle what is staged")
 	}
 	s.settler.backlog.Store(0)
-	if err := s.EnsureStagingSpace(1); err != nil {
+	if err := s.EnsureStagingSpace(1, 0); err != nil {
 		t.Fatal(err)
 	}
 }

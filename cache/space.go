@@ -14,16 +14,28 @@ const (
 	metaReserve  = 32 << 20 // before creating an entry
 )
 
-// ensureSpace fails with ENOSPC unless n bytes plus reserve are free,
-// after the makeRoom of SetMakeRoom had its chance to free them. The space
-// is read again whatever makeRoom says it freed: two writers short at once
-// both ask, and the one that finds the copies already gone frees nothing
-// although the room is there now.
-func (s *Store) ensureSpace(n, reserve int64) error {
-	free, err := s.freeBytes()
+// rootShare is the part of the store's disk that writes of users other
+// than root leave free, as ext4 keeps blocks for root: one user filling the
+// disk does not stop a job that runs as root. It is a twentieth of the
+// disk, within these bounds.
+const (
+	rootShareMin = 64 << 20
+	rootShareMax = 8 << 30
+)
+
+// ensureSpace fails with ENOSPC unless n bytes plus reserve are free (plus
+// root's share, for a user's write), after the makeRoom of SetMakeRoom had
+// its chance to free them. The space is read again whatever makeRoom says
+// it freed: two writers short at once both ask, and the one that finds the
+// copies already gone frees nothing although the room is there now.
+func (s *Store) ensureSpace(n, reserve int64, user bool) error {
+	free, total, err := s.diskSpace()
+	if user {
+		reserve += min(max(total/20, rootShareMin), rootShareMax)
+	}
 	if err == nil && free < n+reserve && s.makeRoom != nil {
 		s.makeRoom(n + reserve - free)
-		free, err = s.freeBytes()
+		free, _, err = s.diskSpace()
 	}
 	if err != nil {
 		return err
@@ -34,19 +46,26 @@ func (s *Store) ensureSpace(n, reserve int64) error {
 	return nil
 }
 
-func (s *Store) freeBytes() (int64, error) {
+// diskSpace is what the store's file system has free, and its size.
+func (s *Store) diskSpace() (free, total int64, err error) {
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(s.dir, &st); err != nil {
-		return 0, fmt.Errorf("statfs %s: %w", s.dir, err)
+		return 0, 0, fmt.Errorf("statfs %s: %w", s.dir, err)
 	}
-	return int64(st.Bavail) * st.Bsize, nil
+	return int64(st.Bavail) * st.Bsize, int64(st.Blocks) * st.Bsize, nil
+}
+
+func (s *Store) freeBytes() (int64, error) {
+	free, _, err := s.diskSpace()
+	return free, err
 }
 
 // EnsureStagingSpace fails with ENOSPC unless n more bytes of a staging
-// file fit with the chunk reserve kept: staging shares the store's disk,
-// and filling it would leave Badger's next flush without room. Staged
-// files not chunked yet count twice, as their chunks will take up to as
-// much room before the files go (see settle.go).
-func (s *Store) EnsureStagingSpace(n int64) error {
-	return s.ensureSpace(n, chunkReserve+s.settler.backlog.Load())
+// file, written for uid, fit with the chunk reserve kept: staging shares
+// the store's disk, and filling it would leave Badger's next flush without
+// room. Staged files not chunked yet count twice, as their chunks will
+// take up to as much room before the files go (see settle.go): what they
+// take on disk, so a sparse file costs nothing.
+func (s *Store) EnsureStagingSpace(n int64, uid uint32) error {
+	return s.ensureSpace(n, chunkReserve+s.settler.backlog.Load(), uid != 0)
 }

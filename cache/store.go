@@ -5,12 +5,14 @@
 package cache
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -48,6 +50,10 @@ type Options struct {
 	// VerifyReads hashes every chunk a reader loads, as fsck does, on top
 	// of the checks every read makes (see chunk.DecodeChecksummed).
 	VerifyReads bool
+	// ReadOnly opens an existing store to look at it (fsck, ls, stat):
+	// nothing is settled, removed, recovered or written, whatever a crash
+	// left.
+	ReadOnly bool
 }
 
 // Store is an open ckptfs store directory.
@@ -79,6 +85,15 @@ type Store struct {
 	settler      *settler
 	writeBehind  bool
 	verifyReads  bool
+	readOnly     bool
+	// suspect are the packs written by sessions that did not close
+	// cleanly: their tails may not have reached the disk, so a record in
+	// one is checked before dedup trusts it (see PutChunk).
+	suspectMu sync.Mutex
+	suspect   map[uint32]bool
+	// afterAppend, if set, runs between a chunk's append and its index
+	// entry: tests hold a store there.
+	afterAppend func()
 }
 
 // Metrics returns the store's counters, for a daemon to serve.
@@ -95,6 +110,12 @@ func Open(dir string, o Options) (*Store, error) {
 	if o.CacheBytes == 0 {
 		o.CacheBytes = 128 << 20
 	}
+	if o.ReadOnly {
+		if _, err := os.Stat(filepath.Join(dir, "db")); err != nil {
+			return nil, fmt.Errorf("open store %s: %w", dir, err)
+		}
+		return openStore(dir, o)
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create store %s: %w", dir, err)
 	}
@@ -103,6 +124,11 @@ func Open(dir string, o Options) (*Store, error) {
 			return nil, fmt.Errorf("create store %s: %w", dir, err)
 		}
 	}
+	return openStore(dir, o)
+}
+
+// openStore opens the store in dir, made already unless o.ReadOnly.
+func openStore(dir string, o Options) (*Store, error) {
 	packs, err := pack.Open(filepath.Join(dir, "packs"))
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
@@ -120,8 +146,14 @@ func Open(dir string, o Options) (*Store, error) {
 		WithBlockCacheSize(32 << 20).
 		WithIndexCacheSize(16 << 20).
 		WithNumCompactors(2).
-		WithChecksumVerificationMode(options.OnBlockRead) // a damaged table block is an error, not garbage
+		WithChecksumVerificationMode(options.OnBlockRead). // a damaged table block is an error, not garbage
+		WithReadOnly(o.ReadOnly)
 	db, err := meta.Open(bo)
+	if o.ReadOnly && errors.Is(err, badger.ErrTruncateNeeded) {
+		// A crash left a torn tail in Badger's log, which only a writer
+		// may cut: Badger's own recovery, no change to what the store holds.
+		db, err = meta.Open(bo.WithReadOnly(false))
+	}
 	if err != nil {
 		if strings.Contains(err.Error(), "Another process is using this Badger database") {
 			return nil, fmt.Errorf("open store %s: %w", dir, ErrLocked)
@@ -137,14 +169,14 @@ func Open(dir string, o Options) (*Store, error) {
 		return nil, fmt.Errorf("open store %s: %w (ckptfs fsck reports what it affects)", dir, damage)
 	}
 	s := &Store{dir: dir, opts: bo, db: db, log: o.Logger, packs: packs, metrics: newMetrics(), damage: damage, backing: noBacking{},
-		live: newLiveChunks(o.Mounted || o.ReclaimEvery > 0), verifyReads: o.VerifyReads}
+		live: newLiveChunks(o.Mounted || o.ReclaimEvery > 0), verifyReads: o.VerifyReads, readOnly: o.ReadOnly, suspect: map[uint32]bool{}}
 	s.settler = newSettler(s)
 	if o.Loaders <= 0 {
 		o.Loaders = runtime.NumCPU()
 	}
 	s.chunks = newChunkCache(s, o.CacheBytes, o.Loaders)
 	s.Namespace, err = meta.OpenNamespace(db, meta.Hooks{
-		Reserve: func() error { return s.ensureSpace(0, metaReserve) },
+		Reserve: func() error { return s.ensureSpace(0, metaReserve, false) },
 		Claim: func(parent uint64, name string) error {
 			if parent != meta.RootIno {
 				return nil
@@ -162,6 +194,14 @@ func Open(dir string, o Options) (*Store, error) {
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
 	s.cachesBucket.Store(s.RemoteURL() != "")
+	if o.ReadOnly {
+		return s, nil
+	}
+	unclean, err := s.startSession()
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("open store %s: %w", dir, err)
+	}
 	if o.ReclaimEvery > 0 {
 		s.reclaimer = startReclaimer(s, o.ReclaimEvery)
 	}
@@ -169,7 +209,7 @@ func Open(dir string, o Options) (*Store, error) {
 		s.Close()
 		return nil, fmt.Errorf("open store %s: clear staging: %w", dir, err)
 	}
-	if err := s.settler.clearOrphans(); err != nil {
+	if err := s.settler.clearOrphans(unclean); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("open store %s: staged files: %w", dir, err)
 	}
@@ -217,7 +257,8 @@ func (s *Store) clearStaging() error {
 
 // Sync makes everything written so far durable: staged files, then the
 // packs, so that no durable index entry or record points at bytes that
-// are not.
+// are not. It returns once all that was written before it began is
+// durable, whoever else syncs meanwhile.
 func (s *Store) Sync() error {
 	if err := s.settler.syncStaged(); err != nil {
 		return fmt.Errorf("sync store %s: %w", s.dir, err)
@@ -225,10 +266,20 @@ func (s *Store) Sync() error {
 	return s.syncChunks()
 }
 
-// syncChunks makes the chunks and records written so far durable.
-func (s *Store) syncChunks() error {
+// SyncChunks makes the chunks stored so far durable: a record that names
+// chunks is written only after it returns, so that no durable record
+// names bytes that are not.
+func (s *Store) SyncChunks() error {
 	if err := s.packs.Sync(); err != nil {
 		return fmt.Errorf("sync store %s: %w", s.dir, err)
+	}
+	return nil
+}
+
+// syncChunks makes the chunks and records written so far durable.
+func (s *Store) syncChunks() error {
+	if err := s.SyncChunks(); err != nil {
+		return err
 	}
 	if err := s.db.Sync(); err != nil {
 		return fmt.Errorf("sync store %s: %w", s.dir, err)
@@ -236,14 +287,91 @@ func (s *Store) syncChunks() error {
 	return nil
 }
 
+// startSession records that a session has the store open, from the pack
+// it will make first, and reports whether the last one did not close
+// cleanly: then the packs it wrote are suspect from here on.
+func (s *Store) startSession() (unclean bool, err error) {
+	var next uint32 // the first id never given to a pack
+	if v, err := s.Namespace.Value(meta.KeyPackIDs); err == nil && len(v) == 4 {
+		next = binary.BigEndian.Uint32(v) + 1
+	} else if err != nil && !errors.Is(err, meta.ErrNoValue) {
+		return false, err
+	}
+	next = max(next, s.packs.NextID())
+	if v, err := s.Namespace.Value(meta.KeySession); err == nil && len(v) == 4 {
+		// Every pack the last session made is suspect, those the crash
+		// took the file of too: the index may still name them.
+		unclean = true
+		first := binary.BigEndian.Uint32(v)
+		for id := first; id < next; id++ {
+			if err := s.Namespace.SetValue(suspectKey(id), []byte{}); err != nil {
+				return true, err
+			}
+		}
+		s.log.Warn("the store was not closed cleanly: records of the packs its last session wrote are checked before they are deduplicated against",
+			"store", s.dir, "packs", fmt.Sprintf("%d-%d", first, next-1))
+	} else if err != nil && !errors.Is(err, meta.ErrNoValue) {
+		return false, err
+	}
+	suspect, err := s.Namespace.Values(meta.PrefixSuspect)
+	if err != nil {
+		return unclean, err
+	}
+	for k := range suspect {
+		if id, err := strconv.ParseUint(k, 16, 32); err == nil {
+			s.suspect[uint32(id)] = true
+		}
+	}
+	// A pack's id is in Badger's log before any index entry naming it: if
+	// the entries outlive a crash, so does the id, and it is never reused.
+	s.packs.SetIDLog(next, func(id uint32) error {
+		return s.Namespace.SetValue(meta.KeyPackIDs, binary.BigEndian.AppendUint32(nil, id))
+	})
+	if err := s.Namespace.SetValue(meta.KeySession, binary.BigEndian.AppendUint32(nil, s.packs.NextID())); err != nil {
+		return unclean, err
+	}
+	return unclean, s.db.Sync() // before any pack of the session is written
+}
+
+func suspectKey(id uint32) string { return meta.PrefixSuspect + strconv.FormatUint(uint64(id), 16) }
+
+// isSuspect reports whether pack id was written by a session that did not
+// close cleanly.
+func (s *Store) isSuspect(id uint32) bool {
+	s.suspectMu.Lock()
+	defer s.suspectMu.Unlock()
+	return s.suspect[id]
+}
+
+// packRemoved forgets what the store knew of pack id, once it is gone.
+func (s *Store) packRemoved(id uint32) error {
+	s.suspectMu.Lock()
+	defer s.suspectMu.Unlock()
+	if !s.suspect[id] {
+		return nil
+	}
+	delete(s.suspect, id)
+	return s.Namespace.SetValue(suspectKey(id), nil)
+}
+
 // Close flushes and closes the store.
 func (s *Store) Close() error {
+	if s.readOnly {
+		s.Namespace.Close()
+		if err := errors.Join(s.packs.Close(), s.db.Close()); err != nil {
+			return fmt.Errorf("close store %s: %w", s.dir, err)
+		}
+		return nil
+	}
 	if err := s.settler.stop(); err != nil {
 		s.log.Warn("files left staged at close (readable, chunked at the next open)", "store", s.dir, "err", err)
 	}
 	s.reclaimer.stop()
 	errs := []error{s.backing.Close(), s.packs.Close()}
 	if s.Namespace != nil {
+		if errors.Join(errs...) == nil { // all durable: the session ends cleanly
+			errs = append(errs, s.Namespace.SetValue(meta.KeySession, nil))
+		}
 		errs = append(errs, s.Namespace.Close())
 	}
 	errs = append(errs, s.db.Close())

@@ -41,11 +41,11 @@ func readAll(t *testing.T, s *Store, c *meta.Content) []byte {
 func TestPutGetDedup(t *testing.T) {
 	s := openTemp(t)
 	data := layouttest.Random(1, 3<<20)
-	a, err := s.Ingest(bytes.NewReader(data))
+	a, _, err := s.Ingest(bytes.NewReader(data))
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := s.Ingest(bytes.NewReader(data))
+	b, _, err := s.Ingest(bytes.NewReader(data))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +65,7 @@ func TestPutGetDedup(t *testing.T) {
 func TestZerosCompress(t *testing.T) {
 	s := openTemp(t)
 	dir, _ := s.Create(meta.RootIno, "z", meta.Inode{Mode: syscall.S_IFDIR | 0o755})
-	c, err := s.Ingest(bytes.NewReader(make([]byte, 10<<20)))
+	c, _, err := s.Ingest(bytes.NewReader(make([]byte, 10<<20)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +93,7 @@ func safetensorsBytes(a, b []byte) []byte {
 func TestSafetensorsSplitAtTensors(t *testing.T) {
 	s := openTemp(t)
 	a, b := layouttest.Random(2, 5<<20+3), layouttest.Random(3, 1000)
-	c1, err := s.Ingest(bytes.NewReader(safetensorsBytes(a, b)))
+	c1, _, err := s.Ingest(bytes.NewReader(safetensorsBytes(a, b)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +106,7 @@ func TestSafetensorsSplitAtTensors(t *testing.T) {
 		t.Fatalf("chunks %+v", c1.Chunks)
 	}
 	// The same tensors in the other order share their chunks.
-	c2, err := s.Ingest(bytes.NewReader(safetensorsBytes(b, a)))
+	c2, _, err := s.Ingest(bytes.NewReader(safetensorsBytes(b, a)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +135,7 @@ func TestTruncatedAndMalformedRoundTrip(t *testing.T) {
 		{}, []byte("x"),
 	}
 	for i, in := range inputs {
-		c, err := s.Ingest(bytes.NewReader(in))
+		c, _, err := s.Ingest(bytes.NewReader(in))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -148,7 +148,7 @@ func TestTruncatedAndMalformedRoundTrip(t *testing.T) {
 func TestCorruptionDetected(t *testing.T) {
 	s := openTemp(t)
 	data := layouttest.Random(6, 100000)
-	c, err := s.Ingest(bytes.NewReader(data))
+	c, _, err := s.Ingest(bytes.NewReader(data))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,8 +175,8 @@ func TestCorruptionDetected(t *testing.T) {
 
 func TestGCFreesOnlyUnreferenced(t *testing.T) {
 	s := openTemp(t)
-	keep, _ := s.Ingest(bytes.NewReader(layouttest.Random(7, 2<<20)))
-	drop, _ := s.Ingest(bytes.NewReader(layouttest.Random(8, 2<<20)))
+	keep, _, _ := s.Ingest(bytes.NewReader(layouttest.Random(7, 2<<20)))
+	drop, _, _ := s.Ingest(bytes.NewReader(layouttest.Random(8, 2<<20)))
 	f, _ := s.Create(meta.RootIno, "keep", meta.Inode{Mode: syscall.S_IFREG | 0o644})
 	s.Update(f.Ino, func(in *meta.Inode) error { in.Content = *keep; return nil })
 	g, _ := s.Create(meta.RootIno, "drop", meta.Inode{Mode: syscall.S_IFREG | 0o644})
@@ -243,7 +243,7 @@ func TestReopen(t *testing.T) {
 		t.Fatalf("second open: %v", err)
 	}
 	data := layouttest.Random(9, 1<<20)
-	c, _ := s.Ingest(bytes.NewReader(data))
+	c, _, _ := s.Ingest(bytes.NewReader(data))
 	d, _ := s.Create(meta.RootIno, "ck", meta.Inode{Mode: syscall.S_IFDIR | 0o755, Mtime: time.Now().UnixNano()})
 	f, _ := s.Create(d.Ino, "w.bin", meta.Inode{Mode: syscall.S_IFREG | 0o600, Uid: 7})
 	s.Update(f.Ino, func(in *meta.Inode) error { in.Content = *c; return nil })
@@ -367,7 +367,7 @@ func evictAll(t *testing.T, s *Store) {
 func fileInSmallPacks(t *testing.T, s *Store, data []byte) (*meta.Content, []uint32) {
 	t.Helper()
 	s.packs.SetTarget(1 << 20)
-	c, err := s.Ingest(bytes.NewReader(data))
+	c, _, err := s.Ingest(bytes.NewReader(data))
 	if err != nil {
 		t.Fatal(err)
 	}

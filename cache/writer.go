@@ -9,13 +9,18 @@ import (
 )
 
 // Ingest reads r to its end, stores it as chunks (see ingest.Run) and
-// returns its manifest.
-// Its chunks are kept from reclaim until it returns, and for a while
-// after, for the content to be committed (see liveChunks).
-func (s *Store) Ingest(r io.Reader) (*meta.Content, error) {
+// returns its manifest. Its chunks are kept from reclaim until release is
+// called, which the caller does once the content is committed or given up
+// (and after SyncChunks, for a record that names them). release is never
+// nil.
+func (s *Store) Ingest(r io.Reader) (c *meta.Content, release func(), err error) {
 	p := &pinningPutter{s: s}
-	defer p.release()
-	return ingest.Run(r, p)
+	c, err = ingest.Run(r, p)
+	if err != nil {
+		p.release()
+		return nil, func() {}, err
+	}
+	return c, p.release, nil
 }
 
 // Writer streams bytes into Ingest as they are written.
@@ -27,6 +32,7 @@ type Writer struct {
 
 type ingestResult struct {
 	content *meta.Content
+	release func()
 	err     error
 }
 
@@ -35,11 +41,11 @@ func (s *Store) NewWriter() *Writer {
 	pr, pw := io.Pipe()
 	w := &Writer{pw: pw, result: make(chan ingestResult, 1)}
 	go func() {
-		c, err := s.Ingest(pr)
+		c, release, err := s.Ingest(pr)
 		if err != nil {
 			pr.CloseWithError(err) // the writer's next Write gets the reason, ENOSPC say
 		}
-		w.result <- ingestResult{c, err}
+		w.result <- ingestResult{c, release, err}
 	}()
 	return w
 }
@@ -54,15 +60,16 @@ func (w *Writer) Write(p []byte) (int, error) {
 // Len is the number of bytes written so far.
 func (w *Writer) Len() int64 { return w.n }
 
-// Close ends the stream and returns the stored content.
-func (w *Writer) Close() (*meta.Content, error) {
+// Close ends the stream and returns the stored content, its chunks kept
+// until release is called (see Ingest).
+func (w *Writer) Close() (*meta.Content, func(), error) {
 	w.pw.Close()
 	r := <-w.result
-	return r.content, r.err
+	return r.content, r.release, r.err
 }
 
-// Abort discards the stream; chunks already written are left to gc.
+// Abort discards the stream; chunks already written are left to reclaim.
 func (w *Writer) Abort() {
 	w.pw.CloseWithError(errors.New("aborted"))
-	<-w.result
+	(<-w.result).release()
 }

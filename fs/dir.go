@@ -33,6 +33,7 @@ var (
 	_ = (fs.NodeStatfser)((*dirNode)(nil))
 	_ = (fs.NodeLinker)((*dirNode)(nil))
 	_ = (fs.NodeMknoder)((*dirNode)(nil))
+	_ = (fs.NodeFsyncer)((*dirNode)(nil)) // FSYNCDIR: write, rename, fsync(dir)
 )
 
 func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
@@ -168,19 +169,29 @@ func (n *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	if err := n.fsys.store.Remove(n.ino, name, false); err != nil {
 		return toErrno(n.fsys.log, "unlink "+name, err)
 	}
-	markUnlinked(victim)
+	n.markUnlinked(victim)
 	return 0
 }
 
 // markUnlinked tells an open file's writers that its record is gone
-// because a user removed it (see pending.commit).
-func markUnlinked(victim *fs.Inode) {
+// because a user removed its last name (see pending.commit); one name of
+// several going leaves the record.
+func (n *dirNode) markUnlinked(victim *fs.Inode) {
 	if victim == nil {
 		return
 	}
 	if f, ok := victim.Operations().(*fileNode); ok {
-		f.unlinked.Store(true)
+		if _, err := n.fsys.store.GetInode(f.ino); errors.Is(err, syscall.ENOENT) {
+			f.unlinked.Store(true)
+		}
 	}
+}
+
+// Fsync makes the folder's entries durable, and with them everything
+// written before: a file written, renamed into place and its folder
+// synced is kept.
+func (n *dirNode) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) syscall.Errno {
+	return toErrno(n.fsys.log, "fsync "+n.Path(nil), n.fsys.store.Sync())
 }
 
 func (n *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
@@ -197,7 +208,7 @@ func (n *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmb
 		return toErrno(n.fsys.log, "rename "+name, err)
 	}
 	if victim != n.GetChild(name) {
-		markUnlinked(victim) // replaced
+		dst.markUnlinked(victim) // replaced
 	}
 	return 0
 }

@@ -50,7 +50,12 @@ func (n *fileNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrO
 	in, err := n.fsys.store.GetInode(n.ino)
 	if errors.Is(err, syscall.ENOENT) && n.unlinked.Load() {
 		n.mu.Lock()
-		last := n.record // an open file outlives its name, as on a local disk
+		var last *meta.Inode // an open file outlives its name, as on a local disk
+		if n.record != nil {
+			rec := *n.record
+			rec.Content = *n.content // what its handles committed since
+			last = &rec
+		}
 		n.mu.Unlock()
 		if last != nil {
 			n.fillAttr(&out.Attr, last)
@@ -81,16 +86,18 @@ func (n *fileNode) fillAttr(out *fuse.Attr, in *meta.Inode) {
 func (n *fileNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	if size, ok := in.GetSize(); ok {
 		var err error
+		uid := callerUid(ctx)
 		if h, _ := f.(*handle); h != nil {
-			err = h.truncate(int64(size))
+			err = h.truncate(uid, int64(size))
 		} else if p := n.lockPending(false); p != nil {
+			p.uid = uid
 			err = p.truncate(int64(size)) // a path truncate while others write
 			if err != nil {
 				p.fail(err)
 			}
 			p.mu.Unlock()
 		} else {
-			err = n.truncateStored(int64(size))
+			err = n.truncateStored(uid, int64(size))
 		}
 		if err != nil {
 			return toErrno(n.fsys.log, "truncate", err)
@@ -110,8 +117,9 @@ func (n *fileNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAtt
 	return 0
 }
 
-// truncateStored changes the committed length of a file nobody is writing.
-func (n *fileNode) truncateStored(size int64) error {
+// truncateStored changes the committed length of a file nobody is
+// writing, for uid.
+func (n *fileNode) truncateStored(uid uint32, size int64) error {
 	in, err := n.fsys.store.GetInode(n.ino)
 	if err != nil || in.Content.Size == size {
 		return err
@@ -125,7 +133,7 @@ func (n *fileNode) truncateStored(size int64) error {
 	h := n.newHandleLocked(true, true) // counted, so no hot open starts meanwhile
 	n.mu.Unlock()
 	defer n.forget(h)
-	if err := h.truncate(size); err != nil {
+	if err := h.truncate(uid, size); err != nil {
 		return err
 	}
 	return h.commit(true)

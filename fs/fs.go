@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ckptfs/ckptfs/cache"
+	"github.com/ckptfs/ckptfs/cache/chunk"
 	"github.com/ckptfs/ckptfs/cache/hot"
 	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -103,7 +104,7 @@ func toErrno(log *slog.Logger, op string, err error) syscall.Errno {
 		return 0
 	}
 	var errno syscall.Errno
-	if errors.As(err, &errno) {
+	if errors.As(err, &errno) && !errors.Is(err, chunk.ErrCorrupt) { // damage is EIO, whatever found it
 		return errno
 	}
 	log.Error(op, "err", err)

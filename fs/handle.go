@@ -77,7 +77,7 @@ func (h *handle) readResult(data []byte, err error) (fuse.ReadResult, syscall.Er
 }
 
 func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
-	err := h.change(func(p *pending) error { return p.write(data, off) })
+	err := h.change(callerUid(ctx), func(p *pending) error { return p.write(data, off) })
 	if err != nil {
 		return 0, h.errno("write", err)
 	}
@@ -85,24 +85,25 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 	return uint32(len(data)), 0
 }
 
-// truncate sets the pending length.
-func (h *handle) truncate(size int64) error {
+// truncate sets the pending length, for uid.
+func (h *handle) truncate(uid uint32, size int64) error {
 	if base, _ := h.node.current(); size == base.Size {
 		if _, writing := h.node.pendingSize(); !writing {
 			return nil
 		}
 	}
-	return h.change(func(p *pending) error { return p.truncate(size) })
+	return h.change(uid, func(p *pending) error { return p.truncate(size) })
 }
 
-// change applies op to the file's pending content as one of its writers;
-// a failure fails the pending content for every writer.
-func (h *handle) change(op func(p *pending) error) error {
+// change applies op to the file's pending content as one of its writers,
+// for user uid; a failure fails the pending content for every writer.
+func (h *handle) change(uid uint32, op func(p *pending) error) error {
 	if err := h.stickyErr(); err != nil {
 		return err
 	}
 	p := h.node.lockPending(true)
 	defer p.mu.Unlock()
+	p.uid = uid
 	p.writers[h] = struct{}{}
 	if err := op(p); err != nil {
 		p.fail(err)
@@ -157,5 +158,14 @@ func (h *handle) Release(ctx context.Context) syscall.Errno {
 		h.node.fsys.log.Error("release: content lost", "file", h.node.Path(nil), "err", err)
 	}
 	h.node.forget(h)
+	return 0
+}
+
+// callerUid is the user a request is made for: root when the kernel does
+// not say.
+func callerUid(ctx context.Context) uint32 {
+	if c, ok := fuse.FromContext(ctx); ok {
+		return c.Uid
+	}
 	return 0
 }

@@ -21,8 +21,10 @@ import (
 //
 // When the store writes behind (cache.Store.WritesBehind), every write
 // lands in a staging file and a commit stages that file as the content, to
-// be chunked in the background. Otherwise writes in order from an empty
-// file stream straight into ingest; anything else (an out-of-order write, a
+// be chunked in the background; a file whose content is staged still takes
+// appends in its staged file, past what its record names (see
+// cache.Store.LeaseStaged). Otherwise writes in order from an empty file
+// stream straight into ingest; anything else (an out-of-order write, a
 // truncate, a read of pending data) moves the content to a staging file,
 // which a commit ingests. Either way a commit swaps the file's content in
 // one transaction, so readers never see half a file.
@@ -32,13 +34,21 @@ import (
 type pending struct {
 	node *fileNode
 
-	mu      sync.Mutex
-	done    bool          // committed or failed: no longer the node's
-	base    *meta.Content // content the first write started from
-	stream  *cache.Writer // content written in order
-	staged  *os.File      // content written at random
-	size    int64
-	writers map[*handle]struct{} // handles whose writes it holds
+	mu   sync.Mutex
+	done bool          // committed or failed: no longer the node's
+	base *meta.Content // content the first write started from
+	// baseReader reads base. It holds a staged base's file open, so the
+	// bytes are there after the settler removes its name.
+	baseReader *cache.FileReader
+	stream     *cache.Writer // content written in order
+	staged     *os.File      // content written at random
+	// appending says staged is base's own staged file, written past
+	// base.Size only, under the lease release ends.
+	appending bool
+	release   func()
+	size      int64
+	uid       uint32               // who the change under way is for (see EnsureStagingSpace)
+	writers   map[*handle]struct{} // handles whose writes it holds
 	// mtime is the file's modification time once committed: that of the
 	// last write or truncate, or what a utimens after it set (cp -a and
 	// tar set times before they close).
@@ -53,7 +63,7 @@ func (n *fileNode) lockPending(create bool) *pending {
 		n.mu.Lock()
 		p := n.pending
 		if p == nil && create {
-			p = &pending{node: n, base: n.content, size: n.content.Size, writers: map[*handle]struct{}{}}
+			p = &pending{node: n, base: n.content, baseReader: n.reader, size: n.content.Size, writers: map[*handle]struct{}{}}
 			n.pending = p
 		}
 		n.mu.Unlock()
@@ -84,6 +94,14 @@ func (p *pending) write(data []byte, off int64) error {
 	if p.stream == nil && p.staged == nil && p.size == 0 && off == 0 && !p.store().WritesBehind() {
 		p.stream = p.store().NewWriter()
 	}
+	if p.stream == nil && p.staged == nil && off >= p.size && p.size == p.base.Size && p.store().WritesBehind() {
+		p.appendInPlace()
+	}
+	if p.appending && off < p.base.Size {
+		if err := p.copyStaged(p.size); err != nil {
+			return err
+		}
+	}
 	if p.stream == nil || off != p.stream.Len() {
 		if err := p.toStaging(); err != nil {
 			return err
@@ -94,8 +112,10 @@ func (p *pending) write(data []byte, off int64) error {
 			return err
 		}
 	} else {
-		if grow := off + int64(len(data)) - p.size; grow > 0 {
-			if err := p.store().EnsureStagingSpace(grow); err != nil {
+		// A write past the end allocates what it writes, not the hole
+		// before it.
+		if grow := min(off+int64(len(data))-p.size, int64(len(data))); grow > 0 {
+			if err := p.store().EnsureStagingSpace(grow, p.uid); err != nil {
 				return err
 			}
 		}
@@ -105,6 +125,33 @@ func (p *pending) write(data []byte, off int64) error {
 	}
 	p.size = max(p.size, off+int64(len(data)))
 	p.mtime = now()
+	return nil
+}
+
+// appendInPlace makes the staged file of a staged base the staging file,
+// if the store lets it: appends then cost what they write, where a copy
+// would cost the whole file at every commit.
+func (p *pending) appendInPlace() {
+	if f, release, ok := p.store().LeaseStaged(p.base); ok {
+		p.staged, p.appending, p.release = f, true, release
+	}
+}
+
+// copyStaged gives up appending in place: the first size bytes of the
+// staged file go to a staging file of the writers' own, which may then
+// change anything. The staged file loses what was appended to it.
+func (p *pending) copyStaged(size int64) error {
+	f, err := p.newStagingFile(size)
+	if err != nil {
+		return err
+	}
+	if _, err := f.ReadFrom(io.NewSectionReader(p.staged, 0, size)); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return fmt.Errorf("staging file: %w", err)
+	}
+	p.discard()
+	p.staged = f
 	return nil
 }
 
@@ -121,23 +168,20 @@ func (p *pending) toStaging() error {
 	if p.staged != nil {
 		return nil
 	}
-	content := p.base
+	r := p.baseReader
 	if p.stream != nil {
-		c, err := p.stream.Close()
+		c, release, err := p.stream.Close()
 		p.stream = nil
 		if err != nil {
 			return err
 		}
-		content = c
+		defer release() // its chunks stay until they are copied
+		r = p.store().NewReader(p.node.Path(nil), c)
 	}
-	if err := p.store().EnsureStagingSpace(content.Size); err != nil {
+	f, err := p.newStagingFile(r.Size())
+	if err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(p.store().StagingDir(), "write-*")
-	if err != nil {
-		return fmt.Errorf("staging file: %w", err)
-	}
-	r := p.store().NewReader(p.node.Path(nil), content)
 	if _, err := io.Copy(f, io.NewSectionReader(r, 0, r.Size())); err != nil {
 		f.Close()
 		os.Remove(f.Name())
@@ -145,6 +189,18 @@ func (p *pending) toStaging() error {
 	}
 	p.staged = f
 	return nil
+}
+
+// newStagingFile makes a staging file for size bytes to come.
+func (p *pending) newStagingFile(size int64) (*os.File, error) {
+	if err := p.store().EnsureStagingSpace(size, p.uid); err != nil {
+		return nil, err
+	}
+	f, err := os.CreateTemp(p.store().StagingDir(), "write-*")
+	if err != nil {
+		return nil, fmt.Errorf("staging file: %w", err)
+	}
+	return f, nil
 }
 
 func (p *pending) truncate(size int64) error {
@@ -155,16 +211,18 @@ func (p *pending) truncate(size int64) error {
 	if size == 0 {
 		p.discard()
 		p.base, p.size = &meta.Content{}, 0
+		p.baseReader = p.store().NewReader(p.node.Path(nil), p.base)
 		return nil
+	}
+	if p.appending && size < p.base.Size {
+		if err := p.copyStaged(size); err != nil {
+			return err
+		}
 	}
 	if err := p.toStaging(); err != nil {
 		return err
 	}
-	if grow := size - p.size; grow > 0 {
-		if err := p.store().EnsureStagingSpace(grow); err != nil {
-			return err
-		}
-	}
+	// Growing makes a hole, which takes no room.
 	if err := p.staged.Truncate(size); err != nil {
 		return fmt.Errorf("staging file: %w", err)
 	}
@@ -177,17 +235,25 @@ func (p *pending) commit() error {
 	defer p.finish()
 	var c *meta.Content
 	var err error
+	release := func() {}
+	defer func() { release() }() // a stream's chunks stay until the record holds them
 	switch {
 	case p.stream != nil:
-		c, err = p.stream.Close()
+		c, release, err = p.stream.Close()
 		p.stream = nil
+	case p.appending:
+		c = p.store().Restage(p.staged, p.base, p.size)
+		p.staged = nil // the store's now; the lease holds until finish
 	case p.staged != nil && p.store().WritesBehind():
 		c, err = p.store().Stage(p.staged, p.size)
 		p.staged = nil // the store's now
 	case p.staged != nil:
-		c, err = p.store().Ingest(io.NewSectionReader(p.staged, 0, p.size))
+		c, release, err = p.store().Ingest(io.NewSectionReader(p.staged, 0, p.size))
 	default:
 		c = p.base // opened for writing, nothing changed but maybe a truncate to 0
+	}
+	if err == nil && len(c.Chunks) > 0 && !c.Equal(p.base) {
+		err = p.store().SyncChunks() // no record names chunks not durable
 	}
 	if err != nil {
 		return err
@@ -204,7 +270,13 @@ func (p *pending) commit() error {
 			// writer: say so rather than report the writes as saved.
 			return fmt.Errorf("%s was replaced by another mount's version while open for writing: these writes are not kept", n.Path(nil))
 		}
-		return nil // unlinked while open: the content goes with it
+		// Unlinked while open: its open handles read what was written, and
+		// a staged file no record took goes now, not at the next mount.
+		n.contentChanged(c)
+		if c.Staged != 0 && !p.appending {
+			p.store().Unstage(c)
+		}
+		return nil
 	}
 	if err != nil {
 		return err
@@ -236,10 +308,20 @@ func (p *pending) finish() {
 	n.mu.Unlock()
 }
 
+// discard drops what was written and not committed.
 func (p *pending) discard() {
 	if p.stream != nil {
 		p.stream.Abort()
 		p.stream = nil
+	}
+	if p.appending {
+		if p.staged != nil { // what it appended is nobody's
+			p.staged.Truncate(p.base.Size)
+			p.staged.Close()
+			p.staged = nil
+		}
+		p.appending = false
+		p.release()
 	}
 	if p.staged != nil {
 		p.staged.Close()

@@ -32,7 +32,7 @@ func addFile(t *testing.T, s *cache.Store, name string, data []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := s.Ingest(bytes.NewReader(data))
+	c, _, err := s.Ingest(bytes.NewReader(data))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -183,6 +183,9 @@ func Pull(ctx context.Context, s *cache.Store, r *Remote, name string, progress 
 	if err != nil {
 		return nil, err
 	}
+	if err := s.SyncChunks(); err != nil { // before the records that name them
+		return nil, fmt.Errorf("pull %s: %w", name, err)
+	}
 	if err := createTree(s, parent, path.Base(name), m.Entries, false); err != nil {
 		return nil, fmt.Errorf("pull %s: %w", name, err)
 	}

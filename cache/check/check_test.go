@@ -25,7 +25,7 @@ func openTemp(t *testing.T) *cache.Store {
 // addFile stores data as file name in the root.
 func addFile(t *testing.T, s *cache.Store, name string, data []byte) {
 	t.Helper()
-	c, err := s.Ingest(bytes.NewReader(data))
+	c, _, err := s.Ingest(bytes.NewReader(data))
 	if err != nil {
 		t.Fatal(err)
 	}

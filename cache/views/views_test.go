@@ -25,7 +25,7 @@ func storedFolder(t *testing.T) (*cache.Store, *meta.Inode, func(name string, da
 	dir, _ := s.Create(meta.RootIno, "ck", meta.Inode{Mode: syscall.S_IFDIR | 0o755})
 	return s, dir, func(name string, data []byte, mode uint32) {
 		t.Helper()
-		c, err := s.Ingest(bytes.NewReader(data))
+		c, _, err := s.Ingest(bytes.NewReader(data))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -23,7 +23,7 @@ func TestLiveExportStopsWhenTheClientGoes(t *testing.T) {
 	}
 	defer store.Close()
 	data := bytes.Repeat([]byte("ckptfs"), 1<<20)
-	c, err := store.Ingest(bytes.NewReader(data))
+	c, _, err := store.Ingest(bytes.NewReader(data))
 	if err != nil {
 		t.Fatal(err)
 	}

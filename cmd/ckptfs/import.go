@@ -56,7 +56,11 @@ The same as 'cp -r SRC MOUNT/NAME', without a mount.`,
 				}
 				bar := a.newProgress(total, "import "+name)
 				imp := &importer{store: store, bar: bar}
-				if err := imp.copy(src, parent, path.Base(name)); err != nil {
+				err = imp.copy(src, parent, path.Base(name))
+				if ferr := imp.flush(); err == nil {
+					err = ferr
+				}
+				if err != nil {
 					return err
 				}
 				bar.Finish()
@@ -78,6 +82,57 @@ type importer struct {
 	// afterStat, if set, runs between an entry's stat and its open: tests
 	// swap the entry there.
 	afterStat func(src string)
+	// batch holds files whose chunks are stored and whose records are not
+	// written yet: one sync makes a batch's chunks durable before its
+	// records name them, rather than one per file.
+	batch      []importedFile
+	batchBytes int64
+}
+
+// importedFile is a file stored as chunks, its record to be created.
+type importedFile struct {
+	src     string
+	parent  uint64
+	name    string
+	rec     meta.Inode
+	id      fileID // set for a file with more links to come
+	release func() // the chunks' pins, held until the record names them
+}
+
+// Files stored before their records are written, at most.
+const (
+	importBatchFiles = 256
+	importBatchBytes = 256 << 20
+)
+
+// flush makes the batch's chunks durable and then creates its records.
+func (im *importer) flush() error {
+	batch := im.batch
+	im.batch, im.batchBytes = nil, 0
+	defer func() {
+		for _, f := range batch {
+			f.release()
+		}
+	}()
+	if len(batch) == 0 {
+		return nil
+	}
+	if err := im.store.SyncChunks(); err != nil {
+		return err
+	}
+	for _, f := range batch {
+		in, err := im.store.Create(f.parent, f.name, f.rec)
+		if err != nil {
+			return fmt.Errorf("import %s: %w", f.src, err)
+		}
+		if f.id != (fileID{}) {
+			if im.links == nil {
+				im.links = map[fileID]uint64{}
+			}
+			im.links[f.id] = in.Ino
+		}
+	}
+	return nil
 }
 
 // copy stores local path src as name in folder parent, recursively.
@@ -113,6 +168,9 @@ func (im *importer) copyAt(dirfd int, rel, src string, parent uint64, name strin
 		return fmt.Errorf("import %s: file type %#o is not supported", src, st.Mode&unix.S_IFMT)
 	}
 	if st.Mode&unix.S_IFMT == unix.S_IFREG && st.Nlink > 1 {
+		if err := im.flush(); err != nil { // a link names a created record
+			return err
+		}
 		if ino, ok := im.links[fileID{st.Dev, st.Ino}]; ok { // a hard link of a file imported already
 			if _, err := im.store.Link(ino, parent, name); err != nil {
 				return fmt.Errorf("import %s: %w", src, err)
@@ -141,21 +199,19 @@ func (im *importer) copyAt(dirfd int, rel, src string, parent uint64, name strin
 		return fmt.Errorf("import %s: %w", src, err)
 	}
 	if opened.Mode&unix.S_IFMT == unix.S_IFREG {
-		c, err := im.store.Ingest(&barReader{f, im.bar})
+		c, release, err := im.store.Ingest(&barReader{f, im.bar})
 		if err != nil {
 			return fmt.Errorf("import %s: %w", src, err)
 		}
 		rec.Content = *c
 		im.files++
-		in, err := im.store.Create(parent, name, rec)
-		if err != nil {
-			return fmt.Errorf("import %s: %w", src, err)
-		}
+		file := importedFile{src: src, parent: parent, name: name, rec: rec, release: release}
 		if opened.Nlink > 1 {
-			if im.links == nil {
-				im.links = map[fileID]uint64{}
-			}
-			im.links[fileID{opened.Dev, opened.Ino}] = in.Ino
+			file.id = fileID{opened.Dev, opened.Ino}
+		}
+		im.batch = append(im.batch, file)
+		if im.batchBytes += c.Size; len(im.batch) >= importBatchFiles || im.batchBytes >= importBatchBytes {
+			return im.flush()
 		}
 		return nil
 	}
@@ -171,6 +227,9 @@ func (im *importer) copyAt(dirfd int, rel, src string, parent uint64, name strin
 		if err := im.copyAt(fd, e.Name(), filepath.Join(src, e.Name()), dir.Ino, e.Name()); err != nil {
 			return err
 		}
+	}
+	if err := im.flush(); err != nil {
+		return err
 	}
 	// Its times again: each entry made in it moved them.
 	_, err = im.store.Update(dir.Ino, func(in *meta.Inode) error {

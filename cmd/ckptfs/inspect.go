@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -28,11 +29,7 @@ func (a *app) lsCmd() *cobra.Command {
 --json prints a JSON array of {name, type, files, logical_bytes, views}.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.withStore(cache.Options{}, func(store *cache.Store) error {
-				rows, err := list(store)
-				if err != nil {
-					return err
-				}
+			print := func(rows []checkpointRow) error {
 				if asJSON {
 					return a.printJSON(rows)
 				}
@@ -46,7 +43,18 @@ func (a *app) lsCmd() *cobra.Command {
 					fmt.Fprintf(w, "%s\t%d\t%s\t%s\n", r.Name, r.Files, humanize.IBytes(uint64(r.LogicalBytes)), views)
 				}
 				return w.Flush()
+			}
+			err := a.withStore(cache.Options{ReadOnly: true}, func(store *cache.Store) error {
+				rows, err := list(store)
+				if err != nil {
+					return err
+				}
+				return print(rows)
 			})
+			if errors.Is(err, errNoStore) { // nothing saved yet: nothing to list
+				return print([]checkpointRow{})
+			}
+			return err
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
@@ -111,7 +119,7 @@ compression_ratio, staged_files, staged_bytes, hot_bytes,
 pending_upload_chunks, pending_upload_bytes}.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.withStore(cache.Options{}, func(store *cache.Store) error {
+			return a.withStore(cache.Options{ReadOnly: true}, func(store *cache.Store) error {
 				ino, name := meta.RootIno, ""
 				if len(args) == 1 {
 					var err error
@@ -280,7 +288,7 @@ non-zero when it finds a problem. --json prints {files, chunks, bytes,
 problems}.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.withStore(cache.Options{AllowDamagedTables: true}, func(store *cache.Store) error {
+			return a.withStore(cache.Options{AllowDamagedTables: true, ReadOnly: true}, func(store *cache.Store) error {
 				rep, err := check.Store(store)
 				if err != nil {
 					return err

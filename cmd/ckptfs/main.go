@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -116,6 +117,9 @@ func defaultStore() string {
 func (a *app) openStore(o cache.Options) (*cache.Store, error) {
 	o.Logger = a.log
 	s, err := cache.Open(a.storeDir, o)
+	if o.ReadOnly && errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w at %s: nothing was saved there yet", errNoStore, a.storeDir)
+	}
 	if errors.Is(err, cache.ErrLocked) {
 		if pid, mnt, ok := readPidFile(a.storeDir); ok {
 			return nil, fmt.Errorf("store %s is mounted at %s by pid %d: run 'ckptfs umount %s' first", a.storeDir, mnt, pid, mnt)
@@ -123,6 +127,10 @@ func (a *app) openStore(o cache.Options) (*cache.Store, error) {
 	}
 	return s, err
 }
+
+// errNoStore is a store a command that only looks (ls, stat, fsck) found
+// missing: it makes none.
+var errNoStore = errors.New("no store")
 
 // withStore runs fn on the open store and closes it after. When a mount
 // holds the store, the whole command runs in the mount's daemon instead.
