@@ -1,11 +1,16 @@
 package integration
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strconv"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ckptfs/ckptfs/layout/layouttest"
 )
 
 // waitSettled waits until the mounted store has chunked every file it
@@ -82,5 +87,152 @@ func TestSavesWriteBehind(t *testing.T) {
 		t.Fatalf("--write-through left %d staged files", n)
 	}
 	sameTrees(t, ck.dir, m.path("hf"))
+	m.unmount()
+}
+
+// A file written, fsynced and left quiet until the settler chunked it and
+// removed its staged file takes more writes, as does a file unlinked while
+// open: the writes start from the content the open file reads, not from a
+// staged file that is gone.
+func TestWritesAfterTheStagedFileWent(t *testing.T) {
+	t.Parallel()
+	store := newStore(t)
+	m := mountStoreWith(t, plainBin, store)
+	first, more := layouttest.Random(31, 1<<20), layouttest.Random(32, 300<<10)
+	kept, err := os.Create(m.path("log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kept.Close()
+	unlinked, err := os.OpenFile(m.path("gone"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlinked.Close()
+	for _, f := range []*os.File{kept, unlinked} {
+		if _, err := f.Write(first); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Sync(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Remove(m.path("gone")); err != nil {
+		t.Fatal(err)
+	}
+	waitSettled(t, store)
+	waitFor(t, "the settled staged files removed", time.Minute, func() bool { return stagedFiles(t, store) == 0 })
+	want := append(append([]byte(nil), first...), more...)
+	for _, f := range []*os.File{kept, unlinked} {
+		if _, err := f.Write(more); err != nil {
+			t.Fatalf("write to %s after its staged file went: %v", f.Name(), err)
+		}
+		if err := f.Sync(); err != nil {
+			t.Fatalf("fsync of %s after its staged file went: %v", f.Name(), err)
+		}
+		got := make([]byte, len(want)+1)
+		if n, err := f.ReadAt(got, 0); n != len(want) || !bytes.Equal(got[:n], want) {
+			t.Fatalf("%s reads %d bytes back: %v", f.Name(), n, err)
+		}
+	}
+	if err := kept.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := unlinked.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustRead(t, m.path("log")); !bytes.Equal(got, want) {
+		t.Fatal("the appended file reads differently")
+	}
+	// The unlinked file's staged content goes with its last handle, not at
+	// the next mount.
+	waitSettled(t, store)
+	waitFor(t, "the staged files of the unlinked file removed", time.Minute, func() bool { return stagedFiles(t, store) == 0 })
+	m.unmount()
+	fsckClean(t, store)
+}
+
+// A log appended to and fsynced again and again costs what it appends:
+// each commit appends to the staged file in place, where a copy would
+// stage the whole file again every time.
+func TestAppendAndFsyncCostsWhatItAppends(t *testing.T) {
+	t.Parallel()
+	store := newStore(t)
+	addr := freeAddr(t)
+	m := mountStoreWith(t, plainBin, store, "--metrics-addr", addr)
+	before := scrape(t, addr)["ckptfs_staged_bytes_total"]
+	var want []byte
+	for i := range 32 {
+		f, err := os.OpenFile(m.path("train.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		line := layouttest.Random(int64(i), 1<<20)
+		if _, err := f.Write(line); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, line...)
+	}
+	staged := scrape(t, addr)["ckptfs_staged_bytes_total"] - before
+	if staged > float64(2*len(want)) {
+		t.Fatalf("32 appends of 1 MiB staged %.0f MiB", staged/(1<<20))
+	}
+	if got := mustRead(t, m.path("train.log")); !bytes.Equal(got, want) {
+		t.Fatal("the log reads differently")
+	}
+	waitSettled(t, store)
+	if got := mustRead(t, m.path("train.log")); !bytes.Equal(got, want) {
+		t.Fatal("the log reads differently once chunked")
+	}
+	m.unmount()
+	fsckClean(t, store)
+}
+
+// Another user's sparse file takes no room from anyone: uid 65534
+// truncates a file of its own to the store disk's free space and closes
+// it, and root's 8 MiB write still lands (the room kept for settling
+// counts what staged files take on disk, not their length).
+func TestSparseFileOfAnotherUserTakesNoRoom(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to switch to another user")
+	}
+	t.Parallel()
+	store := newStore(t)
+	m := mountStoreWith(t, plainBin, store, "--allow-other")
+	for d := filepath.Dir(m.dir); d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
+		os.Chmod(d, 0o755)
+	}
+	if err := os.Mkdir(m.path("u"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(m.path("u"), 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(store, &st); err != nil {
+		t.Fatal(err)
+	}
+	free := int64(st.Bavail) * st.Bsize
+	if out, err := asNobody("truncate", "-s", strconv.FormatInt(free, 10), m.path("u", "sparse")); err != nil {
+		t.Fatalf("uid 65534's truncate: %v %s", err, out)
+	}
+	// Control: the file is the other user's and as long as the disk is free.
+	if fi, err := os.Stat(m.path("u", "sparse")); err != nil || fi.Size() != free || fi.Sys().(*syscall.Stat_t).Uid != 65534 {
+		t.Fatalf("the sparse file: %v", err)
+	}
+	data := layouttest.Random(33, 8<<20)
+	if err := os.WriteFile(m.path("root.bin"), data, 0o644); err != nil {
+		t.Fatalf("root's 8 MiB write after another user's sparse file: %v", err)
+	}
+	if got := mustRead(t, m.path("root.bin")); !bytes.Equal(got, data) {
+		t.Fatal("root.bin reads differently")
+	}
+	os.Remove(m.path("u", "sparse"))
 	m.unmount()
 }
