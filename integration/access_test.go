@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,9 +24,7 @@ func TestAccessIsPrivateUnlessAllowOther(t *testing.T) {
 	store := newStore(t)
 	m := mountStore(t, store)
 	// Let the other user reach the mountpoint: test temp dirs are 0700.
-	for d := filepath.Dir(m.dir); d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
-		os.Chmod(d, 0o755)
-	}
+	openToAll(filepath.Dir(m.dir))
 	if out, err := asNobody("ls", filepath.Dir(m.dir)); err != nil {
 		t.Fatalf("the other user cannot reach the mountpoint's folder: %s", out)
 	}
@@ -93,17 +92,43 @@ func TestUnmountWhileBusy(t *testing.T) {
 	}
 }
 
+// openToAll lets every user search dir and the folders above it, up to
+// the temporary folder: test temp dirs are 0700, and a path below one
+// would make every other-user test pass vacuously.
+func openToAll(dir string) {
+	for d := dir; d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
+		os.Chmod(d, 0o755)
+	}
+}
+
 // sharedMount mounts a new store with --allow-other, its parent folders
 // opened to all, for tests that read as another user (root only).
 func sharedMount(t *testing.T) *mount {
+	return sharedMountWith(t, ckptfsBin)
+}
+
+// sharedMountWith is sharedMount with the daemon binary bin.
+func sharedMountWith(t *testing.T, bin string) *mount {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to switch to another user")
 	}
-	m := mountStore(t, newStore(t), "--allow-other")
-	for d := filepath.Dir(m.dir); d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
-		os.Chmod(d, 0o755)
-	}
+	m := mountStoreWith(t, bin, newStore(t), "--allow-other")
+	openToAll(filepath.Dir(m.dir))
 	return m
+}
+
+// addressSpaceCapped is a program that runs bin with its address space
+// capped at limit bytes (prlimit --as), inherited by the daemon it
+// starts: a daemon that asks for more fails at once instead of taking the
+// machine's memory. bin is the plain build: the race detector's shadow
+// memory needs terabytes of address space.
+func addressSpaceCapped(t *testing.T, bin string, limit int64) string {
+	wrapper := filepath.Join(t.TempDir(), "ckptfs-capped")
+	script := fmt.Sprintf("#!/bin/sh\nexec prlimit --as=%d -- %s \"$@\"\n", limit, bin)
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return wrapper
 }
 
 // TestViewsAreAsPrivateAsTheirSource reads views as another user with
