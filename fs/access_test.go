@@ -1,9 +1,14 @@
 package fs
 
 import (
+	"context"
+	"os"
+	"os/exec"
+	"syscall"
 	"testing"
 
 	"github.com/ckptfs/ckptfs/cache/meta"
+	"github.com/hanwen/go-fuse/v2/fuse"
 )
 
 // For every class of user, a view file grants no more than every source
@@ -36,5 +41,49 @@ func TestWeightsAccessTakesWhatEverySourceAllows(t *testing.T) {
 		if got := weightsAccess(records); got != tc.want {
 			t.Errorf("sources %o: %+v (perm %o), want %+v (perm %o)", tc.sources, got, got.perm, tc.want, tc.want.perm)
 		}
+	}
+}
+
+// permits decides as the kernel does: root may; the owner's bits, else the
+// group's for a member (its supplementary groups read from /proc), else
+// the others'.
+func TestPermitsAsTheKernel(t *testing.T) {
+	caller := func(uid, gid uint32) context.Context {
+		return &fuse.Context{Caller: fuse.Caller{Owner: fuse.Owner{Uid: uid, Gid: gid}, Pid: uint32(os.Getpid())}}
+	}
+	a := access{uid: 1000, gid: 100, perm: 0o504}
+	for _, tc := range []struct {
+		ctx  context.Context
+		want uint32
+		ok   bool
+	}{
+		{caller(0, 0), mayRead, true},
+		{caller(1000, 5), mayRead | maySearch, true},
+		{caller(2000, 100), mayRead, false}, // the group's bits, though others may read
+		{caller(2000, 5), mayRead, true},
+		{caller(2000, 5), maySearch, false},
+		{context.Background(), mayRead, false},
+	} {
+		if got := a.permits(tc.ctx, tc.want); got != tc.ok {
+			t.Errorf("%+v asking %o: %v, want %v", tc.ctx, tc.want, got, tc.ok)
+		}
+	}
+	// A process in group 4242 only through its supplementary groups.
+	if os.Geteuid() != 0 {
+		t.Log("not root: the supplementary groups are not checked")
+		return
+	}
+	member := exec.Command("sleep", "60")
+	member.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 2000, Gid: 5, Groups: []uint32{4242}}}
+	if err := member.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { member.Process.Kill(); member.Wait() }()
+	ctx := &fuse.Context{Caller: fuse.Caller{Owner: fuse.Owner{Uid: 2000, Gid: 5}, Pid: uint32(member.Process.Pid)}}
+	if !(access{uid: 1000, gid: 4242, perm: 0o050}).permits(ctx, mayRead|maySearch) {
+		t.Error("a member through a supplementary group is refused")
+	}
+	if (access{uid: 1000, gid: 4243, perm: 0o050}).permits(ctx, mayRead) {
+		t.Error("a caller outside the group gets the group's bits")
 	}
 }
