@@ -1,19 +1,89 @@
 package fs
 
-import "testing"
+import (
+	"context"
+	"os"
+	"os/exec"
+	"syscall"
+	"testing"
 
-func TestRestrictTakesWhatBothAllow(t *testing.T) {
+	"github.com/ckptfs/ckptfs/cache/meta"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// For every class of user, a view file grants no more than every source
+// grants any user of that class, whoever owns and groups the sources.
+func TestWeightsAccessTakesWhatEverySourceAllows(t *testing.T) {
+	type src struct{ uid, gid, mode uint32 }
 	for _, tc := range []struct {
-		a, b, want access
+		sources []src
+		want    access
 	}{
-		{access{1000, 100, 0o555}, access{1000, 100, 0o555}, access{1000, 100, 0o555}},
-		{access{1000, 100, 0o555}, access{1000, 100, 0o500}, access{1000, 100, 0o500}},
-		{access{1000, 100, 0o444}, access{2000, 100, 0o444}, access{0, 100, 0o444}},
-		{access{1000, 100, 0o555}, access{1000, 200, 0o554}, access{1000, 0, 0o544}},
-		{access{1000, 100, 0o550}, access{1000, 200, 0o550}, access{1000, 0, 0o500}},
+		{[]src{{1000, 100, 0o755}}, access{1000, 100, 0o555}},
+		{[]src{{1000, 100, 0o604}}, access{1000, 100, 0o404}},
+		{[]src{{1000, 100, 0o555}, {1000, 100, 0o500}}, access{1000, 100, 0o500}},
+		{[]src{{1000, 100, 0o444}, {2000, 100, 0o444}}, access{0, 100, 0o444}},
+		{[]src{{1000, 100, 0o555}, {1000, 200, 0o554}}, access{1000, 0, 0o544}},
+		{[]src{{1000, 100, 0o550}, {1000, 200, 0o550}}, access{1000, 0, 0o500}},
+		// A 0604 source denies its group: where groups differ, the view's
+		// others may be in that group.
+		{[]src{{0, 65534, 0o604}, {0, 0, 0o644}}, access{0, 0, 0o400}},
+		{[]src{{0, 65534, 0o644}, {0, 0, 0o644}}, access{0, 0, 0o444}},
+		// A 0044 source denies its owner: where owners differ, the view's
+		// group and others may own it.
+		{[]src{{1000, 100, 0o044}, {2000, 100, 0o444}}, access{0, 100, 0o000}},
+		{[]src{{1000, 100, 0o044}, {1000, 100, 0o444}}, access{1000, 100, 0o044}},
 	} {
-		if got := tc.a.restrict(tc.b); got != tc.want {
-			t.Errorf("%+v.restrict(%+v) = %+v, want %+v", tc.a, tc.b, got, tc.want)
+		var records []*meta.Inode
+		for _, s := range tc.sources {
+			records = append(records, &meta.Inode{Uid: s.uid, Gid: s.gid, Mode: s.mode})
 		}
+		if got := weightsAccess(records); got != tc.want {
+			t.Errorf("sources %o: %+v (perm %o), want %+v (perm %o)", tc.sources, got, got.perm, tc.want, tc.want.perm)
+		}
+	}
+}
+
+// permits decides as the kernel does: root may; the owner's bits, else the
+// group's for a member (its supplementary groups read from /proc), else
+// the others'.
+func TestPermitsAsTheKernel(t *testing.T) {
+	caller := func(uid, gid uint32) context.Context {
+		return &fuse.Context{Caller: fuse.Caller{Owner: fuse.Owner{Uid: uid, Gid: gid}, Pid: uint32(os.Getpid())}}
+	}
+	a := access{uid: 1000, gid: 100, perm: 0o504}
+	for _, tc := range []struct {
+		ctx  context.Context
+		want uint32
+		ok   bool
+	}{
+		{caller(0, 0), mayRead, true},
+		{caller(1000, 5), mayRead | maySearch, true},
+		{caller(2000, 100), mayRead, false}, // the group's bits, though others may read
+		{caller(2000, 5), mayRead, true},
+		{caller(2000, 5), maySearch, false},
+		{context.Background(), mayRead, false},
+	} {
+		if got := a.permits(tc.ctx, tc.want); got != tc.ok {
+			t.Errorf("%+v asking %o: %v, want %v", tc.ctx, tc.want, got, tc.ok)
+		}
+	}
+	// A process in group 4242 only through its supplementary groups.
+	if os.Geteuid() != 0 {
+		t.Log("not root: the supplementary groups are not checked")
+		return
+	}
+	member := exec.Command("sleep", "60")
+	member.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 2000, Gid: 5, Groups: []uint32{4242}}}
+	if err := member.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { member.Process.Kill(); member.Wait() }()
+	ctx := &fuse.Context{Caller: fuse.Caller{Owner: fuse.Owner{Uid: 2000, Gid: 5}, Pid: uint32(member.Process.Pid)}}
+	if !(access{uid: 1000, gid: 4242, perm: 0o050}).permits(ctx, mayRead|maySearch) {
+		t.Error("a member through a supplementary group is refused")
+	}
+	if (access{uid: 1000, gid: 4243, perm: 0o050}).permits(ctx, mayRead) {
+		t.Error("a caller outside the group gets the group's bits")
 	}
 }

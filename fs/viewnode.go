@@ -32,7 +32,7 @@ type viewDirNode struct {
 	kind    string // kindSingle or kindShards
 	ino     uint64
 	mtime   int64
-	acc     access // the folder's, minus write
+	acc     access // the folder's, minus write, when looked up (see current)
 
 	mu sync.Mutex
 	// last is the view as planned for key, while anything still holds it:
@@ -44,6 +44,7 @@ type viewDirNode struct {
 var (
 	_ = (fs.NodeLookuper)((*viewDirNode)(nil))
 	_ = (fs.NodeReaddirer)((*viewDirNode)(nil))
+	_ = (fs.NodeOpendirer)((*viewDirNode)(nil))
 	_ = (fs.NodeGetattrer)((*viewDirNode)(nil))
 	_ = (fs.NodeCreater)((*viewDirNode)(nil))
 	_ = (fs.NodeMkdirer)((*viewDirNode)(nil))
@@ -55,11 +56,16 @@ var (
 	_ = (fs.NodeStatfser)((*viewDirNode)(nil))
 )
 
-// lookupView resolves name = base@spec for the subdirectory base.
+// lookupView resolves name = base@spec for the subdirectory base. Only a
+// caller who may search base has it planned: planning settles and reads
+// the folder's files.
 func (n *dirNode) lookupView(ctx context.Context, name, base string, spec layout.ViewSpec, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	dir, err := n.fsys.store.Lookup(n.ino, base)
 	if err != nil || dir.Mode&syscall.S_IFMT != syscall.S_IFDIR {
 		return nil, syscall.ENOENT
+	}
+	if !accessOf(dir).permits(ctx, maySearch) {
+		return nil, syscall.EACCES
 	}
 	v, err := n.fsys.view(dir.Ino, n.Path(nil)+"/"+base, spec)
 	if err != nil {
@@ -100,10 +106,36 @@ func (n *viewDirNode) fillAttr(out *fuse.Attr) {
 	setAttr(out, &meta.Inode{Ino: n.ino, Mode: syscall.S_IFDIR | n.acc.perm, Uid: n.acc.uid, Gid: n.acc.gid, Atime: n.mtime, Mtime: n.mtime, Ctime: n.mtime})
 }
 
+// current is the view directory's access now, the folder's: a chmod or
+// chown of the folder applies to a view looked up before it.
+func (n *viewDirNode) current() (access, error) {
+	return n.fsys.accessNow(n.id.dir)
+}
+
+// Getattr answers with the access the folder has now, or, when the folder
+// is gone, the one it had.
 func (n *viewDirNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	n.fillAttr(&out.Attr)
+	if acc, err := n.current(); err == nil {
+		out.Mode, out.Uid, out.Gid = syscall.S_IFDIR|acc.perm, acc.uid, acc.gid
+	}
 	return 0
 }
+
+// allows checks the caller against the folder's access now: the kernel
+// checks the attributes it cached, which may be a second old.
+func (n *viewDirNode) allows(ctx context.Context, want uint32) syscall.Errno {
+	acc, err := n.current()
+	if err != nil {
+		return toErrno(n.fsys.log, "view "+n.dirPath, err)
+	}
+	if !acc.permits(ctx, want) {
+		return syscall.EACCES
+	}
+	return 0
+}
+
+func (n *viewDirNode) Opendir(ctx context.Context) syscall.Errno { return n.allows(ctx, mayRead) }
 
 // plan is the node's view: the one still in use, or the plan cache's
 // (see FS.viewOf).
@@ -121,6 +153,9 @@ func (n *viewDirNode) plan() (*views.View, error) {
 }
 
 func (n *viewDirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if errno := n.allows(ctx, maySearch); errno != 0 {
+		return nil, errno
+	}
 	v, err := n.plan()
 	if err != nil {
 		return nil, toErrno(n.fsys.log, "view "+n.dirPath, err)
@@ -134,7 +169,14 @@ func (n *viewDirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOu
 			}
 			return v.ReadAt(i, p, off)
 		}
-		node := n.newFile(name, f.Size, weightsAccess(v.Weights), n.mtime, readAt, hot.Key("view", n.key, n.name, name))
+		sources := make([]uint64, len(v.Weights))
+		for i, in := range v.Weights {
+			sources[i] = in.Ino
+		}
+		node, err := n.newFile(name, f.Size, sources, n.mtime, readAt, hot.Key("view", n.key, n.name, name))
+		if err != nil {
+			return nil, toErrno(n.fsys.log, "view "+n.dirPath, err)
+		}
 		node.pin = func() (func(), error) {
 			v, err := n.plan()
 			if err != nil {
@@ -163,7 +205,10 @@ func (n *viewDirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOu
 			return n.NewInode(ctx, node, fs.StableAttr{Mode: syscall.S_IFLNK, Ino: x.Inode.Ino}), 0
 		}
 		r := n.fsys.store.NewReader(n.Path(nil)+"/"+name, &x.Inode.Content)
-		node := n.newFile(name, r.Size(), accessOf(x.Inode), x.Inode.Mtime, r.ReadAt, cache.ContentKey(&x.Inode.Content))
+		node, err := n.newFile(name, r.Size(), []uint64{x.Inode.Ino}, x.Inode.Mtime, r.ReadAt, cache.ContentKey(&x.Inode.Content))
+		if err != nil {
+			return nil, toErrno(n.fsys.log, "view "+n.dirPath, err)
+		}
 		node.pin = func() (func(), error) { return n.fsys.store.Pin(&x.Inode.Content), nil }
 		node.fillAttr(&out.Attr)
 		return n.NewInode(ctx, node, fs.StableAttr{Mode: syscall.S_IFREG, Ino: node.ino}), 0
@@ -214,15 +259,17 @@ func (n *viewDirNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.E
 type roFileNode struct {
 	fs.Inode
 	viewXattrs
-	fsys   *FS
-	ino    uint64
-	size   int64
-	acc    access
-	mtime  int64
-	readAt func(p []byte, off int64) (int, error)
-	pin    func() (release func(), err error) // holds what readAt reads while a handle is open
-	hotKey string
-	reads  prometheus.Counter // bytes served, by view kind
+	fsys    *FS
+	dir     *viewDirNode
+	ino     uint64
+	size    int64
+	sources []uint64 // the stored files it draws from, whose access it has
+	acc     access   // theirs when looked up; Getattr and Open read them again
+	mtime   int64
+	readAt  func(p []byte, off int64) (int, error)
+	pin     func() (release func(), err error) // holds what readAt reads while a handle is open
+	hotKey  string
+	reads   prometheus.Counter // bytes served, by view kind
 
 	mu  sync.Mutex
 	hot hotOpens // guarded by mu
@@ -236,12 +283,17 @@ var (
 	_ = (fs.FileReleaser)((*roHandle)(nil))
 )
 
-// newFile makes the node of a file of the view.
-func (n *viewDirNode) newFile(name string, size int64, acc access, mtime int64, readAt func([]byte, int64) (int, error), hotKey string) *roFileNode {
-	f := &roFileNode{fsys: n.fsys, ino: syntheticIno("file", n.ino, name, acc.uid, acc.gid, acc.perm), size: size, acc: acc, mtime: mtime,
-		readAt: readAt, hotKey: hotKey, reads: n.fsys.metrics.reads(n.kind)}
+// newFile makes the node of a file of the view, drawn from the stored
+// files sources.
+func (n *viewDirNode) newFile(name string, size int64, sources []uint64, mtime int64, readAt func([]byte, int64) (int, error), hotKey string) (*roFileNode, error) {
+	acc, err := n.fsys.accessNow(sources...)
+	if err != nil {
+		return nil, err
+	}
+	f := &roFileNode{fsys: n.fsys, dir: n, ino: syntheticIno("file", n.ino, name, acc.uid, acc.gid, acc.perm), size: size,
+		sources: sources, acc: acc, mtime: mtime, readAt: readAt, hotKey: hotKey, reads: n.fsys.metrics.reads(n.kind)}
 	f.hot.mu = &f.mu
-	return f
+	return f, nil
 }
 
 func (n *roFileNode) fillAttr(out *fuse.Attr) {
@@ -250,8 +302,13 @@ func (n *roFileNode) fillAttr(out *fuse.Attr) {
 	setAttr(out, in)
 }
 
+// Getattr answers with the access the sources have now, or, when one is
+// gone, the one they had.
 func (n *roFileNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	n.fillAttr(&out.Attr)
+	if acc, err := n.fsys.accessNow(n.sources...); err == nil {
+		out.Mode, out.Uid, out.Gid = syscall.S_IFREG|acc.perm, acc.uid, acc.gid
+	}
 	return 0
 }
 
@@ -262,6 +319,18 @@ func (n *roFileNode) Setattr(context.Context, fs.FileHandle, *fuse.SetAttrIn, *f
 func (n *roFileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND) != 0 {
 		return nil, 0, syscall.EROFS
+	}
+	// What the sources and their folder allow now: the kernel checked the
+	// attributes it cached, which may be from before a chmod.
+	if errno := n.dir.allows(ctx, maySearch); errno != 0 {
+		return nil, 0, errno
+	}
+	acc, err := n.fsys.accessNow(n.sources...)
+	if err != nil {
+		return nil, 0, toErrno(n.fsys.log, "open "+n.Path(nil), err)
+	}
+	if !acc.permits(ctx, mayRead) {
+		return nil, 0, syscall.EACCES
 	}
 	always := func() bool { return true }
 	if h := n.hot.open(n.fsys.hot, n.hotKey, always, n.Path(nil), n.fsys.log); h != nil {

@@ -1,13 +1,16 @@
 package integration
 
 import (
+	"bufio"
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // asNobody runs a command as uid/gid 65534 and returns its error.
@@ -23,9 +26,7 @@ func TestAccessIsPrivateUnlessAllowOther(t *testing.T) {
 	store := newStore(t)
 	m := mountStore(t, store)
 	// Let the other user reach the mountpoint: test temp dirs are 0700.
-	for d := filepath.Dir(m.dir); d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
-		os.Chmod(d, 0o755)
-	}
+	openToAll(filepath.Dir(m.dir))
 	if out, err := asNobody("ls", filepath.Dir(m.dir)); err != nil {
 		t.Fatalf("the other user cannot reach the mountpoint's folder: %s", out)
 	}
@@ -93,17 +94,43 @@ func TestUnmountWhileBusy(t *testing.T) {
 	}
 }
 
+// openToAll lets every user search dir and the folders above it, up to
+// the temporary folder: test temp dirs are 0700, and a path below one
+// would make every other-user test pass vacuously.
+func openToAll(dir string) {
+	for d := dir; d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
+		os.Chmod(d, 0o755)
+	}
+}
+
 // sharedMount mounts a new store with --allow-other, its parent folders
 // opened to all, for tests that read as another user (root only).
 func sharedMount(t *testing.T) *mount {
+	return sharedMountWith(t, ckptfsBin)
+}
+
+// sharedMountWith is sharedMount with the daemon binary bin.
+func sharedMountWith(t *testing.T, bin string) *mount {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to switch to another user")
 	}
-	m := mountStore(t, newStore(t), "--allow-other")
-	for d := filepath.Dir(m.dir); d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
-		os.Chmod(d, 0o755)
-	}
+	m := mountStoreWith(t, bin, newStore(t), "--allow-other")
+	openToAll(filepath.Dir(m.dir))
 	return m
+}
+
+// addressSpaceCapped is a program that runs bin with its address space
+// capped at limit bytes (prlimit --as), inherited by the daemon it
+// starts: a daemon that asks for more fails at once instead of taking the
+// machine's memory. bin is the plain build: the race detector's shadow
+// memory needs terabytes of address space.
+func addressSpaceCapped(t *testing.T, bin string, limit int64) string {
+	wrapper := filepath.Join(t.TempDir(), "ckptfs-capped")
+	script := fmt.Sprintf("#!/bin/sh\nexec prlimit --as=%d -- %s \"$@\"\n", limit, bin)
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return wrapper
 }
 
 // TestViewsAreAsPrivateAsTheirSource reads views as another user with
@@ -192,5 +219,177 @@ func TestDCPViewsAreAsPrivateAsTheirFiles(t *testing.T) {
 		if err := readable(p); err == nil {
 			t.Errorf("the other user read %s", p)
 		}
+	}
+}
+
+// weightsFolder makes folder name with one safetensors file per tensor
+// name, each holding that tensor, for the privacy tests.
+func weightsFolder(t *testing.T, m *mount, name string, mode os.FileMode, tensors ...string) {
+	t.Helper()
+	if err := os.Mkdir(m.path(name), mode); err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range tensors {
+		writeSafetensors(t, m.path(name, x+".safetensors"), []genTensor{{name: x, dtype: "F32", shape: []int{4}, data: make([]byte, 16)}})
+	}
+}
+
+// A view file draws from every weight file, so a user one source denies
+// must not read it through the view: not even where the sources' groups
+// differ and the view's group is root's. a.safetensors is 0604 in uid
+// 65534's group, which denies it; b.safetensors 0644 in root's. Control:
+// the same folder with a.safetensors 0644 serves the user.
+func TestViewOfSourcesInTwoGroups(t *testing.T) {
+	m := sharedMount(t)
+	for name, modeA := range map[string]os.FileMode{"open": 0o644, "denied": 0o604} {
+		weightsFolder(t, m, name, 0o755, "a", "b")
+		for _, f := range []struct {
+			file string
+			gid  int
+			mode os.FileMode
+		}{{"a", 65534, modeA}, {"b", 0, 0o644}} {
+			p := m.path(name, f.file+".safetensors")
+			if err := os.Chown(p, 0, f.gid); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(p, f.mode); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	readable := func(p string) error { _, err := asNobody("cat", m.path(p)); return err }
+	for _, p := range []string{"open@single/model.safetensors", "open@shards=20/model-00002-of-00002.safetensors", "open@shards=20/model.safetensors.index.json"} {
+		if err := readable(p); err != nil {
+			t.Fatalf("control: the other user cannot read %s: %v", p, err)
+		}
+	}
+	if readable("denied/a.safetensors") == nil {
+		t.Fatal("the other user reads the 0604 source of its own group: the test would prove nothing")
+	}
+	for _, p := range []string{"denied@single/model.safetensors", "denied@shards=20/model-00002-of-00002.safetensors", "denied@shards=20/model.safetensors.index.json"} {
+		if err := readable(p); err == nil {
+			t.Errorf("the other user read %s", p)
+		}
+	}
+}
+
+// viewHolder runs a process as uid 65534 that holds directory dir open and
+// opens and reads file in it each time ask is called; ask returns "ok" or
+// the error it met.
+func viewHolder(t *testing.T, dir, file string) (ask func() string) {
+	t.Helper()
+	const script = `
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY)
+for _ in sys.stdin:
+    try:
+        f = os.open(sys.argv[2], os.O_RDONLY, dir_fd=fd)
+        os.read(f, 16)
+        os.close(f)
+        print("ok", flush=True)
+    except OSError as e:
+        print(e.strerror, flush=True)
+`
+	cmd := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", script, dir, file)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		stdin.Close()
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	lines := bufio.NewScanner(stdout)
+	return func() string {
+		t.Helper()
+		answer := make(chan string, 1)
+		go func() {
+			fmt.Fprintln(stdin)
+			if !lines.Scan() {
+				answer <- fmt.Sprintf("holder ended: %v", lines.Err())
+				return
+			}
+			answer <- lines.Text()
+		}()
+		select {
+		case a := <-answer:
+			return a
+		case <-time.After(time.Minute):
+			t.Fatalf("no answer from the process holding %s", dir)
+			return ""
+		}
+	}
+}
+
+// A process that holds DIR@single open gets what the sources allow now,
+// not what the view was planned with: after chmod 0600 of the weights, at
+// once (the kernel still caches the file's attributes) and past the
+// kernel's caches. Control: after chmod 0604, which still lets others
+// read, the same process reads on.
+func TestHeldViewFollowsChmod(t *testing.T) {
+	m := sharedMount(t)
+	weightsFolder(t, m, "shut", 0o755, "model")
+	weightsFolder(t, m, "still", 0o755, "model")
+	shut := viewHolder(t, m.path("shut@single"), "model.safetensors")
+	still := viewHolder(t, m.path("still@single"), "model.safetensors")
+	for name, ask := range map[string]func() string{"shut": shut, "still": still} {
+		if got := ask(); got != "ok" {
+			t.Fatalf("control: the other user cannot read %s@single/model.safetensors through the folder it holds: %s", name, got)
+		}
+	}
+	os.Chmod(m.path("shut", "model.safetensors"), 0o600)
+	os.Chmod(m.path("still", "model.safetensors"), 0o604)
+	for _, wait := range []time.Duration{0, 1500 * time.Millisecond} {
+		time.Sleep(wait)
+		if got := shut(); got == "ok" {
+			t.Errorf("%v after chmod 0600 of the weights, the held view still serves them", wait)
+		}
+		if got := still(); got != "ok" {
+			t.Errorf("control: %v after chmod 0604, the held view refuses: %s", wait, got)
+		}
+	}
+}
+
+// A lookup of DIR@single plans DIR's views: it settles DIR's staged files
+// and reads every weight file's header. A user who may not search DIR must
+// not make that happen to the owner's files. A malformed weight file shows
+// a plan: the plan leaves it out with a warning naming it. Control: the
+// same folder, searchable, is planned for the same user.
+func TestViewLookupNeedsSearchOfTheFolder(t *testing.T) {
+	m := sharedMount(t)
+	for name, mode := range map[string]os.FileMode{"shut": 0o700, "open": 0o755} {
+		weightsFolder(t, m, name, mode, "a")
+		if err := os.WriteFile(m.path(name, "b.safetensors"), []byte("not safetensors"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out, err := asNobody("stat", m.path("open@single")); err != nil {
+		t.Fatalf("control: the other user cannot look up open@single: %v %s", err, out)
+	}
+	if out, err := asNobody("stat", m.path("shut@single")); err == nil {
+		t.Errorf("the other user looked up a view of a 0700 folder: %s", out)
+	}
+	planned := func(dir string) bool {
+		log, _ := os.ReadFile(filepath.Join(m.store, "ckptfs.log"))
+		for _, line := range strings.Split(string(log), "\n") {
+			if strings.Contains(line, "left out of views") && strings.Contains(line, dir+"/b.safetensors") {
+				return true
+			}
+		}
+		return false
+	}
+	if !planned("/open") {
+		t.Fatal("control: the searchable folder's plan did not show in the log")
+	}
+	if planned("/shut") {
+		t.Error("a user who may not search the folder made the daemon plan its views")
 	}
 }

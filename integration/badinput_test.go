@@ -200,3 +200,62 @@ func TestHostileWeightsLeaveTheMountUp(t *testing.T) {
 		}
 	}
 }
+
+// TestHostileDCPMetadataFromAnotherUser: uid 65534 writes a DCP folder
+// whose .metadata joins one memoized tuple of 50,000 references to a 1 MiB
+// string with pathlib.PosixPath (50 GiB asked for by a 1.1 MB file), then
+// looks up its @single view. The view is refused with a warning naming the
+// file and the limit; the daemon stays up and serves root. Its address
+// space is capped at 8 GiB, so that a reader that builds the path fails
+// the test at once instead of taking the machine's memory. Control: the
+// same user writes a sound DCP folder and reads its view.
+func TestHostileDCPMetadataFromAnotherUser(t *testing.T) {
+	m := sharedMountWith(t, addressSpaceCapped(t, plainBin, 8<<30))
+	if err := os.Mkdir(m.path("u"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(m.path("u"), 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	src := t.TempDir()
+	openToAll(src)
+	run(t, "cp", "-r", "../layout/testdata/dcp/2ranks", filepath.Join(src, "good"))
+	os.Remove(filepath.Join(src, "good", "reference.safetensors")) // else the folder's weights
+	hostile := layouttest.PosixPathAgainPickle(1<<20, 50_000, 1)
+	if err := os.Mkdir(filepath.Join(src, "evil"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "evil", ".metadata"), hostile, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run(t, "cp", filepath.Join(src, "good", "__0_0.distcp"), filepath.Join(src, "evil"))
+	run(t, "chmod", "-R", "a+rX", src)
+	for _, name := range []string{"good", "evil"} {
+		if out, err := asNobody("cp", "-r", filepath.Join(src, name), m.path("u", name)); err != nil {
+			t.Fatalf("the other user cannot write %s into the mount: %v %s", name, err, out)
+		}
+	}
+	readGood := func(when string) {
+		t.Helper()
+		if out, err := asNobody("cat", m.path("u/good@single/model.safetensors")); err != nil {
+			t.Fatalf("control, %s: the other user cannot read the sound folder's view: %v %.200s", when, err, out)
+		}
+	}
+	readGood("before")
+	if out, err := asNobody("ls", m.path("u/evil@single")); err == nil {
+		t.Errorf("the hostile folder has a view: %s", out)
+	}
+	if _, err := os.ReadDir(m.dir); err != nil {
+		t.Fatalf("the mount is down after the hostile lookup: %v", err)
+	}
+	if got, err := os.ReadFile(m.path("u/evil/.metadata")); err != nil || !bytes.Equal(got, hostile) {
+		t.Fatalf("root reads the hostile .metadata back: %d bytes, %v", len(got), err)
+	}
+	readGood("after")
+	log, _ := os.ReadFile(filepath.Join(m.store, "ckptfs.log"))
+	for _, want := range []string{"u/evil/.metadata", "path of more than 4096 bytes"} {
+		if !bytes.Contains(log, []byte(want)) {
+			t.Errorf("the log does not say %q", want)
+		}
+	}
+}

@@ -287,20 +287,44 @@ func TestDCPMetadataRefusesOtherGlobals(t *testing.T) {
 // Memoized objects the reader walks again for every use are paid for
 // each time.
 func TestDCPMetadataWorkIsBounded(t *testing.T) {
+	const overBudget = "over the reader's limit"
 	for _, tc := range []struct {
 		name   string
 		pickle []byte
+		want   string
 	}{
-		{"20 MB of DUP", layouttest.DupPickle(20 << 20)},
-		{"one path of 4,000 keys for 20,000 names", layouttest.PlannerDataAgainPickle(4_000, 20_000)},
-		{"one _StorageInfo of 4,000 transforms for 20,000 chunks", layouttest.TransformsAgainPickle(4_000, 20_000)},
+		{"20 MB of DUP", layouttest.DupPickle(20 << 20), overBudget},
+		{"one path of 4,000 keys for 20,000 names", layouttest.PlannerDataAgainPickle(4_000, 20_000), overBudget},
+		{"one _StorageInfo of 4,000 transforms for 20,000 chunks", layouttest.TransformsAgainPickle(4_000, 20_000), overBudget},
+		// A PosixPath of 1,200 references to one 1 MiB string: 1.2 GiB
+		// from a 1 MiB file (50,000 references took the daemon down).
+		{"one 1 MiB string joined 1,200 times", layouttest.PosixPathAgainPickle(1<<20, 1200, 1), "path of more than 4096 bytes"},
+		// Paths under the cap, each 4 KiB built from 6 bytes of the file.
+		{"a 4 KiB path built 400,000 times", layouttest.PosixPathAgainPickle(64, 63, 400_000), overBudget},
 	} {
 		var err error
 		if used := allocated(func() { _, err = ParseDCPMetadata(tc.pickle) }); used > dcpMemoryBudget(len(tc.pickle)) {
-			t.Fatalf("%s: allocated %d bytes", tc.name, used)
+			t.Fatalf("%s: allocated %d bytes for a %d-byte file, budget %d", tc.name, used, len(tc.pickle), dcpMemoryBudget(len(tc.pickle)))
 		}
-		if err == nil || !strings.Contains(err.Error(), "over the reader's limit") {
-			t.Fatalf("%s: %v", tc.name, err)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Fatalf("%s: %v, want an error saying %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+// PosixPath builds paths of up to MaxDCPPath bytes, as PATH_MAX allows.
+func TestDCPPathCap(t *testing.T) {
+	for _, tc := range []struct {
+		partBytes, parts int
+		ok               bool
+	}{
+		{MaxDCPPath, 1, true}, {MaxDCPPath + 1, 1, false},
+		{1023, 4, true}, {1024, 4, false}, // 3 separators
+		{0, MaxDCPPath + 1, true}, {0, MaxDCPPath + 2, false},
+	} {
+		_, err := ParseDCPMetadata(layouttest.PosixPathAgainPickle(tc.partBytes, tc.parts, 1))
+		if refused := err != nil && strings.Contains(err.Error(), "path of more than"); refused == tc.ok || (tc.ok && err != nil) {
+			t.Errorf("%d parts of %d bytes: %v", tc.parts, tc.partBytes, err)
 		}
 	}
 }

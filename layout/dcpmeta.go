@@ -130,17 +130,42 @@ func layoutName(_ *pickleMachine, args pickleTuple) (any, error) {
 	return name, nil
 }
 
-// pathOf reads PosixPath(*parts) as its parts joined.
-func pathOf(_ *pickleMachine, args pickleTuple) (any, error) {
-	parts := make([]string, len(args))
+// MaxDCPPath bounds a path a .metadata builds with PosixPath(*parts), as
+// PATH_MAX does a path the kernel takes.
+const MaxDCPPath = 4 << 10
+
+// pathOf reads PosixPath(*parts) as its parts joined, paying for each
+// part and each byte built: the parts may be one memoized tuple of many
+// references to one long string, which costs the file a few bytes.
+func pathOf(m *pickleMachine, args pickleTuple) (any, error) {
+	if err := m.spend(len(args)); err != nil {
+		return nil, err
+	}
+	n := 0
 	for i, a := range args {
 		s, ok := a.(string)
 		if !ok {
 			return nil, fmt.Errorf("part %d is %s, not a str", i, typeName(a))
 		}
-		parts[i] = s
+		if i > 0 {
+			n++ // the separator
+		}
+		if n += len(s); n > MaxDCPPath {
+			return nil, fmt.Errorf("path of more than %d bytes", MaxDCPPath)
+		}
 	}
-	return strings.Join(parts, "/"), nil
+	if err := m.spend(n); err != nil {
+		return nil, err
+	}
+	var b strings.Builder
+	b.Grow(n)
+	for i, a := range args {
+		if i > 0 {
+			b.WriteByte('/')
+		}
+		b.WriteString(a.(string))
+	}
+	return b.String(), nil
 }
 
 // ParseDCPMetadata reads a DCP .metadata pickle without executing it, with

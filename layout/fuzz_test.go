@@ -87,6 +87,8 @@ func hostilePickles() [][]byte {
 		layouttest.SelfListPickle(),
 		layouttest.PlannerDataAgainPickle(100, 1_000),
 		layouttest.TransformsAgainPickle(100, 1_000),
+		layouttest.PosixPathAgainPickle(64, 63, 1_000),
+		layouttest.PosixPathAgainPickle(10_000, 1_000, 1),
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"syscall"
@@ -113,8 +114,9 @@ func ReadFolder(store *cache.Store, dirIno uint64) ([]meta.DirEntry, map[string]
 }
 
 // Plan is Build of a folder already read: its entries and their records,
-// and its FolderKey.
-func Plan(store *cache.Store, log *slog.Logger, dirPath string, entries []meta.DirEntry, inodes map[string]*meta.Inode, key string, spec layout.ViewSpec) (*View, error) {
+// and its FolderKey. A panic while planning refuses the view (ENOENT).
+func Plan(store *cache.Store, log *slog.Logger, dirPath string, entries []meta.DirEntry, inodes map[string]*meta.Inode, key string, spec layout.ViewSpec) (_ *View, err error) {
+	defer refusePanic(log, dirPath, &err)
 	weightNames, used := weightFiles(store, log, dirPath, entries, inodes)
 	v := &View{Key: key}
 	if len(weightNames) == 0 && isDCPFolder(entries) {
@@ -164,6 +166,16 @@ func takePlan(v *View, lv *layout.View, err error, log *slog.Logger, dirPath str
 	}
 	v.Files = lv.Files
 	return nil
+}
+
+// refusePanic, deferred, turns a panic while planning dirPath's views into
+// a refused view and a log line with the stack: a planner bug that some
+// input meets costs that folder its views, not every user the mount.
+func refusePanic(log *slog.Logger, dirPath string, err *error) {
+	if r := recover(); r != nil {
+		log.Error("view refused: planning failed", "dir", dirPath, "panic", r, "stack", string(debug.Stack()))
+		*err = syscall.ENOENT
+	}
 }
 
 // passThrough adds the folder's files that are not weights, and not named

@@ -2,9 +2,11 @@ package views
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -88,5 +90,33 @@ func TestBuildFromAStoredFolder(t *testing.T) {
 	again, _ := Build(s, log, dir.Ino, "/ck", layout.ViewSpec{Shards: true, MaxShardSize: 1})
 	if again.Key != v.Key {
 		t.Fatal("the same folder state gave another key")
+	}
+}
+
+// A panic while planning refuses the view with a log line and its stack,
+// and the caller (the mount's daemon) goes on. A nil record, which the
+// planner does not expect, stands in for a planner bug; control: the same
+// folder with its record plans.
+func TestPlanningPanicRefusesTheView(t *testing.T) {
+	s, dir, put := storedFolder(t)
+	put("model.safetensors", layouttest.TinyTensorsHeader(3, 10), 0o644)
+	entries, inodes, err := ReadFolder(s, dir.Ino)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logged bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logged, nil))
+	if _, err := Plan(s, log, "/ck", entries, inodes, "k", layout.ViewSpec{}); err != nil {
+		t.Fatalf("control: %v", err)
+	}
+	inodes["model.safetensors"] = nil
+	v, err := Plan(s, log, "/ck", entries, inodes, "k", layout.ViewSpec{})
+	if v != nil || !errors.Is(err, syscall.ENOENT) {
+		t.Fatalf("view %v, error %v; want ENOENT", v, err)
+	}
+	for _, want := range []string{"view refused: planning failed", "dir=/ck", "nil pointer", "views.weightFiles"} {
+		if !strings.Contains(logged.String(), want) {
+			t.Errorf("the log does not say %q:\n%s", want, logged.String())
+		}
 	}
 }

@@ -38,6 +38,9 @@ type liveStore struct {
 	reclaimAfter time.Duration // the daemon's --reclaim-after
 	cwd          string        // the client's folder, for relative paths
 	gone         chan struct{} // closed when the client closes its connection
+	// checked, if set, runs between rm's check of a name in the store and
+	// its removal through the mount: tests swap a path there.
+	checked func(name string)
 }
 
 // controlRequest is what a client sends: one JSON line.

@@ -15,6 +15,7 @@ import (
 	"github.com/ckptfs/ckptfs/cache/views"
 	"github.com/ckptfs/ckptfs/layout"
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 )
 
 func (a *app) exportCmd() *cobra.Command {
@@ -41,42 +42,111 @@ nested (run1/model@single). DST must not exist yet.`,
 
 // export writes NAME as written, or the view NAME names, to dst.
 func (a *app) export(store *cache.Store, name, dst string) error {
-	ex := &exporter{store: store, app: a}
-	if in, err := store.Resolve(name); err == nil {
-		return ex.tree(in, dst)
-	} else if !errors.Is(err, syscall.ENOENT) {
+	in, err := store.Resolve(name)
+	if err != nil && !errors.Is(err, syscall.ENOENT) {
 		return err
 	}
+	var v *views.View
+	if err != nil {
+		if v, err = a.planExport(store, name); err != nil {
+			return err
+		}
+	}
+	ex, err := newExporter(store, a, dst)
+	if err != nil {
+		return err
+	}
+	defer ex.close()
+	if v != nil {
+		return ex.view(v)
+	}
+	return ex.tree(in)
+}
+
+// planExport plans the view NAME names.
+func (a *app) planExport(store *cache.Store, name string) (*views.View, error) {
 	base, spec, ok, err := layout.ParseViewName(path.Base(name))
 	if err != nil {
-		return fmt.Errorf("export %s: %w", name, err)
+		return nil, fmt.Errorf("export %s: %w", name, err)
 	}
 	if !ok {
-		return fmt.Errorf("export: %s: no such checkpoint", name)
+		return nil, fmt.Errorf("export: %s: no such checkpoint", name)
 	}
 	dirPath := path.Join(path.Dir(name), base)
 	dir, err := store.Resolve(dirPath)
 	if err != nil {
-		return fmt.Errorf("export: %s: no such checkpoint", dirPath)
+		return nil, fmt.Errorf("export: %s: no such checkpoint", dirPath)
 	}
 	v, err := views.Build(store, a.log, dir.Ino, dirPath, spec)
 	if errors.Is(err, syscall.ENOENT) {
-		return fmt.Errorf("export: %s has no safetensors weights to view", dirPath)
+		return nil, fmt.Errorf("export: %s has no safetensors weights to view", dirPath)
 	}
-	if err != nil {
-		return err
-	}
-	return ex.view(v, dst)
+	return v, err
 }
 
+// exporter writes a tree or a view as dst. dst's folder is opened once by
+// its path, the user's; everything below it is made relative to folders
+// held open (mkdirat, openat2 without symlinks or "..", symlinkat...) and
+// given its attributes through its own descriptor, and the folders made
+// stay 0700 until the end: another user who may write into dst's folder
+// (a shared /tmp) cannot make the export write, chmod or link anything
+// elsewhere by putting a symlink in its way.
 type exporter struct {
 	store  *cache.Store
 	app    *app              // for progress
-	linked map[uint64]string // files with hard links written so far: where
+	dst    string            // for messages
+	parent int               // dst's folder
+	name   string            // dst's name in it
+	top    int               // dst once made, when it is a folder; -1 before
+	linked map[uint64]string // files with hard links written so far: where, below top
 }
 
-// tree writes a stored file, symlink or folder to dst.
-func (ex *exporter) tree(in *meta.Inode, dst string) error {
+func newExporter(store *cache.Store, a *app, dst string) (*exporter, error) {
+	dst = filepath.Clean(dst)
+	parent, err := unix.Open(filepath.Dir(dst), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("export: %w", &os.PathError{Op: "open", Path: filepath.Dir(dst), Err: err})
+	}
+	return &exporter{store: store, app: a, dst: dst, parent: parent, name: filepath.Base(dst), top: -1}, nil
+}
+
+func (ex *exporter) close() {
+	unix.Close(ex.parent)
+	if ex.top >= 0 {
+		unix.Close(ex.top)
+	}
+}
+
+// fail wraps err with the path below dst it concerns.
+func (ex *exporter) fail(rel string, err error) error {
+	return fmt.Errorf("export %s: %w", filepath.Join(ex.dst, filepath.FromSlash(rel)), err)
+}
+
+// makeTop makes dst a folder only this process may enter, and holds it
+// open: a folder another user put in its place meanwhile is refused.
+func (ex *exporter) makeTop() error {
+	if err := unix.Mkdirat(ex.parent, ex.name, 0o700); err != nil {
+		return ex.fail("", err)
+	}
+	fd, err := openBeneath(ex.parent, ex.name, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return ex.fail("", err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return ex.fail("", err)
+	}
+	if st.Uid != uint32(os.Geteuid()) {
+		unix.Close(fd)
+		return ex.fail("", fmt.Errorf("replaced by uid %d's folder while being made", st.Uid))
+	}
+	ex.top = fd
+	return nil
+}
+
+// tree writes a stored file, symlink or folder as dst.
+func (ex *exporter) tree(in *meta.Inode) error {
 	var total int64
 	if in.Mode&syscall.S_IFMT == syscall.S_IFDIR {
 		if err := ex.store.Walk(in.Ino, func(_ string, c *meta.Inode) error { total += c.Content.Size; return nil }); err != nil {
@@ -86,75 +156,117 @@ func (ex *exporter) tree(in *meta.Inode, dst string) error {
 	total += in.Content.Size
 	bar := ex.app.newProgress(total, "export")
 	defer bar.Finish()
-	if err := ex.writeNode(in, dst, bar); err != nil {
+	if in.Mode&syscall.S_IFMT != syscall.S_IFDIR {
+		return ex.writeNode(ex.parent, ex.name, "", in, bar)
+	}
+	if err := ex.makeTop(); err != nil {
 		return err
 	}
-	if in.Mode&syscall.S_IFMT != syscall.S_IFDIR {
-		return nil
+	if err := setXattrs(ex.top, in); err != nil {
+		return ex.fail("", err)
 	}
-	var dirs []struct {
-		p  string
-		in *meta.Inode
+	type dir struct {
+		rel string
+		in  *meta.Inode
 	}
+	var dirs []dir
 	err := ex.store.Walk(in.Ino, func(rel string, c *meta.Inode) error {
-		p := filepath.Join(dst, filepath.FromSlash(rel))
 		if c.Mode&syscall.S_IFMT == syscall.S_IFDIR {
-			dirs = append(dirs, struct {
-				p  string
-				in *meta.Inode
-			}{p, c})
+			dirs = append(dirs, dir{rel, c})
 		}
-		return ex.writeNode(c, p, bar)
+		parent, name, err := parentBeneath(ex.top, rel)
+		if err != nil {
+			return ex.fail(rel, err)
+		}
+		defer unix.Close(parent)
+		return ex.writeNode(parent, name, rel, c, bar)
 	})
 	if err != nil {
 		return err
 	}
-	// Folder modes and times last: writing into a folder changes its mtime,
-	// and a read-only folder takes no entries.
+	// Folder modes and times last, deepest first: writing into a folder
+	// changes its mtime, a read-only folder takes no entries, and one
+	// others may write into must take none from this export.
 	for i := len(dirs) - 1; i >= 0; i-- {
-		setModeAndTimes(dirs[i].p, dirs[i].in)
+		fd, err := openBeneath(ex.top, dirs[i].rel, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		if err == nil {
+			err = setModeAndTimes(fd, dirs[i].in)
+			unix.Close(fd)
+		}
+		if err != nil {
+			return ex.fail(dirs[i].rel, err)
+		}
 	}
-	setModeAndTimes(dst, in)
+	if err := setModeAndTimes(ex.top, in); err != nil {
+		return ex.fail("", err)
+	}
 	return nil
 }
 
-func (ex *exporter) writeNode(in *meta.Inode, p string, bar io.Writer) error {
+// writeNode makes name in the folder dirfd from its record; rel is its
+// path below dst, for messages and hard links.
+func (ex *exporter) writeNode(dirfd int, name, rel string, in *meta.Inode, bar io.Writer) error {
 	switch in.Mode & syscall.S_IFMT {
 	case syscall.S_IFDIR:
-		if err := os.Mkdir(p, os.FileMode(in.Mode&0o777)|0o700); err != nil {
-			return fmt.Errorf("export: %w", err)
+		if err := unix.Mkdirat(dirfd, name, 0o700); err != nil {
+			return ex.fail(rel, err)
 		}
-		return setXattrs(p, in)
+		fd, err := openBeneath(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		if err != nil {
+			return ex.fail(rel, err)
+		}
+		defer unix.Close(fd)
+		if err := setXattrs(fd, in); err != nil {
+			return ex.fail(rel, err)
+		}
+		return nil
 	case syscall.S_IFLNK:
-		if err := os.Symlink(in.Target, p); err != nil {
-			return fmt.Errorf("export: %w", err)
+		if err := unix.Symlinkat(in.Target, dirfd, name); err != nil {
+			return ex.fail(rel, err)
 		}
 		return nil
 	case syscall.S_IFIFO, syscall.S_IFSOCK, syscall.S_IFCHR, syscall.S_IFBLK:
-		if err := syscall.Mknod(p, in.Mode, int(in.Rdev)); err != nil {
-			return fmt.Errorf("export %s: %w", p, err)
+		if err := unix.Mknodat(dirfd, name, in.Mode, int(in.Rdev)); err != nil {
+			return ex.fail(rel, err)
 		}
-		setModeAndTimes(p, in)
+		fd, err := openBeneath(dirfd, name, unix.O_PATH, 0) // never opened for I/O
+		if err == nil {
+			err = setModeAndTimes(fd, in)
+			unix.Close(fd)
+		}
+		if err != nil {
+			return ex.fail(rel, err)
+		}
 		return nil
 	}
 	if in.Links() > 1 {
 		if first, ok := ex.linked[in.Ino]; ok {
-			if err := os.Link(first, p); err != nil {
-				return fmt.Errorf("export: %w", err)
-			}
-			return nil
+			return ex.link(first, dirfd, name, rel)
 		}
 		if ex.linked == nil {
 			ex.linked = map[uint64]string{}
 		}
-		ex.linked[in.Ino] = p
+		ex.linked[in.Ino] = rel
 	}
-	r := ex.store.NewReader(p, &in.Content)
-	return writeFile(p, in, io.NewSectionReader(r, 0, r.Size()), bar)
+	r := ex.store.NewReader(path.Join(ex.dst, rel), &in.Content)
+	return ex.writeFile(dirfd, name, rel, in, io.NewSectionReader(r, 0, r.Size()), bar)
 }
 
-// view writes every file of a view to the new folder dst.
-func (ex *exporter) view(v *views.View, dst string) error {
+// link makes name in dirfd a hard link of first, a file written below top.
+func (ex *exporter) link(first string, dirfd int, name, rel string) error {
+	parent, firstName, err := parentBeneath(ex.top, first)
+	if err != nil {
+		return ex.fail(first, err)
+	}
+	defer unix.Close(parent)
+	if err := unix.Linkat(parent, firstName, dirfd, name, 0); err != nil {
+		return ex.fail(rel, err)
+	}
+	return nil
+}
+
+// view writes every file of a view into the new folder dst.
+func (ex *exporter) view(v *views.View) error {
 	var total int64
 	for _, f := range v.Files {
 		total += f.Size
@@ -164,19 +276,23 @@ func (ex *exporter) view(v *views.View, dst string) error {
 	}
 	bar := ex.app.newProgress(total, "export")
 	defer bar.Finish()
-	if err := os.Mkdir(dst, 0o755); err != nil {
-		return fmt.Errorf("export: %w", err)
+	if err := ex.makeTop(); err != nil {
+		return err
 	}
+	t := time.Now().UnixNano()
 	for i, f := range v.Files {
-		rec := &meta.Inode{Mode: syscall.S_IFREG | 0o644, Mtime: time.Now().UnixNano()}
-		if err := writeFile(filepath.Join(dst, f.Name), rec, io.NewSectionReader(viewFile{v, i}, 0, f.Size), bar); err != nil {
+		rec := &meta.Inode{Mode: syscall.S_IFREG | 0o644, Atime: t, Mtime: t}
+		if err := ex.writeFile(ex.top, f.Name, f.Name, rec, io.NewSectionReader(viewFile{v, i}, 0, f.Size), bar); err != nil {
 			return err
 		}
 	}
 	for _, x := range v.Extra {
-		if err := ex.writeNode(x.Inode, filepath.Join(dst, x.Name), bar); err != nil {
+		if err := ex.writeNode(ex.top, x.Name, x.Name, x.Inode, bar); err != nil {
 			return err
 		}
+	}
+	if err := setModeAndTimes(ex.top, &meta.Inode{Mode: syscall.S_IFDIR | 0o755, Atime: t, Mtime: t}); err != nil {
+		return ex.fail("", err)
 	}
 	return nil
 }
@@ -188,46 +304,58 @@ type viewFile struct {
 
 func (f viewFile) ReadAt(p []byte, off int64) (int, error) { return f.v.ReadAt(f.i, p, off) }
 
-// writeFile copies r into a new file p with the record's mode and times.
-func writeFile(p string, in *meta.Inode, r io.Reader, bar io.Writer) error {
-	f, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_WRONLY, os.FileMode(in.Mode&0o777))
+// writeFile makes name in the folder dirfd a new file of r's bytes, with
+// the record's extended attributes, mode and times; rel is its path below
+// dst, for messages.
+func (ex *exporter) writeFile(dirfd int, name, rel string, in *meta.Inode, r io.Reader, bar io.Writer) error {
+	fd, err := openBeneath(dirfd, name, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY, in.Mode&0o777)
 	if err != nil {
-		return fmt.Errorf("export: %w", err)
+		return ex.fail(rel, err)
 	}
+	f := os.NewFile(uintptr(fd), name)
+	defer f.Close()
 	if _, err := io.CopyBuffer(io.MultiWriter(f, bar), r, make([]byte, 4<<20)); err != nil {
-		f.Close()
-		return fmt.Errorf("export %s: %w", p, err)
+		return ex.fail(rel, err)
+	}
+	if err := setXattrs(fd, in); err != nil {
+		return ex.fail(rel, err)
+	}
+	if err := setModeAndTimes(fd, in); err != nil { // last: a read-only mode would refuse the attributes
+		return ex.fail(rel, err)
 	}
 	if err := f.Close(); err != nil {
-		return fmt.Errorf("export %s: %w", p, err)
+		return ex.fail(rel, err)
 	}
-	if err := setXattrs(p, in); err != nil {
-		return err
-	}
-	setModeAndTimes(p, in) // last: a read-only mode would refuse the attributes
 	return nil
 }
 
-// setXattrs gives p the extended attributes of its record; a local file
-// system without them is no failure, as for cp -a.
-func setXattrs(p string, in *meta.Inode) error {
+// setXattrs gives open file fd the extended attributes of its record; a
+// local file system without them is no failure, as for cp -a.
+func setXattrs(fd int, in *meta.Inode) error {
 	for name, v := range in.Xattrs {
-		err := syscall.Setxattr(p, name, v, 0)
-		if errors.Is(err, syscall.ENOTSUP) {
+		err := unix.Fsetxattr(fd, name, v, 0)
+		if errors.Is(err, unix.ENOTSUP) {
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("export %s: extended attribute %s: %w", p, name, err)
+			return fmt.Errorf("extended attribute %s: %w", name, err)
 		}
 	}
 	return nil
 }
 
-// setModeAndTimes gives p its record's permission bits, whatever the
-// umask, and times, as cp -a does.
-func setModeAndTimes(p string, in *meta.Inode) {
-	syscall.Chmod(p, in.Mode&0o1777)
-	if in.Mtime != 0 {
-		os.Chtimes(p, time.Unix(0, in.Atime), time.Unix(0, in.Mtime))
+// setModeAndTimes gives open file fd its record's permission bits,
+// whatever the umask, and times, as cp -a does. An O_PATH descriptor (a
+// FIFO, socket or device node, never opened for I/O) takes its mode
+// through /proc/self/fd, which names that very inode.
+func setModeAndTimes(fd int, in *meta.Inode) error {
+	mode := in.Mode & 0o1777
+	err := unix.Fchmod(fd, mode)
+	if errors.Is(err, unix.EBADF) {
+		err = unix.Chmod(fmt.Sprintf("/proc/self/fd/%d", fd), mode)
 	}
+	if err != nil || in.Mtime == 0 {
+		return err
+	}
+	return unix.UtimesNanoAt(fd, "", []unix.Timespec{unix.NsecToTimespec(in.Atime), unix.NsecToTimespec(in.Mtime)}, unix.AT_EMPTY_PATH)
 }

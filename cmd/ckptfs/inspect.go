@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path"
-	"path/filepath"
 	"syscall"
 	"text/tabwriter"
 
@@ -230,8 +228,12 @@ files still open keep reading, and the mount frees the space within
 					return nil
 				}
 				// Through the mount, so that open files and the kernel's
-				// caches see an unlink.
-				if err := os.RemoveAll(filepath.Join(a.live.mnt, filepath.FromSlash(name))); err != nil {
+				// caches see an unlink; below the mountpoint, never through
+				// a symlink another user put on the path since the check.
+				if a.live.checked != nil {
+					a.live.checked(name)
+				}
+				if err := removeBeneath(a.live.mnt, name); err != nil {
 					return fmt.Errorf("rm %s: %w", name, err)
 				}
 				if a.live.reclaimAfter > 0 {

@@ -176,3 +176,16 @@ func TransformsAgainPickle(transforms, n int) []byte {
 	}
 	return dcpMetadataPickle(b.String(), "")
 }
+
+// PosixPathAgainPickle is a DCP .metadata that joins one memoized tuple of
+// parts references to one string of partBytes bytes with
+// pathlib.PosixPath, times times over: each call builds about
+// parts*partBytes bytes from a few bytes of the file.
+func PosixPathAgainPickle(partBytes, parts, times int) []byte {
+	var b strings.Builder
+	b.WriteString(shortString(strings.Repeat("p", partBytes)) + "q\x000")
+	b.WriteString("(" + strings.Repeat("h\x00", parts) + "tq\x010")
+	b.WriteString("cpathlib\nPosixPath\nq\x020")
+	b.WriteString(strings.Repeat("h\x02h\x01R0", times))
+	return dcpMetadataPickle("", b.String())
+}

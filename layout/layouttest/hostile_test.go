@@ -20,7 +20,7 @@ func TestBuildersMakeWhatTheySay(t *testing.T) {
 	if err != nil || len(h.Tensors) != 7 || len(h.Metadata["pad"]) != 100 {
 		t.Fatalf("safetensors: %v", err)
 	}
-	for _, p := range [][]byte{PlannerDataAgainPickle(3, 5), TransformsAgainPickle(3, 5)} {
+	for _, p := range [][]byte{PlannerDataAgainPickle(3, 5), TransformsAgainPickle(3, 5), PosixPathAgainPickle(3, 5, 7)} {
 		if ck, err := layout.ParseDCPMetadata(p); err != nil || len(ck.Tensors) != 0 {
 			t.Fatalf("dcp metadata: %v", err)
 		}
