@@ -11,7 +11,7 @@ CPY      := $(CVENV)/bin/python
 # "context deadline exceeded" at a -fuzztime duration boundary (golang/go#75804).
 FUZZTIME ?= 2000000x
 
-.PHONY: build install minio venvs run test unit fuzz integration python fuse venv venv-colossalai bench bench-codec bench-dedup bench-mount bench-dcp bench-remote stress clean
+.PHONY: build install wheel wheel-test minio venvs run test unit fuzz integration python fuse venv venv-colossalai bench bench-codec bench-dedup bench-mount bench-dcp bench-remote stress clean
 
 build:
 	$(GO) build -o bin/ckptfs ./cmd/ckptfs
@@ -24,6 +24,36 @@ install: build
 	install -D -m 0755 bin/ckptfs $(DESTDIR)$(PREFIX)/bin/ckptfs
 	install -d $(DESTDIR)$(SBINDIR)
 	ln -sf $(PREFIX)/bin/ckptfs $(DESTDIR)$(SBINDIR)/mount.fuse.ckptfs
+
+# The pip-installable ckptfs: one platform wheel per architecture in dist/,
+# each with a static binary (no cgo, so no libc to match: the wheel serves
+# glibc and musl systems alike) and the Python package cmd/ckptfs/python/ckptfs.
+VERSION      := $(shell cat cmd/ckptfs/VERSION)
+WHEEL_ARCHES ?= amd64 arm64
+PYTHON3      ?= python3
+wheel:
+	@for arch in $(WHEEL_ARCHES); do \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags='-s -w' -o bin/linux-$$arch/ckptfs ./cmd/ckptfs && \
+		$(PYTHON3) cmd/ckptfs/python/build_wheel.py --goarch $$arch --binary bin/linux-$$arch/ckptfs --out dist || exit 1; \
+	done
+
+# The wheel as a user gets it: pip installs it into a new venv (in a temp
+# folder, removed after), whose tests run with a bare environment and no Go
+# on PATH. The test venv's pip installs it (pip --python), which spares the
+# new venv a copy of pip (ensurepip: 8 s). The MiniLM round trip also needs
+# pytest, torch and transformers: rather than download them again (over
+# 1 GB), they come from the test venv through PYTHONPATH, which holds no
+# ckptfs; test_wheel.py checks that ckptfs comes from the new venv, and that
+# the new venv without PYTHONPATH mounts, saves and reads on its own.
+wheel-test: wheel fuse venv
+	@tmp=$$(mktemp -d /tmp/ckptfs-wheel-XXXXXX) && trap 'rm -rf $$tmp' EXIT && \
+	$(PY) -m venv --without-pip $$tmp/venv && \
+	$(PY) -m pip --python $$tmp/venv/bin/python install -q --no-index --disable-pip-version-check \
+		dist/ckptfs-$(VERSION)-py3-none-*_$$(uname -m).whl && \
+	env -i HOME=$$HOME PATH=$$tmp/venv/bin:/usr/sbin:/usr/bin:/sbin:/bin HF_HUB_OFFLINE=1 \
+		PYTHONPATH=$$($(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))') \
+		CKPTFS_WHEEL_DIR=$(CURDIR)/dist CKPTFS_REQUIRE_WHEEL=1 \
+		$$tmp/venv/bin/python -m pytest -q -x -p no:cacheprovider integration/python/test_wheel.py
 
 # fusermount3 comes with Debian's fuse3; the POSIX tests copy with rsync and
 # tar and set xattrs with attr's setfattr.
@@ -76,6 +106,7 @@ test: fuse
 	$(MAKE) fuzz FUZZTIME=30000x
 	$(MAKE) integration
 	$(MAKE) python
+	$(MAKE) wheel-test
 
 # With the venv made, layout's tests also read files today's torch.save writes.
 unit:
@@ -122,5 +153,5 @@ bench-remote: fuse minio
 	CKPTFS_BENCH_REMOTE=1 CKPTFS_MINIO=$(MINIO) $(GO) test -count=1 -timeout 60m -run '^TestBenchRemote$$' -v ./integration/
 
 clean:
-	rm -rf bin
+	rm -rf bin dist
 	-fusermount3 -u -z $(MOUNT) 2>/dev/null; rmdir $(MOUNT) 2>/dev/null || true

@@ -2,6 +2,7 @@
 package main
 
 import (
+	_ "embed"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,15 @@ import (
 	"github.com/ckptfs/ckptfs/cache"
 	"github.com/spf13/cobra"
 )
+
+// versionFile holds the release in one place: the Python wheel's builder
+// reads the same file.
+//
+//go:embed VERSION
+var versionFile string
+
+// version is the release ckptfs --version prints.
+func version() string { return strings.TrimSpace(versionFile) }
 
 // app holds the flags shared by every command, and where it writes.
 type app struct {
@@ -75,6 +85,7 @@ computed on the fly. The store is $CKPTFS_STORE, else $XDG_DATA_HOME/ckptfs
 ls, stat, rm, gc, fsck, import and export work whether or not the store is
 mounted: against a running mount they run in its daemon, reached through
 STORE/control.sock (owner only), with the same output.`,
+		Version:       version(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
@@ -92,6 +103,7 @@ STORE/control.sock (owner only), with the same output.`,
 	}
 	root.PersistentFlags().StringVar(&a.storeDir, "store", defaultStore(), "store directory")
 	root.PersistentFlags().StringVar(&a.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	root.Flags().BoolP("version", "v", false, "print the version of ckptfs and exit")
 	root.AddCommand(cmds...)
 	root.SetArgs(a.args)
 	root.SetOut(a.stdout)

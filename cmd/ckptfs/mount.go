@@ -197,7 +197,7 @@ func checkMountpoint(mnt string) error {
 		return fmt.Errorf("mountpoint %s is not empty", mnt)
 	}
 	if _, err := exec.LookPath("fusermount3"); err != nil {
-		return errors.New("fusermount3 not found: install fuse3 (apt-get install -y fuse3)")
+		return errors.New("fusermount3 not found: install fuse3 (apt-get install -y fuse3, or dnf install -y fuse3)")
 	}
 	return nil
 }
