@@ -7,8 +7,8 @@ import (
 	"sync/atomic"
 	"syscall"
 
-	"github.com/ckptfs/ckptfs/cache"
 	"github.com/ckptfs/ckptfs/cache/meta"
+	"github.com/ckptfs/ckptfs/cache/store"
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 )
@@ -22,7 +22,7 @@ type fileNode struct {
 
 	mu      sync.Mutex
 	content *meta.Content     // committed content, as last loaded or committed
-	reader  *cache.FileReader // reads content
+	reader  *store.FileReader // reads content
 	pending *pending          // uncommitted writes, if any
 	// unlinked is set when a user removes the file or renames another
 	// over it; a record gone without it was replaced from a bucket.
@@ -152,7 +152,7 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 	hotReads := readOnly && n.fsys.hot != nil && n.fsys.opts.HotAsWritten && content.Staged == 0
 	var key string
 	if hotReads {
-		key = cache.ContentKey(content)
+		key = store.ContentKey(content)
 		current := func() bool { return n.content == content }
 		if h := n.hot.open(n.fsys.hot, key, current, n.Path(nil), n.fsys.log); h != nil {
 			return h, 0, 0
@@ -200,7 +200,7 @@ func (n *fileNode) setContentLocked(c *meta.Content) {
 }
 
 // current is the committed content and its reader.
-func (n *fileNode) current() (*meta.Content, *cache.FileReader) {
+func (n *fileNode) current() (*meta.Content, *store.FileReader) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.content, n.reader

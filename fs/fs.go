@@ -12,10 +12,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ckptfs/ckptfs/cache"
 	"github.com/ckptfs/ckptfs/cache/chunk"
 	"github.com/ckptfs/ckptfs/cache/hot"
 	"github.com/ckptfs/ckptfs/cache/meta"
+	"github.com/ckptfs/ckptfs/cache/store"
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 )
@@ -41,7 +41,7 @@ type Options struct {
 
 // FS holds what every node of one mount shares.
 type FS struct {
-	store   *cache.Store
+	store   *store.Store
 	hot     *hot.Files
 	log     *slog.Logger
 	opts    Options
@@ -55,7 +55,7 @@ type FS struct {
 const timeout = time.Second
 
 // Mount serves store at dir and returns once the mount is live.
-func Mount(dir string, store *cache.Store, opts Options) (*fuse.Server, error) {
+func Mount(dir string, store *store.Store, opts Options) (*fuse.Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -166,7 +166,7 @@ func syntheticIno(parts ...any) uint64 {
 
 func now() int64 { return time.Now().UnixNano() }
 
-func statfs(store *cache.Store, out *fuse.StatfsOut) syscall.Errno {
+func statfs(store *store.Store, out *fuse.StatfsOut) syscall.Errno {
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(store.Dir(), &st); err != nil {
 		return fs.ToErrno(err)

@@ -10,8 +10,8 @@ import (
 	"sync"
 	"syscall"
 
-	"github.com/ckptfs/ckptfs/cache"
 	"github.com/ckptfs/ckptfs/cache/meta"
+	"github.com/ckptfs/ckptfs/cache/store"
 )
 
 // pending is a file's uncommitted content, shared by every handle that
@@ -19,11 +19,11 @@ import (
 // writers (the kernel places appends at the size it knows), see each
 // other's writes, and a close or fsync of any of them commits them all.
 //
-// When the store writes behind (cache.Store.WritesBehind), every write
+// When the store writes behind (store.Store.WritesBehind), every write
 // lands in a staging file and a commit stages that file as the content, to
 // be chunked in the background; a file whose content is staged still takes
 // appends in its staged file, past what its record names (see
-// cache.Store.LeaseStaged). Otherwise writes in order from an empty file
+// store.Store.LeaseStaged). Otherwise writes in order from an empty file
 // stream straight into ingest; anything else (an out-of-order write, a
 // truncate, a read of pending data) moves the content to a staging file,
 // which a commit ingests. Either way a commit swaps the file's content in
@@ -39,8 +39,8 @@ type pending struct {
 	base *meta.Content // content the first write started from
 	// baseReader reads base. It holds a staged base's file open, so the
 	// bytes are there after the settler removes its name.
-	baseReader *cache.FileReader
-	stream     *cache.Writer // content written in order
+	baseReader *store.FileReader
+	stream     *store.Writer // content written in order
 	staged     *os.File      // content written at random
 	// appending says staged is base's own staged file, written past
 	// base.Size only, under the lease release ends.
@@ -88,7 +88,7 @@ func (n *fileNode) pendingSize() (int64, bool) {
 	return p.size, true
 }
 
-func (p *pending) store() *cache.Store { return p.node.fsys.store }
+func (p *pending) store() *store.Store { return p.node.fsys.store }
 
 func (p *pending) write(data []byte, off int64) error {
 	if p.stream == nil && p.staged == nil && p.size == 0 && off == 0 && !p.store().WritesBehind() {

@@ -8,9 +8,9 @@ import (
 	"syscall"
 	"weak"
 
-	"github.com/ckptfs/ckptfs/cache"
 	"github.com/ckptfs/ckptfs/cache/hot"
 	"github.com/ckptfs/ckptfs/cache/meta"
+	"github.com/ckptfs/ckptfs/cache/store"
 	"github.com/ckptfs/ckptfs/cache/views"
 	"github.com/ckptfs/ckptfs/layout"
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -205,7 +205,7 @@ func (n *viewDirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOu
 			return n.NewInode(ctx, node, fs.StableAttr{Mode: syscall.S_IFLNK, Ino: x.Inode.Ino}), 0
 		}
 		r := n.fsys.store.NewReader(n.Path(nil)+"/"+name, &x.Inode.Content)
-		node, err := n.newFile(name, r.Size(), []uint64{x.Inode.Ino}, x.Inode.Mtime, r.ReadAt, cache.ContentKey(&x.Inode.Content))
+		node, err := n.newFile(name, r.Size(), []uint64{x.Inode.Ino}, x.Inode.Mtime, r.ReadAt, store.ContentKey(&x.Inode.Content))
 		if err != nil {
 			return nil, toErrno(n.fsys.log, "view "+n.dirPath, err)
 		}

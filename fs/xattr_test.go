@@ -8,14 +8,14 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/ckptfs/ckptfs/cache"
 	"github.com/ckptfs/ckptfs/cache/meta"
+	"github.com/ckptfs/ckptfs/cache/store"
 )
 
 // User xattrs are kept in the record with setxattr(2)'s flags and Linux's
 // bounds; other namespaces are ENOTSUP, security.* reads as none.
 func TestStoredXattrs(t *testing.T) {
-	store, err := cache.Open(filepath.Join(t.TempDir(), "store"), cache.Options{})
+	store, err := store.Open(filepath.Join(t.TempDir(), "store"), store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,9 +12,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ckptfs/ckptfs/cache"
 	"github.com/ckptfs/ckptfs/cache/chunk"
 	"github.com/ckptfs/ckptfs/cache/meta"
+	"github.com/ckptfs/ckptfs/cache/store"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -53,7 +53,7 @@ type checkpointState struct {
 // manifests (writeback.go), fetches of missing chunks (fetch.go), import
 // of other mounts' checkpoints (refresh.go) and eviction (evict.go).
 type Backing struct {
-	s       *cache.Store
+	s       *store.Store
 	r       *Remote
 	opts    Options
 	log     *slog.Logger
@@ -72,12 +72,12 @@ type Backing struct {
 	wg     sync.WaitGroup
 }
 
-var _ cache.Backing = (*Backing)(nil)
+var _ store.Backing = (*Backing)(nil)
 
 // Attach puts store s in front of bucket r: it records the bucket (a store
 // caches one bucket for life), imports the bucket's checkpoints and starts
 // the background work. Closing the store stops it.
-func Attach(s *cache.Store, r *Remote, o Options) (*Backing, error) {
+func Attach(s *store.Store, r *Remote, o Options) (*Backing, error) {
 	b, err := newBacking(s, r, o)
 	if err != nil {
 		return nil, err
@@ -101,7 +101,7 @@ func Attach(s *cache.Store, r *Remote, o Options) (*Backing, error) {
 }
 
 // newBacking makes the backing of s by r with no background work.
-func newBacking(s *cache.Store, r *Remote, o Options) (*Backing, error) {
+func newBacking(s *store.Store, r *Remote, o Options) (*Backing, error) {
 	if known := s.RemoteURL(); known != "" && known != r.String() {
 		return nil, fmt.Errorf("store %s caches %s, not %s", s.Dir(), known, r)
 	}
@@ -171,7 +171,7 @@ func (b *Backing) Close() error {
 }
 
 // storeID names store s in leases; made once.
-func storeID(s *cache.Store) (string, error) {
+func storeID(s *store.Store) (string, error) {
 	if v, err := s.Value(meta.KeyStoreID); err == nil {
 		return string(v), nil
 	}

@@ -11,14 +11,14 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/ckptfs/ckptfs/cache"
 	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/cache/object"
+	"github.com/ckptfs/ckptfs/cache/store"
 	"github.com/ckptfs/ckptfs/layout/layouttest"
 )
 
 // storeWithFile makes a store holding checkpoint name with one file of data.
-func storeWithFile(t *testing.T, name string, data []byte) *cache.Store {
+func storeWithFile(t *testing.T, name string, data []byte) *store.Store {
 	t.Helper()
 	s := openTemp(t)
 	addFile(t, s, name, data)
@@ -26,7 +26,7 @@ func storeWithFile(t *testing.T, name string, data []byte) *cache.Store {
 }
 
 // addFile adds checkpoint name to s, with one file of data: name/w.bin.
-func addFile(t *testing.T, s *cache.Store, name string, data []byte) {
+func addFile(t *testing.T, s *store.Store, name string, data []byte) {
 	t.Helper()
 	dir, err := s.Create(meta.RootIno, name, meta.Inode{Mode: syscall.S_IFDIR | 0o755})
 	if err != nil {
@@ -44,9 +44,9 @@ func addFile(t *testing.T, s *cache.Store, name string, data []byte) {
 func noProgress(int64) {}
 
 // openTemp opens an empty store for the test's length.
-func openTemp(t *testing.T) *cache.Store {
+func openTemp(t *testing.T) *store.Store {
 	t.Helper()
-	s, err := cache.Open(t.TempDir(), cache.Options{CacheBytes: 8 << 20})
+	s, err := store.Open(t.TempDir(), store.Options{CacheBytes: 8 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +55,7 @@ func openTemp(t *testing.T) *cache.Store {
 }
 
 // readFile reads the whole file at p in s.
-func readFile(t *testing.T, s *cache.Store, p string) []byte {
+func readFile(t *testing.T, s *store.Store, p string) []byte {
 	t.Helper()
 	in, err := s.Resolve(p)
 	if err != nil {

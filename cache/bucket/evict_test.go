@@ -6,10 +6,10 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/ckptfs/ckptfs/cache"
 	"github.com/ckptfs/ckptfs/cache/check"
 	"github.com/ckptfs/ckptfs/cache/chunk"
 	"github.com/ckptfs/ckptfs/cache/object"
+	"github.com/ckptfs/ckptfs/cache/store"
 	"github.com/ckptfs/ckptfs/layout/layouttest"
 )
 
@@ -56,7 +56,7 @@ func TestEvictThenFetchBack(t *testing.T) {
 	// The bucket serves a damaged copy of a chunk the store lacks.
 	h := chunk.Sum([]byte("not what the bucket holds"))
 	objects.Put(ctx, r.ChunkKey(h), []byte("garbage"))
-	if _, err := b.Fetch(h, cache.ErrChunkMissing); !errors.Is(err, chunk.ErrCorrupt) {
+	if _, err := b.Fetch(h, store.ErrChunkMissing); !errors.Is(err, chunk.ErrCorrupt) {
 		t.Fatalf("fetch of a damaged chunk: %v, want ErrCorrupt", err)
 	}
 	if s.HasChunk(h) {

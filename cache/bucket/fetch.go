@@ -5,15 +5,15 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/ckptfs/ckptfs/cache"
 	"github.com/ckptfs/ckptfs/cache/chunk"
+	"github.com/ckptfs/ckptfs/cache/store"
 )
 
 // Fetch gets chunk h from the bucket for a reader of the store, which
 // lacks it or holds it damaged (local says which). A chunk that does not
 // verify is chunk.ErrCorrupt: EIO.
 func (b *Backing) Fetch(h chunk.Hash, local error) ([]byte, error) {
-	if !errors.Is(local, cache.ErrChunkMissing) {
+	if !errors.Is(local, store.ErrChunkMissing) {
 		b.log.Warn("local copy of a chunk is bad; fetching it from the bucket", "chunk", h.String(), "err", local)
 	}
 	b.metrics.fetchesInFlight.Inc()
@@ -33,7 +33,7 @@ func (b *Backing) Fetch(h chunk.Hash, local error) ([]byte, error) {
 // fetchChunk gets chunk ref from r, verifies it against its hash and
 // length and stores it in s as is. It returns the raw bytes and the stored
 // bytes moved.
-func fetchChunk(ctx context.Context, s *cache.Store, r *Remote, ref chunk.Ref) ([]byte, int64, error) {
+func fetchChunk(ctx context.Context, s *store.Store, r *Remote, ref chunk.Ref) ([]byte, int64, error) {
 	val, err := r.Get(ctx, r.ChunkKey(ref.Hash), chunk.MaxStored)
 	if err != nil {
 		return nil, 0, fmt.Errorf("chunk %s: %w", ref.Hash.Short(), err)

@@ -11,10 +11,10 @@ import (
 	"sync"
 	"syscall"
 
-	"github.com/ckptfs/ckptfs/cache"
 	"github.com/ckptfs/ckptfs/cache/chunk"
 	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/cache/pack"
+	"github.com/ckptfs/ckptfs/cache/store"
 )
 
 // Report is the outcome of a full verification.
@@ -32,8 +32,8 @@ type Report struct {
 // every stored chunk against its hash, and checks that every chunk a file
 // references exists with the length the file expects. A store in use is
 // checked as it was when the check began: the namespace from one snapshot,
-// its chunks kept meanwhile (see cache.Store.Frozen).
-func Store(s *cache.Store) (rep *Report, err error) {
+// its chunks kept meanwhile (see store.Store.Frozen).
+func Store(s *store.Store) (rep *Report, err error) {
 	err = s.Frozen(func(ns *meta.Namespace) error {
 		rep, err = check(s, ns)
 		return err
@@ -42,7 +42,7 @@ func Store(s *cache.Store) (rep *Report, err error) {
 }
 
 // check verifies the snapshot ns of s's namespace and the chunks of s.
-func check(s *cache.Store, ns *meta.Namespace) (*Report, error) {
+func check(s *store.Store, ns *meta.Namespace) (*Report, error) {
 	rep := &Report{}
 	var mu sync.Mutex
 	problem := func(format string, a ...any) {
@@ -110,7 +110,7 @@ func check(s *cache.Store, ns *meta.Namespace) (*Report, error) {
 			defer wg.Done()
 			for h := range work {
 				raw, err := s.ReadLocal(h)
-				if errors.Is(err, cache.ErrChunkMissing) && s.Uploaded(h) {
+				if errors.Is(err, store.ErrChunkMissing) && s.Uploaded(h) {
 					continue // evicted since it was listed: the bucket has it
 				}
 				mu.Lock()

@@ -7,14 +7,14 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/ckptfs/ckptfs/cache"
 	"github.com/ckptfs/ckptfs/cache/meta"
+	"github.com/ckptfs/ckptfs/cache/store"
 	"github.com/ckptfs/ckptfs/layout/layouttest"
 )
 
-func openTemp(t *testing.T) *cache.Store {
+func openTemp(t *testing.T) *store.Store {
 	t.Helper()
-	s, err := cache.Open(t.TempDir(), cache.Options{})
+	s, err := store.Open(t.TempDir(), store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -23,7 +23,7 @@ func openTemp(t *testing.T) *cache.Store {
 }
 
 // addFile stores data as file name in the root.
-func addFile(t *testing.T, s *cache.Store, name string, data []byte) {
+func addFile(t *testing.T, s *store.Store, name string, data []byte) {
 	t.Helper()
 	c, _, err := s.Ingest(bytes.NewReader(data))
 	if err != nil {

@@ -7,8 +7,8 @@ import (
 	"log/slog"
 	"syscall"
 
-	"github.com/ckptfs/ckptfs/cache"
 	"github.com/ckptfs/ckptfs/cache/meta"
+	"github.com/ckptfs/ckptfs/cache/store"
 	"github.com/ckptfs/ckptfs/layout"
 )
 
@@ -36,7 +36,7 @@ func isDCPFolder(entries []meta.DirEntry) bool {
 // planDCP plans v from the folder's DCP checkpoint; it returns the files
 // it read, which are not passed through. A .metadata that does not parse
 // leaves the folder without views (ENOENT), with a warning.
-func planDCP(store *cache.Store, log *slog.Logger, v *View, dirPath string, entries []meta.DirEntry, inodes map[string]*meta.Inode, spec layout.ViewSpec) (map[string]bool, error) {
+func planDCP(store *store.Store, log *slog.Logger, v *View, dirPath string, entries []meta.DirEntry, inodes map[string]*meta.Inode, spec layout.ViewSpec) (map[string]bool, error) {
 	mdPath := dirPath + "/" + layout.DCPMetadataName
 	data, err := readSmall(store, mdPath, inodes[layout.DCPMetadataName], layout.MaxPickleSize)
 	if err != nil {
@@ -80,7 +80,7 @@ func planDCP(store *cache.Store, log *slog.Logger, v *View, dirPath string, entr
 }
 
 // readSmall reads a stored file of at most limit bytes whole.
-func readSmall(store *cache.Store, path string, in *meta.Inode, limit int64) ([]byte, error) {
+func readSmall(store *store.Store, path string, in *meta.Inode, limit int64) ([]byte, error) {
 	if in.Content.Size > limit {
 		return nil, fmt.Errorf("%d bytes is larger than %d", in.Content.Size, limit)
 	}

@@ -13,9 +13,9 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/ckptfs/ckptfs/cache"
 	"github.com/ckptfs/ckptfs/cache/hot"
 	"github.com/ckptfs/ckptfs/cache/meta"
+	"github.com/ckptfs/ckptfs/cache/store"
 	"github.com/ckptfs/ckptfs/layout"
 )
 
@@ -23,7 +23,7 @@ import (
 // them. It is a snapshot: the stored contents it reads never change.
 type View struct {
 	Files   []layout.ViewFile
-	Sources []*cache.FileReader // by layout.Extent.Source
+	Sources []*store.FileReader // by layout.Extent.Source
 	Extra   []Passthrough       // the folder's other files, shown as they are
 	Key     string              // changes whenever the folder's files change
 	// Weights are the records of the files Sources read: every view file
@@ -48,7 +48,7 @@ func FolderKey(entries []meta.DirEntry, inodes map[string]*meta.Inode) string {
 	parts := make([]string, 0, 4*len(entries))
 	for _, e := range entries {
 		in := inodes[e.Name]
-		parts = append(parts, e.Name, fmt.Sprint(in.Ino, in.Mtime, in.Mode, in.Uid, in.Gid), cache.ContentKey(&in.Content))
+		parts = append(parts, e.Name, fmt.Sprint(in.Ino, in.Mtime, in.Mode, in.Uid, in.Gid), store.ContentKey(&in.Content))
 	}
 	return hot.Key(parts...)
 }
@@ -80,7 +80,7 @@ func isTorchIndex(name string) bool {
 // Build plans the view spec of folder dirIno (at dirPath, for messages).
 // Malformed weight files are left out with a warning; syscall.ENOENT when
 // the folder has no usable weights.
-func Build(store *cache.Store, log *slog.Logger, dirIno uint64, dirPath string, spec layout.ViewSpec) (*View, error) {
+func Build(store *store.Store, log *slog.Logger, dirIno uint64, dirPath string, spec layout.ViewSpec) (*View, error) {
 	entries, inodes, err := ReadFolder(store, dirIno)
 	if err != nil {
 		return nil, err
@@ -92,7 +92,7 @@ func Build(store *cache.Store, log *slog.Logger, dirIno uint64, dirPath string, 
 // its staged files settled first: a plan reads chunks, so that its key
 // (FolderKey) outlives the background settling. A file staged again
 // meanwhile is settled in the next round, for a few rounds.
-func ReadFolder(store *cache.Store, dirIno uint64) ([]meta.DirEntry, map[string]*meta.Inode, error) {
+func ReadFolder(store *store.Store, dirIno uint64) ([]meta.DirEntry, map[string]*meta.Inode, error) {
 	for round := 0; ; round++ {
 		entries, inodes, err := store.ReadDirInodes(dirIno)
 		if err != nil {
@@ -115,7 +115,7 @@ func ReadFolder(store *cache.Store, dirIno uint64) ([]meta.DirEntry, map[string]
 
 // Plan is Build of a folder already read: its entries and their records,
 // and its FolderKey. A panic while planning refuses the view (ENOENT).
-func Plan(store *cache.Store, log *slog.Logger, dirPath string, entries []meta.DirEntry, inodes map[string]*meta.Inode, key string, spec layout.ViewSpec) (_ *View, err error) {
+func Plan(store *store.Store, log *slog.Logger, dirPath string, entries []meta.DirEntry, inodes map[string]*meta.Inode, key string, spec layout.ViewSpec) (_ *View, err error) {
 	defer refusePanic(log, dirPath, &err)
 	weightNames, used := weightFiles(store, log, dirPath, entries, inodes)
 	v := &View{Key: key}
@@ -198,7 +198,7 @@ func passThrough(v *View, entries []meta.DirEntry, inodes map[string]*meta.Inode
 // *.safetensors.index.json (model.safetensors.index.json first), else every
 // *.safetensors file, sorted; then the same for PyTorch .bin weights. used
 // holds the files picked and their index.
-func weightFiles(store *cache.Store, log *slog.Logger, dirPath string, entries []meta.DirEntry, inodes map[string]*meta.Inode) ([]string, map[string]bool) {
+func weightFiles(store *store.Store, log *slog.Logger, dirPath string, entries []meta.DirEntry, inodes map[string]*meta.Inode) ([]string, map[string]bool) {
 	isFile := func(name string) bool {
 		in, ok := inodes[name]
 		return ok && in.Mode&syscall.S_IFMT == syscall.S_IFREG
@@ -254,7 +254,7 @@ func weightFiles(store *cache.Store, log *slog.Logger, dirPath string, entries [
 	return nil, nil
 }
 
-func readIndex(store *cache.Store, path string, in *meta.Inode) (*layout.Index, error) {
+func readIndex(store *store.Store, path string, in *meta.Inode) (*layout.Index, error) {
 	data, err := readSmall(store, path, in, maxIndexSize)
 	if err != nil {
 		return nil, err
@@ -265,7 +265,7 @@ func readIndex(store *cache.Store, path string, in *meta.Inode) (*layout.Index, 
 // readHeader reads and validates a stored weight file's header: a
 // safetensors header, or the tensor table of a torch.save archive with
 // absolute offsets and its warnings.
-func readHeader(r *cache.FileReader, name string) (*layout.Header, []string, error) {
+func readHeader(r *store.FileReader, name string) (*layout.Header, []string, error) {
 	if strings.HasSuffix(name, ".bin") {
 		return layout.ParseTorch(r, r.Size())
 	}

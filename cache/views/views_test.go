@@ -10,16 +10,16 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/ckptfs/ckptfs/cache"
 	"github.com/ckptfs/ckptfs/cache/meta"
+	"github.com/ckptfs/ckptfs/cache/store"
 	"github.com/ckptfs/ckptfs/layout"
 	"github.com/ckptfs/ckptfs/layout/layouttest"
 )
 
 // storedFolder opens a store in a temporary folder with a folder "ck" in
 // it, and a function that stores a file there.
-func storedFolder(t *testing.T) (*cache.Store, *meta.Inode, func(name string, data []byte, mode uint32)) {
-	s, err := cache.Open(filepath.Join(t.TempDir(), "store"), cache.Options{})
+func storedFolder(t *testing.T) (*store.Store, *meta.Inode, func(name string, data []byte, mode uint32)) {
+	s, err := store.Open(filepath.Join(t.TempDir(), "store"), store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

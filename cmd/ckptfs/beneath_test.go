@@ -9,21 +9,21 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/ckptfs/ckptfs/cache"
 	"github.com/ckptfs/ckptfs/cache/meta"
+	"github.com/ckptfs/ckptfs/cache/store"
 )
 
 // rmLive runs 'ckptfs rm name' as a mount's daemon runs it for a client:
 // checked in store, then removed through mnt (here a local folder standing
 // for the mount), with checked run in between.
-func rmLive(store *cache.Store, mnt, name string, checked func(string)) error {
+func rmLive(store *store.Store, mnt, name string, checked func(string)) error {
 	a := &app{args: []string{"rm", name}, stdout: io.Discard, stderr: io.Discard,
 		live: &liveStore{store: store, mnt: mnt, checked: checked}}
 	return a.rootCmd(a.rmCmd()).Execute()
 }
 
 // mkdirs makes the folders of path rel in the store and below mnt.
-func mkdirs(t *testing.T, store *cache.Store, mnt, rel string) {
+func mkdirs(t *testing.T, store *store.Store, mnt, rel string) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Join(mnt, rel), 0o755); err != nil {
 		t.Fatal(err)
@@ -45,7 +45,7 @@ func mkdirs(t *testing.T, store *cache.Store, mnt, rel string) {
 // symlink after the store said the path is there: the removal must not
 // follow it out of the mount. Control: without the swap, rm removes it.
 func TestLiveRmFollowsNoSymlink(t *testing.T) {
-	store, err := cache.Open(filepath.Join(t.TempDir(), "store"), cache.Options{})
+	store, err := store.Open(filepath.Join(t.TempDir(), "store"), store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

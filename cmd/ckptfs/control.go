@@ -22,7 +22,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ckptfs/ckptfs/cache"
+	"github.com/ckptfs/ckptfs/cache/store"
 	"golang.org/x/sys/unix"
 )
 
@@ -33,7 +33,7 @@ var servedLive = map[string]bool{"ls": true, "stat": true, "rm": true, "gc": tru
 
 // liveStore is what a command run in a mount's daemon works on.
 type liveStore struct {
-	store        *cache.Store
+	store        *store.Store
 	mnt          string        // the mountpoint, which rm goes through
 	reclaimAfter time.Duration // the daemon's --reclaim-after
 	cwd          string        // the client's folder, for relative paths

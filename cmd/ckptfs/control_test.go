@@ -9,15 +9,15 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/ckptfs/ckptfs/cache"
 	"github.com/ckptfs/ckptfs/cache/meta"
+	"github.com/ckptfs/ckptfs/cache/store"
 )
 
 // An export run in a mount's daemon stops once its client has gone away,
 // instead of writing on for no one; the same export for a client still
 // there writes the whole file.
 func TestLiveExportStopsWhenTheClientGoes(t *testing.T) {
-	store, err := cache.Open(filepath.Join(t.TempDir(), "store"), cache.Options{})
+	store, err := store.Open(filepath.Join(t.TempDir(), "store"), store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,8 +10,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ckptfs/ckptfs/cache"
 	"github.com/ckptfs/ckptfs/cache/meta"
+	"github.com/ckptfs/ckptfs/cache/store"
 	"github.com/ckptfs/ckptfs/cache/views"
 	"github.com/ckptfs/ckptfs/layout"
 	"github.com/spf13/cobra"
@@ -35,13 +35,13 @@ nested (run1/model@single). DST must not exist yet.`,
 			if _, err := os.Lstat(dst); err == nil {
 				return fmt.Errorf("export: %s already exists", dst)
 			}
-			return a.withStore(cache.Options{}, func(store *cache.Store) error { return a.export(store, name, dst) })
+			return a.withStore(store.Options{}, func(store *store.Store) error { return a.export(store, name, dst) })
 		},
 	}
 }
 
 // export writes NAME as written, or the view NAME names, to dst.
-func (a *app) export(store *cache.Store, name, dst string) error {
+func (a *app) export(store *store.Store, name, dst string) error {
 	in, err := store.Resolve(name)
 	if err != nil && !errors.Is(err, syscall.ENOENT) {
 		return err
@@ -64,7 +64,7 @@ func (a *app) export(store *cache.Store, name, dst string) error {
 }
 
 // planExport plans the view NAME names.
-func (a *app) planExport(store *cache.Store, name string) (*views.View, error) {
+func (a *app) planExport(store *store.Store, name string) (*views.View, error) {
 	base, spec, ok, err := layout.ParseViewName(path.Base(name))
 	if err != nil {
 		return nil, fmt.Errorf("export %s: %w", name, err)
@@ -92,7 +92,7 @@ func (a *app) planExport(store *cache.Store, name string) (*views.View, error) {
 // (a shared /tmp) cannot make the export write, chmod or link anything
 // elsewhere by putting a symlink in its way.
 type exporter struct {
-	store  *cache.Store
+	store  *store.Store
 	app    *app              // for progress
 	dst    string            // for messages
 	parent int               // dst's folder
@@ -101,7 +101,7 @@ type exporter struct {
 	linked map[uint64]string // files with hard links written so far: where, below top
 }
 
-func newExporter(store *cache.Store, a *app, dst string) (*exporter, error) {
+func newExporter(store *store.Store, a *app, dst string) (*exporter, error) {
 	dst = filepath.Clean(dst)
 	parent, err := unix.Open(filepath.Dir(dst), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {

@@ -9,8 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/ckptfs/ckptfs/cache"
 	"github.com/ckptfs/ckptfs/cache/meta"
+	"github.com/ckptfs/ckptfs/cache/store"
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 )
@@ -31,7 +31,7 @@ The same as 'cp -r SRC MOUNT/NAME', without a mount.`,
 			if _, err := os.Lstat(a.localPath(args[0])); err != nil {
 				return fmt.Errorf("import %s: %w", args[0], err) // before the store is opened, or made
 			}
-			return a.withStore(cache.Options{}, func(store *cache.Store) error {
+			return a.withStore(store.Options{}, func(store *store.Store) error {
 				// The walk here, not before: against a mount this runs in its daemon.
 				src := a.localPath(args[0])
 				var total int64
@@ -75,7 +75,7 @@ The same as 'cp -r SRC MOUNT/NAME', without a mount.`,
 }
 
 type importer struct {
-	store *cache.Store
+	store *store.Store
 	bar   interface{ Add64(int64) error }
 	files int
 	links map[fileID]uint64 // files with hard links imported so far: where they went

@@ -6,8 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ckptfs/ckptfs/cache"
 	"github.com/ckptfs/ckptfs/cache/meta"
+	"github.com/ckptfs/ckptfs/cache/store"
 )
 
 // An entry swapped for a symlink between its stat and its open fails the
@@ -18,7 +18,7 @@ func TestImportRefusesASwappedEntry(t *testing.T) {
 	secret := filepath.Join(t.TempDir(), "secret")
 	os.WriteFile(secret, []byte("root only"), 0o600)
 	os.WriteFile(filepath.Join(src, "weights.bin"), []byte("mine"), 0o644)
-	store, err := cache.Open(filepath.Join(t.TempDir(), "store"), cache.Options{})
+	store, err := store.Open(filepath.Join(t.TempDir(), "store"), store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

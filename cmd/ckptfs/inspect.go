@@ -9,10 +9,10 @@ import (
 	"syscall"
 	"text/tabwriter"
 
-	"github.com/ckptfs/ckptfs/cache"
 	"github.com/ckptfs/ckptfs/cache/check"
 	"github.com/ckptfs/ckptfs/cache/hot"
 	"github.com/ckptfs/ckptfs/cache/meta"
+	"github.com/ckptfs/ckptfs/cache/store"
 	"github.com/ckptfs/ckptfs/cache/views"
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
@@ -42,7 +42,7 @@ func (a *app) lsCmd() *cobra.Command {
 				}
 				return w.Flush()
 			}
-			err := a.withStore(cache.Options{ReadOnly: true}, func(store *cache.Store) error {
+			err := a.withStore(store.Options{ReadOnly: true}, func(store *store.Store) error {
 				rows, err := list(store)
 				if err != nil {
 					return err
@@ -69,7 +69,7 @@ type checkpointRow struct {
 }
 
 // list reads the top of the store: each checkpoint, its size and views.
-func list(store *cache.Store) ([]checkpointRow, error) {
+func list(store *store.Store) ([]checkpointRow, error) {
 	entries, err := store.ReadDir(meta.RootIno)
 	if err != nil {
 		return nil, err
@@ -117,7 +117,7 @@ compression_ratio, staged_files, staged_bytes, hot_bytes,
 pending_upload_chunks, pending_upload_bytes}.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.withStore(cache.Options{ReadOnly: true}, func(store *cache.Store) error {
+			return a.withStore(store.Options{ReadOnly: true}, func(store *store.Store) error {
 				ino, name := meta.RootIno, ""
 				if len(args) == 1 {
 					var err error
@@ -212,7 +212,7 @@ files still open keep reading, and the mount frees the space within
 			if err != nil {
 				return err
 			}
-			return a.withStore(cache.Options{}, func(store *cache.Store) error {
+			return a.withStore(store.Options{}, func(store *store.Store) error {
 				parent, err := store.Resolve(path.Dir(name))
 				if err != nil {
 					return err
@@ -258,7 +258,7 @@ mount it runs the mount's reclaim now, waiting a few seconds for chunks
 let go in the last seconds; chunks that open files still read stay.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.withStore(cache.Options{}, func(store *cache.Store) error {
+			return a.withStore(store.Options{}, func(store *store.Store) error {
 				collect := store.GC
 				if a.live != nil {
 					collect = store.ReclaimNow
@@ -290,7 +290,7 @@ non-zero when it finds a problem. --json prints {files, chunks, bytes,
 problems}.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.withStore(cache.Options{AllowDamagedTables: true, ReadOnly: true}, func(store *cache.Store) error {
+			return a.withStore(store.Options{AllowDamagedTables: true, ReadOnly: true}, func(store *store.Store) error {
 				rep, err := check.Store(store)
 				if err != nil {
 					return err

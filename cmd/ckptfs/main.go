@@ -12,7 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/ckptfs/ckptfs/cache"
+	"github.com/ckptfs/ckptfs/cache/store"
 	"github.com/spf13/cobra"
 )
 
@@ -126,13 +126,13 @@ func defaultStore() string {
 }
 
 // openStore opens the store, explaining who holds it when it is locked.
-func (a *app) openStore(o cache.Options) (*cache.Store, error) {
+func (a *app) openStore(o store.Options) (*store.Store, error) {
 	o.Logger = a.log
-	s, err := cache.Open(a.storeDir, o)
+	s, err := store.Open(a.storeDir, o)
 	if o.ReadOnly && errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%w at %s: nothing was saved there yet", errNoStore, a.storeDir)
 	}
-	if errors.Is(err, cache.ErrLocked) {
+	if errors.Is(err, store.ErrLocked) {
 		if pid, mnt, ok := readPidFile(a.storeDir); ok {
 			return nil, fmt.Errorf("store %s is mounted at %s by pid %d: run 'ckptfs umount %s' first", a.storeDir, mnt, pid, mnt)
 		}
@@ -146,7 +146,7 @@ var errNoStore = errors.New("no store")
 
 // withStore runs fn on the open store and closes it after. When a mount
 // holds the store, the whole command runs in the mount's daemon instead.
-func (a *app) withStore(o cache.Options, fn func(*cache.Store) error) error {
+func (a *app) withStore(o store.Options, fn func(*store.Store) error) error {
 	if a.live != nil {
 		return fn(a.live.store)
 	}

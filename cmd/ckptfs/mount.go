@@ -15,9 +15,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ckptfs/ckptfs/cache"
 	"github.com/ckptfs/ckptfs/cache/bucket"
 	"github.com/ckptfs/ckptfs/cache/hot"
+	"github.com/ckptfs/ckptfs/cache/store"
 	"github.com/ckptfs/ckptfs/fs"
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
@@ -290,7 +290,7 @@ func (a *app) serve(mnt string, opts fs.Options, so serveOptions) (err error) {
 	if err != nil {
 		return err
 	}
-	storeOpts := cache.Options{CacheBytes: so.cacheBytes, ReclaimEvery: so.reclaimAfter, Mounted: true, WriteBehind: !so.writeThrough, VerifyReads: so.verifyReads}
+	storeOpts := store.Options{CacheBytes: so.cacheBytes, ReclaimEvery: so.reclaimAfter, Mounted: true, WriteBehind: !so.writeThrough, VerifyReads: so.verifyReads}
 	if remote != nil {
 		storeOpts.Loaders = max(runtime.NumCPU(), 8) // fetches wait on the network, not the cores
 	}

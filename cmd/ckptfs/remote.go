@@ -7,8 +7,8 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/ckptfs/ckptfs/cache"
 	"github.com/ckptfs/ckptfs/cache/bucket"
+	"github.com/ckptfs/ckptfs/cache/store"
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
 )
@@ -79,7 +79,7 @@ pull and names the chunk.` + remoteHelp,
 	return cmd
 }
 
-type transferFunc func(context.Context, *cache.Store, *bucket.Remote, string, func(int64)) (*bucket.Transfer, error)
+type transferFunc func(context.Context, *store.Store, *bucket.Remote, string, func(int64)) (*bucket.Transfer, error)
 
 // transfer runs a push or pull of NAME, stopping cleanly on Ctrl-C.
 func (a *app) transfer(rf remoteFlags, arg, verb string, move transferFunc) error {
@@ -93,7 +93,7 @@ func (a *app) transfer(rf remoteFlags, arg, verb string, move transferFunc) erro
 	if err != nil {
 		return err
 	}
-	return a.withStore(cache.Options{}, func(store *cache.Store) error {
+	return a.withStore(store.Options{}, func(store *store.Store) error {
 		bar := a.newProgress(-1, verb+" "+name)
 		t, err := move(ctx, store, remote, name, func(n int64) { bar.Add64(n) })
 		bar.Finish()

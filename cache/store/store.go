@@ -1,8 +1,8 @@
-// Package cache is the ckptfs store: content-addressed chunks (compressed,
+// Package store is the ckptfs store: content-addressed chunks (compressed,
 // checksummed, deduplicated) and the namespace of inodes and file manifests,
 // kept in an embedded Badger database, with an in-memory LRU of decoded
 // chunks, readahead, garbage collection and a verifier.
-package cache
+package store
 
 import (
 	"encoding/binary"
