@@ -6,8 +6,8 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/ckptfs/ckptfs/cache/check"
 	"github.com/ckptfs/ckptfs/cache/chunk"
+	"github.com/ckptfs/ckptfs/cache/fsck"
 	"github.com/ckptfs/ckptfs/cache/object"
 	"github.com/ckptfs/ckptfs/cache/store"
 	"github.com/ckptfs/ckptfs/layout/layouttest"
@@ -42,7 +42,7 @@ func TestEvictThenFetchBack(t *testing.T) {
 	if after > max(bound, before/2) || after >= before {
 		t.Fatalf("packs of %d bytes before eviction, %d after, the bound is %d", before, after, bound)
 	}
-	rep, err := check.Store(s)
+	rep, err := fsck.Store(s)
 	if err != nil || len(rep.Problems) > 0 {
 		t.Fatalf("check: %v %v", err, rep.Problems)
 	}

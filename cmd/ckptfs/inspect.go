@@ -9,7 +9,7 @@ import (
 	"syscall"
 	"text/tabwriter"
 
-	"github.com/ckptfs/ckptfs/cache/check"
+	"github.com/ckptfs/ckptfs/cache/fsck"
 	"github.com/ckptfs/ckptfs/cache/hot"
 	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/cache/store"
@@ -291,7 +291,7 @@ problems}.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.withStore(store.Options{AllowDamagedTables: true, ReadOnly: true}, func(store *store.Store) error {
-				rep, err := check.Store(store)
+				rep, err := fsck.Store(store)
 				if err != nil {
 					return err
 				}

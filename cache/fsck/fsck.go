@@ -1,7 +1,7 @@
-// Package check verifies a store and trusts nothing: it reads every record
+// Package fsck verifies a store and trusts nothing: it reads every record
 // and every stored chunk through the store's API, as a reader would, and
 // checks each against what references it.
-package check
+package fsck
 
 import (
 	"errors"
