@@ -116,7 +116,7 @@ unit:
 fuzz:
 	@for t in FuzzParseFile FuzzParseIndex FuzzParseTorch FuzzParsePickle FuzzParseDCPMetadata FuzzReadRecords; do \
 		$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) ./layout/ || exit 1; done
-	@for t in FuzzParseManifest:cache/bucket FuzzChunkRoundTrip:cache/chunk FuzzSplitZip:cache/ingest FuzzDecodeInode:cache/meta; do \
+	@for t in FuzzParseManifest:cache/remote FuzzChunkRoundTrip:cache/chunk FuzzSplitZip:cache/ingest FuzzDecodeInode:cache/meta; do \
 		$(GO) test -run '^$$' -fuzz "^$${t%%:*}$$" -fuzztime $(FUZZTIME) ./$${t#*:}/ || exit 1; done
 
 integration: fuse minio venv

@@ -15,8 +15,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ckptfs/ckptfs/cache/bucket"
 	"github.com/ckptfs/ckptfs/cache/hot"
+	"github.com/ckptfs/ckptfs/cache/remote"
 	"github.com/ckptfs/ckptfs/cache/store"
 	"github.com/ckptfs/ckptfs/fs"
 	"github.com/dustin/go-humanize"
@@ -259,7 +259,7 @@ type serveOptions struct {
 }
 
 // openBucket opens the bucket the store is to be in front of, nil if none.
-func (so *serveOptions) openBucket() (*bucket.Remote, error) {
+func (so *serveOptions) openBucket() (*remote.Remote, error) {
 	if so.remote.url == "" {
 		return nil, nil
 	}
@@ -286,19 +286,19 @@ func (a *app) serve(mnt string, opts fs.Options, so serveOptions) (err error) {
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(so.cacheBytes + 192<<20)
 	}
-	remote, err := so.openBucket()
+	bucket, err := so.openBucket()
 	if err != nil {
 		return err
 	}
 	storeOpts := store.Options{CacheBytes: so.cacheBytes, ReclaimEvery: so.reclaimAfter, Mounted: true, WriteBehind: !so.writeThrough, VerifyReads: so.verifyReads}
-	if remote != nil {
+	if bucket != nil {
 		storeOpts.Loaders = max(runtime.NumCPU(), 8) // fetches wait on the network, not the cores
 	}
 	store, err := a.openStore(storeOpts)
 	if err != nil {
 		return err
 	}
-	if u := store.RemoteURL(); u != "" && remote == nil {
+	if u := store.RemoteURL(); u != "" && bucket == nil {
 		store.Close()
 		return fmt.Errorf("store %s is a cache of %s: mount it with --remote %s", a.storeDir, u, u)
 	}
@@ -317,10 +317,10 @@ func (a *app) serve(mnt string, opts fs.Options, so serveOptions) (err error) {
 		}
 		store.SetMakeRoom(func(need int64) { opts.HotFiles.Drop(need) }) // the store's disk comes first
 	}
-	bucketMetrics := bucket.NewMetrics()
-	if remote != nil {
-		o := bucket.Options{DiskBytes: so.remoteDiskBytes, MetadataTTL: so.remoteTTL, Logger: a.log, Metrics: bucketMetrics}
-		if _, err := bucket.Attach(store, remote, o); err != nil {
+	bucketMetrics := remote.NewMetrics()
+	if bucket != nil {
+		o := remote.Options{DiskBytes: so.remoteDiskBytes, MetadataTTL: so.remoteTTL, Logger: a.log, Metrics: bucketMetrics}
+		if _, err := remote.Attach(store, bucket, o); err != nil {
 			return fmt.Errorf("open store %s: %w", a.storeDir, err)
 		}
 	}

@@ -7,7 +7,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/ckptfs/ckptfs/cache/bucket"
+	"github.com/ckptfs/ckptfs/cache/remote"
 	"github.com/ckptfs/ckptfs/cache/store"
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
@@ -26,8 +26,8 @@ func (f *remoteFlags) add(cmd *cobra.Command, required bool) {
 	}
 }
 
-func (f *remoteFlags) open(ctx context.Context) (*bucket.Remote, error) {
-	return bucket.Open(ctx, bucket.Config{URL: f.url, Endpoint: f.endpoint, CredentialsFile: f.credentials, Profile: f.profile})
+func (f *remoteFlags) open(ctx context.Context) (*remote.Remote, error) {
+	return remote.Open(ctx, remote.Config{URL: f.url, Endpoint: f.endpoint, CredentialsFile: f.credentials, Profile: f.profile})
 }
 
 const remoteHelp = `
@@ -54,7 +54,7 @@ yet, each verified against its hash first, then the manifest. A push that
 fails leaves the checkpoint unpublished; run it again to finish it.` + remoteHelp,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.transfer(rf, args[0], "push", bucket.Push)
+			return a.transfer(rf, args[0], "push", remote.Push)
 		},
 	}
 	rf.add(cmd, true)
@@ -72,14 +72,14 @@ NAME appears only once complete; a chunk that fails verification fails the
 pull and names the chunk.` + remoteHelp,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.transfer(rf, args[0], "pull", bucket.Pull)
+			return a.transfer(rf, args[0], "pull", remote.Pull)
 		},
 	}
 	rf.add(cmd, true)
 	return cmd
 }
 
-type transferFunc func(context.Context, *store.Store, *bucket.Remote, string, func(int64)) (*bucket.Transfer, error)
+type transferFunc func(context.Context, *store.Store, *remote.Remote, string, func(int64)) (*remote.Transfer, error)
 
 // transfer runs a push or pull of NAME, stopping cleanly on Ctrl-C.
 func (a *app) transfer(rf remoteFlags, arg, verb string, move transferFunc) error {

@@ -1,4 +1,4 @@
-package bucket
+package remote
 
 import "github.com/prometheus/client_golang/prometheus"
 

@@ -1,11 +1,11 @@
-package bucket
+package remote
 
 import (
 	"syscall"
 	"testing"
 
 	"github.com/ckptfs/ckptfs/cache/chunk"
-	"github.com/ckptfs/ckptfs/cache/object"
+	"github.com/ckptfs/ckptfs/cache/remote/object"
 )
 
 // FuzzParseManifest feeds manifest objects, as a bucket might hold them,

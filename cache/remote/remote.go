@@ -1,7 +1,7 @@
-// Package bucket is what ckptfs keeps in a bucket, apart from the store:
+// Package remote is what ckptfs keeps in a bucket, apart from the store:
 // the layout of its objects (chunks/, checkpoints/, leases/ under a
 // prefix) and the checkpoint manifest's wire form and validation.
-package bucket
+package remote
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 	"strings"
 
 	"github.com/ckptfs/ckptfs/cache/chunk"
-	"github.com/ckptfs/ckptfs/cache/object"
+	"github.com/ckptfs/ckptfs/cache/remote/object"
 )
 
 // Remote is a checkpoint store in a bucket. It holds

@@ -1,4 +1,4 @@
-package bucket
+package remote
 
 import (
 	"bytes"
@@ -8,7 +8,7 @@ import (
 
 	"github.com/ckptfs/ckptfs/cache/chunk"
 	"github.com/ckptfs/ckptfs/cache/fsck"
-	"github.com/ckptfs/ckptfs/cache/object"
+	"github.com/ckptfs/ckptfs/cache/remote/object"
 	"github.com/ckptfs/ckptfs/cache/store"
 	"github.com/ckptfs/ckptfs/layout/layouttest"
 )

@@ -1,4 +1,4 @@
-package bucket
+package remote
 
 import (
 	"bytes"
@@ -12,7 +12,7 @@ import (
 	"testing"
 
 	"github.com/ckptfs/ckptfs/cache/meta"
-	"github.com/ckptfs/ckptfs/cache/object"
+	"github.com/ckptfs/ckptfs/cache/remote/object"
 	"github.com/ckptfs/ckptfs/cache/store"
 	"github.com/ckptfs/ckptfs/layout/layouttest"
 )
