@@ -110,7 +110,7 @@ func check(s *store.Store, ns *meta.Namespace) (*Report, error) {
 			defer wg.Done()
 			for h := range work {
 				raw, err := s.ReadLocal(h)
-				if errors.Is(err, store.ErrChunkMissing) && s.Uploaded(h) {
+				if errors.Is(err, meta.ErrNoChunk) && s.Uploaded(h) {
 					continue // evicted since it was listed: the bucket has it
 				}
 				mu.Lock()

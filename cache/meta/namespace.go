@@ -35,6 +35,10 @@ const (
 	PrefixSuspect = "m/suspect/"
 	// KeyPackIDs holds the id of the last pack made: never given again.
 	KeyPackIDs = "m/packs"
+	// prefixPackRecord + pack id + offset -> hash: a pack's records.
+	prefixPackRecord = "p/"
+	// keyIndexVersion says what the chunk index keeps (see EnsureListing).
+	keyIndexVersion = "m/index"
 )
 
 // ChunkKey is the index key of chunk h.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/ckptfs/ckptfs/cache/meta"
 
 	"github.com/ckptfs/ckptfs/cache/chunk"
 	"github.com/ckptfs/ckptfs/cache/store"
@@ -13,7 +14,7 @@ import (
 // lacks it or holds it damaged (local says which). A chunk that does not
 // verify is chunk.ErrCorrupt: EIO.
 func (b *Backing) Fetch(h chunk.Hash, local error) ([]byte, error) {
-	if !errors.Is(local, store.ErrChunkMissing) {
+	if !errors.Is(local, meta.ErrNoChunk) {
 		b.log.Warn("local copy of a chunk is bad; fetching it from the bucket", "chunk", h.String(), "err", local)
 	}
 	b.metrics.fetchesInFlight.Inc()

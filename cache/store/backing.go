@@ -68,8 +68,8 @@ func (s *Store) RemoteURL() string {
 
 // Uploaded reports whether the bucket is known to hold chunk h.
 func (s *Store) Uploaded(h chunk.Hash) bool {
-	_, err := s.Value(string(meta.UploadedKey(h)))
-	return err == nil
+	up, _ := s.index.Uploaded(h)
+	return up
 }
 
 // PendingUploads counts the chunks the store holds and the bucket behind it
@@ -79,11 +79,9 @@ func (s *Store) PendingUploads() (chunks, bytes int64, err error) {
 	if s.RemoteURL() == "" {
 		return 0, 0, nil
 	}
-	err = s.ScanChunks(func(h chunk.Hash, loc pack.Loc, err error) error {
-		if err == nil && !s.Uploaded(h) {
-			chunks++
-			bytes += int64(loc.Len)
-		}
+	err = s.index.NotUploaded(func(h chunk.Hash, loc pack.Loc) error {
+		chunks++
+		bytes += int64(loc.Len)
 		return nil
 	})
 	return chunks, bytes, err
@@ -93,14 +91,7 @@ func (s *Store) PendingUploads() (chunks, bytes int64, err error) {
 // the store's copies.
 func (s *Store) MarkUploaded(hs ...chunk.Hash) error {
 	s.cachesBucket.Store(true)
-	wb := s.db.NewWriteBatch()
-	defer wb.Cancel()
-	for _, h := range hs {
-		if err := wb.Set(meta.UploadedKey(h), nil); err != nil {
-			return err
-		}
-	}
-	return wb.Flush()
+	return s.index.MarkUploaded(hs...)
 }
 
 // MarkBucketOnly records the chunks of an imported manifest that this
@@ -116,7 +107,7 @@ func (s *Store) MarkBucketOnly(hs []chunk.Hash) error {
 	}
 	var absent []chunk.Hash
 	for _, h := range hs {
-		if _, err := s.chunkLoc(h); errors.Is(err, ErrChunkMissing) {
+		if _, err := s.index.Get(h); errors.Is(err, meta.ErrNoChunk) {
 			absent = append(absent, h)
 		} else if err != nil {
 			return err
@@ -128,7 +119,7 @@ func (s *Store) MarkBucketOnly(hs []chunk.Hash) error {
 
 // HasChunk reports whether the store holds chunk h (unverified).
 func (s *Store) HasChunk(h chunk.Hash) bool {
-	_, err := s.chunkLoc(h)
+	_, err := s.index.Get(h)
 	return err == nil
 }
 
@@ -137,7 +128,7 @@ func (s *Store) HasChunk(h chunk.Hash) bool {
 func (s *Store) StoredValue(h chunk.Hash, decode bool) ([]byte, error) {
 	s.evictMu.RLock() // the pack is not evicted under the read
 	defer s.evictMu.RUnlock()
-	loc, err := s.chunkLoc(h)
+	loc, err := s.index.Get(h)
 	if err != nil {
 		return nil, err
 	}
@@ -171,7 +162,7 @@ func (s *Store) AddFetched(ref chunk.Ref, val []byte) ([]byte, error) {
 		return nil, err
 	}
 	s.live.touch(ref.Hash) // a pull's tree is created after its chunks
-	if err := s.storeValue(ref.Hash, val); err != nil {
+	if err := s.storeValue(ref.Hash, val, false); err != nil {
 		return nil, fmt.Errorf("store chunk %s: %w", ref.Hash.Short(), err)
 	}
 	return raw, nil
@@ -214,39 +205,20 @@ func (s *Store) SetPackTarget(n int64) { s.packs.SetTarget(min(pack.TargetSize, 
 func (s *Store) EvictPack(id uint32, droppable func(chunk.Hash) bool) (bool, error) {
 	s.evictMu.Lock()
 	defer s.evictMu.Unlock()
-	live, err := s.recordsIn(id)
+	live, err := s.index.InPack(id)
 	if err != nil {
 		return false, err
 	}
 	for _, r := range live {
-		if !droppable(r.hash) {
+		if !droppable(r.Hash) {
 			return false, nil // pinned
 		}
 	}
-	wb := s.db.NewWriteBatch()
-	defer wb.Cancel()
-	for _, r := range live {
-		if err := wb.Delete(meta.ChunkKey(r.hash)); err != nil {
-			return false, err
-		}
-	}
-	if err := wb.Flush(); err != nil {
+	if err := s.index.Delete(live); err != nil {
 		return false, err
 	}
 	if err := s.packs.Remove(id); err != nil {
 		return false, err
 	}
 	return true, s.packRemoved(id)
-}
-
-// recordsIn lists the chunks the index places in pack id.
-func (s *Store) recordsIn(id uint32) ([]packRecord, error) {
-	var out []packRecord
-	err := s.ScanChunks(func(h chunk.Hash, loc pack.Loc, err error) error {
-		if err == nil && loc.Pack == id {
-			out = append(out, packRecord{h, loc})
-		}
-		return nil
-	})
-	return out, err
 }

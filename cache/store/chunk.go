@@ -6,9 +6,7 @@ import (
 	"time"
 
 	"github.com/ckptfs/ckptfs/cache/chunk"
-	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/cache/pack"
-	"github.com/dgraph-io/badger/v4"
 )
 
 // PutChunk stores raw bytes once: a chunk already present is not written
@@ -20,7 +18,7 @@ func (s *Store) PutChunk(raw []byte, hint chunk.Hint) (chunk.Ref, error) {
 	lock := &s.putLocks[ref.Hash[0]] // between the look-up and the index entry
 	lock.Lock()
 	defer lock.Unlock()
-	loc, err := s.chunkLoc(ref.Hash)
+	loc, err := s.index.Get(ref.Hash)
 	if err == nil && s.isSuspect(loc.Pack) {
 		err = s.checkRecord(ref.Hash, loc)
 	}
@@ -46,11 +44,7 @@ func (s *Store) PutChunk(raw []byte, hint chunk.Hint) (chunk.Ref, error) {
 	}
 	// A chunk this store writes is not in the bucket until its own upload
 	// says so, whatever an imported manifest claimed (markBucketOnly).
-	var clear [][]byte
-	if s.cachesBucket.Load() {
-		clear = append(clear, meta.UploadedKey(ref.Hash))
-	}
-	if err := s.storeValue(ref.Hash, val, clear...); err != nil {
+	if err := s.storeValue(ref.Hash, val, s.cachesBucket.Load()); err != nil {
 		return ref, fmt.Errorf("write chunk %s: %w", ref.Hash.Short(), err)
 	}
 	s.live.touch(ref.Hash)
@@ -61,10 +55,11 @@ func (s *Store) PutChunk(raw []byte, hint chunk.Hint) (chunk.Ref, error) {
 	return ref, nil
 }
 
-// storeValue appends a chunk value to a pack and indexes it, deleting the
-// keys in clear in the same transaction. Eviction waits for both: it
-// decides from the index which packs it may delete.
-func (s *Store) storeValue(h chunk.Hash, val []byte, clear ...[]byte) error {
+// storeValue appends a chunk value to a pack and indexes it; with
+// notUploaded, the mark that the bucket holds it goes in the same
+// transaction. Eviction waits for both: it decides from the index which
+// packs it may delete.
+func (s *Store) storeValue(h chunk.Hash, val []byte, notUploaded bool) error {
 	s.evictMu.RLock()
 	defer s.evictMu.RUnlock()
 	loc, err := s.packs.Append(h, val)
@@ -74,14 +69,7 @@ func (s *Store) storeValue(h chunk.Hash, val []byte, clear ...[]byte) error {
 	if s.afterAppend != nil {
 		s.afterAppend()
 	}
-	return s.db.Update(func(txn *badger.Txn) error {
-		for _, k := range clear {
-			if err := txn.Delete(k); err != nil {
-				return err
-			}
-		}
-		return txn.Set(meta.ChunkKey(h), loc.Encode())
-	})
+	return s.index.Put(h, loc, notUploaded)
 }
 
 // checkRecord checks the record of chunk h at loc, in a pack a crash may
@@ -96,28 +84,6 @@ func (s *Store) checkRecord(h chunk.Hash, loc pack.Loc) error {
 		s.log.Warn("a chunk record a crash damaged is stored again", "chunk", h.String(), "pack", s.packs.Path(loc.Pack), "err", err)
 	}
 	return err
-}
-
-// chunkLoc looks up where a chunk is stored.
-func (s *Store) chunkLoc(h chunk.Hash) (pack.Loc, error) {
-	var loc pack.Loc
-	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(meta.ChunkKey(h))
-		if err != nil {
-			return err
-		}
-		return item.Value(func(v []byte) error {
-			loc, err = pack.DecodeLoc(v)
-			return err
-		})
-	})
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return loc, fmt.Errorf("chunk %s: %w: %w", h.Short(), ErrChunkMissing, chunk.ErrCorrupt)
-	}
-	if err != nil {
-		return loc, fmt.Errorf("look up chunk %s: %w", h.Short(), err) // an I/O error stays one
-	}
-	return loc, nil
 }
 
 // loadChunk reads and verifies a chunk from its pack, bypassing the LRU.
@@ -136,9 +102,6 @@ func (s *Store) loadChunk(h chunk.Hash) ([]byte, error) {
 	return s.backing.Fetch(h, err)
 }
 
-// ErrChunkMissing is a chunk the index does not know.
-var ErrChunkMissing = errors.New("chunk missing")
-
 // ReadLocal reads chunk h from its pack and verifies it, its hash
 // included, bypassing the LRU and the backing.
 func (s *Store) ReadLocal(h chunk.Hash) ([]byte, error) {
@@ -149,7 +112,7 @@ func (s *Store) ReadLocal(h chunk.Hash) ([]byte, error) {
 func (s *Store) readLocal(h chunk.Hash, decode func(chunk.Hash, []byte) ([]byte, error)) ([]byte, error) {
 	s.evictMu.RLock()
 	defer s.evictMu.RUnlock()
-	loc, err := s.chunkLoc(h)
+	loc, err := s.index.Get(h)
 	if err != nil {
 		return nil, err
 	}
@@ -169,22 +132,5 @@ func (s *Store) readLocal(h chunk.Hash, decode func(chunk.Hash, []byte) ([]byte,
 // ScanChunks calls fn with every stored chunk and its location, or the
 // error that kept the location from being read.
 func (s *Store) ScanChunks(fn func(h chunk.Hash, loc pack.Loc, err error) error) error {
-	return s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{meta.PrefixChunk}, PrefetchValues: true, PrefetchSize: 256})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			var h chunk.Hash
-			copy(h[:], it.Item().Key()[1:])
-			var loc pack.Loc
-			err := it.Item().Value(func(v []byte) error {
-				var err error
-				loc, err = pack.DecodeLoc(v)
-				return err
-			})
-			if err := fn(h, loc, err); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	return s.index.Scan(fn)
 }

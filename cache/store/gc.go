@@ -183,26 +183,20 @@ func (s *Store) reachable() (map[uint64]bool, map[chunk.Hash]struct{}, error) {
 	return inodes, chunks, err
 }
 
-// packRecord is a live chunk in a pack.
-type packRecord struct {
-	hash chunk.Hash
-	loc  pack.Loc
-}
-
 // sweepChunks deletes the index entries of the chunks not in referenced
 // that liveChunks does not keep, and returns the live records by pack.
 // Stores wait meanwhile, so none can find a chunk by dedup as it goes.
-func (s *Store) sweepChunks(referenced map[chunk.Hash]struct{}, res *GCResult) (map[uint32][]packRecord, error) {
-	live := map[uint32][]packRecord{}
-	var dead []packRecord
-	err := s.ScanChunks(func(h chunk.Hash, loc pack.Loc, err error) error {
+func (s *Store) sweepChunks(referenced map[chunk.Hash]struct{}, res *GCResult) (map[uint32][]meta.Record, error) {
+	live := map[uint32][]meta.Record{}
+	var dead []meta.Record
+	err := s.index.Scan(func(h chunk.Hash, loc pack.Loc, err error) error {
 		switch _, ok := referenced[h]; {
 		case err != nil:
 			s.log.Warn("reclaim: chunk left in place", "chunk", h.String(), "err", err)
 		case ok:
-			live[loc.Pack] = append(live[loc.Pack], packRecord{h, loc})
+			live[loc.Pack] = append(live[loc.Pack], meta.Record{Hash: h, Loc: loc})
 		default:
-			dead = append(dead, packRecord{h, loc})
+			dead = append(dead, meta.Record{Hash: h, Loc: loc})
 		}
 		return nil
 	})
@@ -215,39 +209,36 @@ func (s *Store) sweepChunks(referenced map[chunk.Hash]struct{}, res *GCResult) (
 	}
 	s.live.mu.Lock()
 	defer s.live.mu.Unlock()
-	wb := s.db.NewWriteBatch()
-	defer wb.Cancel()
+	var freed []meta.Record
 	for _, r := range dead {
-		if keep, recent := s.live.keepsLocked(r.hash); keep {
-			live[r.loc.Pack] = append(live[r.loc.Pack], r)
+		if keep, recent := s.live.keepsLocked(r.Hash); keep {
+			live[r.Loc.Pack] = append(live[r.Loc.Pack], r)
 			if recent {
 				res.Recent++
 			}
 			continue
 		}
-		if err := wb.Delete(meta.ChunkKey(r.hash)); err != nil {
-			return nil, err
-		}
+		freed = append(freed, r)
 		if res.garbageIn == nil {
 			res.garbageIn = map[uint32]bool{}
 		}
-		res.garbageIn[r.loc.Pack] = true
+		res.garbageIn[r.Loc.Pack] = true
 		res.Chunks++
-		res.ChunkBytes += int64(r.loc.Len)
+		res.ChunkBytes += int64(r.Loc.Len)
 	}
-	return live, wb.Flush()
+	return live, s.index.Delete(freed)
 }
 
 // sealPack ends appends to pack id, the current one, so that it can go
 // like any other, and returns its live records: every one it holds once
 // the appends under way are indexed.
-func (s *Store) sealPack(id uint32) ([]packRecord, error) {
+func (s *Store) sealPack(id uint32) ([]meta.Record, error) {
 	s.evictMu.Lock() // appends and their index entries happen under RLock
 	if cur, appending := s.packs.Current(); appending && cur == id {
 		s.packs.Seal()
 	}
 	s.evictMu.Unlock()
-	return s.recordsIn(id)
+	return s.index.InPack(id)
 }
 
 // sealedPacks lists the packs not being appended to. Taken before the
@@ -276,9 +267,9 @@ func (s *Store) sealedPacks() ([]uint32, error) {
 // sweepPacks deletes the sealed packs with no live record, and copies the
 // live records of those mostly garbage to the current pack before deleting
 // them.
-func (s *Store) sweepPacks(sealed []uint32, live map[uint32][]packRecord, res *GCResult) error {
+func (s *Store) sweepPacks(sealed []uint32, live map[uint32][]meta.Record, res *GCResult) error {
 	var doomed []uint32
-	var moved []movedRecord
+	var moved []meta.Move
 	limit := newRateLimit(compactRate)
 	for _, id := range sealed {
 		st, err := os.Stat(s.packs.Path(id))
@@ -287,7 +278,7 @@ func (s *Store) sweepPacks(sealed []uint32, live map[uint32][]packRecord, res *G
 		}
 		var used int64
 		for _, r := range live[id] {
-			used += pack.RecordHeader + int64(r.loc.Len)
+			used += pack.RecordHeader + int64(r.Loc.Len)
 		}
 		if used > 0 && float64(st.Size()-used) < packGarbageRatio*float64(st.Size()) {
 			continue
@@ -310,33 +301,27 @@ func (s *Store) sweepPacks(sealed []uint32, live map[uint32][]packRecord, res *G
 	return s.dropPacks(doomed, moved, res)
 }
 
-// movedRecord is a live record copied out of a pack about to go.
-type movedRecord struct {
-	hash     chunk.Hash
-	from, to pack.Loc
-}
-
 // copyRecords appends the values of recs to the current pack, with no
 // index change yet.
-func (s *Store) copyRecords(recs []packRecord, limit *rateLimit) ([]movedRecord, error) {
-	var out []movedRecord
+func (s *Store) copyRecords(recs []meta.Record, limit *rateLimit) ([]meta.Move, error) {
+	var out []meta.Move
 	for _, r := range recs {
 		s.evictMu.RLock() // the pack is not evicted while read
 		var to pack.Loc
-		err := s.packs.Read(r.hash, r.loc, func(val []byte) error {
-			if err := chunk.Check(r.hash, val); err != nil {
+		err := s.packs.Read(r.Hash, r.Loc, func(val []byte) error {
+			if err := chunk.Check(r.Hash, val); err != nil {
 				return err // a damaged record is not copied into a sound pack
 			}
 			var err error
-			to, err = s.packs.Append(r.hash, val)
+			to, err = s.packs.Append(r.Hash, val)
 			return err
 		})
 		s.evictMu.RUnlock()
 		if err != nil {
-			return nil, fmt.Errorf("chunk %s: %w", r.hash.Short(), err)
+			return nil, fmt.Errorf("chunk %s: %w", r.Hash.Short(), err)
 		}
-		out = append(out, movedRecord{r.hash, r.loc, to})
-		limit.wait(int64(r.loc.Len))
+		out = append(out, meta.Move{Hash: r.Hash, From: r.Loc, To: to})
+		limit.wait(int64(r.Loc.Len))
 	}
 	return out, nil
 }
@@ -345,24 +330,13 @@ func (s *Store) copyRecords(recs []packRecord, limit *rateLimit) ([]movedRecord,
 // stand where they were copied from, and deletes the doomed packs: the
 // copies and the new index entries are durable first, so a crash leaves
 // every chunk readable from one pack or the other.
-func (s *Store) dropPacks(doomed []uint32, moved []movedRecord, res *GCResult) error {
+func (s *Store) dropPacks(doomed []uint32, moved []meta.Move, res *GCResult) error {
 	if err := s.packs.Sync(); err != nil {
 		return err
 	}
 	s.evictMu.Lock() // no read in between, nor an eviction
 	defer s.evictMu.Unlock()
-	wb := s.db.NewWriteBatch()
-	defer wb.Cancel()
-	for _, m := range moved {
-		loc, err := s.chunkLoc(m.hash)
-		if err != nil || loc != m.from {
-			continue // deleted or evicted meanwhile: the copy is garbage
-		}
-		if err := wb.Set(meta.ChunkKey(m.hash), m.to.Encode()); err != nil {
-			return err
-		}
-	}
-	if err := wb.Flush(); err != nil {
+	if err := s.index.Move(moved); err != nil {
 		return fmt.Errorf("index copied records: %w", err)
 	}
 	if err := s.db.Sync(); err != nil {

@@ -29,7 +29,7 @@ func TestRacingPutsAppendOnce(t *testing.T) {
 	}
 	wg.Wait()
 	id, _ := s.packs.Current()
-	loc, err := s.chunkLoc(chunk.Sum(raw))
+	loc, err := s.index.Get(chunk.Sum(raw))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +70,7 @@ func TestIOErrorIsNotCorruption(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	loc, _ := s.chunkLoc(ref.Hash)
+	loc, _ := s.index.Get(ref.Hash)
 	path := s.packs.Path(loc.Pack)
 	s.Close()
 	// A folder where the pack was: it opens, and every read fails (EISDIR).

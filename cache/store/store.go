@@ -62,6 +62,7 @@ type Store struct {
 	opts badger.Options
 	db   *badger.DB
 	*meta.Namespace
+	index   *meta.Index
 	log     *slog.Logger
 	packs   *pack.Set
 	chunks  *chunkCache
@@ -168,7 +169,7 @@ func openStore(dir string, o Options) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: %w (ckptfs fsck reports what it affects)", dir, damage)
 	}
-	s := &Store{dir: dir, opts: bo, db: db, log: o.Logger, packs: packs, metrics: newMetrics(), damage: damage, backing: noBacking{},
+	s := &Store{dir: dir, opts: bo, db: db, index: meta.NewIndex(db), log: o.Logger, packs: packs, metrics: newMetrics(), damage: damage, backing: noBacking{},
 		live: newLiveChunks(o.Mounted || o.ReclaimEvery > 0), verifyReads: o.VerifyReads, readOnly: o.ReadOnly, suspect: map[uint32]bool{}}
 	s.settler = newSettler(s)
 	if o.Loaders <= 0 {
@@ -196,6 +197,10 @@ func openStore(dir string, o Options) (*Store, error) {
 	s.cachesBucket.Store(s.RemoteURL() != "")
 	if o.ReadOnly {
 		return s, nil
+	}
+	if err := s.index.EnsureListing(); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
 	unclean, err := s.startSession()
 	if err != nil {
@@ -345,6 +350,9 @@ func (s *Store) isSuspect(id uint32) bool {
 
 // packRemoved forgets what the store knew of pack id, once it is gone.
 func (s *Store) packRemoved(id uint32) error {
+	if err := s.index.DropPack(id); err != nil {
+		return err
+	}
 	s.suspectMu.Lock()
 	defer s.suspectMu.Unlock()
 	if !s.suspect[id] {

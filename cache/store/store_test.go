@@ -154,7 +154,7 @@ func TestCorruptionDetected(t *testing.T) {
 	}
 	h := c.Chunks[0].Hash
 	// Flip a payload byte of the stored value in its pack.
-	loc, err := s.chunkLoc(h)
+	loc, err := s.index.Get(h)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -305,13 +305,13 @@ func TestEvictionDropsOnlyUploadedPacks(t *testing.T) {
 	// The bucket holds the chunks of every pack but the second.
 	inPack := map[uint32][]chunk.Hash{}
 	for _, id := range ids {
-		recs, err := s.recordsIn(id)
+		recs, err := s.index.InPack(id)
 		if err != nil {
 			t.Fatal(err)
 		}
 		var hs []chunk.Hash
 		for _, r := range recs {
-			hs = append(hs, r.hash)
+			hs = append(hs, r.Hash)
 		}
 		inPack[id] = hs
 		for _, h := range hs {
@@ -337,10 +337,10 @@ func TestEvictionDropsOnlyUploadedPacks(t *testing.T) {
 			t.Fatalf("pack %d of uploaded chunks left after eviction: %v", id, left)
 		}
 	}
-	if _, err := s.chunkLoc(inPack[ids[0]][0]); !errors.Is(err, ErrChunkMissing) {
+	if _, err := s.index.Get(inPack[ids[0]][0]); !errors.Is(err, meta.ErrNoChunk) {
 		t.Fatalf("evicted chunk still indexed: %v", err)
 	}
-	if _, err := s.chunkLoc(inPack[ids[1]][0]); err != nil {
+	if _, err := s.index.Get(inPack[ids[1]][0]); err != nil {
 		t.Fatalf("pinned chunk lost: %v", err)
 	}
 }
