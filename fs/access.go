@@ -74,7 +74,7 @@ func weightsAccess(weights []*meta.Inode) access {
 func (f *FS) accessNow(inos ...uint64) (access, error) {
 	records := make([]*meta.Inode, len(inos))
 	for i, ino := range inos {
-		in, err := f.store.GetInode(ino)
+		in, err := f.store.Namespace().GetInode(ino)
 		if errors.Is(err, syscall.ENOENT) {
 			return access{}, syscall.ESTALE
 		}

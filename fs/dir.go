@@ -40,7 +40,7 @@ func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	if len(name) > meta.MaxNameLen {
 		return nil, syscall.ENAMETOOLONG // as ext4: a create after it would fail the same way
 	}
-	in, err := n.fsys.store.Lookup(n.ino, name)
+	in, err := n.fsys.store.Namespace().Lookup(n.ino, name)
 	if err == nil {
 		setAttr(&out.Attr, in)
 		return n.fsys.newNode(ctx, n.EmbeddedInode(), in), 0
@@ -57,7 +57,7 @@ func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 }
 
 func (n *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
-	entries, err := n.fsys.store.ReadDir(n.ino)
+	entries, err := n.fsys.store.Namespace().ReadDir(n.ino)
 	if err != nil {
 		return nil, toErrno(n.fsys.log, "readdir", err)
 	}
@@ -86,7 +86,7 @@ func newRecord(ctx context.Context, mode uint32) meta.Inode {
 }
 
 func (n *dirNode) create(ctx context.Context, name string, rec meta.Inode, out *fuse.EntryOut) (*fs.Inode, *meta.Inode, syscall.Errno) {
-	parent, err := n.fsys.store.GetInode(n.ino)
+	parent, err := n.fsys.store.Namespace().GetInode(n.ino)
 	if err != nil {
 		return nil, nil, toErrno(n.fsys.log, "create "+name, err)
 	}
@@ -96,7 +96,7 @@ func (n *dirNode) create(ctx context.Context, name string, rec meta.Inode, out *
 			rec.Mode |= syscall.S_ISGID
 		}
 	}
-	in, err := n.fsys.store.Create(n.ino, name, rec)
+	in, err := n.fsys.store.Namespace().Create(n.ino, name, rec)
 	if err != nil {
 		return nil, nil, toErrno(n.fsys.log, "create "+name, err)
 	}
@@ -156,7 +156,7 @@ func (n *dirNode) Link(ctx context.Context, target fs.InodeEmbedder, name string
 	default:
 		return nil, syscall.EXDEV // a view's file: not stored as such
 	}
-	in, err := n.fsys.store.Link(ino, n.ino, name)
+	in, err := n.fsys.store.Namespace().Link(ino, n.ino, name)
 	if err != nil {
 		return nil, toErrno(n.fsys.log, "link "+name, err)
 	}
@@ -166,7 +166,7 @@ func (n *dirNode) Link(ctx context.Context, target fs.InodeEmbedder, name string
 
 func (n *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	victim := n.GetChild(name)
-	if err := n.fsys.store.Remove(n.ino, name, false); err != nil {
+	if err := n.fsys.store.Namespace().Remove(n.ino, name, false); err != nil {
 		return toErrno(n.fsys.log, "unlink "+name, err)
 	}
 	n.markUnlinked(victim)
@@ -181,7 +181,7 @@ func (n *dirNode) markUnlinked(victim *fs.Inode) {
 		return
 	}
 	if f, ok := victim.Operations().(*fileNode); ok {
-		if _, err := n.fsys.store.GetInode(f.ino); errors.Is(err, syscall.ENOENT) {
+		if _, err := n.fsys.store.Namespace().GetInode(f.ino); errors.Is(err, syscall.ENOENT) {
 			f.unlinked.Store(true)
 		}
 	}
@@ -195,7 +195,7 @@ func (n *dirNode) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) sysc
 }
 
 func (n *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
-	return toErrno(n.fsys.log, "rmdir "+name, n.fsys.store.Remove(n.ino, name, true))
+	return toErrno(n.fsys.log, "rmdir "+name, n.fsys.store.Namespace().Remove(n.ino, name, true))
 }
 
 func (n *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
@@ -204,7 +204,7 @@ func (n *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmb
 		return syscall.EROFS // into a view
 	}
 	victim := dst.GetChild(newName)
-	if err := n.fsys.store.Rename(n.ino, name, dst.ino, newName, flags); err != nil {
+	if err := n.fsys.store.Namespace().Rename(n.ino, name, dst.ino, newName, flags); err != nil {
 		return toErrno(n.fsys.log, "rename "+name, err)
 	}
 	if victim != n.GetChild(name) {

@@ -47,7 +47,7 @@ var (
 )
 
 func (n *fileNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	in, err := n.fsys.store.GetInode(n.ino)
+	in, err := n.fsys.store.Namespace().GetInode(n.ino)
 	if errors.Is(err, syscall.ENOENT) && n.unlinked.Load() {
 		n.mu.Lock()
 		var last *meta.Inode // an open file outlives its name, as on a local disk
@@ -109,7 +109,7 @@ func (n *fileNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAtt
 			p.mu.Unlock()
 		}
 	}
-	rec, err := n.fsys.store.Update(n.ino, func(rec *meta.Inode) error { applyAttr(rec, in); return nil })
+	rec, err := n.fsys.store.Namespace().Update(n.ino, func(rec *meta.Inode) error { applyAttr(rec, in); return nil })
 	if err != nil {
 		return toErrno(n.fsys.log, "setattr", err)
 	}
@@ -120,7 +120,7 @@ func (n *fileNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAtt
 // truncateStored changes the committed length of a file nobody is
 // writing, for uid.
 func (n *fileNode) truncateStored(uid uint32, size int64) error {
-	in, err := n.fsys.store.GetInode(n.ino)
+	in, err := n.fsys.store.Namespace().GetInode(n.ino)
 	if err != nil || in.Content.Size == size {
 		return err
 	}
@@ -140,7 +140,7 @@ func (n *fileNode) truncateStored(uid uint32, size int64) error {
 }
 
 func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
-	in, err := n.fsys.store.GetInode(n.ino)
+	in, err := n.fsys.store.Namespace().GetInode(n.ino)
 	if err != nil {
 		return nil, 0, toErrno(n.fsys.log, "open", err)
 	}

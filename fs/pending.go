@@ -259,7 +259,7 @@ func (p *pending) commit() error {
 		return err
 	}
 	n := p.node
-	_, err = p.store().Update(n.ino, func(in *meta.Inode) error {
+	_, err = p.store().Namespace().Update(n.ino, func(in *meta.Inode) error {
 		in.Content = *c
 		in.Mtime, in.Ctime = p.mtime, now()
 		return nil

@@ -26,7 +26,7 @@ var (
 )
 
 func (n *stored) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	in, err := n.fsys.store.GetInode(n.ino)
+	in, err := n.fsys.store.Namespace().GetInode(n.ino)
 	if err != nil {
 		return toErrno(n.fsys.log, "getattr", err)
 	}
@@ -40,7 +40,7 @@ func (n *stored) setattr(in *fuse.SetAttrIn, out *fuse.AttrOut, sizeErr syscall.
 	if _, ok := in.GetSize(); ok {
 		return sizeErr
 	}
-	rec, err := n.fsys.store.Update(n.ino, func(rec *meta.Inode) error {
+	rec, err := n.fsys.store.Namespace().Update(n.ino, func(rec *meta.Inode) error {
 		mode := rec.Mode
 		applyAttr(rec, in)
 		if keepMode {

@@ -21,7 +21,7 @@ var (
 )
 
 func (n *symlinkNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
-	in, err := n.fsys.store.GetInode(n.ino)
+	in, err := n.fsys.store.Namespace().GetInode(n.ino)
 	if err != nil {
 		return nil, toErrno(n.fsys.log, "readlink", err)
 	}

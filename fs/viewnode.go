@@ -60,7 +60,7 @@ var (
 // caller who may search base has it planned: planning settles and reads
 // the folder's files.
 func (n *dirNode) lookupView(ctx context.Context, name, base string, spec layout.ViewSpec, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	dir, err := n.fsys.store.Lookup(n.ino, base)
+	dir, err := n.fsys.store.Namespace().Lookup(n.ino, base)
 	if err != nil || dir.Mode&syscall.S_IFMT != syscall.S_IFDIR {
 		return nil, syscall.ENOENT
 	}
@@ -91,7 +91,7 @@ func (n *dirNode) viewEntries(entries []meta.DirEntry) []fuse.DirEntry {
 		if e.Mode != syscall.S_IFDIR {
 			continue
 		}
-		children, err := n.fsys.store.ReadDir(e.Ino)
+		children, err := n.fsys.store.Namespace().ReadDir(e.Ino)
 		if err != nil || !views.HasWeights(children) {
 			continue
 		}

@@ -29,7 +29,7 @@ func (n *stored) Getxattr(ctx context.Context, attr string, dest []byte) (uint32
 	if !strings.HasPrefix(attr, userXattrs) {
 		return 0, unsupportedXattr(attr)
 	}
-	in, err := n.fsys.store.GetInode(n.ino)
+	in, err := n.fsys.store.Namespace().GetInode(n.ino)
 	if err != nil {
 		return 0, toErrno(n.fsys.log, "getxattr", err)
 	}
@@ -44,7 +44,7 @@ func (n *stored) Getxattr(ctx context.Context, attr string, dest []byte) (uint32
 }
 
 func (n *stored) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
-	in, err := n.fsys.store.GetInode(n.ino)
+	in, err := n.fsys.store.Namespace().GetInode(n.ino)
 	if err != nil {
 		return 0, toErrno(n.fsys.log, "listxattr", err)
 	}
@@ -71,7 +71,7 @@ func (n *stored) Setxattr(ctx context.Context, attr string, data []byte, flags u
 	if len(attr) > meta.MaxXattrName {
 		return syscall.ERANGE
 	}
-	_, err := n.fsys.store.Update(n.ino, func(in *meta.Inode) error {
+	_, err := n.fsys.store.Namespace().Update(n.ino, func(in *meta.Inode) error {
 		old, exists := in.Xattrs[attr]
 		switch {
 		case flags&xattrCreate != 0 && exists:
@@ -100,7 +100,7 @@ func (n *stored) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	if !strings.HasPrefix(attr, userXattrs) {
 		return syscall.ENOTSUP
 	}
-	_, err := n.fsys.store.Update(n.ino, func(in *meta.Inode) error {
+	_, err := n.fsys.store.Namespace().Update(n.ino, func(in *meta.Inode) error {
 		if _, ok := in.Xattrs[attr]; !ok {
 			return syscall.ENODATA
 		}

@@ -20,7 +20,7 @@ func TestStoredXattrs(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	in, err := store.Create(meta.RootIno, "f", meta.Inode{Mode: syscall.S_IFREG | 0o644})
+	in, err := store.Namespace().Create(meta.RootIno, "f", meta.Inode{Mode: syscall.S_IFREG | 0o644})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +56,7 @@ func TestStoredXattrs(t *testing.T) {
 	}
 	check("remove", n.Removexattr(ctx, "user.a"), 0)
 	check("remove again", n.Removexattr(ctx, "user.a"), syscall.ENODATA)
-	if rec, err := store.GetInode(in.Ino); err != nil || len(rec.Xattrs) != 0 {
+	if rec, err := store.Namespace().GetInode(in.Ino); err != nil || len(rec.Xattrs) != 0 {
 		t.Errorf("record after removal: %v, %v", rec.Xattrs, err)
 	}
 }

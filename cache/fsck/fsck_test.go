@@ -29,7 +29,7 @@ func addFile(t *testing.T, s *store.Store, name string, data []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Create(meta.RootIno, name, meta.Inode{Mode: syscall.S_IFREG | 0o644, Content: *c}); err != nil {
+	if _, err := s.Namespace().Create(meta.RootIno, name, meta.Inode{Mode: syscall.S_IFREG | 0o644, Content: *c}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -40,7 +40,7 @@ func TestDamagedChunkNamesItsFile(t *testing.T) {
 	s := openTemp(t)
 	addFile(t, s, "keep", layouttest.Random(1, 100000))
 	addFile(t, s, "drop", layouttest.Random(2, 100000))
-	if err := s.Remove(meta.RootIno, "drop", false); err != nil {
+	if err := s.Namespace().Remove(meta.RootIno, "drop", false); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.GC(); err != nil {
@@ -74,12 +74,12 @@ func TestDamagedChunkNamesItsFile(t *testing.T) {
 // damaged directory is still reached.
 func TestEveryProblemInOnePass(t *testing.T) {
 	s := openTemp(t)
-	dir, _ := s.Create(meta.RootIno, "a", meta.Inode{Mode: syscall.S_IFDIR | 0o755})
-	inner, _ := s.Create(dir.Ino, "inner.txt", meta.Inode{Mode: syscall.S_IFREG | 0o644})
-	b, _ := s.Create(meta.RootIno, "b", meta.Inode{Mode: syscall.S_IFDIR | 0o755})
-	file, _ := s.Create(b.Ino, "f.txt", meta.Inode{Mode: syscall.S_IFREG | 0o644})
+	dir, _ := s.Namespace().Create(meta.RootIno, "a", meta.Inode{Mode: syscall.S_IFDIR | 0o755})
+	inner, _ := s.Namespace().Create(dir.Ino, "inner.txt", meta.Inode{Mode: syscall.S_IFREG | 0o644})
+	b, _ := s.Namespace().Create(meta.RootIno, "b", meta.Inode{Mode: syscall.S_IFDIR | 0o755})
+	file, _ := s.Namespace().Create(b.Ino, "f.txt", meta.Inode{Mode: syscall.S_IFREG | 0o644})
 	for _, ino := range []uint64{dir.Ino, file.Ino} {
-		if err := s.SetValue(string(meta.InodeKey(ino)), []byte{99, 1, 2}); err != nil {
+		if err := s.Namespace().SetValue(string(meta.InodeKey(ino)), []byte{99, 1, 2}); err != nil {
 			t.Fatal(err)
 		}
 	}

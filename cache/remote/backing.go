@@ -172,18 +172,18 @@ func (b *Backing) Close() error {
 
 // storeID names store s in leases; made once.
 func storeID(s *store.Store) (string, error) {
-	if v, err := s.Value(meta.KeyStoreID); err == nil {
+	if v, err := s.Namespace().Value(meta.KeyStoreID); err == nil {
 		return string(v), nil
 	}
 	var rnd [12]byte
 	rand.Read(rnd[:])
 	id := hex.EncodeToString(rnd[:])
-	return id, s.SetValue(meta.KeyStoreID, []byte(id))
+	return id, s.Namespace().SetValue(meta.KeyStoreID, []byte(id))
 }
 
 // checkpointStates reads the state of every checkpoint the bucket knows.
 func (b *Backing) checkpointStates() (map[string]checkpointState, error) {
-	vals, err := b.s.Values(meta.PrefixCheckpoint)
+	vals, err := b.s.Namespace().Values(meta.PrefixCheckpoint)
 	if err != nil {
 		return nil, err
 	}
@@ -201,7 +201,7 @@ func (b *Backing) checkpointStates() (map[string]checkpointState, error) {
 // checkpointState reads the state of one checkpoint; known is false when
 // the store has none.
 func (b *Backing) checkpointState(name string) (st checkpointState, known bool, err error) {
-	v, err := b.s.Value(meta.PrefixCheckpoint + name)
+	v, err := b.s.Namespace().Value(meta.PrefixCheckpoint + name)
 	if errors.Is(err, meta.ErrNoValue) {
 		return st, false, nil
 	}
@@ -222,5 +222,5 @@ func (b *Backing) setCheckpointState(name string, st *checkpointState) error {
 			return err
 		}
 	}
-	return b.s.SetValue(meta.PrefixCheckpoint+name, v)
+	return b.s.Namespace().SetValue(meta.PrefixCheckpoint+name, v)
 }

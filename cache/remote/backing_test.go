@@ -28,7 +28,7 @@ func storeWithFile(t *testing.T, name string, data []byte) *store.Store {
 // addFile adds checkpoint name to s, with one file of data: name/w.bin.
 func addFile(t *testing.T, s *store.Store, name string, data []byte) {
 	t.Helper()
-	dir, err := s.Create(meta.RootIno, name, meta.Inode{Mode: syscall.S_IFDIR | 0o755})
+	dir, err := s.Namespace().Create(meta.RootIno, name, meta.Inode{Mode: syscall.S_IFDIR | 0o755})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,7 +36,7 @@ func addFile(t *testing.T, s *store.Store, name string, data []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Create(dir.Ino, "w.bin", meta.Inode{Mode: syscall.S_IFREG | 0o644, Content: *c}); err != nil {
+	if _, err := s.Namespace().Create(dir.Ino, "w.bin", meta.Inode{Mode: syscall.S_IFREG | 0o644, Content: *c}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -57,7 +57,7 @@ func openTemp(t *testing.T) *store.Store {
 // readFile reads the whole file at p in s.
 func readFile(t *testing.T, s *store.Store, p string) []byte {
 	t.Helper()
-	in, err := s.Resolve(p)
+	in, err := s.Namespace().Resolve(p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,10 +150,10 @@ func TestRefreshSkipsALyingManifest(t *testing.T) {
 			t.Fatalf("refresh with a lying manifest in the objects: %v", err)
 		}
 	}
-	if _, err := s.Resolve("good/w.bin"); err != nil {
+	if _, err := s.Namespace().Resolve("good/w.bin"); err != nil {
 		t.Fatalf("the good checkpoint: %v", err)
 	}
-	if _, err := s.Resolve("evil"); err == nil {
+	if _, err := s.Namespace().Resolve("evil"); err == nil {
 		t.Fatal("the lying manifest was imported")
 	}
 	if gets != 1 {

@@ -36,7 +36,7 @@ func (b *Backing) refresh(ctx context.Context) error {
 			continue
 		}
 		if !known {
-			if _, err := b.s.Lookup(meta.RootIno, name); err == nil {
+			if _, err := b.s.Namespace().Lookup(meta.RootIno, name); err == nil {
 				b.log.Warn("checkpoint in the bucket not shown: a local one has its name", "checkpoint", name, "remote", b.r)
 				continue
 			}
@@ -57,7 +57,7 @@ func (b *Backing) refresh(ctx context.Context) error {
 	for name, st := range states {
 		if _, ok := listed[name]; !ok && !st.Owned {
 			b.log.Info("checkpoint withdrawn from the bucket", "checkpoint", name)
-			if err := b.s.RemoveAll(meta.RootIno, name); err != nil && !errors.Is(err, syscall.ENOENT) {
+			if err := b.s.Namespace().RemoveAll(meta.RootIno, name); err != nil && !errors.Is(err, syscall.ENOENT) {
 				errs = append(errs, err)
 			}
 			errs = append(errs, b.setCheckpointState(name, nil))

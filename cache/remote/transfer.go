@@ -65,14 +65,14 @@ func Push(ctx context.Context, s *store.Store, r *Remote, name string, progress 
 // buildManifest describes checkpoint name as a bucket holds it, and
 // returns it with its JSON encoding.
 func buildManifest(s *store.Store, name string) (*Manifest, []byte, error) {
-	root, err := s.Resolve(name)
+	root, err := s.Namespace().Resolve(name)
 	if err != nil {
 		return nil, nil, err
 	}
 	m := &Manifest{Format: Format, Name: name}
 	m.Entries = append(m.Entries, EntryOf("", root))
 	if root.Mode&syscall.S_IFMT == syscall.S_IFDIR {
-		err := s.Walk(root.Ino, func(rel string, in *meta.Inode) error {
+		err := s.Namespace().Walk(root.Ino, func(rel string, in *meta.Inode) error {
 			switch in.Mode & syscall.S_IFMT {
 			case syscall.S_IFREG, syscall.S_IFDIR, syscall.S_IFLNK:
 				m.Entries = append(m.Entries, EntryOf(rel, in))
@@ -163,11 +163,11 @@ func Pull(ctx context.Context, s *store.Store, r *Remote, name string, progress 
 	if err != nil {
 		return nil, fmt.Errorf("pull %s: %w", name, err)
 	}
-	parent, err := s.MkdirAll(path.Dir(name))
+	parent, err := s.Namespace().MkdirAll(path.Dir(name))
 	if err != nil {
 		return nil, fmt.Errorf("pull %s: %w", name, err)
 	}
-	if _, err := s.Lookup(parent, path.Base(name)); err == nil {
+	if _, err := s.Namespace().Lookup(parent, path.Base(name)); err == nil {
 		return nil, fmt.Errorf("pull %s: %s is already in the store: %w", name, name, syscall.EEXIST)
 	}
 	t, err := eachChunk(ctx, m, progress, func(ctx context.Context, ref chunk.Ref) (int64, error) {
@@ -210,9 +210,9 @@ func createTree(s *store.Store, parent uint64, name string, entries []Entry, rep
 		if i > 0 { // validate saw that the folder comes earlier
 			dir, base = inos[path.Dir(e.Path)], path.Base(e.Path)
 		}
-		in, err := s.Create(dir, base, e.Inode())
+		in, err := s.Namespace().Create(dir, base, e.Inode())
 		if err != nil {
-			s.RemoveAll(parent, hidden)
+			s.Namespace().RemoveAll(parent, hidden)
 			return fmt.Errorf("create %q: %w", e.Path, err)
 		}
 		key := e.Path
@@ -222,17 +222,17 @@ func createTree(s *store.Store, parent uint64, name string, entries []Entry, rep
 		inos[key] = in.Ino
 	}
 	if !replace {
-		if err := s.MoveInto(parent, hidden, name); err != nil {
-			s.RemoveAll(parent, hidden)
+		if err := s.Namespace().MoveInto(parent, hidden, name); err != nil {
+			s.Namespace().RemoveAll(parent, hidden)
 			return fmt.Errorf("rename into place: %w", err)
 		}
 		return nil
 	}
-	if err := s.Swap(parent, hidden, name); err != nil {
-		s.RemoveAll(parent, hidden)
+	if err := s.Namespace().Swap(parent, hidden, name); err != nil {
+		s.Namespace().RemoveAll(parent, hidden)
 		return fmt.Errorf("swap into place: %w", err)
 	}
-	if err := s.RemoveAll(parent, hidden); err != nil && !errors.Is(err, syscall.ENOENT) {
+	if err := s.Namespace().RemoveAll(parent, hidden); err != nil && !errors.Is(err, syscall.ENOENT) {
 		return fmt.Errorf("remove the replaced tree: %w", err)
 	}
 	return nil

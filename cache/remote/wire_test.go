@@ -14,10 +14,10 @@ import (
 // checkpoints are not republished.
 func TestManifestWireFormat(t *testing.T) {
 	s := openTemp(t)
-	dir, _ := s.Create(meta.RootIno, "ck", meta.Inode{Mode: syscall.S_IFDIR | 0o750, Uid: 7, Gid: 8, Atime: 1, Mtime: 2, Ctime: 3})
+	dir, _ := s.Namespace().Create(meta.RootIno, "ck", meta.Inode{Mode: syscall.S_IFDIR | 0o750, Uid: 7, Gid: 8, Atime: 1, Mtime: 2, Ctime: 3})
 	c, _, _ := s.Ingest(bytes.NewReader([]byte("weights")))
-	s.Create(dir.Ino, "w.bin", meta.Inode{Mode: syscall.S_IFREG | 0o640, Uid: 7, Gid: 8, Atime: 4, Mtime: 5, Ctime: 6, Content: *c})
-	s.Create(dir.Ino, "l", meta.Inode{Mode: syscall.S_IFLNK | 0o777, Target: "w.bin", Atime: 7, Mtime: 8, Ctime: 9})
+	s.Namespace().Create(dir.Ino, "w.bin", meta.Inode{Mode: syscall.S_IFREG | 0o640, Uid: 7, Gid: 8, Atime: 4, Mtime: 5, Ctime: 6, Content: *c})
+	s.Namespace().Create(dir.Ino, "l", meta.Inode{Mode: syscall.S_IFLNK | 0o777, Target: "w.bin", Atime: 7, Mtime: 8, Ctime: 9})
 	_, js, err := buildManifest(s, "ck")
 	if err != nil {
 		t.Fatal(err)

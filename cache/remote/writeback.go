@@ -103,7 +103,7 @@ func (b *Backing) publishChanged(ctx context.Context) error {
 }
 
 func (b *Backing) publishAll(ctx context.Context) error {
-	entries, err := b.s.ReadDir(meta.RootIno)
+	entries, err := b.s.Namespace().ReadDir(meta.RootIno)
 	if err != nil {
 		return err
 	}

@@ -46,7 +46,7 @@ func (noBacking) Close() error                                    { return nil }
 // backing sets itself before it starts work in the background, and before
 // the store serves.
 func (s *Store) SetBacking(b Backing, url string) error {
-	if err := s.SetValue(meta.KeyRemoteURL, []byte(url)); err != nil {
+	if err := s.ns.SetValue(meta.KeyRemoteURL, []byte(url)); err != nil {
 		return fmt.Errorf("store %s: %w", s.dir, err)
 	}
 	s.cachesBucket.Store(true)
@@ -62,7 +62,7 @@ func (s *Store) Publish(ctx context.Context, name string) error {
 
 // RemoteURL is the bucket the store caches, "" if none.
 func (s *Store) RemoteURL() string {
-	v, _ := s.Value(meta.KeyRemoteURL)
+	v, _ := s.ns.Value(meta.KeyRemoteURL)
 	return string(v)
 }
 

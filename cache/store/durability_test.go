@@ -133,10 +133,10 @@ func TestBadStagedFileDoesNotStopSettling(t *testing.T) {
 			t.Fatalf("one bad staged file stopped settling: %v", err)
 		}
 	}
-	if in, _ := s.GetInode(good.Ino); in.Content.Staged != 0 {
+	if in, _ := s.ns.GetInode(good.Ino); in.Content.Staged != 0 {
 		t.Fatal("the file staged after a bad one was not settled")
 	}
-	if queued, _ := s.Queued(bad.Content.Staged); !queued {
+	if queued, _ := s.ns.Queued(bad.Content.Staged); !queued {
 		t.Fatal("the bad staged file left the queue")
 	}
 	if s.settler.backlog.Load() != 0 {
@@ -154,13 +154,13 @@ func TestFileCutShortByACrashIsRemoved(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.settler.stop()
-	if _, err := s.Create(meta.RootIno, "d", meta.Inode{Mode: syscall.S_IFDIR | 0o755}); err != nil {
+	if _, err := s.ns.Create(meta.RootIno, "d", meta.Inode{Mode: syscall.S_IFDIR | 0o755}); err != nil {
 		t.Fatal(err)
 	}
 	whole := layouttest.Random(7, 1<<20)
 	stageFile(t, s, "whole", whole)
 	cut := stageFile(t, s, "cut", layouttest.Random(8, 1<<20))
-	if _, err := s.Link(cut.Ino, mustLookup(t, s, "d").Ino, "link"); err != nil {
+	if _, err := s.ns.Link(cut.Ino, mustLookup(t, s, "d").Ino, "link"); err != nil {
 		t.Fatal(err)
 	}
 	crash(t, s)
@@ -173,10 +173,10 @@ func TestFileCutShortByACrashIsRemoved(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if _, err := s.Lookup(meta.RootIno, "cut"); !errors.Is(err, syscall.ENOENT) {
+	if _, err := s.ns.Lookup(meta.RootIno, "cut"); !errors.Is(err, syscall.ENOENT) {
 		t.Fatalf("a file cut short by a crash is still there: %v", err)
 	}
-	if _, err := s.Resolve("d/link"); err == nil {
+	if _, err := s.ns.Resolve("d/link"); err == nil {
 		t.Fatal("a link of a file cut short by a crash is still there")
 	}
 	in := mustLookup(t, s, "whole")
@@ -187,7 +187,7 @@ func TestFileCutShortByACrashIsRemoved(t *testing.T) {
 
 func mustLookup(t *testing.T, s *Store, name string) *meta.Inode {
 	t.Helper()
-	in, err := s.Lookup(meta.RootIno, name)
+	in, err := s.ns.Lookup(meta.RootIno, name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,7 +212,7 @@ func TestReadOnlyOpenChangesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := ro.Lookup(meta.RootIno, "w")
+	got, err := ro.Namespace().Lookup(meta.RootIno, "w")
 	if err != nil || got.Content.Staged != in.Content.Staged {
 		t.Fatalf("read-only: %+v, %v", got, err)
 	}
@@ -230,7 +230,7 @@ func TestReadOnlyOpenChangesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if got, _ := s.Lookup(meta.RootIno, "w"); got.Content.Staged != 0 {
+	if got, _ := s.ns.Lookup(meta.RootIno, "w"); got.Content.Staged != 0 {
 		t.Fatal("still staged after a read-write open")
 	}
 }
@@ -296,11 +296,11 @@ func TestAppendsToAStagedFileInPlace(t *testing.T) {
 	if _, err := s.settler.settleAll(nil, 0); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := s.GetInode(in.Ino); got.Content.Staged != in.Content.Staged {
+	if got, _ := s.ns.GetInode(in.Ino); got.Content.Staged != in.Content.Staged {
 		t.Fatal("a staged file under a lease was settled")
 	}
 	c := s.Restage(f, &in.Content, int64(len(first)+len(more)))
-	in, err = s.Update(in.Ino, func(in *meta.Inode) error { in.Content = *c; return nil })
+	in, err = s.ns.Update(in.Ino, func(in *meta.Inode) error { in.Content = *c; return nil })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -316,7 +316,7 @@ func TestAppendsToAStagedFileInPlace(t *testing.T) {
 	if _, err := s.settler.settleAll(nil, 0); err != nil {
 		t.Fatal(err)
 	}
-	in, _ = s.GetInode(in.Ino)
+	in, _ = s.ns.GetInode(in.Ino)
 	if in.Content.Staged != 0 || !bytes.Equal(readAll(t, s, &in.Content), all) {
 		t.Fatalf("settled after the lease: %+v", in.Content)
 	}
@@ -382,7 +382,7 @@ func TestFrozenKeepsStagedFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := s.GetInode(in.Ino); got.Content.Staged != 0 {
+	if got, _ := s.ns.GetInode(in.Ino); got.Content.Staged != 0 {
 		t.Fatal("not settled")
 	}
 }

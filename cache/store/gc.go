@@ -48,7 +48,7 @@ func (s *Store) Reclaim() (*GCResult, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reclaim: %w", err)
 	}
-	referenced, err := s.ReferencedChunks()
+	referenced, err := s.ns.ReferencedChunks()
 	if err != nil {
 		return nil, fmt.Errorf("reclaim: %w", err)
 	}
@@ -109,7 +109,7 @@ func (r *GCResult) add(o *GCResult) {
 func (s *Store) Frozen(fn func(*meta.Namespace) error) error {
 	s.reclaimMu.Lock()
 	defer s.reclaimMu.Unlock()
-	return s.Namespace.Snapshot(fn)
+	return s.ns.Snapshot(fn)
 }
 
 // GC is Reclaim for a store nothing else uses: it also deletes the inode
@@ -131,7 +131,7 @@ func (s *Store) GC() (*GCResult, error) {
 	res := &GCResult{}
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
-	err = s.InodeKeys(func(key []byte) error {
+	err = s.ns.InodeKeys(func(key []byte) error {
 		if ino, ok := meta.InodeOfKey(key); !ok || inodes[ino] {
 			return nil
 		}
@@ -173,7 +173,7 @@ func (s *Store) GC() (*GCResult, error) {
 func (s *Store) reachable() (map[uint64]bool, map[chunk.Hash]struct{}, error) {
 	inodes := map[uint64]bool{meta.RootIno: true}
 	chunks := map[chunk.Hash]struct{}{}
-	err := s.Walk(meta.RootIno, func(rel string, in *meta.Inode) error {
+	err := s.ns.Walk(meta.RootIno, func(rel string, in *meta.Inode) error {
 		inodes[in.Ino] = true
 		for _, c := range in.Content.Chunks {
 			chunks[c.Hash] = struct{}{}

@@ -33,7 +33,7 @@ func addFile(t *testing.T, s *Store, name string, data []byte) *meta.Content {
 		t.Fatal(err)
 	}
 	defer release()
-	if _, err := s.Create(meta.RootIno, name, meta.Inode{Mode: syscall.S_IFREG | 0o644, Content: *c}); err != nil {
+	if _, err := s.ns.Create(meta.RootIno, name, meta.Inode{Mode: syscall.S_IFREG | 0o644, Content: *c}); err != nil {
 		t.Fatal(err)
 	}
 	return c
@@ -60,7 +60,7 @@ func TestReclaimWhileInUse(t *testing.T) {
 	held := addFile(t, s, "held", layouttest.Random(3, 2<<20))
 	unpin := s.Pin(held)
 	for _, name := range []string{"drop", "held"} {
-		if err := s.Remove(meta.RootIno, name, false); err != nil {
+		if err := s.ns.Remove(meta.RootIno, name, false); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -128,7 +128,7 @@ func TestReclaimKeepsAnIngestInFlight(t *testing.T) {
 			t.Fatalf("a pass between an ingest's end and its commit freed %d chunks", res.Chunks)
 		}
 	}
-	if _, err := s.Create(meta.RootIno, "f", meta.Inode{Mode: syscall.S_IFREG | 0o644, Content: *c}); err != nil {
+	if _, err := s.ns.Create(meta.RootIno, "f", meta.Inode{Mode: syscall.S_IFREG | 0o644, Content: *c}); err != nil {
 		t.Fatal(err)
 	}
 	release()

@@ -328,7 +328,7 @@ type queuedFile struct{ id, ino uint64 }
 // its own is quarantined and the rest go on.
 func (st *settler) settleAll(stop <-chan struct{}, minAge time.Duration) (time.Duration, error) {
 	var queued []queuedFile
-	err := st.s.Namespace.StagedFiles(func(id, ino uint64) error {
+	err := st.s.ns.StagedFiles(func(id, ino uint64) error {
 		queued = append(queued, queuedFile{id, ino})
 		return nil
 	})
@@ -433,7 +433,7 @@ func (st *settler) settle(queued []queuedFile, minAge time.Duration) (taken int,
 		st.beforeSwap()
 	}
 	for _, b := range batch {
-		settled, err := s.Namespace.Settle(b.ino, b.id, b.content)
+		settled, err := s.ns.Settle(b.ino, b.id, b.content)
 		if err != nil {
 			return taken, after, fmt.Errorf("inode %d: swap staged file %s for its chunks: %w", b.ino, s.stagedPath(b.id), err)
 		}
@@ -468,10 +468,10 @@ func (r stagedFileReader) Read(p []byte) (int, error) {
 // the returned settling, which holds the file as being settled.
 func (st *settler) chunk(q queuedFile, minAge time.Duration) (*settling, time.Duration, error) {
 	s := st.s
-	if queued, err := s.Namespace.Queued(q.id); err != nil || !queued {
+	if queued, err := s.ns.Queued(q.id); err != nil || !queued {
 		return nil, 0, err
 	}
-	in, err := s.GetInode(q.ino)
+	in, err := s.ns.GetInode(q.ino)
 	if err != nil && !errors.Is(err, syscall.ENOENT) {
 		return nil, 0, err
 	}
@@ -495,7 +495,7 @@ func (st *settler) chunk(q queuedFile, minAge time.Duration) (*settling, time.Du
 	}
 	if !held { // nobody's: off the queue, and gone at once
 		defer st.unmark(q.id)
-		if _, err := s.Namespace.Settle(q.ino, q.id, nil); err != nil {
+		if _, err := s.ns.Settle(q.ino, q.id, nil); err != nil {
 			return nil, 0, err
 		}
 		st.doom(q.id, time.Time{})
@@ -607,7 +607,7 @@ func (st *settler) removeDoomed(grace time.Duration) error {
 func (st *settler) clearOrphans(unclean bool) error {
 	queued := map[string]bool{}
 	var lost []queuedFile
-	err := st.s.Namespace.StagedFiles(func(id, ino uint64) error {
+	err := st.s.ns.StagedFiles(func(id, ino uint64) error {
 		queued[strconv.FormatUint(id, 16)] = true
 		st.lastID = max(st.lastID, id)
 		f, err := os.Open(st.s.stagedPath(id))
@@ -647,7 +647,7 @@ func (st *settler) clearOrphans(unclean bool) error {
 // cutShort reports whether the record of inode ino names staged file id
 // (open as f, nil if it would not open) and the file holds less than it.
 func (st *settler) cutShort(id, ino uint64, f *os.File) (bool, error) {
-	in, err := st.s.GetInode(ino)
+	in, err := st.s.ns.GetInode(ino)
 	if errors.Is(err, syscall.ENOENT) {
 		return false, nil
 	}
@@ -668,13 +668,13 @@ func (st *settler) cutShort(id, ino uint64, f *os.File) (bool, error) {
 // once a commit replaced it, so its names go, each logged.
 func (st *settler) dropLost(lost []queuedFile) error {
 	for _, q := range lost {
-		paths, err := st.s.Namespace.Unlink(q.ino)
+		paths, err := st.s.ns.Unlink(q.ino)
 		if err != nil {
 			return fmt.Errorf("drop inode %d, cut short by a crash: %w", q.ino, err)
 		}
 		st.s.log.Error("a file closed but never synced was cut short by a crash and is removed (it reads back whole or not at all)",
 			"paths", paths, "staged_file", st.s.stagedPath(q.id))
-		if _, err := st.s.Namespace.Settle(q.ino, q.id, nil); err != nil {
+		if _, err := st.s.ns.Settle(q.ino, q.id, nil); err != nil {
 			return err
 		}
 		st.backlog.Add(-st.counted[q.id])

@@ -26,14 +26,14 @@ func stageFile(t *testing.T, s *Store, name string, data []byte) *meta.Inode {
 	if err != nil {
 		t.Fatal(err)
 	}
-	in, err := s.Lookup(meta.RootIno, name)
+	in, err := s.ns.Lookup(meta.RootIno, name)
 	if err != nil {
-		in, err = s.Create(meta.RootIno, name, meta.Inode{Mode: syscall.S_IFREG | 0o644})
+		in, err = s.ns.Create(meta.RootIno, name, meta.Inode{Mode: syscall.S_IFREG | 0o644})
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	in, err = s.Update(in.Ino, func(in *meta.Inode) error { in.Content = *c; return nil })
+	in, err = s.ns.Update(in.Ino, func(in *meta.Inode) error { in.Content = *c; return nil })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +76,7 @@ func TestStagedFilesSettleToChunks(t *testing.T) {
 	stageFile(t, s, "b", []byte("old"))
 	stageFile(t, s, "b", []byte("new bytes")) // the first is nobody's
 	c := stageFile(t, s, "c", []byte("removed before it settled"))
-	if err := s.Remove(meta.RootIno, "c", false); err != nil {
+	if err := s.ns.Remove(meta.RootIno, "c", false); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.CheckStaged(&c.Content); err != nil {
@@ -91,7 +91,7 @@ func TestStagedFilesSettleToChunks(t *testing.T) {
 	if left := stagedNames(t, s); len(left) != 0 {
 		t.Fatalf("staged files left after settling: %v", left)
 	}
-	a, _ = s.Lookup(meta.RootIno, "a.safetensors")
+	a, _ = s.ns.Lookup(meta.RootIno, "a.safetensors")
 	if a.Content.Staged != 0 || a.Content.Kind != meta.KindSafetensors || len(a.Content.Chunks) < 3 {
 		t.Fatalf("settled record holds %+v", a.Content)
 	}
@@ -102,7 +102,7 @@ func TestStagedFilesSettleToChunks(t *testing.T) {
 	if n, err := before.ReadAt(got, 0); n != len(data) || !bytes.Equal(got, data) {
 		t.Fatalf("a reader of the staged file after it went: %d, %v", n, err)
 	}
-	b, _ := s.Lookup(meta.RootIno, "b")
+	b, _ := s.ns.Lookup(meta.RootIno, "b")
 	if string(readAll(t, s, &b.Content)) != "new bytes" {
 		t.Fatal("b lost its last write")
 	}
@@ -122,14 +122,14 @@ func TestYoungStagedFilesWait(t *testing.T) {
 	s.settler.stop()
 	kept := stageFile(t, s, "kept", []byte("young"))
 	stageFile(t, s, "rotated", []byte("young too"))
-	if err := s.Remove(meta.RootIno, "rotated", false); err != nil {
+	if err := s.ns.Remove(meta.RootIno, "rotated", false); err != nil {
 		t.Fatal(err)
 	}
 	after, err := s.settler.settleAll(nil, time.Hour)
 	if err != nil || after <= 0 || after > time.Hour {
 		t.Fatalf("settle of young files: wait %v, %v", after, err)
 	}
-	if in, _ := s.Lookup(meta.RootIno, "kept"); in.Content.Staged != kept.Content.Staged {
+	if in, _ := s.ns.Lookup(meta.RootIno, "kept"); in.Content.Staged != kept.Content.Staged {
 		t.Fatal("a young file was chunked")
 	}
 	if err := s.settler.removeDoomed(time.Hour); err != nil {
@@ -160,7 +160,7 @@ func TestStagedFilesSurviveACrash(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	in, _ := s.Lookup(meta.RootIno, "w.bin")
+	in, _ := s.ns.Lookup(meta.RootIno, "w.bin")
 	if in.Content.Staged != 0 || !bytes.Equal(readAll(t, s, &in.Content), data) {
 		t.Fatalf("after the crash: %+v", in.Content)
 	}
@@ -194,7 +194,7 @@ func TestStagedBacklogIsReserved(t *testing.T) {
 func crash(t *testing.T, s *Store) {
 	t.Helper()
 	s.reclaimer.stop()
-	s.Namespace.Close()
+	s.ns.Close()
 	if err := s.packs.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -43,13 +43,13 @@ func (s *Store) Stats(ino uint64) (*Stats, error) {
 			}
 		}
 	}
-	in, err := s.GetInode(ino)
+	in, err := s.ns.GetInode(ino)
 	if err != nil {
 		return nil, err
 	}
 	add(in)
 	if in.Mode&syscall.S_IFMT == syscall.S_IFDIR {
-		if err := s.Walk(ino, func(_ string, in *meta.Inode) error { add(in); return nil }); err != nil {
+		if err := s.ns.Walk(ino, func(_ string, in *meta.Inode) error { add(in); return nil }); err != nil {
 			return nil, err
 		}
 	}

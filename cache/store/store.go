@@ -61,7 +61,9 @@ type Store struct {
 	dir  string
 	opts badger.Options
 	db   *badger.DB
-	*meta.Namespace
+	// ns is the tree of files. The store acts on its changes through the
+	// hooks it opens it with; consumers get it from Namespace.
+	ns      *meta.Namespace
 	index   *meta.Index
 	log     *slog.Logger
 	packs   *pack.Set
@@ -176,7 +178,7 @@ func openStore(dir string, o Options) (*Store, error) {
 		o.Loaders = runtime.NumCPU()
 	}
 	s.chunks = newChunkCache(s, o.CacheBytes, o.Loaders)
-	s.Namespace, err = meta.OpenNamespace(db, meta.Hooks{
+	s.ns, err = meta.OpenNamespace(db, meta.Hooks{
 		Reserve: func() error { return s.ensureSpace(0, metaReserve, false) },
 		Claim: func(parent uint64, name string) error {
 			if parent != meta.RootIno {
@@ -235,6 +237,9 @@ func (s *Store) SetMakeRoom(fn func(need int64)) { s.makeRoom = fn }
 
 // Damage names the damaged tables found on open (AllowDamagedTables).
 func (s *Store) Damage() error { return s.damage }
+
+// Namespace is the tree of files the store holds.
+func (s *Store) Namespace() *meta.Namespace { return s.ns }
 
 // Dir is the store directory.
 func (s *Store) Dir() string { return s.dir }
@@ -297,19 +302,19 @@ func (s *Store) syncChunks() error {
 // cleanly: then the packs it wrote are suspect from here on.
 func (s *Store) startSession() (unclean bool, err error) {
 	var next uint32 // the first id never given to a pack
-	if v, err := s.Namespace.Value(meta.KeyPackIDs); err == nil && len(v) == 4 {
+	if v, err := s.ns.Value(meta.KeyPackIDs); err == nil && len(v) == 4 {
 		next = binary.BigEndian.Uint32(v) + 1
 	} else if err != nil && !errors.Is(err, meta.ErrNoValue) {
 		return false, err
 	}
 	next = max(next, s.packs.NextID())
-	if v, err := s.Namespace.Value(meta.KeySession); err == nil && len(v) == 4 {
+	if v, err := s.ns.Value(meta.KeySession); err == nil && len(v) == 4 {
 		// Every pack the last session made is suspect, those the crash
 		// took the file of too: the index may still name them.
 		unclean = true
 		first := binary.BigEndian.Uint32(v)
 		for id := first; id < next; id++ {
-			if err := s.Namespace.SetValue(suspectKey(id), []byte{}); err != nil {
+			if err := s.ns.SetValue(suspectKey(id), []byte{}); err != nil {
 				return true, err
 			}
 		}
@@ -318,7 +323,7 @@ func (s *Store) startSession() (unclean bool, err error) {
 	} else if err != nil && !errors.Is(err, meta.ErrNoValue) {
 		return false, err
 	}
-	suspect, err := s.Namespace.Values(meta.PrefixSuspect)
+	suspect, err := s.ns.Values(meta.PrefixSuspect)
 	if err != nil {
 		return unclean, err
 	}
@@ -330,9 +335,9 @@ func (s *Store) startSession() (unclean bool, err error) {
 	// A pack's id is in Badger's log before any index entry naming it: if
 	// the entries outlive a crash, so does the id, and it is never reused.
 	s.packs.SetIDLog(next, func(id uint32) error {
-		return s.Namespace.SetValue(meta.KeyPackIDs, binary.BigEndian.AppendUint32(nil, id))
+		return s.ns.SetValue(meta.KeyPackIDs, binary.BigEndian.AppendUint32(nil, id))
 	})
-	if err := s.Namespace.SetValue(meta.KeySession, binary.BigEndian.AppendUint32(nil, s.packs.NextID())); err != nil {
+	if err := s.ns.SetValue(meta.KeySession, binary.BigEndian.AppendUint32(nil, s.packs.NextID())); err != nil {
 		return unclean, err
 	}
 	return unclean, s.db.Sync() // before any pack of the session is written
@@ -359,13 +364,13 @@ func (s *Store) packRemoved(id uint32) error {
 		return nil
 	}
 	delete(s.suspect, id)
-	return s.Namespace.SetValue(suspectKey(id), nil)
+	return s.ns.SetValue(suspectKey(id), nil)
 }
 
 // Close flushes and closes the store.
 func (s *Store) Close() error {
 	if s.readOnly {
-		s.Namespace.Close()
+		s.ns.Close()
 		if err := errors.Join(s.packs.Close(), s.db.Close()); err != nil {
 			return fmt.Errorf("close store %s: %w", s.dir, err)
 		}
@@ -376,11 +381,11 @@ func (s *Store) Close() error {
 	}
 	s.reclaimer.stop()
 	errs := []error{s.backing.Close(), s.packs.Close()}
-	if s.Namespace != nil {
+	if s.ns != nil {
 		if errors.Join(errs...) == nil { // all durable: the session ends cleanly
-			errs = append(errs, s.Namespace.SetValue(meta.KeySession, nil))
+			errs = append(errs, s.ns.SetValue(meta.KeySession, nil))
 		}
-		errs = append(errs, s.Namespace.Close())
+		errs = append(errs, s.ns.Close())
 	}
 	errs = append(errs, s.db.Close())
 	if err := errors.Join(errs...); err != nil {

@@ -64,13 +64,13 @@ func TestPutGetDedup(t *testing.T) {
 
 func TestZerosCompress(t *testing.T) {
 	s := openTemp(t)
-	dir, _ := s.Create(meta.RootIno, "z", meta.Inode{Mode: syscall.S_IFDIR | 0o755})
+	dir, _ := s.ns.Create(meta.RootIno, "z", meta.Inode{Mode: syscall.S_IFDIR | 0o755})
 	c, _, err := s.Ingest(bytes.NewReader(make([]byte, 10<<20)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, _ := s.Create(dir.Ino, "zeros", meta.Inode{Mode: syscall.S_IFREG | 0o644})
-	s.Update(f.Ino, func(in *meta.Inode) error { in.Content = *c; return nil })
+	f, _ := s.ns.Create(dir.Ino, "zeros", meta.Inode{Mode: syscall.S_IFREG | 0o644})
+	s.ns.Update(f.Ino, func(in *meta.Inode) error { in.Content = *c; return nil })
 	st, err := s.Stats(dir.Ino)
 	if err != nil {
 		t.Fatal(err)
@@ -177,11 +177,11 @@ func TestGCFreesOnlyUnreferenced(t *testing.T) {
 	s := openTemp(t)
 	keep, _, _ := s.Ingest(bytes.NewReader(layouttest.Random(7, 2<<20)))
 	drop, _, _ := s.Ingest(bytes.NewReader(layouttest.Random(8, 2<<20)))
-	f, _ := s.Create(meta.RootIno, "keep", meta.Inode{Mode: syscall.S_IFREG | 0o644})
-	s.Update(f.Ino, func(in *meta.Inode) error { in.Content = *keep; return nil })
-	g, _ := s.Create(meta.RootIno, "drop", meta.Inode{Mode: syscall.S_IFREG | 0o644})
-	s.Update(g.Ino, func(in *meta.Inode) error { in.Content = *drop; return nil })
-	if err := s.Remove(meta.RootIno, "drop", false); err != nil {
+	f, _ := s.ns.Create(meta.RootIno, "keep", meta.Inode{Mode: syscall.S_IFREG | 0o644})
+	s.ns.Update(f.Ino, func(in *meta.Inode) error { in.Content = *keep; return nil })
+	g, _ := s.ns.Create(meta.RootIno, "drop", meta.Inode{Mode: syscall.S_IFREG | 0o644})
+	s.ns.Update(g.Ino, func(in *meta.Inode) error { in.Content = *drop; return nil })
+	if err := s.ns.Remove(meta.RootIno, "drop", false); err != nil {
 		t.Fatal(err)
 	}
 	res, err := s.GC()
@@ -198,7 +198,7 @@ func TestGCFreesOnlyUnreferenced(t *testing.T) {
 	if size := layouttest.TreeBytes(t, s.packs.Dir()); size > 2<<20+4096 {
 		t.Fatalf("packs take %d bytes after gc, want about 2 MiB", size)
 	}
-	in, err := s.Lookup(meta.RootIno, "keep")
+	in, err := s.ns.Lookup(meta.RootIno, "keep")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,7 +218,7 @@ func TestPacksRollAndEmptyOnesGo(t *testing.T) {
 	if !bytes.Equal(readAll(t, s, c), data) {
 		t.Fatal("read back differs")
 	}
-	if err := s.Remove(meta.RootIno, "f", false); err != nil {
+	if err := s.ns.Remove(meta.RootIno, "f", false); err != nil {
 		t.Fatal(err)
 	}
 	res, err := s.GC()
@@ -244,9 +244,9 @@ func TestReopen(t *testing.T) {
 	}
 	data := layouttest.Random(9, 1<<20)
 	c, _, _ := s.Ingest(bytes.NewReader(data))
-	d, _ := s.Create(meta.RootIno, "ck", meta.Inode{Mode: syscall.S_IFDIR | 0o755, Mtime: time.Now().UnixNano()})
-	f, _ := s.Create(d.Ino, "w.bin", meta.Inode{Mode: syscall.S_IFREG | 0o600, Uid: 7})
-	s.Update(f.Ino, func(in *meta.Inode) error { in.Content = *c; return nil })
+	d, _ := s.ns.Create(meta.RootIno, "ck", meta.Inode{Mode: syscall.S_IFDIR | 0o755, Mtime: time.Now().UnixNano()})
+	f, _ := s.ns.Create(d.Ino, "w.bin", meta.Inode{Mode: syscall.S_IFREG | 0o600, Uid: 7})
+	s.ns.Update(f.Ino, func(in *meta.Inode) error { in.Content = *c; return nil })
 	os.WriteFile(filepath.Join(s.StagingDir(), "leftover"), []byte("x"), 0o600)
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
@@ -256,7 +256,7 @@ func TestReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	in, err := s.Resolve("ck/w.bin")
+	in, err := s.ns.Resolve("ck/w.bin")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,25 +270,25 @@ func TestReopen(t *testing.T) {
 
 func TestNamespaceRules(t *testing.T) {
 	s := openTemp(t)
-	d, _ := s.Create(meta.RootIno, "d", meta.Inode{Mode: syscall.S_IFDIR | 0o755})
-	s.Create(d.Ino, "f", meta.Inode{Mode: syscall.S_IFREG | 0o644})
-	g, _ := s.Create(d.Ino, "g", meta.Inode{Mode: syscall.S_IFREG | 0o644})
-	if _, err := s.Create(d.Ino, "f", meta.Inode{Mode: syscall.S_IFREG}); !errors.Is(err, syscall.EEXIST) {
+	d, _ := s.ns.Create(meta.RootIno, "d", meta.Inode{Mode: syscall.S_IFDIR | 0o755})
+	s.ns.Create(d.Ino, "f", meta.Inode{Mode: syscall.S_IFREG | 0o644})
+	g, _ := s.ns.Create(d.Ino, "g", meta.Inode{Mode: syscall.S_IFREG | 0o644})
+	if _, err := s.ns.Create(d.Ino, "f", meta.Inode{Mode: syscall.S_IFREG}); !errors.Is(err, syscall.EEXIST) {
 		t.Fatalf("create over existing: %v", err)
 	}
-	if err := s.Remove(meta.RootIno, "d", true); !errors.Is(err, syscall.ENOTEMPTY) {
+	if err := s.ns.Remove(meta.RootIno, "d", true); !errors.Is(err, syscall.ENOTEMPTY) {
 		t.Fatalf("rmdir non-empty: %v", err)
 	}
-	if err := s.Rename(d.Ino, "g", d.Ino, "f", 0); err != nil {
+	if err := s.ns.Rename(d.Ino, "g", d.Ino, "f", 0); err != nil {
 		t.Fatal(err)
 	}
-	if in, err := s.Lookup(d.Ino, "f"); err != nil || in.Ino != g.Ino {
+	if in, err := s.ns.Lookup(d.Ino, "f"); err != nil || in.Ino != g.Ino {
 		t.Fatalf("rename over: %v %v", in, err)
 	}
-	if err := s.Rename(d.Ino, "f", meta.RootIno, "d", 0); !errors.Is(err, syscall.EISDIR) {
+	if err := s.ns.Rename(d.Ino, "f", meta.RootIno, "d", 0); !errors.Is(err, syscall.EISDIR) {
 		t.Fatalf("file over dir: %v", err)
 	}
-	entries, _ := s.ReadDir(d.Ino)
+	entries, _ := s.ns.ReadDir(d.Ino)
 	if len(entries) != 1 || entries[0].Name != "f" {
 		t.Fatalf("entries %+v", entries)
 	}
@@ -371,8 +371,8 @@ func fileInSmallPacks(t *testing.T, s *Store, data []byte) (*meta.Content, []uin
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, _ := s.Create(meta.RootIno, "f", meta.Inode{Mode: syscall.S_IFREG | 0o644})
-	s.Update(f.Ino, func(in *meta.Inode) error { in.Content = *c; return nil })
+	f, _ := s.ns.Create(meta.RootIno, "f", meta.Inode{Mode: syscall.S_IFREG | 0o644})
+	s.ns.Update(f.Ino, func(in *meta.Inode) error { in.Content = *c; return nil })
 	ids, _ := s.packs.List()
 	return c, ids
 }

@@ -48,7 +48,7 @@ func TestDCPFolderViews(t *testing.T) {
 	}
 	want := tensorsOf(t, ref)
 
-	entries, _ := s.ReadDir(dir.Ino)
+	entries, _ := s.Namespace().ReadDir(dir.Ino)
 	if !HasWeights(entries) {
 		t.Fatal("a DCP folder has no weights")
 	}

@@ -94,7 +94,7 @@ func Build(store *store.Store, log *slog.Logger, dirIno uint64, dirPath string, 
 // meanwhile is settled in the next round, for a few rounds.
 func ReadFolder(store *store.Store, dirIno uint64) ([]meta.DirEntry, map[string]*meta.Inode, error) {
 	for round := 0; ; round++ {
-		entries, inodes, err := store.ReadDirInodes(dirIno)
+		entries, inodes, err := store.Namespace().ReadDirInodes(dirIno)
 		if err != nil {
 			return nil, nil, err
 		}

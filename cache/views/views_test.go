@@ -24,14 +24,14 @@ func storedFolder(t *testing.T) (*store.Store, *meta.Inode, func(name string, da
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	dir, _ := s.Create(meta.RootIno, "ck", meta.Inode{Mode: syscall.S_IFDIR | 0o755})
+	dir, _ := s.Namespace().Create(meta.RootIno, "ck", meta.Inode{Mode: syscall.S_IFDIR | 0o755})
 	return s, dir, func(name string, data []byte, mode uint32) {
 		t.Helper()
 		c, _, err := s.Ingest(bytes.NewReader(data))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := s.Create(dir.Ino, name, meta.Inode{Mode: syscall.S_IFREG | mode, Content: *c}); err != nil {
+		if _, err := s.Namespace().Create(dir.Ino, name, meta.Inode{Mode: syscall.S_IFREG | mode, Content: *c}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -63,7 +63,7 @@ func TestBuildFromAStoredFolder(t *testing.T) {
 	put("model.safetensors.index.json", layout.EmitIndex(5, map[string]string{"t0": "a.safetensors", "t1": "b.safetensors"}), 0o644)
 	put("config.json", []byte("{}"), 0o644)
 
-	entries, _ := s.ReadDir(dir.Ino)
+	entries, _ := s.Namespace().ReadDir(dir.Ino)
 	if !HasWeights(entries) {
 		t.Fatal("a folder of safetensors has no weights")
 	}

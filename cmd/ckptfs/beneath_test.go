@@ -30,9 +30,9 @@ func mkdirs(t *testing.T, store *store.Store, mnt, rel string) {
 	}
 	parent := uint64(meta.RootIno)
 	for _, name := range strings.Split(rel, "/") {
-		in, err := store.Lookup(parent, name)
+		in, err := store.Namespace().Lookup(parent, name)
 		if errors.Is(err, syscall.ENOENT) {
-			in, err = store.Create(parent, name, meta.Inode{Mode: syscall.S_IFDIR | 0o755})
+			in, err = store.Namespace().Create(parent, name, meta.Inode{Mode: syscall.S_IFDIR | 0o755})
 		}
 		if err != nil {
 			t.Fatal(err)

@@ -27,7 +27,7 @@ func TestLiveExportStopsWhenTheClientGoes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := store.Create(meta.RootIno, "f", meta.Inode{Mode: syscall.S_IFREG | 0o644, Content: *c}); err != nil {
+	if _, err := store.Namespace().Create(meta.RootIno, "f", meta.Inode{Mode: syscall.S_IFREG | 0o644, Content: *c}); err != nil {
 		t.Fatal(err)
 	}
 	for _, gone := range []bool{false, true} {

@@ -42,7 +42,7 @@ nested (run1/model@single). DST must not exist yet.`,
 
 // export writes NAME as written, or the view NAME names, to dst.
 func (a *app) export(store *store.Store, name, dst string) error {
-	in, err := store.Resolve(name)
+	in, err := store.Namespace().Resolve(name)
 	if err != nil && !errors.Is(err, syscall.ENOENT) {
 		return err
 	}
@@ -73,7 +73,7 @@ func (a *app) planExport(store *store.Store, name string) (*views.View, error) {
 		return nil, fmt.Errorf("export: %s: no such checkpoint", name)
 	}
 	dirPath := path.Join(path.Dir(name), base)
-	dir, err := store.Resolve(dirPath)
+	dir, err := store.Namespace().Resolve(dirPath)
 	if err != nil {
 		return nil, fmt.Errorf("export: %s: no such checkpoint", dirPath)
 	}
@@ -149,7 +149,7 @@ func (ex *exporter) makeTop() error {
 func (ex *exporter) tree(in *meta.Inode) error {
 	var total int64
 	if in.Mode&syscall.S_IFMT == syscall.S_IFDIR {
-		if err := ex.store.Walk(in.Ino, func(_ string, c *meta.Inode) error { total += c.Content.Size; return nil }); err != nil {
+		if err := ex.store.Namespace().Walk(in.Ino, func(_ string, c *meta.Inode) error { total += c.Content.Size; return nil }); err != nil {
 			return err
 		}
 	}
@@ -170,7 +170,7 @@ func (ex *exporter) tree(in *meta.Inode) error {
 		in  *meta.Inode
 	}
 	var dirs []dir
-	err := ex.store.Walk(in.Ino, func(rel string, c *meta.Inode) error {
+	err := ex.store.Namespace().Walk(in.Ino, func(rel string, c *meta.Inode) error {
 		if c.Mode&syscall.S_IFMT == syscall.S_IFDIR {
 			dirs = append(dirs, dir{rel, c})
 		}

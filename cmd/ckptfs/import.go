@@ -50,7 +50,7 @@ The same as 'cp -r SRC MOUNT/NAME', without a mount.`,
 				}); err != nil {
 					return fmt.Errorf("import %s: %w", src, err)
 				}
-				parent, err := store.MkdirAll(path.Dir(name))
+				parent, err := store.Namespace().MkdirAll(path.Dir(name))
 				if err != nil {
 					return err
 				}
@@ -121,7 +121,7 @@ func (im *importer) flush() error {
 		return err
 	}
 	for _, f := range batch {
-		in, err := im.store.Create(f.parent, f.name, f.rec)
+		in, err := im.store.Namespace().Create(f.parent, f.name, f.rec)
 		if err != nil {
 			return fmt.Errorf("import %s: %w", f.src, err)
 		}
@@ -172,7 +172,7 @@ func (im *importer) copyAt(dirfd int, rel, src string, parent uint64, name strin
 			return err
 		}
 		if ino, ok := im.links[fileID{st.Dev, st.Ino}]; ok { // a hard link of a file imported already
-			if _, err := im.store.Link(ino, parent, name); err != nil {
+			if _, err := im.store.Namespace().Link(ino, parent, name); err != nil {
 				return fmt.Errorf("import %s: %w", src, err)
 			}
 			return nil
@@ -215,7 +215,7 @@ func (im *importer) copyAt(dirfd int, rel, src string, parent uint64, name strin
 		}
 		return nil
 	}
-	dir, err := im.store.Create(parent, name, rec)
+	dir, err := im.store.Namespace().Create(parent, name, rec)
 	if err != nil {
 		return fmt.Errorf("import %s: %w", src, err)
 	}
@@ -232,7 +232,7 @@ func (im *importer) copyAt(dirfd int, rel, src string, parent uint64, name strin
 		return err
 	}
 	// Its times again: each entry made in it moved them.
-	_, err = im.store.Update(dir.Ino, func(in *meta.Inode) error {
+	_, err = im.store.Namespace().Update(dir.Ino, func(in *meta.Inode) error {
 		in.Atime, in.Mtime = rec.Atime, rec.Mtime
 		return nil
 	})
@@ -246,7 +246,7 @@ func (im *importer) copyAt(dirfd int, rel, src string, parent uint64, name strin
 type fileID struct{ dev, ino uint64 }
 
 func (im *importer) create(src string, parent uint64, name string, rec meta.Inode) error {
-	if _, err := im.store.Create(parent, name, rec); err != nil {
+	if _, err := im.store.Namespace().Create(parent, name, rec); err != nil {
 		return fmt.Errorf("import %s: %w", src, err)
 	}
 	return nil

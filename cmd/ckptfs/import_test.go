@@ -33,7 +33,7 @@ func TestImportRefusesASwappedEntry(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "weights.bin") {
 		t.Fatalf("import of a swapped entry: %v", err)
 	}
-	if in, err := store.Resolve("ck/weights.bin"); err == nil {
+	if in, err := store.Namespace().Resolve("ck/weights.bin"); err == nil {
 		t.Fatalf("stored %d bytes for the swapped entry", in.Content.Size)
 	}
 	// Without the swap the same tree imports, symlinks as symlinks.
@@ -44,10 +44,10 @@ func TestImportRefusesASwappedEntry(t *testing.T) {
 	if err := im.copy(src, meta.RootIno, "ok"); err != nil {
 		t.Fatal(err)
 	}
-	if in, err := store.Resolve("ok/link"); err != nil || in.Target != "weights.bin" {
+	if in, err := store.Namespace().Resolve("ok/link"); err != nil || in.Target != "weights.bin" {
 		t.Fatalf("symlink: %+v %v", in, err)
 	}
-	if in, err := store.Resolve("ok/weights.bin"); err != nil || in.Content.Size != 4 || in.Mode&0o777 != 0o644 {
+	if in, err := store.Namespace().Resolve("ok/weights.bin"); err != nil || in.Content.Size != 4 || in.Mode&0o777 != 0o644 {
 		t.Fatalf("file: %+v %v", in, err)
 	}
 }

@@ -70,7 +70,7 @@ type checkpointRow struct {
 
 // list reads the top of the store: each checkpoint, its size and views.
 func list(store *store.Store) ([]checkpointRow, error) {
-	entries, err := store.ReadDir(meta.RootIno)
+	entries, err := store.Namespace().ReadDir(meta.RootIno)
 	if err != nil {
 		return nil, err
 	}
@@ -84,7 +84,7 @@ func list(store *store.Store) ([]checkpointRow, error) {
 		switch e.Mode {
 		case syscall.S_IFDIR:
 			r.Type = "dir"
-			if children, err := store.ReadDir(e.Ino); err == nil && views.HasWeights(children) {
+			if children, err := store.Namespace().ReadDir(e.Ino); err == nil && views.HasWeights(children) {
 				r.Views = []string{e.Name + "@single", e.Name + "@shards"}
 			}
 		case syscall.S_IFLNK:
@@ -124,7 +124,7 @@ pending_upload_chunks, pending_upload_bytes}.`,
 					if name, err = cleanName(args[0]); err != nil {
 						return err
 					}
-					in, err := store.Resolve(name)
+					in, err := store.Namespace().Resolve(name)
 					if err != nil {
 						return err
 					}
@@ -213,15 +213,15 @@ files still open keep reading, and the mount frees the space within
 				return err
 			}
 			return a.withStore(store.Options{}, func(store *store.Store) error {
-				parent, err := store.Resolve(path.Dir(name))
+				parent, err := store.Namespace().Resolve(path.Dir(name))
 				if err != nil {
 					return err
 				}
-				if _, err := store.Lookup(parent.Ino, path.Base(name)); err != nil {
+				if _, err := store.Namespace().Lookup(parent.Ino, path.Base(name)); err != nil {
 					return fmt.Errorf("rm %s: %w", name, err)
 				}
 				if a.live == nil {
-					if err := store.RemoveAll(parent.Ino, path.Base(name)); err != nil {
+					if err := store.Namespace().RemoveAll(parent.Ino, path.Base(name)); err != nil {
 						return fmt.Errorf("rm %s: %w", name, err)
 					}
 					fmt.Fprintf(a.stdout, "removed %s; run 'ckptfs gc' to free its space\n", name)
