@@ -191,7 +191,7 @@ func (n *dirNode) markUnlinked(victim *fs.Inode) {
 // written before: a file written, renamed into place and its folder
 // synced is kept.
 func (n *dirNode) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) syscall.Errno {
-	return toErrno(n.fsys.log, "fsync "+n.Path(nil), n.fsys.store.Sync())
+	return toErrno(n.fsys.log, "fsync "+n.Path(nil), n.fsys.writes.Sync())
 }
 
 func (n *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {

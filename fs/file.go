@@ -90,8 +90,7 @@ func (n *fileNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAtt
 		if h, _ := f.(*handle); h != nil {
 			err = h.truncate(uid, int64(size))
 		} else if p := n.lockPending(false); p != nil {
-			p.uid = uid
-			err = p.truncate(int64(size)) // a path truncate while others write
+			err = p.draft.Truncate(int64(size), uid) // a path truncate while others write
 			if err != nil {
 				p.fail(err)
 			}
@@ -105,7 +104,7 @@ func (n *fileNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAtt
 	}
 	if mt, ok := in.GetMTime(); ok {
 		if p := n.lockPending(false); p != nil {
-			p.mtime = mt.UnixNano() // what the commit will keep
+			p.draft.SetMtime(mt.UnixNano()) // what the commit will keep
 			p.mu.Unlock()
 		}
 	}
@@ -185,13 +184,13 @@ func (n *fileNode) load(in *meta.Inode) {
 	if n.content != nil && n.content.Equal(&in.Content) {
 		return
 	}
-	n.setContentLocked(&in.Content)
+	n.setContentLocked(&in.Content, n.fsys.store.NewReader(n.Path(nil), &in.Content))
 }
 
-// setContentLocked makes c the committed content, pinned while handles
-// are open.
-func (n *fileNode) setContentLocked(c *meta.Content) {
-	n.content, n.reader = c, n.fsys.store.NewReader(n.Path(nil), c)
+// setContentLocked makes c, which r reads, the committed content, pinned
+// while handles are open.
+func (n *fileNode) setContentLocked(c *meta.Content, r *store.FileReader) {
+	n.content, n.reader = c, r
 	if n.handles > 0 {
 		unpin := n.unpin
 		n.unpin = n.fsys.store.Pin(c)
@@ -206,10 +205,11 @@ func (n *fileNode) current() (*meta.Content, *store.FileReader) {
 	return n.content, n.reader
 }
 
-// contentChanged records a commit of c and drops the kernel's cached pages.
-func (n *fileNode) contentChanged(c *meta.Content) {
+// contentChanged records a commit of c, which r reads, and drops the
+// kernel's cached pages.
+func (n *fileNode) contentChanged(c *meta.Content, r *store.FileReader) {
 	n.mu.Lock()
-	n.setContentLocked(c)
+	n.setContentLocked(c, r)
 	n.gen++
 	n.mu.Unlock()
 	// Not from inside the request: the kernel may wait on it.

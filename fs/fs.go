@@ -1,6 +1,6 @@
-// Package fs is the ckptfs FUSE node tree: the as-written namespace stored
-// in the cache package, and the read-only translated views planned by the
-// layout package.
+// Package fs is the ckptfs FUSE node tree: the as-written namespace the
+// store holds (written through its write path), and the read-only
+// translated views planned by the views package.
 package fs
 
 import (
@@ -16,6 +16,7 @@ import (
 	"github.com/ckptfs/ckptfs/cache/hot"
 	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/cache/store"
+	"github.com/ckptfs/ckptfs/cache/writes"
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 )
@@ -42,6 +43,7 @@ type Options struct {
 // FS holds what every node of one mount shares.
 type FS struct {
 	store   *store.Store
+	writes  *writes.Path
 	hot     *hot.Files
 	log     *slog.Logger
 	opts    Options
@@ -54,15 +56,16 @@ type FS struct {
 // follow a changing folder fresh.
 const timeout = time.Second
 
-// Mount serves store at dir and returns once the mount is live.
-func Mount(dir string, store *store.Store, opts Options) (*fuse.Server, error) {
+// Mount serves store at dir, writing through w, and returns once the
+// mount is live.
+func Mount(dir string, store *store.Store, w *writes.Path, opts Options) (*fuse.Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
 	if opts.Metrics == nil {
 		opts.Metrics = NewMetrics()
 	}
-	fsys := &FS{store: store, hot: opts.HotFiles, log: opts.Logger, opts: opts, metrics: opts.Metrics, views: newViewCache()}
+	fsys := &FS{store: store, writes: w, hot: opts.HotFiles, log: opts.Logger, opts: opts, metrics: opts.Metrics, views: newViewCache()}
 	to := timeout
 	mo := fuse.MountOptions{
 		FsName:        "ckptfs:" + store.Dir(),

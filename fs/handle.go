@@ -55,7 +55,7 @@ func (h *handle) stickyErr() error {
 func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	if h.writable {
 		if p := h.node.lockPending(false); p != nil {
-			n, err := p.readAt(dest, off)
+			n, err := p.draft.ReadAt(dest, off)
 			if err != nil && err != io.EOF {
 				p.fail(err)
 			}
@@ -77,7 +77,8 @@ func (h *handle) readResult(data []byte, err error) (fuse.ReadResult, syscall.Er
 }
 
 func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
-	err := h.change(callerUid(ctx), func(p *pending) error { return p.write(data, off) })
+	uid := callerUid(ctx)
+	err := h.change(func(p *pending) error { return p.draft.WriteAt(data, off, uid) })
 	if err != nil {
 		return 0, h.errno("write", err)
 	}
@@ -92,18 +93,17 @@ func (h *handle) truncate(uid uint32, size int64) error {
 			return nil
 		}
 	}
-	return h.change(uid, func(p *pending) error { return p.truncate(size) })
+	return h.change(func(p *pending) error { return p.draft.Truncate(size, uid) })
 }
 
-// change applies op to the file's pending content as one of its writers,
-// for user uid; a failure fails the pending content for every writer.
-func (h *handle) change(uid uint32, op func(p *pending) error) error {
+// change applies op to the file's pending content as one of its writers;
+// a failure fails the pending content for every writer.
+func (h *handle) change(op func(p *pending) error) error {
 	if err := h.stickyErr(); err != nil {
 		return err
 	}
 	p := h.node.lockPending(true)
 	defer p.mu.Unlock()
-	p.uid = uid
 	p.writers[h] = struct{}{}
 	if err := op(p); err != nil {
 		p.fail(err)
@@ -146,7 +146,7 @@ func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 	if err := h.commit(false); err != nil {
 		return h.errno("fsync", err)
 	}
-	if err := h.node.fsys.store.Sync(); err != nil {
+	if err := h.node.fsys.writes.Sync(); err != nil {
 		h.setErr(err)
 		return h.errno("fsync", err)
 	}

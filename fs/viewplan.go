@@ -9,7 +9,7 @@ import (
 
 // view is BuildView through the mount's cache of planned views.
 func (f *FS) view(dirIno uint64, dirPath string, spec layout.ViewSpec) (*views.View, error) {
-	entries, inodes, err := views.ReadFolder(f.store, dirIno)
+	entries, inodes, err := views.ReadFolder(f.store, f.writes, dirIno)
 	if err != nil {
 		return nil, err
 	}

@@ -256,7 +256,7 @@ func TestKillDuringCopyKeepsEarlierFiles(t *testing.T) {
 	cp.Wait() // fails: the mount is gone
 	// What the copy wrote: a staging file, or chunks with --write-through.
 	written := func() int64 {
-		return diskUse(t, filepath.Join(store, "packs")) + diskUse(t, filepath.Join(store, "staging"))
+		return diskUse(t, filepath.Join(store, "packs")) + diskUse(t, filepath.Join(store, "drafts"))
 	}
 	killed := written()
 

@@ -158,7 +158,7 @@ func (s *Store) AddFetched(ref chunk.Ref, val []byte) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("chunk %s: %w", ref.Hash.Short(), err)
 	}
-	if err := s.ensureSpace(int64(len(val)), chunkReserve, false); err != nil {
+	if err := s.EnsureSpace(int64(len(val)), ChunkReserve, false); err != nil {
 		return nil, err
 	}
 	s.live.touch(ref.Hash) // a pull's tree is created after its chunks

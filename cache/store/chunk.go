@@ -39,7 +39,7 @@ func (s *Store) PutChunk(raw []byte, hint chunk.Hint) (chunk.Ref, error) {
 		s.log.Error("codec bug: a payload did not decode to its chunk; stored raw", "chunk", ref.Hash.String(), "hint", hint)
 	}
 	defer func() { *buf = val; s.values.Put(buf) }() // the pack has written it: nothing keeps it
-	if err := s.ensureSpace(int64(len(val)), chunkReserve, false); err != nil {
+	if err := s.EnsureSpace(int64(len(val)), ChunkReserve, false); err != nil {
 		return ref, err
 	}
 	// A chunk this store writes is not in the bucket until its own upload

@@ -105,11 +105,20 @@ func (r *GCResult) add(o *GCResult) {
 // Frozen calls fn with a snapshot of the namespace (see
 // meta.Namespace.Snapshot) while no reclaim runs: every chunk a record of
 // the snapshot references stays while fn runs, so a check of a store in
-// use sees one consistent state. Reclaim waits for fn.
+// use sees one consistent state. Reclaim waits for fn, and so does what
+// runs Unfrozen.
 func (s *Store) Frozen(fn func(*meta.Namespace) error) error {
 	s.reclaimMu.Lock()
 	defer s.reclaimMu.Unlock()
 	return s.ns.Snapshot(fn)
+}
+
+// Unfrozen runs fn while no Frozen check runs: what removes a file a
+// snapshot may name (a staged file) waits for the check.
+func (s *Store) Unfrozen(fn func() error) error {
+	s.reclaimMu.Lock()
+	defer s.reclaimMu.Unlock()
+	return fn()
 }
 
 // GC is Reclaim for a store nothing else uses: it also deletes the inode

@@ -16,9 +16,6 @@ type Metrics struct {
 	// Ingested bytes: all of them, those of new chunks, and those new
 	// chunks compressed. Plain atomics, so the ratios can be computed.
 	logical, unique, stored atomic.Int64
-	// Bytes committed as staged files, and those chunked since (see
-	// settle.go): the difference is what write-behind has yet to do.
-	staged, settled atomic.Int64
 }
 
 func newMetrics() *Metrics {
@@ -54,10 +51,6 @@ func (m *Metrics) Collectors() []prometheus.Collector {
 			Help: "Bytes of new chunks: what deduplication left to store."}, bytes(&m.unique)),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "ckptfs_ingest_stored_bytes_total",
 			Help: "Bytes of new chunks compressed, as appended to packs."}, bytes(&m.stored)),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "ckptfs_staged_bytes_total",
-			Help: "Bytes of files committed as staged files, to be chunked in the background."}, bytes(&m.staged)),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "ckptfs_settled_bytes_total",
-			Help: "Bytes of staged files chunked and stored since."}, bytes(&m.settled)),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ckptfs_dedup_ratio",
 			Help: "Unique / logical bytes ingested since the store was opened (1 before any)."}, ratio(&m.unique, &m.logical)),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ckptfs_compression_ratio",

@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"io"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -108,8 +109,18 @@ func TestReclaimWhileInUse(t *testing.T) {
 func TestReclaimKeepsAnIngestInFlight(t *testing.T) {
 	s := openReclaiming(t)
 	data := layouttest.Random(4, 6<<20)
-	w := s.NewWriter()
-	if _, err := w.Write(data[:4<<20]); err != nil {
+	pr, pw := io.Pipe()
+	type ingested struct {
+		c       *meta.Content
+		release func()
+		err     error
+	}
+	done := make(chan ingested)
+	go func() {
+		c, release, err := s.Ingest(pr)
+		done <- ingested{c, release, err}
+	}()
+	if _, err := pw.Write(data[:4<<20]); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(100 * time.Millisecond) // let the pipeline store what it has
@@ -118,8 +129,10 @@ func TestReclaimKeepsAnIngestInFlight(t *testing.T) {
 			t.Fatalf("a pass freed %d chunks of an ingest in flight", res.Chunks)
 		}
 	}
-	w.Write(data[4<<20:])
-	c, release, err := w.Close()
+	pw.Write(data[4<<20:])
+	pw.Close()
+	in := <-done
+	c, release, err := in.c, in.release, in.err
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,7 @@ import (
 // refused with ENOSPC while the store's file system has less free space
 // than a reserve that covers a memtable flush and the write itself.
 const (
-	chunkReserve = 64 << 20 // before storing a chunk
+	ChunkReserve = 64 << 20 // before storing a chunk
 	metaReserve  = 32 << 20 // before creating an entry
 )
 
@@ -23,12 +23,12 @@ const (
 	rootShareMax = 8 << 30
 )
 
-// ensureSpace fails with ENOSPC unless n bytes plus reserve are free (plus
+// EnsureSpace fails with ENOSPC unless n bytes plus reserve are free (plus
 // root's share, for a user's write), after the makeRoom of SetMakeRoom had
 // its chance to free them. The space is read again whatever makeRoom says
 // it freed: two writers short at once both ask, and the one that finds the
 // copies already gone frees nothing although the room is there now.
-func (s *Store) ensureSpace(n, reserve int64, user bool) error {
+func (s *Store) EnsureSpace(n, reserve int64, user bool) error {
 	free, total, err := s.diskSpace()
 	if user {
 		reserve += min(max(total/20, rootShareMin), rootShareMax)
@@ -58,14 +58,4 @@ func (s *Store) diskSpace() (free, total int64, err error) {
 func (s *Store) freeBytes() (int64, error) {
 	free, _, err := s.diskSpace()
 	return free, err
-}
-
-// EnsureStagingSpace fails with ENOSPC unless n more bytes of a staging
-// file, written for uid, fit with the chunk reserve kept: staging shares
-// the store's disk, and filling it would leave Badger's next flush without
-// room. Staged files not chunked yet count twice, as their chunks will
-// take up to as much room before the files go (see settle.go): what they
-// take on disk, so a sparse file costs nothing.
-func (s *Store) EnsureStagingSpace(n int64, uid uint32) error {
-	return s.ensureSpace(n, chunkReserve+s.settler.backlog.Load(), uid != 0)
 }

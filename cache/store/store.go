@@ -16,7 +16,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/ckptfs/ckptfs/cache/meta"
@@ -43,10 +42,6 @@ type Options struct {
 	// Loaders bounds the chunks loaded ahead of readers at once (default:
 	// the cores). Fetches from a bucket wait on the network and want more.
 	Loaders int
-	// WriteBehind lets commits stage files and chunks them in the
-	// background (see settle.go); a daemon sets it. Without it, Open
-	// settles what a crash left before it returns.
-	WriteBehind bool
 	// VerifyReads hashes every chunk a reader loads, as fsck does, on top
 	// of the checks every read makes (see chunk.DecodeChecksummed).
 	VerifyReads bool
@@ -85,10 +80,9 @@ type Store struct {
 	// cachesBucket says the store is, or was, in front of a bucket, so its
 	// index may hold marks of chunks the bucket has (see PutChunk).
 	cachesBucket atomic.Bool
-	settler      *settler
-	writeBehind  bool
 	verifyReads  bool
 	readOnly     bool
+	unclean      bool // the session before this one did not close cleanly
 	// suspect are the packs written by sessions that did not close
 	// cleanly: their tails may not have reached the disk, so a record in
 	// one is checked before dedup trusts it (see PutChunk).
@@ -121,11 +115,6 @@ func Open(dir string, o Options) (*Store, error) {
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create store %s: %w", dir, err)
-	}
-	for _, sub := range []string{"staging", "staged"} {
-		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
-			return nil, fmt.Errorf("create store %s: %w", dir, err)
-		}
 	}
 	return openStore(dir, o)
 }
@@ -173,13 +162,12 @@ func openStore(dir string, o Options) (*Store, error) {
 	}
 	s := &Store{dir: dir, opts: bo, db: db, index: meta.NewIndex(db), log: o.Logger, packs: packs, metrics: newMetrics(), damage: damage, backing: noBacking{},
 		live: newLiveChunks(o.Mounted || o.ReclaimEvery > 0), verifyReads: o.VerifyReads, readOnly: o.ReadOnly, suspect: map[uint32]bool{}}
-	s.settler = newSettler(s)
 	if o.Loaders <= 0 {
 		o.Loaders = runtime.NumCPU()
 	}
 	s.chunks = newChunkCache(s, o.CacheBytes, o.Loaders)
 	s.ns, err = meta.OpenNamespace(db, meta.Hooks{
-		Reserve: func() error { return s.ensureSpace(0, metaReserve, false) },
+		Reserve: func() error { return s.EnsureSpace(0, metaReserve, false) },
 		Claim: func(parent uint64, name string) error {
 			if parent != meta.RootIno {
 				return nil
@@ -189,7 +177,6 @@ func openStore(dir string, o Options) (*Store, error) {
 		Changed: func() {
 			s.backing.Changed()
 			s.reclaimer.kick()
-			s.settler.kick() // a record may have queued a staged file
 		},
 	})
 	if err != nil {
@@ -204,30 +191,22 @@ func openStore(dir string, o Options) (*Store, error) {
 		s.Close()
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
-	unclean, err := s.startSession()
-	if err != nil {
+	if s.unclean, err = s.startSession(); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
 	if o.ReclaimEvery > 0 {
 		s.reclaimer = startReclaimer(s, o.ReclaimEvery)
 	}
-	if err := s.clearStaging(); err != nil {
-		s.Close()
-		return nil, fmt.Errorf("open store %s: clear staging: %w", dir, err)
-	}
-	if err := s.settler.clearOrphans(unclean); err != nil {
-		s.Close()
-		return nil, fmt.Errorf("open store %s: staged files: %w", dir, err)
-	}
-	s.writeBehind = o.WriteBehind
-	if s.WritesBehind() {
-		s.settler.start()
-	} else if _, err := s.settler.settleAll(nil, 0); err != nil {
-		s.log.Warn("files a crash left staged stay staged (readable, chunked at the next open)", "store", dir, "err", err)
-	}
 	return s, nil
 }
+
+// Unclean reports whether the session before this one did not close
+// cleanly: what it left may have been cut short by a crash.
+func (s *Store) Unclean() bool { return s.unclean }
+
+// CachesBucket reports whether the store is, or was, in front of a bucket.
+func (s *Store) CachesBucket() bool { return s.cachesBucket.Load() }
 
 // SetMakeRoom sets what is asked to free need bytes of the store's disk
 // before a write fails with ENOSPC (the store reads the free space again
@@ -247,33 +226,18 @@ func (s *Store) Dir() string { return s.dir }
 // Logger is where the store logs.
 func (s *Store) Logger() *slog.Logger { return s.log }
 
-// StagingDir holds the files being written: all of them when the store
-// writes behind, else those rewritten out of order.
-func (s *Store) StagingDir() string { return filepath.Join(s.dir, "staging") }
-
-// clearStaging removes staging files left by a process that died.
-func (s *Store) clearStaging() error {
-	entries, err := os.ReadDir(s.StagingDir())
-	if err != nil {
+// Sync makes the chunks and records written so far durable, so that no
+// durable index entry or record points at bytes that are not. It returns
+// once all that was written before it began is durable, whoever else
+// syncs meanwhile. Staged files are the write path's to sync.
+func (s *Store) Sync() error {
+	if err := s.SyncChunks(); err != nil {
 		return err
 	}
-	for _, e := range entries {
-		if err := os.Remove(filepath.Join(s.StagingDir(), e.Name())); err != nil && !errors.Is(err, syscall.ENOENT) {
-			return err
-		}
-	}
-	return nil
-}
-
-// Sync makes everything written so far durable: staged files, then the
-// packs, so that no durable index entry or record points at bytes that
-// are not. It returns once all that was written before it began is
-// durable, whoever else syncs meanwhile.
-func (s *Store) Sync() error {
-	if err := s.settler.syncStaged(); err != nil {
+	if err := s.db.Sync(); err != nil {
 		return fmt.Errorf("sync store %s: %w", s.dir, err)
 	}
-	return s.syncChunks()
+	return nil
 }
 
 // SyncChunks makes the chunks stored so far durable: a record that names
@@ -281,17 +245,6 @@ func (s *Store) Sync() error {
 // names bytes that are not.
 func (s *Store) SyncChunks() error {
 	if err := s.packs.Sync(); err != nil {
-		return fmt.Errorf("sync store %s: %w", s.dir, err)
-	}
-	return nil
-}
-
-// syncChunks makes the chunks and records written so far durable.
-func (s *Store) syncChunks() error {
-	if err := s.SyncChunks(); err != nil {
-		return err
-	}
-	if err := s.db.Sync(); err != nil {
 		return fmt.Errorf("sync store %s: %w", s.dir, err)
 	}
 	return nil
@@ -376,9 +329,6 @@ func (s *Store) Close() error {
 		}
 		return nil
 	}
-	if err := s.settler.stop(); err != nil {
-		s.log.Warn("files left staged at close (readable, chunked at the next open)", "store", s.dir, "err", err)
-	}
 	s.reclaimer.stop()
 	errs := []error{s.backing.Close(), s.packs.Close()}
 	if s.ns != nil {
@@ -392,6 +342,15 @@ func (s *Store) Close() error {
 		return fmt.Errorf("close store %s: %w", s.dir, err)
 	}
 	return s.sealValueLog()
+}
+
+// Abandon closes the store as a killed process leaves it: nothing settled
+// or synced that was not, the session not ended, so that the next open
+// recovers as after a crash. Tests of recovery use it.
+func (s *Store) Abandon() error {
+	s.reclaimer.stop()
+	s.ns.Close()
+	return errors.Join(s.packs.Close(), s.db.Close())
 }
 
 // sealValueLog opens and closes the database once more after a clean close.

@@ -54,7 +54,7 @@ func TestDCPFolderViews(t *testing.T) {
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	read := func() (*View, map[string][]byte) {
-		v, err := Build(s, log, dir.Ino, "/ck", layout.ViewSpec{})
+		v, err := Build(s, nil, log, dir.Ino, "/ck", layout.ViewSpec{})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -77,11 +77,18 @@ func isTorchIndex(name string) bool {
 	return strings.HasSuffix(name, ".bin.index.json") && !strings.Contains(name, "optim")
 }
 
+// Settler chunks staged content before a view plans on it: the store's
+// write path (writes.Path). Without one (nil), staged content is planned
+// as it is: for a store nothing writes to.
+type Settler interface {
+	SettleNow(ins ...*meta.Inode) error
+}
+
 // Build plans the view spec of folder dirIno (at dirPath, for messages).
 // Malformed weight files are left out with a warning; syscall.ENOENT when
 // the folder has no usable weights.
-func Build(store *store.Store, log *slog.Logger, dirIno uint64, dirPath string, spec layout.ViewSpec) (*View, error) {
-	entries, inodes, err := ReadFolder(store, dirIno)
+func Build(store *store.Store, settler Settler, log *slog.Logger, dirIno uint64, dirPath string, spec layout.ViewSpec) (*View, error) {
+	entries, inodes, err := ReadFolder(store, settler, dirIno)
 	if err != nil {
 		return nil, err
 	}
@@ -92,7 +99,7 @@ func Build(store *store.Store, log *slog.Logger, dirIno uint64, dirPath string, 
 // its staged files settled first: a plan reads chunks, so that its key
 // (FolderKey) outlives the background settling. A file staged again
 // meanwhile is settled in the next round, for a few rounds.
-func ReadFolder(store *store.Store, dirIno uint64) ([]meta.DirEntry, map[string]*meta.Inode, error) {
+func ReadFolder(store *store.Store, settler Settler, dirIno uint64) ([]meta.DirEntry, map[string]*meta.Inode, error) {
 	for round := 0; ; round++ {
 		entries, inodes, err := store.Namespace().ReadDirInodes(dirIno)
 		if err != nil {
@@ -104,10 +111,10 @@ func ReadFolder(store *store.Store, dirIno uint64) ([]meta.DirEntry, map[string]
 				staged = append(staged, in)
 			}
 		}
-		if len(staged) == 0 || round == 3 {
+		if len(staged) == 0 || round == 3 || settler == nil {
 			return entries, inodes, nil
 		}
-		if err := store.SettleNow(staged...); err != nil {
+		if err := settler.SettleNow(staged...); err != nil {
 			return nil, nil, err
 		}
 	}

@@ -68,7 +68,7 @@ func TestBuildFromAStoredFolder(t *testing.T) {
 		t.Fatal("a folder of safetensors has no weights")
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	v, err := Build(s, log, dir.Ino, "/ck", layout.ViewSpec{})
+	v, err := Build(s, nil, log, dir.Ino, "/ck", layout.ViewSpec{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +87,7 @@ func TestBuildFromAStoredFolder(t *testing.T) {
 	if err != nil || len(h.Tensors) != 3 { // t0..t2 of a; b's t0, t1 are duplicates
 		t.Fatalf("view header: %v, %d tensors", err, len(h.Tensors))
 	}
-	again, _ := Build(s, log, dir.Ino, "/ck", layout.ViewSpec{Shards: true, MaxShardSize: 1})
+	again, _ := Build(s, nil, log, dir.Ino, "/ck", layout.ViewSpec{Shards: true, MaxShardSize: 1})
 	if again.Key != v.Key {
 		t.Fatal("the same folder state gave another key")
 	}
@@ -100,7 +100,7 @@ func TestBuildFromAStoredFolder(t *testing.T) {
 func TestPlanningPanicRefusesTheView(t *testing.T) {
 	s, dir, put := storedFolder(t)
 	put("model.safetensors", layouttest.TinyTensorsHeader(3, 10), 0o644)
-	entries, inodes, err := ReadFolder(s, dir.Ino)
+	entries, inodes, err := ReadFolder(s, nil, dir.Ino)
 	if err != nil {
 		t.Fatal(err)
 	}

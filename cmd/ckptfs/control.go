@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/ckptfs/ckptfs/cache/store"
+	"github.com/ckptfs/ckptfs/cache/writes"
 	"golang.org/x/sys/unix"
 )
 
@@ -34,6 +35,7 @@ var servedLive = map[string]bool{"ls": true, "stat": true, "rm": true, "gc": tru
 // liveStore is what a command run in a mount's daemon works on.
 type liveStore struct {
 	store        *store.Store
+	writes       *writes.Path
 	mnt          string        // the mountpoint, which rm goes through
 	reclaimAfter time.Duration // the daemon's --reclaim-after
 	cwd          string        // the client's folder, for relative paths

@@ -77,7 +77,7 @@ func (a *app) planExport(store *store.Store, name string) (*views.View, error) {
 	if err != nil {
 		return nil, fmt.Errorf("export: %s: no such checkpoint", dirPath)
 	}
-	v, err := views.Build(store, a.log, dir.Ino, dirPath, spec)
+	v, err := views.Build(store, a.writes, a.log, dir.Ino, dirPath, spec)
 	if errors.Is(err, syscall.ENOENT) {
 		return nil, fmt.Errorf("export: %s has no safetensors weights to view", dirPath)
 	}

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/ckptfs/ckptfs/cache/store"
+	"github.com/ckptfs/ckptfs/cache/writes"
 	"github.com/spf13/cobra"
 )
 
@@ -34,6 +35,8 @@ type app struct {
 	command  string   // the name of the command running
 
 	stdout, stderr io.Writer
+	// writes is the write path of the store withStore opened to change.
+	writes *writes.Path
 	// live is the store of the mount this command runs in, on behalf of a
 	// client of its control socket (see control.go); nil in a plain run.
 	live *liveStore
@@ -146,19 +149,28 @@ var errNoStore = errors.New("no store")
 
 // withStore runs fn on the open store and closes it after. When a mount
 // holds the store, the whole command runs in the mount's daemon instead.
+// A store opened to change opens its write path too (a.writes), which
+// settles what a crash left staged before fn runs.
 func (a *app) withStore(o store.Options, fn func(*store.Store) error) error {
 	if a.live != nil {
+		a.writes = a.live.writes
 		return fn(a.live.store)
 	}
 	if conn := a.dialControl(); conn != nil {
 		return a.forward(conn)
 	}
-	store, err := a.openStore(o)
+	st, err := a.openStore(o)
 	if err != nil {
 		return err
 	}
-	defer store.Close()
-	return fn(store)
+	defer st.Close()
+	if !o.ReadOnly {
+		if a.writes, err = writes.Open(st, writes.Options{Logger: a.log}); err != nil {
+			return err
+		}
+		defer a.writes.Close()
+	}
+	return fn(st)
 }
 
 // localPath is p as the user meant it: relative to the client's folder

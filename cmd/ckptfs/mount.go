@@ -18,6 +18,7 @@ import (
 	"github.com/ckptfs/ckptfs/cache/hot"
 	"github.com/ckptfs/ckptfs/cache/remote"
 	"github.com/ckptfs/ckptfs/cache/store"
+	"github.com/ckptfs/ckptfs/cache/writes"
 	"github.com/ckptfs/ckptfs/fs"
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
@@ -290,7 +291,7 @@ func (a *app) serve(mnt string, opts fs.Options, so serveOptions) (err error) {
 	if err != nil {
 		return err
 	}
-	storeOpts := store.Options{CacheBytes: so.cacheBytes, ReclaimEvery: so.reclaimAfter, Mounted: true, WriteBehind: !so.writeThrough, VerifyReads: so.verifyReads}
+	storeOpts := store.Options{CacheBytes: so.cacheBytes, ReclaimEvery: so.reclaimAfter, Mounted: true, VerifyReads: so.verifyReads}
 	if bucket != nil {
 		storeOpts.Loaders = max(runtime.NumCPU(), 8) // fetches wait on the network, not the cores
 	}
@@ -307,6 +308,11 @@ func (a *app) serve(mnt string, opts fs.Options, so serveOptions) (err error) {
 			err = cerr
 		}
 	}()
+	wp, err := writes.Open(store, writes.Options{Behind: !so.writeThrough, Logger: a.log})
+	if err != nil {
+		return err
+	}
+	defer wp.Close() // settles what is left, before the store closes
 	opts.Logger = a.log
 	if so.hotBytes < 0 { // auto
 		so.hotBytes = freeBytes(a.storeDir) / 4
@@ -326,13 +332,13 @@ func (a *app) serve(mnt string, opts fs.Options, so serveOptions) (err error) {
 	}
 	opts.Metrics = fs.NewMetrics()
 	if so.metricsAddr != "" {
-		stop, err := serveMetrics(so.metricsAddr, so.pprof, a.log, store.Metrics().Collectors(), bucketMetrics.Collectors(), opts.Metrics.Collectors())
+		stop, err := serveMetrics(so.metricsAddr, so.pprof, a.log, store.Metrics().Collectors(), wp.Metrics().Collectors(), bucketMetrics.Collectors(), opts.Metrics.Collectors())
 		if err != nil {
 			return err
 		}
 		defer stop()
 	}
-	server, err := fs.Mount(mnt, store, opts)
+	server, err := fs.Mount(mnt, store, wp, opts)
 	if err != nil {
 		return fmt.Errorf("mount %s: %w", mnt, err)
 	}
@@ -342,7 +348,7 @@ func (a *app) serve(mnt string, opts fs.Options, so serveOptions) (err error) {
 		return fmt.Errorf("pid file: %w", err)
 	}
 	defer os.Remove(pidFile(a.storeDir))
-	stopControl, err := a.serveControl(liveStore{store: store, mnt: mnt, reclaimAfter: so.reclaimAfter})
+	stopControl, err := a.serveControl(liveStore{store: store, writes: wp, mnt: mnt, reclaimAfter: so.reclaimAfter})
 	if err != nil {
 		server.Unmount()
 		return err

@@ -1,4 +1,4 @@
-package store
+package writes
 
 import (
 	"errors"
@@ -6,27 +6,21 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
-	"github.com/ckptfs/ckptfs/cache/chunk"
 	"github.com/ckptfs/ckptfs/cache/durable"
 	"github.com/ckptfs/ckptfs/cache/meta"
 )
 
-// Write-behind. A mounted store lets a writer wait for the disk only: the
-// file's bytes land in a staging file with write(2), and its commit
-// renames that file into staged/ and records it as the file's content
-// (meta.Content.Staged), so it is visible and survives the daemon at
-// once. The settler then chunks, deduplicates and encodes staged files in
-// the background and swaps each record to its chunks (meta.Namespace.Settle);
-// readers meanwhile read the staged file. The queue is durable with the
-// records (putInode), so a store opened after a crash settles what was
-// left.
+// The settler. A staged file is chunked once it is settleDelay quiet,
+// oldest first, and the record swapped to its chunks (meta.Namespace.Settle)
+// if it still names that file; a file removed or rewritten before its turn
+// is dropped unread. The queue is durable with the records (putInode), so
+// a store opened after a crash settles what was left.
 //
 // Order on disk: the chunks of a batch of settled files are synced before
 // the records that name them are written, and a staged file is removed
@@ -37,9 +31,13 @@ import (
 // view's plan and its hot copies keep their key.
 //
 // A writer that appends to a file whose content is staged appends to the
-// staged file itself (LeaseStaged): the bytes a record names never change,
+// staged file itself (see Draft): the bytes a record names never change,
 // and a file no lease holds is the only kind the settler takes, so an
 // append-and-fsync log costs what it appends, not its whole length.
+//
+// The settler wakes when a commit stages a file, when a lease ends, and
+// when a file it left for being young is old enough: not at every change
+// of the namespace.
 
 // settleGrace is how long a settled staged file stays for such readers.
 const settleGrace = 10 * time.Second
@@ -64,7 +62,7 @@ const (
 )
 
 type settler struct {
-	s     *Store
+	w     *Path
 	kicks chan struct{}
 	done  chan struct{}
 	halt  sync.Once // closes done
@@ -103,44 +101,22 @@ type settler struct {
 	beforeSwap func()
 }
 
-func newSettler(s *Store) *settler {
-	return &settler{s: s, kicks: make(chan struct{}, 1), done: make(chan struct{}),
+func newSettler(w *Path) *settler {
+	return &settler{w: w, kicks: make(chan struct{}, 1), done: make(chan struct{}),
 		unsynced: map[uint64]*os.File{}, counted: map[uint64]int64{}, doomed: map[uint64]time.Time{},
 		leases: map[uint64]int{}, settling: map[uint64]bool{}, quiet: map[uint64]time.Time{}, quarantined: map[uint64]bool{}}
 }
 
-// StagedDir holds the staged content of files committed but not chunked
-// yet.
-func (s *Store) StagedDir() string { return filepath.Join(s.dir, "staged") }
-
-func (s *Store) stagedPath(id uint64) string {
-	return filepath.Join(s.StagedDir(), strconv.FormatUint(id, 16))
-}
-
-// WritesBehind reports whether a commit may stage its file (Stage) rather
-// than chunk it first. In front of a bucket it may not: a close waits for
-// the bucket, which takes chunks.
-func (s *Store) WritesBehind() bool { return s.writeBehind && !s.cachesBucket.Load() }
-
-// allocated is the disk space f takes: a sparse file's holes are free.
-func allocated(f *os.File) int64 {
-	var st syscall.Stat_t
-	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
-		return 0
-	}
-	return st.Blocks * 512
-}
-
-// Stage takes f, a staging file of size bytes, as the content of a file
+// stage takes f, a draft file of size bytes, as the content of a file
 // about to be committed: the record that holds the returned content queues
-// it to be chunked. The store owns f from here on, whatever the outcome.
-func (s *Store) Stage(f *os.File, size int64) (*meta.Content, error) {
-	st := s.settler
+// it to be chunked. The path owns f from here on, whatever the outcome.
+func (w *Path) stage(f *os.File, size int64) (*meta.Content, error) {
+	st := w.settler
 	st.mu.Lock()
 	id := max(uint64(time.Now().UnixNano()), st.lastID+1) // ordered, never reused
 	st.lastID = id
 	st.mu.Unlock()
-	if err := os.Rename(f.Name(), s.stagedPath(id)); err != nil {
+	if err := os.Rename(f.Name(), w.st.StagedPath(id)); err != nil {
 		f.Close()
 		os.Remove(f.Name())
 		return nil, fmt.Errorf("stage %s: %w", f.Name(), err)
@@ -150,16 +126,16 @@ func (s *Store) Stage(f *os.File, size int64) (*meta.Content, error) {
 	st.unsynced[id] = f
 	st.counted[id] = used
 	st.mu.Unlock()
-	s.metrics.staged.Add(size)
-	st.backlog.Add(used) // the record that takes it kicks the settler
+	w.metrics.staged.Add(size)
+	st.backlog.Add(used) // the commit that records it kicks the settler
 	return &meta.Content{Size: size, Staged: id}, nil
 }
 
-// Unstage gives up staged content c that no record took (its file was
+// unstage gives up staged content c that no record took (its file was
 // unlinked while it was written): its staged file and its backlog go at
 // once. Readers that opened it keep its bytes.
-func (s *Store) Unstage(c *meta.Content) {
-	st := s.settler
+func (w *Path) unstage(c *meta.Content) {
+	st := w.settler
 	st.mu.Lock()
 	if f := st.unsynced[c.Staged]; f != nil {
 		f.Close()
@@ -168,15 +144,15 @@ func (s *Store) Unstage(c *meta.Content) {
 	st.backlog.Add(-st.counted[c.Staged])
 	delete(st.counted, c.Staged)
 	st.mu.Unlock()
-	os.Remove(s.stagedPath(c.Staged))
+	os.Remove(w.st.StagedPath(c.Staged))
 }
 
-// LeaseStaged opens the staged file of content c for a writer to append
-// to: bytes past c.Size, which no record names. ok is false when c is not
+// lease opens the staged file of content c for a writer to append to:
+// bytes past c.Size, which no record names. ok is false when c is not
 // staged, or its file is being settled or going: the writer then copies.
 // release ends the lease; the settler takes no file under a lease.
-func (s *Store) LeaseStaged(c *meta.Content) (f *os.File, release func(), ok bool) {
-	st := s.settler
+func (w *Path) lease(c *meta.Content) (f *os.File, release func(), ok bool) {
+	st := w.settler
 	id := c.Staged
 	if id == 0 {
 		return nil, nil, false
@@ -186,7 +162,7 @@ func (s *Store) LeaseStaged(c *meta.Content) (f *os.File, release func(), ok boo
 	if _, doomed := st.doomed[id]; doomed || st.settling[id] || st.quarantined[id] {
 		return nil, nil, false
 	}
-	f, err := os.OpenFile(s.stagedPath(id), os.O_RDWR, 0)
+	f, err := os.OpenFile(w.st.StagedPath(id), os.O_RDWR, 0)
 	if err != nil {
 		return nil, nil, false
 	}
@@ -204,11 +180,11 @@ func (s *Store) LeaseStaged(c *meta.Content) (f *os.File, release func(), ok boo
 	}, true
 }
 
-// Restage takes the staged file of content c, appended to in place
-// through f (from LeaseStaged) up to size bytes, as the content of a file
-// about to be committed. The store owns f from here on.
-func (s *Store) Restage(f *os.File, c *meta.Content, size int64) *meta.Content {
-	st := s.settler
+// restage takes the staged file of content c, appended to in place
+// through f (from lease) up to size bytes, as the content of a file about
+// to be committed. The path owns f from here on.
+func (w *Path) restage(f *os.File, c *meta.Content, size int64) *meta.Content {
+	st := w.settler
 	used := allocated(f)
 	st.mu.Lock()
 	if old := st.unsynced[c.Staged]; old != nil {
@@ -219,7 +195,7 @@ func (s *Store) Restage(f *os.File, c *meta.Content, size int64) *meta.Content {
 	st.counted[c.Staged] = used
 	st.quiet[c.Staged] = time.Now()
 	st.mu.Unlock()
-	s.metrics.staged.Add(size - c.Size)
+	w.metrics.staged.Add(size - c.Size)
 	return &meta.Content{Size: size, Staged: c.Staged}
 }
 
@@ -249,7 +225,7 @@ func (st *settler) syncStaged() error {
 		f.Close()
 	}
 	if len(files) > 0 {
-		errs = append(errs, durable.Dir(st.s.StagedDir()))
+		errs = append(errs, durable.Dir(st.w.st.StagedDir()))
 	}
 	if st.failed == nil {
 		st.failed = errors.Join(errs...)
@@ -284,7 +260,7 @@ func (st *settler) loop() {
 		if errors.Is(err, errStopped) {
 			return
 		} else if err != nil {
-			st.s.log.Error("chunking staged files failed; they stay readable as staged, retrying", "in", wait, "err", err)
+			st.w.log.Error("chunking staged files failed; they stay readable as staged, retrying", "in", wait, "err", err)
 			select {
 			case <-time.After(wait):
 			case <-st.done:
@@ -299,7 +275,7 @@ func (st *settler) loop() {
 			ripe = time.After(after)
 		}
 		if err := st.removeDoomed(settleGrace); err != nil {
-			st.s.log.Warn("removing settled staged files failed; retrying", "err", err)
+			st.w.log.Warn("removing settled staged files failed; retrying", "err", err)
 		}
 	}
 }
@@ -328,7 +304,7 @@ type queuedFile struct{ id, ino uint64 }
 // its own is quarantined and the rest go on.
 func (st *settler) settleAll(stop <-chan struct{}, minAge time.Duration) (time.Duration, error) {
 	var queued []queuedFile
-	err := st.s.ns.StagedFiles(func(id, ino uint64) error {
+	err := st.w.st.Namespace().StagedFiles(func(id, ino uint64) error {
 		queued = append(queued, queuedFile{id, ino})
 		return nil
 	})
@@ -354,26 +330,6 @@ func (st *settler) settleAll(stop <-chan struct{}, minAge time.Duration) (time.D
 	return after, nil
 }
 
-// SettleNow chunks the staged content of records before it returns, for
-// those who plan on chunks (views): what they plan from does not change
-// under them. A file a writer is appending to stays staged.
-func (s *Store) SettleNow(ins ...*meta.Inode) error {
-	var queued []queuedFile
-	for _, in := range ins {
-		if id := in.Content.Staged; id != 0 {
-			queued = append(queued, queuedFile{id, in.Ino})
-		}
-	}
-	for len(queued) > 0 {
-		n, _, err := s.settler.settle(queued, 0)
-		if err != nil {
-			return err
-		}
-		queued = queued[n:]
-	}
-	return nil
-}
-
 // settling is a staged file chunked in a batch, waiting for its swap.
 type settling struct {
 	queuedFile
@@ -390,7 +346,7 @@ type settling struct {
 func (st *settler) settle(queued []queuedFile, minAge time.Duration) (taken int, after time.Duration, err error) {
 	st.one.Lock()
 	defer st.one.Unlock()
-	s := st.s
+	s := st.w.st
 	var batch []settling
 	var batchBytes int64
 	defer func() {
@@ -433,12 +389,12 @@ func (st *settler) settle(queued []queuedFile, minAge time.Duration) (taken int,
 		st.beforeSwap()
 	}
 	for _, b := range batch {
-		settled, err := s.ns.Settle(b.ino, b.id, b.content)
+		settled, err := s.Namespace().Settle(b.ino, b.id, b.content)
 		if err != nil {
-			return taken, after, fmt.Errorf("inode %d: swap staged file %s for its chunks: %w", b.ino, s.stagedPath(b.id), err)
+			return taken, after, fmt.Errorf("inode %d: swap staged file %s for its chunks: %w", b.ino, s.StagedPath(b.id), err)
 		}
 		if settled {
-			s.metrics.settled.Add(b.content.Size)
+			st.w.metrics.settled.Add(b.content.Size)
 			st.doom(b.id, time.Now())
 		}
 	}
@@ -467,11 +423,11 @@ func (r stagedFileReader) Read(p []byte) (int, error) {
 // appended to, or a batch's own), off the queue (nobody's), or chunked, as
 // the returned settling, which holds the file as being settled.
 func (st *settler) chunk(q queuedFile, minAge time.Duration) (*settling, time.Duration, error) {
-	s := st.s
-	if queued, err := s.ns.Queued(q.id); err != nil || !queued {
+	s := st.w.st
+	if queued, err := s.Namespace().Queued(q.id); err != nil || !queued {
 		return nil, 0, err
 	}
-	in, err := s.ns.GetInode(q.ino)
+	in, err := s.Namespace().GetInode(q.ino)
 	if err != nil && !errors.Is(err, syscall.ENOENT) {
 		return nil, 0, err
 	}
@@ -495,7 +451,7 @@ func (st *settler) chunk(q queuedFile, minAge time.Duration) (*settling, time.Du
 	}
 	if !held { // nobody's: off the queue, and gone at once
 		defer st.unmark(q.id)
-		if _, err := s.ns.Settle(q.ino, q.id, nil); err != nil {
+		if _, err := s.Namespace().Settle(q.ino, q.id, nil); err != nil {
 			return nil, 0, err
 		}
 		st.doom(q.id, time.Time{})
@@ -504,7 +460,7 @@ func (st *settler) chunk(q queuedFile, minAge time.Duration) (*settling, time.Du
 	c, release, err := st.ingest(q, in.Content.Size)
 	if err != nil {
 		st.unmark(q.id)
-		return nil, 0, fmt.Errorf("inode %d: chunk staged file %s: %w", q.ino, s.stagedPath(q.id), err)
+		return nil, 0, fmt.Errorf("inode %d: chunk staged file %s: %w", q.ino, s.StagedPath(q.id), err)
 	}
 	return &settling{q, c, release}, 0, nil
 }
@@ -512,7 +468,7 @@ func (st *settler) chunk(q queuedFile, minAge time.Duration) (*settling, time.Du
 // ingest chunks the first size bytes of staged file q, which must hold
 // them: bytes past them are a writer's not committed yet.
 func (st *settler) ingest(q queuedFile, size int64) (*meta.Content, func(), error) {
-	f, err := os.Open(st.s.stagedPath(q.id))
+	f, err := os.Open(st.w.st.StagedPath(q.id))
 	if err != nil {
 		return nil, nil, &stagedFileError{err}
 	}
@@ -522,7 +478,7 @@ func (st *settler) ingest(q queuedFile, size int64) (*meta.Content, func(), erro
 	} else if fi.Size() < size {
 		return nil, nil, &stagedFileError{fmt.Errorf("holds %d bytes, its record says %d", fi.Size(), size)}
 	}
-	c, release, err := st.s.Ingest(stagedFileReader{io.LimitReader(f, size)})
+	c, release, err := st.w.st.Ingest(stagedFileReader{io.LimitReader(f, size)})
 	if err == nil && c.Size != size {
 		release()
 		err = &stagedFileError{fmt.Errorf("read %d bytes of %d", c.Size, size)}
@@ -544,8 +500,8 @@ func (st *settler) quarantine(q queuedFile, err error) {
 	st.backlog.Add(-st.counted[q.id]) // not chunked this session
 	st.counted[q.id] = 0
 	st.mu.Unlock()
-	st.s.log.Error("a staged file cannot be chunked: it stays staged, readable as far as it reads, and is tried again at the next mount",
-		"inode", q.ino, "file", st.s.stagedPath(q.id), "err", err)
+	st.w.log.Error("a staged file cannot be chunked: it stays staged, readable as far as it reads, and is tried again at the next mount",
+		"inode", q.ino, "file", st.w.st.StagedPath(q.id), "err", err)
 }
 
 // doom queues staged file id for removal, since when: its record moved to
@@ -584,20 +540,20 @@ func (st *settler) removeDoomed(grace time.Duration) error {
 	if len(ripe) == 0 {
 		return nil
 	}
-	if err := st.s.syncChunks(); err != nil {
+	if err := st.w.st.Sync(); err != nil {
 		return err
 	}
-	st.s.reclaimMu.Lock()
-	defer st.s.reclaimMu.Unlock()
-	for _, id := range ripe {
-		if err := os.Remove(st.s.stagedPath(id)); err != nil && !errors.Is(err, syscall.ENOENT) {
-			return err
+	return st.w.st.Unfrozen(func() error {
+		for _, id := range ripe {
+			if err := os.Remove(st.w.st.StagedPath(id)); err != nil && !errors.Is(err, syscall.ENOENT) {
+				return err
+			}
+			st.mu.Lock()
+			delete(st.doomed, id)
+			st.mu.Unlock()
 		}
-		st.mu.Lock()
-		delete(st.doomed, id)
-		st.mu.Unlock()
-	}
-	return nil
+		return nil
+	})
 }
 
 // clearOrphans removes staged files no queued record names: a crash
@@ -607,10 +563,10 @@ func (st *settler) removeDoomed(grace time.Duration) error {
 func (st *settler) clearOrphans(unclean bool) error {
 	queued := map[string]bool{}
 	var lost []queuedFile
-	err := st.s.ns.StagedFiles(func(id, ino uint64) error {
+	err := st.w.st.Namespace().StagedFiles(func(id, ino uint64) error {
 		queued[strconv.FormatUint(id, 16)] = true
 		st.lastID = max(st.lastID, id)
-		f, err := os.Open(st.s.stagedPath(id))
+		f, err := os.Open(st.w.st.StagedPath(id))
 		if err == nil {
 			st.counted[id] = allocated(f)
 			st.backlog.Add(st.counted[id])
@@ -630,13 +586,13 @@ func (st *settler) clearOrphans(unclean bool) error {
 	if err != nil {
 		return err
 	}
-	entries, err := os.ReadDir(st.s.StagedDir())
+	entries, err := os.ReadDir(st.w.st.StagedDir())
 	if err != nil {
 		return err
 	}
 	for _, e := range entries {
 		if !queued[e.Name()] {
-			if err := os.Remove(filepath.Join(st.s.StagedDir(), e.Name())); err != nil && !errors.Is(err, syscall.ENOENT) {
+			if err := os.Remove(filepath.Join(st.w.st.StagedDir(), e.Name())); err != nil && !errors.Is(err, syscall.ENOENT) {
 				return err
 			}
 		}
@@ -647,7 +603,7 @@ func (st *settler) clearOrphans(unclean bool) error {
 // cutShort reports whether the record of inode ino names staged file id
 // (open as f, nil if it would not open) and the file holds less than it.
 func (st *settler) cutShort(id, ino uint64, f *os.File) (bool, error) {
-	in, err := st.s.ns.GetInode(ino)
+	in, err := st.w.st.Namespace().GetInode(ino)
 	if errors.Is(err, syscall.ENOENT) {
 		return false, nil
 	}
@@ -668,70 +624,27 @@ func (st *settler) cutShort(id, ino uint64, f *os.File) (bool, error) {
 // once a commit replaced it, so its names go, each logged.
 func (st *settler) dropLost(lost []queuedFile) error {
 	for _, q := range lost {
-		paths, err := st.s.ns.Unlink(q.ino)
+		paths, err := st.w.st.Namespace().Unlink(q.ino)
 		if err != nil {
 			return fmt.Errorf("drop inode %d, cut short by a crash: %w", q.ino, err)
 		}
-		st.s.log.Error("a file closed but never synced was cut short by a crash and is removed (it reads back whole or not at all)",
-			"paths", paths, "staged_file", st.s.stagedPath(q.id))
-		if _, err := st.s.ns.Settle(q.ino, q.id, nil); err != nil {
+		st.w.log.Error("a file closed but never synced was cut short by a crash and is removed (it reads back whole or not at all)",
+			"paths", paths, "staged_file", st.w.st.StagedPath(q.id))
+		if _, err := st.w.st.Namespace().Settle(q.ino, q.id, nil); err != nil {
 			return err
 		}
 		st.backlog.Add(-st.counted[q.id])
 		delete(st.counted, q.id)
-		os.Remove(st.s.stagedPath(q.id))
+		os.Remove(st.w.st.StagedPath(q.id))
 	}
 	return nil
 }
 
-// stagedReader reads staged content from its file.
-type stagedReader struct {
-	f   *os.File
-	err error // the file would not open
-}
-
-// openStaged opens the staged file of c; the file closes when the reader
-// holding it is garbage.
-func (s *Store) openStaged(c *meta.Content) *stagedReader {
-	f, err := os.Open(s.stagedPath(c.Staged))
-	if err != nil {
-		return &stagedReader{err: fmt.Errorf("staged content: %w: %w", err, chunk.ErrCorrupt)}
+// allocated is the disk space f takes: a sparse file's holes are free.
+func allocated(f *os.File) int64 {
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+		return 0
 	}
-	sr := &stagedReader{f: f}
-	runtime.AddCleanup(sr, func(f *os.File) { f.Close() }, f)
-	return sr
-}
-
-// readAt reads as FileReader.ReadAt does: short only at the end.
-func (sr *stagedReader) readAt(r *FileReader, p []byte, off int64) (int, error) {
-	if sr.err != nil {
-		return 0, fmt.Errorf("%s: %w", r.name, sr.err)
-	}
-	want := min(int64(len(p)), r.Size()-off)
-	n, err := sr.f.ReadAt(p[:want], off)
-	if int64(n) == want {
-		if want < int64(len(p)) {
-			return n, io.EOF
-		}
-		return n, nil
-	}
-	if err == nil || errors.Is(err, io.EOF) {
-		err = fmt.Errorf("staged file %s ends at %d bytes, the record says %d: %w", sr.f.Name(), off+int64(n), r.Size(), chunk.ErrCorrupt)
-		r.store.log.Error("read failed verification", "file", r.name, "err", err)
-	}
-	return n, fmt.Errorf("%s: %w", r.name, err)
-}
-
-// CheckStaged reports whether staged content c has its staged file, of at
-// least its length (a writer may be appending past it). The bytes have no
-// hash to check before they are chunked.
-func (s *Store) CheckStaged(c *meta.Content) error {
-	fi, err := os.Stat(s.stagedPath(c.Staged))
-	if err != nil {
-		return fmt.Errorf("staged content: %w", err)
-	}
-	if fi.Size() < c.Size {
-		return fmt.Errorf("staged file %s holds %d bytes, the record says %d", fi.Name(), fi.Size(), c.Size)
-	}
-	return nil
+	return st.Blocks * 512
 }
