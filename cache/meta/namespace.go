@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"path"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -98,6 +99,10 @@ type Hooks struct {
 	Claim func(parent uint64, name string) error
 	// Changed is told after every change is committed.
 	Changed func()
+	// Refs is told how a committed change moved the chunks inode records
+	// name: those of records removed or replaced, and those of records
+	// written. Counts kept from it, from a SnapshotFrom on, are exact.
+	Refs func(removed, added []chunk.Ref)
 }
 
 // Namespace is the tree of inodes and directory entries in db.
@@ -106,19 +111,23 @@ type Namespace struct {
 	inoSeq *badger.Sequence
 	hooks  Hooks
 	snap   *badger.Txn // every read of a Snapshot's namespace, nil otherwise
+	// commitMu is held shared from a change's commit to its Refs hook, and
+	// alone by SnapshotFrom: no change falls between a snapshot and the
+	// hooks its taker counts from.
+	commitMu *sync.RWMutex
 }
 
 // OpenNamespace opens the namespace in db, creating its root if there is
 // none.
 func OpenNamespace(db *badger.DB, hooks Hooks) (*Namespace, error) {
 	if db.Opts().ReadOnly {
-		return &Namespace{db: db, hooks: hooks}, nil // reads only: no sequence, no root to make
+		return &Namespace{db: db, hooks: hooks, commitMu: &sync.RWMutex{}}, nil // reads only: no sequence, no root to make
 	}
 	seq, err := db.GetSequence([]byte(keyInoSeq), 1024)
 	if err != nil {
 		return nil, fmt.Errorf("inode sequence: %w", err)
 	}
-	s := &Namespace{db: db, inoSeq: seq, hooks: hooks}
+	s := &Namespace{db: db, inoSeq: seq, hooks: hooks, commitMu: &sync.RWMutex{}}
 	if err := s.ensureRoot(); err != nil {
 		seq.Release()
 		return nil, err
@@ -147,6 +156,19 @@ func (s *Namespace) Snapshot(fn func(*Namespace) error) error {
 	return fn(&Namespace{db: s.db, snap: txn})
 }
 
+// SnapshotFrom is Snapshot with start called at the snapshot's moment:
+// every change committed before it had its Refs hook called before start
+// and is in the snapshot; every change after it calls the hook after
+// start and is not.
+func (s *Namespace) SnapshotFrom(start func(), fn func(*Namespace) error) error {
+	s.commitMu.Lock()
+	txn := s.db.NewTransaction(false)
+	start()
+	s.commitMu.Unlock()
+	defer txn.Discard()
+	return fn(&Namespace{db: s.db, snap: txn})
+}
+
 // view runs fn in a read-only transaction: the snapshot's, if s is one.
 func (s *Namespace) view(fn func(txn *badger.Txn) error) error {
 	if s.snap != nil {
@@ -158,17 +180,42 @@ func (s *Namespace) view(fn func(txn *badger.Txn) error) error {
 // update runs fn in a read-write transaction, retrying on conflicts with
 // concurrent transactions.
 func (s *Namespace) update(fn func(txn *badger.Txn) error) error {
+	return s.updateRefs(func(txn *badger.Txn, _ *refChange) error { return fn(txn) })
+}
+
+// refChange is how a transaction moves the chunks records name: fn fills
+// it in for the attempt that commits.
+type refChange struct{ removed, added []chunk.Ref }
+
+// updateRefs is update for a change that writes or removes records with
+// content: it tells the Refs hook what the committed attempt moved.
+func (s *Namespace) updateRefs(fn func(txn *badger.Txn, rc *refChange) error) error {
 	if s.snap != nil {
 		return ErrSnapshot
 	}
+	err := s.commit(fn)
+	if err == nil && s.hooks.Changed != nil {
+		s.hooks.Changed()
+	}
+	return err
+}
+
+func (s *Namespace) commit(fn func(txn *badger.Txn, rc *refChange) error) error {
+	s.commitMu.RLock()
+	defer s.commitMu.RUnlock()
 	for {
-		err := s.db.Update(fn)
-		if !errors.Is(err, badger.ErrConflict) {
-			if err == nil && s.hooks.Changed != nil {
-				s.hooks.Changed()
-			}
-			return err
+		var rc refChange
+		err := s.db.Update(func(txn *badger.Txn) error {
+			rc = refChange{}
+			return fn(txn, &rc)
+		})
+		if errors.Is(err, badger.ErrConflict) {
+			continue
 		}
+		if err == nil && s.hooks.Refs != nil && len(rc.removed)+len(rc.added) > 0 {
+			s.hooks.Refs(rc.removed, rc.added)
+		}
+		return err
 	}
 }
 
@@ -253,7 +300,7 @@ func (s *Namespace) Queued(id uint64) (bool, error) {
 // file nobody holds off the queue.
 func (s *Namespace) Settle(ino, id uint64, c *Content) (bool, error) {
 	settled := false
-	err := s.update(func(txn *badger.Txn) error {
+	err := s.updateRefs(func(txn *badger.Txn, rc *refChange) error {
 		settled = false
 		if err := txn.Delete(stagedKey(id)); err != nil {
 			return err
@@ -272,6 +319,7 @@ func (s *Namespace) Settle(ino, id uint64, c *Content) (bool, error) {
 			return fmt.Errorf("inode %d: staged %d bytes, chunked %d", ino, in.Content.Size, c.Size)
 		}
 		in.Content, settled = *c, true
+		rc.added = c.Chunks // staged content names none
 		return putInode(txn, in)
 	})
 	return settled, err
@@ -419,7 +467,8 @@ func (s *Namespace) Create(parent uint64, name string, in Inode) (*Inode, error)
 		return nil, fmt.Errorf("allocate inode: %w", err)
 	}
 	in.Ino = ino + RootIno + 1
-	err = s.update(func(txn *badger.Txn) error {
+	err = s.updateRefs(func(txn *badger.Txn, rc *refChange) error {
+		rc.added = in.Content.Chunks
 		p, err := freeName(txn, parent, name)
 		if err != nil {
 			return err
@@ -460,7 +509,7 @@ func freeName(txn *badger.Txn, parent uint64, name string) (*Inode, error) {
 // Remove unlinks name from parent: a non-directory when dir is false, an
 // empty directory when it is true.
 func (s *Namespace) Remove(parent uint64, name string, dir bool) error {
-	return s.update(func(txn *badger.Txn) error {
+	return s.updateRefs(func(txn *badger.Txn, rc *refChange) error {
 		ino, mode, err := getDentry(txn, parent, name)
 		if err != nil {
 			return err
@@ -484,13 +533,13 @@ func (s *Namespace) Remove(parent uint64, name string, dir bool) error {
 		if err := txn.Delete(dentryKey(parent, name)); err != nil {
 			return err
 		}
-		return dropLink(txn, ino, isDir)
+		return dropLink(txn, rc, ino, isDir)
 	})
 }
 
 // dropLink deletes inode ino's record when the entry just removed was its
 // last, and counts one link less otherwise.
-func dropLink(txn *badger.Txn, ino uint64, dir bool) error {
+func dropLink(txn *badger.Txn, rc *refChange, ino uint64, dir bool) error {
 	if !dir {
 		in, err := getInode(txn, ino)
 		if err != nil && !errors.Is(err, chunk.ErrCorrupt) {
@@ -500,6 +549,9 @@ func dropLink(txn *badger.Txn, ino uint64, dir bool) error {
 			in.Nlink--
 			in.Ctime = time.Now().UnixNano()
 			return putInode(txn, in)
+		}
+		if err == nil {
+			rc.removed = in.Content.Chunks
 		}
 	}
 	return txn.Delete(InodeKey(ino))
@@ -617,7 +669,7 @@ func (s *Namespace) rename(oldParent uint64, oldName string, newParent uint64, n
 	if err := checkName(newName); err != nil {
 		return err
 	}
-	return s.update(func(txn *badger.Txn) error {
+	return s.updateRefs(func(txn *badger.Txn, rc *refChange) error {
 		ino, mode, err := getDentry(txn, oldParent, oldName)
 		if err != nil {
 			return err
@@ -653,7 +705,7 @@ func (s *Namespace) rename(oldParent uint64, oldName string, newParent uint64, n
 					return syscall.ENOTEMPTY
 				}
 			}
-			if err := dropLink(txn, dstIno, dstDir); err != nil {
+			if err := dropLink(txn, rc, dstIno, dstDir); err != nil {
 				return err
 			}
 		}
@@ -702,13 +754,17 @@ func (s *Namespace) Swap(parent uint64, a, b string) error {
 // new record. syscall.ENOENT if the inode was removed meanwhile.
 func (s *Namespace) Update(ino uint64, fn func(*Inode) error) (*Inode, error) {
 	var in *Inode
-	err := s.update(func(txn *badger.Txn) error {
+	err := s.updateRefs(func(txn *badger.Txn, rc *refChange) error {
 		var err error
 		if in, err = getInode(txn, ino); err != nil {
 			return err
 		}
+		before := in.Content
 		if err := fn(in); err != nil {
 			return err
+		}
+		if !before.Equal(&in.Content) {
+			rc.removed, rc.added = before.Chunks, in.Content.Chunks
 		}
 		return putInode(txn, in)
 	})
@@ -883,12 +939,12 @@ func (s *Namespace) InodeKeys(fn func(key []byte) error) error {
 	})
 }
 
-// ReferencedChunks returns every chunk an inode record references, reachable
+// ChunkRefs counts how many times inode records name each chunk, reachable
 // or not, all read from one snapshot: a file renamed or replaced meanwhile
-// is seen once, before or after. A record that does not decode is an error,
-// since the chunks it references are unknown.
-func (s *Namespace) ReferencedChunks() (map[chunk.Hash]struct{}, error) {
-	out := map[chunk.Hash]struct{}{}
+// is counted once, before or after. A record that does not decode is an
+// error, since the chunks it names are unknown.
+func (s *Namespace) ChunkRefs() (map[chunk.Hash]int32, error) {
+	out := map[chunk.Hash]int32{}
 	err := s.view(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{PrefixInode}, PrefetchValues: true, PrefetchSize: 256})
 		defer it.Close()
@@ -900,7 +956,7 @@ func (s *Namespace) ReferencedChunks() (map[chunk.Hash]struct{}, error) {
 			err := it.Item().Value(func(v []byte) error {
 				chunks, err := DecodeChunks(ino, v)
 				for _, c := range chunks {
-					out[c.Hash] = struct{}{}
+					out[c.Hash]++
 				}
 				return err
 			})

@@ -48,6 +48,8 @@ func (s *Store) PutChunk(raw []byte, hint chunk.Hint) (chunk.Ref, error) {
 		return ref, fmt.Errorf("write chunk %s: %w", ref.Hash.Short(), err)
 	}
 	s.live.touch(ref.Hash)
+	s.refs.stored(ref.Hash)
+	s.reclaimer.kick() // garbage if no record comes to name it
 	s.backing.Stored(ref.Hash)
 	since(s.metrics.storeSeconds, start)
 	s.metrics.unique.Add(int64(len(raw)))

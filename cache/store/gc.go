@@ -24,6 +24,9 @@ type GCResult struct {
 	// deduplicated or let go lately (see liveChunks): a later pass frees
 	// them.
 	Recent int64
+	// Weighed counts the chunks the pass looked at: those that may have
+	// become garbage since the pass before, not the whole index.
+	Weighed int64
 
 	garbageIn map[uint32]bool // packs chunks were deleted from
 }
@@ -40,37 +43,156 @@ const compactRate = 128 << 20
 // evictions go on meanwhile, and what liveChunks holds is kept. A pack goes
 // only once the index entries that left it are durable, so a crash at any
 // point loses nothing live.
+//
+// A pass weighs only the chunks that may have become garbage since the
+// last (see refs), and the packs they were freed from: its cost follows
+// what changed. The first pass of a store counts the references once, from
+// one snapshot, and weighs every chunk and pack.
 func (s *Store) Reclaim() (*GCResult, error) {
 	s.reclaimMu.Lock()
 	defer s.reclaimMu.Unlock()
 	s.live.turn()
-	sealed, err := s.sealedPacks()
-	if err != nil {
-		return nil, fmt.Errorf("reclaim: %w", err)
+	if !s.refs.built() {
+		if err := s.countRefs(); err != nil {
+			return nil, fmt.Errorf("reclaim: %w", err)
+		}
 	}
-	referenced, err := s.ns.ReferencedChunks()
-	if err != nil {
-		return nil, fmt.Errorf("reclaim: %w", err)
-	}
-	cur, appending := s.packs.Current()
 	res := &GCResult{}
-	live, err := s.sweepChunks(referenced, res)
+	freed, err := s.freeCandidates(res)
 	if err != nil {
 		return res, fmt.Errorf("reclaim: %w", err)
 	}
-	if appending && res.garbageIn[cur] {
-		if live[cur], err = s.sealPack(cur); err != nil {
-			return res, fmt.Errorf("reclaim: %w", err)
-		}
+	sealed, err := s.sealedPacks()
+	if err != nil {
+		return res, fmt.Errorf("reclaim: %w", err)
+	}
+	if cur, appending := s.packs.Current(); appending && freed[cur] {
+		s.sealPack(cur) // it can go like any other now
 		sealed = append(sealed, cur)
 	}
-	if err := s.sweepPacks(sealed, live, res); err != nil {
+	var compact []uint32
+	live := map[uint32][]meta.Record{}
+	for _, id := range sealed {
+		st, err := os.Stat(s.packs.Path(id))
+		if err != nil {
+			delete(s.garbage, id) // evicted meanwhile
+			continue
+		}
+		if float64(s.garbage[id]) < packGarbageRatio*float64(st.Size()) {
+			continue
+		}
+		if live[id], err = s.index.InPack(id); err != nil {
+			return res, fmt.Errorf("reclaim: %w", err)
+		}
+		compact = append(compact, id)
+	}
+	if err := s.sweepPacks(compact, live, res); err != nil {
 		return res, fmt.Errorf("reclaim: %w", err)
 	}
 	if err := s.db.RunValueLogGC(0.5); err == nil {
 		res.ValueLogRewrites++
 	}
 	return res, nil
+}
+
+// countRefs counts the references of every chunk from one snapshot (see
+// refs), makes every indexed chunk no record names a candidate, and counts
+// the garbage of every sealed pack: the store's one full pass.
+func (s *Store) countRefs() error {
+	var counts map[chunk.Hash]int32
+	err := s.ns.SnapshotFrom(s.refs.startBuild, func(snap *meta.Namespace) error {
+		var err error
+		counts, err = snap.ChunkRefs()
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	sealed, err := s.sealedPacks() // every record of these is indexed now
+	if err != nil {
+		return err
+	}
+	used := map[uint32]int64{}
+	var unnamed []chunk.Hash
+	err = s.index.Scan(func(h chunk.Hash, loc pack.Loc, err error) error {
+		if err != nil {
+			s.log.Warn("reclaim: chunk left in place", "chunk", h.String(), "err", err)
+			return nil
+		}
+		used[loc.Pack] += pack.RecordHeader + int64(loc.Len)
+		if counts[h] == 0 {
+			unnamed = append(unnamed, h)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	s.refs.install(counts, unnamed)
+	s.garbage = map[uint32]int64{}
+	for _, id := range sealed {
+		if st, err := os.Stat(s.packs.Path(id)); err == nil {
+			s.garbage[id] = max(st.Size()-used[id], 0)
+		}
+	}
+	return nil
+}
+
+// freeCandidates deletes the index entries of the candidates no record
+// names that liveChunks does not keep, counts them as their packs'
+// garbage, and returns the packs it freed from. Stores wait meanwhile, so
+// none can find a chunk by dedup as it goes.
+func (s *Store) freeCandidates(res *GCResult) (map[uint32]bool, error) {
+	candidates := s.refs.take()
+	if len(candidates) == 0 {
+		return nil, nil
+	}
+	for i := range s.putLocks {
+		s.putLocks[i].Lock()
+		defer s.putLocks[i].Unlock()
+	}
+	s.live.mu.Lock()
+	defer s.live.mu.Unlock()
+	var freed []meta.Record
+	var kept []chunk.Hash
+	s.refs.mu.Lock()
+	res.Weighed = int64(len(candidates))
+	for h := range candidates {
+		if s.refs.namedLocked(h) {
+			continue
+		}
+		if keep, recent := s.live.keepsLocked(h); keep {
+			kept = append(kept, h)
+			if recent {
+				res.Recent++
+			}
+			continue
+		}
+		loc, err := s.index.Get(h)
+		if errors.Is(err, meta.ErrNoChunk) {
+			continue // deleted before, or evicted to a bucket
+		}
+		if err != nil {
+			s.refs.mu.Unlock()
+			return nil, err
+		}
+		freed = append(freed, meta.Record{Hash: h, Loc: loc})
+	}
+	s.refs.mu.Unlock()
+	for _, h := range kept {
+		s.refs.keep(h)
+	}
+	if err := s.index.Delete(freed); err != nil {
+		return nil, err
+	}
+	in := map[uint32]bool{}
+	for _, r := range freed {
+		in[r.Loc.Pack] = true
+		s.garbage[r.Loc.Pack] += pack.RecordHeader + int64(r.Loc.Len)
+		res.Chunks++
+		res.ChunkBytes += int64(r.Loc.Len)
+	}
+	return in, nil
 }
 
 // ReclaimNow is Reclaim for a user who asked for the space now: while a
@@ -239,15 +361,13 @@ func (s *Store) sweepChunks(referenced map[chunk.Hash]struct{}, res *GCResult) (
 }
 
 // sealPack ends appends to pack id, the current one, so that it can go
-// like any other, and returns its live records: every one it holds once
-// the appends under way are indexed.
-func (s *Store) sealPack(id uint32) ([]meta.Record, error) {
+// like any other once the appends under way are indexed.
+func (s *Store) sealPack(id uint32) {
 	s.evictMu.Lock() // appends and their index entries happen under RLock
 	if cur, appending := s.packs.Current(); appending && cur == id {
 		s.packs.Seal()
 	}
 	s.evictMu.Unlock()
-	return s.index.InPack(id)
 }
 
 // sealedPacks lists the packs not being appended to. Taken before the

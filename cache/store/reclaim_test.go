@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"sync"
 	"sync/atomic"
@@ -149,5 +150,44 @@ func TestReclaimKeepsAnIngestInFlight(t *testing.T) {
 	reclaim(t, s)
 	if got := readAll(t, s, c); !bytes.Equal(got, data) {
 		t.Fatal("the committed file differs")
+	}
+}
+
+// A pass after the first weighs the chunks that changed, not the store:
+// after one file of many is removed, the next pass looks at that file's
+// chunks (and those stored since), frees them, and keeps every other.
+func TestReclaimWeighsOnlyWhatChanged(t *testing.T) {
+	s := openReclaiming(t)
+	const files = 200
+	for i := range files {
+		addFile(t, s, fmt.Sprintf("f%03d", i), layouttest.Random(int64(100+i), 10<<10))
+	}
+	reclaim(t, s) // the first pass counts every reference
+	reclaim(t, s)
+	gone := addFile(t, s, "gone", layouttest.Random(99, 3<<20))
+	reclaim(t, s)
+	reclaim(t, s)
+	if err := s.ns.Remove(meta.RootIno, "gone", false); err != nil {
+		t.Fatal(err)
+	}
+	var freed int64
+	for range 3 { // its chunks are recent for two passes
+		res := reclaim(t, s)
+		if res.Weighed > int64(len(gone.Chunks)) {
+			t.Fatalf("a pass weighed %d chunks after one file of %d chunks went, in a store of %d files", res.Weighed, len(gone.Chunks), files)
+		}
+		freed += res.Chunks
+	}
+	if freed != int64(len(gone.Chunks)) {
+		t.Fatalf("freed %d chunks of the %d of the file removed", freed, len(gone.Chunks))
+	}
+	for i := range files {
+		in, err := s.ns.Lookup(meta.RootIno, fmt.Sprintf("f%03d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := readAll(t, s, &in.Content); !bytes.Equal(got, layouttest.Random(int64(100+i), 10<<10)) {
+			t.Fatalf("f%03d changed", i)
+		}
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ckptfs/ckptfs/cache/chunk"
 	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/cache/pack"
 	"github.com/dgraph-io/badger/v4"
@@ -74,9 +75,11 @@ type Store struct {
 	putLocks  [256]sync.Mutex
 	values    sync.Pool // *[]byte: buffers chunk values are encoded into
 	makeRoom  func(need int64)
-	live      *liveChunks // what Reclaim keeps although unreferenced
-	reclaimMu sync.Mutex  // one collection at a time
-	reclaimer *reclaimer  // nil unless Options.ReclaimEvery
+	live      *liveChunks      // what Reclaim keeps although unreferenced
+	refs      *refs            // what records name, and what may be garbage
+	reclaimMu sync.Mutex       // one collection at a time
+	garbage   map[uint32]int64 // garbage bytes of each pack, under reclaimMu
+	reclaimer *reclaimer       // nil unless Options.ReclaimEvery
 	// cachesBucket says the store is, or was, in front of a bucket, so its
 	// index may hold marks of chunks the bucket has (see PutChunk).
 	cachesBucket atomic.Bool
@@ -161,7 +164,7 @@ func openStore(dir string, o Options) (*Store, error) {
 		return nil, fmt.Errorf("open store %s: %w (ckptfs fsck reports what it affects)", dir, damage)
 	}
 	s := &Store{dir: dir, opts: bo, db: db, index: meta.NewIndex(db), log: o.Logger, packs: packs, metrics: newMetrics(), damage: damage, backing: noBacking{},
-		live: newLiveChunks(o.Mounted || o.ReclaimEvery > 0), verifyReads: o.VerifyReads, readOnly: o.ReadOnly, suspect: map[uint32]bool{}}
+		live: newLiveChunks(o.Mounted || o.ReclaimEvery > 0), refs: newRefs(), garbage: map[uint32]int64{}, verifyReads: o.VerifyReads, readOnly: o.ReadOnly, suspect: map[uint32]bool{}}
 	if o.Loaders <= 0 {
 		o.Loaders = runtime.NumCPU()
 	}
@@ -174,9 +177,12 @@ func openStore(dir string, o Options) (*Store, error) {
 			}
 			return s.backing.Claim(name)
 		},
-		Changed: func() {
-			s.backing.Changed()
-			s.reclaimer.kick()
+		Changed: func() { s.backing.Changed() },
+		Refs: func(removed, added []chunk.Ref) {
+			s.refs.changed(removed, added)
+			if len(removed) > 0 {
+				s.reclaimer.kick() // what they named may be garbage now
+			}
 		},
 	})
 	if err != nil {
