@@ -89,7 +89,9 @@ func (x *Index) Put(h chunk.Hash, loc pack.Loc, notUploaded bool) error {
 // that kept the location from being read.
 func (x *Index) Scan(fn func(h chunk.Hash, loc pack.Loc, err error) error) error {
 	return x.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{PrefixChunk}, PrefetchValues: true, PrefetchSize: 256})
+		// Values are read where they lie: a prefetch would start a
+		// goroutine per entry, for values of 16 bytes.
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{PrefixChunk}})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			var h chunk.Hash

@@ -99,10 +99,19 @@ type Hooks struct {
 	Claim func(parent uint64, name string) error
 	// Changed is told after every change is committed.
 	Changed func()
-	// Refs is told how a committed change moved the chunks inode records
-	// name: those of records removed or replaced, and those of records
-	// written. Counts kept from it, from a SnapshotFrom on, are exact.
-	Refs func(removed, added []chunk.Ref)
+	// Records is told, after a change committed, of the records it
+	// created, rewrote or removed (see RecordChange). What is kept from
+	// it, from a SnapshotFrom on, follows the records exactly.
+	Records func([]RecordChange)
+}
+
+// RecordChange is one record a committed change created (Before nil),
+// rewrote, or removed (After nil). Parent is the folder where an entry of
+// it was made or removed, NewParent the folder it was renamed into (0 if
+// none): a rewrite with neither is a change of the record alone.
+type RecordChange struct {
+	Before, After     *Inode
+	Parent, NewParent uint64
 }
 
 // Namespace is the tree of inodes and directory entries in db.
@@ -180,16 +189,18 @@ func (s *Namespace) view(fn func(txn *badger.Txn) error) error {
 // update runs fn in a read-write transaction, retrying on conflicts with
 // concurrent transactions.
 func (s *Namespace) update(fn func(txn *badger.Txn) error) error {
-	return s.updateRefs(func(txn *badger.Txn, _ *refChange) error { return fn(txn) })
+	return s.updateRecords(func(txn *badger.Txn, _ *changes) error { return fn(txn) })
 }
 
-// refChange is how a transaction moves the chunks records name: fn fills
-// it in for the attempt that commits.
-type refChange struct{ removed, added []chunk.Ref }
+// changes are the records a transaction attempt changed: fn notes them, and
+// those of the attempt that commits go to the Records hook.
+type changes []RecordChange
 
-// updateRefs is update for a change that writes or removes records with
-// content: it tells the Refs hook what the committed attempt moved.
-func (s *Namespace) updateRefs(fn func(txn *badger.Txn, rc *refChange) error) error {
+func (c *changes) note(ch RecordChange) { *c = append(*c, ch) }
+
+// updateRecords is update for a change of records the Records hook is told
+// of.
+func (s *Namespace) updateRecords(fn func(txn *badger.Txn, ch *changes) error) error {
 	if s.snap != nil {
 		return ErrSnapshot
 	}
@@ -200,20 +211,20 @@ func (s *Namespace) updateRefs(fn func(txn *badger.Txn, rc *refChange) error) er
 	return err
 }
 
-func (s *Namespace) commit(fn func(txn *badger.Txn, rc *refChange) error) error {
+func (s *Namespace) commit(fn func(txn *badger.Txn, ch *changes) error) error {
 	s.commitMu.RLock()
 	defer s.commitMu.RUnlock()
 	for {
-		var rc refChange
+		var ch changes
 		err := s.db.Update(func(txn *badger.Txn) error {
-			rc = refChange{}
-			return fn(txn, &rc)
+			ch = ch[:0]
+			return fn(txn, &ch)
 		})
 		if errors.Is(err, badger.ErrConflict) {
 			continue
 		}
-		if err == nil && s.hooks.Refs != nil && len(rc.removed)+len(rc.added) > 0 {
-			s.hooks.Refs(rc.removed, rc.added)
+		if err == nil && s.hooks.Records != nil && len(ch) > 0 {
+			s.hooks.Records(ch)
 		}
 		return err
 	}
@@ -300,7 +311,7 @@ func (s *Namespace) Queued(id uint64) (bool, error) {
 // file nobody holds off the queue.
 func (s *Namespace) Settle(ino, id uint64, c *Content) (bool, error) {
 	settled := false
-	err := s.updateRefs(func(txn *badger.Txn, rc *refChange) error {
+	err := s.updateRecords(func(txn *badger.Txn, ch *changes) error {
 		settled = false
 		if err := txn.Delete(stagedKey(id)); err != nil {
 			return err
@@ -318,8 +329,9 @@ func (s *Namespace) Settle(ino, id uint64, c *Content) (bool, error) {
 		if c.Size != in.Content.Size {
 			return fmt.Errorf("inode %d: staged %d bytes, chunked %d", ino, in.Content.Size, c.Size)
 		}
+		before := *in
 		in.Content, settled = *c, true
-		rc.added = c.Chunks // staged content names none
+		ch.note(RecordChange{Before: &before, After: in})
 		return putInode(txn, in)
 	})
 	return settled, err
@@ -467,8 +479,8 @@ func (s *Namespace) Create(parent uint64, name string, in Inode) (*Inode, error)
 		return nil, fmt.Errorf("allocate inode: %w", err)
 	}
 	in.Ino = ino + RootIno + 1
-	err = s.updateRefs(func(txn *badger.Txn, rc *refChange) error {
-		rc.added = in.Content.Chunks
+	err = s.updateRecords(func(txn *badger.Txn, ch *changes) error {
+		ch.note(RecordChange{After: &in, Parent: parent})
 		p, err := freeName(txn, parent, name)
 		if err != nil {
 			return err
@@ -509,7 +521,7 @@ func freeName(txn *badger.Txn, parent uint64, name string) (*Inode, error) {
 // Remove unlinks name from parent: a non-directory when dir is false, an
 // empty directory when it is true.
 func (s *Namespace) Remove(parent uint64, name string, dir bool) error {
-	return s.updateRefs(func(txn *badger.Txn, rc *refChange) error {
+	return s.updateRecords(func(txn *badger.Txn, ch *changes) error {
 		ino, mode, err := getDentry(txn, parent, name)
 		if err != nil {
 			return err
@@ -533,26 +545,26 @@ func (s *Namespace) Remove(parent uint64, name string, dir bool) error {
 		if err := txn.Delete(dentryKey(parent, name)); err != nil {
 			return err
 		}
-		return dropLink(txn, rc, ino, isDir)
+		return dropLink(txn, ch, parent, ino, isDir)
 	})
 }
 
-// dropLink deletes inode ino's record when the entry just removed was its
-// last, and counts one link less otherwise.
-func dropLink(txn *badger.Txn, rc *refChange, ino uint64, dir bool) error {
-	if !dir {
-		in, err := getInode(txn, ino)
-		if err != nil && !errors.Is(err, chunk.ErrCorrupt) {
-			return err
-		}
-		if err == nil && in.Links() > 1 {
-			in.Nlink--
-			in.Ctime = time.Now().UnixNano()
-			return putInode(txn, in)
-		}
-		if err == nil {
-			rc.removed = in.Content.Chunks
-		}
+// dropLink deletes inode ino's record when the entry just removed from
+// parent was its last, and counts one link less otherwise.
+func dropLink(txn *badger.Txn, ch *changes, parent, ino uint64, dir bool) error {
+	in, err := getInode(txn, ino)
+	if err != nil && !errors.Is(err, chunk.ErrCorrupt) {
+		return err
+	}
+	if !dir && err == nil && in.Links() > 1 {
+		before := *in
+		in.Nlink--
+		in.Ctime = time.Now().UnixNano()
+		ch.note(RecordChange{Before: &before, After: in, Parent: parent})
+		return putInode(txn, in)
+	}
+	if err == nil {
+		ch.note(RecordChange{Before: in, Parent: parent})
 	}
 	return txn.Delete(InodeKey(ino))
 }
@@ -568,7 +580,7 @@ func (s *Namespace) Link(ino, parent uint64, name string) (*Inode, error) {
 		return nil, err
 	}
 	var in *Inode
-	err := s.update(func(txn *badger.Txn) error {
+	err := s.updateRecords(func(txn *badger.Txn, ch *changes) error {
 		var err error
 		if in, err = getInode(txn, ino); err != nil {
 			return err
@@ -576,6 +588,8 @@ func (s *Namespace) Link(ino, parent uint64, name string) (*Inode, error) {
 		if in.Mode&syscall.S_IFMT == syscall.S_IFDIR {
 			return syscall.EPERM
 		}
+		before := *in
+		defer func() { ch.note(RecordChange{Before: &before, After: in, NewParent: parent}) }()
 		if in.Links() >= MaxLinks {
 			return syscall.EMLINK
 		}
@@ -669,7 +683,7 @@ func (s *Namespace) rename(oldParent uint64, oldName string, newParent uint64, n
 	if err := checkName(newName); err != nil {
 		return err
 	}
-	return s.updateRefs(func(txn *badger.Txn, rc *refChange) error {
+	return s.updateRecords(func(txn *badger.Txn, ch *changes) error {
 		ino, mode, err := getDentry(txn, oldParent, oldName)
 		if err != nil {
 			return err
@@ -705,8 +719,17 @@ func (s *Namespace) rename(oldParent uint64, oldName string, newParent uint64, n
 					return syscall.ENOTEMPTY
 				}
 			}
-			if err := dropLink(txn, rc, dstIno, dstDir); err != nil {
+			if err := dropLink(txn, ch, newParent, dstIno, dstDir); err != nil {
 				return err
+			}
+		}
+		if newParent != oldParent {
+			moved, err := getInode(txn, ino)
+			if err != nil && !errors.Is(err, chunk.ErrCorrupt) {
+				return err
+			}
+			if err == nil {
+				ch.note(RecordChange{Before: moved, After: moved, Parent: oldParent, NewParent: newParent})
 			}
 		}
 		if err := txn.Delete(dentryKey(oldParent, oldName)); err != nil {
@@ -754,18 +777,16 @@ func (s *Namespace) Swap(parent uint64, a, b string) error {
 // new record. syscall.ENOENT if the inode was removed meanwhile.
 func (s *Namespace) Update(ino uint64, fn func(*Inode) error) (*Inode, error) {
 	var in *Inode
-	err := s.updateRefs(func(txn *badger.Txn, rc *refChange) error {
+	err := s.updateRecords(func(txn *badger.Txn, ch *changes) error {
 		var err error
 		if in, err = getInode(txn, ino); err != nil {
 			return err
 		}
-		before := in.Content
+		before := *in
 		if err := fn(in); err != nil {
 			return err
 		}
-		if !before.Equal(&in.Content) {
-			rc.removed, rc.added = before.Chunks, in.Content.Chunks
-		}
+		ch.note(RecordChange{Before: &before, After: in})
 		return putInode(txn, in)
 	})
 	return in, err
@@ -939,32 +960,60 @@ func (s *Namespace) InodeKeys(fn func(key []byte) error) error {
 	})
 }
 
-// ChunkRefs counts how many times inode records name each chunk, reachable
-// or not, all read from one snapshot: a file renamed or replaced meanwhile
-// is counted once, before or after. A record that does not decode is an
-// error, since the chunks it names are unknown.
-func (s *Namespace) ChunkRefs() (map[chunk.Hash]int32, error) {
-	out := map[chunk.Hash]int32{}
-	err := s.view(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{PrefixInode}, PrefetchValues: true, PrefetchSize: 256})
+// ScanEntries calls fn with every directory entry: the folder it is in, its
+// name, the inode it names and that inode's type bits. For a snapshot's
+// whole namespace in one pass, where a walk reads a record per entry.
+func (s *Namespace) ScanEntries(fn func(parent uint64, name string, ino uint64, mode uint32) error) error {
+	return s.view(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixDentry}})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			k := it.Item().Key()
+			if len(k) < 9 {
+				return fmt.Errorf("directory entry key %x is malformed: %w", k, chunk.ErrCorrupt)
+			}
+			var ino uint64
+			var mode uint32
+			err := it.Item().Value(func(v []byte) error {
+				var err error
+				ino, mode, err = decodeDentry(v)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			if err := fn(binary.BigEndian.Uint64(k[1:9]), string(k[9:]), ino, mode); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// ScanRecords calls fn with every inode record, reachable or not, in one
+// pass. A record that does not decode is an error.
+func (s *Namespace) ScanRecords(fn func(in *Inode) error) error {
+	return s.view(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{PrefixInode}})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			ino, ok := InodeOfKey(it.Item().Key())
 			if !ok {
 				return fmt.Errorf("inode key %x is malformed: %w", it.Item().Key(), chunk.ErrCorrupt)
 			}
+			var in *Inode
 			err := it.Item().Value(func(v []byte) error {
-				chunks, err := DecodeChunks(ino, v)
-				for _, c := range chunks {
-					out[c.Hash]++
-				}
+				var err error
+				in, err = DecodeInode(ino, v)
 				return err
 			})
 			if err != nil {
 				return fmt.Errorf("inode %d: %w", ino, err)
 			}
+			if err := fn(in); err != nil {
+				return err
+			}
 		}
 		return nil
 	})
-	return out, err
 }

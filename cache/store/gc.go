@@ -96,18 +96,31 @@ func (s *Store) Reclaim() (*GCResult, error) {
 }
 
 // countRefs counts the references of every chunk from one snapshot (see
-// refs), makes every indexed chunk no record names a candidate, and counts
-// the garbage of every sealed pack: the store's one full pass.
+// refs), and what every checkpoint holds (see totals), makes every indexed
+// chunk no record names a candidate, and counts the garbage of every
+// sealed pack: the store's one full pass.
 func (s *Store) countRefs() error {
-	var counts map[chunk.Hash]int32
-	err := s.ns.SnapshotFrom(s.refs.startBuild, func(snap *meta.Namespace) error {
-		var err error
-		counts, err = snap.ChunkRefs()
-		return err
+	counts := map[refKey]int32{}
+	y := newTally()
+	start := func() { s.refs.startBuild(); s.totals.startQueue() }
+	err := s.ns.SnapshotFrom(start, func(snap *meta.Namespace) error {
+		if err := snap.ScanEntries(y.entry); err != nil {
+			return err
+		}
+		return snap.ScanRecords(func(in *meta.Inode) error {
+			for _, c := range in.Content.Chunks {
+				counts[keyOf(c.Hash)]++
+			}
+			y.record(in)
+			return nil
+		})
 	})
 	if err != nil {
+		s.refs.abandon()
+		s.totals.abandon()
 		return err
 	}
+	s.totals.install(y)
 	sealed, err := s.sealedPacks() // every record of these is indexed now
 	if err != nil {
 		return err
@@ -120,7 +133,7 @@ func (s *Store) countRefs() error {
 			return nil
 		}
 		used[loc.Pack] += pack.RecordHeader + int64(loc.Len)
-		if counts[h] == 0 {
+		if counts[keyOf(h)] == 0 {
 			unnamed = append(unnamed, h)
 		}
 		return nil

@@ -17,8 +17,11 @@ import (
 // meanwhile (see build). Nothing of them is on disk, so a crash can leave
 // no count wrong.
 type refs struct {
-	mu     sync.Mutex
-	counts map[chunk.Hash]int32 // nil until built
+	mu sync.Mutex
+	// counts are by the first half of a chunk's hash, which takes half the
+	// memory: two chunks that shared one would only share a count, which
+	// can keep a chunk no record names, never free one a record names.
+	counts map[refKey]int32 // nil until built
 	// candidates may be garbage: the next pass weighs them.
 	candidates map[chunk.Hash]struct{}
 	// queue holds the changes committed while the counts are built, from
@@ -27,6 +30,10 @@ type refs struct {
 }
 
 type refChange struct{ removed, added []chunk.Ref }
+
+type refKey [16]byte
+
+func keyOf(h chunk.Hash) refKey { return refKey(h[:16]) }
 
 func newRefs() *refs { return &refs{candidates: map[chunk.Hash]struct{}{}} }
 
@@ -44,11 +51,12 @@ func (r *refs) changed(removed, added []chunk.Ref) {
 
 func (r *refs) applyLocked(removed, added []chunk.Ref) {
 	for _, c := range added {
-		r.counts[c.Hash]++
+		r.counts[keyOf(c.Hash)]++
 	}
 	for _, c := range removed {
-		if r.counts[c.Hash]--; r.counts[c.Hash] <= 0 {
-			delete(r.counts, c.Hash)
+		k := keyOf(c.Hash)
+		if r.counts[k]--; r.counts[k] <= 0 {
+			delete(r.counts, k)
 			r.candidates[c.Hash] = struct{}{}
 		}
 	}
@@ -58,7 +66,7 @@ func (r *refs) applyLocked(removed, added []chunk.Ref) {
 func (r *refs) stored(h chunk.Hash) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.counts == nil || r.counts[h] == 0 {
+	if r.counts == nil || r.counts[keyOf(h)] == 0 {
 		r.candidates[h] = struct{}{}
 	}
 }
@@ -71,10 +79,17 @@ func (r *refs) startBuild() {
 	r.queue = []refChange{}
 }
 
+// abandon gives up a build that failed: nothing is queued any more.
+func (r *refs) abandon() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.queue = nil
+}
+
 // install takes the counts built from the snapshot, applies the changes
 // queued since, and makes every chunk the index held with no count a
 // candidate.
-func (r *refs) install(counts map[chunk.Hash]int32, unnamed []chunk.Hash) {
+func (r *refs) install(counts map[refKey]int32, unnamed []chunk.Hash) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.counts = counts
@@ -95,7 +110,7 @@ func (r *refs) built() bool {
 }
 
 // named reports whether a record names chunk h; the caller holds r.mu.
-func (r *refs) namedLocked(h chunk.Hash) bool { return r.counts[h] > 0 }
+func (r *refs) namedLocked(h chunk.Hash) bool { return r.counts[keyOf(h)] > 0 }
 
 // take returns the candidates gathered so far and starts a new set.
 func (r *refs) take() map[chunk.Hash]struct{} {

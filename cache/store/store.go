@@ -77,6 +77,7 @@ type Store struct {
 	makeRoom  func(need int64)
 	live      *liveChunks      // what Reclaim keeps although unreferenced
 	refs      *refs            // what records name, and what may be garbage
+	totals    *totals          // what each checkpoint holds
 	reclaimMu sync.Mutex       // one collection at a time
 	garbage   map[uint32]int64 // garbage bytes of each pack, under reclaimMu
 	reclaimer *reclaimer       // nil unless Options.ReclaimEvery
@@ -164,7 +165,7 @@ func openStore(dir string, o Options) (*Store, error) {
 		return nil, fmt.Errorf("open store %s: %w (ckptfs fsck reports what it affects)", dir, damage)
 	}
 	s := &Store{dir: dir, opts: bo, db: db, index: meta.NewIndex(db), log: o.Logger, packs: packs, metrics: newMetrics(), damage: damage, backing: noBacking{},
-		live: newLiveChunks(o.Mounted || o.ReclaimEvery > 0), refs: newRefs(), garbage: map[uint32]int64{}, verifyReads: o.VerifyReads, readOnly: o.ReadOnly, suspect: map[uint32]bool{}}
+		live: newLiveChunks(o.Mounted || o.ReclaimEvery > 0), refs: newRefs(), totals: newTotals(), garbage: map[uint32]int64{}, verifyReads: o.VerifyReads, readOnly: o.ReadOnly, suspect: map[uint32]bool{}}
 	if o.Loaders <= 0 {
 		o.Loaders = runtime.NumCPU()
 	}
@@ -178,12 +179,7 @@ func openStore(dir string, o Options) (*Store, error) {
 			return s.backing.Claim(name)
 		},
 		Changed: func() { s.backing.Changed() },
-		Refs: func(removed, added []chunk.Ref) {
-			s.refs.changed(removed, added)
-			if len(removed) > 0 {
-				s.reclaimer.kick() // what they named may be garbage now
-			}
-		},
+		Records: s.recordsChanged,
 	})
 	if err != nil {
 		db.Close()
@@ -205,6 +201,29 @@ func openStore(dir string, o Options) (*Store, error) {
 		s.reclaimer = startReclaimer(s, o.ReclaimEvery)
 	}
 	return s, nil
+}
+
+// recordsChanged follows the records a committed change wrote or
+// removed: the references of their chunks, and what their checkpoints
+// hold.
+func (s *Store) recordsChanged(chs []meta.RecordChange) {
+	var removed, added []chunk.Ref
+	for _, c := range chs {
+		same := c.Before != nil && c.After != nil && c.Before.Content.Equal(&c.After.Content)
+		if c.Before != nil && !same {
+			removed = append(removed, c.Before.Content.Chunks...)
+		}
+		if c.After != nil && !same {
+			added = append(added, c.After.Content.Chunks...)
+		}
+	}
+	if len(removed)+len(added) > 0 {
+		s.refs.changed(removed, added)
+	}
+	if len(removed) > 0 {
+		s.reclaimer.kick() // what they named may be garbage now
+	}
+	s.totals.changed(chs)
 }
 
 // Unclean reports whether the session before this one did not close

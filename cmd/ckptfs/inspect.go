@@ -76,11 +76,11 @@ func list(store *store.Store) ([]checkpointRow, error) {
 	}
 	rows := []checkpointRow{}
 	for _, e := range entries {
-		st, err := store.Stats(e.Ino)
+		sum, err := store.CheckpointTotals(e.Ino)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", e.Name, err)
 		}
-		r := checkpointRow{Name: e.Name, Type: "file", Files: st.Files, LogicalBytes: st.Logical, Views: []string{}}
+		r := checkpointRow{Name: e.Name, Type: "file", Files: sum.Files, LogicalBytes: sum.Bytes, Views: []string{}}
 		switch e.Mode {
 		case syscall.S_IFDIR:
 			r.Type = "dir"
