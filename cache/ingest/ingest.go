@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"sync"
 	"sync/atomic"
 
 	"github.com/ckptfs/ckptfs/cache/chunk"
@@ -37,7 +38,7 @@ const (
 // parallel, in order.
 func Run(r io.Reader, p Putter) (*meta.Content, error) {
 	pl := newPipeline(p)
-	kind, err := split(bufio.NewReaderSize(r, 1<<20), pl.emit)
+	kind, err := split(bufio.NewReaderSize(r, 1<<20), pl.emit, pl.buffer)
 	res, perr := pl.wait()
 	if err != nil {
 		return nil, err
@@ -56,7 +57,11 @@ type Putter interface {
 
 // pipeline stores chunks on all cores while keeping their order.
 type pipeline struct {
-	putter  Putter
+	putter Putter
+	// bufs holds chunk buffers of chunk.MaxSize: a stored chunk's buffer
+	// takes the next one, where a new one each would leave a megabyte of
+	// garbage per chunk for the collector.
+	bufs    sync.Pool
 	failed  atomic.Pointer[error] // first store error, seen by emit
 	work    chan *pending
 	ordered chan *pending
@@ -66,11 +71,12 @@ type pipeline struct {
 }
 
 type pending struct {
-	raw   []byte
-	hint  chunk.Hint
-	ref   chunk.Ref
-	err   error
-	ready chan struct{}
+	raw    []byte
+	pooled bool // raw is one of the pipeline's buffers
+	hint   chunk.Hint
+	ref    chunk.Ref
+	err    error
+	ready  chan struct{}
 }
 
 func newPipeline(putter Putter) *pipeline {
@@ -87,6 +93,10 @@ func newPipeline(putter Putter) *pipeline {
 				c.ref, c.err = putter.PutChunk(c.raw, c.hint)
 				if c.err != nil {
 					p.failed.CompareAndSwap(nil, &c.err)
+				}
+				if c.pooled { // the store keeps nothing of it
+					buf := c.raw
+					p.bufs.Put(&buf)
 				}
 				c.raw = nil
 				close(c.ready)
@@ -107,13 +117,22 @@ func newPipeline(putter Putter) *pipeline {
 	return p
 }
 
-// emit queues one chunk; it owns raw from here on. It fails once a chunk
-// could not be stored, so that the writer stops early.
-func (p *pipeline) emit(raw []byte, hint chunk.Hint) error {
+// buffer is a buffer of n bytes, at most chunk.MaxSize, for one chunk.
+func (p *pipeline) buffer(n int) []byte {
+	if b, ok := p.bufs.Get().(*[]byte); ok {
+		return (*b)[:n]
+	}
+	return make([]byte, n, chunk.MaxSize)
+}
+
+// emit queues one chunk; it owns raw from here on, and takes it back for
+// another chunk once stored when pooled (raw came from buffer). It fails
+// once a chunk could not be stored, so that the writer stops early.
+func (p *pipeline) emit(raw []byte, hint chunk.Hint, pooled bool) error {
 	if err := p.failed.Load(); err != nil {
 		return *err
 	}
-	c := &pending{raw: raw, hint: hint, ready: make(chan struct{})}
+	c := &pending{raw: raw, pooled: pooled, hint: hint, ready: make(chan struct{})}
 	p.ordered <- c
 	p.work <- c
 	return nil
@@ -129,14 +148,19 @@ func (p *pipeline) wait() (*meta.Content, error) {
 	return &p.result, nil
 }
 
-type emitFunc func(raw []byte, hint chunk.Hint) error
+// emitFunc takes one chunk; pooled says raw came from the allocFunc.
+type emitFunc func(raw []byte, hint chunk.Hint, pooled bool) error
+
+// allocFunc gives a buffer of n bytes, at most chunk.MaxSize, whose
+// capacity is chunk.MaxSize.
+type allocFunc func(n int) []byte
 
 // split cuts the stream into chunks along the records layout reads in it:
 // every tensor starts a chunk and is cut in chunk.MaxSize pieces from its
 // first byte, so the same tensor bytes give the same chunks in any file,
 // safetensors or torch zip; the bytes between tensors go out together, as
 // chunks of their own. What layout cannot follow is chunked by content.
-func split(r *bufio.Reader, emit emitFunc) (meta.Kind, error) {
+func split(r *bufio.Reader, emit emitFunc, alloc allocFunc) (meta.Kind, error) {
 	var glue []byte // bytes between tensors, not emitted yet
 	format, rest, err := layout.ReadRecords(r, func(rec layout.Record) error {
 		if !rec.Tensor && rec.Size <= chunk.MaxSize {
@@ -157,13 +181,13 @@ func split(r *bufio.Reader, emit emitFunc) (meta.Kind, error) {
 			return err
 		}
 		glue = nil
-		return emitRun(rec.R, rec.Size, chunk.Hint(rec.DType), emit)
+		return emitRun(rec.R, rec.Size, chunk.Hint(rec.DType), emit, alloc)
 	})
 	if err == nil {
 		err = emitPieces(glue, emit)
 	}
 	if err == nil {
-		err = splitCDC(rest, emit)
+		err = splitCDC(rest, emit, alloc)
 	}
 	return kindOf(format), err
 }
@@ -189,12 +213,12 @@ func appendAll(b []byte, r io.Reader) ([]byte, error) {
 // emitRun emits the next n bytes of r in pieces of at most chunk.MaxSize from
 // the first, so the same run gives the same chunks wherever it stands. A
 // stream that ends first is stored as it is (see eofOK).
-func emitRun(r io.Reader, n int64, hint chunk.Hint, emit emitFunc) error {
+func emitRun(r io.Reader, n int64, hint chunk.Hint, emit emitFunc, alloc allocFunc) error {
 	for left := n; left > 0; {
-		buf := make([]byte, min(left, chunk.MaxSize))
+		buf := alloc(int(min(left, chunk.MaxSize)))
 		got, err := io.ReadFull(r, buf)
 		if got > 0 {
-			if err := emit(buf[:got], hint); err != nil {
+			if err := emit(buf[:got], hint, true); err != nil {
 				return err
 			}
 		}
@@ -209,7 +233,7 @@ func emitRun(r io.Reader, n int64, hint chunk.Hint, emit emitFunc) error {
 func emitPieces(b []byte, emit emitFunc) error {
 	for len(b) > 0 {
 		n := min(len(b), chunk.MaxSize)
-		if err := emit(b[:n], ""); err != nil {
+		if err := emit(b[:n], "", false); err != nil {
 			return err
 		}
 		b = b[n:]
@@ -217,17 +241,17 @@ func emitPieces(b []byte, emit emitFunc) error {
 	return nil
 }
 
-func splitCDC(r io.Reader, emit emitFunc) error {
+func splitCDC(r io.Reader, emit emitFunc, alloc allocFunc) error {
 	c := chunker.NewWithBoundaries(r, cdcPolynomial, cdcMin, cdcMax)
 	for {
-		ch, err := c.Next(make([]byte, 0, cdcMax))
+		ch, err := c.Next(alloc(0))
 		if err == io.EOF {
 			return nil
 		}
 		if err != nil {
 			return err
 		}
-		if err := emit(ch.Data, ""); err != nil {
+		if err := emit(ch.Data, "", true); err != nil {
 			return err
 		}
 	}

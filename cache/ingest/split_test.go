@@ -44,6 +44,9 @@ func (m *memPutter) join(r *meta.Content) []byte {
 	return out
 }
 
+// newBuffer is a fresh chunk buffer: the tests keep what they are given.
+func newBuffer(n int) []byte { return make([]byte, n, chunk.MaxSize) }
+
 type splitChunk struct {
 	raw  []byte
 	hint chunk.Hint
@@ -53,10 +56,10 @@ type splitChunk struct {
 // put back together are data and none is larger than chunk.MaxSize.
 func splitAll(t testing.TB, data []byte) (meta.Kind, []splitChunk) {
 	var chunks []splitChunk
-	kind, err := split(bufio.NewReaderSize(bytes.NewReader(data), 1<<20), func(raw []byte, hint chunk.Hint) error {
+	kind, err := split(bufio.NewReaderSize(bytes.NewReader(data), 1<<20), func(raw []byte, hint chunk.Hint, _ bool) error {
 		chunks = append(chunks, splitChunk{raw, hint})
 		return nil
-	})
+	}, newBuffer)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,13 +238,13 @@ func TestStoredZipOfSmallEntriesStreams(t *testing.T) {
 	in := &countingReader{r: bytes.NewReader(data)}
 	var readAtFirst int64 = -1
 	var out []byte
-	_, err := split(bufio.NewReaderSize(in, 1<<20), func(raw []byte, _ chunk.Hint) error {
+	_, err := split(bufio.NewReaderSize(in, 1<<20), func(raw []byte, _ chunk.Hint, _ bool) error {
 		if readAtFirst < 0 {
 			readAtFirst = in.n
 		}
 		out = append(out, raw...)
 		return nil
-	})
+	}, newBuffer)
 	if err != nil {
 		t.Fatal(err)
 	}

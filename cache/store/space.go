@@ -2,7 +2,9 @@ package store
 
 import (
 	"fmt"
+	"sync"
 	"syscall"
+	"time"
 )
 
 // Badger writes its value log and memtables through memory maps: on a full
@@ -29,6 +31,9 @@ const (
 // it freed: two writers short at once both ask, and the one that finds the
 // copies already gone frees nothing although the room is there now.
 func (s *Store) EnsureSpace(n, reserve int64, user bool) error {
+	if s.space.grant(n, reserve, user) {
+		return nil
+	}
 	free, total, err := s.diskSpace()
 	if user {
 		reserve += min(max(total/20, rootShareMin), rootShareMax)
@@ -43,6 +48,7 @@ func (s *Store) EnsureSpace(n, reserve int64, user bool) error {
 	if free < n+reserve {
 		return fmt.Errorf("store %s: %d bytes free, keeping %d in reserve: %w", s.dir, free, reserve, syscall.ENOSPC)
 	}
+	s.space.took(n)
 	return nil
 }
 
@@ -52,7 +58,56 @@ func (s *Store) diskSpace() (free, total int64, err error) {
 	if err := syscall.Statfs(s.dir, &st); err != nil {
 		return 0, 0, fmt.Errorf("statfs %s: %w", s.dir, err)
 	}
-	return int64(st.Bavail) * st.Bsize, int64(st.Blocks) * st.Bsize, nil
+	free, total = int64(st.Bavail)*st.Bsize, int64(st.Blocks)*st.Bsize
+	s.space.read(free, total)
+	return free, total, nil
+}
+
+// freeSpace is the last reading of the free space, and what was granted
+// since: a write far from the limit is let through on it, where a statfs
+// per write (and per chunk) would cost a system call each. Near the limit,
+// or after spaceFresh, the space is read again.
+type freeSpace struct {
+	mu      sync.Mutex
+	at      time.Time
+	free    int64
+	total   int64
+	granted int64
+}
+
+const (
+	spaceFresh = time.Second
+	// spaceSlack is kept on top of a reserve when granting from a reading,
+	// for what others write to the disk meanwhile.
+	spaceSlack = 256 << 20
+)
+
+func (f *freeSpace) read(free, total int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.at, f.free, f.total, f.granted = time.Now(), free, total, 0
+}
+
+// took counts n bytes granted after a reading.
+func (f *freeSpace) took(n int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.granted += n
+}
+
+// grant reports whether n bytes fit with reserve (and root's share, for a
+// user) by the last reading, and counts them granted if so.
+func (f *freeSpace) grant(n, reserve int64, user bool) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if user {
+		reserve += min(max(f.total/20, rootShareMin), rootShareMax)
+	}
+	if f.at.IsZero() || time.Since(f.at) > spaceFresh || f.free-f.granted-n < reserve+spaceSlack {
+		return false
+	}
+	f.granted += n
+	return true
 }
 
 func (s *Store) freeBytes() (int64, error) {

@@ -75,6 +75,7 @@ type Store struct {
 	putLocks  [256]sync.Mutex
 	values    sync.Pool // *[]byte: buffers chunk values are encoded into
 	makeRoom  func(need int64)
+	space     freeSpace        // see EnsureSpace
 	live      *liveChunks      // what Reclaim keeps although unreferenced
 	refs      *refs            // what records name, and what may be garbage
 	totals    *totals          // what each checkpoint holds

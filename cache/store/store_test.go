@@ -371,3 +371,37 @@ func fileInSmallPacks(t *testing.T, s *Store, data []byte) (*meta.Content, []uin
 	ids, _ := s.packs.List()
 	return c, ids
 }
+
+// Writes far from the disk's limit are let through on the last reading
+// of the free space, read again at most once a second; near the limit
+// every write reads it.
+func TestFreeSpaceIsReadOncePerSecond(t *testing.T) {
+	s := openTemp(t)
+	if err := s.EnsureSpace(1<<20, ChunkReserve, false); err != nil {
+		t.Fatal(err)
+	}
+	read := s.space.at
+	for range 1000 {
+		if err := s.EnsureSpace(1<<20, ChunkReserve, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s.space.at != read {
+		t.Fatal("the free space was read again within a second of plenty")
+	}
+	free, err := s.freeBytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.EnsureSpace(free-ChunkReserve-1<<20, ChunkReserve, false); err != nil {
+		t.Fatal(err)
+	}
+	read = s.space.at
+	time.Sleep(time.Millisecond)
+	if err := s.EnsureSpace(2<<20, ChunkReserve, false); err != nil {
+		t.Fatal(err)
+	}
+	if s.space.at == read {
+		t.Fatal("a write near the limit, by what was granted, was let through without reading the free space")
+	}
+}

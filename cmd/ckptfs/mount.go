@@ -282,8 +282,8 @@ func (a *app) serve(mnt string, opts fs.Options, so serveOptions) (err error) {
 			}
 		}()
 	}
-	// Ingest allocates chunk buffers fast; a soft limit makes the collector
-	// keep the heap near what is live instead of doubling it.
+	// Reads decode chunks into buffers of their own; a soft limit makes
+	// the collector keep the heap near what is live instead of doubling it.
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(so.cacheBytes + 192<<20)
 	}
