@@ -56,7 +56,7 @@ func TestHostilePicklesAreBounded(t *testing.T) {
 
 func TestParseTorchNamesOddKeysWithoutPrintingThem(t *testing.T) {
 	data := layouttest.TorchZip(layouttest.DeepKeyPickle(800_000), nil)
-	h, warnings, err := ParseTorch(bytes.NewReader(data), int64(len(data)))
+	h, warnings, err := ParseTorch(bytes.NewReader(data), int64(len(data)), NewBudget())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +67,7 @@ func TestParseTorchNamesOddKeysWithoutPrintingThem(t *testing.T) {
 
 func TestParseTorchCapsWarnings(t *testing.T) {
 	data := layouttest.TorchZip(layouttest.WideDictPickle(1000), nil)
-	_, warnings, err := ParseTorch(bytes.NewReader(data), int64(len(data)))
+	_, warnings, err := ParseTorch(bytes.NewReader(data), int64(len(data)), NewBudget())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +82,7 @@ func TestParseTorchRefusesHugeDirectory(t *testing.T) {
 		storages[fmt.Sprint(i)] = nil
 	}
 	data := layouttest.TorchZip([]byte("\x80\x02}."), storages)
-	_, _, err := ParseTorch(bytes.NewReader(data), int64(len(data)))
+	_, _, err := ParseTorch(bytes.NewReader(data), int64(len(data)), NewBudget())
 	if err == nil || !strings.Contains(err.Error(), "exceed the limit") {
 		t.Fatalf("error %v", err)
 	}
@@ -98,17 +98,21 @@ func TestViewBounds(t *testing.T) {
 	}
 	big := parse(layouttest.TinyTensorsHeader(2000, 5<<20))
 	small := parse(layouttest.TinyTensorsHeader(10, 100))
+	for i := range small.Tensors {
+		small.Tensors[i].Name = "small." + small.Tensors[i].Name
+	}
 	// 5 MB of metadata: that source is left out, the other one is served.
 	var v *View
+	var warnings []string
 	var err error
 	used := allocated(func() {
-		v, err = BuildView([]Source{{"big.safetensors", big}, {"small.safetensors", small}}, ViewSpec{Shards: true, MaxShardSize: 1})
+		v, warnings, err = sourcesView([]Source{{Name: "big.safetensors", Header: big}, {Name: "small.safetensors", Header: small}}, ViewSpec{Shards: true, MaxShardSize: 1})
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(v.Warnings) != 1 || !strings.Contains(v.Warnings[0], "big.safetensors: __metadata__ of") {
-		t.Fatalf("warnings %q", v.Warnings)
+	if len(warnings) != 1 || !strings.Contains(warnings[0], "big.safetensors: __metadata__ of") {
+		t.Fatalf("warnings %q", warnings)
 	}
 	if len(v.Files) != 11 { // 10 one-tensor shards and the index
 		t.Fatalf("%d files", len(v.Files))
@@ -118,7 +122,7 @@ func TestViewBounds(t *testing.T) {
 	}
 	// Headers over MaxViewInline: refused before any is built.
 	many := parse(layouttest.TinyTensorsHeader(200_000, 60<<10))
-	if _, err := BuildView([]Source{{"many.safetensors", many}}, ViewSpec{Shards: true, MaxShardSize: 1}); err == nil || !strings.Contains(err.Error(), "over the limit") {
+	if _, _, err := sourcesView([]Source{{Name: "many.safetensors", Header: many}}, ViewSpec{Shards: true, MaxShardSize: 1}); err == nil || !strings.Contains(err.Error(), "over the limit") {
 		t.Fatalf("error %v", err)
 	}
 }
