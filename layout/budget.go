@@ -49,6 +49,11 @@ func (e *BudgetError) Error() string {
 	return fmt.Sprintf("the folder's views need more than %d %s, over the limit", e.Limit, e.What)
 }
 
+// String says what has been spent.
+func (b *Budget) String() string {
+	return fmt.Sprintf("%d header bytes, %d tensors, %d parts", MaxPlanHeaderBytes-b.headerBytes, MaxPlanTensors-b.tensors, MaxPlanParts-b.parts)
+}
+
 // overBudget reports whether err is a plan over its Budget.
 func overBudget(err error) bool {
 	var over *BudgetError

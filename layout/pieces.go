@@ -1,8 +1,8 @@
 package layout
 
 import (
-	"cmp"
 	"fmt"
+	"iter"
 	"slices"
 	"strings"
 )
@@ -24,15 +24,17 @@ import (
 // that describe a rank's pieces. Every source's tensors are paid for from
 // b, however many sources share a header.
 func PlanSources(sources []Source, b *Budget, w *Warnings) (*Plan, error) {
+	total := 0
 	for _, s := range sources {
 		if s.Err == nil {
 			if err := b.spendTensors(len(s.Header.Tensors)); err != nil {
 				return nil, err
 			}
+			total += len(s.Header.Tensors)
 		}
 	}
 	files := make([]sourceFile, len(sources))
-	var pieces []piece
+	pieces := make([]piece, 0, total)
 	names := map[string]int32{} // by first appearance
 	metadata := metadataVote{}
 	for i, s := range sources {
@@ -65,15 +67,8 @@ func PlanSources(sources []Source, b *Budget, w *Warnings) (*Plan, error) {
 			w.Addf("%s: %v: left out", f.Name, f.Err)
 		}
 	}
-	slices.SortStableFunc(pieces, func(a, b piece) int { return cmp.Compare(a.name, b.name) })
 	var all []placedTensor
-	for len(pieces) > 0 {
-		n := 1
-		for n < len(pieces) && pieces[n].name == pieces[0].name {
-			n++
-		}
-		ps := pieces[:n]
-		pieces = pieces[n:]
+	for ps := range byName(pieces, len(names)) {
 		pt, err := placePieces(ps, files, b)
 		switch {
 		case overBudget(err):
@@ -85,6 +80,32 @@ func PlanSources(sources []Source, b *Budget, w *Warnings) (*Plan, error) {
 		}
 	}
 	return newPlan(all, metadata.agreed())
+}
+
+// byName yields the pieces of each of n names in turn, in the order of
+// the names, each name's in source order: a counting sort, since a
+// distributed save of a large model from many ranks has a million pieces.
+func byName(pieces []piece, n int) iter.Seq[[]piece] {
+	return func(yield func([]piece) bool) {
+		start := make([]int, n+1)
+		for _, p := range pieces {
+			start[p.name+1]++
+		}
+		for i := range n {
+			start[i+1] += start[i]
+		}
+		sorted := make([]piece, len(pieces))
+		at := slices.Clone(start[:n])
+		for _, p := range pieces {
+			sorted[at[p.name]] = p
+			at[p.name]++
+		}
+		for i := range n {
+			if !yield(sorted[start[i]:start[i+1]]) {
+				return
+			}
+		}
+	}
 }
 
 // sourceFile is a source as PlanSources reads it.

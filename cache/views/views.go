@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/ckptfs/ckptfs/cache"
 	"github.com/ckptfs/ckptfs/cache/hot"
@@ -138,11 +139,12 @@ func ReadFolder(store *cache.Store, dirIno uint64) ([]meta.DirEntry, map[string]
 // that counts the rest. syscall.ENOENT when the folder has no weights to
 // serve.
 func Read(store *cache.Store, log *slog.Logger, dirPath string, entries []meta.DirEntry, inodes map[string]*meta.Inode, key string) (*Folder, error) {
-	b, w := layout.NewBudget(), &layout.Warnings{}
+	b, w, start := layout.NewBudget(), &layout.Warnings{}, time.Now()
 	defer func() {
 		for _, line := range w.List() {
 			log.Warn("view of "+dirPath, "warning", line)
 		}
+		log.Debug("views planned", "dir", dirPath, "spent", b, "took", time.Since(start))
 	}()
 	f := &Folder{Key: key, log: log, dirPath: dirPath}
 	weightNames, used, err := weightFiles(store, b, w, dirPath, entries, inodes)
