@@ -19,10 +19,10 @@ const (
 	// MaxPlanTensors bounds the tensor entries a plan takes from them,
 	// and the DCP chunks it locates.
 	MaxPlanTensors = 1 << 20
-	// MaxPlanParts bounds the runs and tile parts a plan assembles
-	// tensors from: a tensor sharded on dim 1 costs a part per shard, not
-	// per row.
-	MaxPlanParts = 1 << 20
+	// MaxPlanParts bounds the pieces of tensors a plan lays out and the
+	// runs and tile parts it assembles them from, about two for each
+	// piece: a tensor sharded on dim 1 costs a part per shard, not per row.
+	MaxPlanParts = 2 << 20
 )
 
 // Budget is what is left to spend planning the views of one state of a
