@@ -114,7 +114,7 @@ unit:
 
 # Every parser has a fuzz target; make test runs each briefly.
 fuzz:
-	@for t in FuzzParseFile FuzzParseIndex FuzzParseTorch FuzzParsePickle FuzzParseDCPMetadata FuzzReadRecords; do \
+	@for t in FuzzParseFile FuzzParseIndex FuzzParseTorch FuzzParsePickle FuzzParseDCPMetadata FuzzShardedSafetensors FuzzReadRecords; do \
 		$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) ./layout/ || exit 1; done
 	@for t in FuzzParseManifest:cache/remote FuzzChunkRoundTrip:cache/chunk FuzzSplitZip:cache/ingest FuzzDecodeInode:cache/meta; do \
 		$(GO) test -run '^$$' -fuzz "^$${t%%:*}$$" -fuzztime $(FUZZTIME) ./$${t#*:}/ || exit 1; done

@@ -6,14 +6,17 @@ import (
 
 	"github.com/ckptfs/ckptfs/cache/views"
 	"github.com/ckptfs/ckptfs/layout"
+	"golang.org/x/sync/singleflight"
 )
 
 // Planned views are kept, so that a lookup of DIR@single parses the
-// folder's headers once per state of the folder, not once per lookup.
-// The cache is bounded in views per folder (each distinct @shards=SIZE is
-// one), in all, and in the memory they hold; a view's own size is bounded
-// by layout.MaxViewInline. View nodes hold no view of their own (see
-// FS.viewOf), so these bounds are the bounds.
+// folder's headers once per state of the folder, not once per lookup, and
+// every spec of a folder state lays out the one reading of its files
+// (views.Folder) that any of its plans kept. The cache is bounded in views
+// per folder (each distinct @shards=SIZE is one), in all, and in the
+// memory they hold; a view's own size is bounded by layout.MaxViewInline.
+// View nodes hold no view of their own (see FS.viewOf), so these bounds
+// are the bounds.
 const (
 	viewsPerFolder = 4
 	viewsCached    = 32
@@ -26,12 +29,15 @@ type viewID struct {
 }
 
 // viewPlan is a planned view, or the error that planning it gave, for the
-// folder state key.
+// folder state key, and the folder as read for it, or the error reading
+// it gave.
 type viewPlan struct {
-	id   viewID
-	key  string
-	view *views.View
-	err  error
+	id        viewID
+	key       string
+	view      *views.View
+	err       error
+	folder    *views.Folder
+	folderErr error
 	// weight is what view holds in memory, counted once when it is kept.
 	weight int64
 }
@@ -42,6 +48,9 @@ type viewCache struct {
 	order  *list.List // of *viewPlan, most recent first
 	byID   map[viewID]*list.Element
 	weight int64 // of the plans kept
+	// planning runs one planning of a view, and one reading of a folder,
+	// at a time per folder state: lookups that come meanwhile wait for it.
+	planning singleflight.Group
 }
 
 func newViewCache() *viewCache {
@@ -58,6 +67,19 @@ func (c *viewCache) get(id viewID, key string) (*viewPlan, bool) {
 	}
 	c.order.MoveToFront(e)
 	return e.Value.(*viewPlan), true
+}
+
+// folder returns the folder dir as read for folder state key by any plan
+// kept, and whether one is.
+func (c *viewCache) folder(dir uint64, key string) (*views.Folder, error, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for e := c.order.Front(); e != nil; e = e.Next() {
+		if p := e.Value.(*viewPlan); p.id.dir == dir && p.key == key {
+			return p.folder, p.folderErr, true
+		}
+	}
+	return nil, nil, false
 }
 
 // put keeps p, dropping the least recently used plans past the bounds.

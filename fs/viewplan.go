@@ -1,13 +1,17 @@
 package fs
 
 import (
+	"fmt"
 	"syscall"
 
 	"github.com/ckptfs/ckptfs/cache/views"
 	"github.com/ckptfs/ckptfs/layout"
 )
 
-// view is BuildView through the mount's cache of planned views.
+// view is the view spec of folder dirIno (at dirPath) through the mount's
+// cache of planned views. A view is planned once per folder state and
+// spec however many lookups ask for it at once, and lays out the folder
+// as read for any other spec of the same state.
 func (f *FS) view(dirIno uint64, dirPath string, spec layout.ViewSpec) (*views.View, error) {
 	entries, inodes, err := views.ReadFolder(f.store, f.writes, dirIno)
 	if err != nil {
@@ -17,9 +21,39 @@ func (f *FS) view(dirIno uint64, dirPath string, spec layout.ViewSpec) (*views.V
 	if p, ok := f.views.get(id, key); ok {
 		return p.view, p.err
 	}
-	v, err := views.Plan(f.store, f.log, dirPath, entries, inodes, key, spec)
-	f.views.put(&viewPlan{id: id, key: key, view: v, err: err})
-	return v, err
+	planned, _, _ := f.views.planning.Do(fmt.Sprintf("view %d %v %s", dirIno, spec, key), func() (any, error) {
+		if p, ok := f.views.get(id, key); ok {
+			return p, nil
+		}
+		p := &viewPlan{id: id, key: key}
+		p.folder, p.folderErr = f.folder(dirIno, key, func() (*views.Folder, error) {
+			return views.Read(f.store, f.log, dirPath, entries, inodes, key)
+		})
+		p.err = p.folderErr
+		if p.err == nil {
+			p.view, p.err = p.folder.View(spec)
+		}
+		f.views.put(p)
+		return p, nil
+	})
+	p := planned.(*viewPlan)
+	return p.view, p.err
+}
+
+// folder is folder dir as read for folder state key: as a plan kept read
+// it, or read once however many lookups ask for it at once.
+func (f *FS) folder(dir uint64, key string, read func() (*views.Folder, error)) (*views.Folder, error) {
+	if folder, err, ok := f.views.folder(dir, key); ok {
+		return folder, err
+	}
+	got, err, _ := f.views.planning.Do(fmt.Sprintf("folder %d %s", dir, key), func() (any, error) {
+		if folder, err, ok := f.views.folder(dir, key); ok {
+			return folder, err
+		}
+		return read()
+	})
+	folder, _ := got.(*views.Folder)
+	return folder, err
 }
 
 // viewOf is the view id as planned for folder state key: from the cache,

@@ -4,13 +4,18 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/ckptfs/ckptfs/layout"
 	"github.com/ckptfs/ckptfs/layout/layouttest"
 )
 
@@ -98,7 +103,7 @@ func TestMalformedInputs(t *testing.T) {
 }
 
 // index.json contents are never trusted as paths, missing shards are
-// skipped, and a tensor in two shards is served once.
+// skipped, and a tensor two shards define is left out.
 func TestMalformedIndexes(t *testing.T) {
 	m := mountStore(t, newStore(t))
 	tensor := func(name string) []byte {
@@ -136,7 +141,9 @@ func TestMalformedIndexes(t *testing.T) {
 	write(filepath.Join(dir, "model-2.safetensors"), stFile(`{"t":{"dtype":"U8","shape":[8],"data_offsets":[0,8]},`+
 		`"u":{"dtype":"U8","shape":[8],"data_offsets":[8,16]}}`, 16))
 	write(filepath.Join(dir, "model.safetensors.index.json"), index(map[string]string{"t": "model-1.safetensors", "u": "model-2.safetensors"}))
-	if got := readSafetensors(t, dir+"@shards/model-00001-of-00001.safetensors"); len(got) != 2 || got["t"] == nil || got["u"] == nil {
+	// The index names one, but two files define t: neither one's bytes
+	// are served as t.
+	if got := readSafetensors(t, dir+"@shards/model-00001-of-00001.safetensors"); len(got) != 1 || got["u"] == nil {
 		t.Fatalf("tensor in two shards: view holds %d tensors", len(got))
 	}
 }
@@ -186,18 +193,127 @@ func TestHostileWeightsLeaveTheMountUp(t *testing.T) {
 	if _, err := os.ReadFile(m.path("good@single", "model.safetensors")); err != nil {
 		t.Fatalf("the good folder's view after the hostile ones: %v", err)
 	}
-	if status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", m.pid())); err == nil {
-		for _, line := range strings.Split(string(status), "\n") {
-			if strings.HasPrefix(line, "VmHWM") {
-				t.Logf("daemon (race detector on) peak RSS: %s", strings.Join(strings.Fields(line)[1:], " "))
-			}
-		}
-	}
+	t.Logf("daemon (race detector on) peak RSS: %s", daemonPeakRSS(m.pid()))
 	log, _ := os.ReadFile(filepath.Join(m.store, "ckptfs.log"))
-	for _, want := range []string{"deep/pytorch_model.bin", "key 0 is a tuple", "dup/pytorch_model.bin", "over the reader's limit", "view of /meta", "model.safetensors: __metadata__ of 5242"} {
+	for _, want := range []string{"view of /deep", "key 0 is a tuple", "view of /dup", "over the reader's limit", "view of /meta", "model.safetensors: __metadata__ of 5242"} {
 		if !bytes.Contains(log, []byte(want)) {
 			t.Errorf("the log does not say %q", want)
 		}
+	}
+}
+
+// daemonPeakRSS is the daemon's VmHWM line, for the log.
+func daemonPeakRSS(pid int) string {
+	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for _, line := range strings.Split(string(status), "\n") {
+		if strings.HasPrefix(line, "VmHWM") {
+			return strings.Join(strings.Fields(line)[1:], " ")
+		}
+	}
+	return "?"
+}
+
+// logLines returns the lines of the daemon's log that hold every one of
+// words.
+func logLines(t *testing.T, store string, words ...string) []string {
+	t.Helper()
+	log, _ := os.ReadFile(filepath.Join(store, "ckptfs.log"))
+	var out []string
+	for _, line := range strings.Split(string(log), "\n") {
+		if !slices.ContainsFunc(words, func(w string) bool { return !strings.Contains(line, w) }) {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+// expertsFile is a safetensors file of n one-byte tensors named as a
+// mixture of experts' weights are: some 95 header bytes a tensor.
+func expertsFile(n int) []byte {
+	var b strings.Builder
+	b.WriteString(`{"__metadata__":{"format":"pt"}`)
+	for i := range n {
+		fmt.Fprintf(&b, `,"model.layers.%d.mlp.experts.%d.down_proj.weight":{"dtype":"U8","shape":[1],"data_offsets":[%d,%d]}`, i/256, i%256, i, i+1)
+	}
+	b.WriteString("}")
+	return stFile(b.String(), n)
+}
+
+// TestViewPlanHasOneBudgetForTheFolder: a view's plan pays once for the
+// folder's bytes, however many names lead to them, and logs a summary.
+// 20 hard links to one file with a 3.4 MB header define each of its
+// 36,000 names 20 times: the view is refused, its plan reads the header
+// once and logs 20 warnings and a count of the rest. Two plain files that
+// both define w give a view without w. Lookups of one view under 8 names
+// at once, and of 8 other specs of the folder, read it once. The daemon
+// is built without the race detector, for the times it logs
+// (fs.TestOnePlanAtATime runs the same lookups under it).
+func TestViewPlanHasOneBudgetForTheFolder(t *testing.T) {
+	m := mountStoreWith(t, plainBin, newStore(t), "--log-level", "debug")
+	big := expertsFile(36_000)
+	os.Mkdir(m.path("links"), 0o755)
+	if err := os.WriteFile(m.path("links", "link00.safetensors"), big, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i < 20; i++ {
+		if err := os.Link(m.path("links", "link00.safetensors"), m.path("links", fmt.Sprintf("link%02d.safetensors", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := time.Now()
+	if _, err := os.Stat(m.path("links@single")); !errors.Is(err, syscall.ENOENT) {
+		t.Fatalf("links@single: %v, want ENOENT: every name is defined 20 times", err)
+	}
+	t.Logf("20 links to a %d-byte header: refused in %v; daemon peak RSS %s",
+		binary.LittleEndian.Uint64(big), time.Since(start).Round(time.Millisecond), daemonPeakRSS(m.pid()))
+	if lines := logLines(t, m.store, "/links"); len(lines) > layout.MaxWarnings+3 {
+		t.Fatalf("%d log lines for the links", len(lines))
+	}
+	if len(logLines(t, m.store, "view of /links", "more like these")) != 1 {
+		t.Fatalf("no line counts the warnings left out: %q", logLines(t, m.store, "/links"))
+	}
+	planned := logLines(t, m.store, "views planned", "dir=/links")
+	if len(planned) != 1 || !strings.Contains(planned[0], fmt.Sprintf("spent=\"%d header bytes", 8+binary.LittleEndian.Uint64(big))) {
+		t.Fatalf("the header of 20 links read other than once: %q", planned)
+	}
+
+	// Plain twins, and the folder's lookups. A file of 4,000 tensors makes
+	// planning take long enough that the lookups overlap.
+	os.Mkdir(m.path("twins"), 0o755)
+	for name, header := range map[string]string{
+		"a.safetensors": `{"w":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},"own.a":{"dtype":"U8","shape":[2],"data_offsets":[4,6]}}`,
+		"b.safetensors": `{"own.b":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"w":{"dtype":"U8","shape":[4],"data_offsets":[2,6]}}`,
+	} {
+		if err := os.WriteFile(m.path("twins", name), stFile(header, 6), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(m.path("twins", "c.safetensors"), expertsFile(4_000), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	sameSpec := []string{"1GB", "1000MB", "1000000KB", "1000000000", "1000000000B", "0.001TB", "1gb", "1000mb"}
+	for i, size := range sameSpec {
+		for _, name := range []string{"twins@shards=" + size, fmt.Sprintf("twins@shards=%d", 1000+i)} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, err := os.Stat(m.path(name, "model.safetensors.index.json")); err != nil {
+					t.Errorf("%s: %v", name, err)
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	got := readSafetensors(t, m.path("twins@single", "model.safetensors"))
+	if got["w"] != nil || got["own.a"] == nil || got["own.b"] == nil || len(got) != 2+4_000 {
+		t.Fatalf("twins@single serves %d tensors, w %v", len(got), got["w"])
+	}
+	if lines := logLines(t, m.store, "view of /twins", `\"w\": defined by a.safetensors and b.safetensors`); len(lines) != 1 {
+		t.Fatalf("%d warnings about w, want one", len(lines))
+	}
+	if lines := logLines(t, m.store, "views planned", "dir=/twins"); len(lines) != 1 {
+		t.Fatalf("the folder was read %d times for 10 specs under 17 names", len(lines))
 	}
 }
 

@@ -37,21 +37,32 @@ func readDCPFixture(t *testing.T, dir string) *dcpFolder {
 		t.Fatal(err)
 	}
 	f := &dcpFolder{ck: ck}
-	names, _ := filepath.Glob(filepath.Join(dir, "*.distcp"))
+	f.want = readFixture(t, dir, "*.distcp", func(name string, b []byte) {
+		f.files = append(f.files, DCPFile{Name: name, R: bytes.NewReader(b), Size: int64(len(b))})
+		f.data = append(f.data, b)
+	})
+	return f
+}
+
+// readFixture hands each file of fixture folder dir that matches glob to
+// add, in name order, and returns the tensors its reference.safetensors
+// holds by name.
+func readFixture(t *testing.T, dir, glob string, add func(name string, b []byte)) map[string][]byte {
+	t.Helper()
+	names, _ := filepath.Glob(filepath.Join(dir, glob))
 	for _, name := range names {
 		b, err := os.ReadFile(name)
 		if err != nil {
 			t.Fatal(err)
 		}
-		f.files = append(f.files, DCPFile{Name: filepath.Base(name), R: bytes.NewReader(b), Size: int64(len(b))})
-		f.data = append(f.data, b)
+		add(filepath.Base(name), b)
 	}
 	ref, err := os.ReadFile(filepath.Join(dir, "reference.safetensors"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.want, _ = parseIndependently(t, ref)
-	return f
+	want, _ := parseIndependently(t, ref)
+	return want
 }
 
 // viewTensors reads every tensor of a view by the safetensors headers it
@@ -93,12 +104,12 @@ func TestDCPViewsAssembleWhatTorchSaved(t *testing.T) {
 				}
 			}
 			for _, spec := range []ViewSpec{{}, {Shards: true, MaxShardSize: 100}} {
-				v, err := BuildDCPView(f.ck, names, f.files, spec)
+				v, warnings, err := dcpView(f.ck, names, f.files, spec)
 				if err != nil {
 					t.Fatal(err)
 				}
-				if len(v.Warnings) > 0 {
-					t.Fatal(v.Warnings)
+				if len(warnings) > 0 {
+					t.Fatal(warnings)
 				}
 				got := viewTensors(t, v, f.data)
 				if len(got) != len(f.want) {
@@ -112,6 +123,11 @@ func TestDCPViewsAssembleWhatTorchSaved(t *testing.T) {
 			}
 		})
 	}
+}
+
+// dcpView is viewOf a DCP plan.
+func dcpView(ck *DCPCheckpoint, names map[string]string, files []DCPFile, spec ViewSpec) (*View, []string, error) {
+	return viewOf(spec, func(b *Budget, w *Warnings) (*Plan, error) { return PlanDCP(ck, names, files, b, w) })
 }
 
 func mapKeys[V any](m map[string]V) func(func(string) bool) {
@@ -184,7 +200,7 @@ func TestDCPStridedPlanIsCompact(t *testing.T) {
 		ck.Tensors = append(ck.Tensors, tt)
 	}
 	names := DCPModelNames(ck, "", true)
-	v, err := BuildDCPView(ck, names, files, ViewSpec{})
+	v, _, err := dcpView(ck, names, files, ViewSpec{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,9 +251,9 @@ func TestDCPMalformedTensorsLeftOut(t *testing.T) {
 			bad.Chunks = slices.Clone(bad.Chunks)
 			c.break_(&bad, files)
 			ck.Tensors[i] = bad
-			v, err := BuildDCPView(&ck, DCPModelNames(&ck, "", false), files, ViewSpec{})
+			v, warnings, err := dcpView(&ck, DCPModelNames(&ck, "", false), files, ViewSpec{})
 			if c.name == "truncated" {
-				if err == nil && len(v.Warnings) == 0 {
+				if err == nil && len(warnings) == 0 {
 					t.Fatal("truncated files served")
 				}
 				return
@@ -245,8 +261,8 @@ func TestDCPMalformedTensorsLeftOut(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(v.Warnings) != 1 || !strings.Contains(v.Warnings[0], "layer.0.bias") || !strings.Contains(v.Warnings[0], c.want) {
-				t.Fatalf("warnings %q, want one naming the tensor and %q", v.Warnings, c.want)
+			if len(warnings) != 1 || !strings.Contains(warnings[0], "layer.0.bias") || !strings.Contains(warnings[0], c.want) {
+				t.Fatalf("warnings %q, want one naming the tensor and %q", warnings, c.want)
 			}
 			if got := viewTensors(t, v, f.data); len(got) != len(f.want)-1 || got["layer.0.bias"] != nil {
 				t.Fatalf("%d tensors served", len(got))

@@ -18,11 +18,6 @@ type DCPFile struct {
 	Size int64
 }
 
-// MaxDCPPlanParts bounds the runs and tile parts one DCP view plans: a
-// tensor sharded on dim 1 costs a part per shard, not per row, so this
-// admits far more than any real checkpoint needs.
-const MaxDCPPlanParts = 1 << 20
-
 // optimizerKeys are the state dict keys whose tensors are optimizer
 // state, at any depth of the nesting, never served as model weights.
 var optimizerKeys = []string{"optim", "optimizer", "optimizers", "optim_state", "optimizer_state"}
@@ -63,43 +58,35 @@ func DCPModelNames(ck *DCPCheckpoint, prefix string, override bool) map[string]s
 	return names
 }
 
-// BuildDCPView plans a view of the tensors names selects (DCPModelNames),
-// assembled from their chunks in files, in the order .metadata lists them.
-// A tensor whose chunks cannot be served (a file missing or short, a
-// storage transform, chunks overlapping or leaving a gap) is left out with
-// a warning naming it and the cause.
-func BuildDCPView(ck *DCPCheckpoint, names map[string]string, files []DCPFile, spec ViewSpec) (*View, error) {
-	v := &View{}
+// PlanDCP plans the tensors names selects (DCPModelNames), assembled from
+// their chunks in files, in the order .metadata lists them. A tensor
+// whose chunks cannot be served (a file missing or short, a storage
+// transform, chunks overlapping or leaving a gap) is left out with a
+// warning naming it and the cause. The items chunks are in are paid for
+// from b as they are read.
+func PlanDCP(ck *DCPCheckpoint, names map[string]string, files []DCPFile, b *Budget, w *Warnings) (*Plan, error) {
 	byName := map[string]int{}
 	for i, f := range files {
 		byName[f.Name] = i
 	}
-	loc := newDCPLocator(files)
-	budget := MaxDCPPlanParts
+	loc := newDCPLocator(files, b)
 	var all []placedTensor
 	for _, t := range ck.Tensors {
 		name, ok := names[t.FQN]
 		if !ok {
 			continue
 		}
-		pt, err := placeDCPTensor(t, name, byName, loc, &budget)
-		if err != nil {
-			v.Warnings = append(v.Warnings, fmt.Sprintf("%q: %v: left out", t.FQN, err))
-			if budget < 0 {
-				return nil, err
-			}
-			continue
+		pt, err := placeDCPTensor(t, name, byName, loc)
+		switch {
+		case overBudget(err):
+			return nil, err
+		case err != nil:
+			w.Addf("%q: %v: left out", t.FQN, err)
+		default:
+			all = append(all, pt)
 		}
-		all = append(all, pt)
 	}
-	if len(all) == 0 {
-		return nil, errors.New("no model tensors to serve")
-	}
-	v.Warnings = capWarnings(v.Warnings)
-	if err := planFiles(v, all, map[string]string{}, spec); err != nil {
-		return nil, err
-	}
-	return v, nil
+	return newPlan(all, map[string]string{})
 }
 
 // dcpChunk is a chunk located: its bytes are Sizes elements in row-major
@@ -110,7 +97,7 @@ type dcpChunk struct {
 	srcOff         int64
 }
 
-func placeDCPTensor(t DCPTensor, name string, byName map[string]int, loc *dcpLocator, budget *int) (placedTensor, error) {
+func placeDCPTensor(t DCPTensor, name string, byName map[string]int, loc *dcpLocator) (placedTensor, error) {
 	dt := torchDTypes[t.DType]
 	if dt.st == "" {
 		return placedTensor{}, fmt.Errorf("dtype %s has no safetensors equivalent", t.DType)
@@ -121,7 +108,7 @@ func placeDCPTensor(t DCPTensor, name string, byName map[string]int, loc *dcpLoc
 	}
 	pt := placedTensor{Tensor: Tensor{Name: name, DType: dt.st, Shape: t.Size, End: numel * dt.size}}
 	var chunks []dcpChunk
-	saved := map[string]bool{}
+	saved := replicas{}
 	for _, c := range t.Chunks {
 		if len(c.Offsets) != len(t.Size) || len(c.Sizes) != len(t.Size) {
 			return pt, fmt.Errorf("chunk at %v of rank %d in a tensor of rank %d", c.Offsets, len(c.Offsets), len(t.Size))
@@ -131,14 +118,12 @@ func placeDCPTensor(t DCPTensor, name string, byName map[string]int, loc *dcpLoc
 				return pt, fmt.Errorf("chunk at %v of %v lies outside size %v", c.Offsets, c.Sizes, t.Size)
 			}
 		}
-		if key := fmt.Sprint(c.Offsets, c.Sizes); saved[key] {
-			continue // replicated: several ranks saved the same chunk; read it once
-		} else {
-			saved[key] = true
-		}
 		n, _ := volume(c.Sizes, dt.size)
-		if n == 0 {
+		if n == 0 || !saved.first(c.Offsets, c.Sizes) {
 			continue
+		}
+		if err := loc.budget.spendTensors(1); err != nil {
+			return pt, err
 		}
 		fi, ok := byName[c.Storage.Path]
 		if !ok {
@@ -150,10 +135,24 @@ func placeDCPTensor(t DCPTensor, name string, byName map[string]int, loc *dcpLoc
 		}
 		chunks = append(chunks, dcpChunk{offsets: c.Offsets, sizes: c.Sizes, source: fi, srcOff: off})
 	}
-	if pt.extents, err = assemble(t.Size, dt.size, chunks, budget); err != nil {
+	if pt.extents, err = assemble(t.Size, dt.size, chunks, loc.budget); err != nil {
 		return pt, err
 	}
 	return pt, nil
+}
+
+// replicas remembers the chunks of one tensor seen, so that a chunk
+// several ranks saved (replicated) is read once.
+type replicas map[string]bool
+
+// first reports whether no chunk at offsets of sizes was seen before.
+func (r replicas) first(offsets, sizes []int64) bool {
+	key := fmt.Sprint(offsets, sizes)
+	if r[key] {
+		return false
+	}
+	r[key] = true
+	return true
 }
 
 // volume is the number of elements of shape, checked so that its bytes
@@ -184,7 +183,7 @@ type rect struct {
 // dims before k, each row size[k] slices of what follows, and each chunk
 // holds a column range of some rows. Rows whose chunks are the same form
 // a band: one run when a chunk holds whole rows, else a Tile.
-func assemble(size []int64, elem int64, chunks []dcpChunk, budget *int) ([]Extent, error) {
+func assemble(size []int64, elem int64, chunks []dcpChunk, b *Budget) ([]Extent, error) {
 	total, _ := volume(size, elem)
 	if total *= elem; total == 0 {
 		return nil, nil
@@ -210,19 +209,19 @@ func assemble(size []int64, elem int64, chunks []dcpChunk, budget *int) ([]Exten
 	for _, c := range chunks {
 		width := c.sizes[k] * inner
 		var err error
-		rects, err = chunkRects(rects, size[:k], c, width, c.offsets[k]*inner, budget)
+		rects, err = chunkRects(rects, size[:k], c, width, c.offsets[k]*inner, b)
 		if err != nil {
 			return nil, err
 		}
 	}
-	return bands(rects, rows, rowBytes, budget)
+	return bands(rects, rows, rowBytes, b)
 }
 
 // chunkRects appends the row ranges chunk c covers in the rows of dims
 // (the dimensions before the split one): one range when c splits none of
 // them but the first, else one for each index of the dims before the
 // innermost one it splits.
-func chunkRects(out []rect, dims []int64, c dcpChunk, width, col int64, budget *int) ([]rect, error) {
+func chunkRects(out []rect, dims []int64, c dcpChunk, width, col int64, b *Budget) ([]rect, error) {
 	j := -1 // innermost of dims that c splits
 	for d := range dims {
 		if c.sizes[d] != dims[d] {
@@ -231,15 +230,17 @@ func chunkRects(out []rect, dims []int64, c dcpChunk, width, col int64, budget *
 	}
 	if j < 0 {
 		rows, _ := volume(dims, 1)
-		*budget--
+		if err := b.spendParts(1); err != nil {
+			return nil, err
+		}
 		return append(out, rect{row: 0, rows: rows, col: col, width: width, source: c.source, src: c.srcOff}), nil
 	}
 	sub, _ := volume(dims[j+1:], 1) // rows per index of dim j
 	idx := slices.Clone(c.offsets[:j])
 	src := c.srcOff
 	for {
-		if *budget -= 1 + j; *budget < 0 {
-			return nil, fmt.Errorf("plan over %d runs", MaxDCPPlanParts)
+		if err := b.spendParts(1 + j); err != nil {
+			return nil, err
 		}
 		row := int64(0)
 		for d := range j {
@@ -265,7 +266,7 @@ func chunkRects(out []rect, dims []int64, c dcpChunk, width, col int64, budget *
 
 // bands sweeps the rows top to bottom; in each band of rows the same
 // rects cover, they must tile the row exactly.
-func bands(rects []rect, rows, rowBytes int64, budget *int) ([]Extent, error) {
+func bands(rects []rect, rows, rowBytes int64, b *Budget) ([]Extent, error) {
 	slices.SortFunc(rects, func(a, b rect) int { return cmp.Compare(a.row, b.row) })
 	var cuts []int64
 	for _, r := range rects {
@@ -297,8 +298,8 @@ func bands(rects []rect, rows, rowBytes int64, budget *int) ([]Extent, error) {
 		if at != rowBytes {
 			return nil, fmt.Errorf("incomplete: rows %d..%d have bytes %d..%d saved by no chunk", lo, hi, at, rowBytes)
 		}
-		if *budget -= len(active); *budget < 0 {
-			return nil, fmt.Errorf("plan over %d runs", MaxDCPPlanParts)
+		if err := b.spendParts(len(active)); err != nil {
+			return nil, err
 		}
 		out = appendBand(out, active, lo, hi, rowBytes)
 	}
@@ -331,6 +332,7 @@ func appendBand(out []Extent, active []rect, lo, hi, rowBytes int64) []Extent {
 // chunks at one item.
 type dcpLocator struct {
 	files   []DCPFile
+	budget  *Budget
 	headers map[[2]int64]*itemHeader // safetensors items, by file and offset
 	saved   map[itemKey]savedItem    // torch.save items
 }
@@ -351,8 +353,8 @@ type savedItem struct {
 	err error
 }
 
-func newDCPLocator(files []DCPFile) *dcpLocator {
-	return &dcpLocator{files: files, headers: map[[2]int64]*itemHeader{}, saved: map[itemKey]savedItem{}}
+func newDCPLocator(files []DCPFile, b *Budget) *dcpLocator {
+	return &dcpLocator{files: files, budget: b, headers: map[[2]int64]*itemHeader{}, saved: map[itemKey]savedItem{}}
 }
 
 // locate returns the offset in file fi of chunk c's first element, its
@@ -377,7 +379,7 @@ func (l *dcpLocator) locate(fi int, t DCPTensor, c DCPChunk, n int64) (int64, er
 		key := itemKey{fi, st.Offset, st.Length}
 		item, ok := l.saved[key]
 		if !ok {
-			item.t, item.err = torchSavedTensor(io.NewSectionReader(f.R, st.Offset, st.Length), st.Length)
+			item.t, item.err = torchSavedTensor(io.NewSectionReader(f.R, st.Offset, st.Length), st.Length, l.budget)
 			l.saved[key] = item
 		}
 		tt, err := item.t, item.err
@@ -414,7 +416,7 @@ func (l *dcpLocator) header(fi int, off int64) (*itemHeader, error) {
 	if h, ok := l.headers[key]; ok {
 		return h, h.err
 	}
-	h, err := readItemHeader(l.files[fi], off)
+	h, err := readItemHeader(l.files[fi], off, l.budget)
 	if err != nil {
 		h = &itemHeader{err: err}
 	}
@@ -424,8 +426,8 @@ func (l *dcpLocator) header(fi int, off int64) (*itemHeader, error) {
 
 // readItemHeader reads the safetensors file that makes the rest of f from
 // off on (torch writes a rank's pickled values first, then its tensors).
-func readItemHeader(f DCPFile, off int64) (*itemHeader, error) {
-	h, err := ReadHeader(io.NewSectionReader(f.R, off, f.Size-off), f.Size-off)
+func readItemHeader(f DCPFile, off int64, b *Budget) (*itemHeader, error) {
+	h, err := ReadHeader(io.NewSectionReader(f.R, off, f.Size-off), f.Size-off, b)
 	if err != nil {
 		return nil, err
 	}

@@ -107,7 +107,7 @@ func FuzzParseTorch(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var h *Header
 		var err error
-		withinBudget(t, len(data), func() { h, _, err = ParseTorch(bytes.NewReader(data), int64(len(data))) })
+		withinBudget(t, len(data), func() { h, _, err = ParseTorch(bytes.NewReader(data), int64(len(data)), NewBudget()) })
 		if err != nil {
 			return
 		}
@@ -186,7 +186,7 @@ func FuzzParseDCPMetadata(f *testing.F) {
 		var err error
 		plan := func() {
 			if ck, err = ParseDCPMetadata(md); err == nil {
-				v, err = BuildDCPView(ck, DCPModelNames(ck, "", false), files, ViewSpec{Shards: true, MaxShardSize: 200})
+				v, _, err = dcpView(ck, DCPModelNames(ck, "", false), files, ViewSpec{Shards: true, MaxShardSize: 200})
 			}
 		}
 		if used, budget := allocated(plan), dcpMemoryBudget(len(md)); used > budget {
@@ -195,20 +195,70 @@ func FuzzParseDCPMetadata(f *testing.F) {
 		if err != nil {
 			return
 		}
-		for _, vf := range v.Files {
-			var n int64
-			for _, p := range vf.Pieces(0, vf.Size) {
-				if p.Off != n {
-					t.Fatalf("%s: piece at %d, want %d", vf.Name, p.Off, n)
-				}
-				if p.Inline == nil && (p.SrcOff < 0 || p.SrcOff+p.Len > int64(len(data[p.Source]))) {
-					t.Fatalf("%s: piece %+v outside its %d-byte source", vf.Name, p, len(data[p.Source]))
-				}
-				n += p.Len
+		checkPieces(t, v, data)
+	})
+}
+
+// checkPieces fails t unless the pieces of every file of v tile it and
+// lie inside their sources.
+func checkPieces(t *testing.T, v *View, sources [][]byte) {
+	for _, vf := range v.Files {
+		var n int64
+		for _, p := range vf.Pieces(0, vf.Size) {
+			if p.Off != n {
+				t.Fatalf("%s: piece at %d, want %d", vf.Name, p.Off, n)
 			}
-			if n != vf.Size {
-				t.Fatalf("%s: pieces cover %d of %d bytes", vf.Name, n, vf.Size)
+			if p.Inline == nil && (p.SrcOff < 0 || p.SrcOff+p.Len > int64(len(sources[p.Source]))) {
+				t.Fatalf("%s: piece %+v outside its %d-byte source", vf.Name, p, len(sources[p.Source]))
 			}
+			n += p.Len
 		}
+		if n != vf.Size {
+			t.Fatalf("%s: pieces cover %d of %d bytes", vf.Name, n, vf.Size)
+		}
+	}
+}
+
+// FuzzShardedSafetensors plans the views of a distributed safetensors save
+// whose second rank's file is the input, beside the first rank's file
+// torch wrote: within a memory budget, every piece a view reads lies
+// inside the file it reads from, and the files tile their size.
+func FuzzShardedSafetensors(f *testing.F) {
+	dir := "testdata/dcp/hf-2ranks/"
+	rank0, err := os.ReadFile(dir + "shard-00001-model-00001-of-00001.safetensors")
+	if err != nil {
+		f.Fatal(err)
+	}
+	rank1, err := os.ReadFile(dir + "shard-00002-model-00001-of-00001.safetensors")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(rank1)
+	bottom := layouttest.Tensor{Name: "embed.weight", DType: "F32", Shape: []int64{5, 6}, Data: make([]byte, 120)}
+	for _, at := range [][]int64{{5, 0}, {4, 0}, {1 << 62, 0}, {5}, {5, 0, 0}, {0, 6}} { // overlap, out of range, disagreeing with the shape
+		f.Add(layouttest.Piece(map[string][]int64{"embed.weight": at}, bottom))
+	}
+	for _, info := range []string{layouttest.DeepShardingInfo(5_000), layouttest.WideShardingInfo(2_000), layouttest.DuplicateShardingInfo()} {
+		f.Add(layouttest.Safetensors(map[string]string{ShardingVersionKey: "1.0", ShardingInfoKey: info}, bottom))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var v *View
+		var err error
+		plan := func() {
+			var h *Header
+			if h, err = ParseFile(data, int64(len(data))); err != nil {
+				return
+			}
+			h0, _ := ParseFile(rank0, int64(len(rank0)))
+			sources := []Source{{Name: "rank0", Header: h0}, {Name: "rank1", Header: h}}
+			v, _, err = sourcesView(sources, ViewSpec{Shards: true, MaxShardSize: 200})
+		}
+		if used, budget := allocated(plan), 64*uint64(len(data))+64<<20; used > budget {
+			t.Fatalf("allocated %d bytes for a %d-byte input, budget %d", used, len(data), budget)
+		}
+		if err != nil {
+			return
+		}
+		checkPieces(t, v, [][]byte{rank0, data})
 	})
 }

@@ -120,7 +120,7 @@ func TestRecordsOfDCPFiles(t *testing.T) {
 					if c.Storage.Path != file.Name || n == 0 {
 						continue
 					}
-					loc := newDCPLocator(f.files)
+					loc := newDCPLocator(f.files, NewBudget())
 					off, err := loc.locate(i, tt, c, n*torchDTypes[tt.DType].size)
 					if err != nil {
 						t.Fatal(err)

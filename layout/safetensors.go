@@ -93,8 +93,9 @@ func ParseFile(head []byte, fileSize int64) (*Header, error) {
 }
 
 // ReadHeader reads through r and validates (as ParseFile) the header of a
-// safetensors file of size bytes.
-func ReadHeader(r io.ReaderAt, size int64) (*Header, error) {
+// safetensors file of size bytes, paying b for its bytes before it reads
+// them.
+func ReadHeader(r io.ReaderAt, size int64, b *Budget) (*Header, error) {
 	prefix := make([]byte, 8)
 	if _, err := r.ReadAt(prefix, 0); err != nil {
 		return nil, fmt.Errorf("read header: %w", err)
@@ -105,6 +106,9 @@ func ReadHeader(r io.ReaderAt, size int64) (*Header, error) {
 	}
 	if 8+n > size {
 		return nil, fmt.Errorf("safetensors: header length %d beyond file size %d", n, size)
+	}
+	if err := b.SpendHeader(8 + n); err != nil {
+		return nil, err
 	}
 	head := make([]byte, 8+n)
 	if _, err := r.ReadAt(head, 0); err != nil {
@@ -126,7 +130,7 @@ func ParseHeaderJSON(js []byte) (*Header, error) {
 		if key == metadataKey {
 			h.Metadata = map[string]string{}
 			if err := dec.Decode(&h.Metadata); err != nil {
-				return fmt.Errorf("safetensors: __metadata__ must map strings to strings: %w", err)
+				return fmt.Errorf("__metadata__ must map strings to strings: %w", err)
 			}
 			return nil
 		}
@@ -138,7 +142,7 @@ func ParseHeaderJSON(js []byte) (*Header, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("safetensors: %w", err)
 	}
 	sort.SliceStable(h.Tensors, func(i, j int) bool {
 		a, b := h.Tensors[i], h.Tensors[j]
@@ -170,35 +174,35 @@ type tensorJSON struct {
 func parseTensor(name string, dec *json.Decoder) (Tensor, error) {
 	var tj tensorJSON
 	if err := dec.Decode(&tj); err != nil {
-		return Tensor{}, fmt.Errorf("safetensors: tensor %q: %w", name, err)
+		return Tensor{}, fmt.Errorf("tensor %q: %w", name, err)
 	}
 	if tj.DType == nil || tj.Shape == nil || tj.DataOffsets == nil {
-		return Tensor{}, fmt.Errorf("safetensors: tensor %q: needs dtype, shape and data_offsets", name)
+		return Tensor{}, fmt.Errorf("tensor %q: needs dtype, shape and data_offsets", name)
 	}
 	t := Tensor{Name: name, DType: *tj.DType, Shape: *tj.Shape}
 	size, ok := t.DType.Size()
 	if !ok {
-		return Tensor{}, fmt.Errorf("safetensors: tensor %q: unknown dtype %q", name, t.DType)
+		return Tensor{}, fmt.Errorf("tensor %q: unknown dtype %q", name, t.DType)
 	}
 	if len(*tj.DataOffsets) != 2 {
-		return Tensor{}, fmt.Errorf("safetensors: tensor %q: data_offsets needs 2 numbers", name)
+		return Tensor{}, fmt.Errorf("tensor %q: data_offsets needs 2 numbers", name)
 	}
 	t.Begin, t.End = (*tj.DataOffsets)[0], (*tj.DataOffsets)[1]
 	if t.Begin < 0 || t.End < t.Begin {
-		return Tensor{}, fmt.Errorf("safetensors: tensor %q: bad data_offsets [%d,%d]", name, t.Begin, t.End)
+		return Tensor{}, fmt.Errorf("tensor %q: bad data_offsets [%d,%d]", name, t.Begin, t.End)
 	}
 	n := size
 	for _, d := range t.Shape {
 		if d < 0 {
-			return Tensor{}, fmt.Errorf("safetensors: tensor %q: negative dimension %d", name, d)
+			return Tensor{}, fmt.Errorf("tensor %q: negative dimension %d", name, d)
 		}
 		if d != 0 && n > math.MaxInt64/d {
-			return Tensor{}, fmt.Errorf("safetensors: tensor %q: shape overflows", name)
+			return Tensor{}, fmt.Errorf("tensor %q: shape overflows", name)
 		}
 		n *= d
 	}
 	if n != t.Len() {
-		return Tensor{}, fmt.Errorf("safetensors: tensor %q: shape %v of %s is %d bytes, offsets span %d", name, t.Shape, t.DType, n, t.Len())
+		return Tensor{}, fmt.Errorf("tensor %q: shape %v of %s is %d bytes, offsets span %d", name, t.Shape, t.DType, n, t.Len())
 	}
 	return t, nil
 }
@@ -212,23 +216,23 @@ func decodeObject(js []byte, value func(key string, dec *json.Decoder) error) er
 	dec.DisallowUnknownFields()
 	tok, err := dec.Token()
 	if err != nil {
-		return fmt.Errorf("safetensors: header: %w", err)
+		return err
 	}
 	if d, ok := tok.(json.Delim); !ok || d != '{' {
-		return errors.New("safetensors: header: not a JSON object")
+		return errors.New("not a JSON object")
 	}
 	seen := map[string]bool{}
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
-			return fmt.Errorf("safetensors: header: %w", err)
+			return err
 		}
 		key, ok := tok.(string)
 		if !ok {
-			return errors.New("safetensors: header: object key is not a string")
+			return errors.New("object key is not a string")
 		}
 		if seen[key] {
-			return fmt.Errorf("safetensors: header: duplicate key %q", key)
+			return fmt.Errorf("duplicate key %q", key)
 		}
 		seen[key] = true
 		if err := value(key, dec); err != nil {
@@ -236,12 +240,12 @@ func decodeObject(js []byte, value func(key string, dec *json.Decoder) error) er
 		}
 	}
 	if _, err := dec.Token(); err != nil {
-		return fmt.Errorf("safetensors: header: %w", err)
+		return err
 	}
 	// Only trailing whitespace may follow: safetensors pads with spaces.
 	rest := js[dec.InputOffset():]
 	if len(bytes.TrimRight(rest, " \t\r\n")) != 0 {
-		return errors.New("safetensors: header: trailing bytes after the header object")
+		return errors.New("trailing bytes after the object")
 	}
 	return nil
 }

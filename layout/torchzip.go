@@ -158,9 +158,10 @@ func torchRecords(p *Pickled) map[string]torchRecord {
 // DataStart is 0 and whose tensor offsets are absolute in the file, so that
 // a view copies tensor bytes straight out of the storage records. Tensors
 // a safetensors file cannot hold as they are (non-contiguous strides,
-// complex dtypes, non-tensor values) are left out with a warning.
-func ParseTorch(r io.ReaderAt, size int64) (*Header, []string, error) {
-	a, err := openTorchArchive(r, size)
+// complex dtypes, non-tensor values) are left out with a warning. The zip
+// directory and data.pkl are paid for from b before they are read.
+func ParseTorch(r io.ReaderAt, size int64, b *Budget) (*Header, []string, error) {
+	a, err := openTorchArchive(r, size, b)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -170,22 +171,22 @@ func ParseTorch(r io.ReaderAt, size int64) (*Header, []string, error) {
 	}
 	entries, dir := a.entries, a.dir
 	h := &Header{Metadata: map[string]string{"format": "pt"}}
-	var warnings []string
+	var warnings Warnings
 	for i, k := range root.Keys {
 		name, ok := k.(string)
 		if !ok {
-			warnings = append(warnings, fmt.Sprintf("key %d is %s, not a name: left out", i, typeName(k)))
+			warnings.Addf("key %d is %s, not a name: left out", i, typeName(k))
 			continue
 		}
 		t, err := placeTensor(name, root.Values[i], entries, dir, size)
 		if err != nil {
-			warnings = append(warnings, fmt.Sprintf("%q: %v: left out", name, err))
+			warnings.Addf("%q: %v: left out", name, err)
 			continue
 		}
 		h.Tensors = append(h.Tensors, t)
 	}
 	sort.SliceStable(h.Tensors, func(i, j int) bool { return h.Tensors[i].Begin < h.Tensors[j].Begin })
-	return h, capWarnings(warnings), nil
+	return h, warnings.List(), nil
 }
 
 // torchArchive is a torch.save zip opened: its entries by name, the
@@ -197,10 +198,15 @@ type torchArchive struct {
 }
 
 // openTorchArchive reads the zip directory of a torch.save archive of size
-// bytes, checks its byte order and reads data.pkl through ParsePickle.
-func openTorchArchive(r io.ReaderAt, size int64) (*torchArchive, error) {
-	if err := checkZipDirectory(r, size); err != nil {
+// bytes, checks its byte order and reads data.pkl through ParsePickle,
+// paying b for the directory and data.pkl.
+func openTorchArchive(r io.ReaderAt, size int64, b *Budget) (*torchArchive, error) {
+	dirSize, err := checkZipDirectory(r, size)
+	if err != nil {
 		return nil, fmt.Errorf("torch zip: %w", err)
+	}
+	if err := b.SpendHeader(dirSize); err != nil {
+		return nil, err
 	}
 	zr, err := zip.NewReader(r, size)
 	if err != nil {
@@ -227,6 +233,9 @@ func openTorchArchive(r io.ReaderAt, size int64) (*torchArchive, error) {
 			return nil, fmt.Errorf("torch zip: byteorder %q: only little-endian is read", order)
 		}
 	}
+	if err := b.SpendHeader(int64(min(pkl.UncompressedSize64, MaxPickleSize))); err != nil {
+		return nil, err
+	}
 	data, err := readEntry(pkl, MaxPickleSize)
 	if err != nil {
 		return nil, err
@@ -240,22 +249,12 @@ func openTorchArchive(r io.ReaderAt, size int64) (*torchArchive, error) {
 
 // torchSavedTensor places the one tensor a torch.save(tensor) archive of
 // size bytes holds: its dtype, shape and bytes in r.
-func torchSavedTensor(r io.ReaderAt, size int64) (Tensor, error) {
-	a, err := openTorchArchive(r, size)
+func torchSavedTensor(r io.ReaderAt, size int64, b *Budget) (Tensor, error) {
+	a, err := openTorchArchive(r, size, b)
 	if err != nil {
 		return Tensor{}, err
 	}
 	return placeTensor("", a.pickled.Root, a.entries, a.dir, size)
-}
-
-// MaxWarnings is how many warnings one file gives; the rest are counted.
-const MaxWarnings = 20
-
-func capWarnings(ws []string) []string {
-	if len(ws) <= MaxWarnings {
-		return ws
-	}
-	return append(ws[:MaxWarnings:MaxWarnings], fmt.Sprintf("and %d more like these", len(ws)-MaxWarnings))
 }
 
 // Bounds on a torch.save zip's central directory, checked before
@@ -268,16 +267,17 @@ const (
 
 // checkZipDirectory reads the end-of-central-directory record (and its
 // zip64 twin) and refuses a directory over MaxZipEntries or MaxZipDirectory.
-// A file with no such record is left to archive/zip to refuse.
-func checkZipDirectory(r io.ReaderAt, size int64) error {
+// It returns the directory's size as the record gives it. A file with no
+// such record is left to archive/zip to refuse.
+func checkZipDirectory(r io.ReaderAt, size int64) (int64, error) {
 	const eocdLen, locatorLen, maxComment = 22, 20, 65535
 	tail := make([]byte, min(size, eocdLen+locatorLen+maxComment))
 	if _, err := r.ReadAt(tail, size-int64(len(tail))); err != nil && err != io.EOF {
-		return err
+		return 0, err
 	}
 	at := bytes.LastIndex(tail, []byte("PK\x05\x06"))
 	if at < 0 || len(tail)-at < eocdLen {
-		return nil
+		return 0, nil
 	}
 	entries := uint64(binary.LittleEndian.Uint16(tail[at+10:]))
 	dirSize := uint64(binary.LittleEndian.Uint32(tail[at+12:]))
@@ -285,24 +285,24 @@ func checkZipDirectory(r io.ReaderAt, size int64) error {
 		rec := make([]byte, 56)
 		off := int64(binary.LittleEndian.Uint64(tail[loc+8:]))
 		if off < 0 || off > size-int64(len(rec)) {
-			return errors.New("zip64 directory record out of range")
+			return 0, errors.New("zip64 directory record out of range")
 		}
 		if _, err := r.ReadAt(rec, off); err != nil {
-			return err
+			return 0, err
 		}
 		if !bytes.HasPrefix(rec, []byte("PK\x06\x06")) {
-			return errors.New("no zip64 directory record where its locator says")
+			return 0, errors.New("no zip64 directory record where its locator says")
 		}
 		entries = max(entries, binary.LittleEndian.Uint64(rec[32:]))
 		dirSize = max(dirSize, binary.LittleEndian.Uint64(rec[40:]))
 	}
 	if entries > MaxZipEntries {
-		return fmt.Errorf("%d entries exceed the limit of %d", entries, MaxZipEntries)
+		return 0, fmt.Errorf("%d entries exceed the limit of %d", entries, MaxZipEntries)
 	}
 	if dirSize > MaxZipDirectory {
-		return fmt.Errorf("central directory of %d bytes exceeds the limit of %d", dirSize, MaxZipDirectory)
+		return 0, fmt.Errorf("central directory of %d bytes exceeds the limit of %d", dirSize, MaxZipDirectory)
 	}
-	return nil
+	return int64(dirSize), nil
 }
 
 func readEntry(f *zip.File, limit uint64) ([]byte, error) {

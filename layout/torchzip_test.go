@@ -34,7 +34,7 @@ func checkTorchFixtures(t *testing.T, dir string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		h, warnings, err := ParseTorch(bytes.NewReader(data), int64(len(data)))
+		h, warnings, err := ParseTorch(bytes.NewReader(data), int64(len(data)), NewBudget())
 		if want.Refused != "" {
 			if err == nil || !strings.Contains(err.Error(), want.Refused) {
 				t.Errorf("%s: error %v, want one naming %q", name, err, want.Refused)
@@ -179,7 +179,7 @@ func TestParseTorchCompressedRecord(t *testing.T) {
 		w.Write(data)
 	}
 	zw.Close()
-	h, warnings, err := ParseTorch(bytes.NewReader(buf.Bytes()), int64(buf.Len()))
+	h, warnings, err := ParseTorch(bytes.NewReader(buf.Bytes()), int64(buf.Len()), NewBudget())
 	if err != nil {
 		t.Fatal(err)
 	}

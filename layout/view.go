@@ -1,6 +1,7 @@
 package layout
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
@@ -66,12 +67,13 @@ func ParseSize(s string) (int64, error) {
 	return int64(n), nil
 }
 
-// Source is one weight file of a checkpoint folder, with its parsed header.
-// A torch.save source has DataStart 0 and tensor offsets absolute in the
-// file (see ParseTorch).
+// Source is one weight file of a checkpoint folder, with its parsed header,
+// or why it could not be read. A torch.save source has DataStart 0 and
+// tensor offsets absolute in the file (see ParseTorch).
 type Source struct {
 	Name   string
 	Header *Header
+	Err    error
 }
 
 // Extent is a run of bytes of a view file: Inline bytes (a synthesized
@@ -166,8 +168,7 @@ func (t *Tile) pieces(out []Extent, base, skip, n int64) []Extent {
 
 // View is the planned content of a view directory.
 type View struct {
-	Files    []ViewFile
-	Warnings []string // tensors left out, with the reason
+	Files []ViewFile
 }
 
 // placedTensor is a tensor a view serves: its entry (Len() long) and
@@ -177,48 +178,42 @@ type placedTensor struct {
 	extents []Extent
 }
 
-// BuildView plans a view of the tensors of sources, taken in source order
-// and, within a source, in offset order. A tensor name seen in an earlier
-// source, and a source whose metadata is over MaxViewMetadata, are left out
-// with a warning. The same input always gives the same bytes. A view whose
-// headers would exceed MaxViewInline is refused.
-func BuildView(sources []Source, spec ViewSpec) (*View, error) {
-	v := &View{}
-	seen := map[string]string{}
-	metadata := map[string]string{}
-	var all []placedTensor
-	for i, s := range sources {
-		if n := metadataSize(s.Header.Metadata); n > MaxViewMetadata {
-			v.Warnings = append(v.Warnings, fmt.Sprintf("%s: __metadata__ of %d bytes exceeds the limit of %d: left out", s.Name, n, MaxViewMetadata))
-			continue
-		}
-		for k, val := range s.Header.Metadata {
-			if _, ok := metadata[k]; !ok {
-				metadata[k] = val
-			}
-		}
-		for _, t := range s.Header.Tensors {
-			if first, dup := seen[t.Name]; dup {
-				v.Warnings = append(v.Warnings, fmt.Sprintf("tensor %q of %s already in %s: left out", t.Name, s.Name, first))
-				continue
-			}
-			seen[t.Name] = s.Name
-			src := []Extent{{Len: t.Len(), Source: i, SrcOff: s.Header.DataStart + t.Begin}}
-			all = append(all, placedTensor{t, src})
-		}
+// Plan is what the views of one state of a folder serve: its tensors,
+// each with where its bytes come from, in the order views list them, and
+// the __metadata__ their headers carry. It is planned once (PlanSources,
+// PlanDCP) and laid out for each spec by View, which never changes it:
+// several specs may be laid out at once.
+type Plan struct {
+	tensors  []placedTensor
+	metadata map[string]string // "format" among them
+}
+
+// newPlan is a plan of tensors whose headers carry metadata, "format":
+// "pt" added when it has no format (transformers refuses a file without).
+func newPlan(tensors []placedTensor, metadata map[string]string) (*Plan, error) {
+	if len(tensors) == 0 {
+		return nil, errors.New("no tensor to serve")
 	}
-	if err := planFiles(v, all, metadata, spec); err != nil {
+	if _, ok := metadata["format"]; !ok {
+		metadata["format"] = "pt"
+	}
+	return &Plan{tensors: tensors, metadata: metadata}, nil
+}
+
+// View lays the plan out in the files of spec: one model.safetensors, or
+// shards and their index. The same plan and spec always give the same
+// bytes. A view whose headers would exceed MaxViewInline is refused.
+func (p *Plan) View(spec ViewSpec) (*View, error) {
+	v := &View{}
+	if err := planFiles(v, p.tensors, p.metadata, spec); err != nil {
 		return nil, err
 	}
 	return v, nil
 }
 
 // planFiles lays tensors out in the files of spec, each header carrying
-// metadata (with "format": "pt" added when missing).
+// metadata.
 func planFiles(v *View, all []placedTensor, metadata map[string]string, spec ViewSpec) error {
-	if _, ok := metadata["format"]; !ok {
-		metadata["format"] = "pt"
-	}
 	groups := [][]placedTensor{all}
 	if spec.Shards {
 		groups = planShards(all, spec.MaxShardSize)
@@ -254,12 +249,16 @@ func planFiles(v *View, all []placedTensor, metadata map[string]string, spec Vie
 	return nil
 }
 
-// metadataSize bounds the length of metadata as a header writes it,
-// without building it: the bound is checked before anything that large is.
+// metadataSize bounds the length of metadata as a view's header writes
+// it, without building it: the bound is checked before anything that
+// large is. The DCP_ keys of a source, which a view never writes, do not
+// count.
 func metadataSize(metadata map[string]string) int {
 	n := 2
 	for k, v := range metadata {
-		n += jsonStringSize(k) + jsonStringSize(v) + 2
+		if !strings.HasPrefix(k, dcpMetadataPrefix) {
+			n += jsonStringSize(k) + jsonStringSize(v) + 2
+		}
 	}
 	return n
 }

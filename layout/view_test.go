@@ -110,6 +110,23 @@ func parseIndependently(t *testing.T, f []byte) (map[string][]byte, []string) {
 	return out, names
 }
 
+// viewOf plans a view as a folder's views do, with a budget of its own,
+// and lays it out as spec says; it returns the warnings the plan gave.
+func viewOf(spec ViewSpec, plan func(*Budget, *Warnings) (*Plan, error)) (*View, []string, error) {
+	var w Warnings
+	p, err := plan(NewBudget(), &w)
+	if err != nil {
+		return nil, w.List(), err
+	}
+	v, err := p.View(spec)
+	return v, w.List(), err
+}
+
+// sourcesView is viewOf a plan of sources.
+func sourcesView(sources []Source, spec ViewSpec) (*View, []string, error) {
+	return viewOf(spec, func(b *Budget, w *Warnings) (*Plan, error) { return PlanSources(sources, b, w) })
+}
+
 func readView(f ViewFile, files [][]byte, off, n int64) []byte {
 	var out []byte
 	for _, p := range f.Pieces(off, n) {
@@ -128,6 +145,7 @@ func TestViewsProperty(t *testing.T) {
 		var files [][]byte
 		var sources []Source
 		want := map[string][]byte{}
+		tensors := 0
 		for s := 0; s < 1+r.Intn(4); s++ {
 			f, ts := randomSource(r, fmt.Sprintf("s%d", s), r.Intn(12))
 			h, err := ParseFile(f, int64(len(f)))
@@ -139,15 +157,19 @@ func TestViewsProperty(t *testing.T) {
 			for _, x := range ts {
 				want[x.name] = x.data
 			}
+			tensors += len(ts)
 		}
 		specs := []ViewSpec{{}, {Shards: true, MaxShardSize: 1 + int64(r.Intn(2000))}, {Shards: true, MaxShardSize: DefaultMaxShardSize}}
 		for _, spec := range specs {
-			v, err := BuildView(sources, spec)
+			v, warnings, err := sourcesView(sources, spec)
+			if tensors == 0 && err != nil && strings.Contains(err.Error(), "no tensor") {
+				continue
+			}
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(v.Warnings) != 0 {
-				t.Fatal(v.Warnings)
+			if len(warnings) != 0 {
+				t.Fatal(warnings)
 			}
 			got := map[string][]byte{}
 			foundIn := map[string]string{} // tensor -> view file it was read from
@@ -226,15 +248,6 @@ func TestPlanShardsGreedy(t *testing.T) {
 	}
 	if got := fmt.Sprint(sizes); got != "[2:70 1:50 1:200 2:20]" {
 		t.Fatalf("plan %s", got)
-	}
-}
-
-func TestBuildViewDuplicateLeftOut(t *testing.T) {
-	f1, _ := randomSource(rand.New(rand.NewSource(2)), "x", 3)
-	h, _ := ParseFile(f1, int64(len(f1)))
-	v, err := BuildView([]Source{{"a", h}, {"b", h}}, ViewSpec{})
-	if err != nil || len(v.Warnings) != 3 {
-		t.Fatalf("warnings %v", v.Warnings)
 	}
 }
 

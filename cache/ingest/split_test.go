@@ -120,7 +120,7 @@ func TestZipSplitAtRecords(t *testing.T) {
 	record := layouttest.Random(3, 3*chunk.MaxSize+12)
 	for _, descriptors := range []bool{true, false} {
 		data := torchLikeZip(t, record, descriptors)
-		if h, _, err := layout.ParseTorch(bytes.NewReader(data), int64(len(data))); err != nil || len(h.Tensors) != 1 {
+		if h, _, err := layout.ParseTorch(bytes.NewReader(data), int64(len(data)), layout.NewBudget()); err != nil || len(h.Tensors) != 1 {
 			t.Fatalf("the test archive does not parse as torch.save: %v", err)
 		}
 		kind, chunks := splitAll(t, data)

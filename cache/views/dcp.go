@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"log/slog"
 	"syscall"
 
 	"github.com/ckptfs/ckptfs/cache/meta"
@@ -33,29 +32,30 @@ func isDCPFolder(entries []meta.DirEntry) bool {
 	return md && data
 }
 
-// planDCP plans v from the folder's DCP checkpoint; it returns the files
+// planDCP plans f from the folder's DCP checkpoint; it returns the files
 // it read, which are not passed through. A .metadata that does not parse
-// leaves the folder without views (ENOENT), with a warning.
-func planDCP(store *store.Store, log *slog.Logger, v *View, dirPath string, entries []meta.DirEntry, inodes map[string]*meta.Inode, spec layout.ViewSpec) (map[string]bool, error) {
-	mdPath := dirPath + "/" + layout.DCPMetadataName
-	data, err := readSmall(store, mdPath, inodes[layout.DCPMetadataName], layout.MaxPickleSize)
+// leaves the folder without views, with a warning.
+func planDCP(st *store.Store, f *Folder, entries []meta.DirEntry, inodes map[string]*meta.Inode, b *layout.Budget, w *layout.Warnings) (map[string]bool, error) {
+	md := inodes[layout.DCPMetadataName]
+	if err := b.SpendHeader(min(md.Content.Size, layout.MaxPickleSize)); err != nil {
+		return nil, err
+	}
+	data, err := readSmall(st, f.dirPath+"/"+layout.DCPMetadataName, md, layout.MaxPickleSize)
 	if err != nil {
-		log.Warn("left out of views", "file", mdPath, "reason", err)
-		return nil, syscall.ENOENT
+		return nil, fmt.Errorf("%s: %w", layout.DCPMetadataName, err)
 	}
 	ck, err := layout.ParseDCPMetadata(data)
 	if err != nil {
-		log.Warn("left out of views", "file", mdPath, "reason", err)
-		return nil, syscall.ENOENT
+		return nil, fmt.Errorf("%s: %w", layout.DCPMetadataName, err)
 	}
 	used := map[string]bool{layout.DCPMetadataName: true}
 	prefix, override := "", false
 	if in, ok := inodes[ModelPrefixFile]; ok && in.Mode&syscall.S_IFMT == syscall.S_IFREG {
-		b, err := readSmall(store, dirPath+"/"+ModelPrefixFile, in, maxPrefixFile)
+		line, err := readSmall(st, f.dirPath+"/"+ModelPrefixFile, in, maxPrefixFile)
 		if err != nil {
-			log.Warn("model prefix ignored", "file", dirPath+"/"+ModelPrefixFile, "reason", err)
+			w.Addf("%s: %v: model prefix ignored", ModelPrefixFile, err)
 		} else {
-			prefix, override = string(bytes.TrimRight(b, "\r\n")), true
+			prefix, override = string(bytes.TrimRight(line, "\r\n")), true
 			used[ModelPrefixFile] = true
 		}
 	}
@@ -65,25 +65,22 @@ func planDCP(store *store.Store, log *slog.Logger, v *View, dirPath string, entr
 		if !layout.IsDCPDataFile(e.Name) || in.Mode&syscall.S_IFMT != syscall.S_IFREG {
 			continue
 		}
-		r := store.NewReader(dirPath+"/"+e.Name, &in.Content)
+		r := st.NewReader(f.dirPath+"/"+e.Name, &in.Content)
 		files = append(files, layout.DCPFile{Name: e.Name, R: r, Size: r.Size()})
-		v.Sources = append(v.Sources, r)
-		v.Weights = append(v.Weights, in)
+		f.Sources = append(f.Sources, r)
+		f.Weights = append(f.Weights, in)
 		used[e.Name] = true
 	}
-	v.Weights = append(v.Weights, inodes[layout.DCPMetadataName])
-	lv, err := layout.BuildDCPView(ck, layout.DCPModelNames(ck, prefix, override), files, spec)
-	if err := takePlan(v, lv, err, log, dirPath); err != nil {
-		return nil, err
-	}
-	return used, nil
+	f.Weights = append(f.Weights, md)
+	f.plan, err = layout.PlanDCP(ck, layout.DCPModelNames(ck, prefix, override), files, b, w)
+	return used, err
 }
 
 // readSmall reads a stored file of at most limit bytes whole.
-func readSmall(store *store.Store, path string, in *meta.Inode, limit int64) ([]byte, error) {
+func readSmall(st *store.Store, path string, in *meta.Inode, limit int64) ([]byte, error) {
 	if in.Content.Size > limit {
 		return nil, fmt.Errorf("%d bytes is larger than %d", in.Content.Size, limit)
 	}
-	r := store.NewReader(path, &in.Content)
+	r := st.NewReader(path, &in.Content)
 	return io.ReadAll(io.NewSectionReader(r, 0, r.Size()))
 }

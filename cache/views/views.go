@@ -5,6 +5,7 @@
 package views
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/ckptfs/ckptfs/cache/hot"
 	"github.com/ckptfs/ckptfs/cache/meta"
@@ -19,17 +21,30 @@ import (
 	"github.com/ckptfs/ckptfs/layout"
 )
 
-// View is a folder's weights planned as a view, with what it needs to read
-// them. It is a snapshot: the stored contents it reads never change.
-type View struct {
-	Files   []layout.ViewFile
-	Sources []*store.FileReader // by layout.Extent.Source
-	Extra   []Passthrough       // the folder's other files, shown as they are
+// Folder is a folder's weights read and planned as tensors, for one state
+// of the folder: what all its views share, so that @single and any number
+// of @shards=SIZE read and parse its files once. It is a snapshot: the
+// stored contents it reads never change.
+type Folder struct {
 	Key     string              // changes whenever the folder's files change
+	Sources []*store.FileReader // by layout.Extent.Source
 	// Weights are the records of the files Sources read: every view file
 	// draws from all of them (each header carries all their metadata), so
 	// they say who may read it.
 	Weights []*meta.Inode
+
+	plan    *layout.Plan
+	others  []Passthrough // the files that are not weights
+	log     *slog.Logger
+	dirPath string
+}
+
+// View is a folder's weights laid out as one spec says, with what it
+// needs to read them.
+type View struct {
+	*Folder
+	Files []layout.ViewFile
+	Extra []Passthrough // the folder's other files, shown as they are
 }
 
 // Passthrough is a non-weight file of the folder.
@@ -87,21 +102,25 @@ type Settler interface {
 // Build plans the view spec of folder dirIno (at dirPath, for messages).
 // Malformed weight files are left out with a warning; syscall.ENOENT when
 // the folder has no usable weights.
-func Build(store *store.Store, settler Settler, log *slog.Logger, dirIno uint64, dirPath string, spec layout.ViewSpec) (*View, error) {
-	entries, inodes, err := ReadFolder(store, settler, dirIno)
+func Build(st *store.Store, settler Settler, log *slog.Logger, dirIno uint64, dirPath string, spec layout.ViewSpec) (*View, error) {
+	entries, inodes, err := ReadFolder(st, settler, dirIno)
 	if err != nil {
 		return nil, err
 	}
-	return Plan(store, log, dirPath, entries, inodes, FolderKey(entries, inodes), spec)
+	f, err := Read(st, log, dirPath, entries, inodes, FolderKey(entries, inodes))
+	if err != nil {
+		return nil, err
+	}
+	return f.View(spec)
 }
 
-// ReadFolder reads a folder's entries and their records for Plan, with
+// ReadFolder reads a folder's entries and their records for Read, with
 // its staged files settled first: a plan reads chunks, so that its key
 // (FolderKey) outlives the background settling. A file staged again
 // meanwhile is settled in the next round, for a few rounds.
-func ReadFolder(store *store.Store, settler Settler, dirIno uint64) ([]meta.DirEntry, map[string]*meta.Inode, error) {
+func ReadFolder(st *store.Store, settler Settler, dirIno uint64) ([]meta.DirEntry, map[string]*meta.Inode, error) {
 	for round := 0; ; round++ {
-		entries, inodes, err := store.Namespace().ReadDirInodes(dirIno)
+		entries, inodes, err := st.Namespace().ReadDirInodes(dirIno)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -120,59 +139,97 @@ func ReadFolder(store *store.Store, settler Settler, dirIno uint64) ([]meta.DirE
 	}
 }
 
-// Plan is Build of a folder already read: its entries and their records,
-// and its FolderKey. A panic while planning refuses the view (ENOENT).
-func Plan(store *store.Store, log *slog.Logger, dirPath string, entries []meta.DirEntry, inodes map[string]*meta.Inode, key string, spec layout.ViewSpec) (_ *View, err error) {
+// Read reads and plans the weights of a folder already read: its entries,
+// their records and its FolderKey. What it reads and parses is paid for
+// from one layout.Budget, whatever the names or links that lead to the
+// same bytes; a weight file's content is parsed once. What the folder's
+// files leave out is logged, at most layout.MaxWarnings lines and one
+// that counts the rest. syscall.ENOENT when the folder has no weights to
+// serve, or when planning them panics (see refusePanic).
+func Read(st *store.Store, log *slog.Logger, dirPath string, entries []meta.DirEntry, inodes map[string]*meta.Inode, key string) (_ *Folder, err error) {
 	defer refusePanic(log, dirPath, &err)
-	weightNames, used := weightFiles(store, log, dirPath, entries, inodes)
-	v := &View{Key: key}
-	if len(weightNames) == 0 && isDCPFolder(entries) {
-		var err error
-		if used, err = planDCP(store, log, v, dirPath, entries, inodes, spec); err != nil {
-			return nil, err
+	b, w, start := layout.NewBudget(), &layout.Warnings{}, time.Now()
+	defer func() {
+		for _, line := range w.List() {
+			log.Warn("view of "+dirPath, "warning", line)
 		}
-		passThrough(v, entries, inodes, used)
-		return v, nil
-	}
-	var sources []layout.Source
-	for _, name := range weightNames {
-		in := inodes[name]
-		r := store.NewReader(dirPath+"/"+name, &in.Content)
-		h, warnings, err := readHeader(r, name)
-		if err != nil {
-			log.Warn("left out of views", "file", dirPath+"/"+name, "reason", err)
-			continue
-		}
-		for _, w := range warnings {
-			log.Warn("tensor left out of views", "file", dirPath+"/"+name, "reason", w)
-		}
-		v.Weights = append(v.Weights, in)
-		sources = append(sources, layout.Source{Name: name, Header: h})
-		v.Sources = append(v.Sources, r)
-	}
-	if len(sources) == 0 {
+		log.Debug("views planned", "dir", dirPath, "spent", b, "took", time.Since(start))
+	}()
+	f := &Folder{Key: key, log: log, dirPath: dirPath}
+	weightNames, used, err := weightFiles(st, b, w, dirPath, entries, inodes)
+	switch {
+	case err != nil:
+	case len(weightNames) == 0 && isDCPFolder(entries):
+		used, err = planDCP(st, f, entries, inodes, b, w)
+	case len(weightNames) == 0:
 		return nil, syscall.ENOENT
+	default:
+		err = planSources(st, f, weightNames, inodes, b, w)
 	}
-	lv, err := layout.BuildView(sources, spec)
-	if err := takePlan(v, lv, err, log, dirPath); err != nil {
-		return nil, err
-	}
-	passThrough(v, entries, inodes, used)
-	return v, nil
-}
-
-// takePlan keeps the files layout planned for dirPath in v and logs its
-// warnings; a plan layout refused leaves the folder without views.
-func takePlan(v *View, lv *layout.View, err error, log *slog.Logger, dirPath string) error {
 	if err != nil {
 		log.Warn("view refused", "dir", dirPath, "reason", err)
-		return syscall.ENOENT
+		return nil, syscall.ENOENT
 	}
-	for _, w := range lv.Warnings {
-		log.Warn("view of "+dirPath, "warning", w)
+	f.others = passThrough(entries, inodes, used)
+	return f, nil
+}
+
+// planSources plans f from its weight files, names.
+func planSources(st *store.Store, f *Folder, names []string, inodes map[string]*meta.Inode, b *layout.Budget, w *layout.Warnings) error {
+	type parsed struct {
+		h        *layout.Header
+		warnings []string
+		err      error
 	}
-	v.Files = lv.Files
-	return nil
+	byContent := map[string]parsed{}
+	var sources []layout.Source
+	for _, name := range names {
+		in := inodes[name]
+		r := st.NewReader(f.dirPath+"/"+name, &in.Content)
+		key := store.ContentKey(&in.Content)
+		p, ok := byContent[key]
+		if !ok {
+			p.h, p.warnings, p.err = readHeader(r, name, b)
+			var over *layout.BudgetError
+			if errors.As(p.err, &over) {
+				return p.err
+			}
+			byContent[key] = p
+		}
+		for _, x := range p.warnings {
+			w.Addf("%s: %s", name, x)
+		}
+		sources = append(sources, layout.Source{Name: name, Header: p.h, Err: p.err})
+		f.Sources = append(f.Sources, r)
+		if p.err == nil {
+			f.Weights = append(f.Weights, in)
+		}
+	}
+	var err error
+	f.plan, err = layout.PlanSources(sources, b, w)
+	return err
+}
+
+// View lays the folder's weights out as spec says. A layout over the
+// bounds on what a view synthesizes is refused: syscall.ENOENT.
+func (f *Folder) View(spec layout.ViewSpec) (_ *View, err error) {
+	defer refusePanic(f.log, f.dirPath, &err)
+	lv, err := f.plan.View(spec)
+	if err != nil {
+		f.log.Warn("view refused", "dir", f.dirPath, "reason", err)
+		return nil, syscall.ENOENT
+	}
+	v := &View{Folder: f, Files: lv.Files}
+	taken := map[string]bool{}
+	for _, vf := range v.Files {
+		taken[vf.Name] = true
+	}
+	for _, x := range f.others {
+		if !taken[x.Name] {
+			v.Extra = append(v.Extra, x)
+		}
+	}
+	return v, nil
 }
 
 // refusePanic, deferred, turns a panic while planning dirPath's views into
@@ -185,27 +242,25 @@ func refusePanic(log *slog.Logger, dirPath string, err *error) {
 	}
 }
 
-// passThrough adds the folder's files that are not weights, and not named
-// as a view file, to v as they are.
-func passThrough(v *View, entries []meta.DirEntry, inodes map[string]*meta.Inode, used map[string]bool) {
-	taken := map[string]bool{}
-	for _, f := range v.Files {
-		taken[f.Name] = true
-	}
+// passThrough lists the folder's files that are not weights (used), to be
+// shown as they are where no view file takes their name.
+func passThrough(entries []meta.DirEntry, inodes map[string]*meta.Inode, used map[string]bool) []Passthrough {
+	var out []Passthrough
 	for _, e := range entries {
-		if used[e.Name] || taken[e.Name] || e.Mode == syscall.S_IFDIR {
-			continue
+		if !used[e.Name] && e.Mode != syscall.S_IFDIR {
+			out = append(out, Passthrough{Name: e.Name, Inode: inodes[e.Name]})
 		}
-		v.Extra = append(v.Extra, Passthrough{Name: e.Name, Inode: inodes[e.Name]})
 	}
+	return out
 }
 
 // weightFiles picks the folder's weight files in source order, preferring
 // safetensors as transformers does: the shards named by a
 // *.safetensors.index.json (model.safetensors.index.json first), else every
 // *.safetensors file, sorted; then the same for PyTorch .bin weights. used
-// holds the files picked and their index.
-func weightFiles(store *store.Store, log *slog.Logger, dirPath string, entries []meta.DirEntry, inodes map[string]*meta.Inode) ([]string, map[string]bool) {
+// holds the files picked and their index. The indexes read are paid for
+// from b.
+func weightFiles(st *store.Store, b *layout.Budget, w *layout.Warnings, dirPath string, entries []meta.DirEntry, inodes map[string]*meta.Inode) ([]string, map[string]bool, error) {
 	isFile := func(name string) bool {
 		in, ok := inodes[name]
 		return ok && in.Mode&syscall.S_IFMT == syscall.S_IFREG
@@ -233,50 +288,53 @@ func weightFiles(store *store.Store, log *slog.Logger, dirPath string, entries [
 		sort.SliceStable(k.indexes, func(i, j int) bool { return k.indexes[i] == k.mainIndex && k.indexes[j] != k.indexes[i] })
 		for _, name := range k.indexes {
 			in := inodes[name]
-			idx, err := readIndex(store, dirPath+"/"+name, in)
+			if err := b.SpendHeader(min(in.Content.Size, maxIndexSize)); err != nil {
+				return nil, nil, err
+			}
+			idx, err := readIndex(st, dirPath+"/"+name, in)
 			if err != nil {
-				log.Warn("index ignored", "file", dirPath+"/"+name, "reason", err)
+				w.Addf("%s: %v: index ignored", name, err)
 				continue
 			}
 			used := map[string]bool{name: true}
 			var shards []string
 			for _, s := range idx.Shards() {
 				if !isFile(s) {
-					log.Warn("index names a missing shard", "file", dirPath+"/"+name, "shard", s)
+					w.Addf("%s names %s, which the folder does not have", name, s)
 					continue
 				}
 				shards = append(shards, s)
 				used[s] = true
 			}
-			return shards, used
+			return shards, used, nil
 		}
 		if len(k.files) > 0 {
 			used := map[string]bool{}
 			for _, f := range k.files {
 				used[f] = true
 			}
-			return k.files, used
+			return k.files, used, nil
 		}
 	}
-	return nil, nil
+	return nil, nil, nil
 }
 
-func readIndex(store *store.Store, path string, in *meta.Inode) (*layout.Index, error) {
-	data, err := readSmall(store, path, in, maxIndexSize)
+func readIndex(st *store.Store, path string, in *meta.Inode) (*layout.Index, error) {
+	data, err := readSmall(st, path, in, maxIndexSize)
 	if err != nil {
 		return nil, err
 	}
 	return layout.ParseIndex(data)
 }
 
-// readHeader reads and validates a stored weight file's header: a
-// safetensors header, or the tensor table of a torch.save archive with
-// absolute offsets and its warnings.
-func readHeader(r *store.FileReader, name string) (*layout.Header, []string, error) {
+// readHeader reads and validates a stored weight file's header, paid for
+// from b: a safetensors header, or the tensor table of a torch.save
+// archive with absolute offsets and its warnings.
+func readHeader(r *store.FileReader, name string, b *layout.Budget) (*layout.Header, []string, error) {
 	if strings.HasSuffix(name, ".bin") {
-		return layout.ParseTorch(r, r.Size())
+		return layout.ParseTorch(r, r.Size(), b)
 	}
-	h, err := layout.ReadHeader(r, r.Size())
+	h, err := layout.ReadHeader(r, r.Size(), b)
 	return h, nil, err
 }
 

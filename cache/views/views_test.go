@@ -54,7 +54,8 @@ func readViewFile(t *testing.T, v *View, name string) []byte {
 // TestBuildFromAStoredFolder plans views of a stored folder holding two
 // shards named by an index, a stray safetensors file the index does not
 // name, and a config: the shards are the weights, the rest passes through,
-// and the view's bytes hold every tensor of the shards.
+// and the view's bytes hold every tensor of the shards that only one of
+// them defines.
 func TestBuildFromAStoredFolder(t *testing.T) {
 	s, dir, put := storedFolder(t)
 	put("a.safetensors", layouttest.TinyTensorsHeader(3, 10), 0o644)
@@ -84,7 +85,7 @@ func TestBuildFromAStoredFolder(t *testing.T) {
 	}
 	buf := readViewFile(t, v, "model.safetensors")
 	h, err := layout.ParseFile(buf, int64(len(buf)))
-	if err != nil || len(h.Tensors) != 3 { // t0..t2 of a; b's t0, t1 are duplicates
+	if err != nil || len(h.Tensors) != 1 || h.Tensors[0].Name != "t2" { // a and b both define t0 and t1
 		t.Fatalf("view header: %v, %d tensors", err, len(h.Tensors))
 	}
 	again, _ := Build(s, nil, log, dir.Ino, "/ck", layout.ViewSpec{Shards: true, MaxShardSize: 1})
@@ -106,11 +107,13 @@ func TestPlanningPanicRefusesTheView(t *testing.T) {
 	}
 	var logged bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&logged, nil))
-	if _, err := Plan(s, log, "/ck", entries, inodes, "k", layout.ViewSpec{}); err != nil {
+	if f, err := Read(s, log, "/ck", entries, inodes, "k"); err != nil {
+		t.Fatalf("control: %v", err)
+	} else if _, err := f.View(layout.ViewSpec{}); err != nil {
 		t.Fatalf("control: %v", err)
 	}
 	inodes["model.safetensors"] = nil
-	v, err := Plan(s, log, "/ck", entries, inodes, "k", layout.ViewSpec{})
+	v, err := Read(s, log, "/ck", entries, inodes, "k")
 	if v != nil || !errors.Is(err, syscall.ENOENT) {
 		t.Fatalf("view %v, error %v; want ENOENT", v, err)
 	}

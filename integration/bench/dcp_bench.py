@@ -2,7 +2,10 @@
 4 gloo ranks, made loadable as an HF folder two ways, side by side in one run:
 the consolidation job users run today (dcp_to_torch_save, then the state dict
 written as model.safetensors) on local disk, against DIR@single through the
-mount. Prints one table and writes it to integration/bench/out/dcp.md."""
+mount. Then the same state dict saved by torch's distributed safetensors writer
+(HuggingFaceStorageWriter(save_distributed=True)): torch's own
+consolidate_safetensors_files on local disk against DIR@single. Prints one
+table and writes it to integration/bench/out/dcp.md."""
 
 import gc
 import os
@@ -31,6 +34,21 @@ save_file({k: v.contiguous() for k, v in sd.items()}, out, metadata={"format": "
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
+# torch's job for its distributed safetensors: every tensor into one file,
+# as HuggingFaceStorageWriter(enable_consolidation=True) runs it.
+CONSOLIDATE_HF = """
+import glob, resource, sys
+from safetensors import safe_open
+from torch.distributed.checkpoint._consolidate_hf_safetensors import consolidate_safetensors_files
+pieces, out = sys.argv[1:]
+names = set()
+for f in glob.glob(pieces + "/*.safetensors"):
+    with safe_open(f, framework="pt") as st:
+        names.update(st.keys())
+consolidate_safetensors_files(pieces, out, fqn_to_index_mapping=dict.fromkeys(names, 1))
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
 
 def model_tensors():
     """A Llama-shaped bf16 state dict of about 1 GiB, the same on every rank."""
@@ -46,9 +64,10 @@ def model_tensors():
     return sd
 
 
-def save_ranks(rank, world, port, dirs):
+def save_ranks(rank, world, port, dirs, hf_dirs):
     import torch.distributed as dist
     import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint import HuggingFaceStorageWriter
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.tensor import Replicate, Shard, distribute_tensor
 
@@ -62,6 +81,8 @@ def save_ranks(rank, world, port, dirs):
         sd[k] = distribute_tensor(v, mesh, [place])
     for d in dirs:
         dcp.save(sd, checkpoint_id=d)
+    for d in hf_dirs:
+        dcp.save(sd, storage_writer=HuggingFaceStorageWriter(d, save_distributed=True))
     dist.destroy_process_group()
 
 
@@ -92,12 +113,14 @@ def main():
 
 
 def bench(tmp: Path):
-    local = tmp / "local" / "ck"
+    local, local_hf = tmp / "local" / "ck", tmp / "local" / "hf-pieces"
     local.parent.mkdir()
     m = Mount(tmp / "store", tmp / "mnt")
     try:
-        print("saving a ~1 GiB checkpoint from 4 ranks, to local disk and into the mount", flush=True)
-        mp.spawn(save_ranks, args=(4, free_port(), [str(local), str(m.mnt / "ck")]), nprocs=4)
+        print("saving a ~1 GiB checkpoint from 4 ranks, to local disk and into the mount, as DCP and as torch's "
+              "distributed safetensors", flush=True)
+        mp.spawn(save_ranks, args=(4, free_port(), [str(local), str(m.mnt / "ck")], [str(local_hf), str(m.mnt / "hf")]),
+                 nprocs=4)
         size = du(local)
         print(f"DCP checkpoint: {size / MIB:.0f} MiB in {len(list(local.glob('*.distcp')))} files", flush=True)
 
@@ -133,11 +156,52 @@ def bench(tmp: Path):
         gc.collect()
     finally:
         m.close()
+    hf = bench_hf(tmp, local_hf)
     row("time to a loadable HF folder (s)", t_plan, t_job, "s", higher_is_better=False)
     row("time to the full state dict in memory, cold (s)", t_plan + t_load_view, t_job + t_load_local, "s", higher_is_better=False)
     row("load_file of the HF folder alone, cold (s)", t_load_view, t_load_local, "s", higher_is_better=False)
     row("extra disk (MiB; ckptfs: the hot copy of a view read twice, optional)", extra / MIB, job_disk / MIB, "MiB", higher_is_better=False)
     row("peak memory: ckptfs daemon vs the job (MiB)", rss, job_rss, "MiB", higher_is_better=False)
+    what = "distributed safetensors:"
+    row(f"{what} time to a loadable HF folder (s)", hf["plan"], hf["job"], "s", higher_is_better=False)
+    row(f"{what} time to the full state dict in memory, cold (s)", hf["plan"] + hf["load_view"], hf["job"] + hf["load_job"], "s",
+        higher_is_better=False)
+    row(f"{what} load_file of the HF folder alone, cold (s)", hf["load_view"], hf["load_job"], "s", higher_is_better=False)
+    row(f"{what} extra disk (MiB)", hf["extra"] / MIB, hf["job_disk"] / MIB, "MiB", higher_is_better=False)
+    row(f"{what} peak memory, daemon vs the job (MiB)", hf["rss"], hf["job_rss"], "MiB", higher_is_better=False)
+
+
+def bench_hf(tmp: Path, pieces: Path):
+    """torch's consolidation job for its distributed safetensors, on local
+    disk, against the view of the same pieces through a fresh mount."""
+    print(f"distributed safetensors: {du(pieces) / MIB:.0f} MiB in {len(list(pieces.glob('*.safetensors')))} files",
+          flush=True)
+    job = tmp / "local" / "hf-job"
+    job.mkdir()
+    drop_caches()
+    t = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", CONSOLIDATE_HF, str(pieces), str(job)],
+                         check=True, capture_output=True, text=True).stdout
+    hf = {"job": time.perf_counter() - t, "job_rss": int(out.split()[-1]) / 1024, "job_disk": du(job)}
+    drop_caches()
+    hf["load_job"] = timed(load_all, job / "model-00001-of-00001.safetensors")
+
+    m = Mount(tmp / "store", tmp / "mnt")
+    try:
+        drop_caches()
+        before = du(tmp / "store")
+        view = m.mnt / "hf@single" / "model.safetensors"
+        hf["plan"] = timed(view.stat)
+        hf["load_view"] = timed(load_all, view)
+        hf["rss"] = m.rss()["VmHWM"] / 1024
+        hf["extra"] = du(tmp / "store") - before
+        got, want = load_all(view), load_all(job / "model-00001-of-00001.safetensors")
+        assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want), "view differs from torch's job"
+        del got, want  # their storage maps the view file: the mount is busy until they go
+        gc.collect()
+    finally:
+        m.close()
+    return hf
 
 
 if __name__ == "__main__":

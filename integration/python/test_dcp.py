@@ -1,12 +1,16 @@
 """torch.distributed.checkpoint (DCP) saves straight into the mount, from 2
 and 4 gloo ranks on CPU, and the views serve them as HF folders: from_pretrained
 on DIR@single and DIR@shards=20MB gives the reference weights and embeddings bit
-for bit, with no consolidation job."""
+for bit, with no consolidation job. The same for torch's distributed
+safetensors (HuggingFaceStorageWriter(save_distributed=True)): a file of
+pieces a rank, assembled by the views."""
 
+import json
 import os
 import pickle
 import shutil
 import socket
+import struct
 import subprocess
 from pathlib import Path
 
@@ -19,15 +23,26 @@ from transformers import AutoModel
 from conftest import assert_same_state, embed, unique_with_twin
 
 HF_FILES = ["config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"]
-FIXTURE = Path(__file__).resolve().parents[2] / "layout" / "testdata" / "dcp" / "2ranks"
+FIXTURES = Path(__file__).resolve().parents[2] / "layout" / "testdata" / "dcp"
+FIXTURE = FIXTURES / "2ranks"
 
-# Each case: world size, how the model is sharded, dtype, serialization
-# format, and whether the state dict is nested {"model", "optim"}.
+# Each case: world size, how the model is sharded, dtype, how it is written,
+# and whether the state dict is nested {"model", "optim"}. "hf" is
+# HuggingFaceStorageWriter(save_distributed=True), "hf-map" the same with
+# fqn_to_index_mapping (3 files a rank), "hf-consolidated" with
+# enable_consolidation=True (torch's consolidation job writes the HF files,
+# the pieces go to sharded/).
 CASES = {
     "fsdp2-4": (4, "fsdp2", torch.float32, "torch_save", True),
     "dtensor-bf16-st-4": (4, "dtensor", torch.bfloat16, "safetensors", False),
     "dtensor-2": (2, "dtensor", torch.float32, "torch_save", True),
+    "hf-bf16-4": (4, "dtensor", torch.bfloat16, "hf", False),
+    "hf-map-2": (2, "dtensor", torch.float32, "hf-map", False),
+    "hf-consolidated-2": (2, "dtensor", torch.float32, "hf-consolidated", False),
 }
+# The folders whose views are read: each case's, and the pieces torch's
+# consolidation job read.
+VIEWED = list(CASES) + ["hf-consolidated-2/sharded"]
 
 
 def placement(name, t):
@@ -44,25 +59,50 @@ def placement(name, t):
     return Shard(0)
 
 
+def file_index(name):
+    """fqn_to_index_mapping of the "hf-map" case: embeddings, the first
+    three layers, the rest."""
+    if name.startswith("embeddings."):
+        return 1
+    return 2 if any(name.startswith(f"encoder.layer.{i}.") for i in range(3)) else 3
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def save_ranks(rank, world, port, minilm, root, cases):
+def writer_for(path, fmt, names):
+    from torch.distributed.checkpoint import HuggingFaceStorageWriter
+    from torch.distributed.checkpoint.filesystem import FileSystemWriter, SerializationFormat
+
+    if fmt.startswith("hf"):
+        mapping = {k: file_index(k) for k in names} if fmt == "hf-map" else None
+        return HuggingFaceStorageWriter(path, save_distributed=True, fqn_to_index_mapping=mapping,
+                                        enable_consolidation=fmt == "hf-consolidated")
+    return FileSystemWriter(path, serialization_format=(
+        SerializationFormat.SAFETENSORS if fmt == "safetensors" else SerializationFormat.TORCH_SAVE))
+
+
+def save_ranks(rank, port, minilm, root, cases):
+    """Saves the cases from 4 ranks, the 2-rank ones from ranks 0 and 1 of
+    them: one set of processes for all, as each costs its imports."""
     import torch.distributed as dist
     import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.filesystem import FileSystemWriter, SerializationFormat
-    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.checkpoint import HuggingFaceStorageReader
+    from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
     from torch.distributed.tensor import distribute_tensor
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    mesh = init_device_mesh("cpu", (world,))
+    dist.init_process_group("gloo", rank=rank, world_size=4)
+    meshes = {4: init_device_mesh("cpu", (4,)), 2: DeviceMesh("cpu", [0, 1])}
     try:
         for name in cases:
-            _, kind, dtype, fmt, nested = CASES[name]
+            world, kind, dtype, fmt, nested = CASES[name]
+            if rank >= world:
+                continue
+            mesh, path = meshes[world], os.path.join(root, name)
             model = AutoModel.from_pretrained(minilm).to(dtype)
             if kind == "fsdp2":
                 from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
@@ -84,16 +124,18 @@ def save_ranks(rank, world, port, minilm, root, cases):
                     model(input_ids=torch.randint(0, 1000, (2, 16))).last_hidden_state.sum().backward()
                     opt.step()
                     sd = {"model": weights, "optim": opt.state_dict(), "step": 1}
-            writer = FileSystemWriter(os.path.join(root, name), serialization_format=(
-                SerializationFormat.SAFETENSORS if fmt == "safetensors" else SerializationFormat.TORCH_SAVE))
-            dcp.save(sd, storage_writer=writer)
-            if fmt == "torch_save":
-                # dcp.load of the files as written still works, through the mount.
-                want = sd["model"] if nested else sd
-                got = {k: torch.zeros_like(v) for k, v in want.items()}
-                dcp.load({"model": got} if nested else got, checkpoint_id=os.path.join(root, name))
-                for k, v in want.items():
-                    assert torch.equal(got[k].full_tensor(), v.full_tensor()), (name, k)
+            dcp.save(sd, storage_writer=writer_for(path, fmt, sd), process_group=mesh.get_group())
+            if fmt == "safetensors":
+                continue  # torch's FileSystemReader cannot load these (see the README)
+            # What torch loads from the files as written, it loads through the mount.
+            want = sd["model"] if nested else sd
+            got = {k: torch.zeros_like(v) for k, v in want.items()}
+            kwargs = {"checkpoint_id": path}
+            if fmt.startswith("hf"):
+                kwargs = {"storage_reader": HuggingFaceStorageReader(path + ("/sharded" if fmt == "hf-consolidated" else ""))}
+            dcp.load({"model": got} if nested else got, process_group=mesh.get_group(), **kwargs)
+            for k, v in want.items():
+                assert torch.equal(got[k].full_tensor(), v.full_tensor()), (name, k)
     finally:
         dist.destroy_process_group()
 
@@ -102,57 +144,101 @@ def save_ranks(rank, world, port, minilm, root, cases):
 def dcp_saves(mount, minilm_dir):
     """The CASES saved into the mount, with the model's config and tokenizer
     copied next to them."""
-    for world in sorted({c[0] for c in CASES.values()}):
-        names = [n for n, c in CASES.items() if c[0] == world and not (mount / n / ".metadata").exists()]
-        if names:
-            mp.spawn(save_ranks, args=(world, free_port(), str(minilm_dir), str(mount.dir), names), nprocs=world)
-    for name in CASES:
+    names = [n for n in CASES if not (mount / n).exists()]
+    if names:
+        mp.spawn(save_ranks, args=(free_port(), str(minilm_dir), str(mount.dir), names), nprocs=4)
+    for name in VIEWED:
         for f in HF_FILES:
             shutil.copy(minilm_dir / f, mount / name / f)
     return CASES
 
 
-def reference_for(reference, minilm_dir, dtype):
-    if dtype == torch.float32:
-        return reference["state"], reference["embeddings"]
-    model = AutoModel.from_pretrained(minilm_dir).to(dtype).eval()
-    return model.state_dict(), embed(model, reference["tokenizer"])
+@pytest.fixture(scope="module")
+def references(reference, minilm_dir):
+    """The state dict and embeddings of the model in each dtype."""
+    refs = {torch.float32: (reference["state"], reference["embeddings"])}
+    model = AutoModel.from_pretrained(minilm_dir).to(torch.bfloat16).eval()
+    refs[torch.bfloat16] = (model.state_dict(), embed(model, reference["tokenizer"]))
+    return refs
 
 
-@pytest.mark.parametrize("case", list(CASES))
+def case_of(folder):
+    return CASES[folder.split("/")[0]]
+
+
+def check_written(mount, folder):
+    """The folder holds what the writer writes, and its views list none of
+    it: the weights come assembled."""
+    world, _, _, fmt, _ = case_of(folder)
+    files = sorted(p.name for p in (mount / folder).iterdir())
+    pieces = [f for f in files if f.startswith("shard-")]
+    if folder.endswith("/sharded") or fmt in ("hf", "hf-map"):
+        assert {f.split("-")[1] for f in pieces} == {f"{r:05d}" for r in range(1, world + 1)}, files
+        if fmt == "hf-map":
+            assert {f.split("-")[3] for f in pieces} == {"00001", "00002", "00003"}, files
+    elif fmt == "hf-consolidated":
+        assert "sharded" in files and "model.safetensors.index.json" in files and not pieces, files
+    else:
+        assert ".metadata" in files and sum(f.endswith(".distcp") for f in files) >= world, files
+    return files
+
+
+@pytest.mark.parametrize("folder", VIEWED)
 @pytest.mark.parametrize("view", ["@single", "@shards=20MB"])
-def test_dcp_views_from_pretrained(mount, dcp_saves, reference, minilm_dir, case, view):
-    world, kind, dtype, fmt, nested = CASES[case]
-    files = sorted(p.name for p in (mount / case).iterdir())
-    assert ".metadata" in files and sum(f.endswith(".distcp") for f in files) >= world, files
-    path = mount / f"{case}{view}"
+def test_dcp_views_from_pretrained(mount, dcp_saves, references, reference, folder, view):
+    check_written(mount, folder)
+    path = mount / f"{folder}{view}"
     if view != "@single":
         shards = sorted(p.name for p in path.glob("model-*.safetensors"))
         assert len(shards) > 1 and (path / "model.safetensors.index.json").exists(), shards
     listed = sorted(p.name for p in path.iterdir())
-    assert not any(n.endswith(".distcp") or n == ".metadata" for n in listed), listed
-    want, want_emb = reference_for(reference, minilm_dir, dtype)
+    assert not any(n.endswith(".distcp") or n == ".metadata" or n.startswith("shard-") or n == "sharded"
+                   for n in listed), listed
+    dtype = case_of(folder)[2]
+    want, want_emb = references[dtype]
     model = AutoModel.from_pretrained(path).eval()
     assert model.dtype == dtype
     assert_same_state(model.state_dict(), want)
     assert torch.equal(embed(model, reference["tokenizer"]), want_emb)
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_dcp_views_safe_open(mount, dcp_saves, reference, minilm_dir, case):
-    """safe_open sees every model tensor in the views, and no optimizer state."""
-    want, _ = reference_for(reference, minilm_dir, CASES[case][2])
+def tensors_once(paths):
+    """Every tensor of the safetensors files, each seen once, with its
+    metadata."""
+    got = {}
+    for f in paths:
+        with safe_open(f, framework="pt") as st:
+            assert st.metadata() == {"format": "pt"}, (f, st.metadata())
+            for k in st.keys():
+                assert k not in got, (f, k)
+                got[k] = st.get_tensor(k)
+    return got
+
+
+@pytest.mark.parametrize("folder", VIEWED)
+def test_dcp_views_safe_open(mount, dcp_saves, references, folder):
+    """safe_open sees every model tensor in the views once, with its full
+    shape, and no optimizer state."""
+    want, _ = references[case_of(folder)[2]]
     for view in ["@single", "@shards=20MB"]:
-        got = {}
-        for f in sorted((mount / f"{case}{view}").glob("*.safetensors")):
-            with safe_open(f, framework="pt") as st:
-                assert st.metadata() == {"format": "pt"}, st.metadata()
-                for k in st.keys():
-                    got[k] = st.get_tensor(k)
+        got = tensors_once(sorted((mount / f"{folder}{view}").glob("*.safetensors")))
         # position_ids is a buffer transformers does not save in state_dict files.
         assert set(got) == set(want) - {"embeddings.position_ids"}, set(got) ^ set(want)
         for k, v in got.items():
-            assert torch.equal(v, want[k]), (case, view, k)
+            assert torch.equal(v, want[k]), (folder, view, k)
+
+
+def test_consolidation_job_through_the_mount(mount, dcp_saves, references):
+    """torch's own consolidation job, run by enable_consolidation=True on the
+    pieces in the mount, wrote the same tensors the views assemble."""
+    want, _ = references[torch.float32]
+    folder = mount / "hf-consolidated-2"
+    job = {}
+    for f in sorted(folder.glob("model-*.safetensors")):
+        with safe_open(f, framework="pt") as st:
+            job.update({k: st.get_tensor(k) for k in st.keys()})
+    view = tensors_once([mount / "hf-consolidated-2" / "sharded@single" / "model.safetensors"])
+    assert set(job) == set(view) and all(torch.equal(job[k], view[k]) and torch.equal(view[k], want[k]) for k in view)
 
 
 def test_dcp_deduplicates_against_safetensors(minilm_dir):
@@ -214,5 +300,58 @@ def test_dcp_malformed_left_out(mount):
     log = (mount.store / "ckptfs.log").read_text()
     for cause in ["runs past the end", "which the folder does not have", "saved by no chunk", "chunks overlap",
                   "os.system refused"]:
+        assert cause in log, cause
+    assert subprocess.run(["ls", str(mount.dir)], capture_output=True).returncode == 0
+
+
+def rewrite_sharding(path, change):
+    """Rewrites the DCP_SHARDING_INFO of safetensors file path as
+    change(info) leaves it, the tensors as they were."""
+    b = path.read_bytes()
+    n = struct.unpack("<Q", b[:8])[0]
+    header = json.loads(b[8:8 + n])
+    info = json.loads(header["__metadata__"]["DCP_SHARDING_INFO"])
+    change(info)
+    header["__metadata__"]["DCP_SHARDING_INFO"] = json.dumps(info)
+    js = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(js)) + js + b[8 + n:])
+
+
+def test_hf_distributed_malformed(mount):
+    """Malformed distributed safetensors saves (torch's, from 2 ranks):
+    a rank's file removed or truncated, overlapping pieces, a name the
+    second file holds a piece of without saying where, 10 MB of sharding
+    info. The mount stays up, the log names the cause, and every tensor
+    served is the one torch saved."""
+    src = FIXTURES / "hf-2ranks"
+    want = fixture_tensors(src / "reference.safetensors")
+    rank0, rank1 = "shard-00001-model-00001-of-00001.safetensors", "shard-00002-model-00001-of-00001.safetensors"
+    cases = {}
+    for name in ["hf-removed", "hf-truncated", "hf-overlap", "hf-noinfo", "hf-10mb", "hf-good"]:
+        shutil.copytree(src, mount / name, ignore=shutil.ignore_patterns("reference.safetensors"))
+        cases[name] = mount / name
+    os.remove(cases["hf-removed"] / rank0)
+    os.truncate(cases["hf-truncated"] / rank1, os.path.getsize(cases["hf-truncated"] / rank1) - 10)
+    rewrite_sharding(cases["hf-overlap"] / rank1, lambda info: info.update({"embed.weight": {"saved_offsets": [4, 0]}}))
+    rewrite_sharding(cases["hf-noinfo"] / rank1, lambda info: info.pop("layer.0.bias"))
+    rewrite_sharding(cases["hf-10mb"] / rank1, lambda info: info.update(
+        {f"pad.{i}": {"saved_offsets": [i, i]} for i in range(300_000)}))
+    assert os.path.getsize(cases["hf-10mb"] / rank1) > 10 << 20
+
+    def served(name):
+        path = mount / f"{name}@single" / "model.safetensors"
+        got = fixture_tensors(path) if path.exists() else {}
+        assert all(torch.equal(v, want[k]) for k, v in got.items()), name
+        return got
+
+    assert set(served("hf-removed")) == {"norm.weight", "scale"}  # the replicated ones, in rank 1's file
+    assert not (mount / "hf-truncated@single").exists()
+    assert set(served("hf-overlap")) == set(want) - {"embed.weight"}
+    assert set(served("hf-noinfo")) == set(want) - {"layer.0.bias"}
+    assert not (mount / "hf-10mb@single").exists()  # every name rank 0 has a piece of is in rank 1's file
+    assert set(served("hf-good")) == set(want)
+    log = (mount.store / "ckptfs.log").read_text()
+    for cause in ["saved by no chunk", "the pieces of a distributed save it holds are unknown", "chunks overlap",
+                  "says where its pieces sit, but not where this one does", "DCP_SHARDING_INFO of 1"]:
         assert cause in log, cause
     assert subprocess.run(["ls", str(mount.dir)], capture_output=True).returncode == 0

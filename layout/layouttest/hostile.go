@@ -6,6 +6,7 @@ import (
 	"archive/zip"
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -188,4 +189,70 @@ func PosixPathAgainPickle(partBytes, parts, times int) []byte {
 	b.WriteString("cpathlib\nPosixPath\nq\x020")
 	b.WriteString(strings.Repeat("h\x02h\x01R0", times))
 	return dcpMetadataPickle("", b.String())
+}
+
+// Tensor is a tensor Safetensors writes: Data is its bytes, as many as
+// its dtype and shape say.
+type Tensor struct {
+	Name  string
+	DType string
+	Shape []int64
+	Data  []byte
+}
+
+// Safetensors writes a safetensors file of tensors, in the order given,
+// with encoding/json rather than the code under test.
+func Safetensors(metadata map[string]string, tensors ...Tensor) []byte {
+	header := map[string]any{}
+	if metadata != nil {
+		header["__metadata__"] = metadata
+	}
+	var data []byte
+	for _, t := range tensors {
+		header[t.Name] = map[string]any{"dtype": t.DType, "shape": t.Shape, "data_offsets": []int{len(data), len(data) + len(t.Data)}}
+		data = append(data, t.Data...)
+	}
+	js, err := json.Marshal(header)
+	if err != nil {
+		panic(err)
+	}
+	out := binary.LittleEndian.AppendUint64(nil, uint64(len(js)))
+	return append(append(out, js...), data...)
+}
+
+// Piece is a rank's file of a distributed safetensors save, as torch
+// writes it: its pieces, with DCP_SHARDING_INFO saying where each sits.
+func Piece(at map[string][]int64, tensors ...Tensor) []byte {
+	return Safetensors(map[string]string{"format": "pt", "DCP_VERSION": "1.0", "DCP_SHARDING_INFO": ShardingInfo(at)}, tensors...)
+}
+
+// ShardingInfo is the DCP_SHARDING_INFO of pieces at the offsets given.
+func ShardingInfo(at map[string][]int64) string {
+	info := map[string]any{}
+	for name, offsets := range at {
+		info[name] = map[string][]int64{"saved_offsets": offsets}
+	}
+	js, _ := json.Marshal(info)
+	return string(js)
+}
+
+// DeepShardingInfo is sharding info nested depth arrays deep where the
+// offsets of w belong.
+func DeepShardingInfo(depth int) string {
+	return `{"w":{"saved_offsets":` + strings.Repeat("[", depth) + strings.Repeat("]", depth) + `}}`
+}
+
+// WideShardingInfo is sharding info for w and n names no file holds.
+func WideShardingInfo(n int) string {
+	var b strings.Builder
+	b.WriteString(`{"w":{"saved_offsets":[0]}`)
+	for i := range n {
+		fmt.Fprintf(&b, `,"x%d":{"saved_offsets":[%d]}`, i, i)
+	}
+	return b.String() + "}"
+}
+
+// DuplicateShardingInfo is sharding info that places w twice, elsewhere.
+func DuplicateShardingInfo() string {
+	return `{"w":{"saved_offsets":[0]},"w":{"saved_offsets":[2]}}`
 }

@@ -12,7 +12,7 @@ import (
 // metadata the DCP reader takes.
 func TestBuildersMakeWhatTheySay(t *testing.T) {
 	zip := TorchZip(DeepKeyPickle(10), nil)
-	if _, warnings, err := layout.ParseTorch(bytes.NewReader(zip), int64(len(zip))); err != nil || len(warnings) != 1 {
+	if _, warnings, err := layout.ParseTorch(bytes.NewReader(zip), int64(len(zip)), layout.NewBudget()); err != nil || len(warnings) != 1 {
 		t.Fatalf("torch zip: %v %q", err, warnings)
 	}
 	st := TinyTensorsHeader(7, 100)

@@ -1,11 +1,18 @@
 """Writes the DCP checkpoints layout's tests read, with the torch it runs
-under: python gen.py OUT [--ranks N] [--format torch_save|safetensors].
+under: python gen.py OUT [--ranks N] [--format torch_save|safetensors|hf]
+[--files K].
 
 Each checkpoint is saved from N gloo ranks on CPU as DTensors: sharded on
 dim 0, on dim 1, unevenly, replicated, in fp32 and bf16, nested as
 {"model": ..., "optim": ...} with a non-tensor "step". reference.safetensors
 next to it holds the full model tensors, as the views must assemble them.
 With --ranks 1 there is no process group and every tensor is whole.
+
+--format hf saves the model tensors alone (torch's HF writer takes tensors
+only) with HuggingFaceStorageWriter(save_distributed=True): a safetensors
+file of its pieces per rank, shard-RRRRR-model-00001-of-00001.safetensors,
+and no .metadata; a 2-row tensor split 4 ways adds empty pieces. --files K
+spreads the tensors over K files per rank (fqn_to_index_mapping).
 """
 import argparse
 import os
@@ -29,11 +36,13 @@ def model_tensors():
     }
 
 
-PLACEMENT = {"embed.weight": 0, "layer.0.weight": 1, "layer.0.bias": 0, "layer.1.weight": 1}
+PLACEMENT = {"embed.weight": 0, "layer.0.weight": 1, "layer.0.bias": 0, "layer.1.weight": 1, "tok.weight": 0}
 
 
-def state(world, rank):
+def state(world, rank, fmt="torch_save"):
     full = model_tensors()
+    if fmt == "hf":
+        full["tok.weight"] = torch.arange(12, dtype=torch.float32).reshape(2, 6)
     if world == 1:
         model = full
     else:
@@ -49,17 +58,24 @@ def state(world, rank):
     return {"model": model, "optim": optim, "step": 3}, full
 
 
-def save(rank, world, out, fmt):
+def save(rank, world, out, fmt, files):
     if world > 1:
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
         dist.init_process_group("gloo", rank=rank, world_size=world)
-    sd, full = state(world, rank)
-    kwargs = {}
-    if fmt != "torch_save":
-        from torch.distributed.checkpoint.filesystem import SerializationFormat
+    sd, full = state(world, rank, fmt)
+    if fmt == "hf":
+        from torch.distributed.checkpoint import HuggingFaceStorageWriter
 
-        kwargs["serialization_format"] = SerializationFormat.SAFETENSORS
-    dcp.save(sd, storage_writer=dcp.FileSystemWriter(out, **kwargs))
+        mapping = {k: 1 + i % files for i, k in enumerate(sd["model"])} if files > 1 else None
+        writer = HuggingFaceStorageWriter(out, save_distributed=True, fqn_to_index_mapping=mapping)
+        dcp.save(sd["model"], storage_writer=writer)
+    else:
+        kwargs = {}
+        if fmt != "torch_save":
+            from torch.distributed.checkpoint.filesystem import SerializationFormat
+
+            kwargs["serialization_format"] = SerializationFormat.SAFETENSORS
+        dcp.save(sd, storage_writer=dcp.FileSystemWriter(out, **kwargs))
     if rank == 0:
         from safetensors.torch import save_file
 
@@ -73,12 +89,13 @@ def main():
     ap.add_argument("out")
     ap.add_argument("--ranks", type=int, default=1)
     ap.add_argument("--format", default="torch_save")
+    ap.add_argument("--files", type=int, default=1)
     a = ap.parse_args()
     os.environ["MASTER_PORT"] = str(29500 + os.getpid() % 1000)
     if a.ranks == 1:
-        save(0, 1, a.out, a.format)
+        save(0, 1, a.out, a.format, a.files)
     else:
-        mp.spawn(save, args=(a.ranks, a.out, a.format), nprocs=a.ranks)
+        mp.spawn(save, args=(a.ranks, a.out, a.format, a.files), nprocs=a.ranks)
     print(torch.__version__, a.out, file=sys.stderr)
 
 
