@@ -9,6 +9,7 @@ import (
 	"github.com/ckptfs/ckptfs/cache/chunk"
 	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/cache/pack"
+	"github.com/ckptfs/ckptfs/cache/usage"
 	"github.com/dgraph-io/badger/v4"
 )
 
@@ -101,26 +102,26 @@ func (s *Store) Reclaim() (*GCResult, error) {
 // sealed pack: the store's one full pass.
 func (s *Store) countRefs() error {
 	counts := map[refKey]int32{}
-	y := newTally()
-	start := func() { s.refs.startBuild(); s.totals.startQueue() }
+	y := usage.NewTally()
+	start := func() { s.refs.startBuild(); s.usage.Start() }
 	err := s.ns.SnapshotFrom(start, func(snap *meta.Namespace) error {
-		if err := snap.ScanEntries(y.entry); err != nil {
+		if err := snap.ScanEntries(y.Entry); err != nil {
 			return err
 		}
 		return snap.ScanRecords(func(in *meta.Inode) error {
 			for _, c := range in.Content.Chunks {
 				counts[keyOf(c.Hash)]++
 			}
-			y.record(in)
+			y.Record(in)
 			return nil
 		})
 	})
 	if err != nil {
 		s.refs.abandon()
-		s.totals.abandon()
+		s.usage.Abandon()
 		return err
 	}
-	s.totals.install(y)
+	s.usage.Install(y)
 	sealed, err := s.sealedPacks() // every record of these is indexed now
 	if err != nil {
 		return err

@@ -21,6 +21,7 @@ import (
 	"github.com/ckptfs/ckptfs/cache/chunk"
 	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/cache/pack"
+	"github.com/ckptfs/ckptfs/cache/usage"
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
 )
@@ -78,7 +79,7 @@ type Store struct {
 	space     freeSpace        // see EnsureSpace
 	live      *liveChunks      // what Reclaim keeps although unreferenced
 	refs      *refs            // what records name, and what may be garbage
-	totals    *totals          // what each checkpoint holds
+	usage     *usage.Counts    // what each checkpoint holds
 	reclaimMu sync.Mutex       // one collection at a time
 	garbage   map[uint32]int64 // garbage bytes of each pack, under reclaimMu
 	reclaimer *reclaimer       // nil unless Options.ReclaimEvery
@@ -166,7 +167,7 @@ func openStore(dir string, o Options) (*Store, error) {
 		return nil, fmt.Errorf("open store %s: %w (ckptfs fsck reports what it affects)", dir, damage)
 	}
 	s := &Store{dir: dir, opts: bo, db: db, index: meta.NewIndex(db), log: o.Logger, packs: packs, metrics: newMetrics(), damage: damage, backing: noBacking{},
-		live: newLiveChunks(o.Mounted || o.ReclaimEvery > 0), refs: newRefs(), totals: newTotals(), garbage: map[uint32]int64{}, verifyReads: o.VerifyReads, readOnly: o.ReadOnly, suspect: map[uint32]bool{}}
+		live: newLiveChunks(o.Mounted || o.ReclaimEvery > 0), refs: newRefs(), usage: usage.New(), garbage: map[uint32]int64{}, verifyReads: o.VerifyReads, readOnly: o.ReadOnly, suspect: map[uint32]bool{}}
 	if o.Loaders <= 0 {
 		o.Loaders = runtime.NumCPU()
 	}
@@ -224,7 +225,13 @@ func (s *Store) recordsChanged(chs []meta.RecordChange) {
 	if len(removed) > 0 {
 		s.reclaimer.kick() // what they named may be garbage now
 	}
-	s.totals.changed(chs)
+	s.usage.Changed(chs)
+}
+
+// CheckpointTotals is what checkpoint ino (an entry of the root) holds:
+// kept as the store changes (see usage.Counts).
+func (s *Store) CheckpointTotals(ino uint64) (usage.Totals, error) {
+	return s.usage.Checkpoint(s.ns, ino)
 }
 
 // Unclean reports whether the session before this one did not close

@@ -1,4 +1,8 @@
-package store
+// Package usage counts what each checkpoint of a store holds (its files,
+// each counted once however many names it has, and their bytes), kept as
+// the namespace changes, so that listing the checkpoints costs their
+// number, not their files.
+package usage
 
 import (
 	"fmt"
@@ -14,13 +18,13 @@ type Totals struct {
 	Files, Bytes int64
 }
 
-// totals keeps the Totals of every checkpoint, so that listing the
-// checkpoints costs their number, not their files. They are counted once,
-// from the snapshot the references are counted from (see countRefs), and
-// kept from each committed change (meta.Hooks.Records). A folder moved
-// between checkpoints makes both dirty: they are counted again, from a
-// snapshot, when asked. Like the references, nothing of them is on disk.
-type totals struct {
+// Counts keeps the Totals of every checkpoint. They are counted once,
+// from a snapshot (a Tally, made with what else counts from that snapshot:
+// the store's reference counts), and kept from each committed change
+// (Changed, meta.Hooks.Records). A folder moved between checkpoints makes
+// both dirty: they are counted again, from a snapshot, when asked.
+// Nothing of them is on disk, so a crash can leave no count wrong.
+type Counts struct {
 	mu    sync.Mutex
 	top   map[uint64]uint64 // inode -> the checkpoint it is in; nil until built
 	sums  map[uint64]*Totals
@@ -34,14 +38,14 @@ type totals struct {
 	queue [][]meta.RecordChange
 }
 
-func newTotals() *totals {
-	return &totals{dirty: map[uint64]bool{}, multi: map[uint64]map[uint64]bool{}}
+func New() *Counts {
+	return &Counts{dirty: map[uint64]bool{}, multi: map[uint64]map[uint64]bool{}}
 }
 
 func isFile(in *meta.Inode) bool { return in != nil && in.Mode&syscall.S_IFMT == syscall.S_IFREG }
 
-// changed applies a committed change: the Records hook.
-func (t *totals) changed(chs []meta.RecordChange) {
+// Changed applies a committed change: the Records hook.
+func (t *Counts) Changed(chs []meta.RecordChange) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	switch {
@@ -54,14 +58,14 @@ func (t *totals) changed(chs []meta.RecordChange) {
 
 // checkpointOf is the checkpoint an entry of folder parent is in: the
 // entry itself in the root.
-func (t *totals) checkpointOf(parent, ino uint64) uint64 {
+func (t *Counts) checkpointOf(parent, ino uint64) uint64 {
 	if parent == meta.RootIno {
 		return ino
 	}
 	return t.top[parent]
 }
 
-func (t *totals) add(ck uint64, files, bytes int64) {
+func (t *Counts) add(ck uint64, files, bytes int64) {
 	if ck == 0 {
 		return
 	}
@@ -82,7 +86,7 @@ func linked(c meta.RecordChange) bool {
 
 // dirtyLinked makes dirty every checkpoint that has, or had, a name of the
 // file change c is of.
-func (t *totals) dirtyLinked(c meta.RecordChange) {
+func (t *Counts) dirtyLinked(c meta.RecordChange) {
 	ino := c.After
 	if ino == nil {
 		ino = c.Before
@@ -103,7 +107,7 @@ func (t *totals) dirtyLinked(c meta.RecordChange) {
 	}
 }
 
-func (t *totals) applyLocked(chs []meta.RecordChange) {
+func (t *Counts) applyLocked(chs []meta.RecordChange) {
 	for _, c := range chs {
 		if linked(c) {
 			t.dirtyLinked(c)
@@ -153,10 +157,10 @@ func (t *totals) applyLocked(chs []meta.RecordChange) {
 	}
 }
 
-// count counts, from snapshot snap (taken at the moment startQueue ran),
+// count counts, from snapshot snap (taken at the moment Start ran),
 // the Totals of checkpoint ck by walking it, and applies the changes
 // queued since.
-func (t *totals) count(snap *meta.Namespace, ck uint64) error {
+func (t *Counts) count(snap *meta.Namespace, ck uint64) error {
 	top := map[uint64]uint64{}
 	multi := map[uint64]map[uint64]bool{}
 	sum := &Totals{}
@@ -208,10 +212,10 @@ func (t *totals) count(snap *meta.Namespace, ck uint64) error {
 	return nil
 }
 
-// tally counts what every checkpoint holds from one pass over a
+// Tally counts what every checkpoint holds from one pass over a
 // snapshot's entries (where) and one over its records (record), where a
 // walk would read a record per entry.
-type tally struct {
+type Tally struct {
 	dirParent map[uint64]uint64   // folder -> the folder it is in
 	fileDir   map[uint64]uint64   // file -> the folder of a name of it
 	moreDirs  map[uint64][]uint64 // file -> the folders of its other names
@@ -221,13 +225,13 @@ type tally struct {
 	multi     map[uint64]map[uint64]bool
 }
 
-func newTally() *tally {
-	return &tally{dirParent: map[uint64]uint64{}, fileDir: map[uint64]uint64{}, moreDirs: map[uint64][]uint64{}, dirTop: map[uint64]uint64{},
+func NewTally() *Tally {
+	return &Tally{dirParent: map[uint64]uint64{}, fileDir: map[uint64]uint64{}, moreDirs: map[uint64][]uint64{}, dirTop: map[uint64]uint64{},
 		top: map[uint64]uint64{}, sums: map[uint64]*Totals{}, multi: map[uint64]map[uint64]bool{}}
 }
 
-// entry notes one directory entry of the snapshot.
-func (y *tally) entry(parent uint64, _ string, ino uint64, mode uint32) error {
+// Entry notes one directory entry of the snapshot.
+func (y *Tally) Entry(parent uint64, _ string, ino uint64, mode uint32) error {
 	switch {
 	case parent == meta.RootIno:
 		y.sums[ino] = &Totals{}
@@ -246,7 +250,7 @@ func (y *tally) entry(parent uint64, _ string, ino uint64, mode uint32) error {
 }
 
 // fileIn notes a name of file ino in folder dir.
-func (y *tally) fileIn(ino, dir uint64) {
+func (y *Tally) fileIn(ino, dir uint64) {
 	if _, ok := y.fileDir[ino]; ok {
 		y.moreDirs[ino] = append(y.moreDirs[ino], dir)
 	} else {
@@ -256,7 +260,7 @@ func (y *tally) fileIn(ino, dir uint64) {
 
 // checkpointOfDir is the checkpoint folder dir is in, 0 if none (a folder
 // no entry reaches).
-func (y *tally) checkpointOfDir(dir uint64) uint64 {
+func (y *Tally) checkpointOfDir(dir uint64) uint64 {
 	if ck, ok := y.dirTop[dir]; ok {
 		return ck
 	}
@@ -280,8 +284,8 @@ func (y *tally) checkpointOfDir(dir uint64) uint64 {
 	return ck
 }
 
-// record counts one record of the snapshot, after every entry was noted.
-func (y *tally) record(in *meta.Inode) {
+// Record counts one record of the snapshot, after every entry was noted.
+func (y *Tally) Record(in *meta.Inode) {
 	if in.Mode&syscall.S_IFMT == syscall.S_IFDIR {
 		if ck := y.checkpointOfDir(in.Ino); ck != 0 {
 			y.top[in.Ino] = ck
@@ -321,9 +325,9 @@ func (y *tally) record(in *meta.Inode) {
 	}
 }
 
-// install takes what the tally counted, from the snapshot startQueue ran
-// at, and applies the changes queued since.
-func (t *totals) install(y *tally) {
+// Install takes what the tally counted, from the snapshot Start ran at,
+// and applies the changes queued since.
+func (t *Counts) Install(y *Tally) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.top, t.sums, t.multi = y.top, y.sums, y.multi
@@ -333,47 +337,47 @@ func (t *totals) install(y *tally) {
 	t.queue = nil
 }
 
-// startQueue is called at the moment of the snapshot count counts from.
-func (t *totals) startQueue() {
+// Start is called at the moment of the snapshot a Tally counts from:
+// changes committed after it are queued until Install.
+func (t *Counts) Start() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.queue = [][]meta.RecordChange{}
 }
 
-// abandon gives up a count that failed: nothing is queued any more.
-func (t *totals) abandon() {
+// Abandon gives up a count that failed: nothing is queued any more.
+func (t *Counts) Abandon() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.queue = nil
 }
 
-// CheckpointTotals is what checkpoint ino (an entry of the root) holds,
-// from counts kept as the store changes: a mounted store counts them in
-// its first reclaim pass, any other the first time it is asked, in one
-// pass over its entries and records.
-func (s *Store) CheckpointTotals(ino uint64) (Totals, error) {
-	t := s.totals
+// Checkpoint is what checkpoint ino (an entry of the root) of namespace
+// ns holds: from the counts kept, counted first in one pass over ns's
+// entries and records if they are not kept yet, and again by a walk of
+// the checkpoint if it is dirty.
+func (t *Counts) Checkpoint(ns *meta.Namespace, ino uint64) (Totals, error) {
 	t.mu.Lock()
 	built, dirty := t.top != nil, t.dirty[ino]
 	t.mu.Unlock()
 	if !built {
-		y := newTally()
-		err := s.ns.SnapshotFrom(t.startQueue, func(snap *meta.Namespace) error {
-			if err := snap.ScanEntries(y.entry); err != nil {
+		y := NewTally()
+		err := ns.SnapshotFrom(t.Start, func(snap *meta.Namespace) error {
+			if err := snap.ScanEntries(y.Entry); err != nil {
 				return err
 			}
-			return snap.ScanRecords(func(in *meta.Inode) error { y.record(in); return nil })
+			return snap.ScanRecords(func(in *meta.Inode) error { y.Record(in); return nil })
 		})
 		if err != nil {
-			t.abandon()
+			t.Abandon()
 			return Totals{}, err
 		}
-		t.install(y)
+		t.Install(y)
 	}
 	if dirty {
-		err := s.ns.SnapshotFrom(t.startQueue, func(snap *meta.Namespace) error { return t.count(snap, ino) })
+		err := ns.SnapshotFrom(t.Start, func(snap *meta.Namespace) error { return t.count(snap, ino) })
 		if err != nil {
-			t.abandon()
+			t.Abandon()
 			return Totals{}, err
 		}
 	}
