@@ -135,7 +135,7 @@ func (s *Store) StoredValue(h chunk.Hash, decode bool) ([]byte, error) {
 	var val []byte
 	err = s.packs.Read(h, loc, func(v []byte) error {
 		if decode {
-			if _, err := s.chunks.codecs.Decode(h, v); err != nil {
+			if _, err := s.codecs.Decode(h, v); err != nil {
 				return err
 			}
 		} else if err := chunk.Check(h, v); err != nil {
@@ -151,7 +151,7 @@ func (s *Store) StoredValue(h chunk.Hash, decode bool) ([]byte, error) {
 // hash and length, stores it as is and returns the raw bytes. A value that
 // does not verify is chunk.ErrCorrupt.
 func (s *Store) AddFetched(ref chunk.Ref, val []byte) ([]byte, error) {
-	raw, err := s.chunks.codecs.Decode(ref.Hash, val)
+	raw, err := s.codecs.Decode(ref.Hash, val)
 	if err == nil && ref.Len != 0 && len(raw) != int(ref.Len) {
 		err = fmt.Errorf("%d bytes, the manifest says %d: %w", len(raw), ref.Len, chunk.ErrCorrupt)
 	}

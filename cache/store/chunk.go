@@ -34,7 +34,7 @@ func (s *Store) PutChunk(raw []byte, hint chunk.Hint) (chunk.Ref, error) {
 	if buf == nil {
 		buf = new([]byte)
 	}
-	val, ok := s.chunks.codecs.EncodeTo(*buf, raw, hint)
+	val, ok := s.codecs.EncodeTo(*buf, raw, hint)
 	if !ok {
 		s.log.Error("codec bug: a payload did not decode to its chunk; stored raw", "chunk", ref.Hash.String(), "hint", hint)
 	}
@@ -48,7 +48,7 @@ func (s *Store) PutChunk(raw []byte, hint chunk.Hint) (chunk.Ref, error) {
 		return ref, fmt.Errorf("write chunk %s: %w", ref.Hash.Short(), err)
 	}
 	s.live.touch(ref.Hash)
-	s.refs.stored(ref.Hash)
+	s.refs.Stored(ref.Hash)
 	s.reclaimer.kick() // garbage if no record comes to name it
 	s.backing.Stored(ref.Hash)
 	since(s.metrics.storeSeconds, start)
@@ -91,9 +91,9 @@ func (s *Store) checkRecord(h chunk.Hash, loc pack.Loc) error {
 // loadChunk reads and verifies a chunk from its pack, bypassing the LRU.
 // A chunk the packs lack or hold damaged is fetched from the backing.
 func (s *Store) loadChunk(h chunk.Hash) ([]byte, error) {
-	decode := s.chunks.codecs.DecodeChecksummed // see there why no hash
+	decode := s.codecs.DecodeChecksummed // see there why no hash
 	if s.verifyReads {
-		decode = s.chunks.codecs.Decode
+		decode = s.codecs.Decode
 	}
 	raw, err := s.readLocal(h, decode)
 	// Only a chunk the store lacks, or holds damaged, is fetched: an I/O
@@ -107,7 +107,7 @@ func (s *Store) loadChunk(h chunk.Hash) ([]byte, error) {
 // ReadLocal reads chunk h from its pack and verifies it, its hash
 // included, bypassing the LRU and the backing.
 func (s *Store) ReadLocal(h chunk.Hash) ([]byte, error) {
-	return s.readLocal(h, s.chunks.codecs.Decode)
+	return s.readLocal(h, s.codecs.Decode)
 }
 
 // readLocal reads chunk h from its pack and decodes it with decode.

@@ -53,7 +53,7 @@ func (s *Store) Reclaim() (*GCResult, error) {
 	s.reclaimMu.Lock()
 	defer s.reclaimMu.Unlock()
 	s.live.turn()
-	if !s.refs.built() {
+	if !s.refs.Built() {
 		if err := s.countRefs(); err != nil {
 			return nil, fmt.Errorf("reclaim: %w", err)
 		}
@@ -101,23 +101,23 @@ func (s *Store) Reclaim() (*GCResult, error) {
 // chunk no record names a candidate, and counts the garbage of every
 // sealed pack: the store's one full pass.
 func (s *Store) countRefs() error {
-	counts := map[refKey]int32{}
+	counts := map[usage.Key]int32{}
 	y := usage.NewTally()
-	start := func() { s.refs.startBuild(); s.usage.Start() }
+	start := func() { s.refs.Start(); s.usage.Start() }
 	err := s.ns.SnapshotFrom(start, func(snap *meta.Namespace) error {
 		if err := snap.ScanEntries(y.Entry); err != nil {
 			return err
 		}
 		return snap.ScanRecords(func(in *meta.Inode) error {
 			for _, c := range in.Content.Chunks {
-				counts[keyOf(c.Hash)]++
+				counts[usage.KeyOf(c.Hash)]++
 			}
 			y.Record(in)
 			return nil
 		})
 	})
 	if err != nil {
-		s.refs.abandon()
+		s.refs.Abandon()
 		s.usage.Abandon()
 		return err
 	}
@@ -134,7 +134,7 @@ func (s *Store) countRefs() error {
 			return nil
 		}
 		used[loc.Pack] += pack.RecordHeader + int64(loc.Len)
-		if counts[keyOf(h)] == 0 {
+		if counts[usage.KeyOf(h)] == 0 {
 			unnamed = append(unnamed, h)
 		}
 		return nil
@@ -142,7 +142,7 @@ func (s *Store) countRefs() error {
 	if err != nil {
 		return err
 	}
-	s.refs.install(counts, unnamed)
+	s.refs.Install(counts, unnamed)
 	s.garbage = map[uint32]int64{}
 	for _, id := range sealed {
 		if st, err := os.Stat(s.packs.Path(id)); err == nil {
@@ -157,7 +157,7 @@ func (s *Store) countRefs() error {
 // garbage, and returns the packs it freed from. Stores wait meanwhile, so
 // none can find a chunk by dedup as it goes.
 func (s *Store) freeCandidates(res *GCResult) (map[uint32]bool, error) {
-	candidates := s.refs.take()
+	candidates := s.refs.Take()
 	if len(candidates) == 0 {
 		return nil, nil
 	}
@@ -169,10 +169,10 @@ func (s *Store) freeCandidates(res *GCResult) (map[uint32]bool, error) {
 	defer s.live.mu.Unlock()
 	var freed []meta.Record
 	var kept []chunk.Hash
-	s.refs.mu.Lock()
+	s.refs.Lock()
 	res.Weighed = int64(len(candidates))
 	for h := range candidates {
-		if s.refs.namedLocked(h) {
+		if s.refs.NamedLocked(h) {
 			continue
 		}
 		if keep, recent := s.live.keepsLocked(h); keep {
@@ -187,14 +187,14 @@ func (s *Store) freeCandidates(res *GCResult) (map[uint32]bool, error) {
 			continue // deleted before, or evicted to a bucket
 		}
 		if err != nil {
-			s.refs.mu.Unlock()
+			s.refs.Unlock()
 			return nil, err
 		}
 		freed = append(freed, meta.Record{Hash: h, Loc: loc})
 	}
-	s.refs.mu.Unlock()
+	s.refs.Unlock()
 	for _, h := range kept {
-		s.refs.keep(h)
+		s.refs.Keep(h)
 	}
 	if err := s.index.Delete(freed); err != nil {
 		return nil, err

@@ -60,7 +60,7 @@ func (r *FileReader) ReadAt(p []byte, off int64) (int, error) {
 	first := i
 	n := 0
 	for n < len(p) && i < len(r.chunks) {
-		data, err := r.store.chunks.get(r.chunks[i].Hash)
+		data, err := r.store.chunks.Get(r.chunks[i].Hash)
 		if err == nil && len(data) != int(r.chunks[i].Len) { // a manifest from a bucket may lie
 			err = fmt.Errorf("chunk %s: %d bytes, the manifest says %d: %w", r.chunks[i].Hash.Short(), len(data), r.chunks[i].Len, chunk.ErrCorrupt)
 		}
@@ -92,6 +92,6 @@ func (r *FileReader) readahead(first, lastRead int) {
 		return
 	}
 	for j := lastRead + 1; j <= lastRead+readaheadChunks && j < len(r.chunks); j++ {
-		r.store.chunks.warm(r.chunks[j].Hash)
+		r.store.chunks.Warm(r.chunks[j].Hash)
 	}
 }

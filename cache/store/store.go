@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/ckptfs/ckptfs/cache/chunk"
+	"github.com/ckptfs/ckptfs/cache/chunkcache"
 	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/cache/pack"
 	"github.com/ckptfs/ckptfs/cache/usage"
@@ -64,7 +65,8 @@ type Store struct {
 	index   *meta.Index
 	log     *slog.Logger
 	packs   *pack.Set
-	chunks  *chunkCache
+	codecs  *chunk.Codecs
+	chunks  *chunkcache.Cache
 	metrics *Metrics
 	damage  error   // damaged tables found on open, see AllowDamagedTables
 	backing Backing // noBacking unless SetBacking
@@ -78,7 +80,7 @@ type Store struct {
 	makeRoom  func(need int64)
 	space     freeSpace        // see EnsureSpace
 	live      *liveChunks      // what Reclaim keeps although unreferenced
-	refs      *refs            // what records name, and what may be garbage
+	refs      *usage.Refs      // what records name, and what may be garbage
 	usage     *usage.Counts    // what each checkpoint holds
 	reclaimMu sync.Mutex       // one collection at a time
 	garbage   map[uint32]int64 // garbage bytes of each pack, under reclaimMu
@@ -167,11 +169,12 @@ func openStore(dir string, o Options) (*Store, error) {
 		return nil, fmt.Errorf("open store %s: %w (ckptfs fsck reports what it affects)", dir, damage)
 	}
 	s := &Store{dir: dir, opts: bo, db: db, index: meta.NewIndex(db), log: o.Logger, packs: packs, metrics: newMetrics(), damage: damage, backing: noBacking{},
-		live: newLiveChunks(o.Mounted || o.ReclaimEvery > 0), refs: newRefs(), usage: usage.New(), garbage: map[uint32]int64{}, verifyReads: o.VerifyReads, readOnly: o.ReadOnly, suspect: map[uint32]bool{}}
+		live: newLiveChunks(o.Mounted || o.ReclaimEvery > 0), refs: usage.NewRefs(), usage: usage.New(), garbage: map[uint32]int64{}, verifyReads: o.VerifyReads, readOnly: o.ReadOnly, suspect: map[uint32]bool{}}
 	if o.Loaders <= 0 {
 		o.Loaders = runtime.NumCPU()
 	}
-	s.chunks = newChunkCache(s, o.CacheBytes, o.Loaders)
+	s.codecs = chunk.NewCodecs()
+	s.chunks = chunkcache.New(s.loadChunk, o.CacheBytes, o.Loaders, s.metrics.cacheHits, s.metrics.cacheMisses)
 	s.ns, err = meta.OpenNamespace(db, meta.Hooks{
 		Reserve: func() error { return s.EnsureSpace(0, metaReserve, false) },
 		Claim: func(parent uint64, name string) error {
@@ -220,7 +223,7 @@ func (s *Store) recordsChanged(chs []meta.RecordChange) {
 		}
 	}
 	if len(removed)+len(added) > 0 {
-		s.refs.changed(removed, added)
+		s.refs.Changed(removed, added)
 	}
 	if len(removed) > 0 {
 		s.reclaimer.kick() // what they named may be garbage now

@@ -1,7 +1,7 @@
-// Package usage counts what each checkpoint of a store holds (its files,
-// each counted once however many names it has, and their bytes), kept as
-// the namespace changes, so that listing the checkpoints costs their
-// number, not their files.
+// Package usage counts what a store's namespace uses, kept as it changes:
+// how many records name each chunk (Refs), so that reclaim weighs only the
+// chunks that changed, and what each checkpoint holds (Counts), so that
+// listing the checkpoints costs their number, not their files.
 package usage
 
 import (
