@@ -14,6 +14,7 @@ import (
 	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/cache/store"
 	"github.com/ckptfs/ckptfs/cache/views"
+	"github.com/ckptfs/ckptfs/cmd/ckptfs/localfs"
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
 )
@@ -233,7 +234,7 @@ files still open keep reading, and the mount frees the space within
 				if a.live.checked != nil {
 					a.live.checked(name)
 				}
-				if err := removeBeneath(a.live.mnt, name); err != nil {
+				if err := localfs.RemoveBeneath(a.live.mnt, name); err != nil {
 					return fmt.Errorf("rm %s: %w", name, err)
 				}
 				if a.live.reclaimAfter > 0 {

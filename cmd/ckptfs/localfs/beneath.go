@@ -1,4 +1,8 @@
-package main
+// Package localfs is the local side of import, export and rm: trees
+// copied in from local disk and written out to it, and paths removed below
+// a mountpoint, each walked from a folder descriptor and never resolved by
+// name across a symlink (see beneath.go).
+package localfs
 
 // Commands run in a mount's daemon run as root, on paths other users may
 // change meanwhile: a folder of theirs swapped for a symlink between a
@@ -19,9 +23,9 @@ import (
 // beneath is how a path below a folder held open is resolved.
 const beneath = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_XDEV
 
-// openBeneath opens rel, a relative path, below the folder open as dirfd;
+// OpenBeneath opens rel, a relative path, below the folder open as dirfd;
 // mode is a new file's, with O_CREAT.
-func openBeneath(dirfd int, rel string, flags int, mode uint32) (int, error) {
+func OpenBeneath(dirfd int, rel string, flags int, mode uint32) (int, error) {
 	how := &unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC), Resolve: beneath}
 	if flags&unix.O_CREAT != 0 {
 		how.Mode = uint64(mode)
@@ -36,16 +40,16 @@ func parentBeneath(dirfd int, rel string) (int, string, error) {
 	if dir == "" {
 		dir = "."
 	}
-	fd, err := openBeneath(dirfd, dir, unix.O_PATH|unix.O_DIRECTORY, 0)
+	fd, err := OpenBeneath(dirfd, dir, unix.O_PATH|unix.O_DIRECTORY, 0)
 	return fd, name, err
 }
 
-// removeBeneath removes rel, a clean relative path below the folder root,
+// RemoveBeneath removes rel, a clean relative path below the folder root,
 // and all it holds, as rm -r does, without following a symlink or leaving
 // root's file system: a folder on the way swapped for a symlink fails the
 // removal (ELOOP), and one swapped inside the tree is removed as the
 // symlink it has become.
-func removeBeneath(root, rel string) error {
+func RemoveBeneath(root, rel string) error {
 	rootfd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return err
@@ -69,7 +73,7 @@ func removeAt(dirfd int, name string) error {
 		return err
 	}
 	for {
-		fd, err := openBeneath(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		fd, err := OpenBeneath(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY, 0)
 		if err != nil {
 			return err
 		}

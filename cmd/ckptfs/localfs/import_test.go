@@ -1,4 +1,4 @@
-package main
+package localfs
 
 import (
 	"os"
@@ -23,13 +23,13 @@ func TestImportRefusesASwappedEntry(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	im := &importer{store: store, bar: (&app{stderr: os.Stderr}).newProgress(-1, "test"), afterStat: func(p string) {
+	im := &Importer{Store: store, Bar: discard{}, AfterStat: func(p string) {
 		if filepath.Base(p) == "weights.bin" {
 			os.Remove(p)
 			os.Symlink(secret, p)
 		}
 	}}
-	err = im.copy(src, meta.RootIno, "ck")
+	err = im.Copy(src, meta.RootIno, "ck")
 	if err == nil || !strings.Contains(err.Error(), "weights.bin") {
 		t.Fatalf("import of a swapped entry: %v", err)
 	}
@@ -40,8 +40,8 @@ func TestImportRefusesASwappedEntry(t *testing.T) {
 	os.Remove(filepath.Join(src, "weights.bin"))
 	os.WriteFile(filepath.Join(src, "weights.bin"), []byte("mine"), 0o644)
 	os.Symlink("weights.bin", filepath.Join(src, "link"))
-	im.afterStat = nil
-	if err := im.copy(src, meta.RootIno, "ok"); err != nil {
+	im.AfterStat = nil
+	if err := im.Copy(src, meta.RootIno, "ok"); err != nil {
 		t.Fatal(err)
 	}
 	if in, err := store.Namespace().Resolve("ok/link"); err != nil || in.Target != "weights.bin" {
@@ -51,3 +51,8 @@ func TestImportRefusesASwappedEntry(t *testing.T) {
 		t.Fatalf("file: %+v %v", in, err)
 	}
 }
+
+// discard is a progress bar that shows nothing.
+type discard struct{}
+
+func (discard) Add64(int64) error { return nil }
