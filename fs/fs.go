@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/ckptfs/ckptfs/fs/metrics"
 	"hash/fnv"
 	"log/slog"
 	"syscall"
@@ -37,7 +38,7 @@ type Options struct {
 	// ReadOnly mounts read-only: the kernel answers every change with EROFS.
 	ReadOnly bool
 	// Metrics counts what the mount serves; nil counts into metrics no one reads.
-	Metrics *Metrics
+	Metrics *metrics.Metrics
 }
 
 // FS holds what every node of one mount shares.
@@ -47,7 +48,7 @@ type FS struct {
 	hot     *hot.Files
 	log     *slog.Logger
 	opts    Options
-	metrics *Metrics
+	metrics *metrics.Metrics
 	views   *viewCache
 }
 
@@ -63,7 +64,7 @@ func Mount(dir string, store *store.Store, w *writes.Path, opts Options) (*fuse.
 		opts.Logger = slog.Default()
 	}
 	if opts.Metrics == nil {
-		opts.Metrics = NewMetrics()
+		opts.Metrics = metrics.New()
 	}
 	fsys := &FS{store: store, writes: w, hot: opts.HotFiles, log: opts.Logger, opts: opts, metrics: opts.Metrics, views: newViewCache()}
 	to := timeout
@@ -90,7 +91,7 @@ func Mount(dir string, store *store.Store, w *writes.Path, opts Options) (*fuse.
 		RootStableAttr: &fs.StableAttr{Ino: meta.RootIno},
 		Logger:         mo.Logger,
 	})
-	server, err := fuse.NewServer(&countedFS{RawFileSystem: raw, m: opts.Metrics}, dir, &mo)
+	server, err := fuse.NewServer(opts.Metrics.Counted(raw), dir, &mo)
 	if err != nil {
 		return nil, err
 	}

@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"fmt"
+	"github.com/ckptfs/ckptfs/fs/metrics"
 	"io"
 	"sync"
 	"syscall"
@@ -72,7 +73,7 @@ func (h *handle) readResult(data []byte, err error) (fuse.ReadResult, syscall.Er
 	if err != nil && err != io.EOF {
 		return nil, h.errno("read", err)
 	}
-	h.node.fsys.metrics.reads(kindAsWritten).Add(float64(len(data)))
+	h.node.fsys.metrics.Reads(metrics.AsWritten).Add(float64(len(data)))
 	return fuse.ReadResultData(data), 0
 }
 
@@ -82,7 +83,7 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 	if err != nil {
 		return 0, h.errno("write", err)
 	}
-	h.node.fsys.metrics.writtenBytes.Add(float64(len(data)))
+	h.node.fsys.metrics.Written().Add(float64(len(data)))
 	return uint32(len(data)), 0
 }
 

@@ -2,6 +2,9 @@ package fs
 
 import (
 	"context"
+	"errors"
+	"github.com/ckptfs/ckptfs/fs/access"
+	"github.com/ckptfs/ckptfs/fs/metrics"
 	"io"
 	"runtime"
 	"sync"
@@ -29,10 +32,10 @@ type viewDirNode struct {
 	key     string // the folder state it shows
 	dirPath string // the folder's, for planning and messages
 	name    string // base@spec
-	kind    string // kindSingle or kindShards
+	kind    string // metrics.Single or metrics.Shards
 	ino     uint64
 	mtime   int64
-	acc     access // the folder's, minus write, when looked up (see current)
+	acc     access.Rights // the folder's, minus write, when looked up (see current)
 
 	mu sync.Mutex
 	// last is the view as planned for key, while anything still holds it:
@@ -64,21 +67,21 @@ func (n *dirNode) lookupView(ctx context.Context, name, base string, spec layout
 	if err != nil || dir.Mode&syscall.S_IFMT != syscall.S_IFDIR {
 		return nil, syscall.ENOENT
 	}
-	if !accessOf(dir).permits(ctx, maySearch) {
+	if !access.Of(dir).Permits(ctx, access.Search) {
 		return nil, syscall.EACCES
 	}
 	v, err := n.fsys.view(dir.Ino, n.Path(nil)+"/"+base, spec)
 	if err != nil {
 		return nil, toErrno(n.fsys.log, "view "+name, err)
 	}
-	kind := kindSingle
+	kind := metrics.Single
 	if spec.Shards {
-		kind = kindShards
+		kind = metrics.Shards
 	}
-	acc := accessOf(dir)
+	acc := access.Of(dir)
 	node := &viewDirNode{fsys: n.fsys, id: viewID{dir.Ino, spec}, key: v.Key, dirPath: n.Path(nil) + "/" + base,
 		name: name, kind: kind, mtime: dir.Mtime, acc: acc, last: weak.Make(v),
-		ino: syntheticIno("view", dir.Ino, name, v.Key, acc.uid, acc.gid, acc.perm)}
+		ino: syntheticIno("view", dir.Ino, name, v.Key, acc.Uid, acc.Gid, acc.Perm)}
 	node.fillAttr(&out.Attr)
 	return n.NewInode(ctx, node, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: node.ino}), 0
 }
@@ -103,39 +106,39 @@ func (n *dirNode) viewEntries(entries []meta.DirEntry) []fuse.DirEntry {
 }
 
 func (n *viewDirNode) fillAttr(out *fuse.Attr) {
-	setAttr(out, &meta.Inode{Ino: n.ino, Mode: syscall.S_IFDIR | n.acc.perm, Uid: n.acc.uid, Gid: n.acc.gid, Atime: n.mtime, Mtime: n.mtime, Ctime: n.mtime})
+	setAttr(out, &meta.Inode{Ino: n.ino, Mode: syscall.S_IFDIR | n.acc.Perm, Uid: n.acc.Uid, Gid: n.acc.Gid, Atime: n.mtime, Mtime: n.mtime, Ctime: n.mtime})
 }
 
-// current is the view directory's access now, the folder's: a chmod or
+// current is the view directory's rights now, the folder's: a chmod or
 // chown of the folder applies to a view looked up before it.
-func (n *viewDirNode) current() (access, error) {
+func (n *viewDirNode) current() (access.Rights, error) {
 	return n.fsys.accessNow(n.id.dir)
 }
 
-// Getattr answers with the access the folder has now, or, when the folder
+// Getattr answers with the rights the folder has now, or, when the folder
 // is gone, the one it had.
 func (n *viewDirNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	n.fillAttr(&out.Attr)
 	if acc, err := n.current(); err == nil {
-		out.Mode, out.Uid, out.Gid = syscall.S_IFDIR|acc.perm, acc.uid, acc.gid
+		out.Mode, out.Uid, out.Gid = syscall.S_IFDIR|acc.Perm, acc.Uid, acc.Gid
 	}
 	return 0
 }
 
-// allows checks the caller against the folder's access now: the kernel
+// allows checks the caller against the folder's rights now: the kernel
 // checks the attributes it cached, which may be a second old.
 func (n *viewDirNode) allows(ctx context.Context, want uint32) syscall.Errno {
 	acc, err := n.current()
 	if err != nil {
 		return toErrno(n.fsys.log, "view "+n.dirPath, err)
 	}
-	if !acc.permits(ctx, want) {
+	if !acc.Permits(ctx, want) {
 		return syscall.EACCES
 	}
 	return 0
 }
 
-func (n *viewDirNode) Opendir(ctx context.Context) syscall.Errno { return n.allows(ctx, mayRead) }
+func (n *viewDirNode) Opendir(ctx context.Context) syscall.Errno { return n.allows(ctx, access.Read) }
 
 // plan is the node's view: the one still in use, or the plan cache's
 // (see FS.viewOf).
@@ -153,7 +156,7 @@ func (n *viewDirNode) plan() (*views.View, error) {
 }
 
 func (n *viewDirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	if errno := n.allows(ctx, maySearch); errno != 0 {
+	if errno := n.allows(ctx, access.Search); errno != 0 {
 		return nil, errno
 	}
 	v, err := n.plan()
@@ -263,8 +266,8 @@ type roFileNode struct {
 	dir     *viewDirNode
 	ino     uint64
 	size    int64
-	sources []uint64 // the stored files it draws from, whose access it has
-	acc     access   // theirs when looked up; Getattr and Open read them again
+	sources []uint64      // the stored files it draws from, whose rights it has
+	acc     access.Rights // theirs when looked up; Getattr and Open read them again
 	mtime   int64
 	readAt  func(p []byte, off int64) (int, error)
 	pin     func() (release func(), err error) // holds what readAt reads while a handle is open
@@ -290,24 +293,24 @@ func (n *viewDirNode) newFile(name string, size int64, sources []uint64, mtime i
 	if err != nil {
 		return nil, err
 	}
-	f := &roFileNode{fsys: n.fsys, dir: n, ino: syntheticIno("file", n.ino, name, acc.uid, acc.gid, acc.perm), size: size,
-		sources: sources, acc: acc, mtime: mtime, readAt: readAt, hotKey: hotKey, reads: n.fsys.metrics.reads(n.kind)}
+	f := &roFileNode{fsys: n.fsys, dir: n, ino: syntheticIno("file", n.ino, name, acc.Uid, acc.Gid, acc.Perm), size: size,
+		sources: sources, acc: acc, mtime: mtime, readAt: readAt, hotKey: hotKey, reads: n.fsys.metrics.Reads(n.kind)}
 	f.hot.mu = &f.mu
 	return f, nil
 }
 
 func (n *roFileNode) fillAttr(out *fuse.Attr) {
-	in := &meta.Inode{Ino: n.ino, Mode: syscall.S_IFREG | n.acc.perm, Uid: n.acc.uid, Gid: n.acc.gid, Atime: n.mtime, Mtime: n.mtime, Ctime: n.mtime}
+	in := &meta.Inode{Ino: n.ino, Mode: syscall.S_IFREG | n.acc.Perm, Uid: n.acc.Uid, Gid: n.acc.Gid, Atime: n.mtime, Mtime: n.mtime, Ctime: n.mtime}
 	in.Content.Size = n.size
 	setAttr(out, in)
 }
 
-// Getattr answers with the access the sources have now, or, when one is
+// Getattr answers with the rights the sources have now, or, when one is
 // gone, the one they had.
 func (n *roFileNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	n.fillAttr(&out.Attr)
 	if acc, err := n.fsys.accessNow(n.sources...); err == nil {
-		out.Mode, out.Uid, out.Gid = syscall.S_IFREG|acc.perm, acc.uid, acc.gid
+		out.Mode, out.Uid, out.Gid = syscall.S_IFREG|acc.Perm, acc.Uid, acc.Gid
 	}
 	return 0
 }
@@ -322,14 +325,14 @@ func (n *roFileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uin
 	}
 	// What the sources and their folder allow now: the kernel checked the
 	// attributes it cached, which may be from before a chmod.
-	if errno := n.dir.allows(ctx, maySearch); errno != 0 {
+	if errno := n.dir.allows(ctx, access.Search); errno != 0 {
 		return nil, 0, errno
 	}
 	acc, err := n.fsys.accessNow(n.sources...)
 	if err != nil {
 		return nil, 0, toErrno(n.fsys.log, "open "+n.Path(nil), err)
 	}
-	if !acc.permits(ctx, mayRead) {
+	if !acc.Permits(ctx, access.Read) {
 		return nil, 0, syscall.EACCES
 	}
 	always := func() bool { return true }
@@ -376,3 +379,22 @@ func (h *roHandle) Release(ctx context.Context) syscall.Errno {
 type readAtFunc func(p []byte, off int64) (int, error)
 
 func (f readAtFunc) ReadAt(p []byte, off int64) (int, error) { return f(p, off) }
+
+// accessNow is the rights of a view file drawn from the stored files
+// inos (or of a view directory, from its folder), as their records are
+// now. One of them gone makes the view stale (ESTALE), which has the
+// kernel look its path up again.
+func (f *FS) accessNow(inos ...uint64) (access.Rights, error) {
+	records := make([]*meta.Inode, len(inos))
+	for i, ino := range inos {
+		in, err := f.store.Namespace().GetInode(ino)
+		if errors.Is(err, syscall.ENOENT) {
+			return access.Rights{}, syscall.ESTALE
+		}
+		if err != nil {
+			return access.Rights{}, err
+		}
+		records[i] = in
+	}
+	return access.OfWeights(records), nil
+}

@@ -20,6 +20,7 @@ import (
 	"github.com/ckptfs/ckptfs/cache/store"
 	"github.com/ckptfs/ckptfs/cache/writes"
 	"github.com/ckptfs/ckptfs/fs"
+	"github.com/ckptfs/ckptfs/fs/metrics"
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
 )
@@ -330,7 +331,7 @@ func (a *app) serve(mnt string, opts fs.Options, so serveOptions) (err error) {
 			return fmt.Errorf("open store %s: %w", a.storeDir, err)
 		}
 	}
-	opts.Metrics = fs.NewMetrics()
+	opts.Metrics = metrics.New()
 	if so.metricsAddr != "" {
 		stop, err := serveMetrics(so.metricsAddr, so.pprof, a.log, store.Metrics().Collectors(), wp.Metrics().Collectors(), bucketMetrics.Collectors(), opts.Metrics.Collectors())
 		if err != nil {

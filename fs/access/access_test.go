@@ -1,4 +1,4 @@
-package fs
+package access
 
 import (
 	"context"
@@ -17,29 +17,29 @@ func TestWeightsAccessTakesWhatEverySourceAllows(t *testing.T) {
 	type src struct{ uid, gid, mode uint32 }
 	for _, tc := range []struct {
 		sources []src
-		want    access
+		want    Rights
 	}{
-		{[]src{{1000, 100, 0o755}}, access{1000, 100, 0o555}},
-		{[]src{{1000, 100, 0o604}}, access{1000, 100, 0o404}},
-		{[]src{{1000, 100, 0o555}, {1000, 100, 0o500}}, access{1000, 100, 0o500}},
-		{[]src{{1000, 100, 0o444}, {2000, 100, 0o444}}, access{0, 100, 0o444}},
-		{[]src{{1000, 100, 0o555}, {1000, 200, 0o554}}, access{1000, 0, 0o544}},
-		{[]src{{1000, 100, 0o550}, {1000, 200, 0o550}}, access{1000, 0, 0o500}},
+		{[]src{{1000, 100, 0o755}}, Rights{1000, 100, 0o555}},
+		{[]src{{1000, 100, 0o604}}, Rights{1000, 100, 0o404}},
+		{[]src{{1000, 100, 0o555}, {1000, 100, 0o500}}, Rights{1000, 100, 0o500}},
+		{[]src{{1000, 100, 0o444}, {2000, 100, 0o444}}, Rights{0, 100, 0o444}},
+		{[]src{{1000, 100, 0o555}, {1000, 200, 0o554}}, Rights{1000, 0, 0o544}},
+		{[]src{{1000, 100, 0o550}, {1000, 200, 0o550}}, Rights{1000, 0, 0o500}},
 		// A 0604 source denies its group: where groups differ, the view's
 		// others may be in that group.
-		{[]src{{0, 65534, 0o604}, {0, 0, 0o644}}, access{0, 0, 0o400}},
-		{[]src{{0, 65534, 0o644}, {0, 0, 0o644}}, access{0, 0, 0o444}},
+		{[]src{{0, 65534, 0o604}, {0, 0, 0o644}}, Rights{0, 0, 0o400}},
+		{[]src{{0, 65534, 0o644}, {0, 0, 0o644}}, Rights{0, 0, 0o444}},
 		// A 0044 source denies its owner: where owners differ, the view's
 		// group and others may own it.
-		{[]src{{1000, 100, 0o044}, {2000, 100, 0o444}}, access{0, 100, 0o000}},
-		{[]src{{1000, 100, 0o044}, {1000, 100, 0o444}}, access{1000, 100, 0o044}},
+		{[]src{{1000, 100, 0o044}, {2000, 100, 0o444}}, Rights{0, 100, 0o000}},
+		{[]src{{1000, 100, 0o044}, {1000, 100, 0o444}}, Rights{1000, 100, 0o044}},
 	} {
 		var records []*meta.Inode
 		for _, s := range tc.sources {
 			records = append(records, &meta.Inode{Uid: s.uid, Gid: s.gid, Mode: s.mode})
 		}
-		if got := weightsAccess(records); got != tc.want {
-			t.Errorf("sources %o: %+v (perm %o), want %+v (perm %o)", tc.sources, got, got.perm, tc.want, tc.want.perm)
+		if got := OfWeights(records); got != tc.want {
+			t.Errorf("sources %o: %+v (perm %o), want %+v (perm %o)", tc.sources, got, got.Perm, tc.want, tc.want.Perm)
 		}
 	}
 }
@@ -51,20 +51,20 @@ func TestPermitsAsTheKernel(t *testing.T) {
 	caller := func(uid, gid uint32) context.Context {
 		return &fuse.Context{Caller: fuse.Caller{Owner: fuse.Owner{Uid: uid, Gid: gid}, Pid: uint32(os.Getpid())}}
 	}
-	a := access{uid: 1000, gid: 100, perm: 0o504}
+	a := Rights{Uid: 1000, Gid: 100, Perm: 0o504}
 	for _, tc := range []struct {
 		ctx  context.Context
 		want uint32
 		ok   bool
 	}{
-		{caller(0, 0), mayRead, true},
-		{caller(1000, 5), mayRead | maySearch, true},
-		{caller(2000, 100), mayRead, false}, // the group's bits, though others may read
-		{caller(2000, 5), mayRead, true},
-		{caller(2000, 5), maySearch, false},
-		{context.Background(), mayRead, false},
+		{caller(0, 0), Read, true},
+		{caller(1000, 5), Read | Search, true},
+		{caller(2000, 100), Read, false}, // the group's bits, though others may read
+		{caller(2000, 5), Read, true},
+		{caller(2000, 5), Search, false},
+		{context.Background(), Read, false},
 	} {
-		if got := a.permits(tc.ctx, tc.want); got != tc.ok {
+		if got := a.Permits(tc.ctx, tc.want); got != tc.ok {
 			t.Errorf("%+v asking %o: %v, want %v", tc.ctx, tc.want, got, tc.ok)
 		}
 	}
@@ -80,10 +80,10 @@ func TestPermitsAsTheKernel(t *testing.T) {
 	}
 	defer func() { member.Process.Kill(); member.Wait() }()
 	ctx := &fuse.Context{Caller: fuse.Caller{Owner: fuse.Owner{Uid: 2000, Gid: 5}, Pid: uint32(member.Process.Pid)}}
-	if !(access{uid: 1000, gid: 4242, perm: 0o050}).permits(ctx, mayRead|maySearch) {
+	if !(Rights{Uid: 1000, Gid: 4242, Perm: 0o050}).Permits(ctx, Read|Search) {
 		t.Error("a member through a supplementary group is refused")
 	}
-	if (access{uid: 1000, gid: 4243, perm: 0o050}).permits(ctx, mayRead) {
+	if (Rights{Uid: 1000, Gid: 4243, Perm: 0o050}).Permits(ctx, Read) {
 		t.Error("a caller outside the group gets the group's bits")
 	}
 }

@@ -1,4 +1,7 @@
-package fs
+// Package metrics counts what a mount serves: bytes read by kind of view
+// and written, and the FUSE requests that do the work, counted by a
+// wrapper of the raw file system while they run.
+package metrics
 
 import (
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -15,13 +18,13 @@ type Metrics struct {
 
 // The view kinds that label read bytes.
 const (
-	kindAsWritten = "as_written"
-	kindSingle    = "single"
-	kindShards    = "shards"
+	AsWritten = "as_written"
+	Single    = "single"
+	Shards    = "shards"
 )
 
-// NewMetrics makes a mount's metrics; Collectors registers them.
-func NewMetrics() *Metrics {
+// New makes a mount's metrics; Collectors registers them.
+func New() *Metrics {
 	return &Metrics{
 		readBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ckptfs_read_bytes_total",
 			Help: "Bytes the daemon returned to reads, by view: as_written, single, shards. Reads of hot copies go kernel-direct and are not seen."},
@@ -41,7 +44,16 @@ func (m *Metrics) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.readBytes, m.writtenBytes, m.requests, m.inFlight}
 }
 
-func (m *Metrics) reads(kind string) prometheus.Counter { return m.readBytes.WithLabelValues(kind) }
+// Reads counts the bytes read of a view kind.
+func (m *Metrics) Reads(kind string) prometheus.Counter { return m.readBytes.WithLabelValues(kind) }
+
+// Written counts the bytes written.
+func (m *Metrics) Written() prometheus.Counter { return m.writtenBytes }
+
+// Counted wraps raw to count its requests into m.
+func (m *Metrics) Counted(raw fuse.RawFileSystem) fuse.RawFileSystem {
+	return &countedFS{RawFileSystem: raw, m: m}
+}
 
 // countedFS wraps the node tree's raw filesystem to count the requests
 // that do the work while they run.
