@@ -41,9 +41,18 @@ type Options struct {
 	Metrics *metrics.Metrics
 }
 
+// Store is what the mount uses of the store: its namespace, files'
+// content, the pins that keep what open files read, and its folder.
+type Store interface {
+	Namespace() *meta.Namespace
+	NewReader(name string, c *meta.Content) *store.FileReader
+	Pin(cs ...*meta.Content) (unpin func())
+	Dir() string
+}
+
 // FS holds what every node of one mount shares.
 type FS struct {
-	store   *store.Store
+	store   Store
 	writes  *writes.Path
 	hot     *hot.Files
 	log     *slog.Logger
@@ -59,7 +68,7 @@ const timeout = time.Second
 
 // Mount serves store at dir, writing through w, and returns once the
 // mount is live.
-func Mount(dir string, store *store.Store, w *writes.Path, opts Options) (*fuse.Server, error) {
+func Mount(dir string, store Store, w *writes.Path, opts Options) (*fuse.Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -170,7 +179,7 @@ func syntheticIno(parts ...any) uint64 {
 
 func now() int64 { return time.Now().UnixNano() }
 
-func statfs(store *store.Store, out *fuse.StatfsOut) syscall.Errno {
+func statfs(store Store, out *fuse.StatfsOut) syscall.Errno {
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(store.Dir(), &st); err != nil {
 		return fs.ToErrno(err)

@@ -65,7 +65,7 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 		}
 	}
 	_, r := h.node.current()
-	n, err := r.ReadAt(dest, off)
+	n, err := r.ReadAtContext(ctx, dest, off)
 	return h.readResult(dest[:n], err)
 }
 

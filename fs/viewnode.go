@@ -165,12 +165,12 @@ func (n *viewDirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOu
 	}
 	if i, ok := v.FileIndex(name); ok {
 		f := v.Files[i]
-		readAt := func(p []byte, off int64) (int, error) {
+		readAt := func(ctx context.Context, p []byte, off int64) (int, error) {
 			v, err := n.plan()
 			if err != nil {
 				return 0, err
 			}
-			return v.ReadAt(i, p, off)
+			return v.ReadAt(ctx, i, p, off)
 		}
 		sources := make([]uint64, len(v.Weights))
 		for i, in := range v.Weights {
@@ -208,7 +208,7 @@ func (n *viewDirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOu
 			return n.NewInode(ctx, node, fs.StableAttr{Mode: syscall.S_IFLNK, Ino: x.Inode.Ino}), 0
 		}
 		r := n.fsys.store.NewReader(n.Path(nil)+"/"+name, &x.Inode.Content)
-		node, err := n.newFile(name, r.Size(), []uint64{x.Inode.Ino}, x.Inode.Mtime, r.ReadAt, store.ContentKey(&x.Inode.Content))
+		node, err := n.newFile(name, r.Size(), []uint64{x.Inode.Ino}, x.Inode.Mtime, r.ReadAtContext, store.ContentKey(&x.Inode.Content))
 		if err != nil {
 			return nil, toErrno(n.fsys.log, "view "+n.dirPath, err)
 		}
@@ -269,7 +269,7 @@ type roFileNode struct {
 	sources []uint64      // the stored files it draws from, whose rights it has
 	acc     access.Rights // theirs when looked up; Getattr and Open read them again
 	mtime   int64
-	readAt  func(p []byte, off int64) (int, error)
+	readAt  func(ctx context.Context, p []byte, off int64) (int, error)
 	pin     func() (release func(), err error) // holds what readAt reads while a handle is open
 	hotKey  string
 	reads   prometheus.Counter // bytes served, by view kind
@@ -288,7 +288,7 @@ var (
 
 // newFile makes the node of a file of the view, drawn from the stored
 // files sources.
-func (n *viewDirNode) newFile(name string, size int64, sources []uint64, mtime int64, readAt func([]byte, int64) (int, error), hotKey string) (*roFileNode, error) {
+func (n *viewDirNode) newFile(name string, size int64, sources []uint64, mtime int64, readAt func(context.Context, []byte, int64) (int, error), hotKey string) (*roFileNode, error) {
 	acc, err := n.fsys.accessNow(sources...)
 	if err != nil {
 		return nil, err
@@ -347,12 +347,12 @@ func (n *roFileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uin
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.hot.cached++
-	n.hot.countOpen(n.fsys.hot, n.hotKey, n.size, readAtFunc(n.readAt))
+	n.hot.countOpen(n.fsys.hot, n.hotKey, n.size, readAtFunc(func(p []byte, off int64) (int, error) { return n.readAt(context.Background(), p, off) }))
 	return h, fuse.FOPEN_KEEP_CACHE, 0
 }
 
 func (n *roFileNode) Read(ctx context.Context, f fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	got, err := n.readAt(dest, off)
+	got, err := n.readAt(ctx, dest, off)
 	if err != nil && err != io.EOF {
 		return nil, toErrno(n.fsys.log, "read "+n.Path(nil), err)
 	}

@@ -5,57 +5,102 @@
 package chunkcache
 
 import (
+	"context"
+	"sync"
+
 	"github.com/ckptfs/ckptfs/cache/chunk"
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sync/singleflight"
 )
 
 // Cache holds decoded chunks.
 type Cache struct {
-	load         func(chunk.Hash) ([]byte, error)
+	load         func(context.Context, chunk.Hash) ([]byte, error)
 	lru          *lru
-	flight       singleflight.Group
 	prefetch     chan struct{} // bounds background readahead loads
 	hits, misses prometheus.Counter
+
+	mu      sync.Mutex
+	flights map[chunk.Hash]*flight // loads under way
+}
+
+// flight is one load of a chunk, shared by the readers that wait for it:
+// it is cancelled once every one of them has given up, so that a reader
+// interrupted stops a fetch from a bucket, and another reader's does not.
+type flight struct {
+	done    chan struct{}
+	data    []byte
+	err     error
+	waiters int
+	cancel  context.CancelFunc
 }
 
 // New makes a cache of at most maxBytes of chunks, which load reads and
-// verifies, with at most 2*parallel loads ahead of readers at once; hits
-// and misses count lookups.
-func New(load func(chunk.Hash) ([]byte, error), maxBytes int64, parallel int, hits, misses prometheus.Counter) *Cache {
+// verifies (stopping when its context is done), with at most 2*parallel
+// loads ahead of readers at once; hits and misses count lookups.
+func New(load func(context.Context, chunk.Hash) ([]byte, error), maxBytes int64, parallel int, hits, misses prometheus.Counter) *Cache {
 	return &Cache{
 		load:     load,
 		lru:      newLRU(maxBytes),
 		prefetch: make(chan struct{}, 2*max(parallel, 1)),
 		hits:     hits,
 		misses:   misses,
+		flights:  map[chunk.Hash]*flight{},
 	}
 }
 
-// Get returns the verified raw bytes of a chunk. The slice is shared:
-// callers must not modify it.
-func (c *Cache) Get(h chunk.Hash) ([]byte, error) {
+// Get returns the verified raw bytes of a chunk, or ctx's error once it is
+// done. The slice is shared: callers must not modify it.
+func (c *Cache) Get(ctx context.Context, h chunk.Hash) ([]byte, error) {
 	if data, ok := c.lru.get(h); ok {
 		c.hits.Inc()
 		return data, nil
 	}
-	v, err, _ := c.flight.Do(string(h[:]), func() (any, error) {
-		if data, ok := c.lru.get(h); ok {
+	c.mu.Lock()
+	f := c.flights[h]
+	if f == nil {
+		if data, ok := c.lru.get(h); ok { // loaded meanwhile
+			c.mu.Unlock()
 			c.hits.Inc()
 			return data, nil
 		}
 		c.misses.Inc()
-		data, err := c.load(h)
-		if err != nil {
-			return nil, err
-		}
-		c.lru.add(h, data)
-		return data, nil
-	})
-	if err != nil {
-		return nil, err
+		var lctx context.Context
+		lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		f = &flight{done: make(chan struct{}), cancel: cancel}
+		c.flights[h] = f
+		go c.run(lctx, h, f)
 	}
-	return v.([]byte), nil
+	f.waiters++
+	c.mu.Unlock()
+	select {
+	case <-f.done:
+		return f.data, f.err
+	case <-ctx.Done():
+		c.mu.Lock()
+		if f.waiters--; f.waiters == 0 {
+			f.cancel()
+			if c.flights[h] == f {
+				delete(c.flights, h) // a reader after this one loads anew
+			}
+		}
+		c.mu.Unlock()
+		return nil, ctx.Err()
+	}
+}
+
+// run loads chunk h for flight f.
+func (c *Cache) run(ctx context.Context, h chunk.Hash, f *flight) {
+	defer f.cancel()
+	f.data, f.err = c.load(ctx, h)
+	if f.err == nil {
+		c.lru.add(h, f.data)
+	}
+	c.mu.Lock()
+	if c.flights[h] == f {
+		delete(c.flights, h)
+	}
+	c.mu.Unlock()
+	close(f.done)
 }
 
 // Warm loads a chunk in the background if it is not cached and a
@@ -68,7 +113,7 @@ func (c *Cache) Warm(h chunk.Hash) {
 	case c.prefetch <- struct{}{}:
 		go func() {
 			defer func() { <-c.prefetch }()
-			_, _ = c.Get(h) // errors surface when the reader gets there
+			_, _ = c.Get(context.Background(), h) // errors surface when the reader gets there
 		}()
 	default:
 	}

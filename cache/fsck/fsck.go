@@ -14,7 +14,6 @@ import (
 	"github.com/ckptfs/ckptfs/cache/chunk"
 	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/cache/pack"
-	"github.com/ckptfs/ckptfs/cache/store"
 )
 
 // Report is the outcome of a full verification.
@@ -28,12 +27,24 @@ type Report struct {
 	Problems []string
 }
 
+// Checked is what fsck reads of a store: a frozen snapshot of its
+// namespace, its staged files, its chunks as stored, and the damage found
+// when it opened.
+type Checked interface {
+	Frozen(fn func(*meta.Namespace) error) error
+	Damage() error
+	CheckStaged(c *meta.Content) error
+	ScanChunks(fn func(h chunk.Hash, loc pack.Loc, err error) error) error
+	ReadLocal(h chunk.Hash) ([]byte, error)
+	Uploaded(h chunk.Hash) bool
+}
+
 // Store walks the namespace of s, decodes every inode, reads and verifies
 // every stored chunk against its hash, and checks that every chunk a file
 // references exists with the length the file expects. A store in use is
 // checked as it was when the check began: the namespace from one snapshot,
 // its chunks kept meanwhile (see store.Store.Frozen).
-func Store(s *store.Store) (rep *Report, err error) {
+func Store(s Checked) (rep *Report, err error) {
 	err = s.Frozen(func(ns *meta.Namespace) error {
 		rep, err = check(s, ns)
 		return err
@@ -42,7 +53,7 @@ func Store(s *store.Store) (rep *Report, err error) {
 }
 
 // check verifies the snapshot ns of s's namespace and the chunks of s.
-func check(s *store.Store, ns *meta.Namespace) (*Report, error) {
+func check(s Checked, ns *meta.Namespace) (*Report, error) {
 	rep := &Report{}
 	var mu sync.Mutex
 	problem := func(format string, a ...any) {

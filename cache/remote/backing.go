@@ -18,6 +18,28 @@ import (
 	"golang.org/x/sync/singleflight"
 )
 
+// Local is what the bucket side uses of the store it stands in front of:
+// its namespace and records of the bucket, and its chunks as stored, by
+// upload state and by pack.
+type Local interface {
+	Namespace() *meta.Namespace
+	Dir() string
+	Logger() *slog.Logger
+	RemoteURL() string
+	SetBacking(b store.Backing, url string) error
+	Sync() error
+	SyncChunks() error
+	HasChunk(h chunk.Hash) bool
+	Uploaded(h chunk.Hash) bool
+	MarkUploaded(hs ...chunk.Hash) error
+	MarkBucketOnly(hs []chunk.Hash) error
+	StoredValue(h chunk.Hash, decode bool) ([]byte, error)
+	AddFetched(ref chunk.Ref, val []byte) ([]byte, error)
+	Packs() ([]store.PackFile, error)
+	SetPackTarget(n int64)
+	EvictPack(id uint32, droppable func(chunk.Hash) bool) (bool, error)
+}
+
 // Options put a store in front of a bucket: the bucket holds every
 // checkpoint, and the store is a bounded cache of the chunks this mount
 // has read or written, plus the namespace.
@@ -53,7 +75,7 @@ type checkpointState struct {
 // manifests (writeback.go), fetches of missing chunks (fetch.go), import
 // of other mounts' checkpoints (refresh.go) and eviction (evict.go).
 type Backing struct {
-	s       *store.Store
+	s       Local
 	r       *Remote
 	opts    Options
 	log     *slog.Logger
@@ -77,7 +99,7 @@ var _ store.Backing = (*Backing)(nil)
 // Attach puts store s in front of bucket r: it records the bucket (a store
 // caches one bucket for life), imports the bucket's checkpoints and starts
 // the background work. Closing the store stops it.
-func Attach(s *store.Store, r *Remote, o Options) (*Backing, error) {
+func Attach(s Local, r *Remote, o Options) (*Backing, error) {
 	b, err := newBacking(s, r, o)
 	if err != nil {
 		return nil, err
@@ -101,7 +123,7 @@ func Attach(s *store.Store, r *Remote, o Options) (*Backing, error) {
 }
 
 // newBacking makes the backing of s by r with no background work.
-func newBacking(s *store.Store, r *Remote, o Options) (*Backing, error) {
+func newBacking(s Local, r *Remote, o Options) (*Backing, error) {
 	if known := s.RemoteURL(); known != "" && known != r.String() {
 		return nil, fmt.Errorf("store %s caches %s, not %s", s.Dir(), known, r)
 	}
@@ -171,7 +193,7 @@ func (b *Backing) Close() error {
 }
 
 // storeID names store s in leases; made once.
-func storeID(s *store.Store) (string, error) {
+func storeID(s Local) (string, error) {
 	if v, err := s.Namespace().Value(meta.KeyStoreID); err == nil {
 		return string(v), nil
 	}

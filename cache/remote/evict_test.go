@@ -56,7 +56,7 @@ func TestEvictThenFetchBack(t *testing.T) {
 	// The bucket serves a damaged copy of a chunk the store lacks.
 	h := chunk.Sum([]byte("not what the bucket holds"))
 	objects.Put(ctx, r.ChunkKey(h), []byte("garbage"))
-	if _, err := b.Fetch(h, meta.ErrNoChunk); !errors.Is(err, chunk.ErrCorrupt) {
+	if _, err := b.Fetch(context.Background(), h, meta.ErrNoChunk); !errors.Is(err, chunk.ErrCorrupt) {
 		t.Fatalf("fetch of a damaged chunk: %v, want ErrCorrupt", err)
 	}
 	if s.HasChunk(h) {

@@ -13,7 +13,6 @@ import (
 
 	"github.com/ckptfs/ckptfs/cache/chunk"
 	"github.com/ckptfs/ckptfs/cache/meta"
-	"github.com/ckptfs/ckptfs/cache/store"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -34,7 +33,7 @@ type Transfer struct {
 // manifest. It takes the checkpoint's lease first, as a mount does: a
 // checkpoint another store writes is refused (EEXIST). progress gets the
 // raw bytes of each chunk handled.
-func Push(ctx context.Context, s *store.Store, r *Remote, name string, progress func(int64)) (*Transfer, error) {
+func Push(ctx context.Context, s Local, r *Remote, name string, progress func(int64)) (*Transfer, error) {
 	m, js, err := buildManifest(s, name)
 	if err != nil {
 		return nil, fmt.Errorf("push %s: %w", name, err)
@@ -64,7 +63,7 @@ func Push(ctx context.Context, s *store.Store, r *Remote, name string, progress 
 
 // buildManifest describes checkpoint name as a bucket holds it, and
 // returns it with its JSON encoding.
-func buildManifest(s *store.Store, name string) (*Manifest, []byte, error) {
+func buildManifest(s Local, name string) (*Manifest, []byte, error) {
 	root, err := s.Namespace().Resolve(name)
 	if err != nil {
 		return nil, nil, err
@@ -91,7 +90,7 @@ func buildManifest(s *store.Store, name string) (*Manifest, []byte, error) {
 
 // sendChunk puts chunk h in the bucket unless it is there already, after
 // checking it decodes to bytes of hash h. It returns the bytes sent.
-func sendChunk(ctx context.Context, s *store.Store, r *Remote, h chunk.Hash) (int64, error) {
+func sendChunk(ctx context.Context, s Local, r *Remote, h chunk.Hash) (int64, error) {
 	if ok, err := r.HasChunk(ctx, h); err != nil || ok {
 		return 0, err
 	}
@@ -151,7 +150,7 @@ func manifestChunks(m *Manifest, t *Transfer) []chunk.Ref {
 // the store lacks, verified against its hash, then the checkpoint's files,
 // built under a hidden name and renamed into place, so a failed pull leaves
 // nothing visible. progress gets the raw bytes of each chunk handled.
-func Pull(ctx context.Context, s *store.Store, r *Remote, name string, progress func(int64)) (*Transfer, error) {
+func Pull(ctx context.Context, s Local, r *Remote, name string, progress func(int64)) (*Transfer, error) {
 	js, err := r.Get(ctx, r.ManifestKey(name), MaxManifestSize)
 	if IsNotExist(err) {
 		return nil, fmt.Errorf("pull %s: no checkpoint %q in %s", name, name, r)
@@ -200,7 +199,7 @@ const hiddenPrefix = ".pull-"
 // moved into place once complete. With replace, a tree already there is
 // swapped out in the same transaction and then removed, so readers see the
 // old tree or the new one, never neither.
-func createTree(s *store.Store, parent uint64, name string, entries []Entry, replace bool) error {
+func createTree(s Local, parent uint64, name string, entries []Entry, replace bool) error {
 	var rnd [6]byte
 	rand.Read(rnd[:])
 	hidden := hiddenPrefix + hex.EncodeToString(rnd[:])

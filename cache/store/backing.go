@@ -17,8 +17,9 @@ type Backing interface {
 	// Stored is told of every chunk the store writes: write-back uploads it.
 	Stored(h chunk.Hash)
 	// Fetch gets chunk h, which the store lacks or holds damaged (local is
-	// that error), stores it with AddFetched and returns its raw bytes.
-	Fetch(h chunk.Hash, local error) ([]byte, error)
+	// that error), stores it with AddFetched and returns its raw bytes; it
+	// stops when ctx is done, the reader that asked gone.
+	Fetch(ctx context.Context, h chunk.Hash, local error) ([]byte, error)
 	// Changed is told after every committed change of the namespace.
 	Changed()
 	// Claim is asked before top-level name is created or renamed into
@@ -34,12 +35,14 @@ type Backing interface {
 // noBacking is the backing of a store in front of nothing.
 type noBacking struct{}
 
-func (noBacking) Stored(chunk.Hash)                               {}
-func (noBacking) Fetch(_ chunk.Hash, local error) ([]byte, error) { return nil, local }
-func (noBacking) Changed()                                        {}
-func (noBacking) Claim(string) error                              { return nil }
-func (noBacking) Publish(context.Context, string) error           { return nil }
-func (noBacking) Close() error                                    { return nil }
+func (noBacking) Stored(chunk.Hash) {}
+func (noBacking) Fetch(_ context.Context, _ chunk.Hash, local error) ([]byte, error) {
+	return nil, local
+}
+func (noBacking) Changed()                              {}
+func (noBacking) Claim(string) error                    { return nil }
+func (noBacking) Publish(context.Context, string) error { return nil }
+func (noBacking) Close() error                          { return nil }
 
 // SetBacking puts the store in front of b and records b's bucket, url, as
 // the one the store caches, for life (the backing refuses another). A

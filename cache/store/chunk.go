@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -89,8 +90,9 @@ func (s *Store) checkRecord(h chunk.Hash, loc pack.Loc) error {
 }
 
 // loadChunk reads and verifies a chunk from its pack, bypassing the LRU.
-// A chunk the packs lack or hold damaged is fetched from the backing.
-func (s *Store) loadChunk(h chunk.Hash) ([]byte, error) {
+// A chunk the packs lack or hold damaged is fetched from the backing, until
+// ctx is done.
+func (s *Store) loadChunk(ctx context.Context, h chunk.Hash) ([]byte, error) {
 	decode := s.codecs.DecodeChecksummed // see there why no hash
 	if s.verifyReads {
 		decode = s.codecs.Decode
@@ -101,7 +103,7 @@ func (s *Store) loadChunk(h chunk.Hash) ([]byte, error) {
 	if err == nil || !errors.Is(err, chunk.ErrCorrupt) {
 		return raw, err
 	}
-	return s.backing.Fetch(h, err)
+	return s.backing.Fetch(ctx, h, err)
 }
 
 // ReadLocal reads chunk h from its pack and verifies it, its hash

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -50,6 +51,12 @@ func (r *FileReader) Size() int64 { return r.starts[len(r.chunks)] }
 // (io.EOF). A chunk that fails verification is logged and returned as an
 // error wrapping chunk.ErrCorrupt: never wrong bytes.
 func (r *FileReader) ReadAt(p []byte, off int64) (int, error) {
+	return r.ReadAtContext(context.Background(), p, off)
+}
+
+// ReadAtContext is ReadAt for a reader that may give up: a chunk fetched
+// from a bucket for it stops being fetched once ctx is done.
+func (r *FileReader) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
 	if off >= r.Size() {
 		return 0, io.EOF
 	}
@@ -60,7 +67,7 @@ func (r *FileReader) ReadAt(p []byte, off int64) (int, error) {
 	first := i
 	n := 0
 	for n < len(p) && i < len(r.chunks) {
-		data, err := r.store.chunks.Get(r.chunks[i].Hash)
+		data, err := r.store.chunks.Get(ctx, r.chunks[i].Hash)
 		if err == nil && len(data) != int(r.chunks[i].Len) { // a manifest from a bucket may lie
 			err = fmt.Errorf("chunk %s: %d bytes, the manifest says %d: %w", r.chunks[i].Hash.Short(), len(data), r.chunks[i].Len, chunk.ErrCorrupt)
 		}

@@ -7,7 +7,6 @@ import (
 	"syscall"
 
 	"github.com/ckptfs/ckptfs/cache/meta"
-	"github.com/ckptfs/ckptfs/cache/store"
 	"github.com/ckptfs/ckptfs/layout"
 )
 
@@ -35,7 +34,7 @@ func isDCPFolder(entries []meta.DirEntry) bool {
 // planDCP plans f from the folder's DCP checkpoint; it returns the files
 // it read, which are not passed through. A .metadata that does not parse
 // leaves the folder without views, with a warning.
-func planDCP(st *store.Store, f *Folder, entries []meta.DirEntry, inodes map[string]*meta.Inode, b *layout.Budget, w *layout.Warnings) (map[string]bool, error) {
+func planDCP(st Store, f *Folder, entries []meta.DirEntry, inodes map[string]*meta.Inode, b *layout.Budget, w *layout.Warnings) (map[string]bool, error) {
 	md := inodes[layout.DCPMetadataName]
 	if err := b.SpendHeader(min(md.Content.Size, layout.MaxPickleSize)); err != nil {
 		return nil, err
@@ -77,7 +76,7 @@ func planDCP(st *store.Store, f *Folder, entries []meta.DirEntry, inodes map[str
 }
 
 // readSmall reads a stored file of at most limit bytes whole.
-func readSmall(st *store.Store, path string, in *meta.Inode, limit int64) ([]byte, error) {
+func readSmall(st Store, path string, in *meta.Inode, limit int64) ([]byte, error) {
 	if in.Content.Size > limit {
 		return nil, fmt.Errorf("%d bytes is larger than %d", in.Content.Size, limit)
 	}

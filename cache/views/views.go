@@ -5,6 +5,7 @@
 package views
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -92,6 +93,12 @@ func isTorchIndex(name string) bool {
 	return strings.HasSuffix(name, ".bin.index.json") && !strings.Contains(name, "optim")
 }
 
+// Store is what views read of the store: the namespace, and files' content.
+type Store interface {
+	Namespace() *meta.Namespace
+	NewReader(name string, c *meta.Content) *store.FileReader
+}
+
 // Settler chunks staged content before a view plans on it: the store's
 // write path (writes.Path). Without one (nil), staged content is planned
 // as it is: for a store nothing writes to.
@@ -102,7 +109,7 @@ type Settler interface {
 // Build plans the view spec of folder dirIno (at dirPath, for messages).
 // Malformed weight files are left out with a warning; syscall.ENOENT when
 // the folder has no usable weights.
-func Build(st *store.Store, settler Settler, log *slog.Logger, dirIno uint64, dirPath string, spec layout.ViewSpec) (*View, error) {
+func Build(st Store, settler Settler, log *slog.Logger, dirIno uint64, dirPath string, spec layout.ViewSpec) (*View, error) {
 	entries, inodes, err := ReadFolder(st, settler, dirIno)
 	if err != nil {
 		return nil, err
@@ -118,7 +125,7 @@ func Build(st *store.Store, settler Settler, log *slog.Logger, dirIno uint64, di
 // its staged files settled first: a plan reads chunks, so that its key
 // (FolderKey) outlives the background settling. A file staged again
 // meanwhile is settled in the next round, for a few rounds.
-func ReadFolder(st *store.Store, settler Settler, dirIno uint64) ([]meta.DirEntry, map[string]*meta.Inode, error) {
+func ReadFolder(st Store, settler Settler, dirIno uint64) ([]meta.DirEntry, map[string]*meta.Inode, error) {
 	for round := 0; ; round++ {
 		entries, inodes, err := st.Namespace().ReadDirInodes(dirIno)
 		if err != nil {
@@ -146,7 +153,7 @@ func ReadFolder(st *store.Store, settler Settler, dirIno uint64) ([]meta.DirEntr
 // files leave out is logged, at most layout.MaxWarnings lines and one
 // that counts the rest. syscall.ENOENT when the folder has no weights to
 // serve, or when planning them panics (see refusePanic).
-func Read(st *store.Store, log *slog.Logger, dirPath string, entries []meta.DirEntry, inodes map[string]*meta.Inode, key string) (_ *Folder, err error) {
+func Read(st Store, log *slog.Logger, dirPath string, entries []meta.DirEntry, inodes map[string]*meta.Inode, key string) (_ *Folder, err error) {
 	defer refusePanic(log, dirPath, &err)
 	b, w, start := layout.NewBudget(), &layout.Warnings{}, time.Now()
 	defer func() {
@@ -175,7 +182,7 @@ func Read(st *store.Store, log *slog.Logger, dirPath string, entries []meta.DirE
 }
 
 // planSources plans f from its weight files, names.
-func planSources(st *store.Store, f *Folder, names []string, inodes map[string]*meta.Inode, b *layout.Budget, w *layout.Warnings) error {
+func planSources(st Store, f *Folder, names []string, inodes map[string]*meta.Inode, b *layout.Budget, w *layout.Warnings) error {
 	type parsed struct {
 		h        *layout.Header
 		warnings []string
@@ -260,7 +267,7 @@ func passThrough(entries []meta.DirEntry, inodes map[string]*meta.Inode, used ma
 // *.safetensors file, sorted; then the same for PyTorch .bin weights. used
 // holds the files picked and their index. The indexes read are paid for
 // from b.
-func weightFiles(st *store.Store, b *layout.Budget, w *layout.Warnings, dirPath string, entries []meta.DirEntry, inodes map[string]*meta.Inode) ([]string, map[string]bool, error) {
+func weightFiles(st Store, b *layout.Budget, w *layout.Warnings, dirPath string, entries []meta.DirEntry, inodes map[string]*meta.Inode) ([]string, map[string]bool, error) {
 	isFile := func(name string) bool {
 		in, ok := inodes[name]
 		return ok && in.Mode&syscall.S_IFMT == syscall.S_IFREG
@@ -319,7 +326,7 @@ func weightFiles(st *store.Store, b *layout.Budget, w *layout.Warnings, dirPath 
 	return nil, nil, nil
 }
 
-func readIndex(st *store.Store, path string, in *meta.Inode) (*layout.Index, error) {
+func readIndex(st Store, path string, in *meta.Inode) (*layout.Index, error) {
 	data, err := readSmall(st, path, in, maxIndexSize)
 	if err != nil {
 		return nil, err
@@ -339,8 +346,8 @@ func readHeader(r *store.FileReader, name string, b *layout.Budget) (*layout.Hea
 }
 
 // ReadAt reads view file i at off: synthesized bytes from memory, tensor
-// bytes from only the source chunks the range covers.
-func (v *View) ReadAt(i int, p []byte, off int64) (int, error) {
+// bytes from only the source chunks the range covers, until ctx is done.
+func (v *View) ReadAt(ctx context.Context, i int, p []byte, off int64) (int, error) {
 	f := &v.Files[i]
 	n := 0
 	for _, piece := range f.Pieces(off, int64(len(p))) {
@@ -349,7 +356,7 @@ func (v *View) ReadAt(i int, p []byte, off int64) (int, error) {
 			n += copy(dst, piece.Inline)
 			continue
 		}
-		got, err := v.Sources[piece.Source].ReadAt(dst, piece.SrcOff)
+		got, err := v.Sources[piece.Source].ReadAtContext(ctx, dst, piece.SrcOff)
 		n += got
 		if err != nil && !(err == io.EOF && got == len(dst)) {
 			return n, err

@@ -2,6 +2,7 @@ package views
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -45,7 +46,7 @@ func readViewFile(t *testing.T, v *View, name string) []byte {
 		t.Fatalf("no %s", name)
 	}
 	buf := make([]byte, v.Files[i].Size)
-	if n, err := v.ReadAt(i, buf, 0); n != len(buf) || (err != nil && err != io.EOF) {
+	if n, err := v.ReadAt(context.Background(), i, buf, 0); n != len(buf) || (err != nil && err != io.EOF) {
 		t.Fatalf("read %d of %d: %v", n, len(buf), err)
 	}
 	return buf

@@ -5,7 +5,6 @@ import (
 	"io"
 
 	"github.com/ckptfs/ckptfs/cache/meta"
-	"github.com/ckptfs/ckptfs/cache/store"
 )
 
 // stream feeds the store's ingest with writes as they come: the content of
@@ -22,7 +21,7 @@ type ingestResult struct {
 	err     error
 }
 
-func newStream(st *store.Store) *stream {
+func newStream(st Store) *stream {
 	pr, pw := io.Pipe()
 	w := &stream{pw: pw, result: make(chan ingestResult, 1)}
 	go func() {

@@ -16,8 +16,10 @@
 package writes
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -26,6 +28,27 @@ import (
 	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/cache/store"
 )
+
+// Store is what the write path uses of the store: its namespace, its
+// folders of drafts and staged files, ingest and syncs, its space, and the
+// reading of what it commits.
+type Store interface {
+	Namespace() *meta.Namespace
+	Dir() string
+	Logger() *slog.Logger
+	DraftsDir() string
+	StagedDir() string
+	StagedPath(id uint64) string
+	Ingest(r io.Reader) (*meta.Content, func(), error)
+	NewReader(name string, c *meta.Content) *store.FileReader
+	SyncChunks() error
+	Sync() error
+	EnsureSpace(n, reserve int64, user bool) error
+	CachesBucket() bool
+	Unclean() bool
+	Unfrozen(fn func() error) error
+	Publish(ctx context.Context, checkpoint string) error
+}
 
 // Options tune a write path; the zero value chunks every file before its
 // commit returns.
@@ -39,7 +62,7 @@ type Options struct {
 
 // Path is the write path of an open store.
 type Path struct {
-	st      *store.Store
+	st      Store
 	log     *slog.Logger
 	behind  bool
 	settler *settler
@@ -49,7 +72,7 @@ type Path struct {
 // Open opens the write path of st: it clears the drafts a dead process
 // left, recovers what a crash left staged (see settler.clearOrphans), and
 // settles it in the background when behind, else before it returns.
-func Open(st *store.Store, o Options) (*Path, error) {
+func Open(st Store, o Options) (*Path, error) {
 	if o.Logger == nil {
 		o.Logger = st.Logger()
 	}
@@ -76,7 +99,7 @@ func Open(st *store.Store, o Options) (*Path, error) {
 
 // clearDrafts removes the drafts a process that died left, and the folder
 // they were kept in before it was called drafts.
-func clearDrafts(st *store.Store) error {
+func clearDrafts(st Store) error {
 	if err := os.RemoveAll(filepath.Join(st.Dir(), "staging")); err != nil {
 		return err
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/ckptfs/ckptfs/cache/hot"
 	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/cache/store"
+	"github.com/ckptfs/ckptfs/cache/usage"
 	"github.com/ckptfs/ckptfs/cache/views"
 	"github.com/ckptfs/ckptfs/cmd/ckptfs/localfs"
 	"github.com/dustin/go-humanize"
@@ -70,7 +71,19 @@ type checkpointRow struct {
 }
 
 // list reads the top of the store: each checkpoint, its size and views.
-func list(store *store.Store) ([]checkpointRow, error) {
+// inspected is what ls, stat and gc read of a store, and what gc asks of
+// it.
+type inspected interface {
+	Namespace() *meta.Namespace
+	Dir() string
+	CheckpointTotals(ino uint64) (usage.Totals, error)
+	Stats(ino uint64) (*store.Stats, error)
+	PendingUploads() (chunks, bytes int64, err error)
+	GC() (*store.GCResult, error)
+	ReclaimNow() (*store.GCResult, error)
+}
+
+func list(store inspected) ([]checkpointRow, error) {
 	entries, err := store.Namespace().ReadDir(meta.RootIno)
 	if err != nil {
 		return nil, err
@@ -118,7 +131,8 @@ compression_ratio, staged_files, staged_bytes, hot_bytes,
 pending_upload_chunks, pending_upload_bytes}.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.withStore(store.Options{ReadOnly: true}, func(store *store.Store) error {
+			return a.withStore(store.Options{ReadOnly: true}, func(opened *store.Store) error {
+				var store inspected = opened
 				ino, name := meta.RootIno, ""
 				if len(args) == 1 {
 					var err error
@@ -259,7 +273,8 @@ mount it runs the mount's reclaim now, waiting a few seconds for chunks
 let go in the last seconds; chunks that open files still read stay.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.withStore(store.Options{}, func(store *store.Store) error {
+			return a.withStore(store.Options{}, func(opened *store.Store) error {
+				var store inspected = opened
 				collect := store.GC
 				if a.live != nil {
 					collect = store.ReclaimNow

@@ -79,7 +79,7 @@ pull and names the chunk.` + remoteHelp,
 	return cmd
 }
 
-type transferFunc func(context.Context, *store.Store, *remote.Remote, string, func(int64)) (*remote.Transfer, error)
+type transferFunc func(context.Context, remote.Local, *remote.Remote, string, func(int64)) (*remote.Transfer, error)
 
 // transfer runs a push or pull of NAME, stopping cleanly on Ctrl-C.
 func (a *app) transfer(rf remoteFlags, arg, verb string, move transferFunc) error {

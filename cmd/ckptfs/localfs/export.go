@@ -1,6 +1,7 @@
 package localfs
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -244,7 +245,9 @@ type viewFile struct {
 	i int
 }
 
-func (f viewFile) ReadAt(p []byte, off int64) (int, error) { return f.v.ReadAt(f.i, p, off) }
+func (f viewFile) ReadAt(p []byte, off int64) (int, error) {
+	return f.v.ReadAt(context.Background(), f.i, p, off)
+}
 
 // writeFile makes name in the folder dirfd a new file of r's bytes, with
 // the record's extended attributes, mode and times; rel is its path below
