@@ -11,7 +11,7 @@ CPY      := $(CVENV)/bin/python
 # "context deadline exceeded" at a -fuzztime duration boundary (golang/go#75804).
 FUZZTIME ?= 2000000x
 
-.PHONY: build install wheel wheel-test minio venvs run test unit fuzz integration python fuse venv venv-colossalai bench bench-codec bench-dedup bench-mount bench-dcp bench-remote stress clean
+.PHONY: build install wheel wheel-test minio venvs run test unit fuzz integration python fuse venv venv-colossalai bench bench-codec bench-dedup bench-delta venv-bench bench-mount bench-dcp bench-remote stress clean
 
 build:
 	$(GO) build -o bin/ckptfs ./cmd/ckptfs
@@ -116,7 +116,8 @@ unit:
 fuzz:
 	@for t in FuzzParseFile FuzzParseIndex FuzzParseTorch FuzzParsePickle FuzzParseDCPMetadata FuzzShardedSafetensors FuzzReadRecords; do \
 		$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) ./layout/ || exit 1; done
-	@for t in FuzzParseManifest:cache/remote FuzzChunkRoundTrip:cache/chunk FuzzSplitZip:cache/ingest FuzzDecodeInode:cache/meta; do \
+	@for t in FuzzParseManifest:cache/remote FuzzChunkRoundTrip:cache/chunk FuzzDeltaRoundTrip:cache/chunk FuzzDeltaDecode:cache/chunk \
+			FuzzSplitZip:cache/ingest FuzzDecodeInode:cache/meta; do \
 		$(GO) test -run '^$$' -fuzz "^$${t%%:*}$$" -fuzztime $(FUZZTIME) ./$${t#*:}/ || exit 1; done
 
 integration: fuse minio venv
@@ -134,7 +135,7 @@ python: build fuse venv venv-colossalai
 		integration/python/test_colossalai.py integration/python/test_torch_bin.py
 
 # Benchmarks print side-by-side tables and write them to integration/bench/out/.
-bench: bench-mount bench-dcp bench-codec bench-dedup bench-remote
+bench: bench-mount bench-dcp bench-codec bench-dedup bench-delta bench-remote
 
 bench-codec: venv
 	$(PY) -m pip install -q -r integration/bench/requirements.txt
@@ -148,6 +149,22 @@ bench-dcp: build fuse venv
 
 bench-dedup: build fuse venv
 	CKPTFS_BIN=$(CURDIR)/bin/ckptfs HF_HUB_OFFLINE=1 $(PY) integration/bench/dedup_bench.py
+
+# The codecs bench-delta compares with (ZipNN, z4ai) go into a venv of their
+# own, which sees the test venv's torch and transformers through a .pth file:
+# no second download, and the test venv keeps only what its requirements say.
+BVENV ?= $(HOME)/.cache/ckptfs/venv-bench
+BPY   := $(BVENV)/bin/python
+venv-bench: $(BVENV)/.requirements
+$(BVENV)/.requirements: integration/bench/requirements-delta.txt | venv
+	@test -x $(BPY) || $(PY) -m venv $(BVENV)
+	$(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))' \
+		> $$($(BPY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/ckptfs-venv.pth
+	$(BPY) -m pip install -q -r integration/bench/requirements-delta.txt
+	cp integration/bench/requirements-delta.txt $@
+
+bench-delta: venv-bench
+	HF_HUB_OFFLINE=1 $(BPY) integration/bench/delta_bench.py
 
 bench-remote: fuse minio
 	CKPTFS_BENCH_REMOTE=1 CKPTFS_MINIO=$(MINIO) $(GO) test -count=1 -timeout 60m -run '^TestBenchRemote$$' -v ./integration/

@@ -41,7 +41,8 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // Chunk value layout: codec (1 byte), raw length (4), CRC-32C of the
 // payload (4), payload. The CRC catches a damaged payload before it reaches
-// a decoder; the hash of the decoded bytes is checked against the key.
+// a decoder; the hash of the decoded bytes is checked against the key. A
+// delta's payload starts with its reference (see DeltaReference).
 const HeaderLen = 9
 
 // seal fills in the header of v, whose payload follows HeaderLen reserved
@@ -65,9 +66,15 @@ func Check(h Hash, v []byte) error {
 }
 
 // Decode verifies and decodes a stored chunk value of chunk h into a new
-// slice: the payload's checksum, then the hash of the bytes decoded.
-func (c *Codecs) Decode(h Hash, v []byte) ([]byte, error) {
-	raw, err := c.DecodeChecksummed(h, v)
+// slice: the payload's checksum, then the hash of the bytes decoded. A
+// delta value fails with ErrNeedsReference: see DecodeWith.
+func (c *Codecs) Decode(h Hash, v []byte) ([]byte, error) { return c.DecodeWith(h, v, nil) }
+
+// DecodeWith is Decode of a value that may be a delta (see EncodeDelta):
+// ref holds the raw bytes of the chunk DeltaReference(v) names, and is
+// ignored for other values. The hash check covers a wrong ref too.
+func (c *Codecs) DecodeWith(h Hash, v, ref []byte) ([]byte, error) {
+	raw, err := c.DecodeChecksummedWith(h, v, ref)
 	if err == nil && Sum(raw) != h {
 		return nil, fmt.Errorf("chunk %s: content hash mismatch: %w", h.Short(), ErrCorrupt)
 	}
@@ -80,6 +87,13 @@ func (c *Codecs) Decode(h Hash, v []byte) ([]byte, error) {
 // was stored, so a value this store wrote and that checks decodes to its
 // chunk. Values from elsewhere (a bucket) and fsck take Decode.
 func (c *Codecs) DecodeChecksummed(h Hash, v []byte) ([]byte, error) {
+	return c.DecodeChecksummedWith(h, v, nil)
+}
+
+// DecodeChecksummedWith is DecodeChecksummed of a value that may be a
+// delta, against ref: it trusts ref to be the bytes of the reference
+// chunk (decoded and checked as this chunk is).
+func (c *Codecs) DecodeChecksummedWith(h Hash, v, ref []byte) ([]byte, error) {
 	if err := Check(h, v); err != nil {
 		return nil, err
 	}
@@ -88,7 +102,16 @@ func (c *Codecs) DecodeChecksummed(h Hash, v []byte) ([]byte, error) {
 	if rawLen > 64<<20 {
 		return nil, fmt.Errorf("chunk %s: raw length %d: %w", h.Short(), rawLen, ErrCorrupt)
 	}
-	raw, err := c.decode(codec, payload, rawLen)
+	var raw []byte
+	var err error
+	if codec == CodecDelta {
+		raw, err = c.decodeDelta(payload, ref, rawLen)
+	} else {
+		raw, err = c.decode(codec, payload, rawLen)
+	}
+	if errors.Is(err, ErrNeedsReference) {
+		return nil, fmt.Errorf("chunk %s: %w", h.Short(), err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("chunk %s: %v: %w", h.Short(), err, ErrCorrupt)
 	}

@@ -16,6 +16,7 @@ const (
 	CodecRaw    CodecID = 0
 	CodecZstd   CodecID = 1
 	CodecPlanes CodecID = 2 // float byte planes, see planesCodec
+	CodecDelta  CodecID = 3 // difference from a reference chunk, see deltaCodec
 )
 
 // Codec compresses chunk payloads. Encode appends the payload for raw to
@@ -25,19 +26,31 @@ type Codec interface {
 	Decode(dst, payload []byte, rawLen int) ([]byte, error)
 }
 
+// deltaCoder codes a chunk against a reference chunk (see deltaCodec).
+type deltaCoder interface {
+	Encode(dst, raw, ref []byte, hint Hint) []byte
+	Decode(dst, payload, ref []byte, rawLen int) ([]byte, error)
+}
+
 // Hint tells the codec chooser what a chunk holds: a safetensors dtype name
 // ("BF16") for tensor bytes, empty for anything else.
 type Hint string
 
-// Codecs holds the codec implementations by id.
+// Codecs holds the codec implementations by id, and the delta codec,
+// which also needs a reference chunk.
 type Codecs struct {
 	byID    map[CodecID]Codec
+	delta   deltaCoder
 	decoded sync.Pool // *[]byte: where EncodeTo decodes what it encoded
+	plain   sync.Pool // *[]byte: where EncodeDelta builds the value it weighs a delta against
 }
 
 // NewCodecs makes the codecs every store uses.
 func NewCodecs() *Codecs {
-	return &Codecs{byID: map[CodecID]Codec{CodecRaw: rawCodec{}, CodecZstd: newZstdCodec(), CodecPlanes: newPlanesCodec()}}
+	return &Codecs{
+		byID:  map[CodecID]Codec{CodecRaw: rawCodec{}, CodecZstd: newZstdCodec(64 << 20), CodecPlanes: newPlanesCodec()},
+		delta: newDeltaCodec(),
+	}
 }
 
 // choose picks the codec for a chunk from what it holds: float tensors get
@@ -71,7 +84,7 @@ func (c *Codecs) EncodeTo(buf, raw []byte, hint Hint) (v []byte, ok bool) {
 	switch {
 	case len(v)-HeaderLen >= len(raw)-len(raw)/32:
 		id = CodecRaw
-	case !c.decodesTo(id, v[HeaderLen:], raw):
+	case !c.decodesTo(raw, func(dst []byte) ([]byte, error) { return c.byID[id].Decode(dst, v[HeaderLen:], len(raw)) }):
 		id, ok = CodecRaw, false
 	}
 	if id == CodecRaw {
@@ -80,14 +93,15 @@ func (c *Codecs) EncodeTo(buf, raw []byte, hint Hint) (v []byte, ok bool) {
 	return seal(v, id, len(raw)), ok
 }
 
-// decodesTo reports whether payload decodes to raw.
-func (c *Codecs) decodesTo(id CodecID, payload, raw []byte) bool {
+// decodesTo reports whether decode, which appends to the slice it is
+// given, gives raw.
+func (c *Codecs) decodesTo(raw []byte, decode func(dst []byte) ([]byte, error)) bool {
 	scratch, _ := c.decoded.Get().(*[]byte)
 	if scratch == nil {
 		scratch = new([]byte)
 	}
 	defer c.decoded.Put(scratch)
-	got, err := c.byID[id].Decode((*scratch)[:0], payload, len(raw))
+	got, err := decode((*scratch)[:0])
 	if cap(got) > cap(*scratch) {
 		*scratch = got[:0]
 	}
@@ -113,19 +127,21 @@ func (rawCodec) Decode(dst, payload []byte, rawLen int) ([]byte, error) {
 }
 
 // zstdCodec shares one encoder and decoder; both are safe for concurrent
-// EncodeAll/DecodeAll.
+// EncodeAll/DecodeAll. The decoder refuses a frame that would decode to
+// more than maxOut bytes.
 type zstdCodec struct {
-	once sync.Once
-	enc  *zstd.Encoder
-	dec  *zstd.Decoder
+	once   sync.Once
+	maxOut uint64
+	enc    *zstd.Encoder
+	dec    *zstd.Decoder
 }
 
-func newZstdCodec() *zstdCodec { return &zstdCodec{} }
+func newZstdCodec(maxOut uint64) *zstdCodec { return &zstdCodec{maxOut: maxOut} }
 
 func (z *zstdCodec) init() {
 	z.once.Do(func() {
 		z.enc, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
-		z.dec, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(64<<20))
+		z.dec, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(z.maxOut))
 	})
 }
 

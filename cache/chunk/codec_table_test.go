@@ -16,20 +16,12 @@ import (
 // CKPTFS_CODEC_OUT. Inputs are cut into MaxSize chunks as ingest does; run
 // it with GOMAXPROCS=1 for single-core figures.
 func TestCodecTable(t *testing.T) {
-	list := os.Getenv("CKPTFS_CODEC_INPUTS")
-	if list == "" {
-		t.Skip("CKPTFS_CODEC_INPUTS not set: run make bench-codec")
-	}
+	list, out := TableFiles(t, "CKPTFS_CODEC_INPUTS", "CKPTFS_CODEC_OUT", "bench-codec")
 	f, err := os.Open(list)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	out, err := os.OpenFile(os.Getenv("CKPTFS_CODEC_OUT"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer out.Close()
 	c := NewCodecs()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
@@ -82,4 +74,20 @@ func TestCodecTable(t *testing.T) {
 			"roundtrip": true,
 		})
 	}
+}
+
+// TableFiles starts a table test of make target: it skips the test unless
+// the variable inputs names its inputs, and opens the file the variable
+// out names, for the test to append its rows to (closed with the test).
+func TableFiles(t *testing.T, inputs, out, target string) (string, *os.File) {
+	list := os.Getenv(inputs)
+	if list == "" {
+		t.Skipf("%s not set: run make %s", inputs, target)
+	}
+	f, err := os.OpenFile(os.Getenv(out), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return list, f
 }

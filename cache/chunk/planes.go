@@ -7,6 +7,7 @@ import (
 	"math/bits"
 	"sync"
 
+	"github.com/klauspost/compress/fse"
 	"github.com/klauspost/compress/huff0"
 )
 
@@ -24,20 +25,31 @@ import (
 // mode (1 byte), coded length (uvarint), coded bytes; then the trailing
 // rawLen % element size bytes as they are.
 type planesCodec struct {
-	scratch sync.Pool // *huff0.Scratch, which is not safe for concurrent use
+	scratch sync.Pool // *entropy
 	buffers sync.Pool // *[]byte group plane buffers
 }
 
 const planeBlock = 128 << 10 // under huff0's 256 KiB block limit
 
+// Block modes of a coded block of bytes.
 const (
 	blockRaw  = 0
-	blockHuff = 1
+	blockHuff = 1 // huff0 4X
 	blockRLE  = 2
+	blockFSE  = 3
 )
 
+// entropy is the scratch of the block coders, which are not safe for
+// concurrent use: take one from a pool per call.
+type entropy struct {
+	huff huff0.Scratch
+	fse  fse.Scratch
+}
+
+func newEntropy() any { return &entropy{huff: huff0.Scratch{Reuse: huff0.ReusePolicyNone}} }
+
 func newPlanesCodec() *planesCodec {
-	return &planesCodec{scratch: sync.Pool{New: func() any { return &huff0.Scratch{Reuse: huff0.ReusePolicyNone} }}}
+	return &planesCodec{scratch: sync.Pool{New: newEntropy}}
 }
 
 // planeWidth is the element size the planes codec splits a dtype by; 0 for
@@ -186,8 +198,8 @@ func (c *planesCodec) Encode(dst, raw []byte, hint Hint) []byte {
 	width := planeWidth(hint)
 	n := len(raw) / width
 	dst = append(dst, byte(width))
-	s := c.scratch.Get().(*huff0.Scratch)
-	defer c.scratch.Put(s)
+	e := c.scratch.Get().(*entropy)
+	defer c.scratch.Put(e)
 	buf := c.buffer()
 	defer c.buffers.Put(buf)
 	// A plane whose first block does not shrink (a mantissa plane, usually)
@@ -196,27 +208,44 @@ func (c *planesCodec) Encode(dst, raw []byte, hint Hint) []byte {
 	for first := 0; first < n; first += planeBlock {
 		m := min(planeBlock, n-first)
 		for p, block := range splitPlanes(*buf, raw[first*width:], width, m) {
-			var out []byte
-			err := huff0.ErrIncompressible
-			if !incompressible[p] {
-				out, _, err = huff0.Compress4X(block, s)
-			}
-			switch {
-			case err == nil && len(out) < len(block):
-				dst = append(dst, blockHuff)
-				dst = binary.AppendUvarint(dst, uint64(len(out)))
-				dst = append(dst, out...)
-			case errors.Is(err, huff0.ErrUseRLE):
-				dst = append(dst, blockRLE, 1, block[0])
-			default:
-				incompressible[p] = first == 0 || incompressible[p]
-				dst = append(dst, blockRaw)
-				dst = binary.AppendUvarint(dst, uint64(len(block)))
-				dst = append(dst, block...)
-			}
+			var stayedRaw bool
+			dst, stayedRaw = e.appendBlock(dst, block, !incompressible[p], false)
+			incompressible[p] = incompressible[p] || first == 0 && stayedRaw
 		}
 	}
 	return append(dst, raw[n*width:]...)
+}
+
+// appendBlock appends block to dst as mode, length and bytes: coded with
+// huff0 (if huff) or FSE (if useFSE), as one repeated byte, or raw,
+// whichever is smallest; FSE is taken over huff0 only when it saves more
+// than 1/32 (huff0 decodes faster), and tried only on blocks huff0 codes
+// in under 3 bits a byte. It reports whether the block went raw.
+func (e *entropy) appendBlock(dst, block []byte, huff, useFSE bool) ([]byte, bool) {
+	mode, coded := byte(blockRaw), block
+	if huff {
+		out, _, err := huff0.Compress4X(block, &e.huff)
+		switch {
+		case err == nil && len(out) < len(coded):
+			mode, coded = blockHuff, out
+		case errors.Is(err, huff0.ErrUseRLE):
+			return append(dst, blockRLE, 1, block[0]), false
+		}
+	}
+	// FSE pays off on skewed blocks, which huff0 codes at a bit a byte or
+	// more; above 3 bits a byte it saves under the 1/32 asked of it.
+	if useFSE && len(block) > 1 && 8*len(coded) < 3*len(block) {
+		out, err := fse.Compress(block, &e.fse)
+		switch {
+		case err == nil && len(out) < len(coded)-len(coded)/32:
+			mode, coded = blockFSE, out
+		case errors.Is(err, fse.ErrUseRLE):
+			return append(dst, blockRLE, 1, block[0]), false
+		}
+	}
+	dst = append(dst, mode)
+	dst = binary.AppendUvarint(dst, uint64(len(coded)))
+	return append(dst, coded...), mode == blockRaw
 }
 
 func (c *planesCodec) Decode(dst, payload []byte, rawLen int) ([]byte, error) {
@@ -237,8 +266,8 @@ func (c *planesCodec) Decode(dst, payload []byte, rawLen int) ([]byte, error) {
 	out := dst[start:]
 	buf := c.buffer()
 	defer c.buffers.Put(buf)
-	s := c.scratch.Get().(*huff0.Scratch)
-	defer c.scratch.Put(s)
+	e := c.scratch.Get().(*entropy)
+	defer c.scratch.Put(e)
 	planes := make([][]byte, width)
 	for first := 0; first < n; first += planeBlock {
 		m := min(planeBlock, n-first)
@@ -246,7 +275,7 @@ func (c *planesCodec) Decode(dst, payload []byte, rawLen int) ([]byte, error) {
 			block := (*buf)[p*m : (p+1)*m]
 			planes[p] = block
 			var err error
-			if in, err = decodeBlock(block, in, s); err != nil {
+			if in, err = e.decodeBlock(block, in); err != nil {
 				return nil, err
 			}
 		}
@@ -259,50 +288,62 @@ func (c *planesCodec) Decode(dst, payload []byte, rawLen int) ([]byte, error) {
 	return dst, nil
 }
 
-// decodeBlock decodes one plane block from in into block and returns the
-// rest of in.
-func decodeBlock(block, in []byte, s *huff0.Scratch) ([]byte, error) {
+// decodeBlock decodes one block that appendBlock coded from in into block,
+// which has the block's length, and returns the rest of in.
+func (e *entropy) decodeBlock(block, in []byte) ([]byte, error) {
 	if len(in) < 1 {
-		return nil, errors.New("planes: truncated")
+		return nil, errors.New("block: truncated")
 	}
 	mode := in[0]
 	size, k := binary.Uvarint(in[1:])
 	if k <= 0 || size > uint64(len(in)-1-k) {
-		return nil, errors.New("planes: bad block length")
+		return nil, errors.New("block: bad length")
 	}
 	data := in[1+k : 1+k+int(size)]
 	rest := in[1+k+int(size):]
 	switch mode {
 	case blockRaw:
 		if len(data) != len(block) {
-			return nil, errors.New("planes: raw block size")
+			return nil, errors.New("block: raw size")
 		}
 		copy(block, data)
 	case blockRLE:
 		if len(data) != 1 {
-			return nil, errors.New("planes: rle block size")
+			return nil, errors.New("block: rle size")
 		}
 		for i := range block {
 			block[i] = data[0]
 		}
 	case blockHuff:
-		table, coded, err := huff0.ReadTable(data, s)
+		table, coded, err := huff0.ReadTable(data, &e.huff)
 		if err != nil {
-			return nil, fmt.Errorf("planes: %w", err)
+			return nil, fmt.Errorf("block: %w", err)
 		}
 		// The decoder fills dst up to its capacity: give it exactly the block.
 		got, err := table.Decoder().Decompress4X(block[:0:len(block)], coded)
 		if err != nil {
-			return nil, fmt.Errorf("planes: %w", err)
+			return nil, fmt.Errorf("block: %w", err)
 		}
 		if len(got) != len(block) {
-			return nil, errors.New("planes: block decodes to the wrong size")
+			return nil, errors.New("block: decodes to the wrong size")
 		}
 		if &got[0] != &block[0] {
 			copy(block, got)
 		}
+	case blockFSE:
+		// The limit stops a hostile stream a little past the block's size
+		// (the decoder checks it every 256 symbols).
+		e.fse.DecompressLimit = len(block) + 2
+		got, err := fse.Decompress(data, &e.fse)
+		if err != nil {
+			return nil, fmt.Errorf("block: fse: %w", err)
+		}
+		if len(got) != len(block) {
+			return nil, errors.New("block: decodes to the wrong size")
+		}
+		copy(block, got)
 	default:
-		return nil, fmt.Errorf("planes: block mode %d", mode)
+		return nil, fmt.Errorf("block: mode %d", mode)
 	}
 	return rest, nil
 }
