@@ -14,8 +14,10 @@ import (
 
 	"github.com/ckptfs/ckptfs/cache/chunk"
 	"github.com/ckptfs/ckptfs/cache/meta"
-	"github.com/ckptfs/ckptfs/layout"
 	"github.com/ckptfs/ckptfs/layout/layouttest"
+	"github.com/ckptfs/ckptfs/layout/safetensors"
+	"github.com/ckptfs/ckptfs/layout/torch"
+	"github.com/ckptfs/ckptfs/layout/view"
 )
 
 // memPutter stores chunks in a map; Run calls it from all cores.
@@ -120,7 +122,7 @@ func TestZipSplitAtRecords(t *testing.T) {
 	record := layouttest.Random(3, 3*chunk.MaxSize+12)
 	for _, descriptors := range []bool{true, false} {
 		data := torchLikeZip(t, record, descriptors)
-		if h, _, err := layout.ParseTorch(bytes.NewReader(data), int64(len(data)), layout.NewBudget()); err != nil || len(h.Tensors) != 1 {
+		if h, _, err := torch.ParseTorch(bytes.NewReader(data), int64(len(data)), view.NewBudget()); err != nil || len(h.Tensors) != 1 {
 			t.Fatalf("the test archive does not parse as torch.save: %v", err)
 		}
 		kind, chunks := splitAll(t, data)
@@ -145,7 +147,7 @@ func TestZipSplitAtRecords(t *testing.T) {
 func TestZipSplitSharesChunksWithSafetensors(t *testing.T) {
 	stored := &memPutter{}
 	ingest := func(name string) (*meta.Content, []byte) {
-		data, err := os.ReadFile(filepath.Join("../../layout/testdata/torch", name))
+		data, err := os.ReadFile(filepath.Join("../../layout/torch/testdata", name))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -167,7 +169,7 @@ func TestZipSplitSharesChunksWithSafetensors(t *testing.T) {
 	for _, c := range bin.Chunks {
 		have[c.Hash] = true
 	}
-	h, err := layout.ParseFile(st, int64(len(st)))
+	h, err := safetensors.ParseFile(st, int64(len(st)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +193,7 @@ func TestZipSplitSharesChunksWithSafetensors(t *testing.T) {
 // FuzzSplitZip: any input, the fixtures first (also run by go test), splits
 // into chunks that join back to it.
 func FuzzSplitZip(f *testing.F) {
-	names, _ := filepath.Glob("../../layout/testdata/torch/*.bin")
+	names, _ := filepath.Glob("../../layout/torch/testdata/*.bin")
 	for _, n := range names {
 		data, err := os.ReadFile(n)
 		if err != nil {

@@ -8,12 +8,14 @@ import (
 
 	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/cache/store"
-	"github.com/ckptfs/ckptfs/layout"
+	"github.com/ckptfs/ckptfs/layout/dcp"
+	"github.com/ckptfs/ckptfs/layout/pickle"
+	"github.com/ckptfs/ckptfs/layout/view"
 )
 
 // ModelPrefixFile, in a DCP checkpoint folder, overrides which tensors its
 // views serve: the one line it holds is a name prefix (see
-// layout.DCPModelNames); empty serves every tensor as named.
+// dcp.DCPModelNames); empty serves every tensor as named.
 const ModelPrefixFile = ".ckptfs-model-prefix"
 
 // maxPrefixFile bounds the ModelPrefixFile read.
@@ -25,8 +27,8 @@ func isDCPFolder(entries []meta.DirEntry) bool {
 	var md, data bool
 	for _, e := range entries {
 		if e.Mode == syscall.S_IFREG {
-			md = md || e.Name == layout.DCPMetadataName
-			data = data || layout.IsDCPDataFile(e.Name)
+			md = md || e.Name == dcp.DCPMetadataName
+			data = data || dcp.IsDCPDataFile(e.Name)
 		}
 	}
 	return md && data
@@ -35,20 +37,20 @@ func isDCPFolder(entries []meta.DirEntry) bool {
 // planDCP plans f from the folder's DCP checkpoint; it returns the files
 // it read, which are not passed through. A .metadata that does not parse
 // leaves the folder without views, with a warning.
-func planDCP(st *store.Store, f *Folder, entries []meta.DirEntry, inodes map[string]*meta.Inode, b *layout.Budget, w *layout.Warnings) (map[string]bool, error) {
-	md := inodes[layout.DCPMetadataName]
-	if err := b.SpendHeader(min(md.Content.Size, layout.MaxPickleSize)); err != nil {
+func planDCP(st *store.Store, f *Folder, entries []meta.DirEntry, inodes map[string]*meta.Inode, b *view.Budget, w *view.Warnings) (map[string]bool, error) {
+	md := inodes[dcp.DCPMetadataName]
+	if err := b.SpendHeader(min(md.Content.Size, pickle.MaxPickleSize)); err != nil {
 		return nil, err
 	}
-	data, err := readSmall(st, f.dirPath+"/"+layout.DCPMetadataName, md, layout.MaxPickleSize)
+	data, err := readSmall(st, f.dirPath+"/"+dcp.DCPMetadataName, md, pickle.MaxPickleSize)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", layout.DCPMetadataName, err)
+		return nil, fmt.Errorf("%s: %w", dcp.DCPMetadataName, err)
 	}
-	ck, err := layout.ParseDCPMetadata(data)
+	ck, err := dcp.ParseDCPMetadata(data)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", layout.DCPMetadataName, err)
+		return nil, fmt.Errorf("%s: %w", dcp.DCPMetadataName, err)
 	}
-	used := map[string]bool{layout.DCPMetadataName: true}
+	used := map[string]bool{dcp.DCPMetadataName: true}
 	prefix, override := "", false
 	if in, ok := inodes[ModelPrefixFile]; ok && in.Mode&syscall.S_IFMT == syscall.S_IFREG {
 		line, err := readSmall(st, f.dirPath+"/"+ModelPrefixFile, in, maxPrefixFile)
@@ -59,20 +61,20 @@ func planDCP(st *store.Store, f *Folder, entries []meta.DirEntry, inodes map[str
 			used[ModelPrefixFile] = true
 		}
 	}
-	var files []layout.DCPFile
+	var files []dcp.DCPFile
 	for _, e := range entries {
 		in := inodes[e.Name]
-		if !layout.IsDCPDataFile(e.Name) || in.Mode&syscall.S_IFMT != syscall.S_IFREG {
+		if !dcp.IsDCPDataFile(e.Name) || in.Mode&syscall.S_IFMT != syscall.S_IFREG {
 			continue
 		}
 		r := st.NewReader(f.dirPath+"/"+e.Name, &in.Content)
-		files = append(files, layout.DCPFile{Name: e.Name, R: r, Size: r.Size()})
+		files = append(files, dcp.DCPFile{Name: e.Name, R: r, Size: r.Size()})
 		f.Sources = append(f.Sources, r)
 		f.Weights = append(f.Weights, in)
 		used[e.Name] = true
 	}
 	f.Weights = append(f.Weights, md)
-	f.plan, err = layout.PlanDCP(ck, layout.DCPModelNames(ck, prefix, override), files, b, w)
+	f.plan, err = dcp.PlanDCP(ck, dcp.DCPModelNames(ck, prefix, override), files, b, w)
 	return used, err
 }
 

@@ -13,7 +13,7 @@ import (
 	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/cache/store"
 	"github.com/ckptfs/ckptfs/cache/views"
-	"github.com/ckptfs/ckptfs/layout"
+	"github.com/ckptfs/ckptfs/layout/view"
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 )
@@ -65,7 +65,7 @@ func (a *app) export(store *store.Store, name, dst string) error {
 
 // planExport plans the view NAME names.
 func (a *app) planExport(store *store.Store, name string) (*views.View, error) {
-	base, spec, ok, err := layout.ParseViewName(path.Base(name))
+	base, spec, ok, err := view.ParseViewName(path.Base(name))
 	if err != nil {
 		return nil, fmt.Errorf("export %s: %w", name, err)
 	}

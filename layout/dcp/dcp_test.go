@@ -1,9 +1,8 @@
-package layout
+package dcp
 
 import (
 	"bytes"
 	"fmt"
-	"math/rand"
 	"os"
 	"path/filepath"
 	"slices"
@@ -11,10 +10,13 @@ import (
 	"testing"
 
 	"github.com/ckptfs/ckptfs/layout/layouttest"
+	"github.com/ckptfs/ckptfs/layout/pickle"
+	"github.com/ckptfs/ckptfs/layout/view"
+	"github.com/ckptfs/ckptfs/layout/viewtest"
 )
 
-// The checkpoints in testdata/dcp were written by real torch (gen.py
-// says how): 2 and 4 gloo ranks, both serialization formats, and one
+// The checkpoints in testdata were written by real torch (gen.py says
+// how): 2 and 4 gloo ranks, both serialization formats, and one
 // process under each torch release tried.
 var dcpFixtures = []string{"2ranks", "4ranks", "2ranks-safetensors", "torch-2.15", "torch-2.14", "torch-2.13", "torch-2.5"}
 
@@ -27,7 +29,7 @@ type dcpFolder struct {
 
 func readDCPFixture(t *testing.T, dir string) *dcpFolder {
 	t.Helper()
-	dir = filepath.Join("testdata/dcp", dir)
+	dir = filepath.Join("testdata", dir)
 	md, err := os.ReadFile(filepath.Join(dir, DCPMetadataName))
 	if err != nil {
 		t.Fatal(err)
@@ -37,60 +39,11 @@ func readDCPFixture(t *testing.T, dir string) *dcpFolder {
 		t.Fatal(err)
 	}
 	f := &dcpFolder{ck: ck}
-	f.want = readFixture(t, dir, "*.distcp", func(name string, b []byte) {
+	f.want = layouttest.ReadFixture(t, dir, "*.distcp", func(name string, b []byte) {
 		f.files = append(f.files, DCPFile{Name: name, R: bytes.NewReader(b), Size: int64(len(b))})
 		f.data = append(f.data, b)
 	})
 	return f
-}
-
-// readFixture hands each file of fixture folder dir that matches glob to
-// add, in name order, and returns the tensors its reference.safetensors
-// holds by name.
-func readFixture(t *testing.T, dir, glob string, add func(name string, b []byte)) map[string][]byte {
-	t.Helper()
-	names, _ := filepath.Glob(filepath.Join(dir, glob))
-	for _, name := range names {
-		b, err := os.ReadFile(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		add(filepath.Base(name), b)
-	}
-	ref, err := os.ReadFile(filepath.Join(dir, "reference.safetensors"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	want, _ := parseIndependently(t, ref)
-	return want
-}
-
-// viewTensors reads every tensor of a view by the safetensors headers it
-// serves, checking random reads against the whole file on the way.
-func viewTensors(t *testing.T, v *View, data [][]byte) map[string][]byte {
-	t.Helper()
-	r := rand.New(rand.NewSource(1))
-	got := map[string][]byte{}
-	for _, f := range v.Files {
-		full := readView(f, data, 0, f.Size)
-		if int64(len(full)) != f.Size {
-			t.Fatalf("%s: read %d of %d bytes", f.Name, len(full), f.Size)
-		}
-		for k := 0; k < 50; k++ {
-			off, n := r.Int63n(f.Size+1), r.Int63n(f.Size/4+10)
-			if !bytes.Equal(readView(f, data, off, n), full[off:min(off+n, f.Size)]) {
-				t.Fatalf("%s: read at %d+%d differs", f.Name, off, n)
-			}
-		}
-		if strings.HasSuffix(f.Name, ".json") {
-			continue
-		}
-		tensors, _ := parseIndependently(t, full)
-		for name, b := range tensors {
-			got[name] = b
-		}
-	}
-	return got
 }
 
 func TestDCPViewsAssembleWhatTorchSaved(t *testing.T) {
@@ -103,7 +56,7 @@ func TestDCPViewsAssembleWhatTorchSaved(t *testing.T) {
 					t.Fatalf("%s served as %s", fqn, name)
 				}
 			}
-			for _, spec := range []ViewSpec{{}, {Shards: true, MaxShardSize: 100}} {
+			for _, spec := range []view.ViewSpec{{}, {Shards: true, MaxShardSize: 100}} {
 				v, warnings, err := dcpView(f.ck, names, f.files, spec)
 				if err != nil {
 					t.Fatal(err)
@@ -111,7 +64,7 @@ func TestDCPViewsAssembleWhatTorchSaved(t *testing.T) {
 				if len(warnings) > 0 {
 					t.Fatal(warnings)
 				}
-				got := viewTensors(t, v, f.data)
+				got := viewtest.Tensors(t, v, f.data)
 				if len(got) != len(f.want) {
 					t.Fatalf("view has %d tensors, want %d: %v", len(got), len(f.want), slices.Sorted(mapKeys(got)))
 				}
@@ -125,9 +78,9 @@ func TestDCPViewsAssembleWhatTorchSaved(t *testing.T) {
 	}
 }
 
-// dcpView is viewOf a DCP plan.
-func dcpView(ck *DCPCheckpoint, names map[string]string, files []DCPFile, spec ViewSpec) (*View, []string, error) {
-	return viewOf(spec, func(b *Budget, w *Warnings) (*Plan, error) { return PlanDCP(ck, names, files, b, w) })
+// dcpView is viewtest.Lay of a DCP plan.
+func dcpView(ck *DCPCheckpoint, names map[string]string, files []DCPFile, spec view.ViewSpec) (*view.View, []string, error) {
+	return viewtest.Lay(spec, func(b *view.Budget, w *view.Warnings) (*view.Plan, error) { return PlanDCP(ck, names, files, b, w) })
 }
 
 func mapKeys[V any](m map[string]V) func(func(string) bool) {
@@ -200,7 +153,7 @@ func TestDCPStridedPlanIsCompact(t *testing.T) {
 		ck.Tensors = append(ck.Tensors, tt)
 	}
 	names := DCPModelNames(ck, "", true)
-	v, _, err := dcpView(ck, names, files, ViewSpec{})
+	v, _, err := dcpView(ck, names, files, view.ViewSpec{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -251,7 +204,7 @@ func TestDCPMalformedTensorsLeftOut(t *testing.T) {
 			bad.Chunks = slices.Clone(bad.Chunks)
 			c.break_(&bad, files)
 			ck.Tensors[i] = bad
-			v, warnings, err := dcpView(&ck, DCPModelNames(&ck, "", false), files, ViewSpec{})
+			v, warnings, err := dcpView(&ck, DCPModelNames(&ck, "", false), files, view.ViewSpec{})
 			if c.name == "truncated" {
 				if err == nil && len(warnings) == 0 {
 					t.Fatal("truncated files served")
@@ -264,7 +217,7 @@ func TestDCPMalformedTensorsLeftOut(t *testing.T) {
 			if len(warnings) != 1 || !strings.Contains(warnings[0], "layer.0.bias") || !strings.Contains(warnings[0], c.want) {
 				t.Fatalf("warnings %q, want one naming the tensor and %q", warnings, c.want)
 			}
-			if got := viewTensors(t, v, f.data); len(got) != len(f.want)-1 || got["layer.0.bias"] != nil {
+			if got := viewtest.Tensors(t, v, f.data); len(got) != len(f.want)-1 || got["layer.0.bias"] != nil {
 				t.Fatalf("%d tensors served", len(got))
 			}
 		})
@@ -272,7 +225,7 @@ func TestDCPMalformedTensorsLeftOut(t *testing.T) {
 }
 
 func TestDCPMetadataRefusesOtherGlobals(t *testing.T) {
-	md, err := os.ReadFile("testdata/dcp/2ranks/.metadata")
+	md, err := os.ReadFile("testdata/2ranks/.metadata")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -293,7 +246,7 @@ func TestDCPMetadataRefusesOtherGlobals(t *testing.T) {
 		t.Fatalf("version 9.9.9: %v", err)
 	}
 	// The torch.save reader does not take DCP's classes.
-	if _, err := ParsePickle(md); err == nil || !strings.Contains(err.Error(), "refused") {
+	if _, err := pickle.ParsePickle(md); err == nil || !strings.Contains(err.Error(), "refused") {
 		t.Fatalf("ParsePickle of a .metadata: %v", err)
 	}
 }
@@ -319,7 +272,7 @@ func TestDCPMetadataWorkIsBounded(t *testing.T) {
 		{"a 4 KiB path built 400,000 times", layouttest.PosixPathAgainPickle(64, 63, 400_000), overBudget},
 	} {
 		var err error
-		if used := allocated(func() { _, err = ParseDCPMetadata(tc.pickle) }); used > dcpMemoryBudget(len(tc.pickle)) {
+		if used := layouttest.Allocated(func() { _, err = ParseDCPMetadata(tc.pickle) }); used > dcpMemoryBudget(len(tc.pickle)) {
 			t.Fatalf("%s: allocated %d bytes for a %d-byte file, budget %d", tc.name, used, len(tc.pickle), dcpMemoryBudget(len(tc.pickle)))
 		}
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -1,4 +1,8 @@
-package layout
+// Package dcp reads torch.distributed.checkpoint (DCP) checkpoints: the
+// .metadata pickle, through the restricted pickle reader with DCP's
+// dataclasses admitted, and the plan of a folder's model view, its tensors
+// assembled from the chunks the ranks saved in their .distcp files.
+package dcp
 
 import (
 	"errors"
@@ -6,6 +10,8 @@ import (
 	"math"
 	"slices"
 	"strings"
+
+	"github.com/ckptfs/ckptfs/layout/pickle"
 )
 
 // A torch.distributed.checkpoint (DCP) folder holds .metadata, a pickle of
@@ -63,7 +69,7 @@ const (
 	dcpFS   = "torch.distributed.checkpoint.filesystem."
 )
 
-// MaxDCPWork is the work budget of a .metadata (see MaxPickleWork): a
+// MaxDCPWork is the work budget of a .metadata (see pickle.MaxPickleWork): a
 // chunk costs about 160 (its objects, its storage_data entry and its
 // memo entries), so this admits some 100,000 chunks, the weights and
 // AdamW state of a 7B model saved by 128 ranks. It costs at most about
@@ -74,15 +80,15 @@ const MaxDCPWork = 16 << 20
 // dataclasses (as objects with state) and the few values they hold:
 // torch.Size, the memory-format enum, torch's layout lookup and the
 // checkpoint's path. Everything else is refused by name as before.
-var dcpRules = &pickleRules{
-	work: MaxDCPWork,
-	classes: map[string]bool{
+var dcpRules = &pickle.Rules{
+	Work: MaxDCPWork,
+	Classes: map[string]bool{
 		dcpMeta + "Metadata": true, dcpMeta + "TensorStorageMetadata": true,
 		dcpMeta + "BytesStorageMetadata": true, dcpMeta + "ChunkStorageMetadata": true,
 		dcpMeta + "TensorProperties": true, dcpMeta + "MetadataIndex": true,
 		dcpMeta + "StorageMeta": true, dcpFS + "_StorageInfo": true,
 	},
-	callables: map[string]func(*pickleMachine, pickleTuple) (any, error){
+	Callables: map[string]func(*pickle.Machine, pickle.Tuple) (any, error){
 		"torch.Size":                      sizeOf,
 		dcpMeta + "_MEM_FORMAT_ENCODING":  enumValue,
 		"torch.serialization._get_layout": layoutName,
@@ -93,14 +99,14 @@ var dcpRules = &pickleRules{
 
 // sizeOf reads torch.Size((d0, d1, ...)) as its tuple of dimensions,
 // paying for the copy: the tuple may be memoized and used again.
-func sizeOf(m *pickleMachine, args pickleTuple) (any, error) {
+func sizeOf(m *pickle.Machine, args pickle.Tuple) (any, error) {
 	if len(args) != 1 {
 		return nil, fmt.Errorf("%d arguments, need 1", len(args))
 	}
-	if err := m.spendCopy(args[0]); err != nil {
+	if err := m.SpendCopy(args[0]); err != nil {
 		return nil, err
 	}
-	dims, err := intTuple(args[0])
+	dims, err := pickle.Ints(args[0])
 	if err != nil {
 		return nil, err
 	}
@@ -108,24 +114,24 @@ func sizeOf(m *pickleMachine, args pickleTuple) (any, error) {
 }
 
 // enumValue reads an enum member by its value.
-func enumValue(_ *pickleMachine, args pickleTuple) (any, error) {
+func enumValue(_ *pickle.Machine, args pickle.Tuple) (any, error) {
 	if len(args) != 1 {
 		return nil, fmt.Errorf("%d arguments, need 1", len(args))
 	}
 	if _, ok := args[0].(int64); !ok {
-		return nil, fmt.Errorf("value is %s, not an int", typeName(args[0]))
+		return nil, fmt.Errorf("value is %s, not an int", pickle.TypeName(args[0]))
 	}
 	return args[0], nil
 }
 
 // layoutName reads _get_layout("torch.strided") as the layout's name.
-func layoutName(_ *pickleMachine, args pickleTuple) (any, error) {
+func layoutName(_ *pickle.Machine, args pickle.Tuple) (any, error) {
 	if len(args) != 1 {
 		return nil, fmt.Errorf("%d arguments, need 1", len(args))
 	}
 	name, ok := args[0].(string)
 	if !ok {
-		return nil, fmt.Errorf("layout is %s, not a str", typeName(args[0]))
+		return nil, fmt.Errorf("layout is %s, not a str", pickle.TypeName(args[0]))
 	}
 	return name, nil
 }
@@ -137,15 +143,15 @@ const MaxDCPPath = 4 << 10
 // pathOf reads PosixPath(*parts) as its parts joined, paying for each
 // part and each byte built: the parts may be one memoized tuple of many
 // references to one long string, which costs the file a few bytes.
-func pathOf(m *pickleMachine, args pickleTuple) (any, error) {
-	if err := m.spend(len(args)); err != nil {
+func pathOf(m *pickle.Machine, args pickle.Tuple) (any, error) {
+	if err := m.Spend(len(args)); err != nil {
 		return nil, err
 	}
 	n := 0
 	for i, a := range args {
 		s, ok := a.(string)
 		if !ok {
-			return nil, fmt.Errorf("part %d is %s, not a str", i, typeName(a))
+			return nil, fmt.Errorf("part %d is %s, not a str", i, pickle.TypeName(a))
 		}
 		if i > 0 {
 			n++ // the separator
@@ -154,7 +160,7 @@ func pathOf(m *pickleMachine, args pickleTuple) (any, error) {
 			return nil, fmt.Errorf("path of more than %d bytes", MaxDCPPath)
 		}
 	}
-	if err := m.spend(n); err != nil {
+	if err := m.Spend(n); err != nil {
 		return nil, err
 	}
 	var b strings.Builder
@@ -169,13 +175,13 @@ func pathOf(m *pickleMachine, args pickleTuple) (any, error) {
 }
 
 // ParseDCPMetadata reads a DCP .metadata pickle without executing it, with
-// ParsePickle's size limit (MaxPickleSize) and MaxDCPWork. It checks the
+// the size limit of a data.pkl (pickle.MaxPickleSize) and MaxDCPWork. It checks the
 // structure, not that the chunks tile their tensors (PlanDCP does).
 func ParseDCPMetadata(data []byte) (*DCPCheckpoint, error) {
-	if len(data) > MaxPickleSize {
-		return nil, fmt.Errorf("dcp metadata: %d bytes exceeds %d", len(data), MaxPickleSize)
+	if len(data) > pickle.MaxPickleSize {
+		return nil, fmt.Errorf("dcp metadata: %d bytes exceeds %d", len(data), pickle.MaxPickleSize)
 	}
-	root, m, err := runPickle(data, dcpRules)
+	root, m, err := pickle.Run(data, dcpRules)
 	if err != nil {
 		return nil, fmt.Errorf("dcp metadata: %w", err)
 	}
@@ -190,15 +196,15 @@ func ParseDCPMetadata(data []byte) (*DCPCheckpoint, error) {
 // dimension, path key and transform it walks from what the pickle left of
 // its budget: a chunk list, a tuple or a torch.Size is built once and may
 // be referenced a million times.
-func dcpCheckpoint(root any, m *pickleMachine) (*DCPCheckpoint, error) {
+func dcpCheckpoint(root any, m *pickle.Machine) (*DCPCheckpoint, error) {
 	md, err := objectState(root, dcpMeta+"Metadata")
 	if err != nil {
 		return nil, err
 	}
 	ck := &DCPCheckpoint{Paths: map[string][]string{}}
-	if v, ok := md.get("version"); ok && v != nil {
+	if v, ok := md.Get("version"); ok && v != nil {
 		if ck.Version, ok = v.(string); !ok {
-			return nil, fmt.Errorf("version is %s, not a str", typeName(v))
+			return nil, fmt.Errorf("version is %s, not a str", pickle.TypeName(v))
 		}
 	}
 	if !slices.Contains(DCPVersions, ck.Version) {
@@ -215,10 +221,10 @@ func dcpCheckpoint(root any, m *pickleMachine) (*DCPCheckpoint, error) {
 	for i, k := range sdm.Keys {
 		fqn, ok := k.(string)
 		if !ok {
-			return nil, fmt.Errorf("state_dict_metadata key %d is %s, not a str", i, typeName(k))
+			return nil, fmt.Errorf("state_dict_metadata key %d is %s, not a str", i, pickle.TypeName(k))
 		}
-		o, ok := sdm.Values[i].(*pickleObject)
-		if ok && o.class == dcpMeta+"BytesStorageMetadata" {
+		o, ok := sdm.Values[i].(*pickle.Object)
+		if ok && o.Class == dcpMeta+"BytesStorageMetadata" {
 			ck.Skipped = append(ck.Skipped, fqn)
 			continue
 		}
@@ -228,8 +234,8 @@ func dcpCheckpoint(root any, m *pickleMachine) (*DCPCheckpoint, error) {
 		}
 		ck.Tensors = append(ck.Tensors, t)
 	}
-	if pd, ok := md.get("planner_data"); ok {
-		if d, ok := pd.(*PickleDict); ok {
+	if pd, ok := md.Get("planner_data"); ok {
+		if d, ok := pd.(*pickle.PickleDict); ok {
 			if err := dcpPaths(d, ck.Paths, m); err != nil {
 				return nil, err
 			}
@@ -241,14 +247,14 @@ func dcpCheckpoint(root any, m *pickleMachine) (*DCPCheckpoint, error) {
 // dcpPaths reads planner_data, {fqn: (key, key, ...)}; entries of another
 // shape (a custom planner's) are ignored: names then count as not nested.
 // Every path is paid for, as it may be one memoized tuple.
-func dcpPaths(d *PickleDict, out map[string][]string, m *pickleMachine) error {
+func dcpPaths(d *pickle.PickleDict, out map[string][]string, m *pickle.Machine) error {
 	for i, k := range d.Keys {
 		fqn, ok := k.(string)
-		t, ok2 := d.Values[i].(pickleTuple)
+		t, ok2 := d.Values[i].(pickle.Tuple)
 		if !ok || !ok2 {
 			continue
 		}
-		if err := m.spend(1 + len(t)); err != nil {
+		if err := m.Spend(1 + len(t)); err != nil {
 			return err
 		}
 		path := make([]string, 0, len(t))
@@ -273,7 +279,7 @@ func chunkKey(fqn string, offsets []int64) string {
 }
 
 // dcpStorage reads storage_data, {MetadataIndex: _StorageInfo}, by chunkKey.
-func dcpStorage(md *PickleDict, m *pickleMachine) (map[string]DCPStorage, error) {
+func dcpStorage(md *pickle.PickleDict, m *pickle.Machine) (map[string]DCPStorage, error) {
 	sd, err := dictField(md, "storage_data")
 	if err != nil {
 		return nil, fmt.Errorf("%w (only FileSystemWriter checkpoints are read)", err)
@@ -289,12 +295,12 @@ func dcpStorage(md *PickleDict, m *pickleMachine) (map[string]DCPStorage, error)
 			return nil, fmt.Errorf("storage_data key %d: %w", i, err)
 		}
 		var offsets []int64
-		if v, ok := idx.get("offset"); ok && v != nil {
+		if v, ok := idx.Get("offset"); ok && v != nil {
 			if offsets, ok = v.([]int64); !ok {
-				return nil, fmt.Errorf("storage_data %q: offset is %s, not a torch.Size", fqn, typeName(v))
+				return nil, fmt.Errorf("storage_data %q: offset is %s, not a torch.Size", fqn, pickle.TypeName(v))
 			}
 		}
-		if err := m.spend(1 + len(offsets) + len(fqn)/64); err != nil {
+		if err := m.Spend(1 + len(offsets) + len(fqn)/64); err != nil {
 			return nil, err
 		}
 		info, err := objectState(sd.Values[i], dcpFS+"_StorageInfo")
@@ -312,7 +318,7 @@ func dcpStorage(md *PickleDict, m *pickleMachine) (map[string]DCPStorage, error)
 
 // storageInfo reads a _StorageInfo, paying for its transform descriptors:
 // one memoized _StorageInfo may serve every chunk.
-func storageInfo(info *PickleDict, m *pickleMachine) (DCPStorage, error) {
+func storageInfo(info *pickle.PickleDict, m *pickle.Machine) (DCPStorage, error) {
 	var s DCPStorage
 	var err error
 	if s.Path, err = stringField(info, "relative_path"); err != nil {
@@ -324,23 +330,23 @@ func storageInfo(info *PickleDict, m *pickleMachine) (DCPStorage, error) {
 	if s.Length, err = intField(info, "length"); err != nil {
 		return s, err
 	}
-	if v, ok := info.get("transform_descriptors"); ok && v != nil {
+	if v, ok := info.Get("transform_descriptors"); ok && v != nil {
 		var items []any
 		switch v := v.(type) {
-		case *pickleList:
-			items = v.items
-		case pickleTuple:
+		case *pickle.List:
+			items = v.Items
+		case pickle.Tuple:
 			items = v
 		default:
-			return s, fmt.Errorf("transform_descriptors is %s", typeName(v))
+			return s, fmt.Errorf("transform_descriptors is %s", pickle.TypeName(v))
 		}
-		if err := m.spend(len(items)); err != nil {
+		if err := m.Spend(len(items)); err != nil {
 			return s, err
 		}
 		for _, d := range items {
 			name, ok := d.(string)
 			if !ok {
-				return s, fmt.Errorf("a transform descriptor is %s", typeName(d))
+				return s, fmt.Errorf("a transform descriptor is %s", pickle.TypeName(d))
 			}
 			s.Transforms = append(s.Transforms, name)
 		}
@@ -348,46 +354,46 @@ func storageInfo(info *PickleDict, m *pickleMachine) (DCPStorage, error) {
 	return s, nil
 }
 
-func dcpTensor(fqn string, v any, storage map[string]DCPStorage, m *pickleMachine) (DCPTensor, error) {
+func dcpTensor(fqn string, v any, storage map[string]DCPStorage, m *pickle.Machine) (DCPTensor, error) {
 	t := DCPTensor{FQN: fqn}
 	md, err := objectState(v, dcpMeta+"TensorStorageMetadata")
 	if err != nil {
 		return t, err
 	}
-	props, ok := md.get("properties")
+	props, ok := md.Get("properties")
 	if !ok {
 		return t, errors.New("no properties")
 	}
 	if t.DType, err = propertiesDType(props); err != nil {
 		return t, err
 	}
-	size, ok := md.get("size")
+	size, ok := md.Get("size")
 	if t.Size, ok = size.([]int64); !ok {
-		return t, fmt.Errorf("size is %s, not a torch.Size", typeName(size))
+		return t, fmt.Errorf("size is %s, not a torch.Size", pickle.TypeName(size))
 	}
-	chunks, ok := md.get("chunks")
-	list, ok2 := chunks.(*pickleList)
+	chunks, ok := md.Get("chunks")
+	list, ok2 := chunks.(*pickle.List)
 	if !ok || !ok2 {
-		return t, fmt.Errorf("chunks is %s, not a list", typeName(chunks))
+		return t, fmt.Errorf("chunks is %s, not a list", pickle.TypeName(chunks))
 	}
-	if err := m.spend(1 + len(t.Size) + len(fqn)/64); err != nil {
+	if err := m.Spend(1 + len(t.Size) + len(fqn)/64); err != nil {
 		return t, err
 	}
-	for i, c := range list.items {
+	for i, c := range list.Items {
 		cm, err := objectState(c, dcpMeta+"ChunkStorageMetadata")
 		if err != nil {
 			return t, fmt.Errorf("chunk %d: %w", i, err)
 		}
-		offsets, _ := cm.get("offsets")
-		sizes, _ := cm.get("sizes")
+		offsets, _ := cm.Get("offsets")
+		sizes, _ := cm.Get("sizes")
 		ch := DCPChunk{}
 		if ch.Offsets, ok = offsets.([]int64); !ok {
-			return t, fmt.Errorf("chunk %d: offsets is %s", i, typeName(offsets))
+			return t, fmt.Errorf("chunk %d: offsets is %s", i, pickle.TypeName(offsets))
 		}
 		if ch.Sizes, ok = sizes.([]int64); !ok {
-			return t, fmt.Errorf("chunk %d: sizes is %s", i, typeName(sizes))
+			return t, fmt.Errorf("chunk %d: sizes is %s", i, pickle.TypeName(sizes))
 		}
-		if err := m.spend(1 + len(ch.Offsets) + len(ch.Sizes) + len(fqn)/64); err != nil {
+		if err := m.Spend(1 + len(ch.Offsets) + len(ch.Sizes) + len(fqn)/64); err != nil {
 			return t, err
 		}
 		if ch.Storage, ok = storage[chunkKey(fqn, ch.Offsets)]; !ok {
@@ -402,77 +408,68 @@ func dcpTensor(fqn string, v any, storage map[string]DCPStorage, m *pickleMachin
 // its __getstate__ returns (dtype, layout, requires_grad, memory format,
 // pin_memory[, strides]), or, as older pickles had it, a dict.
 func propertiesDType(v any) (string, error) {
-	o, ok := v.(*pickleObject)
-	if !ok || o.class != dcpMeta+"TensorProperties" {
-		return "", fmt.Errorf("properties is %s", typeName(v))
+	o, ok := v.(*pickle.Object)
+	if !ok || o.Class != dcpMeta+"TensorProperties" {
+		return "", fmt.Errorf("properties is %s", pickle.TypeName(v))
 	}
 	var dtype any
-	switch s := o.state.(type) {
-	case pickleTuple:
+	switch s := o.State.(type) {
+	case pickle.Tuple:
 		if len(s) < 5 || len(s) > 6 {
 			return "", fmt.Errorf("properties of %d items", len(s))
 		}
 		dtype = s[0]
-	case *PickleDict:
-		dtype, _ = s.get("dtype")
+	case *pickle.PickleDict:
+		dtype, _ = s.Get("dtype")
 	default:
-		return "", fmt.Errorf("properties state is %s", typeName(o.state))
+		return "", fmt.Errorf("properties state is %s", pickle.TypeName(o.State))
 	}
-	g, ok := dtype.(pickleGlobal)
-	if !ok || g.module != "torch" {
-		return "", fmt.Errorf("dtype is %s", typeName(dtype))
+	g, ok := dtype.(pickle.Global)
+	if !ok || g.Module != "torch" {
+		return "", fmt.Errorf("dtype is %s", pickle.TypeName(dtype))
 	}
-	if _, known := torchDTypes[g.name]; !known {
-		return "", fmt.Errorf("torch.%s is not a dtype", g.name)
+	if _, known := pickle.LookupTorchDType(g.Name); !known {
+		return "", fmt.Errorf("torch.%s is not a dtype", g.Name)
 	}
-	return g.name, nil
+	return g.Name, nil
 }
 
 // objectState returns the state dict of an object of class.
-func objectState(v any, class string) (*PickleDict, error) {
-	o, ok := v.(*pickleObject)
-	if !ok || o.class != class {
-		return nil, fmt.Errorf("%s where a %s belongs", typeName(v), class)
+func objectState(v any, class string) (*pickle.PickleDict, error) {
+	o, ok := v.(*pickle.Object)
+	if !ok || o.Class != class {
+		return nil, fmt.Errorf("%s where a %s belongs", pickle.TypeName(v), class)
 	}
-	d, ok := o.state.(*PickleDict)
+	d, ok := o.State.(*pickle.PickleDict)
 	if !ok {
-		return nil, fmt.Errorf("%s has state %s, not a dict", class, typeName(o.state))
+		return nil, fmt.Errorf("%s has state %s, not a dict", class, pickle.TypeName(o.State))
 	}
 	return d, nil
 }
 
-// get looks up a string key.
-func (d *PickleDict) get(name string) (any, bool) {
-	i, ok := d.byName[name]
+func dictField(d *pickle.PickleDict, name string) (*pickle.PickleDict, error) {
+	v, _ := d.Get(name)
+	f, ok := v.(*pickle.PickleDict)
 	if !ok {
-		return nil, false
-	}
-	return d.Values[i], true
-}
-
-func dictField(d *PickleDict, name string) (*PickleDict, error) {
-	v, _ := d.get(name)
-	f, ok := v.(*PickleDict)
-	if !ok {
-		return nil, fmt.Errorf("%s is %s, not a dict", name, typeName(v))
+		return nil, fmt.Errorf("%s is %s, not a dict", name, pickle.TypeName(v))
 	}
 	return f, nil
 }
 
-func stringField(d *PickleDict, name string) (string, error) {
-	v, _ := d.get(name)
+func stringField(d *pickle.PickleDict, name string) (string, error) {
+	v, _ := d.Get(name)
 	s, ok := v.(string)
 	if !ok {
-		return "", fmt.Errorf("%s is %s, not a str", name, typeName(v))
+		return "", fmt.Errorf("%s is %s, not a str", name, pickle.TypeName(v))
 	}
 	return s, nil
 }
 
-func intField(d *PickleDict, name string) (int64, error) {
-	v, _ := d.get(name)
+func intField(d *pickle.PickleDict, name string) (int64, error) {
+	v, _ := d.Get(name)
 	n, ok := v.(int64)
 	if !ok || n < 0 || n > math.MaxInt64/2 {
-		return 0, fmt.Errorf("%s is %s, not a non-negative int", name, typeName(v))
+		return 0, fmt.Errorf("%s is %s, not a non-negative int", name, pickle.TypeName(v))
 	}
 	return n, nil
 }

@@ -1,14 +1,17 @@
-package layout
+package dcp
 
 import (
-	"bytes"
-	"cmp"
 	"errors"
 	"fmt"
 	"io"
 	"path"
 	"slices"
 	"strings"
+
+	"github.com/ckptfs/ckptfs/layout/pickle"
+	"github.com/ckptfs/ckptfs/layout/safetensors"
+	"github.com/ckptfs/ckptfs/layout/torch"
+	"github.com/ckptfs/ckptfs/layout/view"
 )
 
 // DCPFile is a .distcp file of the folder, as a view reads it.
@@ -64,13 +67,13 @@ func DCPModelNames(ck *DCPCheckpoint, prefix string, override bool) map[string]s
 // transform, chunks overlapping or leaving a gap) is left out with a
 // warning naming it and the cause. The items chunks are in are paid for
 // from b as they are read.
-func PlanDCP(ck *DCPCheckpoint, names map[string]string, files []DCPFile, b *Budget, w *Warnings) (*Plan, error) {
+func PlanDCP(ck *DCPCheckpoint, names map[string]string, files []DCPFile, b *view.Budget, w *view.Warnings) (*view.Plan, error) {
 	byName := map[string]int{}
 	for i, f := range files {
 		byName[f.Name] = i
 	}
 	loc := newDCPLocator(files, b)
-	var all []placedTensor
+	var all []view.Tensor
 	for _, t := range ck.Tensors {
 		name, ok := names[t.FQN]
 		if !ok {
@@ -78,7 +81,7 @@ func PlanDCP(ck *DCPCheckpoint, names map[string]string, files []DCPFile, b *Bud
 		}
 		pt, err := placeDCPTensor(t, name, byName, loc)
 		switch {
-		case overBudget(err):
+		case errors.As(err, new(*view.BudgetError)):
 			return nil, err
 		case err != nil:
 			w.Addf("%q: %v: left out", t.FQN, err)
@@ -86,29 +89,21 @@ func PlanDCP(ck *DCPCheckpoint, names map[string]string, files []DCPFile, b *Bud
 			all = append(all, pt)
 		}
 	}
-	return newPlan(all, map[string]string{})
+	return view.NewPlan(all, map[string]string{})
 }
 
-// dcpChunk is a chunk located: its bytes are Sizes elements in row-major
-// order at SrcOff of source Source.
-type dcpChunk struct {
-	offsets, sizes []int64
-	source         int
-	srcOff         int64
-}
-
-func placeDCPTensor(t DCPTensor, name string, byName map[string]int, loc *dcpLocator) (placedTensor, error) {
-	dt := torchDTypes[t.DType]
-	if dt.st == "" {
-		return placedTensor{}, fmt.Errorf("dtype %s has no safetensors equivalent", t.DType)
+func placeDCPTensor(t DCPTensor, name string, byName map[string]int, loc *dcpLocator) (view.Tensor, error) {
+	dt, _ := pickle.LookupTorchDType(t.DType)
+	if dt.Safetensors == "" {
+		return view.Tensor{}, fmt.Errorf("dtype %s has no safetensors equivalent", t.DType)
 	}
-	numel, err := volume(t.Size, dt.size)
+	numel, err := view.Volume(t.Size, dt.Size)
 	if err != nil {
-		return placedTensor{}, err
+		return view.Tensor{}, err
 	}
-	pt := placedTensor{Tensor: Tensor{Name: name, DType: dt.st, Shape: t.Size, End: numel * dt.size}}
-	var chunks []dcpChunk
-	saved := replicas{}
+	pt := view.Tensor{Tensor: safetensors.Tensor{Name: name, DType: dt.Safetensors, Shape: t.Size, End: numel * dt.Size}}
+	var chunks []view.Chunk
+	saved := view.Replicas{}
 	for _, c := range t.Chunks {
 		if len(c.Offsets) != len(t.Size) || len(c.Sizes) != len(t.Size) {
 			return pt, fmt.Errorf("chunk at %v of rank %d in a tensor of rank %d", c.Offsets, len(c.Offsets), len(t.Size))
@@ -118,213 +113,27 @@ func placeDCPTensor(t DCPTensor, name string, byName map[string]int, loc *dcpLoc
 				return pt, fmt.Errorf("chunk at %v of %v lies outside size %v", c.Offsets, c.Sizes, t.Size)
 			}
 		}
-		n, _ := volume(c.Sizes, dt.size)
-		if n == 0 || !saved.first(c.Offsets, c.Sizes) {
+		n, _ := view.Volume(c.Sizes, dt.Size)
+		if n == 0 || !saved.First(c.Offsets, c.Sizes) {
 			continue
 		}
-		if err := loc.budget.spendTensors(1); err != nil {
+		if err := loc.budget.SpendTensors(1); err != nil {
 			return pt, err
 		}
 		fi, ok := byName[c.Storage.Path]
 		if !ok {
 			return pt, fmt.Errorf("chunk at %v is in %s, which the folder does not have", c.Offsets, c.Storage.Path)
 		}
-		off, err := loc.locate(fi, t, c, n*dt.size)
+		off, err := loc.locate(fi, t, c, n*dt.Size)
 		if err != nil {
 			return pt, fmt.Errorf("chunk at %v in %s: %w", c.Offsets, c.Storage.Path, err)
 		}
-		chunks = append(chunks, dcpChunk{offsets: c.Offsets, sizes: c.Sizes, source: fi, srcOff: off})
+		chunks = append(chunks, view.Chunk{Offsets: c.Offsets, Sizes: c.Sizes, Source: fi, SrcOff: off})
 	}
-	if pt.extents, err = assemble(t.Size, dt.size, chunks, loc.budget); err != nil {
+	if pt.Extents, err = view.Assemble(t.Size, dt.Size, chunks, loc.budget); err != nil {
 		return pt, err
 	}
 	return pt, nil
-}
-
-// replicas remembers the chunks of one tensor seen, so that a chunk
-// several ranks saved (replicated) is read once.
-type replicas map[string]bool
-
-// first reports whether no chunk at offsets of sizes was seen before.
-func (r replicas) first(offsets, sizes []int64) bool {
-	key := fmt.Sprint(offsets, sizes)
-	if r[key] {
-		return false
-	}
-	r[key] = true
-	return true
-}
-
-// volume is the number of elements of shape, checked so that its bytes
-// (each elem bytes) fit well in an int64.
-func volume(shape []int64, elem int64) (int64, error) {
-	n := int64(1)
-	for _, d := range shape {
-		if d != 0 && n > (1<<62)/d/elem {
-			return 0, fmt.Errorf("shape %v overflows", shape)
-		}
-		n *= d
-	}
-	return n, nil
-}
-
-// rect is the part of a tensor, seen as rows of its dimensions up to the
-// innermost one any chunk splits, that one chunk holds: rows [row, row+
-// rows), bytes [col, col+width) of each, from src on, width a row.
-type rect struct {
-	row, rows  int64
-	col, width int64
-	source     int
-	src        int64
-}
-
-// assemble plans a tensor's row-major bytes from its chunks. Let k be the
-// innermost dimension any chunk splits; the tensor is then rows of its
-// dims before k, each row size[k] slices of what follows, and each chunk
-// holds a column range of some rows. Rows whose chunks are the same form
-// a band: one run when a chunk holds whole rows, else a Tile.
-func assemble(size []int64, elem int64, chunks []dcpChunk, b *Budget) ([]Extent, error) {
-	total, _ := volume(size, elem)
-	if total *= elem; total == 0 {
-		return nil, nil
-	}
-	k := -1
-	for _, c := range chunks {
-		for d := range size {
-			if c.sizes[d] != size[d] {
-				k = max(k, d)
-			}
-		}
-	}
-	if k < 0 { // every chunk is the whole tensor: the first one serves
-		if len(chunks) == 0 {
-			return nil, errors.New("no chunk saved")
-		}
-		return []Extent{{Len: total, Source: chunks[0].source, SrcOff: chunks[0].srcOff}}, nil
-	}
-	inner, _ := volume(size[k+1:], elem)
-	inner *= elem
-	rowBytes, rows := size[k]*inner, total/(size[k]*inner)
-	var rects []rect
-	for _, c := range chunks {
-		width := c.sizes[k] * inner
-		var err error
-		rects, err = chunkRects(rects, size[:k], c, width, c.offsets[k]*inner, b)
-		if err != nil {
-			return nil, err
-		}
-	}
-	return bands(rects, rows, rowBytes, b)
-}
-
-// chunkRects appends the row ranges chunk c covers in the rows of dims
-// (the dimensions before the split one): one range when c splits none of
-// them but the first, else one for each index of the dims before the
-// innermost one it splits.
-func chunkRects(out []rect, dims []int64, c dcpChunk, width, col int64, b *Budget) ([]rect, error) {
-	j := -1 // innermost of dims that c splits
-	for d := range dims {
-		if c.sizes[d] != dims[d] {
-			j = d
-		}
-	}
-	if j < 0 {
-		rows, _ := volume(dims, 1)
-		if err := b.spendParts(1); err != nil {
-			return nil, err
-		}
-		return append(out, rect{row: 0, rows: rows, col: col, width: width, source: c.source, src: c.srcOff}), nil
-	}
-	sub, _ := volume(dims[j+1:], 1) // rows per index of dim j
-	idx := slices.Clone(c.offsets[:j])
-	src := c.srcOff
-	for {
-		if err := b.spendParts(1 + j); err != nil {
-			return nil, err
-		}
-		row := int64(0)
-		for d := range j {
-			row = row*dims[d] + idx[d]
-		}
-		row = (row*dims[j] + c.offsets[j]) * sub
-		n := c.sizes[j] * sub
-		out = append(out, rect{row: row, rows: n, col: col, width: width, source: c.source, src: src})
-		src += n * width
-		// Next index of dims before j, within the chunk, last dim fastest.
-		d := j - 1
-		for ; d >= 0; d-- {
-			if idx[d]++; idx[d] < c.offsets[d]+c.sizes[d] {
-				break
-			}
-			idx[d] = c.offsets[d]
-		}
-		if d < 0 {
-			return out, nil
-		}
-	}
-}
-
-// bands sweeps the rows top to bottom; in each band of rows the same
-// rects cover, they must tile the row exactly.
-func bands(rects []rect, rows, rowBytes int64, b *Budget) ([]Extent, error) {
-	slices.SortFunc(rects, func(a, b rect) int { return cmp.Compare(a.row, b.row) })
-	var cuts []int64
-	for _, r := range rects {
-		cuts = append(cuts, r.row, r.row+r.rows)
-	}
-	cuts = append(cuts, 0, rows)
-	slices.Sort(cuts)
-	cuts = slices.Compact(cuts)
-	var out []Extent
-	var active []rect
-	next := 0
-	for i := 0; i+1 < len(cuts) && cuts[i] < rows; i++ {
-		lo, hi := cuts[i], cuts[i+1]
-		active = slices.DeleteFunc(active, func(r rect) bool { return r.row+r.rows <= lo })
-		for ; next < len(rects) && rects[next].row == lo; next++ {
-			active = append(active, rects[next])
-		}
-		slices.SortFunc(active, func(a, b rect) int { return cmp.Compare(a.col, b.col) })
-		at := int64(0)
-		for _, r := range active {
-			if r.col < at {
-				return nil, fmt.Errorf("chunks overlap in rows %d..%d", lo, hi)
-			}
-			if r.col > at {
-				break
-			}
-			at += r.width
-		}
-		if at != rowBytes {
-			return nil, fmt.Errorf("incomplete: rows %d..%d have bytes %d..%d saved by no chunk", lo, hi, at, rowBytes)
-		}
-		if err := b.spendParts(len(active)); err != nil {
-			return nil, err
-		}
-		out = appendBand(out, active, lo, hi, rowBytes)
-	}
-	return out, nil
-}
-
-// appendBand appends the extents of rows [lo, hi) that active tile.
-func appendBand(out []Extent, active []rect, lo, hi, rowBytes int64) []Extent {
-	srcAt := func(r rect) int64 { return r.src + (lo-r.row)*r.width }
-	off := lo * rowBytes
-	switch {
-	case len(active) == 1:
-		return appendExtent(out, Extent{Len: (hi - lo) * rowBytes, Source: active[0].source, SrcOff: srcAt(active[0])}, off)
-	case hi-lo == 1:
-		for _, r := range active {
-			out = appendExtent(out, Extent{Len: r.width, Source: r.source, SrcOff: srcAt(r)}, off)
-			off += r.width
-		}
-		return out
-	}
-	tile := &Tile{Period: rowBytes}
-	for _, r := range active {
-		tile.Parts = append(tile.Parts, TilePart{Source: r.source, SrcOff: srcAt(r), SrcStride: r.width, Len: r.width})
-	}
-	return append(out, Extent{Off: off, Len: (hi - lo) * rowBytes, Tile: tile})
 }
 
 // dcpLocator finds chunk bytes in .distcp files, reading each item once
@@ -332,7 +141,7 @@ func appendBand(out []Extent, active []rect, lo, hi, rowBytes int64) []Extent {
 // chunks at one item.
 type dcpLocator struct {
 	files   []DCPFile
-	budget  *Budget
+	budget  *view.Budget
 	headers map[[2]int64]*itemHeader // safetensors items, by file and offset
 	saved   map[itemKey]savedItem    // torch.save items
 }
@@ -343,17 +152,17 @@ type itemKey struct {
 }
 
 type itemHeader struct {
-	*Header
+	*safetensors.Header
 	byName map[string]int
 	err    error
 }
 
 type savedItem struct {
-	t   Tensor
+	t   safetensors.Tensor
 	err error
 }
 
-func newDCPLocator(files []DCPFile, b *Budget) *dcpLocator {
+func newDCPLocator(files []DCPFile, b *view.Budget) *dcpLocator {
 	return &dcpLocator{files: files, budget: b, headers: map[[2]int64]*itemHeader{}, saved: map[itemKey]savedItem{}}
 }
 
@@ -373,13 +182,14 @@ func (l *dcpLocator) locate(fi int, t DCPTensor, c DCPChunk, n int64) (int64, er
 	if _, err := f.R.ReadAt(head, st.Offset); err != nil && err != io.EOF {
 		return 0, err
 	}
-	want := torchDTypes[t.DType].st
+	dt, _ := pickle.LookupTorchDType(t.DType)
+	want := dt.Safetensors
 	switch {
-	case bytes.HasPrefix(head, zipLocalSig):
+	case torch.IsZip(head):
 		key := itemKey{fi, st.Offset, st.Length}
 		item, ok := l.saved[key]
 		if !ok {
-			item.t, item.err = torchSavedTensor(io.NewSectionReader(f.R, st.Offset, st.Length), st.Length, l.budget)
+			item.t, item.err = torch.ParseTensor(io.NewSectionReader(f.R, st.Offset, st.Length), st.Length, l.budget)
 			l.saved[key] = item
 		}
 		tt, err := item.t, item.err
@@ -426,8 +236,8 @@ func (l *dcpLocator) header(fi int, off int64) (*itemHeader, error) {
 
 // readItemHeader reads the safetensors file that makes the rest of f from
 // off on (torch writes a rank's pickled values first, then its tensors).
-func readItemHeader(f DCPFile, off int64, b *Budget) (*itemHeader, error) {
-	h, err := ReadHeader(io.NewSectionReader(f.R, off, f.Size-off), f.Size-off, b)
+func readItemHeader(f DCPFile, off int64, b *view.Budget) (*itemHeader, error) {
+	h, err := safetensors.ReadHeader(io.NewSectionReader(f.R, off, f.Size-off), f.Size-off, b)
 	if err != nil {
 		return nil, err
 	}
@@ -440,7 +250,7 @@ func readItemHeader(f DCPFile, off int64, b *Budget) (*itemHeader, error) {
 }
 
 // sameTensor checks that a stored chunk is what the metadata says.
-func sameTensor(t Tensor, dtype DType, sizes []int64) error {
+func sameTensor(t safetensors.Tensor, dtype safetensors.DType, sizes []int64) error {
 	if t.DType != dtype {
 		return fmt.Errorf("stored as %s, the metadata says %s", t.DType, dtype)
 	}

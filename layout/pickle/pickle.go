@@ -1,10 +1,17 @@
-package layout
+// Package pickle reads the pickles torch writes (a torch.save data.pkl, a
+// DCP .metadata) without executing them: a restricted machine that knows
+// the opcodes of protocols 2 to 5 that build plain data, admits only the
+// globals its rules name, interprets those as data, and bounds the work a
+// pickle may make it do.
+package pickle
 
 import (
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
+
+	"github.com/ckptfs/ckptfs/layout/safetensors"
 )
 
 // MaxPickleSize bounds the data.pkl a torch.save archive may have: a state
@@ -58,23 +65,38 @@ type PickleDict struct {
 	byName map[string]int // index of each string key, for repeated keys
 }
 
-type (
-	pickleTuple  []any
-	pickleList   struct{ items []any }
-	pickleGlobal struct{ module, name string }
-)
+// Tuple is a Python tuple.
+type Tuple []any
+
+// List is a Python list. It may hold itself: APPEND can put a list into
+// itself.
+type List struct{ Items []any }
+
+// Global is a global a pickle names, module and name, never looked up.
+type Global struct{ Module, Name string }
+
+// TorchDType is a torch dtype: its element size and the safetensors dtype
+// of the same bytes ("" when safetensors has none).
+type TorchDType struct {
+	Size        int64
+	Safetensors safetensors.DType
+}
 
 // torchDTypes maps torch dtype names to their element size and safetensors
 // name ("" when safetensors has none).
-var torchDTypes = map[string]struct {
-	size int64
-	st   DType
-}{
+var torchDTypes = map[string]TorchDType{
 	"float64": {8, "F64"}, "float32": {4, "F32"}, "float16": {2, "F16"}, "bfloat16": {2, "BF16"},
 	"float8_e4m3fn": {1, "F8_E4M3"}, "float8_e5m2": {1, "F8_E5M2"},
 	"int64": {8, "I64"}, "int32": {4, "I32"}, "int16": {2, "I16"}, "int8": {1, "I8"},
 	"uint64": {8, "U64"}, "uint32": {4, "U32"}, "uint16": {2, "U16"}, "uint8": {1, "U8"},
 	"bool": {1, "BOOL"}, "complex64": {8, ""}, "complex128": {16, ""},
+}
+
+// LookupTorchDType returns the torch dtype named name ("float32") and
+// whether torch has it.
+func LookupTorchDType(name string) (TorchDType, bool) {
+	dt, ok := torchDTypes[name]
+	return dt, ok
 }
 
 // typedStorages maps torch's legacy typed storage classes to their dtype.
@@ -91,7 +113,7 @@ const untypedStorage = "torch.storage.UntypedStorage"
 
 // callables are the only globals a pickle may call, each interpreted here
 // as data, never looked up or run.
-var callables = map[string]func(*pickleMachine, pickleTuple) (any, error){
+var callables = map[string]func(*Machine, Tuple) (any, error){
 	"collections.OrderedDict":                    newOrderedDict,
 	"torch._utils._rebuild_tensor_v2":            rebuildTensor,
 	"torch._utils._rebuild_tensor_v3":            rebuildTensor,
@@ -101,16 +123,16 @@ var callables = map[string]func(*pickleMachine, pickleTuple) (any, error){
 
 // allowedGlobal reports whether a global may appear: a callable above, a
 // storage class, or a dtype.
-func allowedGlobal(g pickleGlobal) bool {
-	full := g.module + "." + g.name
+func allowedGlobal(g Global) bool {
+	full := g.Module + "." + g.Name
 	if _, ok := callables[full]; ok || full == untypedStorage {
 		return true
 	}
-	if g.module != "torch" {
+	if g.Module != "torch" {
 		return false
 	}
-	_, storage := typedStorages[g.name]
-	_, dtype := torchDTypes[g.name]
+	_, storage := typedStorages[g.Name]
+	_, dtype := torchDTypes[g.Name]
 	return storage || dtype
 }
 
@@ -122,19 +144,20 @@ func ParsePickle(data []byte) (*Pickled, error) {
 	if len(data) > MaxPickleSize {
 		return nil, fmt.Errorf("pickle: %d bytes exceeds %d", len(data), MaxPickleSize)
 	}
-	root, m, err := runPickle(data, nil)
+	root, m, err := Run(data, nil)
 	if err != nil {
 		return nil, err
 	}
 	return &Pickled{Root: root, Storages: m.order}, nil
 }
 
-// runPickle interprets data with the globals allowedGlobal admits, and
-// those of extra, if any, besides.
-func runPickle(data []byte, extra *pickleRules) (any, *pickleMachine, error) {
-	m := &pickleMachine{data: data, memo: map[uint64]any{}, storages: map[string]*TorchStorage{}, work: MaxPickleWork, extra: extra}
+// Run interprets data with the globals allowedGlobal admits, and
+// those of extra, if any, besides. It returns the machine, whose work
+// budget what is left pays for walking the result.
+func Run(data []byte, extra *Rules) (any, *Machine, error) {
+	m := &Machine{data: data, memo: map[uint64]any{}, storages: map[string]*TorchStorage{}, work: MaxPickleWork, extra: extra}
 	if extra != nil {
-		m.work = extra.work
+		m.work = extra.Work
 	}
 	m.limit = m.work
 	root, err := m.run()
@@ -144,23 +167,25 @@ func runPickle(data []byte, extra *pickleRules) (any, *pickleMachine, error) {
 	return root, m, nil
 }
 
-// pickleRules admits more globals than a state dict needs, for a pickle
-// of another kind (DCP's .metadata): classes that NEWOBJ may instantiate
-// and BUILD give state, and callables interpreted as data.
-type pickleRules struct {
-	work      int // the work budget, instead of MaxPickleWork
-	classes   map[string]bool
-	callables map[string]func(*pickleMachine, pickleTuple) (any, error)
+// Rules admit more globals than a state dict needs, for a pickle of
+// another kind (DCP's .metadata): classes that NEWOBJ may instantiate and
+// BUILD give state, and callables interpreted as data.
+type Rules struct {
+	Work      int // the work budget, instead of MaxPickleWork
+	Classes   map[string]bool
+	Callables map[string]func(*Machine, Tuple) (any, error)
 }
 
-// pickleObject is an instance of a class pickleRules admits: its class
-// and the state BUILD gave it (a dict or a tuple), never run.
-type pickleObject struct {
-	class string
-	state any
+// Object is an instance of a class Rules admit: its class and the state
+// BUILD gave it (a dict or a tuple), never run.
+type Object struct {
+	Class string
+	State any
 }
 
-type pickleMachine struct {
+// Machine is the state of one pickle being read, handed to the callables
+// the rules admit so that they pay for what they build.
+type Machine struct {
 	data     []byte
 	pos      int
 	stack    []any
@@ -168,31 +193,31 @@ type pickleMachine struct {
 	memo     map[uint64]any
 	storages map[string]*TorchStorage
 	order    []*TorchStorage
-	work     int          // left of limit
-	limit    int          // MaxPickleWork, or the extra rules' budget
-	extra    *pickleRules // nil for a torch.save pickle
+	work     int    // left of limit
+	limit    int    // MaxPickleWork, or the extra rules' budget
+	extra    *Rules // nil for a torch.save pickle
 }
 
 var errTruncated = errors.New("truncated")
 
-// spend takes n from the work budget.
-func (m *pickleMachine) spend(n int) error {
+// Spend takes n from the work budget.
+func (m *Machine) Spend(n int) error {
 	if m.work -= n; m.work < 0 {
 		return fmt.Errorf("more than %d objects built: over the reader's limit", m.limit)
 	}
 	return nil
 }
 
-// spendCopy pays for copying v's items out when v is a tuple: a memoized
+// SpendCopy pays for copying v's items out when v is a tuple: a memoized
 // tuple costs one opcode however many times it is used again.
-func (m *pickleMachine) spendCopy(v any) error {
-	if t, ok := v.(pickleTuple); ok {
-		return m.spend(len(t))
+func (m *Machine) SpendCopy(v any) error {
+	if t, ok := v.(Tuple); ok {
+		return m.Spend(len(t))
 	}
 	return nil
 }
 
-func (m *pickleMachine) read(n int) ([]byte, error) {
+func (m *Machine) read(n int) ([]byte, error) {
 	if n < 0 || n > len(m.data)-m.pos {
 		return nil, errTruncated
 	}
@@ -201,7 +226,7 @@ func (m *pickleMachine) read(n int) ([]byte, error) {
 	return b, nil
 }
 
-func (m *pickleMachine) readUint(n int) (uint64, error) {
+func (m *Machine) readUint(n int) (uint64, error) {
 	b, err := m.read(n)
 	if err != nil {
 		return 0, err
@@ -214,7 +239,7 @@ func (m *pickleMachine) readUint(n int) (uint64, error) {
 }
 
 // readLine reads up to a newline, for GLOBAL's text operands.
-func (m *pickleMachine) readLine() (string, error) {
+func (m *Machine) readLine() (string, error) {
 	for i := m.pos; i < len(m.data); i++ {
 		if m.data[i] == '\n' {
 			s := string(m.data[m.pos:i])
@@ -225,9 +250,9 @@ func (m *pickleMachine) readLine() (string, error) {
 	return "", errTruncated
 }
 
-func (m *pickleMachine) push(v any) { m.stack = append(m.stack, v) }
+func (m *Machine) push(v any) { m.stack = append(m.stack, v) }
 
-func (m *pickleMachine) pop() (any, error) {
+func (m *Machine) pop() (any, error) {
 	if len(m.stack) == 0 || (len(m.marks) > 0 && len(m.stack) == m.marks[len(m.marks)-1]) {
 		return nil, errors.New("stack underflow")
 	}
@@ -236,7 +261,7 @@ func (m *pickleMachine) pop() (any, error) {
 	return v, nil
 }
 
-func (m *pickleMachine) top() (any, error) {
+func (m *Machine) top() (any, error) {
 	if len(m.stack) == 0 {
 		return nil, errors.New("stack underflow")
 	}
@@ -244,14 +269,14 @@ func (m *pickleMachine) top() (any, error) {
 }
 
 // popMark pops everything above the last MARK.
-func (m *pickleMachine) popMark() ([]any, error) {
+func (m *Machine) popMark() ([]any, error) {
 	if len(m.marks) == 0 {
 		return nil, errors.New("no MARK")
 	}
 	at := m.marks[len(m.marks)-1]
 	m.marks = m.marks[:len(m.marks)-1]
 	items := m.stack[at:]
-	if err := m.spend(len(items)); err != nil {
+	if err := m.Spend(len(items)); err != nil {
 		return nil, err
 	}
 	items = append([]any(nil), items...)
@@ -259,7 +284,7 @@ func (m *pickleMachine) popMark() ([]any, error) {
 	return items, nil
 }
 
-func (m *pickleMachine) popN(n int) ([]any, error) {
+func (m *Machine) popN(n int) ([]any, error) {
 	items := make([]any, n)
 	for i := n - 1; i >= 0; i-- {
 		v, err := m.pop()
@@ -271,7 +296,7 @@ func (m *pickleMachine) popN(n int) ([]any, error) {
 	return items, nil
 }
 
-func (m *pickleMachine) pushString(n int, asBytes bool) error {
+func (m *Machine) pushString(n int, asBytes bool) error {
 	b, err := m.read(n)
 	if err != nil {
 		return err
@@ -284,7 +309,7 @@ func (m *pickleMachine) pushString(n int, asBytes bool) error {
 	return nil
 }
 
-func (m *pickleMachine) pushSized(width int, asBytes bool) error {
+func (m *Machine) pushSized(width int, asBytes bool) error {
 	n, err := m.readUint(width)
 	if err != nil {
 		return err
@@ -295,7 +320,7 @@ func (m *pickleMachine) pushSized(width int, asBytes bool) error {
 	return m.pushString(int(n), asBytes)
 }
 
-func (m *pickleMachine) memoize(key uint64) error {
+func (m *Machine) memoize(key uint64) error {
 	v, err := m.top()
 	if err != nil {
 		return err
@@ -304,7 +329,7 @@ func (m *pickleMachine) memoize(key uint64) error {
 	return nil
 }
 
-func (m *pickleMachine) recall(width int) error {
+func (m *Machine) recall(width int) error {
 	key, err := m.readUint(width)
 	if err != nil {
 		return err
@@ -317,8 +342,8 @@ func (m *pickleMachine) recall(width int) error {
 	return nil
 }
 
-func (m *pickleMachine) global(module, name string) error {
-	g := pickleGlobal{module, name}
+func (m *Machine) global(module, name string) error {
+	g := Global{module, name}
 	if !allowedGlobal(g) && !m.extra.admits(module+"."+name) {
 		return fmt.Errorf("global %s.%s refused: only state dicts of tensors are read", module, name)
 	}
@@ -327,22 +352,22 @@ func (m *pickleMachine) global(module, name string) error {
 }
 
 // admits reports whether r names a class or callable full.
-func (r *pickleRules) admits(full string) bool {
+func (r *Rules) admits(full string) bool {
 	if r == nil {
 		return false
 	}
-	_, call := r.callables[full]
-	return call || r.classes[full]
+	_, call := r.Callables[full]
+	return call || r.Classes[full]
 }
 
 // run interprets opcodes until STOP and returns the object left on the stack.
-func (m *pickleMachine) run() (any, error) {
+func (m *Machine) run() (any, error) {
 	for {
 		opb, err := m.read(1)
 		if err != nil {
 			return nil, err
 		}
-		if err := m.spend(1); err != nil { // an opcode pushes at most one object
+		if err := m.Spend(1); err != nil { // an opcode pushes at most one object
 			return nil, err
 		}
 		op := opb[0]
@@ -418,23 +443,23 @@ func (m *pickleMachine) run() (any, error) {
 		case 0x8e: // BINBYTES8
 			err = m.pushSized(8, true)
 		case ')': // EMPTY_TUPLE
-			m.push(pickleTuple{})
+			m.push(Tuple{})
 		case 0x85, 0x86, 0x87: // TUPLE1, TUPLE2, TUPLE3
 			var items []any
 			if items, err = m.popN(int(op-0x85) + 1); err == nil {
-				m.push(pickleTuple(items))
+				m.push(Tuple(items))
 			}
 		case 't': // TUPLE
 			var items []any
 			if items, err = m.popMark(); err == nil {
-				m.push(pickleTuple(items))
+				m.push(Tuple(items))
 			}
 		case ']': // EMPTY_LIST
-			m.push(&pickleList{})
+			m.push(&List{})
 		case 'l': // LIST
 			var items []any
 			if items, err = m.popMark(); err == nil {
-				m.push(&pickleList{items: items})
+				m.push(&List{Items: items})
 			}
 		case 'a': // APPEND
 			err = m.appendItems(false)
@@ -511,7 +536,7 @@ func (m *pickleMachine) run() (any, error) {
 }
 
 // long1 reads a little-endian two's complement integer of up to 8 bytes.
-func (m *pickleMachine) long1() error {
+func (m *Machine) long1() error {
 	n, err := m.readUint(1)
 	if err != nil {
 		return err
@@ -530,37 +555,37 @@ func (m *pickleMachine) long1() error {
 	return nil
 }
 
-func (m *pickleMachine) appendItems(many bool) error {
+func (m *Machine) appendItems(many bool) error {
 	items, top, err := m.popItems(many, 1)
 	if err != nil {
 		return err
 	}
-	l, ok := top.(*pickleList)
+	l, ok := top.(*List)
 	if !ok {
-		return fmt.Errorf("APPEND to %s", typeName(top))
+		return fmt.Errorf("APPEND to %s", TypeName(top))
 	}
-	if err := m.spend(len(items)); err != nil {
+	if err := m.Spend(len(items)); err != nil {
 		return err
 	}
-	l.items = append(l.items, items...)
+	l.Items = append(l.Items, items...)
 	return nil
 }
 
-func (m *pickleMachine) setItems(many bool) error {
+func (m *Machine) setItems(many bool) error {
 	items, top, err := m.popItems(many, 2)
 	if err != nil {
 		return err
 	}
 	d, ok := top.(*PickleDict)
 	if !ok {
-		return fmt.Errorf("SETITEM on %s", typeName(top))
+		return fmt.Errorf("SETITEM on %s", TypeName(top))
 	}
 	return m.setDictItems(d, items)
 }
 
 // popItems pops what APPEND(S) and SETITEM(S) add: everything above the
 // last MARK, or the top n objects; it returns them and the container below.
-func (m *pickleMachine) popItems(many bool, n int) ([]any, any, error) {
+func (m *Machine) popItems(many bool, n int) ([]any, any, error) {
 	var items []any
 	var err error
 	if many {
@@ -577,8 +602,8 @@ func (m *pickleMachine) popItems(many bool, n int) ([]any, any, error) {
 
 // setDictItems stores key, value pairs in d, paying twice per item: an
 // entry costs a slot in Keys or Values and one in the name index.
-func (m *pickleMachine) setDictItems(d *PickleDict, kv []any) error {
-	if err := m.spend(2 * len(kv)); err != nil {
+func (m *Machine) setDictItems(d *PickleDict, kv []any) error {
+	if err := m.Spend(2 * len(kv)); err != nil {
 		return err
 	}
 	return d.setItems(kv)
@@ -591,7 +616,7 @@ func (d *PickleDict) setItems(kv []any) error {
 		return errors.New("odd number of dict items")
 	}
 	for i := 0; i < len(kv); i += 2 {
-		if _, ok := kv[i].(*pickleList); ok {
+		if _, ok := kv[i].(*List); ok {
 			return errors.New("unhashable dict key")
 		}
 		// Only string keys are looked up; others are kept as they come.
@@ -612,13 +637,22 @@ func (d *PickleDict) setItems(kv []any) error {
 	return nil
 }
 
-// storage interprets a persistent id ('storage', class, key, location, numel).
-func (m *pickleMachine) storage(pid any) (*TorchStorage, error) {
-	t, ok := pid.(pickleTuple)
-	if !ok || len(t) != 5 || t[0] != "storage" {
-		return nil, fmt.Errorf("persistent id is %s, not a storage", typeName(pid))
+// Get looks up a string key.
+func (d *PickleDict) Get(name string) (any, bool) {
+	i, ok := d.byName[name]
+	if !ok {
+		return nil, false
 	}
-	class, ok1 := t[1].(pickleGlobal)
+	return d.Values[i], true
+}
+
+// storage interprets a persistent id ('storage', class, key, location, numel).
+func (m *Machine) storage(pid any) (*TorchStorage, error) {
+	t, ok := pid.(Tuple)
+	if !ok || len(t) != 5 || t[0] != "storage" {
+		return nil, fmt.Errorf("persistent id is %s, not a storage", TypeName(pid))
+	}
+	class, ok1 := t[1].(Global)
 	key, ok2 := t[2].(string)
 	numel, ok3 := t[4].(int64)
 	if !ok1 || !ok2 || !ok3 || numel < 0 {
@@ -628,14 +662,14 @@ func (m *pickleMachine) storage(pid any) (*TorchStorage, error) {
 		return s, nil
 	}
 	s := &TorchStorage{Key: key}
-	if class.module+"."+class.name == untypedStorage {
+	if class.Module+"."+class.Name == untypedStorage {
 		s.Bytes = numel
 	} else {
-		dtype, ok := typedStorages[class.name]
-		if !ok || class.module != "torch" {
-			return nil, fmt.Errorf("%s.%s is not a storage class", class.module, class.name)
+		dtype, ok := typedStorages[class.Name]
+		if !ok || class.Module != "torch" {
+			return nil, fmt.Errorf("%s.%s is not a storage class", class.Module, class.Name)
 		}
-		size := torchDTypes[dtype].size
+		size := torchDTypes[dtype].Size
 		if numel > math.MaxInt64/size {
 			return nil, errors.New("storage size overflows")
 		}
@@ -646,26 +680,26 @@ func (m *pickleMachine) storage(pid any) (*TorchStorage, error) {
 	return s, nil
 }
 
-func (m *pickleMachine) reduce() error {
+func (m *Machine) reduce() error {
 	items, err := m.popN(2)
 	if err != nil {
 		return err
 	}
-	g, ok := items[0].(pickleGlobal)
-	args, ok2 := items[1].(pickleTuple)
+	g, ok := items[0].(Global)
+	args, ok2 := items[1].(Tuple)
 	if !ok || !ok2 {
-		return fmt.Errorf("REDUCE of %s", typeName(items[0]))
+		return fmt.Errorf("REDUCE of %s", TypeName(items[0]))
 	}
-	call, ok := callables[g.module+"."+g.name]
+	call, ok := callables[g.Module+"."+g.Name]
 	if !ok && m.extra != nil {
-		call, ok = m.extra.callables[g.module+"."+g.name]
+		call, ok = m.extra.Callables[g.Module+"."+g.Name]
 	}
 	if !ok {
-		return fmt.Errorf("call of %s.%s refused", g.module, g.name)
+		return fmt.Errorf("call of %s.%s refused", g.Module, g.Name)
 	}
 	v, err := call(m, args)
 	if err != nil {
-		return fmt.Errorf("%s.%s: %w", g.module, g.name, err)
+		return fmt.Errorf("%s.%s: %w", g.Module, g.Name, err)
 	}
 	m.push(v)
 	return nil
@@ -673,27 +707,27 @@ func (m *pickleMachine) reduce() error {
 
 // newObject interprets NEWOBJ: cls.__new__(cls, *args) of a class the
 // extra rules admit, with no arguments, as dataclasses pickle.
-func (m *pickleMachine) newObject() error {
+func (m *Machine) newObject() error {
 	items, err := m.popN(2)
 	if err != nil {
 		return err
 	}
-	g, ok := items[0].(pickleGlobal)
-	args, ok2 := items[1].(pickleTuple)
-	if !ok || !ok2 || m.extra == nil || !m.extra.classes[g.module+"."+g.name] {
-		return fmt.Errorf("NEWOBJ of %s refused", typeName(items[0]))
+	g, ok := items[0].(Global)
+	args, ok2 := items[1].(Tuple)
+	if !ok || !ok2 || m.extra == nil || !m.extra.Classes[g.Module+"."+g.Name] {
+		return fmt.Errorf("NEWOBJ of %s refused", TypeName(items[0]))
 	}
 	if len(args) != 0 {
-		return fmt.Errorf("NEWOBJ of %s.%s with arguments refused", g.module, g.name)
+		return fmt.Errorf("NEWOBJ of %s.%s with arguments refused", g.Module, g.Name)
 	}
-	m.push(&pickleObject{class: g.module + "." + g.name})
+	m.push(&Object{Class: g.Module + "." + g.Name})
 	return nil
 }
 
 // build applies BUILD state. A dict's attributes (a state dict's
 // _metadata) and a tensor's are ignored; an object of the extra rules
 // takes its state once.
-func (m *pickleMachine) build() error {
+func (m *Machine) build() error {
 	state, err := m.pop()
 	if err != nil {
 		return err
@@ -705,27 +739,27 @@ func (m *pickleMachine) build() error {
 	switch o := top.(type) {
 	case *PickleDict, *TorchTensor:
 		return nil
-	case *pickleObject:
-		if o.state != nil {
-			return fmt.Errorf("second BUILD on %s refused", o.class)
+	case *Object:
+		if o.State != nil {
+			return fmt.Errorf("second BUILD on %s refused", o.Class)
 		}
-		o.state = state
+		o.State = state
 		return nil
 	}
-	return fmt.Errorf("BUILD on %s refused", typeName(top))
+	return fmt.Errorf("BUILD on %s refused", TypeName(top))
 }
 
-func newOrderedDict(m *pickleMachine, args pickleTuple) (any, error) {
+func newOrderedDict(m *Machine, args Tuple) (any, error) {
 	d := &PickleDict{}
 	if len(args) == 0 {
 		return d, nil
 	}
-	l, ok := args[0].(*pickleList)
+	l, ok := args[0].(*List)
 	if len(args) != 1 || !ok {
 		return nil, errors.New("expects no arguments or a list of pairs")
 	}
-	for _, item := range l.items { // the list may be memoized and used again: each pair is paid for
-		pair, ok := item.(pickleTuple)
+	for _, item := range l.Items { // the list may be memoized and used again: each pair is paid for
+		pair, ok := item.(Tuple)
 		if !ok || len(pair) != 2 {
 			return nil, errors.New("list item is not a pair")
 		}
@@ -739,12 +773,12 @@ func newOrderedDict(m *pickleMachine, args pickleTuple) (any, error) {
 // rebuildTensor interprets _rebuild_tensor_v2(storage, offset, size, stride,
 // requires_grad, hooks[, metadata]) and _rebuild_tensor_v3(..., hooks,
 // dtype[, metadata]).
-func rebuildTensor(m *pickleMachine, args pickleTuple) (any, error) {
+func rebuildTensor(m *Machine, args Tuple) (any, error) {
 	if len(args) < 6 {
 		return nil, fmt.Errorf("%d arguments, need at least 6", len(args))
 	}
 	for _, a := range args[2:4] {
-		if err := m.spendCopy(a); err != nil {
+		if err := m.SpendCopy(a); err != nil {
 			return nil, err
 		}
 	}
@@ -753,11 +787,11 @@ func rebuildTensor(m *pickleMachine, args pickleTuple) (any, error) {
 	if !ok || !ok2 || offset < 0 {
 		return nil, errors.New("malformed storage or offset")
 	}
-	shape, err := intTuple(args[2])
+	shape, err := Ints(args[2])
 	if err != nil {
 		return nil, fmt.Errorf("size: %w", err)
 	}
-	stride, err := intTuple(args[3])
+	stride, err := Ints(args[3])
 	if err != nil {
 		return nil, fmt.Errorf("stride: %w", err)
 	}
@@ -766,13 +800,13 @@ func rebuildTensor(m *pickleMachine, args pickleTuple) (any, error) {
 	}
 	t := &TorchTensor{Storage: s, DType: s.DType, Offset: offset, Shape: shape, Stride: stride}
 	if len(args) >= 7 {
-		if g, ok := args[6].(pickleGlobal); ok { // v3's dtype
-			if _, known := torchDTypes[g.name]; !known || g.module != "torch" {
-				return nil, fmt.Errorf("%s.%s is not a dtype", g.module, g.name)
+		if g, ok := args[6].(Global); ok { // v3's dtype
+			if _, known := torchDTypes[g.Name]; !known || g.Module != "torch" {
+				return nil, fmt.Errorf("%s.%s is not a dtype", g.Module, g.Name)
 			}
-			t.DType = g.name
+			t.DType = g.Name
 			if s.DType == "" {
-				s.DType = g.name
+				s.DType = g.Name
 			}
 		}
 	}
@@ -783,21 +817,22 @@ func rebuildTensor(m *pickleMachine, args pickleTuple) (any, error) {
 }
 
 // rebuildParameter unwraps an nn.Parameter to its tensor.
-func rebuildParameter(_ *pickleMachine, args pickleTuple) (any, error) {
+func rebuildParameter(_ *Machine, args Tuple) (any, error) {
 	if len(args) < 1 {
 		return nil, errors.New("no data argument")
 	}
 	t, ok := args[0].(*TorchTensor)
 	if !ok {
-		return nil, fmt.Errorf("data is %s, not a tensor", typeName(args[0]))
+		return nil, fmt.Errorf("data is %s, not a tensor", TypeName(args[0]))
 	}
 	return t, nil
 }
 
-func intTuple(v any) ([]int64, error) {
-	t, ok := v.(pickleTuple)
+// Ints reads a tuple of non-negative integers (a shape, a stride).
+func Ints(v any) ([]int64, error) {
+	t, ok := v.(Tuple)
 	if !ok {
-		return nil, fmt.Errorf("%s, not a tuple", typeName(v))
+		return nil, fmt.Errorf("%s, not a tuple", TypeName(v))
 	}
 	out := make([]int64, len(t))
 	for i, x := range t {
@@ -810,8 +845,9 @@ func intTuple(v any) ([]int64, error) {
 	return out, nil
 }
 
-// typeName names a value's Python type with its article, for messages.
-func typeName(v any) string {
+// TypeName names a value's Python type with its article, for messages
+// that must not print the value: it may nest a million levels deep.
+func TypeName(v any) string {
 	switch v.(type) {
 	case nil:
 		return "None"
@@ -825,20 +861,20 @@ func typeName(v any) string {
 		return "a str"
 	case []byte:
 		return "bytes"
-	case pickleTuple:
+	case Tuple:
 		return "a tuple"
-	case *pickleList:
+	case *List:
 		return "a list"
 	case *PickleDict:
 		return "a dict"
-	case pickleGlobal:
+	case Global:
 		return "a global"
 	case *TorchStorage:
 		return "a storage"
 	case *TorchTensor:
 		return "a tensor"
-	case *pickleObject:
-		return "a " + v.(*pickleObject).class
+	case *Object:
+		return "a " + v.(*Object).Class
 	}
 	return fmt.Sprintf("a %T", v)
 }

@@ -1,10 +1,4 @@
-// Package layout holds the pure byte-level logic of ckptfs: parsing and
-// emitting safetensors headers and index.json files, reading torch.save
-// archives without unpickling them, planning shard layouts and mapping view
-// offsets to source extents. It opens no files: parsers read byte slices,
-// an io.ReaderAt or a stream they are handed (ReadRecords, which splits a
-// checkpoint being written into tensors and the bytes around them).
-package layout
+package safetensors
 
 // DType is a safetensors element type name, as written in headers ("BF16").
 type DType string

@@ -1,4 +1,4 @@
-package layout
+package safetensors
 
 import (
 	"encoding/json"

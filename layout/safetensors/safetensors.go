@@ -1,4 +1,10 @@
-package layout
+// Package safetensors reads and writes the safetensors format: the 8-byte
+// header length, the JSON header of tensors and __metadata__, and the data
+// buffer they tile; the *.index.json of a sharded checkpoint; the element
+// types; and the DCP_SHARDING_INFO torch's distributed writer puts in
+// __metadata__. It opens no files: parsers read byte slices or an
+// io.ReaderAt they are handed.
+package safetensors
 
 import (
 	"bytes"
@@ -92,10 +98,16 @@ func ParseFile(head []byte, fileSize int64) (*Header, error) {
 	return h, nil
 }
 
+// HeaderBudget pays for header bytes before they are read: a plan's
+// budget, spent by every header of a folder.
+type HeaderBudget interface {
+	SpendHeader(n int64) error
+}
+
 // ReadHeader reads through r and validates (as ParseFile) the header of a
 // safetensors file of size bytes, paying b for its bytes before it reads
 // them.
-func ReadHeader(r io.ReaderAt, size int64, b *Budget) (*Header, error) {
+func ReadHeader(r io.ReaderAt, size int64, b HeaderBudget) (*Header, error) {
 	prefix := make([]byte, 8)
 	if _, err := r.ReadAt(prefix, 0); err != nil {
 		return nil, fmt.Errorf("read header: %w", err)

@@ -1,4 +1,4 @@
-package layout
+package safetensors
 
 import (
 	"encoding/binary"
@@ -135,31 +135,6 @@ func TestParseIndex(t *testing.T) {
 	} {
 		if _, err := ParseIndex([]byte(bad)); err == nil {
 			t.Errorf("accepted %s", bad)
-		}
-	}
-}
-
-func TestParseViewName(t *testing.T) {
-	cases := []struct {
-		in   string
-		dir  string
-		spec ViewSpec
-		ok   bool
-		err  bool
-	}{
-		{"m@single", "m", ViewSpec{}, true, false},
-		{"m@shards", "m", ViewSpec{Shards: true, MaxShardSize: 5_000_000_000}, true, false},
-		{"m@shards=500MB", "m", ViewSpec{Shards: true, MaxShardSize: 500_000_000}, true, false},
-		{"m@shards=2GiB", "m", ViewSpec{Shards: true, MaxShardSize: 2 << 30}, true, false},
-		{"m@shards=x", "", ViewSpec{}, true, true},
-		{"m@other", "", ViewSpec{}, false, false},
-		{"@single", "", ViewSpec{}, false, false},
-		{"plain", "", ViewSpec{}, false, false},
-	}
-	for _, c := range cases {
-		dir, spec, ok, err := ParseViewName(c.in)
-		if dir != c.dir || spec != c.spec || ok != c.ok || (err != nil) != c.err {
-			t.Errorf("%s: got %q %+v %v %v", c.in, dir, spec, ok, err)
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package layout
+package safetensors
 
 import (
 	"encoding/json"
@@ -16,9 +16,9 @@ import (
 const (
 	ShardingInfoKey    = "DCP_SHARDING_INFO"
 	ShardingVersionKey = "DCP_VERSION"
-	// dcpMetadataPrefix starts the __metadata__ keys that describe a
+	// ShardingKeyPrefix starts the __metadata__ keys that describe a
 	// rank's pieces, not the tensors a view assembles from them.
-	dcpMetadataPrefix = "DCP_"
+	ShardingKeyPrefix = "DCP_"
 )
 
 // ShardingVersions are the DCP_VERSION values whose sharding info views
@@ -58,7 +58,7 @@ func ParseShardingInfo(metadata map[string]string) (map[string][]int64, error) {
 			return fmt.Errorf("%q: no saved_offsets", name)
 		}
 		for _, o := range *entry.SavedOffsets {
-			if o < 0 || o > maxOffset {
+			if o < 0 || o > MaxSavedOffset {
 				return fmt.Errorf("%q: offset %d out of range", name, o)
 			}
 		}
@@ -71,6 +71,6 @@ func ParseShardingInfo(metadata map[string]string) (map[string][]int64, error) {
 	return at, nil
 }
 
-// maxOffset bounds where a piece may sit on a dimension, so that offset
-// plus size never overflows.
-const maxOffset = 1 << 62
+// MaxSavedOffset bounds where a piece may sit on a dimension, so that
+// offset plus size never overflows.
+const MaxSavedOffset = 1 << 62

@@ -1,31 +1,19 @@
-package layout
+package torch
 
 import (
 	"bytes"
 	"encoding/binary"
-	"fmt"
-	"runtime"
 	"strings"
 	"testing"
 
 	"github.com/ckptfs/ckptfs/layout/layouttest"
+	"github.com/ckptfs/ckptfs/layout/pickle"
+	"github.com/ckptfs/ckptfs/layout/view"
 )
-
-// allocated runs fn and returns the bytes it allocated.
-func allocated(fn func()) uint64 {
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	fn()
-	runtime.ReadMemStats(&after)
-	return after.TotalAlloc - before.TotalAlloc
-}
 
 // pickleMemoryBudget is what one pickle may cost the reader: a multiple of
 // its length, plus the work budget's worth of objects.
-func pickleMemoryBudget(n int) uint64 { return 64*uint64(n) + 64*MaxPickleWork }
-
-// dcpMemoryBudget is pickleMemoryBudget for a .metadata and its view plan.
-func dcpMemoryBudget(n int) uint64 { return 64*uint64(n) + 64*MaxDCPWork }
+func pickleMemoryBudget(n int) uint64 { return 64*uint64(n) + 64*pickle.MaxPickleWork }
 
 func TestHostilePicklesAreBounded(t *testing.T) {
 	for _, tc := range []struct {
@@ -41,7 +29,7 @@ func TestHostilePicklesAreBounded(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var err error
-			used := allocated(func() { _, err = ParsePickle(tc.pickle) })
+			used := layouttest.Allocated(func() { _, err = pickle.ParsePickle(tc.pickle) })
 			if tc.want == "" && err != nil {
 				t.Fatalf("refused: %v", err)
 			}
@@ -57,7 +45,7 @@ func TestHostilePicklesAreBounded(t *testing.T) {
 
 func TestParseTorchNamesOddKeysWithoutPrintingThem(t *testing.T) {
 	data := layouttest.TorchZip(layouttest.DeepKeyPickle(800_000), nil)
-	h, warnings, err := ParseTorch(bytes.NewReader(data), int64(len(data)), NewBudget())
+	h, warnings, err := ParseTorch(bytes.NewReader(data), int64(len(data)), view.NewBudget())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,11 +56,11 @@ func TestParseTorchNamesOddKeysWithoutPrintingThem(t *testing.T) {
 
 func TestParseTorchCapsWarnings(t *testing.T) {
 	data := layouttest.TorchZip(layouttest.WideDictPickle(1000), nil)
-	_, warnings, err := ParseTorch(bytes.NewReader(data), int64(len(data)), NewBudget())
+	_, warnings, err := ParseTorch(bytes.NewReader(data), int64(len(data)), view.NewBudget())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(warnings) != MaxWarnings+1 || !strings.Contains(warnings[MaxWarnings], "and 980 more") {
+	if len(warnings) != view.MaxWarnings+1 || !strings.Contains(warnings[view.MaxWarnings], "and 980 more") {
 		t.Fatalf("%d warnings, last %q", len(warnings), warnings[len(warnings)-1])
 	}
 }
@@ -90,51 +78,8 @@ func TestParseTorchRefusesHugeDirectory(t *testing.T) {
 	loc := le.AppendUint32(le.AppendUint64(le.AppendUint32([]byte("PK\x06\x07"), 0), 0), 1)
 	end := le.AppendUint16(le.AppendUint32(le.AppendUint32(le.AppendUint32(le.AppendUint32([]byte("PK\x05\x06"), 0), 0xFFFFFFFF), 0xFFFFFFFF), 0xFFFFFFFF), 0)
 	data := append(append(rec, loc...), end...)
-	_, _, err := ParseTorch(bytes.NewReader(data), int64(len(data)), NewBudget())
+	_, _, err := ParseTorch(bytes.NewReader(data), int64(len(data)), view.NewBudget())
 	if err == nil || !strings.Contains(err.Error(), "262145 entries exceed the limit") {
-		t.Fatalf("error %v", err)
-	}
-}
-
-func TestViewBounds(t *testing.T) {
-	parse := func(data []byte) *Header {
-		h, err := ParseFile(data, int64(len(data)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return h
-	}
-	big := parse(layouttest.TinyTensorsHeader(2000, 5<<20))
-	small := parse(layouttest.TinyTensorsHeader(10, 100))
-	for i := range small.Tensors {
-		small.Tensors[i].Name = "small." + small.Tensors[i].Name
-	}
-	// 5 MB of metadata: that source is left out, the other one is served.
-	var v *View
-	var warnings []string
-	var err error
-	used := allocated(func() {
-		v, warnings, err = sourcesView([]Source{{Name: "big.safetensors", Header: big}, {Name: "small.safetensors", Header: small}}, ViewSpec{Shards: true, MaxShardSize: 1})
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(warnings) != 1 || !strings.Contains(warnings[0], "big.safetensors: __metadata__ of") {
-		t.Fatalf("warnings %q", warnings)
-	}
-	if len(v.Files) != 11 { // 10 one-tensor shards and the index
-		t.Fatalf("%d files", len(v.Files))
-	}
-	if used > 16<<20 {
-		t.Fatalf("planning allocated %d bytes", used)
-	}
-	// Headers over MaxViewInline: refused before any is built. (Made
-	// without JSON: parsing it is not what is tested, and takes long.)
-	many := &Header{Metadata: map[string]string{"format": "pt", "pad": strings.Repeat("x", 60<<10)}}
-	for i := range int64(200_000) {
-		many.Tensors = append(many.Tensors, Tensor{Name: fmt.Sprint("t", i), DType: "U8", Shape: []int64{1}, Begin: i, End: i + 1})
-	}
-	if _, _, err := sourcesView([]Source{{Name: "many.safetensors", Header: many}}, ViewSpec{Shards: true, MaxShardSize: 1}); err == nil || !strings.Contains(err.Error(), "over the limit") {
 		t.Fatalf("error %v", err)
 	}
 }

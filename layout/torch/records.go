@@ -1,4 +1,4 @@
-package layout
+package torch
 
 import (
 	"bufio"
@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/ckptfs/ckptfs/layout/safetensors"
 )
 
 // Record is one run of a checkpoint stream, in stream order: one tensor's
@@ -14,7 +16,7 @@ import (
 type Record struct {
 	Size   int64
 	Tensor bool
-	DType  DType // the tensor's dtype, "" when unknown
+	DType  safetensors.DType // the tensor's dtype, "" when unknown
 	// R reads the record's bytes; it ends early where the stream does.
 	R io.Reader
 }
@@ -35,12 +37,12 @@ const (
 // yield that leaves bytes of its record unread has them skipped. A stream
 // that ends early ends the records, not in an error: a truncated file is
 // read as far as it goes. Memory is bounded by the larger of a
-// safetensors header (MaxHeaderSize) and a torch archive's data.pkl
-// (MaxPickleSize); tensor bytes stream through.
+// safetensors header (safetensors.MaxHeaderSize) and a torch archive's
+// data.pkl (pickle.MaxPickleSize); tensor bytes stream through.
 func ReadRecords(r *bufio.Reader, yield func(Record) error) (Format, io.Reader, error) {
 	head, _ := r.Peek(9)
 	if len(head) == 9 && head[8] == '{' {
-		if n, err := HeaderLen(head); err == nil {
+		if n, err := safetensors.HeaderLen(head); err == nil {
 			rest, err := safetensorsRecords(r, n, yield)
 			return Safetensors, rest, err
 		}
@@ -63,7 +65,7 @@ func safetensorsRecords(r io.Reader, n int64, yield func(Record) error) (io.Read
 	if err != nil {
 		return r, streamEnd(err)
 	}
-	h, err := ParseHeaderJSON(head[8:])
+	h, err := safetensors.ParseHeaderJSON(head[8:])
 	if err != nil {
 		return r, nil
 	}

@@ -1,4 +1,4 @@
-package layout
+package torch
 
 import (
 	"bufio"
@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/ckptfs/ckptfs/layout/layouttest"
+	"github.com/ckptfs/ckptfs/layout/safetensors"
 )
 
 // readRecords reads data as records and checks that they and the rest
@@ -44,8 +45,8 @@ func readRecords(t testing.TB, data []byte) (Format, []Record, [][]byte) {
 // The tensors of a torch.save file and of the same weights saved as
 // safetensors are the same records, with the same dtypes.
 func TestRecordsOfTorchAndSafetensorsMatch(t *testing.T) {
-	tensors := func(name string, want Format) map[[32]byte]DType {
-		data, err := os.ReadFile(filepath.Join("testdata/torch", name))
+	tensors := func(name string, want Format) map[[32]byte]safetensors.DType {
+		data, err := os.ReadFile(filepath.Join("testdata", name))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -53,7 +54,7 @@ func TestRecordsOfTorchAndSafetensorsMatch(t *testing.T) {
 		if format != want {
 			t.Fatalf("%s read as %d, want %d", name, format, want)
 		}
-		out := map[[32]byte]DType{}
+		out := map[[32]byte]safetensors.DType{}
 		for i, rec := range recs {
 			if rec.Tensor {
 				out[sha256.Sum256(bodies[i])] = rec.DType
@@ -81,7 +82,7 @@ func TestRecordsOfTorchAndSafetensorsMatch(t *testing.T) {
 
 // A truncated or foreign stream is read as far as it goes, never lost.
 func TestRecordsOfBrokenStreams(t *testing.T) {
-	data, err := os.ReadFile("testdata/torch/state_dict.bin")
+	data, err := os.ReadFile("testdata/state_dict.bin")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,8 +94,8 @@ func TestRecordsOfBrokenStreams(t *testing.T) {
 // FuzzReadRecords: any input, the fixtures first, is read into records and
 // a rest that join back to it, within the parsers' memory budget.
 func FuzzReadRecords(f *testing.F) {
-	names, _ := filepath.Glob("testdata/torch/*")
-	distcp, _ := filepath.Glob("testdata/dcp/*/*.distcp") // archives one after another
+	names, _ := filepath.Glob("testdata/*")
+	distcp, _ := filepath.Glob("../dcp/testdata/*/*.distcp") // archives one after another
 	for _, n := range append(names, distcp...) {
 		if data, err := os.ReadFile(n); err == nil && filepath.Ext(n) != ".py" && filepath.Ext(n) != ".json" {
 			f.Add(data)
@@ -104,42 +105,4 @@ func FuzzReadRecords(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		withinBudget(t, len(data), func() { readRecords(t, data) })
 	})
-}
-
-// A .distcp file is read as its items: every chunk a rank saved, in
-// either serialization format, is a tensor record with the chunk's dtype,
-// and its bytes are the chunk's bytes.
-func TestRecordsOfDCPFiles(t *testing.T) {
-	for _, dir := range []string{"2ranks", "4ranks", "2ranks-safetensors", "torch-2.5"} {
-		f := readDCPFixture(t, dir)
-		for i, file := range f.files {
-			want := map[[32]byte]DType{}
-			for _, tt := range f.ck.Tensors {
-				for _, c := range tt.Chunks {
-					n, _ := volume(c.Sizes, torchDTypes[tt.DType].size)
-					if c.Storage.Path != file.Name || n == 0 {
-						continue
-					}
-					loc := newDCPLocator(f.files, NewBudget())
-					off, err := loc.locate(i, tt, c, n*torchDTypes[tt.DType].size)
-					if err != nil {
-						t.Fatal(err)
-					}
-					want[sha256.Sum256(f.data[i][off:off+n*torchDTypes[tt.DType].size])] = torchDTypes[tt.DType].st
-				}
-			}
-			_, recs, bodies := readRecords(t, f.data[i])
-			got := map[[32]byte]DType{}
-			for j, rec := range recs {
-				if rec.Tensor {
-					got[sha256.Sum256(bodies[j])] = rec.DType
-				}
-			}
-			for h, dt := range want {
-				if got[h] != dt {
-					t.Fatalf("%s/%s: a chunk is not a %s record (%d records, %d chunks)", dir, file.Name, dt, len(got), len(want))
-				}
-			}
-		}
-	}
 }

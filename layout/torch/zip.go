@@ -1,4 +1,11 @@
-package layout
+// Package torch reads torch.save archives without unpickling them: the
+// zip directory, data.pkl through the restricted pickle reader, and where
+// each tensor's bytes lie in its storage record; and it reads a checkpoint
+// being written as a stream of records (ReadRecords): each tensor's bytes,
+// with its dtype, and the bytes around them, for a safetensors file, a
+// torch.save zip or a DCP .distcp of archives one after another. It opens
+// no files: it reads an io.ReaderAt or a stream it is handed.
+package torch
 
 import (
 	"archive/zip"
@@ -10,6 +17,10 @@ import (
 	"path"
 	"sort"
 	"strings"
+
+	"github.com/ckptfs/ckptfs/layout/pickle"
+	"github.com/ckptfs/ckptfs/layout/safetensors"
+	"github.com/ckptfs/ckptfs/layout/view"
 )
 
 // The zip signatures torch.save archives use.
@@ -17,6 +28,12 @@ var (
 	zipLocalSig      = []byte("PK\x03\x04")
 	zipDescriptorSig = []byte("PK\x07\x08")
 )
+
+// IsZip reports whether a file starting with prefix starts as a zip, as a
+// torch.save archive does.
+func IsZip(prefix []byte) bool {
+	return bytes.HasPrefix(prefix, zipLocalSig)
+}
 
 // zipLocalHeader is the part of a zip local file header a stream reader
 // needs.
@@ -139,15 +156,16 @@ func isTorchPickle(name string) bool {
 // torchRecord is what a stream reader needs of a storage record: its
 // length and the safetensors dtype of its elements ("" when there is none).
 type torchRecord struct {
-	DType DType
+	DType safetensors.DType
 	Bytes int64
 }
 
 // torchRecords maps the storage keys of a parsed pickle to their records.
-func torchRecords(p *Pickled) map[string]torchRecord {
+func torchRecords(p *pickle.Pickled) map[string]torchRecord {
 	out := make(map[string]torchRecord, len(p.Storages))
 	for _, s := range p.Storages {
-		out[s.Key] = torchRecord{DType: torchDTypes[s.DType].st, Bytes: s.Bytes}
+		dt, _ := pickle.LookupTorchDType(s.DType)
+		out[s.Key] = torchRecord{DType: dt.Safetensors, Bytes: s.Bytes}
 	}
 	return out
 }
@@ -160,22 +178,22 @@ func torchRecords(p *Pickled) map[string]torchRecord {
 // a safetensors file cannot hold as they are (non-contiguous strides,
 // complex dtypes, non-tensor values) are left out with a warning. The zip
 // directory and data.pkl are paid for from b before they are read.
-func ParseTorch(r io.ReaderAt, size int64, b *Budget) (*Header, []string, error) {
+func ParseTorch(r io.ReaderAt, size int64, b HeaderBudget) (*safetensors.Header, []string, error) {
 	a, err := openTorchArchive(r, size, b)
 	if err != nil {
 		return nil, nil, err
 	}
-	root, ok := a.pickled.Root.(*PickleDict)
+	root, ok := a.pickled.Root.(*pickle.PickleDict)
 	if !ok {
-		return nil, nil, fmt.Errorf("torch zip: data.pkl holds %s, not a state dict", typeName(a.pickled.Root))
+		return nil, nil, fmt.Errorf("torch zip: data.pkl holds %s, not a state dict", pickle.TypeName(a.pickled.Root))
 	}
 	entries, dir := a.entries, a.dir
-	h := &Header{Metadata: map[string]string{"format": "pt"}}
-	var warnings Warnings
+	h := &safetensors.Header{Metadata: map[string]string{"format": "pt"}}
+	var warnings view.Warnings
 	for i, k := range root.Keys {
 		name, ok := k.(string)
 		if !ok {
-			warnings.Addf("key %d is %s, not a name: left out", i, typeName(k))
+			warnings.Addf("key %d is %s, not a name: left out", i, pickle.TypeName(k))
 			continue
 		}
 		t, err := placeTensor(name, root.Values[i], entries, dir, size)
@@ -194,13 +212,19 @@ func ParseTorch(r io.ReaderAt, size int64, b *Budget) (*Header, []string, error)
 type torchArchive struct {
 	entries map[string]*zip.File
 	dir     string
-	pickled *Pickled
+	pickled *pickle.Pickled
+}
+
+// HeaderBudget pays for header bytes before they are read: a plan's
+// budget, spent by every header of a folder.
+type HeaderBudget interface {
+	SpendHeader(n int64) error
 }
 
 // openTorchArchive reads the zip directory of a torch.save archive of size
 // bytes, checks its byte order and reads data.pkl through ParsePickle,
 // paying b for the directory and data.pkl.
-func openTorchArchive(r io.ReaderAt, size int64, b *Budget) (*torchArchive, error) {
+func openTorchArchive(r io.ReaderAt, size int64, b HeaderBudget) (*torchArchive, error) {
 	dirSize, err := checkZipDirectory(r, size)
 	if err != nil {
 		return nil, fmt.Errorf("torch zip: %w", err)
@@ -233,26 +257,27 @@ func openTorchArchive(r io.ReaderAt, size int64, b *Budget) (*torchArchive, erro
 			return nil, fmt.Errorf("torch zip: byteorder %q: only little-endian is read", order)
 		}
 	}
-	if err := b.SpendHeader(int64(min(pkl.UncompressedSize64, MaxPickleSize))); err != nil {
+	if err := b.SpendHeader(int64(min(pkl.UncompressedSize64, pickle.MaxPickleSize))); err != nil {
 		return nil, err
 	}
-	data, err := readEntry(pkl, MaxPickleSize)
+	data, err := readEntry(pkl, pickle.MaxPickleSize)
 	if err != nil {
 		return nil, err
 	}
-	p, err := ParsePickle(data)
+	p, err := pickle.ParsePickle(data)
 	if err != nil {
 		return nil, fmt.Errorf("torch zip: %s: %w", pkl.Name, err)
 	}
 	return &torchArchive{entries: entries, dir: dir, pickled: p}, nil
 }
 
-// torchSavedTensor places the one tensor a torch.save(tensor) archive of
-// size bytes holds: its dtype, shape and bytes in r.
-func torchSavedTensor(r io.ReaderAt, size int64, b *Budget) (Tensor, error) {
+// ParseTensor places the one tensor a torch.save(tensor) archive of size
+// bytes holds: its dtype, shape and bytes in r. The zip directory and
+// data.pkl are paid for from b before they are read.
+func ParseTensor(r io.ReaderAt, size int64, b HeaderBudget) (safetensors.Tensor, error) {
 	a, err := openTorchArchive(r, size, b)
 	if err != nil {
-		return Tensor{}, err
+		return safetensors.Tensor{}, err
 	}
 	return placeTensor("", a.pickled.Root, a.entries, a.dir, size)
 }
@@ -323,47 +348,47 @@ func readEntry(f *zip.File, limit uint64) ([]byte, error) {
 
 // placeTensor finds the bytes of a state dict value in its storage record,
 // which must lie inside the file of size bytes.
-func placeTensor(name string, v any, entries map[string]*zip.File, dir string, size int64) (Tensor, error) {
-	t, ok := v.(*TorchTensor)
+func placeTensor(name string, v any, entries map[string]*zip.File, dir string, size int64) (safetensors.Tensor, error) {
+	t, ok := v.(*pickle.TorchTensor)
 	if !ok {
-		return Tensor{}, fmt.Errorf("%s, not a tensor", typeName(v))
+		return safetensors.Tensor{}, fmt.Errorf("%s, not a tensor", pickle.TypeName(v))
 	}
-	dt := torchDTypes[t.DType]
-	if dt.st == "" {
-		return Tensor{}, fmt.Errorf("dtype %s has no safetensors equivalent", t.DType)
+	dt, _ := pickle.LookupTorchDType(t.DType)
+	if dt.Safetensors == "" {
+		return safetensors.Tensor{}, fmt.Errorf("dtype %s has no safetensors equivalent", t.DType)
 	}
 	if !contiguous(t.Shape, t.Stride) {
-		return Tensor{}, fmt.Errorf("non-contiguous strides %v for shape %v", t.Stride, t.Shape)
+		return safetensors.Tensor{}, fmt.Errorf("non-contiguous strides %v for shape %v", t.Stride, t.Shape)
 	}
 	numel := int64(1)
 	for _, d := range t.Shape {
-		if d != 0 && numel > (1<<62)/d/dt.size {
-			return Tensor{}, errors.New("shape overflows")
+		if d != 0 && numel > (1<<62)/d/dt.Size {
+			return safetensors.Tensor{}, errors.New("shape overflows")
 		}
 		numel *= d
 	}
 	f := entries[dir+"data/"+t.Storage.Key]
 	if f == nil {
-		return Tensor{}, fmt.Errorf("storage %s has no record", t.Storage.Key)
+		return safetensors.Tensor{}, fmt.Errorf("storage %s has no record", t.Storage.Key)
 	}
 	if f.Method != zip.Store || f.CompressedSize64 != f.UncompressedSize64 {
-		return Tensor{}, fmt.Errorf("storage %s is compressed", t.Storage.Key)
+		return safetensors.Tensor{}, fmt.Errorf("storage %s is compressed", t.Storage.Key)
 	}
 	if int64(f.UncompressedSize64) != t.Storage.Bytes {
-		return Tensor{}, fmt.Errorf("storage %s holds %d bytes, its id says %d", t.Storage.Key, f.UncompressedSize64, t.Storage.Bytes)
+		return safetensors.Tensor{}, fmt.Errorf("storage %s holds %d bytes, its id says %d", t.Storage.Key, f.UncompressedSize64, t.Storage.Bytes)
 	}
-	if t.Offset > (1<<62)/dt.size || (t.Offset+numel)*dt.size > t.Storage.Bytes {
-		return Tensor{}, fmt.Errorf("elements %d..%d beyond storage %s of %d bytes", t.Offset, t.Offset+numel, t.Storage.Key, t.Storage.Bytes)
+	if t.Offset > (1<<62)/dt.Size || (t.Offset+numel)*dt.Size > t.Storage.Bytes {
+		return safetensors.Tensor{}, fmt.Errorf("elements %d..%d beyond storage %s of %d bytes", t.Offset, t.Offset+numel, t.Storage.Key, t.Storage.Bytes)
 	}
 	off, err := f.DataOffset()
 	if err != nil {
-		return Tensor{}, fmt.Errorf("storage %s: %w", t.Storage.Key, err)
+		return safetensors.Tensor{}, fmt.Errorf("storage %s: %w", t.Storage.Key, err)
 	}
 	if off < 0 || off > size-t.Storage.Bytes {
-		return Tensor{}, fmt.Errorf("storage %s at %d..%d runs past the end of the %d-byte file", t.Storage.Key, off, off+t.Storage.Bytes, size)
+		return safetensors.Tensor{}, fmt.Errorf("storage %s at %d..%d runs past the end of the %d-byte file", t.Storage.Key, off, off+t.Storage.Bytes, size)
 	}
-	begin := off + t.Offset*dt.size
-	return Tensor{Name: name, DType: dt.st, Shape: t.Shape, Begin: begin, End: begin + numel*dt.size}, nil
+	begin := off + t.Offset*dt.Size
+	return safetensors.Tensor{Name: name, DType: dt.Safetensors, Shape: t.Shape, Begin: begin, End: begin + numel*dt.Size}, nil
 }
 
 // contiguous reports whether strides are row-major for shape; dimensions of

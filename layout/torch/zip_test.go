@@ -1,4 +1,4 @@
-package layout
+package torch
 
 import (
 	"archive/zip"
@@ -11,6 +11,11 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/ckptfs/ckptfs/layout/pickle"
+	"github.com/ckptfs/ckptfs/layout/safetensors"
+	"github.com/ckptfs/ckptfs/layout/view"
+	"github.com/ckptfs/ckptfs/layout/viewtest"
 )
 
 // checkTorchFixtures checks ParseTorch on every file gen.py wrote to dir:
@@ -34,7 +39,7 @@ func checkTorchFixtures(t *testing.T, dir string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		h, warnings, err := ParseTorch(bytes.NewReader(data), int64(len(data)), NewBudget())
+		h, warnings, err := ParseTorch(bytes.NewReader(data), int64(len(data)), view.NewBudget())
 		if want.Refused != "" {
 			if err == nil || !strings.Contains(err.Error(), want.Refused) {
 				t.Errorf("%s: error %v, want one naming %q", name, err, want.Refused)
@@ -67,8 +72,8 @@ func checkTorchFixtures(t *testing.T, dir string) {
 	}
 }
 
-func compareWithTwin(t *testing.T, name string, data []byte, h *Header, twin []byte) {
-	th, err := ParseFile(twin, int64(len(twin)))
+func compareWithTwin(t *testing.T, name string, data []byte, h *safetensors.Header, twin []byte) {
+	th, err := safetensors.ParseFile(twin, int64(len(twin)))
 	if err != nil {
 		t.Fatalf("%s twin: %v", name, err)
 	}
@@ -76,7 +81,7 @@ func compareWithTwin(t *testing.T, name string, data []byte, h *Header, twin []b
 		t.Errorf("%s: %d tensors, twin has %d", name, len(h.Tensors), len(th.Tensors))
 	}
 	for _, want := range th.Tensors {
-		i := slices.IndexFunc(h.Tensors, func(x Tensor) bool { return x.Name == want.Name })
+		i := slices.IndexFunc(h.Tensors, func(x safetensors.Tensor) bool { return x.Name == want.Name })
 		if i < 0 {
 			t.Errorf("%s: tensor %q missing", name, want.Name)
 			continue
@@ -93,7 +98,7 @@ func compareWithTwin(t *testing.T, name string, data []byte, h *Header, twin []b
 }
 
 func TestParseTorchFixtures(t *testing.T) {
-	checkTorchFixtures(t, "testdata/torch")
+	checkTorchFixtures(t, "testdata")
 }
 
 // TestParseTorchFreshSave runs gen.py with the venv's torch (CKPTFS_PYTHON),
@@ -104,7 +109,7 @@ func TestParseTorchFreshSave(t *testing.T) {
 		t.Skip("CKPTFS_PYTHON not set: no torch to generate fresh files")
 	}
 	dir := t.TempDir()
-	out, err := exec.Command(py, "testdata/torch/gen.py", dir).CombinedOutput()
+	out, err := exec.Command(py, "testdata/gen.py", dir).CombinedOutput()
 	if err != nil {
 		t.Fatalf("gen.py: %v\n%s", err, out)
 	}
@@ -126,7 +131,7 @@ func TestParsePickleRefuses(t *testing.T) {
 		"bad memo":        {"\x80\x02h\x05.", "memo key 5"},
 		"not a storage":   {"\x80\x02X\x01\x00\x00\x00xQ.", "not a storage"},
 	} {
-		_, err := ParsePickle([]byte(tc.pickle))
+		_, err := pickle.ParsePickle([]byte(tc.pickle))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: error %v, want %q", name, err, tc.want)
 		}
@@ -135,15 +140,15 @@ func TestParsePickleRefuses(t *testing.T) {
 
 func TestParsePickleData(t *testing.T) {
 	// {"a": [1, -2, 3.5, None, True, b"x", (7,)], 5: "five"} as protocol 2.
-	p, err := ParsePickle([]byte("\x80\x02}q\x00(X\x01\x00\x00\x00a]q\x01(K\x01J\xfe\xff\xff\xffG@\x0c\x00\x00\x00\x00\x00\x00N\x88C\x01xK\x07\x85eK\x05X\x04\x00\x00\x00fiveu."))
+	p, err := pickle.ParsePickle([]byte("\x80\x02}q\x00(X\x01\x00\x00\x00a]q\x01(K\x01J\xfe\xff\xff\xffG@\x0c\x00\x00\x00\x00\x00\x00N\x88C\x01xK\x07\x85eK\x05X\x04\x00\x00\x00fiveu."))
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := p.Root.(*PickleDict)
+	d := p.Root.(*pickle.PickleDict)
 	if len(d.Keys) != 2 || d.Keys[0] != "a" || d.Keys[1] != int64(5) || d.Values[1] != "five" {
 		t.Fatalf("dict %#v", d)
 	}
-	l := d.Values[0].(*pickleList).items
+	l := d.Values[0].(*pickle.List).Items
 	if len(l) != 7 || l[0] != int64(1) || l[1] != int64(-2) || l[2] != 3.5 || l[3] != nil || l[4] != true {
 		t.Fatalf("list %#v", l)
 	}
@@ -152,7 +157,7 @@ func TestParsePickleData(t *testing.T) {
 // TestParseTorchCompressedRecord: a zip whose storage record is deflated
 // cannot be served by offset; the tensor is left out, nothing misread.
 func TestParseTorchCompressedRecord(t *testing.T) {
-	src, err := os.ReadFile("testdata/torch/protocol4.bin")
+	src, err := os.ReadFile("testdata/protocol4.bin")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +184,7 @@ func TestParseTorchCompressedRecord(t *testing.T) {
 		w.Write(data)
 	}
 	zw.Close()
-	h, warnings, err := ParseTorch(bytes.NewReader(buf.Bytes()), int64(buf.Len()), NewBudget())
+	h, warnings, err := ParseTorch(bytes.NewReader(buf.Bytes()), int64(buf.Len()), view.NewBudget())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,5 +212,26 @@ func TestZipDescriptorLength(t *testing.T) {
 	stream := append([]byte("abPK\x07\x08de"), "PK\x07\x08crc!\x08\x00\x00\x00\x08\x00\x00\x00"...)
 	if at := findZipDescriptor(stream, 0); at != 8 {
 		t.Errorf("descriptor found at %d, want 8", at)
+	}
+}
+
+// .bin weights follow the same rule: twins leave every shared name out.
+func TestTorchTwinsLeftOut(t *testing.T) {
+	b, err := os.ReadFile("testdata/state_dict.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sources []view.Source
+	for _, name := range []string{"pytorch_model-00001.bin", "pytorch_model-00002.bin"} {
+		h, _, err := ParseTorch(bytes.NewReader(b), int64(len(b)), view.NewBudget())
+		if err != nil {
+			t.Fatal(err)
+		}
+		sources = append(sources, view.Source{Name: name, Header: h})
+	}
+	_, warnings, err := viewtest.LaySources(sources, view.ViewSpec{})
+	if err == nil || !strings.Contains(err.Error(), "no tensor") || len(warnings) == 0 ||
+		!strings.Contains(warnings[0], "pytorch_model-00001.bin and pytorch_model-00002.bin") {
+		t.Fatalf("%v, warnings %q", err, warnings)
 	}
 }

@@ -1,9 +1,12 @@
-package layout
+package torch
 
 import (
 	"bytes"
 	"encoding/binary"
 	"io"
+
+	"github.com/ckptfs/ckptfs/layout/pickle"
+	"github.com/ckptfs/ckptfs/layout/safetensors"
 )
 
 // zipReader reads a stream of stored zip entries, as torch.save writes
@@ -48,7 +51,7 @@ func zipRecords(r io.Reader, yield func(Record) error) (io.Reader, error) {
 			return nil, err
 		}
 		if len(z.buf) >= 9 && z.buf[8] == '{' {
-			if n, err := HeaderLen(z.buf); err == nil {
+			if n, err := safetensors.HeaderLen(z.buf); err == nil {
 				return safetensorsRecords(z, n, yield)
 			}
 		}
@@ -150,7 +153,7 @@ func (z *zipReader) smallEntry(name string, size int64) error {
 	}
 	data := z.take(int(size))
 	if z.pickle == "" && isTorchPickle(name) {
-		if p, err := ParsePickle(data); err == nil {
+		if p, err := pickle.ParsePickle(data); err == nil {
 			z.pickle, z.records = name, torchRecords(p)
 		}
 	}
@@ -164,7 +167,7 @@ func (z *zipReader) yieldBytes(n int) error {
 }
 
 // scanDescriptor finds the size of an entry whose header has none by the
-// signed data descriptor after its data, looking at most MaxPickleSize
+// signed data descriptor after its data, looking at most pickle.MaxPickleSize
 // ahead; -1 when there is none.
 func (z *zipReader) scanDescriptor() (int64, error) {
 	const step = 64 << 10
@@ -172,7 +175,7 @@ func (z *zipReader) scanDescriptor() (int64, error) {
 		if at := findZipDescriptor(z.buf, searched); at >= 0 {
 			return int64(at), nil
 		}
-		if z.eof || len(z.buf) > MaxPickleSize {
+		if z.eof || len(z.buf) > pickle.MaxPickleSize {
 			return -1, nil
 		}
 		// A descriptor cut off at the end of buf is looked at again.

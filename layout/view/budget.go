@@ -1,4 +1,4 @@
-package layout
+package view
 
 import (
 	"errors"
@@ -65,11 +65,14 @@ func (b *Budget) SpendHeader(n int64) error {
 	return spend(&b.headerBytes, n, "header bytes", MaxPlanHeaderBytes)
 }
 
-func (b *Budget) spendTensors(n int) error {
+// SpendTensors pays for n tensor entries taken, or DCP chunks located.
+func (b *Budget) SpendTensors(n int) error {
 	return spend(&b.tensors, int64(n), "tensors", MaxPlanTensors)
 }
 
-func (b *Budget) spendParts(n int) error {
+// SpendParts pays for n pieces laid out, or runs and tile parts
+// assembled.
+func (b *Budget) SpendParts(n int) error {
 	return spend(&b.parts, int64(n), "runs and tile parts", MaxPlanParts)
 }
 

@@ -1,10 +1,12 @@
-package layout
+package view
 
 import (
 	"fmt"
 	"iter"
 	"slices"
 	"strings"
+
+	"github.com/ckptfs/ckptfs/layout/safetensors"
 )
 
 // PlanSources plans the tensors of a folder's weight files (safetensors or
@@ -27,7 +29,7 @@ func PlanSources(sources []Source, b *Budget, w *Warnings) (*Plan, error) {
 	total := 0
 	for _, s := range sources {
 		if s.Err == nil {
-			if err := b.spendTensors(len(s.Header.Tensors)); err != nil {
+			if err := b.SpendTensors(len(s.Header.Tensors)); err != nil {
 				return nil, err
 			}
 			total += len(s.Header.Tensors)
@@ -67,7 +69,7 @@ func PlanSources(sources []Source, b *Budget, w *Warnings) (*Plan, error) {
 			w.Addf("%s: %v: left out", f.Name, f.Err)
 		}
 	}
-	var all []placedTensor
+	var all []Tensor
 	for ps := range byName(pieces, len(names)) {
 		pt, err := placePieces(ps, files, b)
 		switch {
@@ -79,7 +81,7 @@ func PlanSources(sources []Source, b *Budget, w *Warnings) (*Plan, error) {
 			all = append(all, *pt)
 		}
 	}
-	return newPlan(all, metadata.agreed())
+	return NewPlan(all, metadata.agreed())
 }
 
 // byName yields the pieces of each of n names in turn, in the order of
@@ -125,7 +127,7 @@ type sourceFile struct {
 // say where it sits).
 type piece struct {
 	name, source int32
-	t            *Tensor
+	t            *safetensors.Tensor
 	at           []int64
 }
 
@@ -138,7 +140,7 @@ func placements(s Source, w *Warnings) (map[string][]int64, string) {
 		w.Addf("%s: %s: left out", s.Name, why)
 		return nil, why
 	}
-	at, err := ParseShardingInfo(s.Header.Metadata)
+	at, err := safetensors.ParseShardingInfo(s.Header.Metadata)
 	if err != nil {
 		w.Addf("%s: %v: left out", s.Name, err)
 		return nil, err.Error()
@@ -149,7 +151,7 @@ func placements(s Source, w *Warnings) (map[string][]int64, string) {
 // placePieces plans a tensor from the pieces files define of it. A name
 // only an unusable file defines gives no tensor and no error: that file
 // was warned of.
-func placePieces(ps []piece, files []sourceFile, b *Budget) (*placedTensor, error) {
+func placePieces(ps []piece, files []sourceFile, b *Budget) (*Tensor, error) {
 	for _, p := range ps {
 		if why := files[p.source].unusable; why != "" {
 			if len(ps) == 1 {
@@ -160,7 +162,7 @@ func placePieces(ps []piece, files []sourceFile, b *Budget) (*placedTensor, erro
 	}
 	if p := ps[0]; len(ps) == 1 && !files[p.source].sharded {
 		src := Extent{Len: p.t.Len(), Source: int(p.source), SrcOff: files[p.source].Header.DataStart + p.t.Begin}
-		return &placedTensor{*p.t, []Extent{src}}, nil
+		return &Tensor{*p.t, []Extent{src}}, nil
 	}
 	for _, p := range ps {
 		switch {
@@ -190,7 +192,7 @@ func filesOf(ps []piece, files []sourceFile) string {
 // the whole ends where the pieces do, they must agree on dtype and rank
 // and tile it exactly, and pieces at the same place (replicated) are read
 // once.
-func assemblePieces(ps []piece, files []sourceFile, b *Budget) (*placedTensor, error) {
+func assemblePieces(ps []piece, files []sourceFile, b *Budget) (*Tensor, error) {
 	first := ps[0].t
 	elem, _ := first.DType.Size()
 	size := make([]int64, len(first.Shape))
@@ -205,25 +207,25 @@ func assemblePieces(ps []piece, files []sourceFile, b *Budget) (*placedTensor, e
 			return nil, fmt.Errorf("%s places a piece of rank %d at %v", file, len(size), p.at)
 		}
 		for d, o := range p.at {
-			if p.t.Shape[d] > maxOffset-o {
+			if p.t.Shape[d] > safetensors.MaxSavedOffset-o {
 				return nil, fmt.Errorf("%s places a piece of shape %v at %v, out of range", file, p.t.Shape, p.at)
 			}
 			size[d] = max(size[d], o+p.t.Shape[d])
 		}
 	}
-	numel, err := volume(size, elem)
+	numel, err := Volume(size, elem)
 	if err != nil {
 		return nil, err
 	}
-	pt := placedTensor{Tensor: Tensor{Name: first.Name, DType: first.DType, Shape: size, End: numel * elem}}
-	var chunks []dcpChunk
-	saved := replicas{}
+	pt := Tensor{Tensor: safetensors.Tensor{Name: first.Name, DType: first.DType, Shape: size, End: numel * elem}}
+	var chunks []Chunk
+	saved := Replicas{}
 	for _, p := range ps {
-		if p.t.Len() > 0 && saved.first(p.at, p.t.Shape) {
-			chunks = append(chunks, dcpChunk{offsets: p.at, sizes: p.t.Shape, source: int(p.source), srcOff: files[p.source].Header.DataStart + p.t.Begin})
+		if p.t.Len() > 0 && saved.First(p.at, p.t.Shape) {
+			chunks = append(chunks, Chunk{Offsets: p.at, Sizes: p.t.Shape, Source: int(p.source), SrcOff: files[p.source].Header.DataStart + p.t.Begin})
 		}
 	}
-	if pt.extents, err = assemble(size, elem, chunks, b); err != nil {
+	if pt.Extents, err = Assemble(size, elem, chunks, b); err != nil {
 		return nil, fmt.Errorf("pieces in %s: %w", filesOf(ps, files), err)
 	}
 	return &pt, nil
@@ -236,7 +238,7 @@ type metadataVote map[string]*string // nil: the sources disagree
 
 func (m metadataVote) add(md map[string]string) {
 	for k, v := range md {
-		if strings.HasPrefix(k, dcpMetadataPrefix) {
+		if strings.HasPrefix(k, safetensors.ShardingKeyPrefix) {
 			continue
 		}
 		if cur, ok := m[k]; !ok {

@@ -1,4 +1,4 @@
-package layout
+package view_test
 
 import (
 	"bytes"
@@ -8,18 +8,20 @@ import (
 	"fmt"
 	"maps"
 	"math"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/ckptfs/ckptfs/layout/layouttest"
+	"github.com/ckptfs/ckptfs/layout/safetensors"
+	. "github.com/ckptfs/ckptfs/layout/view"
+	"github.com/ckptfs/ckptfs/layout/viewtest"
 )
 
-// The distributed safetensors saves in testdata/dcp were written by
-// torch's HuggingFaceStorageWriter(save_distributed=True) (gen.py --format
-// hf): one file of pieces a rank, or two (fqn_to_index_mapping).
+// The distributed safetensors saves in testdata were written by torch's
+// HuggingFaceStorageWriter(save_distributed=True) (../dcp/testdata/gen.py
+// --format hf): one file of pieces a rank, or two (fqn_to_index_mapping).
 var shardedFixtures = []string{"hf-2ranks", "hf-4ranks-2files"}
 
 // shardedFolder is a folder of weight files as a view reads them.
@@ -32,14 +34,14 @@ type shardedFolder struct {
 func readShardedFixture(t *testing.T, dir string) *shardedFolder {
 	t.Helper()
 	f := &shardedFolder{}
-	f.want = readFixture(t, filepath.Join("testdata/dcp", dir), "shard-*.safetensors", func(name string, b []byte) { f.add(t, name, b) })
+	f.want = layouttest.ReadFixture(t, filepath.Join("testdata", dir), "shard-*.safetensors", func(name string, b []byte) { f.add(t, name, b) })
 	return f
 }
 
 // add parses a weight file as the folder's next source.
 func (f *shardedFolder) add(t *testing.T, name string, b []byte) {
 	t.Helper()
-	h, err := ParseFile(b, int64(len(b)))
+	h, err := safetensors.ParseFile(b, int64(len(b)))
 	if err != nil {
 		t.Fatalf("%s: %v", name, err)
 	}
@@ -54,11 +56,11 @@ func (f *shardedFolder) served(t *testing.T) (map[string][]byte, []string) {
 	var got map[string][]byte
 	var warnings []string
 	for _, spec := range []ViewSpec{{}, {Shards: true, MaxShardSize: 100}} {
-		v, w, err := sourcesView(f.sources, spec)
+		v, w, err := viewtest.LaySources(f.sources, spec)
 		if err != nil {
 			t.Fatalf("%v (warnings %q)", err, w)
 		}
-		tensors := viewTensors(t, v, f.data)
+		tensors := viewtest.Tensors(t, v, f.data)
 		if got != nil && !maps.EqualFunc(got, tensors, bytes.Equal) {
 			t.Fatal("@single and @shards serve different tensors")
 		}
@@ -72,7 +74,7 @@ func TestShardedSafetensorsAssembleWhatTorchSaved(t *testing.T) {
 		t.Run(dir, func(t *testing.T) {
 			f := readShardedFixture(t, dir)
 			for _, s := range f.sources {
-				if s.Header.Metadata[ShardingVersionKey] != "1.0" || s.Header.Metadata[ShardingInfoKey] == "" {
+				if s.Header.Metadata[safetensors.ShardingVersionKey] != "1.0" || s.Header.Metadata[safetensors.ShardingInfoKey] == "" {
 					t.Fatalf("%s: metadata %v", s.Name, s.Header.Metadata)
 				}
 			}
@@ -84,8 +86,8 @@ func TestShardedSafetensorsAssembleWhatTorchSaved(t *testing.T) {
 				t.Fatalf("served %v, want %v", slices.Sorted(maps.Keys(got)), slices.Sorted(maps.Keys(f.want)))
 			}
 			// The headers carry the sources' format, not their sharding keys.
-			v, _, _ := sourcesView(f.sources, ViewSpec{})
-			head := readView(v.Files[0], f.data, 0, v.Files[0].Size)
+			v, _, _ := viewtest.LaySources(f.sources, ViewSpec{})
+			head := viewtest.Read(v.Files[0], f.data, 0, v.Files[0].Size)
 			var hdr struct {
 				Metadata map[string]string `json:"__metadata__"`
 			}
@@ -182,28 +184,6 @@ func TestTensorDefinedTwiceIsNeverOneFilesBytes(t *testing.T) {
 	}
 }
 
-// .bin weights follow the same rule: twins leave every shared name out.
-func TestTorchTwinsLeftOut(t *testing.T) {
-	b, err := os.ReadFile("testdata/torch/state_dict.bin")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &shardedFolder{}
-	for _, name := range []string{"pytorch_model-00001.bin", "pytorch_model-00002.bin"} {
-		h, _, err := ParseTorch(bytes.NewReader(b), int64(len(b)), NewBudget())
-		if err != nil {
-			t.Fatal(err)
-		}
-		f.sources = append(f.sources, Source{Name: name, Header: h})
-		f.data = append(f.data, b)
-	}
-	_, warnings, err := sourcesView(f.sources, ViewSpec{})
-	if err == nil || !strings.Contains(err.Error(), "no tensor") || len(warnings) == 0 ||
-		!strings.Contains(warnings[0], "pytorch_model-00001.bin and pytorch_model-00002.bin") {
-		t.Fatalf("%v, warnings %q", err, warnings)
-	}
-}
-
 // A file whose sharding info cannot be read leaves out every tensor it
 // holds a piece of, wherever else it is defined; the rest is served.
 func TestBadShardingInfoLeavesItsTensorsOut(t *testing.T) {
@@ -211,7 +191,7 @@ func TestBadShardingInfoLeavesItsTensorsOut(t *testing.T) {
 	bottom := layouttest.Tensor{Name: "w", DType: "F32", Shape: []int64{1, 2}, Data: f32(2, 2)}
 	good := layouttest.Piece(map[string][]int64{"w": {0, 0}, "x": {0}}, top, layouttest.Tensor{Name: "x", DType: "U8", Shape: []int64{1}, Data: []byte{7}})
 	md := func(info string) map[string]string {
-		return map[string]string{"format": "pt", ShardingVersionKey: "1.0", ShardingInfoKey: info}
+		return map[string]string{"format": "pt", safetensors.ShardingVersionKey: "1.0", safetensors.ShardingInfoKey: info}
 	}
 	for _, c := range []struct {
 		name     string
@@ -219,12 +199,12 @@ func TestBadShardingInfoLeavesItsTensorsOut(t *testing.T) {
 		want     string
 	}{
 		{"5 MB of it", md(layouttest.WideShardingInfo(125_000)), "exceeds the limit"},
-		{"nested deep", md(layouttest.DeepShardingInfo(20_000)), ShardingInfoKey},
+		{"nested deep", md(layouttest.DeepShardingInfo(20_000)), safetensors.ShardingInfoKey},
 		{"a name twice", md(layouttest.DuplicateShardingInfo()), "duplicate key"},
-		{"not JSON", md(`{"w":`), ShardingInfoKey},
+		{"not JSON", md(`{"w":`), safetensors.ShardingInfoKey},
 		{"negative offsets", md(`{"w":{"saved_offsets":[-1,0]}}`), "out of range"},
 		{"another field", md(`{"w":{"saved_offsets":[1,0],"shape":[2,2]}}`), "unknown field"},
-		{"an unknown version", map[string]string{ShardingVersionKey: "2.0", ShardingInfoKey: `{"w":{"saved_offsets":[1,0]}}`}, `"2.0" is not one views read`},
+		{"an unknown version", map[string]string{safetensors.ShardingVersionKey: "2.0", safetensors.ShardingInfoKey: `{"w":{"saved_offsets":[1,0]}}`}, `"2.0" is not one views read`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			f := &shardedFolder{}
@@ -249,7 +229,7 @@ func TestBadShardingInfoLeavesItsTensorsOut(t *testing.T) {
 func TestDistributedSaveMissingAFile(t *testing.T) {
 	f := readShardedFixture(t, "hf-2ranks")
 	f.sources[1] = Source{Name: f.sources[1].Name, Err: errors.New("safetensors: tensors cover 400 data bytes, file has 100")}
-	if _, _, err := sourcesView(f.sources, ViewSpec{}); err == nil || !strings.Contains(err.Error(), "shard-00002-model-00001-of-00001.safetensors: safetensors: tensors cover") {
+	if _, _, err := viewtest.LaySources(f.sources, ViewSpec{}); err == nil || !strings.Contains(err.Error(), "shard-00002-model-00001-of-00001.safetensors: safetensors: tensors cover") {
 		t.Fatalf("a distributed save missing a rank's file planned: %v", err)
 	}
 	f = readShardedFixture(t, "hf-2ranks")
@@ -265,31 +245,13 @@ func TestDistributedSaveMissingAFile(t *testing.T) {
 	}
 }
 
-// The __metadata__ of a view is the keys its sources agree on, without
-// the DCP_ keys, and "format": "pt".
-func TestViewMetadataIsWhatSourcesAgreeOn(t *testing.T) {
-	f := &shardedFolder{}
-	x := func(name string) layouttest.Tensor {
-		return layouttest.Tensor{Name: name, DType: "U8", Shape: []int64{1}, Data: []byte{1}}
-	}
-	f.add(t, "a.safetensors", layouttest.Safetensors(map[string]string{"model": "m", "rank": "0", "DCP_VERSION": "1.0"}, x("a")))
-	f.add(t, "b.safetensors", layouttest.Safetensors(map[string]string{"model": "m", "rank": "1", "DCP_EXTRA": "x"}, x("b")))
-	p, err := PlanSources(f.sources, NewBudget(), &Warnings{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := map[string]string{"model": "m", "format": "pt"}; !maps.Equal(p.metadata, want) {
-		t.Fatalf("metadata %v, want %v", p.metadata, want)
-	}
-}
-
 // One budget for the folder, however many names lead to one header: 20
 // hard links to a file of 10,000 tensors define each name 20 times, so
 // every one is left out, with 20 warnings and a line counting the rest;
 // 110 links are over the budget and refused before any is planned.
 func TestPlanBudgetIsTheFolders(t *testing.T) {
 	data := layouttest.TinyTensorsHeader(10_000, 10)
-	h, err := ParseFile(data, int64(len(data)))
+	h, err := safetensors.ParseFile(data, int64(len(data)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -301,7 +263,7 @@ func TestPlanBudgetIsTheFolders(t *testing.T) {
 		return out
 	}
 	var warnings []string
-	used := allocated(func() { _, warnings, err = sourcesView(links(20), ViewSpec{}) })
+	used := layouttest.Allocated(func() { _, warnings, err = viewtest.LaySources(links(20), ViewSpec{}) })
 	if err == nil || !strings.Contains(err.Error(), "no tensor") {
 		t.Fatalf("20 links: %v", err)
 	}
@@ -313,7 +275,7 @@ func TestPlanBudgetIsTheFolders(t *testing.T) {
 		t.Fatalf("planning 20 links allocated %d bytes", used)
 	}
 	var over *BudgetError
-	if used := allocated(func() { _, _, err = sourcesView(links(110), ViewSpec{}) }); !errors.As(err, &over) || over.What != "tensors" || used > 1<<20 {
+	if used := layouttest.Allocated(func() { _, _, err = viewtest.LaySources(links(110), ViewSpec{}) }); !errors.As(err, &over) || over.What != "tensors" || used > 1<<20 {
 		t.Fatalf("110 links: %v, %d bytes allocated", err, used)
 	}
 }

@@ -1,4 +1,4 @@
-package layout
+package view
 
 import (
 	"encoding/binary"
@@ -7,6 +7,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/ckptfs/ckptfs/layout/safetensors"
 )
 
 // llama70B is the tensors of a Llama 3 70B: name and shape.
@@ -67,7 +69,7 @@ func rankHeaders(ranks int, names []string, shapes [][]int64) [][]byte {
 			info[name] = map[string][]int64{"saved_offsets": at}
 		}
 		infoJS, _ := json.Marshal(info)
-		md, _ := json.Marshal(map[string]string{"format": "pt", ShardingVersionKey: "1.0", ShardingInfoKey: string(infoJS)})
+		md, _ := json.Marshal(map[string]string{"format": "pt", safetensors.ShardingVersionKey: "1.0", safetensors.ShardingInfoKey: string(infoJS)})
 		b.WriteString(`{"__metadata__":` + string(md))
 		for _, e := range entries {
 			b.WriteString("," + e)
@@ -95,16 +97,16 @@ func BenchmarkPlan70BFrom1024Ranks(b *testing.B) {
 		budget := NewBudget()
 		var sources []Source
 		for r, head := range heads {
-			n, _ := HeaderLen(head)
+			n, _ := safetensors.HeaderLen(head)
 			if err := budget.SpendHeader(int64(len(head))); err != nil {
 				b.Fatal(err)
 			}
-			h, err := ParseHeaderJSON(head[8 : 8+n])
+			h, err := safetensors.ParseHeaderJSON(head[8 : 8+n])
 			if err != nil {
 				b.Fatal(err)
 			}
 			h.DataStart = 8 + n
-			infoBytes += len(h.Metadata[ShardingInfoKey])
+			infoBytes += len(h.Metadata[safetensors.ShardingInfoKey])
 			sources = append(sources, Source{Name: fmt.Sprintf("shard-%05d-model-00001-of-00001.safetensors", r+1), Header: h})
 		}
 		var w Warnings

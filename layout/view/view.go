@@ -1,10 +1,11 @@
-package layout
+package view
 
 import (
 	"errors"
 	"fmt"
 	"strings"
 
+	"github.com/ckptfs/ckptfs/layout/safetensors"
 	"github.com/dustin/go-humanize"
 )
 
@@ -69,10 +70,10 @@ func ParseSize(s string) (int64, error) {
 
 // Source is one weight file of a checkpoint folder, with its parsed header,
 // or why it could not be read. A torch.save source has DataStart 0 and
-// tensor offsets absolute in the file (see ParseTorch).
+// tensor offsets absolute in the file (see torch.ParseTorch).
 type Source struct {
 	Name   string
-	Header *Header
+	Header *safetensors.Header
 	Err    error
 }
 
@@ -171,26 +172,26 @@ type View struct {
 	Files []ViewFile
 }
 
-// placedTensor is a tensor a view serves: its entry (Len() long) and
-// where its bytes come from, as extents relative to its first byte.
-type placedTensor struct {
-	Tensor
-	extents []Extent
+// Tensor is a tensor a view serves: its entry (Len() long) and where its
+// bytes come from, as extents relative to its first byte.
+type Tensor struct {
+	safetensors.Tensor
+	Extents []Extent
 }
 
 // Plan is what the views of one state of a folder serve: its tensors,
 // each with where its bytes come from, in the order views list them, and
 // the __metadata__ their headers carry. It is planned once (PlanSources,
-// PlanDCP) and laid out for each spec by View, which never changes it:
+// dcp.PlanDCP) and laid out for each spec by View, which never changes it:
 // several specs may be laid out at once.
 type Plan struct {
-	tensors  []placedTensor
+	tensors  []Tensor
 	metadata map[string]string // "format" among them
 }
 
-// newPlan is a plan of tensors whose headers carry metadata, "format":
+// NewPlan is a plan of tensors whose headers carry metadata, "format":
 // "pt" added when it has no format (transformers refuses a file without).
-func newPlan(tensors []placedTensor, metadata map[string]string) (*Plan, error) {
+func NewPlan(tensors []Tensor, metadata map[string]string) (*Plan, error) {
 	if len(tensors) == 0 {
 		return nil, errors.New("no tensor to serve")
 	}
@@ -213,8 +214,8 @@ func (p *Plan) View(spec ViewSpec) (*View, error) {
 
 // planFiles lays tensors out in the files of spec, each header carrying
 // metadata.
-func planFiles(v *View, all []placedTensor, metadata map[string]string, spec ViewSpec) error {
-	groups := [][]placedTensor{all}
+func planFiles(v *View, all []Tensor, metadata map[string]string, spec ViewSpec) error {
+	groups := [][]Tensor{all}
 	if spec.Shards {
 		groups = planShards(all, spec.MaxShardSize)
 	}
@@ -241,7 +242,7 @@ func planFiles(v *View, all []placedTensor, metadata map[string]string, spec Vie
 			total += t.Len()
 		}
 	}
-	idx := EmitIndex(total, weightMap)
+	idx := safetensors.EmitIndex(total, weightMap)
 	v.Files = append(v.Files, ViewFile{
 		Name: "model.safetensors.index.json", Size: int64(len(idx)),
 		Extents: []Extent{{Len: int64(len(idx)), Inline: idx}},
@@ -256,7 +257,7 @@ func planFiles(v *View, all []placedTensor, metadata map[string]string, spec Vie
 func metadataSize(metadata map[string]string) int {
 	n := 2
 	for k, v := range metadata {
-		if !strings.HasPrefix(k, dcpMetadataPrefix) {
+		if !strings.HasPrefix(k, safetensors.ShardingKeyPrefix) {
 			n += jsonStringSize(k) + jsonStringSize(v) + 2
 		}
 	}
@@ -265,7 +266,7 @@ func metadataSize(metadata map[string]string) int {
 
 // headerEntrySize bounds the length of a tensor's entry in a header: its
 // quoted name, a dtype, two offsets and up to 20 digits a dimension.
-func headerEntrySize(t Tensor) int64 {
+func headerEntrySize(t safetensors.Tensor) int64 {
 	return int64(jsonStringSize(t.Name)) + 80 + 21*int64(len(t.Shape))
 }
 
@@ -287,9 +288,9 @@ func jsonStringSize(s string) int {
 // planShards splits tensors greedily as transformers does: a new shard
 // starts when the next tensor would push the current one past max; a tensor
 // larger than max sits alone.
-func planShards(ts []placedTensor, max int64) [][]placedTensor {
-	var groups [][]placedTensor
-	var cur []placedTensor
+func planShards(ts []Tensor, max int64) [][]Tensor {
+	var groups [][]Tensor
+	var cur []Tensor
 	var size int64
 	for _, t := range ts {
 		if len(cur) > 0 && size+t.Len() > max {
@@ -305,16 +306,16 @@ func planShards(ts []placedTensor, max int64) [][]placedTensor {
 	return groups
 }
 
-func buildFile(name string, ts []placedTensor, metadata map[string]string) ViewFile {
-	plain := make([]Tensor, len(ts))
+func buildFile(name string, ts []Tensor, metadata map[string]string) ViewFile {
+	plain := make([]safetensors.Tensor, len(ts))
 	for i, t := range ts {
 		plain[i] = t.Tensor
 	}
-	head, placed := EmitHeader(plain, metadata)
+	head, placed := safetensors.EmitHeader(plain, metadata)
 	f := ViewFile{Name: name, Extents: []Extent{{Len: int64(len(head)), Inline: head}}}
 	for i, t := range ts {
 		at := int64(len(head)) + placed[i].Begin
-		for _, e := range t.extents {
+		for _, e := range t.Extents {
 			f.Extents = appendExtent(f.Extents, e, at+e.Off)
 		}
 	}
