@@ -49,7 +49,7 @@ func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		return nil, toErrno(n.fsys.log, "lookup "+name, err)
 	}
 	// A written name always wins; only a missing one can be a view.
-	base, spec, ok, perr := view.ParseViewName(name)
+	base, spec, ok, perr := view.ParseName(name)
 	if !ok || perr != nil {
 		return nil, syscall.ENOENT
 	}

@@ -59,7 +59,7 @@ var (
 // lookupView resolves name = base@spec for the subdirectory base. Only a
 // caller who may search base has it planned: planning settles and reads
 // the folder's files.
-func (n *dirNode) lookupView(ctx context.Context, name, base string, spec view.ViewSpec, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+func (n *dirNode) lookupView(ctx context.Context, name, base string, spec view.Spec, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	dir, err := n.fsys.store.Namespace().Lookup(n.ino, base)
 	if err != nil || dir.Mode&syscall.S_IFMT != syscall.S_IFDIR {
 		return nil, syscall.ENOENT

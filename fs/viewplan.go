@@ -12,7 +12,7 @@ import (
 // cache of planned views. A view is planned once per folder state and
 // spec however many lookups ask for it at once, and lays out the folder
 // as read for any other spec of the same state.
-func (f *FS) view(dirIno uint64, dirPath string, spec view.ViewSpec) (*views.View, error) {
+func (f *FS) view(dirIno uint64, dirPath string, spec view.Spec) (*views.View, error) {
 	entries, inodes, err := views.ReadFolder(f.store, f.writes, dirIno)
 	if err != nil {
 		return nil, err

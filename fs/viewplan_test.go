@@ -31,7 +31,7 @@ func TestOnePlanAtATime(t *testing.T) {
 	var log bytes.Buffer // slog's handler writes a record at a time
 	fsys := &FS{store: st, log: slog.New(slog.NewTextHandler(&log, &slog.HandlerOptions{Level: slog.LevelDebug})), views: newViewCache()}
 
-	specs := []view.ViewSpec{{}, {Shards: true, MaxShardSize: 1000}, {Shards: true, MaxShardSize: 2000}}
+	specs := []view.Spec{{}, {Shards: true, MaxShardSize: 1000}, {Shards: true, MaxShardSize: 2000}}
 	got := make([]*views.View, 4*len(specs))
 	var wg sync.WaitGroup
 	for i := range got {

@@ -197,7 +197,7 @@ func kindOf(format torch.Format) meta.Kind {
 	switch format {
 	case torch.Safetensors:
 		return meta.KindSafetensors
-	case torch.TorchZip:
+	case torch.Zip:
 		return meta.KindZip
 	}
 	return meta.KindOpaque

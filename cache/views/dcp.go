@@ -15,7 +15,7 @@ import (
 
 // ModelPrefixFile, in a DCP checkpoint folder, overrides which tensors its
 // views serve: the one line it holds is a name prefix (see
-// dcp.DCPModelNames); empty serves every tensor as named.
+// dcp.ModelNames); empty serves every tensor as named.
 const ModelPrefixFile = ".ckptfs-model-prefix"
 
 // maxPrefixFile bounds the ModelPrefixFile read.
@@ -27,8 +27,8 @@ func isDCPFolder(entries []meta.DirEntry) bool {
 	var md, data bool
 	for _, e := range entries {
 		if e.Mode == syscall.S_IFREG {
-			md = md || e.Name == dcp.DCPMetadataName
-			data = data || dcp.IsDCPDataFile(e.Name)
+			md = md || e.Name == dcp.MetadataName
+			data = data || dcp.IsDataFile(e.Name)
 		}
 	}
 	return md && data
@@ -38,19 +38,19 @@ func isDCPFolder(entries []meta.DirEntry) bool {
 // it read, which are not passed through. A .metadata that does not parse
 // leaves the folder without views, with a warning.
 func planDCP(st *store.Store, f *Folder, entries []meta.DirEntry, inodes map[string]*meta.Inode, b *view.Budget, w *view.Warnings) (map[string]bool, error) {
-	md := inodes[dcp.DCPMetadataName]
-	if err := b.SpendHeader(min(md.Content.Size, pickle.MaxPickleSize)); err != nil {
+	md := inodes[dcp.MetadataName]
+	if err := b.SpendHeader(min(md.Content.Size, pickle.MaxSize)); err != nil {
 		return nil, err
 	}
-	data, err := readSmall(st, f.dirPath+"/"+dcp.DCPMetadataName, md, pickle.MaxPickleSize)
+	data, err := readSmall(st, f.dirPath+"/"+dcp.MetadataName, md, pickle.MaxSize)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", dcp.DCPMetadataName, err)
+		return nil, fmt.Errorf("%s: %w", dcp.MetadataName, err)
 	}
-	ck, err := dcp.ParseDCPMetadata(data)
+	ck, err := dcp.ParseMetadata(data)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", dcp.DCPMetadataName, err)
+		return nil, fmt.Errorf("%s: %w", dcp.MetadataName, err)
 	}
-	used := map[string]bool{dcp.DCPMetadataName: true}
+	used := map[string]bool{dcp.MetadataName: true}
 	prefix, override := "", false
 	if in, ok := inodes[ModelPrefixFile]; ok && in.Mode&syscall.S_IFMT == syscall.S_IFREG {
 		line, err := readSmall(st, f.dirPath+"/"+ModelPrefixFile, in, maxPrefixFile)
@@ -61,20 +61,20 @@ func planDCP(st *store.Store, f *Folder, entries []meta.DirEntry, inodes map[str
 			used[ModelPrefixFile] = true
 		}
 	}
-	var files []dcp.DCPFile
+	var files []dcp.File
 	for _, e := range entries {
 		in := inodes[e.Name]
-		if !dcp.IsDCPDataFile(e.Name) || in.Mode&syscall.S_IFMT != syscall.S_IFREG {
+		if !dcp.IsDataFile(e.Name) || in.Mode&syscall.S_IFMT != syscall.S_IFREG {
 			continue
 		}
 		r := st.NewReader(f.dirPath+"/"+e.Name, &in.Content)
-		files = append(files, dcp.DCPFile{Name: e.Name, R: r, Size: r.Size()})
+		files = append(files, dcp.File{Name: e.Name, R: r, Size: r.Size()})
 		f.Sources = append(f.Sources, r)
 		f.Weights = append(f.Weights, in)
 		used[e.Name] = true
 	}
 	f.Weights = append(f.Weights, md)
-	f.plan, err = dcp.PlanDCP(ck, dcp.DCPModelNames(ck, prefix, override), files, b, w)
+	f.plan, err = dcp.Plan(ck, dcp.ModelNames(ck, prefix, override), files, b, w)
 	return used, err
 }
 

@@ -55,7 +55,7 @@ func TestDCPFolderViews(t *testing.T) {
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	read := func() (*View, map[string][]byte) {
-		v, err := Build(s, nil, log, dir.Ino, "/ck", view.ViewSpec{})
+		v, err := Build(s, nil, log, dir.Ino, "/ck", view.Spec{})
 		if err != nil {
 			t.Fatal(err)
 		}

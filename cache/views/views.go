@@ -45,7 +45,7 @@ type Folder struct {
 // needs to read them.
 type View struct {
 	*Folder
-	Files []view.ViewFile
+	Files []view.File
 	Extra []Passthrough // the folder's other files, shown as they are
 }
 
@@ -104,7 +104,7 @@ type Settler interface {
 // Build plans the view spec of folder dirIno (at dirPath, for messages).
 // Malformed weight files are left out with a warning; syscall.ENOENT when
 // the folder has no usable weights.
-func Build(st *store.Store, settler Settler, log *slog.Logger, dirIno uint64, dirPath string, spec view.ViewSpec) (*View, error) {
+func Build(st *store.Store, settler Settler, log *slog.Logger, dirIno uint64, dirPath string, spec view.Spec) (*View, error) {
 	entries, inodes, err := ReadFolder(st, settler, dirIno)
 	if err != nil {
 		return nil, err
@@ -214,7 +214,7 @@ func planSources(st *store.Store, f *Folder, names []string, inodes map[string]*
 
 // View lays the folder's weights out as spec says. A layout over the
 // bounds on what a view synthesizes is refused: syscall.ENOENT.
-func (f *Folder) View(spec view.ViewSpec) (_ *View, err error) {
+func (f *Folder) View(spec view.Spec) (_ *View, err error) {
 	defer refusePanic(f.log, f.dirPath, &err)
 	lv, err := f.plan.View(spec)
 	if err != nil {
@@ -334,7 +334,7 @@ func readIndex(st *store.Store, path string, in *meta.Inode) (*safetensors.Index
 // archive with absolute offsets and its warnings.
 func readHeader(r *store.FileReader, name string, b *view.Budget) (*safetensors.Header, []string, error) {
 	if strings.HasSuffix(name, ".bin") {
-		return torch.ParseTorch(r, r.Size(), b)
+		return torch.Parse(r, r.Size(), b)
 	}
 	h, err := safetensors.ReadHeader(r, r.Size(), b)
 	return h, nil, err

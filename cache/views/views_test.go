@@ -70,7 +70,7 @@ func TestBuildFromAStoredFolder(t *testing.T) {
 		t.Fatal("a folder of safetensors has no weights")
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	v, err := Build(s, nil, log, dir.Ino, "/ck", view.ViewSpec{})
+	v, err := Build(s, nil, log, dir.Ino, "/ck", view.Spec{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +89,7 @@ func TestBuildFromAStoredFolder(t *testing.T) {
 	if err != nil || len(h.Tensors) != 1 || h.Tensors[0].Name != "t2" { // a and b both define t0 and t1
 		t.Fatalf("view header: %v, %d tensors", err, len(h.Tensors))
 	}
-	again, _ := Build(s, nil, log, dir.Ino, "/ck", view.ViewSpec{Shards: true, MaxShardSize: 1})
+	again, _ := Build(s, nil, log, dir.Ino, "/ck", view.Spec{Shards: true, MaxShardSize: 1})
 	if again.Key != v.Key {
 		t.Fatal("the same folder state gave another key")
 	}
@@ -110,7 +110,7 @@ func TestPlanningPanicRefusesTheView(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(&logged, nil))
 	if f, err := Read(s, log, "/ck", entries, inodes, "k"); err != nil {
 		t.Fatalf("control: %v", err)
-	} else if _, err := f.View(view.ViewSpec{}); err != nil {
+	} else if _, err := f.View(view.Spec{}); err != nil {
 		t.Fatalf("control: %v", err)
 	}
 	inodes["model.safetensors"] = nil

@@ -65,7 +65,7 @@ func (a *app) export(store *store.Store, name, dst string) error {
 
 // planExport plans the view NAME names.
 func (a *app) planExport(store *store.Store, name string) (*views.View, error) {
-	base, spec, ok, err := view.ParseViewName(path.Base(name))
+	base, spec, ok, err := view.ParseName(path.Base(name))
 	if err != nil {
 		return nil, fmt.Errorf("export %s: %w", name, err)
 	}

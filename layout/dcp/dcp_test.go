@@ -18,46 +18,46 @@ import (
 // The checkpoints in testdata were written by real torch (gen.py says
 // how): 2 and 4 gloo ranks, both serialization formats, and one
 // process under each torch release tried.
-var dcpFixtures = []string{"2ranks", "4ranks", "2ranks-safetensors", "torch-2.15", "torch-2.14", "torch-2.13", "torch-2.5"}
+var fixtures = []string{"2ranks", "4ranks", "2ranks-safetensors", "torch-2.15", "torch-2.14", "torch-2.13", "torch-2.5"}
 
-type dcpFolder struct {
-	ck    *DCPCheckpoint
-	files []DCPFile
+type folder struct {
+	ck    *Checkpoint
+	files []File
 	data  [][]byte // by source
 	want  map[string][]byte
 }
 
-func readDCPFixture(t *testing.T, dir string) *dcpFolder {
+func readFixture(t *testing.T, dir string) *folder {
 	t.Helper()
 	dir = filepath.Join("testdata", dir)
-	md, err := os.ReadFile(filepath.Join(dir, DCPMetadataName))
+	md, err := os.ReadFile(filepath.Join(dir, MetadataName))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ck, err := ParseDCPMetadata(md)
+	ck, err := ParseMetadata(md)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &dcpFolder{ck: ck}
+	f := &folder{ck: ck}
 	f.want = layouttest.ReadFixture(t, dir, "*.distcp", func(name string, b []byte) {
-		f.files = append(f.files, DCPFile{Name: name, R: bytes.NewReader(b), Size: int64(len(b))})
+		f.files = append(f.files, File{Name: name, R: bytes.NewReader(b), Size: int64(len(b))})
 		f.data = append(f.data, b)
 	})
 	return f
 }
 
 func TestDCPViewsAssembleWhatTorchSaved(t *testing.T) {
-	for _, dir := range dcpFixtures {
+	for _, dir := range fixtures {
 		t.Run(dir, func(t *testing.T) {
-			f := readDCPFixture(t, dir)
-			names := DCPModelNames(f.ck, "", false)
+			f := readFixture(t, dir)
+			names := ModelNames(f.ck, "", false)
 			for fqn, name := range names {
-				if fqn != DCPModelPrefix+name {
+				if fqn != ModelPrefix+name {
 					t.Fatalf("%s served as %s", fqn, name)
 				}
 			}
-			for _, spec := range []view.ViewSpec{{}, {Shards: true, MaxShardSize: 100}} {
-				v, warnings, err := dcpView(f.ck, names, f.files, spec)
+			for _, spec := range []view.Spec{{}, {Shards: true, MaxShardSize: 100}} {
+				v, warnings, err := planView(f.ck, names, f.files, spec)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -78,9 +78,9 @@ func TestDCPViewsAssembleWhatTorchSaved(t *testing.T) {
 	}
 }
 
-// dcpView is viewtest.Lay of a DCP plan.
-func dcpView(ck *DCPCheckpoint, names map[string]string, files []DCPFile, spec view.ViewSpec) (*view.View, []string, error) {
-	return viewtest.Lay(spec, func(b *view.Budget, w *view.Warnings) (*view.Plan, error) { return PlanDCP(ck, names, files, b, w) })
+// planView is viewtest.Lay of a DCP plan.
+func planView(ck *Checkpoint, names map[string]string, files []File, spec view.Spec) (*view.View, []string, error) {
+	return viewtest.Lay(spec, func(b *view.Budget, w *view.Warnings) (*view.Plan, error) { return Plan(ck, names, files, b, w) })
 }
 
 func mapKeys[V any](m map[string]V) func(func(string) bool) {
@@ -94,7 +94,7 @@ func mapKeys[V any](m map[string]V) func(func(string) bool) {
 }
 
 func TestDCPModelNames(t *testing.T) {
-	f := readDCPFixture(t, "2ranks")
+	f := readFixture(t, "2ranks")
 	if f.ck.Version != "1.0.0" || !slices.Contains(f.ck.Skipped, "step") {
 		t.Fatalf("version %q, skipped %v", f.ck.Version, f.ck.Skipped)
 	}
@@ -109,7 +109,7 @@ func TestDCPModelNames(t *testing.T) {
 		{"optim.", true, ""},
 	} {
 		var got []string
-		for _, name := range DCPModelNames(f.ck, c.prefix, c.override) {
+		for _, name := range ModelNames(f.ck, c.prefix, c.override) {
 			got = append(got, name)
 		}
 		slices.Sort(got)
@@ -118,17 +118,17 @@ func TestDCPModelNames(t *testing.T) {
 		}
 	}
 	// Optimizer state nested deeper is left out too.
-	deep := &DCPCheckpoint{Tensors: []DCPTensor{{FQN: "app.model.w"}, {FQN: "app.optim.state.w.exp_avg"}},
+	deep := &Checkpoint{Tensors: []Tensor{{FQN: "app.model.w"}, {FQN: "app.optim.state.w.exp_avg"}},
 		Paths: map[string][]string{"app.model.w": {"app", "model", "w"}, "app.optim.state.w.exp_avg": {"app", "optim", "state", "w", "exp_avg"}}}
-	if n := DCPModelNames(deep, "", false); len(n) != 1 || n["app.model.w"] != "app.model.w" {
+	if n := ModelNames(deep, "", false); len(n) != 1 || n["app.model.w"] != "app.model.w" {
 		t.Fatalf("deep: %v", n)
 	}
-	if n := DCPModelNames(deep, "app.model.", true); len(n) != 1 || n["app.model.w"] != "w" {
+	if n := ModelNames(deep, "app.model.", true); len(n) != 1 || n["app.model.w"] != "w" {
 		t.Fatalf("deep, prefix app.model.: %v", n)
 	}
 	// A flat state dict (no planner_data nesting) is served as named.
-	flat := &DCPCheckpoint{Tensors: []DCPTensor{{FQN: "model.embed.weight"}, {FQN: "lm_head.weight"}}}
-	if n := DCPModelNames(flat, "", false); n["model.embed.weight"] != "model.embed.weight" || len(n) != 2 {
+	flat := &Checkpoint{Tensors: []Tensor{{FQN: "model.embed.weight"}, {FQN: "lm_head.weight"}}}
+	if n := ModelNames(flat, "", false); n["model.embed.weight"] != "model.embed.weight" || len(n) != 2 {
 		t.Fatalf("flat: %v", n)
 	}
 }
@@ -136,24 +136,24 @@ func TestDCPModelNames(t *testing.T) {
 // A 7B-shaped model sharded 8 ways on dim 1 plans in kilobytes: one tile
 // of 8 parts a tensor, not a run per row.
 func TestDCPStridedPlanIsCompact(t *testing.T) {
-	ck := &DCPCheckpoint{}
-	var files []DCPFile
+	ck := &Checkpoint{}
+	var files []File
 	for r := 0; r < 8; r++ {
-		files = append(files, DCPFile{Name: fmt.Sprintf("__%d_0.distcp", r), R: bytes.NewReader(nil), Size: 1 << 40})
+		files = append(files, File{Name: fmt.Sprintf("__%d_0.distcp", r), R: bytes.NewReader(nil), Size: 1 << 40})
 	}
 	const layers, hidden = 32, 4096
 	var off [8]int64
 	for i := 0; i < layers*4; i++ {
-		tt := DCPTensor{FQN: fmt.Sprintf("model.w%d", i), DType: "bfloat16", Size: []int64{hidden, hidden * 3}}
+		tt := Tensor{FQN: fmt.Sprintf("model.w%d", i), DType: "bfloat16", Size: []int64{hidden, hidden * 3}}
 		for r := int64(0); r < 8; r++ {
-			st := DCPStorage{Path: files[r].Name, Offset: off[r], Length: hidden * hidden * 3 / 8 * 2}
+			st := Storage{Path: files[r].Name, Offset: off[r], Length: hidden * hidden * 3 / 8 * 2}
 			off[r] += st.Length
-			tt.Chunks = append(tt.Chunks, DCPChunk{Offsets: []int64{0, r * hidden * 3 / 8}, Sizes: []int64{hidden, hidden * 3 / 8}, Storage: st})
+			tt.Chunks = append(tt.Chunks, Chunk{Offsets: []int64{0, r * hidden * 3 / 8}, Sizes: []int64{hidden, hidden * 3 / 8}, Storage: st})
 		}
 		ck.Tensors = append(ck.Tensors, tt)
 	}
-	names := DCPModelNames(ck, "", true)
-	v, _, err := dcpView(ck, names, files, view.ViewSpec{})
+	names := ModelNames(ck, "", true)
+	v, _, err := planView(ck, names, files, view.Spec{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,34 +177,34 @@ func TestDCPStridedPlanIsCompact(t *testing.T) {
 // Malformed chunk sets leave the tensor out, naming the cause, and the
 // other tensors are still served.
 func TestDCPMalformedTensorsLeftOut(t *testing.T) {
-	f := readDCPFixture(t, "2ranks")
+	f := readFixture(t, "2ranks")
 	for _, c := range []struct {
 		name   string
-		break_ func(*DCPTensor, []DCPFile)
+		break_ func(*Tensor, []File)
 		want   string
 	}{
-		{"overlap", func(t *DCPTensor, _ []DCPFile) { t.Chunks[1].Offsets = []int64{2} }, "overlap"},
-		{"missing", func(t *DCPTensor, _ []DCPFile) { t.Chunks = t.Chunks[:1] }, "incomplete"},
-		{"outside", func(t *DCPTensor, _ []DCPFile) { t.Chunks[1].Sizes = []int64{9} }, "outside"},
-		{"no file", func(t *DCPTensor, _ []DCPFile) { t.Chunks[0].Storage.Path = "../etc/passwd" }, "does not have"},
-		{"transform", func(t *DCPTensor, _ []DCPFile) { t.Chunks[0].Storage.Transforms = []string{"zstd"} }, "transforms"},
-		{"truncated", func(t *DCPTensor, fs []DCPFile) {
+		{"overlap", func(t *Tensor, _ []File) { t.Chunks[1].Offsets = []int64{2} }, "overlap"},
+		{"missing", func(t *Tensor, _ []File) { t.Chunks = t.Chunks[:1] }, "incomplete"},
+		{"outside", func(t *Tensor, _ []File) { t.Chunks[1].Sizes = []int64{9} }, "outside"},
+		{"no file", func(t *Tensor, _ []File) { t.Chunks[0].Storage.Path = "../etc/passwd" }, "does not have"},
+		{"transform", func(t *Tensor, _ []File) { t.Chunks[0].Storage.Transforms = []string{"zstd"} }, "transforms"},
+		{"truncated", func(t *Tensor, fs []File) {
 			for i := range fs {
 				fs[i].Size = t.Chunks[0].Storage.Offset + 100
 			}
 		}, "past the end"},
-		{"wrong length", func(t *DCPTensor, _ []DCPFile) { t.Chunks[0].Storage.Length = 3 }, "zip"},
+		{"wrong length", func(t *Tensor, _ []File) { t.Chunks[0].Storage.Length = 3 }, "zip"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			ck := *f.ck
 			ck.Tensors = slices.Clone(ck.Tensors)
 			files := slices.Clone(f.files)
-			i := slices.IndexFunc(ck.Tensors, func(x DCPTensor) bool { return x.FQN == "model.layer.0.bias" })
+			i := slices.IndexFunc(ck.Tensors, func(x Tensor) bool { return x.FQN == "model.layer.0.bias" })
 			bad := ck.Tensors[i]
 			bad.Chunks = slices.Clone(bad.Chunks)
 			c.break_(&bad, files)
 			ck.Tensors[i] = bad
-			v, warnings, err := dcpView(&ck, DCPModelNames(&ck, "", false), files, view.ViewSpec{})
+			v, warnings, err := planView(&ck, ModelNames(&ck, "", false), files, view.Spec{})
 			if c.name == "truncated" {
 				if err == nil && len(warnings) == 0 {
 					t.Fatal("truncated files served")
@@ -234,15 +234,15 @@ func TestDCPMetadataRefusesOtherGlobals(t *testing.T) {
 		{"PosixPath", "getoutput"},
 	} {
 		bad := bytes.Replace(md, []byte(c.from), []byte(c.to), 1)
-		if _, err := ParseDCPMetadata(bad); err == nil || !strings.Contains(err.Error(), c.to+" refused") {
+		if _, err := ParseMetadata(bad); err == nil || !strings.Contains(err.Error(), c.to+" refused") {
 			t.Fatalf("%q: %v", c.to, err)
 		}
 	}
-	if _, err := ParseDCPMetadata([]byte("\x80\x04\x8c\x02os\x8c\x06system\x93\x8c\x02id\x85R.")); err == nil || !strings.Contains(err.Error(), "os.system refused") {
+	if _, err := ParseMetadata([]byte("\x80\x04\x8c\x02os\x8c\x06system\x93\x8c\x02id\x85R.")); err == nil || !strings.Contains(err.Error(), "os.system refused") {
 		t.Fatalf("os.system: %v", err)
 	}
 	bad := bytes.Replace(md, []byte("\x8c\x051.0.0"), []byte("\x8c\x059.9.9"), 1)
-	if _, err := ParseDCPMetadata(bad); err == nil || !strings.Contains(err.Error(), "not known") {
+	if _, err := ParseMetadata(bad); err == nil || !strings.Contains(err.Error(), "not known") {
 		t.Fatalf("version 9.9.9: %v", err)
 	}
 	// The torch.save reader does not take DCP's classes.
@@ -272,8 +272,8 @@ func TestDCPMetadataWorkIsBounded(t *testing.T) {
 		{"a 4 KiB path built 400,000 times", layouttest.PosixPathAgainPickle(64, 63, 400_000), overBudget},
 	} {
 		var err error
-		if used := layouttest.Allocated(func() { _, err = ParseDCPMetadata(tc.pickle) }); used > dcpMemoryBudget(len(tc.pickle)) {
-			t.Fatalf("%s: allocated %d bytes for a %d-byte file, budget %d", tc.name, used, len(tc.pickle), dcpMemoryBudget(len(tc.pickle)))
+		if used := layouttest.Allocated(func() { _, err = ParseMetadata(tc.pickle) }); used > memoryBudget(len(tc.pickle)) {
+			t.Fatalf("%s: allocated %d bytes for a %d-byte file, budget %d", tc.name, used, len(tc.pickle), memoryBudget(len(tc.pickle)))
 		}
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Fatalf("%s: %v, want an error saying %q", tc.name, err, tc.want)
@@ -281,17 +281,17 @@ func TestDCPMetadataWorkIsBounded(t *testing.T) {
 	}
 }
 
-// PosixPath builds paths of up to MaxDCPPath bytes, as PATH_MAX allows.
+// PosixPath builds paths of up to MaxPath bytes, as PATH_MAX allows.
 func TestDCPPathCap(t *testing.T) {
 	for _, tc := range []struct {
 		partBytes, parts int
 		ok               bool
 	}{
-		{MaxDCPPath, 1, true}, {MaxDCPPath + 1, 1, false},
+		{MaxPath, 1, true}, {MaxPath + 1, 1, false},
 		{1023, 4, true}, {1024, 4, false}, // 3 separators
-		{0, MaxDCPPath + 1, true}, {0, MaxDCPPath + 2, false},
+		{0, MaxPath + 1, true}, {0, MaxPath + 2, false},
 	} {
-		_, err := ParseDCPMetadata(layouttest.PosixPathAgainPickle(tc.partBytes, tc.parts, 1))
+		_, err := ParseMetadata(layouttest.PosixPathAgainPickle(tc.partBytes, tc.parts, 1))
 		if refused := err != nil && strings.Contains(err.Error(), "path of more than"); refused == tc.ok || (tc.ok && err != nil) {
 			t.Errorf("%d parts of %d bytes: %v", tc.parts, tc.partBytes, err)
 		}

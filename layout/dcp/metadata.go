@@ -18,17 +18,17 @@ import (
 // torch.distributed.checkpoint.metadata.Metadata, and one .distcp file per
 // rank (and writer thread) with the bytes of each rank's chunks.
 
-// DCPMetadataName is the name of a DCP checkpoint's metadata file.
-const DCPMetadataName = ".metadata"
+// MetadataName is the name of a DCP checkpoint's metadata file.
+const MetadataName = ".metadata"
 
-// DCPVersions are the metadata versions read: "" is what torch 2.5 and
+// Versions are the metadata versions read: "" is what torch 2.5 and
 // earlier wrote (no version field), "1.0.0" what torch 2.6 to 2.15 write.
-var DCPVersions = []string{"", "1.0.0"}
+var Versions = []string{"", "1.0.0"}
 
-// DCPCheckpoint is what a .metadata says, as data.
-type DCPCheckpoint struct {
+// Checkpoint is what a .metadata says, as data.
+type Checkpoint struct {
 	Version string
-	Tensors []DCPTensor // in the order .metadata lists them
+	Tensors []Tensor // in the order .metadata lists them
 	// Paths gives, for a flattened name, the keys of the nested state dict
 	// it came from (planner_data): "model.a" from {"model": {"a": ...}} is
 	// ["model", "a"]. Names it lacks were not nested.
@@ -38,25 +38,25 @@ type DCPCheckpoint struct {
 	Skipped []string
 }
 
-// DCPTensor is one tensor of the state dict: its full size and the chunks
+// Tensor is one tensor of the state dict: its full size and the chunks
 // the ranks saved.
-type DCPTensor struct {
+type Tensor struct {
 	FQN    string
 	DType  string // torch dtype name ("float32")
 	Size   []int64
-	Chunks []DCPChunk
+	Chunks []Chunk
 }
 
-// DCPChunk is the part of a tensor one rank saved, and where its bytes are.
-type DCPChunk struct {
+// Chunk is the part of a tensor one rank saved, and where its bytes are.
+type Chunk struct {
 	Offsets, Sizes []int64
-	Storage        DCPStorage
+	Storage        Storage
 }
 
-// DCPStorage is a chunk's _StorageInfo: Length bytes of file Path at
+// Storage is a chunk's _StorageInfo: Length bytes of file Path at
 // Offset, read through the storage transforms named (compression
 // extensions), if any.
-type DCPStorage struct {
+type Storage struct {
 	Path       string
 	Offset     int64
 	Length     int64
@@ -65,35 +65,35 @@ type DCPStorage struct {
 
 // Names of the classes and functions a DCP .metadata pickle may use.
 const (
-	dcpMeta = "torch.distributed.checkpoint.metadata."
-	dcpFS   = "torch.distributed.checkpoint.filesystem."
+	metadataModule   = "torch.distributed.checkpoint.metadata."
+	filesystemModule = "torch.distributed.checkpoint.filesystem."
 )
 
-// MaxDCPWork is the work budget of a .metadata (see pickle.MaxPickleWork): a
+// MaxWork is the work budget of a .metadata (see pickle.MaxWork): a
 // chunk costs about 160 (its objects, its storage_data entry and its
 // memo entries), so this admits some 100,000 chunks, the weights and
 // AdamW state of a 7B model saved by 128 ranks. It costs at most about
 // 1 GiB while the file is read, 36 bytes a unit for a real one.
-const MaxDCPWork = 16 << 20
+const MaxWork = 16 << 20
 
-// dcpRules admit, besides a state dict's globals, the DCP metadata
+// metadataRules admit, besides a state dict's globals, the DCP metadata
 // dataclasses (as objects with state) and the few values they hold:
 // torch.Size, the memory-format enum, torch's layout lookup and the
 // checkpoint's path. Everything else is refused by name as before.
-var dcpRules = &pickle.Rules{
-	Work: MaxDCPWork,
+var metadataRules = &pickle.Rules{
+	Work: MaxWork,
 	Classes: map[string]bool{
-		dcpMeta + "Metadata": true, dcpMeta + "TensorStorageMetadata": true,
-		dcpMeta + "BytesStorageMetadata": true, dcpMeta + "ChunkStorageMetadata": true,
-		dcpMeta + "TensorProperties": true, dcpMeta + "MetadataIndex": true,
-		dcpMeta + "StorageMeta": true, dcpFS + "_StorageInfo": true,
+		metadataModule + "Metadata": true, metadataModule + "TensorStorageMetadata": true,
+		metadataModule + "BytesStorageMetadata": true, metadataModule + "ChunkStorageMetadata": true,
+		metadataModule + "TensorProperties": true, metadataModule + "MetadataIndex": true,
+		metadataModule + "StorageMeta": true, filesystemModule + "_StorageInfo": true,
 	},
 	Callables: map[string]func(*pickle.Machine, pickle.Tuple) (any, error){
-		"torch.Size":                      sizeOf,
-		dcpMeta + "_MEM_FORMAT_ENCODING":  enumValue,
-		"torch.serialization._get_layout": layoutName,
-		"pathlib.PosixPath":               pathOf,
-		"pathlib.PurePosixPath":           pathOf,
+		"torch.Size":                            sizeOf,
+		metadataModule + "_MEM_FORMAT_ENCODING": enumValue,
+		"torch.serialization._get_layout":       layoutName,
+		"pathlib.PosixPath":                     pathOf,
+		"pathlib.PurePosixPath":                 pathOf,
 	},
 }
 
@@ -136,9 +136,9 @@ func layoutName(_ *pickle.Machine, args pickle.Tuple) (any, error) {
 	return name, nil
 }
 
-// MaxDCPPath bounds a path a .metadata builds with PosixPath(*parts), as
+// MaxPath bounds a path a .metadata builds with PosixPath(*parts), as
 // PATH_MAX does a path the kernel takes.
-const MaxDCPPath = 4 << 10
+const MaxPath = 4 << 10
 
 // pathOf reads PosixPath(*parts) as its parts joined, paying for each
 // part and each byte built: the parts may be one memoized tuple of many
@@ -156,8 +156,8 @@ func pathOf(m *pickle.Machine, args pickle.Tuple) (any, error) {
 		if i > 0 {
 			n++ // the separator
 		}
-		if n += len(s); n > MaxDCPPath {
-			return nil, fmt.Errorf("path of more than %d bytes", MaxDCPPath)
+		if n += len(s); n > MaxPath {
+			return nil, fmt.Errorf("path of more than %d bytes", MaxPath)
 		}
 	}
 	if err := m.Spend(n); err != nil {
@@ -174,43 +174,43 @@ func pathOf(m *pickle.Machine, args pickle.Tuple) (any, error) {
 	return b.String(), nil
 }
 
-// ParseDCPMetadata reads a DCP .metadata pickle without executing it, with
-// the size limit of a data.pkl (pickle.MaxPickleSize) and MaxDCPWork. It checks the
-// structure, not that the chunks tile their tensors (PlanDCP does).
-func ParseDCPMetadata(data []byte) (*DCPCheckpoint, error) {
-	if len(data) > pickle.MaxPickleSize {
-		return nil, fmt.Errorf("dcp metadata: %d bytes exceeds %d", len(data), pickle.MaxPickleSize)
+// ParseMetadata reads a DCP .metadata pickle without executing it, with
+// the size limit of a data.pkl (pickle.MaxSize) and MaxWork. It checks the
+// structure, not that the chunks tile their tensors (Plan does).
+func ParseMetadata(data []byte) (*Checkpoint, error) {
+	if len(data) > pickle.MaxSize {
+		return nil, fmt.Errorf("dcp metadata: %d bytes exceeds %d", len(data), pickle.MaxSize)
 	}
-	root, m, err := pickle.Run(data, dcpRules)
+	root, m, err := pickle.Run(data, metadataRules)
 	if err != nil {
 		return nil, fmt.Errorf("dcp metadata: %w", err)
 	}
-	ck, err := dcpCheckpoint(root, m)
+	ck, err := readCheckpoint(root, m)
 	if err != nil {
 		return nil, fmt.Errorf("dcp metadata: %w", err)
 	}
 	return ck, nil
 }
 
-// dcpCheckpoint takes the pickle's objects apart, paying for every chunk,
+// readCheckpoint takes the pickle's objects apart, paying for every chunk,
 // dimension, path key and transform it walks from what the pickle left of
 // its budget: a chunk list, a tuple or a torch.Size is built once and may
 // be referenced a million times.
-func dcpCheckpoint(root any, m *pickle.Machine) (*DCPCheckpoint, error) {
-	md, err := objectState(root, dcpMeta+"Metadata")
+func readCheckpoint(root any, m *pickle.Machine) (*Checkpoint, error) {
+	md, err := objectState(root, metadataModule+"Metadata")
 	if err != nil {
 		return nil, err
 	}
-	ck := &DCPCheckpoint{Paths: map[string][]string{}}
+	ck := &Checkpoint{Paths: map[string][]string{}}
 	if v, ok := md.Get("version"); ok && v != nil {
 		if ck.Version, ok = v.(string); !ok {
 			return nil, fmt.Errorf("version is %s, not a str", pickle.TypeName(v))
 		}
 	}
-	if !slices.Contains(DCPVersions, ck.Version) {
-		return nil, fmt.Errorf("metadata version %q not known (known: %q)", ck.Version, DCPVersions)
+	if !slices.Contains(Versions, ck.Version) {
+		return nil, fmt.Errorf("metadata version %q not known (known: %q)", ck.Version, Versions)
 	}
-	storage, err := dcpStorage(md, m)
+	storage, err := readStorage(md, m)
 	if err != nil {
 		return nil, err
 	}
@@ -224,19 +224,19 @@ func dcpCheckpoint(root any, m *pickle.Machine) (*DCPCheckpoint, error) {
 			return nil, fmt.Errorf("state_dict_metadata key %d is %s, not a str", i, pickle.TypeName(k))
 		}
 		o, ok := sdm.Values[i].(*pickle.Object)
-		if ok && o.Class == dcpMeta+"BytesStorageMetadata" {
+		if ok && o.Class == metadataModule+"BytesStorageMetadata" {
 			ck.Skipped = append(ck.Skipped, fqn)
 			continue
 		}
-		t, err := dcpTensor(fqn, sdm.Values[i], storage, m)
+		t, err := readTensor(fqn, sdm.Values[i], storage, m)
 		if err != nil {
 			return nil, fmt.Errorf("%q: %w", fqn, err)
 		}
 		ck.Tensors = append(ck.Tensors, t)
 	}
 	if pd, ok := md.Get("planner_data"); ok {
-		if d, ok := pd.(*pickle.PickleDict); ok {
-			if err := dcpPaths(d, ck.Paths, m); err != nil {
+		if d, ok := pd.(*pickle.Dict); ok {
+			if err := readPaths(d, ck.Paths, m); err != nil {
 				return nil, err
 			}
 		}
@@ -244,10 +244,10 @@ func dcpCheckpoint(root any, m *pickle.Machine) (*DCPCheckpoint, error) {
 	return ck, nil
 }
 
-// dcpPaths reads planner_data, {fqn: (key, key, ...)}; entries of another
+// readPaths reads planner_data, {fqn: (key, key, ...)}; entries of another
 // shape (a custom planner's) are ignored: names then count as not nested.
 // Every path is paid for, as it may be one memoized tuple.
-func dcpPaths(d *pickle.PickleDict, out map[string][]string, m *pickle.Machine) error {
+func readPaths(d *pickle.Dict, out map[string][]string, m *pickle.Machine) error {
 	for i, k := range d.Keys {
 		fqn, ok := k.(string)
 		t, ok2 := d.Values[i].(pickle.Tuple)
@@ -278,15 +278,15 @@ func chunkKey(fqn string, offsets []int64) string {
 	return fmt.Sprint(fqn, offsets)
 }
 
-// dcpStorage reads storage_data, {MetadataIndex: _StorageInfo}, by chunkKey.
-func dcpStorage(md *pickle.PickleDict, m *pickle.Machine) (map[string]DCPStorage, error) {
+// readStorage reads storage_data, {MetadataIndex: _StorageInfo}, by chunkKey.
+func readStorage(md *pickle.Dict, m *pickle.Machine) (map[string]Storage, error) {
 	sd, err := dictField(md, "storage_data")
 	if err != nil {
 		return nil, fmt.Errorf("%w (only FileSystemWriter checkpoints are read)", err)
 	}
-	out := make(map[string]DCPStorage, len(sd.Keys))
+	out := make(map[string]Storage, len(sd.Keys))
 	for i, k := range sd.Keys {
-		idx, err := objectState(k, dcpMeta+"MetadataIndex")
+		idx, err := objectState(k, metadataModule+"MetadataIndex")
 		if err != nil {
 			return nil, fmt.Errorf("storage_data key %d: %w", i, err)
 		}
@@ -303,7 +303,7 @@ func dcpStorage(md *pickle.PickleDict, m *pickle.Machine) (map[string]DCPStorage
 		if err := m.Spend(1 + len(offsets) + len(fqn)/64); err != nil {
 			return nil, err
 		}
-		info, err := objectState(sd.Values[i], dcpFS+"_StorageInfo")
+		info, err := objectState(sd.Values[i], filesystemModule+"_StorageInfo")
 		if err != nil {
 			return nil, fmt.Errorf("storage_data %q: %w", fqn, err)
 		}
@@ -318,8 +318,8 @@ func dcpStorage(md *pickle.PickleDict, m *pickle.Machine) (map[string]DCPStorage
 
 // storageInfo reads a _StorageInfo, paying for its transform descriptors:
 // one memoized _StorageInfo may serve every chunk.
-func storageInfo(info *pickle.PickleDict, m *pickle.Machine) (DCPStorage, error) {
-	var s DCPStorage
+func storageInfo(info *pickle.Dict, m *pickle.Machine) (Storage, error) {
+	var s Storage
 	var err error
 	if s.Path, err = stringField(info, "relative_path"); err != nil {
 		return s, err
@@ -354,9 +354,9 @@ func storageInfo(info *pickle.PickleDict, m *pickle.Machine) (DCPStorage, error)
 	return s, nil
 }
 
-func dcpTensor(fqn string, v any, storage map[string]DCPStorage, m *pickle.Machine) (DCPTensor, error) {
-	t := DCPTensor{FQN: fqn}
-	md, err := objectState(v, dcpMeta+"TensorStorageMetadata")
+func readTensor(fqn string, v any, storage map[string]Storage, m *pickle.Machine) (Tensor, error) {
+	t := Tensor{FQN: fqn}
+	md, err := objectState(v, metadataModule+"TensorStorageMetadata")
 	if err != nil {
 		return t, err
 	}
@@ -380,13 +380,13 @@ func dcpTensor(fqn string, v any, storage map[string]DCPStorage, m *pickle.Machi
 		return t, err
 	}
 	for i, c := range list.Items {
-		cm, err := objectState(c, dcpMeta+"ChunkStorageMetadata")
+		cm, err := objectState(c, metadataModule+"ChunkStorageMetadata")
 		if err != nil {
 			return t, fmt.Errorf("chunk %d: %w", i, err)
 		}
 		offsets, _ := cm.Get("offsets")
 		sizes, _ := cm.Get("sizes")
-		ch := DCPChunk{}
+		ch := Chunk{}
 		if ch.Offsets, ok = offsets.([]int64); !ok {
 			return t, fmt.Errorf("chunk %d: offsets is %s", i, pickle.TypeName(offsets))
 		}
@@ -409,7 +409,7 @@ func dcpTensor(fqn string, v any, storage map[string]DCPStorage, m *pickle.Machi
 // pin_memory[, strides]), or, as older pickles had it, a dict.
 func propertiesDType(v any) (string, error) {
 	o, ok := v.(*pickle.Object)
-	if !ok || o.Class != dcpMeta+"TensorProperties" {
+	if !ok || o.Class != metadataModule+"TensorProperties" {
 		return "", fmt.Errorf("properties is %s", pickle.TypeName(v))
 	}
 	var dtype any
@@ -419,7 +419,7 @@ func propertiesDType(v any) (string, error) {
 			return "", fmt.Errorf("properties of %d items", len(s))
 		}
 		dtype = s[0]
-	case *pickle.PickleDict:
+	case *pickle.Dict:
 		dtype, _ = s.Get("dtype")
 	default:
 		return "", fmt.Errorf("properties state is %s", pickle.TypeName(o.State))
@@ -435,28 +435,28 @@ func propertiesDType(v any) (string, error) {
 }
 
 // objectState returns the state dict of an object of class.
-func objectState(v any, class string) (*pickle.PickleDict, error) {
+func objectState(v any, class string) (*pickle.Dict, error) {
 	o, ok := v.(*pickle.Object)
 	if !ok || o.Class != class {
 		return nil, fmt.Errorf("%s where a %s belongs", pickle.TypeName(v), class)
 	}
-	d, ok := o.State.(*pickle.PickleDict)
+	d, ok := o.State.(*pickle.Dict)
 	if !ok {
 		return nil, fmt.Errorf("%s has state %s, not a dict", class, pickle.TypeName(o.State))
 	}
 	return d, nil
 }
 
-func dictField(d *pickle.PickleDict, name string) (*pickle.PickleDict, error) {
+func dictField(d *pickle.Dict, name string) (*pickle.Dict, error) {
 	v, _ := d.Get(name)
-	f, ok := v.(*pickle.PickleDict)
+	f, ok := v.(*pickle.Dict)
 	if !ok {
 		return nil, fmt.Errorf("%s is %s, not a dict", name, pickle.TypeName(v))
 	}
 	return f, nil
 }
 
-func stringField(d *pickle.PickleDict, name string) (string, error) {
+func stringField(d *pickle.Dict, name string) (string, error) {
 	v, _ := d.Get(name)
 	s, ok := v.(string)
 	if !ok {
@@ -465,7 +465,7 @@ func stringField(d *pickle.PickleDict, name string) (string, error) {
 	return s, nil
 }
 
-func intField(d *pickle.PickleDict, name string) (int64, error) {
+func intField(d *pickle.Dict, name string) (int64, error) {
 	v, _ := d.Get(name)
 	n, ok := v.(int64)
 	if !ok || n < 0 || n > math.MaxInt64/2 {

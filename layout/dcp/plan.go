@@ -14,8 +14,8 @@ import (
 	"github.com/ckptfs/ckptfs/layout/view"
 )
 
-// DCPFile is a .distcp file of the folder, as a view reads it.
-type DCPFile struct {
+// File is a .distcp file of the folder, as a view reads it.
+type File struct {
 	Name string
 	R    io.ReaderAt
 	Size int64
@@ -25,11 +25,11 @@ type DCPFile struct {
 // state, at any depth of the nesting, never served as model weights.
 var optimizerKeys = []string{"optim", "optimizer", "optimizers", "optim_state", "optimizer_state"}
 
-// DCPModelPrefix is the name prefix the views strip and serve when the
+// ModelPrefix is the name prefix the views strip and serve when the
 // state dict was saved nested as {"model": ..., "optim": ...}.
-const DCPModelPrefix = "model."
+const ModelPrefix = "model."
 
-// DCPModelNames chooses the tensors a model view serves and their names.
+// ModelNames chooses the tensors a model view serves and their names.
 // By default, when the state dict was nested (planner_data says so) with
 // a "model" sub-tree, it serves that sub-tree without the "model." prefix,
 // the model's own state_dict names; otherwise every tensor under its own
@@ -37,12 +37,12 @@ const DCPModelPrefix = "model."
 // prefix, stripped of it ("" serves every tensor as named). Tensors under
 // an optimizer key (optimizerKeys) at any depth are never served; without
 // planner_data, the name's first dotted part stands for the top key.
-func DCPModelNames(ck *DCPCheckpoint, prefix string, override bool) map[string]string {
+func ModelNames(ck *Checkpoint, prefix string, override bool) map[string]string {
 	if !override {
 		prefix = ""
 		for _, t := range ck.Tensors {
 			if p := ck.Paths[t.FQN]; len(p) >= 2 && p[0] == "model" {
-				prefix = DCPModelPrefix
+				prefix = ModelPrefix
 				break
 			}
 		}
@@ -61,25 +61,25 @@ func DCPModelNames(ck *DCPCheckpoint, prefix string, override bool) map[string]s
 	return names
 }
 
-// PlanDCP plans the tensors names selects (DCPModelNames), assembled from
+// Plan plans the tensors names selects (ModelNames), assembled from
 // their chunks in files, in the order .metadata lists them. A tensor
 // whose chunks cannot be served (a file missing or short, a storage
 // transform, chunks overlapping or leaving a gap) is left out with a
 // warning naming it and the cause. The items chunks are in are paid for
 // from b as they are read.
-func PlanDCP(ck *DCPCheckpoint, names map[string]string, files []DCPFile, b *view.Budget, w *view.Warnings) (*view.Plan, error) {
+func Plan(ck *Checkpoint, names map[string]string, files []File, b *view.Budget, w *view.Warnings) (*view.Plan, error) {
 	byName := map[string]int{}
 	for i, f := range files {
 		byName[f.Name] = i
 	}
-	loc := newDCPLocator(files, b)
+	loc := newLocator(files, b)
 	var all []view.Tensor
 	for _, t := range ck.Tensors {
 		name, ok := names[t.FQN]
 		if !ok {
 			continue
 		}
-		pt, err := placeDCPTensor(t, name, byName, loc)
+		pt, err := placeTensor(t, name, byName, loc)
 		switch {
 		case errors.As(err, new(*view.BudgetError)):
 			return nil, err
@@ -92,7 +92,7 @@ func PlanDCP(ck *DCPCheckpoint, names map[string]string, files []DCPFile, b *vie
 	return view.NewPlan(all, map[string]string{})
 }
 
-func placeDCPTensor(t DCPTensor, name string, byName map[string]int, loc *dcpLocator) (view.Tensor, error) {
+func placeTensor(t Tensor, name string, byName map[string]int, loc *locator) (view.Tensor, error) {
 	dt, _ := pickle.LookupTorchDType(t.DType)
 	if dt.Safetensors == "" {
 		return view.Tensor{}, fmt.Errorf("dtype %s has no safetensors equivalent", t.DType)
@@ -136,11 +136,11 @@ func placeDCPTensor(t DCPTensor, name string, byName map[string]int, loc *dcpLoc
 	return pt, nil
 }
 
-// dcpLocator finds chunk bytes in .distcp files, reading each item once
+// locator finds chunk bytes in .distcp files, reading each item once
 // however many chunks name it: a hostile .metadata may point a million
 // chunks at one item.
-type dcpLocator struct {
-	files   []DCPFile
+type locator struct {
+	files   []File
 	budget  *view.Budget
 	headers map[[2]int64]*itemHeader // safetensors items, by file and offset
 	saved   map[itemKey]savedItem    // torch.save items
@@ -162,15 +162,15 @@ type savedItem struct {
 	err error
 }
 
-func newDCPLocator(files []DCPFile, b *view.Budget) *dcpLocator {
-	return &dcpLocator{files: files, budget: b, headers: map[[2]int64]*itemHeader{}, saved: map[itemKey]savedItem{}}
+func newLocator(files []File, b *view.Budget) *locator {
+	return &locator{files: files, budget: b, headers: map[[2]int64]*itemHeader{}, saved: map[itemKey]savedItem{}}
 }
 
 // locate returns the offset in file fi of chunk c's first element, its
 // n bytes checked to lie inside the item and the file. The item is a
 // torch.save archive of the chunk (the default), a safetensors file of
 // the rank's chunks (SerializationFormat.SAFETENSORS), or the raw bytes.
-func (l *dcpLocator) locate(fi int, t DCPTensor, c DCPChunk, n int64) (int64, error) {
+func (l *locator) locate(fi int, t Tensor, c Chunk, n int64) (int64, error) {
 	f, st := l.files[fi], c.Storage
 	if len(st.Transforms) > 0 {
 		return 0, fmt.Errorf("stored through transforms %q, which views do not serve", st.Transforms)
@@ -221,7 +221,7 @@ func (l *dcpLocator) locate(fi int, t DCPTensor, c DCPChunk, n int64) (int64, er
 
 // header reads the safetensors header at off of file fi once, its
 // tensors checked to tile the rest of the file; DataStart is made absolute.
-func (l *dcpLocator) header(fi int, off int64) (*itemHeader, error) {
+func (l *locator) header(fi int, off int64) (*itemHeader, error) {
 	key := [2]int64{int64(fi), off}
 	if h, ok := l.headers[key]; ok {
 		return h, h.err
@@ -236,7 +236,7 @@ func (l *dcpLocator) header(fi int, off int64) (*itemHeader, error) {
 
 // readItemHeader reads the safetensors file that makes the rest of f from
 // off on (torch writes a rank's pickled values first, then its tensors).
-func readItemHeader(f DCPFile, off int64, b *view.Budget) (*itemHeader, error) {
+func readItemHeader(f File, off int64, b *view.Budget) (*itemHeader, error) {
 	h, err := safetensors.ReadHeader(io.NewSectionReader(f.R, off, f.Size-off), f.Size-off, b)
 	if err != nil {
 		return nil, err
@@ -260,8 +260,8 @@ func sameTensor(t safetensors.Tensor, dtype safetensors.DType, sizes []int64) er
 	return nil
 }
 
-// IsDCPDataFile reports whether name is a data file of a DCP checkpoint:
+// IsDataFile reports whether name is a data file of a DCP checkpoint:
 // a .distcp file of one rank's (and writer thread's) chunks.
-func IsDCPDataFile(name string) bool {
+func IsDataFile(name string) bool {
 	return path.Ext(name) == ".distcp"
 }

@@ -37,7 +37,7 @@ func tensorRecords(t *testing.T, data []byte) map[[32]byte]safetensors.DType {
 // and its bytes are the chunk's bytes.
 func TestRecordsOfDCPFiles(t *testing.T) {
 	for _, dir := range []string{"2ranks", "4ranks", "2ranks-safetensors", "torch-2.5"} {
-		f := readDCPFixture(t, dir)
+		f := readFixture(t, dir)
 		for i, file := range f.files {
 			want := map[[32]byte]safetensors.DType{}
 			for _, tt := range f.ck.Tensors {
@@ -47,7 +47,7 @@ func TestRecordsOfDCPFiles(t *testing.T) {
 					if c.Storage.Path != file.Name || n == 0 {
 						continue
 					}
-					loc := newDCPLocator(f.files, view.NewBudget())
+					loc := newLocator(f.files, view.NewBudget())
 					off, err := loc.locate(i, tt, c, n*dt.Size)
 					if err != nil {
 						t.Fatal(err)

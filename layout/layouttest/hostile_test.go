@@ -15,7 +15,7 @@ import (
 // metadata the DCP reader takes.
 func TestBuildersMakeWhatTheySay(t *testing.T) {
 	zip := TorchZip(DeepKeyPickle(10), nil)
-	if _, warnings, err := torch.ParseTorch(bytes.NewReader(zip), int64(len(zip)), view.NewBudget()); err != nil || len(warnings) != 1 {
+	if _, warnings, err := torch.Parse(bytes.NewReader(zip), int64(len(zip)), view.NewBudget()); err != nil || len(warnings) != 1 {
 		t.Fatalf("torch zip: %v %q", err, warnings)
 	}
 	st := TinyTensorsHeader(7, 100)
@@ -24,11 +24,11 @@ func TestBuildersMakeWhatTheySay(t *testing.T) {
 		t.Fatalf("safetensors: %v", err)
 	}
 	for _, p := range [][]byte{PlannerDataAgainPickle(3, 5), TransformsAgainPickle(3, 5), PosixPathAgainPickle(3, 5, 7)} {
-		if ck, err := dcp.ParseDCPMetadata(p); err != nil || len(ck.Tensors) != 0 {
+		if ck, err := dcp.ParseMetadata(p); err != nil || len(ck.Tensors) != 0 {
 			t.Fatalf("dcp metadata: %v", err)
 		}
 	}
-	if ck, _ := dcp.ParseDCPMetadata(PlannerDataAgainPickle(3, 5)); len(ck.Paths) != 5 || len(ck.Paths["p4"]) != 3 {
+	if ck, _ := dcp.ParseMetadata(PlannerDataAgainPickle(3, 5)); len(ck.Paths) != 5 || len(ck.Paths["p4"]) != 3 {
 		t.Fatalf("planner data: %v", ck.Paths)
 	}
 	if !bytes.Equal(Random(1, 64), Random(1, 64)) || bytes.Equal(Random(1, 64), Random(2, 64)) {

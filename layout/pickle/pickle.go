@@ -14,11 +14,11 @@ import (
 	"github.com/ckptfs/ckptfs/layout/safetensors"
 )
 
-// MaxPickleSize bounds the data.pkl a torch.save archive may have: a state
+// MaxSize bounds the data.pkl a torch.save archive may have: a state
 // dict's pickle holds names and shapes, about 200 bytes a tensor.
-const MaxPickleSize = 64 << 20
+const MaxSize = 64 << 20
 
-// MaxPickleWork bounds what one pickle may make the reader do: every object
+// MaxWork bounds what one pickle may make the reader do: every object
 // pushed and every item copied into a container counts one. A state dict
 // costs about 45 a tensor, so this admits some 90,000 tensors; without it
 // DUP and memo references amplify a small pickle into gigabytes, and an
@@ -28,7 +28,7 @@ const MaxPickleSize = 64 << 20
 // itself; nothing in this package walks them recursively (they are taken
 // apart one level at a time, never printed with %v), so depth costs only
 // the objects it takes, which this budget bounds.
-const MaxPickleWork = 4 << 20
+const MaxWork = 4 << 20
 
 // TorchStorage is one storage record of a torch.save archive, as its
 // persistent id names it: archive entry data/Key, Bytes long. DType is the
@@ -57,9 +57,9 @@ type Pickled struct {
 	Storages []*TorchStorage
 }
 
-// PickleDict is a Python dict or OrderedDict with its keys in insertion
+// Dict is a Python dict or OrderedDict with its keys in insertion
 // order. Keys are strings, integers or tuples of them.
-type PickleDict struct {
+type Dict struct {
 	Keys   []any
 	Values []any
 	byName map[string]int // index of each string key, for repeated keys
@@ -141,8 +141,8 @@ func allowedGlobal(g Global) bool {
 // globals a state dict of tensors needs; anything else (os.system, an
 // arbitrary class) is refused with an error naming it.
 func ParsePickle(data []byte) (*Pickled, error) {
-	if len(data) > MaxPickleSize {
-		return nil, fmt.Errorf("pickle: %d bytes exceeds %d", len(data), MaxPickleSize)
+	if len(data) > MaxSize {
+		return nil, fmt.Errorf("pickle: %d bytes exceeds %d", len(data), MaxSize)
 	}
 	root, m, err := Run(data, nil)
 	if err != nil {
@@ -155,7 +155,7 @@ func ParsePickle(data []byte) (*Pickled, error) {
 // those of extra, if any, besides. It returns the machine, whose work
 // budget what is left pays for walking the result.
 func Run(data []byte, extra *Rules) (any, *Machine, error) {
-	m := &Machine{data: data, memo: map[uint64]any{}, storages: map[string]*TorchStorage{}, work: MaxPickleWork, extra: extra}
+	m := &Machine{data: data, memo: map[uint64]any{}, storages: map[string]*TorchStorage{}, work: MaxWork, extra: extra}
 	if extra != nil {
 		m.work = extra.Work
 	}
@@ -171,7 +171,7 @@ func Run(data []byte, extra *Rules) (any, *Machine, error) {
 // another kind (DCP's .metadata): classes that NEWOBJ may instantiate and
 // BUILD give state, and callables interpreted as data.
 type Rules struct {
-	Work      int // the work budget, instead of MaxPickleWork
+	Work      int // the work budget, instead of MaxWork
 	Classes   map[string]bool
 	Callables map[string]func(*Machine, Tuple) (any, error)
 }
@@ -194,7 +194,7 @@ type Machine struct {
 	storages map[string]*TorchStorage
 	order    []*TorchStorage
 	work     int    // left of limit
-	limit    int    // MaxPickleWork, or the extra rules' budget
+	limit    int    // MaxWork, or the extra rules' budget
 	extra    *Rules // nil for a torch.save pickle
 }
 
@@ -466,11 +466,11 @@ func (m *Machine) run() (any, error) {
 		case 'e': // APPENDS
 			err = m.appendItems(true)
 		case '}': // EMPTY_DICT
-			m.push(&PickleDict{})
+			m.push(&Dict{})
 		case 'd': // DICT
 			var items []any
 			if items, err = m.popMark(); err == nil {
-				d := &PickleDict{}
+				d := &Dict{}
 				if err = m.setDictItems(d, items); err == nil {
 					m.push(d)
 				}
@@ -576,7 +576,7 @@ func (m *Machine) setItems(many bool) error {
 	if err != nil {
 		return err
 	}
-	d, ok := top.(*PickleDict)
+	d, ok := top.(*Dict)
 	if !ok {
 		return fmt.Errorf("SETITEM on %s", TypeName(top))
 	}
@@ -602,7 +602,7 @@ func (m *Machine) popItems(many bool, n int) ([]any, any, error) {
 
 // setDictItems stores key, value pairs in d, paying twice per item: an
 // entry costs a slot in Keys or Values and one in the name index.
-func (m *Machine) setDictItems(d *PickleDict, kv []any) error {
+func (m *Machine) setDictItems(d *Dict, kv []any) error {
 	if err := m.Spend(2 * len(kv)); err != nil {
 		return err
 	}
@@ -611,7 +611,7 @@ func (m *Machine) setDictItems(d *PickleDict, kv []any) error {
 
 // setItems stores key, value pairs; a repeated key keeps its first place
 // and takes the last value, as a Python dict does.
-func (d *PickleDict) setItems(kv []any) error {
+func (d *Dict) setItems(kv []any) error {
 	if len(kv)%2 != 0 {
 		return errors.New("odd number of dict items")
 	}
@@ -638,7 +638,7 @@ func (d *PickleDict) setItems(kv []any) error {
 }
 
 // Get looks up a string key.
-func (d *PickleDict) Get(name string) (any, bool) {
+func (d *Dict) Get(name string) (any, bool) {
 	i, ok := d.byName[name]
 	if !ok {
 		return nil, false
@@ -737,7 +737,7 @@ func (m *Machine) build() error {
 		return err
 	}
 	switch o := top.(type) {
-	case *PickleDict, *TorchTensor:
+	case *Dict, *TorchTensor:
 		return nil
 	case *Object:
 		if o.State != nil {
@@ -750,7 +750,7 @@ func (m *Machine) build() error {
 }
 
 func newOrderedDict(m *Machine, args Tuple) (any, error) {
-	d := &PickleDict{}
+	d := &Dict{}
 	if len(args) == 0 {
 		return d, nil
 	}
@@ -865,7 +865,7 @@ func TypeName(v any) string {
 		return "a tuple"
 	case *List:
 		return "a list"
-	case *PickleDict:
+	case *Dict:
 		return "a dict"
 	case Global:
 		return "a global"

@@ -39,7 +39,7 @@ func FuzzParseTorch(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var h *safetensors.Header
 		var err error
-		withinBudget(t, len(data), func() { h, _, err = ParseTorch(bytes.NewReader(data), int64(len(data)), view.NewBudget()) })
+		withinBudget(t, len(data), func() { h, _, err = Parse(bytes.NewReader(data), int64(len(data)), view.NewBudget()) })
 		if err != nil {
 			return
 		}
@@ -66,7 +66,7 @@ func FuzzParsePickle(f *testing.F) {
 			return // the legacy format has no zip
 		}
 		for _, zf := range zr.File {
-			if isTorchPickle(zf.Name) {
+			if isDataPickle(zf.Name) {
 				rc, _ := zf.Open()
 				data, _ := io.ReadAll(rc)
 				f.Add(data)

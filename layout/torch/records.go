@@ -27,7 +27,7 @@ type Format int
 const (
 	Opaque Format = iota // no records: the whole stream is the rest
 	Safetensors
-	TorchZip // a zip of stored entries, as torch.save writes
+	Zip // a zip of stored entries, as torch.save writes
 )
 
 // ReadRecords reads the checkpoint stream r as records, handing each to
@@ -38,7 +38,7 @@ const (
 // that ends early ends the records, not in an error: a truncated file is
 // read as far as it goes. Memory is bounded by the larger of a
 // safetensors header (safetensors.MaxHeaderSize) and a torch archive's
-// data.pkl (pickle.MaxPickleSize); tensor bytes stream through.
+// data.pkl (pickle.MaxSize); tensor bytes stream through.
 func ReadRecords(r *bufio.Reader, yield func(Record) error) (Format, io.Reader, error) {
 	head, _ := r.Peek(9)
 	if len(head) == 9 && head[8] == '{' {
@@ -49,7 +49,7 @@ func ReadRecords(r *bufio.Reader, yield func(Record) error) (Format, io.Reader, 
 	}
 	if bytes.HasPrefix(head, zipLocalSig) {
 		rest, err := zipRecords(r, yield)
-		return TorchZip, rest, err
+		return Zip, rest, err
 	}
 	return Opaque, r, nil
 }

@@ -63,7 +63,7 @@ func TestRecordsOfTorchAndSafetensorsMatch(t *testing.T) {
 		return out
 	}
 	st := tensors("state_dict.safetensors", Safetensors)
-	pt := tensors("state_dict.bin", TorchZip)
+	pt := tensors("state_dict.bin", Zip)
 	// All but the views into a shared storage and the transposed tensor
 	// (stored contiguous in the safetensors file) are whole storages.
 	same := 0

@@ -140,37 +140,37 @@ func findZipDescriptor(b []byte, from int) int {
 	return -1
 }
 
-// torchStorageEntry returns the storage key of a torch.save archive entry
+// storageEntry returns the storage key of a torch.save archive entry
 // named ARCHIVE/data/KEY, given the data.pkl entry's name ARCHIVE/data.pkl.
-func torchStorageEntry(pickleName, name string) (string, bool) {
+func storageEntry(pickleName, name string) (string, bool) {
 	dir := strings.TrimSuffix(pickleName, "data.pkl")
 	key, ok := strings.CutPrefix(name, dir+"data/")
 	return key, ok && key != ""
 }
 
-// isTorchPickle reports whether a zip entry is a torch.save archive's data.pkl.
-func isTorchPickle(name string) bool {
+// isDataPickle reports whether a zip entry is a torch.save archive's data.pkl.
+func isDataPickle(name string) bool {
 	return path.Base(name) == "data.pkl" && strings.Count(name, "/") == 1
 }
 
-// torchRecord is what a stream reader needs of a storage record: its
+// storageRecord is what a stream reader needs of a storage record: its
 // length and the safetensors dtype of its elements ("" when there is none).
-type torchRecord struct {
+type storageRecord struct {
 	DType safetensors.DType
 	Bytes int64
 }
 
-// torchRecords maps the storage keys of a parsed pickle to their records.
-func torchRecords(p *pickle.Pickled) map[string]torchRecord {
-	out := make(map[string]torchRecord, len(p.Storages))
+// storageRecords maps the storage keys of a parsed pickle to their records.
+func storageRecords(p *pickle.Pickled) map[string]storageRecord {
+	out := make(map[string]storageRecord, len(p.Storages))
 	for _, s := range p.Storages {
 		dt, _ := pickle.LookupTorchDType(s.DType)
-		out[s.Key] = torchRecord{DType: dt.Safetensors, Bytes: s.Bytes}
+		out[s.Key] = storageRecord{DType: dt.Safetensors, Bytes: s.Bytes}
 	}
 	return out
 }
 
-// ParseTorch reads the tensors of a torch.save archive (PyTorch 1.6 and
+// Parse reads the tensors of a torch.save archive (PyTorch 1.6 and
 // later) from r without unpickling: the zip directory, data.pkl through
 // ParsePickle, and the storage records' places. It returns a Header whose
 // DataStart is 0 and whose tensor offsets are absolute in the file, so that
@@ -178,12 +178,12 @@ func torchRecords(p *pickle.Pickled) map[string]torchRecord {
 // a safetensors file cannot hold as they are (non-contiguous strides,
 // complex dtypes, non-tensor values) are left out with a warning. The zip
 // directory and data.pkl are paid for from b before they are read.
-func ParseTorch(r io.ReaderAt, size int64, b HeaderBudget) (*safetensors.Header, []string, error) {
-	a, err := openTorchArchive(r, size, b)
+func Parse(r io.ReaderAt, size int64, b HeaderBudget) (*safetensors.Header, []string, error) {
+	a, err := openArchive(r, size, b)
 	if err != nil {
 		return nil, nil, err
 	}
-	root, ok := a.pickled.Root.(*pickle.PickleDict)
+	root, ok := a.pickled.Root.(*pickle.Dict)
 	if !ok {
 		return nil, nil, fmt.Errorf("torch zip: data.pkl holds %s, not a state dict", pickle.TypeName(a.pickled.Root))
 	}
@@ -207,9 +207,9 @@ func ParseTorch(r io.ReaderAt, size int64, b HeaderBudget) (*safetensors.Header,
 	return h, warnings.List(), nil
 }
 
-// torchArchive is a torch.save zip opened: its entries by name, the
+// archive is a torch.save zip opened: its entries by name, the
 // archive's folder (the prefix of data.pkl) and the pickle read.
-type torchArchive struct {
+type archive struct {
 	entries map[string]*zip.File
 	dir     string
 	pickled *pickle.Pickled
@@ -221,10 +221,10 @@ type HeaderBudget interface {
 	SpendHeader(n int64) error
 }
 
-// openTorchArchive reads the zip directory of a torch.save archive of size
+// openArchive reads the zip directory of a torch.save archive of size
 // bytes, checks its byte order and reads data.pkl through ParsePickle,
 // paying b for the directory and data.pkl.
-func openTorchArchive(r io.ReaderAt, size int64, b HeaderBudget) (*torchArchive, error) {
+func openArchive(r io.ReaderAt, size int64, b HeaderBudget) (*archive, error) {
 	dirSize, err := checkZipDirectory(r, size)
 	if err != nil {
 		return nil, fmt.Errorf("torch zip: %w", err)
@@ -240,7 +240,7 @@ func openTorchArchive(r io.ReaderAt, size int64, b HeaderBudget) (*torchArchive,
 	var pkl *zip.File
 	for _, f := range zr.File {
 		entries[f.Name] = f
-		if isTorchPickle(f.Name) && pkl == nil {
+		if isDataPickle(f.Name) && pkl == nil {
 			pkl = f
 		}
 	}
@@ -257,10 +257,10 @@ func openTorchArchive(r io.ReaderAt, size int64, b HeaderBudget) (*torchArchive,
 			return nil, fmt.Errorf("torch zip: byteorder %q: only little-endian is read", order)
 		}
 	}
-	if err := b.SpendHeader(int64(min(pkl.UncompressedSize64, pickle.MaxPickleSize))); err != nil {
+	if err := b.SpendHeader(int64(min(pkl.UncompressedSize64, pickle.MaxSize))); err != nil {
 		return nil, err
 	}
-	data, err := readEntry(pkl, pickle.MaxPickleSize)
+	data, err := readEntry(pkl, pickle.MaxSize)
 	if err != nil {
 		return nil, err
 	}
@@ -268,14 +268,14 @@ func openTorchArchive(r io.ReaderAt, size int64, b HeaderBudget) (*torchArchive,
 	if err != nil {
 		return nil, fmt.Errorf("torch zip: %s: %w", pkl.Name, err)
 	}
-	return &torchArchive{entries: entries, dir: dir, pickled: p}, nil
+	return &archive{entries: entries, dir: dir, pickled: p}, nil
 }
 
 // ParseTensor places the one tensor a torch.save(tensor) archive of size
 // bytes holds: its dtype, shape and bytes in r. The zip directory and
 // data.pkl are paid for from b before they are read.
 func ParseTensor(r io.ReaderAt, size int64, b HeaderBudget) (safetensors.Tensor, error) {
-	a, err := openTorchArchive(r, size, b)
+	a, err := openArchive(r, size, b)
 	if err != nil {
 		return safetensors.Tensor{}, err
 	}

@@ -18,7 +18,7 @@ import (
 	"github.com/ckptfs/ckptfs/layout/viewtest"
 )
 
-// checkTorchFixtures checks ParseTorch on every file gen.py wrote to dir:
+// checkTorchFixtures checks Parse on every file gen.py wrote to dir:
 // refused files are refused for the stated reason; the others give the
 // tensors of their safetensors twin, same dtype, shape and bytes, and a
 // warning for each name that must be left out.
@@ -39,7 +39,7 @@ func checkTorchFixtures(t *testing.T, dir string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		h, warnings, err := ParseTorch(bytes.NewReader(data), int64(len(data)), view.NewBudget())
+		h, warnings, err := Parse(bytes.NewReader(data), int64(len(data)), view.NewBudget())
 		if want.Refused != "" {
 			if err == nil || !strings.Contains(err.Error(), want.Refused) {
 				t.Errorf("%s: error %v, want one naming %q", name, err, want.Refused)
@@ -144,7 +144,7 @@ func TestParsePickleData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := p.Root.(*pickle.PickleDict)
+	d := p.Root.(*pickle.Dict)
 	if len(d.Keys) != 2 || d.Keys[0] != "a" || d.Keys[1] != int64(5) || d.Values[1] != "five" {
 		t.Fatalf("dict %#v", d)
 	}
@@ -184,7 +184,7 @@ func TestParseTorchCompressedRecord(t *testing.T) {
 		w.Write(data)
 	}
 	zw.Close()
-	h, warnings, err := ParseTorch(bytes.NewReader(buf.Bytes()), int64(buf.Len()), view.NewBudget())
+	h, warnings, err := Parse(bytes.NewReader(buf.Bytes()), int64(buf.Len()), view.NewBudget())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,13 +223,13 @@ func TestTorchTwinsLeftOut(t *testing.T) {
 	}
 	var sources []view.Source
 	for _, name := range []string{"pytorch_model-00001.bin", "pytorch_model-00002.bin"} {
-		h, _, err := ParseTorch(bytes.NewReader(b), int64(len(b)), view.NewBudget())
+		h, _, err := Parse(bytes.NewReader(b), int64(len(b)), view.NewBudget())
 		if err != nil {
 			t.Fatal(err)
 		}
 		sources = append(sources, view.Source{Name: name, Header: h})
 	}
-	_, warnings, err := viewtest.LaySources(sources, view.ViewSpec{})
+	_, warnings, err := viewtest.LaySources(sources, view.Spec{})
 	if err == nil || !strings.Contains(err.Error(), "no tensor") || len(warnings) == 0 ||
 		!strings.Contains(warnings[0], "pytorch_model-00001.bin and pytorch_model-00002.bin") {
 		t.Fatalf("%v, warnings %q", err, warnings)

@@ -19,8 +19,8 @@ type zipReader struct {
 	buf     []byte // read ahead, not yet yielded
 	eof     bool
 	yield   func(Record) error
-	pickle  string                 // name of the data.pkl entry
-	records map[string]torchRecord // by storage key
+	pickle  string                   // name of the data.pkl entry
+	records map[string]storageRecord // by storage key
 }
 
 // maxEntryRead bounds the zip entries read whole (data.pkl among them);
@@ -109,7 +109,7 @@ func (z *zipReader) entry() (bool, error) {
 
 	key, isRecord := "", false
 	if z.pickle != "" {
-		key, isRecord = torchStorageEntry(z.pickle, h.Name)
+		key, isRecord = storageEntry(z.pickle, h.Name)
 	}
 	rec, known := z.records[key]
 	size := h.Size
@@ -152,9 +152,9 @@ func (z *zipReader) smallEntry(name string, size int64) error {
 		return err
 	}
 	data := z.take(int(size))
-	if z.pickle == "" && isTorchPickle(name) {
+	if z.pickle == "" && isDataPickle(name) {
 		if p, err := pickle.ParsePickle(data); err == nil {
-			z.pickle, z.records = name, torchRecords(p)
+			z.pickle, z.records = name, storageRecords(p)
 		}
 	}
 	return z.yield(Record{Size: int64(len(data)), R: bytes.NewReader(data)})
@@ -167,7 +167,7 @@ func (z *zipReader) yieldBytes(n int) error {
 }
 
 // scanDescriptor finds the size of an entry whose header has none by the
-// signed data descriptor after its data, looking at most pickle.MaxPickleSize
+// signed data descriptor after its data, looking at most pickle.MaxSize
 // ahead; -1 when there is none.
 func (z *zipReader) scanDescriptor() (int64, error) {
 	const step = 64 << 10
@@ -175,7 +175,7 @@ func (z *zipReader) scanDescriptor() (int64, error) {
 		if at := findZipDescriptor(z.buf, searched); at >= 0 {
 			return int64(at), nil
 		}
-		if z.eof || len(z.buf) > pickle.MaxPickleSize {
+		if z.eof || len(z.buf) > pickle.MaxSize {
 			return -1, nil
 		}
 		// A descriptor cut off at the end of buf is looked at again.

@@ -29,7 +29,7 @@ func TestViewBounds(t *testing.T) {
 	var warnings []string
 	var err error
 	used := layouttest.Allocated(func() {
-		v, warnings, err = viewtest.LaySources([]Source{{Name: "big.safetensors", Header: big}, {Name: "small.safetensors", Header: small}}, ViewSpec{Shards: true, MaxShardSize: 1})
+		v, warnings, err = viewtest.LaySources([]Source{{Name: "big.safetensors", Header: big}, {Name: "small.safetensors", Header: small}}, Spec{Shards: true, MaxShardSize: 1})
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -43,13 +43,13 @@ func TestViewBounds(t *testing.T) {
 	if used > 16<<20 {
 		t.Fatalf("planning allocated %d bytes", used)
 	}
-	// Headers over MaxViewInline: refused before any is built. (Made
+	// Headers over MaxInline: refused before any is built. (Made
 	// without JSON: parsing it is not what is tested, and takes long.)
 	many := &safetensors.Header{Metadata: map[string]string{"format": "pt", "pad": strings.Repeat("x", 60<<10)}}
 	for i := range int64(200_000) {
 		many.Tensors = append(many.Tensors, safetensors.Tensor{Name: fmt.Sprint("t", i), DType: "U8", Shape: []int64{1}, Begin: i, End: i + 1})
 	}
-	if _, _, err := viewtest.LaySources([]Source{{Name: "many.safetensors", Header: many}}, ViewSpec{Shards: true, MaxShardSize: 1}); err == nil || !strings.Contains(err.Error(), "over the limit") {
+	if _, _, err := viewtest.LaySources([]Source{{Name: "many.safetensors", Header: many}}, Spec{Shards: true, MaxShardSize: 1}); err == nil || !strings.Contains(err.Error(), "over the limit") {
 		t.Fatalf("error %v", err)
 	}
 }

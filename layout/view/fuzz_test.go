@@ -42,7 +42,7 @@ func FuzzShardedSafetensors(f *testing.F) {
 			}
 			h0, _ := safetensors.ParseFile(rank0, int64(len(rank0)))
 			sources := []Source{{Name: "rank0", Header: h0}, {Name: "rank1", Header: h}}
-			v, _, err = viewtest.LaySources(sources, ViewSpec{Shards: true, MaxShardSize: 200})
+			v, _, err = viewtest.LaySources(sources, Spec{Shards: true, MaxShardSize: 200})
 		}
 		if used, budget := layouttest.Allocated(plan), 64*uint64(len(data))+64<<20; used > budget {
 			t.Fatalf("allocated %d bytes for a %d-byte input, budget %d", used, len(data), budget)

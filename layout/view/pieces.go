@@ -135,8 +135,8 @@ type piece struct {
 // file that does not say (a plain one), or why its tensors cannot be
 // used, warned of once here.
 func placements(s Source, w *Warnings) (map[string][]int64, string) {
-	if n := metadataSize(s.Header.Metadata); n > MaxViewMetadata {
-		why := fmt.Sprintf("__metadata__ of %d bytes exceeds the limit of %d", n, MaxViewMetadata)
+	if n := metadataSize(s.Header.Metadata); n > MaxMetadata {
+		why := fmt.Sprintf("__metadata__ of %d bytes exceeds the limit of %d", n, MaxMetadata)
 		w.Addf("%s: %s: left out", s.Name, why)
 		return nil, why
 	}

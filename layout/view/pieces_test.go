@@ -55,7 +55,7 @@ func (f *shardedFolder) served(t *testing.T) (map[string][]byte, []string) {
 	t.Helper()
 	var got map[string][]byte
 	var warnings []string
-	for _, spec := range []ViewSpec{{}, {Shards: true, MaxShardSize: 100}} {
+	for _, spec := range []Spec{{}, {Shards: true, MaxShardSize: 100}} {
 		v, w, err := viewtest.LaySources(f.sources, spec)
 		if err != nil {
 			t.Fatalf("%v (warnings %q)", err, w)
@@ -86,7 +86,7 @@ func TestShardedSafetensorsAssembleWhatTorchSaved(t *testing.T) {
 				t.Fatalf("served %v, want %v", slices.Sorted(maps.Keys(got)), slices.Sorted(maps.Keys(f.want)))
 			}
 			// The headers carry the sources' format, not their sharding keys.
-			v, _, _ := viewtest.LaySources(f.sources, ViewSpec{})
+			v, _, _ := viewtest.LaySources(f.sources, Spec{})
 			head := viewtest.Read(v.Files[0], f.data, 0, v.Files[0].Size)
 			var hdr struct {
 				Metadata map[string]string `json:"__metadata__"`
@@ -229,7 +229,7 @@ func TestBadShardingInfoLeavesItsTensorsOut(t *testing.T) {
 func TestDistributedSaveMissingAFile(t *testing.T) {
 	f := readShardedFixture(t, "hf-2ranks")
 	f.sources[1] = Source{Name: f.sources[1].Name, Err: errors.New("safetensors: tensors cover 400 data bytes, file has 100")}
-	if _, _, err := viewtest.LaySources(f.sources, ViewSpec{}); err == nil || !strings.Contains(err.Error(), "shard-00002-model-00001-of-00001.safetensors: safetensors: tensors cover") {
+	if _, _, err := viewtest.LaySources(f.sources, Spec{}); err == nil || !strings.Contains(err.Error(), "shard-00002-model-00001-of-00001.safetensors: safetensors: tensors cover") {
 		t.Fatalf("a distributed save missing a rank's file planned: %v", err)
 	}
 	f = readShardedFixture(t, "hf-2ranks")
@@ -263,7 +263,7 @@ func TestPlanBudgetIsTheFolders(t *testing.T) {
 		return out
 	}
 	var warnings []string
-	used := layouttest.Allocated(func() { _, warnings, err = viewtest.LaySources(links(20), ViewSpec{}) })
+	used := layouttest.Allocated(func() { _, warnings, err = viewtest.LaySources(links(20), Spec{}) })
 	if err == nil || !strings.Contains(err.Error(), "no tensor") {
 		t.Fatalf("20 links: %v", err)
 	}
@@ -275,7 +275,7 @@ func TestPlanBudgetIsTheFolders(t *testing.T) {
 		t.Fatalf("planning 20 links allocated %d bytes", used)
 	}
 	var over *BudgetError
-	if used := layouttest.Allocated(func() { _, _, err = viewtest.LaySources(links(110), ViewSpec{}) }); !errors.As(err, &over) || over.What != "tensors" || used > 1<<20 {
+	if used := layouttest.Allocated(func() { _, _, err = viewtest.LaySources(links(110), Spec{}) }); !errors.As(err, &over) || over.What != "tensors" || used > 1<<20 {
 		t.Fatalf("110 links: %v, %d bytes allocated", err, used)
 	}
 }

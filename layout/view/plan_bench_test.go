@@ -114,7 +114,7 @@ func BenchmarkPlan70BFrom1024Ranks(b *testing.B) {
 		if err != nil || len(w.List()) > 0 {
 			b.Fatal(err, w.List())
 		}
-		if _, err := p.View(ViewSpec{Shards: true, MaxShardSize: DefaultMaxShardSize}); err != nil {
+		if _, err := p.View(Spec{Shards: true, MaxShardSize: DefaultMaxShardSize}); err != nil {
 			b.Fatal(err)
 		}
 		var ms runtime.MemStats

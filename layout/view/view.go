@@ -17,42 +17,42 @@ const DefaultMaxShardSize = 5_000_000_000
 // sources' __metadata__, so without them a few megabytes of metadata and
 // @shards=1 made gigabytes of headers.
 const (
-	// MaxViewMetadata bounds one source's __metadata__, as JSON; a source
+	// MaxMetadata bounds one source's __metadata__, as JSON; a source
 	// over it is left out of views. transformers writes {"format":"pt"}.
-	MaxViewMetadata = 64 << 10
-	// MaxViewInline bounds the headers and index a view synthesizes; a
+	MaxMetadata = 64 << 10
+	// MaxInline bounds the headers and index a view synthesizes; a
 	// view over it is refused.
-	MaxViewInline = 64 << 20
+	MaxInline = 64 << 20
 )
 
-// ViewSpec says how a checkpoint's weights are presented.
-type ViewSpec struct {
+// Spec says how a checkpoint's weights are presented.
+type Spec struct {
 	Shards       bool  // false: one model.safetensors
 	MaxShardSize int64 // with Shards
 }
 
-// ParseViewName splits "DIR@single", "DIR@shards" or "DIR@shards=SIZE" into
+// ParseName splits "DIR@single", "DIR@shards" or "DIR@shards=SIZE" into
 // DIR and its spec. ok is false when name is not a view name at all; err is
 // set when it looks like one but the size is malformed.
-func ParseViewName(name string) (dir string, spec ViewSpec, ok bool, err error) {
+func ParseName(name string) (dir string, spec Spec, ok bool, err error) {
 	at := strings.LastIndexByte(name, '@')
 	if at <= 0 {
-		return "", ViewSpec{}, false, nil
+		return "", Spec{}, false, nil
 	}
 	dir, suffix := name[:at], name[at+1:]
 	switch {
 	case suffix == "single":
-		return dir, ViewSpec{}, true, nil
+		return dir, Spec{}, true, nil
 	case suffix == "shards":
-		return dir, ViewSpec{Shards: true, MaxShardSize: DefaultMaxShardSize}, true, nil
+		return dir, Spec{Shards: true, MaxShardSize: DefaultMaxShardSize}, true, nil
 	case strings.HasPrefix(suffix, "shards="):
 		size, err := ParseSize(strings.TrimPrefix(suffix, "shards="))
 		if err != nil {
-			return "", ViewSpec{}, true, err
+			return "", Spec{}, true, err
 		}
-		return dir, ViewSpec{Shards: true, MaxShardSize: size}, true, nil
+		return dir, Spec{Shards: true, MaxShardSize: size}, true, nil
 	}
-	return "", ViewSpec{}, false, nil
+	return "", Spec{}, false, nil
 }
 
 // ParseSize reads a size as HuggingFace writes them: "500MB" (10^6), "2GiB"
@@ -70,7 +70,7 @@ func ParseSize(s string) (int64, error) {
 
 // Source is one weight file of a checkpoint folder, with its parsed header,
 // or why it could not be read. A torch.save source has DataStart 0 and
-// tensor offsets absolute in the file (see torch.ParseTorch).
+// tensor offsets absolute in the file (see torch.Parse).
 type Source struct {
 	Name   string
 	Header *safetensors.Header
@@ -107,8 +107,8 @@ type TilePart struct {
 	Len       int64
 }
 
-// ViewFile is one file of a view: its name, size and extent map.
-type ViewFile struct {
+// File is one file of a view: its name, size and extent map.
+type File struct {
 	Name    string
 	Size    int64
 	Extents []Extent
@@ -116,7 +116,7 @@ type ViewFile struct {
 
 // Pieces returns the parts of the extents that cover [off, off+n), clipped
 // to that range and to the file size, found by binary search.
-func (f *ViewFile) Pieces(off, n int64) []Extent {
+func (f *File) Pieces(off, n int64) []Extent {
 	if off >= f.Size || n <= 0 {
 		return nil
 	}
@@ -169,7 +169,7 @@ func (t *Tile) pieces(out []Extent, base, skip, n int64) []Extent {
 
 // View is the planned content of a view directory.
 type View struct {
-	Files []ViewFile
+	Files []File
 }
 
 // Tensor is a tensor a view serves: its entry (Len() long) and where its
@@ -182,7 +182,7 @@ type Tensor struct {
 // Plan is what the views of one state of a folder serve: its tensors,
 // each with where its bytes come from, in the order views list them, and
 // the __metadata__ their headers carry. It is planned once (PlanSources,
-// dcp.PlanDCP) and laid out for each spec by View, which never changes it:
+// dcp.Plan) and laid out for each spec by View, which never changes it:
 // several specs may be laid out at once.
 type Plan struct {
 	tensors  []Tensor
@@ -203,8 +203,8 @@ func NewPlan(tensors []Tensor, metadata map[string]string) (*Plan, error) {
 
 // View lays the plan out in the files of spec: one model.safetensors, or
 // shards and their index. The same plan and spec always give the same
-// bytes. A view whose headers would exceed MaxViewInline is refused.
-func (p *Plan) View(spec ViewSpec) (*View, error) {
+// bytes. A view whose headers would exceed MaxInline is refused.
+func (p *Plan) View(spec Spec) (*View, error) {
 	v := &View{}
 	if err := planFiles(v, p.tensors, p.metadata, spec); err != nil {
 		return nil, err
@@ -214,7 +214,7 @@ func (p *Plan) View(spec ViewSpec) (*View, error) {
 
 // planFiles lays tensors out in the files of spec, each header carrying
 // metadata.
-func planFiles(v *View, all []Tensor, metadata map[string]string, spec ViewSpec) error {
+func planFiles(v *View, all []Tensor, metadata map[string]string, spec Spec) error {
 	groups := [][]Tensor{all}
 	if spec.Shards {
 		groups = planShards(all, spec.MaxShardSize)
@@ -225,11 +225,11 @@ func planFiles(v *View, all []Tensor, metadata map[string]string, spec ViewSpec)
 	for _, t := range all {
 		inline += headerEntrySize(t.Tensor)
 	}
-	if inline > MaxViewInline {
-		return fmt.Errorf("%d tensors in %d files need %d bytes of headers, over the limit of %d", len(all), len(groups), inline, MaxViewInline)
+	if inline > MaxInline {
+		return fmt.Errorf("%d tensors in %d files need %d bytes of headers, over the limit of %d", len(all), len(groups), inline, MaxInline)
 	}
 	if !spec.Shards {
-		v.Files = []ViewFile{buildFile("model.safetensors", all, metadata)}
+		v.Files = []File{buildFile("model.safetensors", all, metadata)}
 		return nil
 	}
 	weightMap := map[string]string{}
@@ -243,7 +243,7 @@ func planFiles(v *View, all []Tensor, metadata map[string]string, spec ViewSpec)
 		}
 	}
 	idx := safetensors.EmitIndex(total, weightMap)
-	v.Files = append(v.Files, ViewFile{
+	v.Files = append(v.Files, File{
 		Name: "model.safetensors.index.json", Size: int64(len(idx)),
 		Extents: []Extent{{Len: int64(len(idx)), Inline: idx}},
 	})
@@ -306,13 +306,13 @@ func planShards(ts []Tensor, max int64) [][]Tensor {
 	return groups
 }
 
-func buildFile(name string, ts []Tensor, metadata map[string]string) ViewFile {
+func buildFile(name string, ts []Tensor, metadata map[string]string) File {
 	plain := make([]safetensors.Tensor, len(ts))
 	for i, t := range ts {
 		plain[i] = t.Tensor
 	}
 	head, placed := safetensors.EmitHeader(plain, metadata)
-	f := ViewFile{Name: name, Extents: []Extent{{Len: int64(len(head)), Inline: head}}}
+	f := File{Name: name, Extents: []Extent{{Len: int64(len(head)), Inline: head}}}
 	for i, t := range ts {
 		at := int64(len(head)) + placed[i].Begin
 		for _, e := range t.Extents {

@@ -81,7 +81,7 @@ func TestViewsProperty(t *testing.T) {
 			}
 			tensors += len(ts)
 		}
-		specs := []ViewSpec{{}, {Shards: true, MaxShardSize: 1 + int64(r.Intn(2000))}, {Shards: true, MaxShardSize: DefaultMaxShardSize}}
+		specs := []Spec{{}, {Shards: true, MaxShardSize: 1 + int64(r.Intn(2000))}, {Shards: true, MaxShardSize: DefaultMaxShardSize}}
 		for _, spec := range specs {
 			v, warnings, err := viewtest.LaySources(sources, spec)
 			if tensors == 0 && err != nil && strings.Contains(err.Error(), "no tensor") {
@@ -159,21 +159,21 @@ func TestParseViewName(t *testing.T) {
 	cases := []struct {
 		in   string
 		dir  string
-		spec ViewSpec
+		spec Spec
 		ok   bool
 		err  bool
 	}{
-		{"m@single", "m", ViewSpec{}, true, false},
-		{"m@shards", "m", ViewSpec{Shards: true, MaxShardSize: 5_000_000_000}, true, false},
-		{"m@shards=500MB", "m", ViewSpec{Shards: true, MaxShardSize: 500_000_000}, true, false},
-		{"m@shards=2GiB", "m", ViewSpec{Shards: true, MaxShardSize: 2 << 30}, true, false},
-		{"m@shards=x", "", ViewSpec{}, true, true},
-		{"m@other", "", ViewSpec{}, false, false},
-		{"@single", "", ViewSpec{}, false, false},
-		{"plain", "", ViewSpec{}, false, false},
+		{"m@single", "m", Spec{}, true, false},
+		{"m@shards", "m", Spec{Shards: true, MaxShardSize: 5_000_000_000}, true, false},
+		{"m@shards=500MB", "m", Spec{Shards: true, MaxShardSize: 500_000_000}, true, false},
+		{"m@shards=2GiB", "m", Spec{Shards: true, MaxShardSize: 2 << 30}, true, false},
+		{"m@shards=x", "", Spec{}, true, true},
+		{"m@other", "", Spec{}, false, false},
+		{"@single", "", Spec{}, false, false},
+		{"plain", "", Spec{}, false, false},
 	}
 	for _, c := range cases {
-		dir, spec, ok, err := ParseViewName(c.in)
+		dir, spec, ok, err := ParseName(c.in)
 		if dir != c.dir || spec != c.spec || ok != c.ok || (err != nil) != c.err {
 			t.Errorf("%s: got %q %+v %v %v", c.in, dir, spec, ok, err)
 		}

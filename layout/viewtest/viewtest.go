@@ -16,7 +16,7 @@ import (
 
 // Lay plans a view as a folder's views do, with a budget of its own, and
 // lays it out as spec says; it returns the warnings the plan gave.
-func Lay(spec view.ViewSpec, plan func(*view.Budget, *view.Warnings) (*view.Plan, error)) (*view.View, []string, error) {
+func Lay(spec view.Spec, plan func(*view.Budget, *view.Warnings) (*view.Plan, error)) (*view.View, []string, error) {
 	var w view.Warnings
 	p, err := plan(view.NewBudget(), &w)
 	if err != nil {
@@ -27,12 +27,12 @@ func Lay(spec view.ViewSpec, plan func(*view.Budget, *view.Warnings) (*view.Plan
 }
 
 // LaySources is Lay of a plan of sources.
-func LaySources(sources []view.Source, spec view.ViewSpec) (*view.View, []string, error) {
+func LaySources(sources []view.Source, spec view.Spec) (*view.View, []string, error) {
 	return Lay(spec, func(b *view.Budget, w *view.Warnings) (*view.Plan, error) { return view.PlanSources(sources, b, w) })
 }
 
 // Read reads n bytes of view file f at off from the bytes of its sources.
-func Read(f view.ViewFile, sources [][]byte, off, n int64) []byte {
+func Read(f view.File, sources [][]byte, off, n int64) []byte {
 	var out []byte
 	for _, p := range f.Pieces(off, n) {
 		if p.Inline != nil {
