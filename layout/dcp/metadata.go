@@ -7,11 +7,13 @@ package dcp
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"strings"
 
 	"github.com/ckptfs/ckptfs/layout/pickle"
+	"github.com/ckptfs/ckptfs/layout/torch"
 )
 
 // A torch.distributed.checkpoint (DCP) folder holds .metadata, a pickle of
@@ -76,25 +78,35 @@ const (
 // 1 GiB while the file is read, 36 bytes a unit for a real one.
 const MaxWork = 16 << 20
 
-// metadataRules admit, besides a state dict's globals, the DCP metadata
-// dataclasses (as objects with state) and the few values they hold:
-// torch.Size, the memory-format enum, torch's layout lookup and the
-// checkpoint's path. Everything else is refused by name as before.
-var metadataRules = &pickle.Rules{
-	Work: MaxWork,
-	Classes: map[string]bool{
-		metadataModule + "Metadata": true, metadataModule + "TensorStorageMetadata": true,
-		metadataModule + "BytesStorageMetadata": true, metadataModule + "ChunkStorageMetadata": true,
-		metadataModule + "TensorProperties": true, metadataModule + "MetadataIndex": true,
-		metadataModule + "StorageMeta": true, filesystemModule + "_StorageInfo": true,
-	},
-	Callables: map[string]func(*pickle.Machine, pickle.Tuple) (any, error){
-		"torch.Size":                            sizeOf,
-		metadataModule + "_MEM_FORMAT_ENCODING": enumValue,
-		"torch.serialization._get_layout":       layoutName,
-		"pathlib.PosixPath":                     pathOf,
-		"pathlib.PurePosixPath":                 pathOf,
-	},
+// metadataClasses are the DCP metadata dataclasses, read as objects with
+// state.
+var metadataClasses = map[string]bool{
+	metadataModule + "Metadata": true, metadataModule + "TensorStorageMetadata": true,
+	metadataModule + "BytesStorageMetadata": true, metadataModule + "ChunkStorageMetadata": true,
+	metadataModule + "TensorProperties": true, metadataModule + "MetadataIndex": true,
+	metadataModule + "StorageMeta": true, filesystemModule + "_StorageInfo": true,
+}
+
+// metadataCallables read the few values the dataclasses hold: torch.Size,
+// the memory-format enum, torch's layout lookup and the checkpoint's path.
+var metadataCallables = map[string]pickle.Callable{
+	"torch.Size":                            sizeOf,
+	metadataModule + "_MEM_FORMAT_ENCODING": enumValue,
+	"torch.serialization._get_layout":       layoutName,
+	"pathlib.PosixPath":                     pathOf,
+	"pathlib.PurePosixPath":                 pathOf,
+}
+
+// metadataRules are the rules of one .metadata: a state dict's
+// (torch.PickleRules) and, besides, the DCP metadata dataclasses and the
+// values they hold, with MaxWork. Everything else is refused by name as
+// in a state dict.
+func metadataRules() *pickle.Rules {
+	r := torch.PickleRules()
+	r.Work = MaxWork
+	r.Classes = metadataClasses
+	maps.Copy(r.Callables, metadataCallables)
+	return r
 }
 
 // sizeOf reads torch.Size((d0, d1, ...)) as its tuple of dimensions,
@@ -181,7 +193,7 @@ func ParseMetadata(data []byte) (*Checkpoint, error) {
 	if len(data) > pickle.MaxSize {
 		return nil, fmt.Errorf("dcp metadata: %d bytes exceeds %d", len(data), pickle.MaxSize)
 	}
-	root, m, err := pickle.Run(data, metadataRules)
+	root, m, err := pickle.Parse(data, metadataRules())
 	if err != nil {
 		return nil, fmt.Errorf("dcp metadata: %w", err)
 	}
@@ -428,7 +440,7 @@ func propertiesDType(v any) (string, error) {
 	if !ok || g.Module != "torch" {
 		return "", fmt.Errorf("dtype is %s", pickle.TypeName(dtype))
 	}
-	if _, known := pickle.LookupTorchDType(g.Name); !known {
+	if _, known := torch.LookupDType(g.Name); !known {
 		return "", fmt.Errorf("torch.%s is not a dtype", g.Name)
 	}
 	return g.Name, nil

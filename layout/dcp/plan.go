@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/ckptfs/ckptfs/layout/pickle"
 	"github.com/ckptfs/ckptfs/layout/safetensors"
 	"github.com/ckptfs/ckptfs/layout/torch"
 	"github.com/ckptfs/ckptfs/layout/view"
@@ -93,7 +92,7 @@ func Plan(ck *Checkpoint, names map[string]string, files []File, b *view.Budget,
 }
 
 func placeTensor(t Tensor, name string, byName map[string]int, loc *locator) (view.Tensor, error) {
-	dt, _ := pickle.LookupTorchDType(t.DType)
+	dt, _ := torch.LookupDType(t.DType)
 	if dt.Safetensors == "" {
 		return view.Tensor{}, fmt.Errorf("dtype %s has no safetensors equivalent", t.DType)
 	}
@@ -182,7 +181,7 @@ func (l *locator) locate(fi int, t Tensor, c Chunk, n int64) (int64, error) {
 	if _, err := f.R.ReadAt(head, st.Offset); err != nil && err != io.EOF {
 		return 0, err
 	}
-	dt, _ := pickle.LookupTorchDType(t.DType)
+	dt, _ := torch.LookupDType(t.DType)
 	want := dt.Safetensors
 	switch {
 	case torch.IsZip(head):

@@ -7,7 +7,6 @@ import (
 	"io"
 	"testing"
 
-	"github.com/ckptfs/ckptfs/layout/pickle"
 	"github.com/ckptfs/ckptfs/layout/safetensors"
 	"github.com/ckptfs/ckptfs/layout/torch"
 	"github.com/ckptfs/ckptfs/layout/view"
@@ -41,7 +40,7 @@ func TestRecordsOfDCPFiles(t *testing.T) {
 		for i, file := range f.files {
 			want := map[[32]byte]safetensors.DType{}
 			for _, tt := range f.ck.Tensors {
-				dt, _ := pickle.LookupTorchDType(tt.DType)
+				dt, _ := torch.LookupDType(tt.DType)
 				for _, c := range tt.Chunks {
 					n, _ := view.Volume(c.Sizes, dt.Size)
 					if c.Storage.Path != file.Name || n == 0 {

@@ -10,12 +10,11 @@ import (
 	"errors"
 	"fmt"
 	"math"
-
-	"github.com/ckptfs/ckptfs/layout/safetensors"
 )
 
-// MaxSize bounds the data.pkl a torch.save archive may have: a state
-// dict's pickle holds names and shapes, about 200 bytes a tensor.
+// MaxSize bounds the pickle Parse reads, as large as the data.pkl a
+// torch.save archive may have: a state dict's pickle holds names and
+// shapes, about 200 bytes a tensor.
 const MaxSize = 64 << 20
 
 // MaxWork bounds what one pickle may make the reader do: every object
@@ -29,33 +28,6 @@ const MaxSize = 64 << 20
 // apart one level at a time, never printed with %v), so depth costs only
 // the objects it takes, which this budget bounds.
 const MaxWork = 4 << 20
-
-// TorchStorage is one storage record of a torch.save archive, as its
-// persistent id names it: archive entry data/Key, Bytes long. DType is the
-// torch dtype name ("float32"); for an untyped storage it is set by the
-// first tensor that views it.
-type TorchStorage struct {
-	Key   string
-	DType string
-	Bytes int64
-}
-
-// TorchTensor is a tensor as torch._utils._rebuild_tensor_* rebuilds it: a
-// strided view of Shape into a storage, Offset elements in.
-type TorchTensor struct {
-	Storage *TorchStorage
-	DType   string
-	Offset  int64
-	Shape   []int64
-	Stride  []int64
-}
-
-// Pickled is what a restricted read of a torch.save pickle found: the root
-// object and every storage named anywhere in it, in order of appearance.
-type Pickled struct {
-	Root     any
-	Storages []*TorchStorage
-}
 
 // Dict is a Python dict or OrderedDict with its keys in insertion
 // order. Keys are strings, integers or tuples of them.
@@ -75,89 +47,23 @@ type List struct{ Items []any }
 // Global is a global a pickle names, module and name, never looked up.
 type Global struct{ Module, Name string }
 
-// TorchDType is a torch dtype: its element size and the safetensors dtype
-// of the same bytes ("" when safetensors has none).
-type TorchDType struct {
-	Size        int64
-	Safetensors safetensors.DType
-}
-
-// torchDTypes maps torch dtype names to their element size and safetensors
-// name ("" when safetensors has none).
-var torchDTypes = map[string]TorchDType{
-	"float64": {8, "F64"}, "float32": {4, "F32"}, "float16": {2, "F16"}, "bfloat16": {2, "BF16"},
-	"float8_e4m3fn": {1, "F8_E4M3"}, "float8_e5m2": {1, "F8_E5M2"},
-	"int64": {8, "I64"}, "int32": {4, "I32"}, "int16": {2, "I16"}, "int8": {1, "I8"},
-	"uint64": {8, "U64"}, "uint32": {4, "U32"}, "uint16": {2, "U16"}, "uint8": {1, "U8"},
-	"bool": {1, "BOOL"}, "complex64": {8, ""}, "complex128": {16, ""},
-}
-
-// LookupTorchDType returns the torch dtype named name ("float32") and
-// whether torch has it.
-func LookupTorchDType(name string) (TorchDType, bool) {
-	dt, ok := torchDTypes[name]
-	return dt, ok
-}
-
-// typedStorages maps torch's legacy typed storage classes to their dtype.
-var typedStorages = map[string]string{
-	"DoubleStorage": "float64", "FloatStorage": "float32", "HalfStorage": "float16",
-	"BFloat16Storage": "bfloat16", "LongStorage": "int64", "IntStorage": "int32",
-	"ShortStorage": "int16", "CharStorage": "int8", "ByteStorage": "uint8",
-	"BoolStorage": "bool", "ComplexFloatStorage": "complex64", "ComplexDoubleStorage": "complex128",
-}
-
-// untypedStorage is the storage class torch.save names for dtypes that have
-// no typed storage class (float8, uint16...); its size is in bytes.
-const untypedStorage = "torch.storage.UntypedStorage"
-
-// callables are the only globals a pickle may call, each interpreted here
-// as data, never looked up or run.
-var callables = map[string]func(*Machine, Tuple) (any, error){
-	"collections.OrderedDict":                    newOrderedDict,
-	"torch._utils._rebuild_tensor_v2":            rebuildTensor,
-	"torch._utils._rebuild_tensor_v3":            rebuildTensor,
-	"torch._utils._rebuild_parameter":            rebuildParameter,
-	"torch._utils._rebuild_parameter_with_state": rebuildParameter,
-}
-
-// allowedGlobal reports whether a global may appear: a callable above, a
-// storage class, or a dtype.
-func allowedGlobal(g Global) bool {
-	full := g.Module + "." + g.Name
-	if _, ok := callables[full]; ok || full == untypedStorage {
-		return true
-	}
-	if g.Module != "torch" {
-		return false
-	}
-	_, storage := typedStorages[g.Name]
-	_, dtype := torchDTypes[g.Name]
-	return storage || dtype
-}
-
-// ParsePickle reads a torch.save data.pkl without executing it. It knows
-// the opcodes of pickle protocols 2 to 5 that build plain data, and the
-// globals a state dict of tensors needs; anything else (os.system, an
-// arbitrary class) is refused with an error naming it.
-func ParsePickle(data []byte) (*Pickled, error) {
+// Parse reads a pickle of at most MaxSize bytes without executing it,
+// with the globals rules admit (nil admits only collections.OrderedDict),
+// and returns the object it leaves. It knows the opcodes of pickle
+// protocols 2 to 5 that build plain data; anything else (os.system, an
+// arbitrary class) is refused with an error naming it. The machine it
+// returns holds what is left of the work budget, to pay for walking the
+// result.
+func Parse(data []byte, rules *Rules) (any, *Machine, error) {
 	if len(data) > MaxSize {
-		return nil, fmt.Errorf("pickle: %d bytes exceeds %d", len(data), MaxSize)
+		return nil, nil, fmt.Errorf("pickle: %d bytes exceeds %d", len(data), MaxSize)
 	}
-	root, m, err := Run(data, nil)
-	if err != nil {
-		return nil, err
+	if rules == nil {
+		rules = &Rules{}
 	}
-	return &Pickled{Root: root, Storages: m.order}, nil
-}
-
-// Run interprets data with the globals allowedGlobal admits, and
-// those of extra, if any, besides. It returns the machine, whose work
-// budget what is left pays for walking the result.
-func Run(data []byte, extra *Rules) (any, *Machine, error) {
-	m := &Machine{data: data, memo: map[uint64]any{}, storages: map[string]*TorchStorage{}, work: MaxWork, extra: extra}
-	if extra != nil {
-		m.work = extra.Work
+	m := &Machine{data: data, memo: map[uint64]any{}, work: rules.Work, rules: rules}
+	if m.work == 0 {
+		m.work = MaxWork
 	}
 	m.limit = m.work
 	root, err := m.run()
@@ -167,17 +73,42 @@ func Run(data []byte, extra *Rules) (any, *Machine, error) {
 	return root, m, nil
 }
 
-// Rules admit more globals than a state dict needs, for a pickle of
-// another kind (DCP's .metadata): classes that NEWOBJ may instantiate and
-// BUILD give state, and callables interpreted as data.
+// Rules are what a kind of pickle may use besides plain data, as Python's
+// Unpickler.find_class and persistent_load decide: globals by full name
+// ("torch.float32"), each interpreted here as data, never looked up or
+// run.
 type Rules struct {
-	Work      int // the work budget, instead of MaxWork
-	Classes   map[string]bool
-	Callables map[string]func(*Machine, Tuple) (any, error)
+	// Work is the work budget of one pickle; MaxWork when zero.
+	Work int
+	// Names are the globals that may appear as values but not be called
+	// (a dtype, a storage class).
+	Names map[string]bool
+	// Callables are the globals REDUCE may call, besides
+	// collections.OrderedDict.
+	Callables map[string]Callable
+	// Classes are the classes NEWOBJ may instantiate, with no arguments,
+	// as dataclasses pickle: an *Object that BUILD gives its state once.
+	Classes map[string]bool
+	// PersistentLoad interprets a persistent id (BINPERSID); nil refuses
+	// them.
+	PersistentLoad func(pid any) (any, error)
+	// IgnoresState reports whether BUILD on v, a value the rules made,
+	// is ignored (a tensor's hooks and metadata); nil, or false, refuses
+	// BUILD on it.
+	IgnoresState func(v any) bool
 }
 
-// Object is an instance of a class Rules admit: its class and the state
-// BUILD gave it (a dict or a tuple), never run.
+// A Callable interprets a call of a global the rules admit, as data,
+// paying m for what it builds.
+type Callable func(m *Machine, args Tuple) (any, error)
+
+// builtins are the callables every pickle may use: plain data.
+var builtins = map[string]Callable{
+	"collections.OrderedDict": newOrderedDict,
+}
+
+// Object is an instance of a class the rules admit: its class and the
+// state BUILD gave it (a dict or a tuple), never run.
 type Object struct {
 	Class string
 	State any
@@ -186,16 +117,14 @@ type Object struct {
 // Machine is the state of one pickle being read, handed to the callables
 // the rules admit so that they pay for what they build.
 type Machine struct {
-	data     []byte
-	pos      int
-	stack    []any
-	marks    []int
-	memo     map[uint64]any
-	storages map[string]*TorchStorage
-	order    []*TorchStorage
-	work     int    // left of limit
-	limit    int    // MaxWork, or the extra rules' budget
-	extra    *Rules // nil for a torch.save pickle
+	data  []byte
+	pos   int
+	stack []any
+	marks []int
+	memo  map[uint64]any
+	work  int // left of limit
+	limit int // the rules' work budget
+	rules *Rules
 }
 
 var errTruncated = errors.New("truncated")
@@ -343,21 +272,27 @@ func (m *Machine) recall(width int) error {
 }
 
 func (m *Machine) global(module, name string) error {
-	g := Global{module, name}
-	if !allowedGlobal(g) && !m.extra.admits(module+"."+name) {
+	if !m.rules.admits(module + "." + name) {
 		return fmt.Errorf("global %s.%s refused: only state dicts of tensors are read", module, name)
 	}
-	m.push(g)
+	m.push(Global{module, name})
 	return nil
 }
 
-// admits reports whether r names a class or callable full.
+// admits reports whether r names global full, or it is a builtin.
 func (r *Rules) admits(full string) bool {
-	if r == nil {
-		return false
-	}
+	_, builtin := builtins[full]
 	_, call := r.Callables[full]
-	return call || r.Classes[full]
+	return builtin || call || r.Names[full] || r.Classes[full]
+}
+
+// callable returns the callable global full names.
+func (r *Rules) callable(full string) (Callable, bool) {
+	if call, ok := builtins[full]; ok {
+		return call, true
+	}
+	call, ok := r.Callables[full]
+	return call, ok
 }
 
 // run interprets opcodes until STOP and returns the object left on the stack.
@@ -515,10 +450,7 @@ func (m *Machine) run() (any, error) {
 		case 'Q': // BINPERSID
 			var pid any
 			if pid, err = m.pop(); err == nil {
-				var s *TorchStorage
-				if s, err = m.storage(pid); err == nil {
-					m.push(s)
-				}
+				err = m.persistentLoad(pid)
 			}
 		case 'R': // REDUCE
 			err = m.reduce()
@@ -646,38 +578,17 @@ func (d *Dict) Get(name string) (any, bool) {
 	return d.Values[i], true
 }
 
-// storage interprets a persistent id ('storage', class, key, location, numel).
-func (m *Machine) storage(pid any) (*TorchStorage, error) {
-	t, ok := pid.(Tuple)
-	if !ok || len(t) != 5 || t[0] != "storage" {
-		return nil, fmt.Errorf("persistent id is %s, not a storage", TypeName(pid))
+// persistentLoad pushes what the rules make of a persistent id.
+func (m *Machine) persistentLoad(pid any) error {
+	if m.rules.PersistentLoad == nil {
+		return errors.New("persistent id refused")
 	}
-	class, ok1 := t[1].(Global)
-	key, ok2 := t[2].(string)
-	numel, ok3 := t[4].(int64)
-	if !ok1 || !ok2 || !ok3 || numel < 0 {
-		return nil, errors.New("malformed storage persistent id")
+	v, err := m.rules.PersistentLoad(pid)
+	if err != nil {
+		return err
 	}
-	if s, ok := m.storages[key]; ok {
-		return s, nil
-	}
-	s := &TorchStorage{Key: key}
-	if class.Module+"."+class.Name == untypedStorage {
-		s.Bytes = numel
-	} else {
-		dtype, ok := typedStorages[class.Name]
-		if !ok || class.Module != "torch" {
-			return nil, fmt.Errorf("%s.%s is not a storage class", class.Module, class.Name)
-		}
-		size := torchDTypes[dtype].Size
-		if numel > math.MaxInt64/size {
-			return nil, errors.New("storage size overflows")
-		}
-		s.DType, s.Bytes = dtype, numel*size
-	}
-	m.storages[key] = s
-	m.order = append(m.order, s)
-	return s, nil
+	m.push(v)
+	return nil
 }
 
 func (m *Machine) reduce() error {
@@ -690,10 +601,7 @@ func (m *Machine) reduce() error {
 	if !ok || !ok2 {
 		return fmt.Errorf("REDUCE of %s", TypeName(items[0]))
 	}
-	call, ok := callables[g.Module+"."+g.Name]
-	if !ok && m.extra != nil {
-		call, ok = m.extra.Callables[g.Module+"."+g.Name]
-	}
+	call, ok := m.rules.callable(g.Module + "." + g.Name)
 	if !ok {
 		return fmt.Errorf("call of %s.%s refused", g.Module, g.Name)
 	}
@@ -706,7 +614,7 @@ func (m *Machine) reduce() error {
 }
 
 // newObject interprets NEWOBJ: cls.__new__(cls, *args) of a class the
-// extra rules admit, with no arguments, as dataclasses pickle.
+// rules admit, with no arguments, as dataclasses pickle.
 func (m *Machine) newObject() error {
 	items, err := m.popN(2)
 	if err != nil {
@@ -714,7 +622,7 @@ func (m *Machine) newObject() error {
 	}
 	g, ok := items[0].(Global)
 	args, ok2 := items[1].(Tuple)
-	if !ok || !ok2 || m.extra == nil || !m.extra.Classes[g.Module+"."+g.Name] {
+	if !ok || !ok2 || !m.rules.Classes[g.Module+"."+g.Name] {
 		return fmt.Errorf("NEWOBJ of %s refused", TypeName(items[0]))
 	}
 	if len(args) != 0 {
@@ -725,8 +633,8 @@ func (m *Machine) newObject() error {
 }
 
 // build applies BUILD state. A dict's attributes (a state dict's
-// _metadata) and a tensor's are ignored; an object of the extra rules
-// takes its state once.
+// _metadata) and those of a value the rules say ignores them (a tensor's)
+// are ignored; an object of a class the rules admit takes its state once.
 func (m *Machine) build() error {
 	state, err := m.pop()
 	if err != nil {
@@ -737,13 +645,16 @@ func (m *Machine) build() error {
 		return err
 	}
 	switch o := top.(type) {
-	case *Dict, *TorchTensor:
+	case *Dict:
 		return nil
 	case *Object:
 		if o.State != nil {
 			return fmt.Errorf("second BUILD on %s refused", o.Class)
 		}
 		o.State = state
+		return nil
+	}
+	if m.rules.IgnoresState != nil && m.rules.IgnoresState(top) {
 		return nil
 	}
 	return fmt.Errorf("BUILD on %s refused", TypeName(top))
@@ -770,64 +681,6 @@ func newOrderedDict(m *Machine, args Tuple) (any, error) {
 	return d, nil
 }
 
-// rebuildTensor interprets _rebuild_tensor_v2(storage, offset, size, stride,
-// requires_grad, hooks[, metadata]) and _rebuild_tensor_v3(..., hooks,
-// dtype[, metadata]).
-func rebuildTensor(m *Machine, args Tuple) (any, error) {
-	if len(args) < 6 {
-		return nil, fmt.Errorf("%d arguments, need at least 6", len(args))
-	}
-	for _, a := range args[2:4] {
-		if err := m.SpendCopy(a); err != nil {
-			return nil, err
-		}
-	}
-	s, ok := args[0].(*TorchStorage)
-	offset, ok2 := args[1].(int64)
-	if !ok || !ok2 || offset < 0 {
-		return nil, errors.New("malformed storage or offset")
-	}
-	shape, err := Ints(args[2])
-	if err != nil {
-		return nil, fmt.Errorf("size: %w", err)
-	}
-	stride, err := Ints(args[3])
-	if err != nil {
-		return nil, fmt.Errorf("stride: %w", err)
-	}
-	if len(shape) != len(stride) {
-		return nil, fmt.Errorf("size %v and stride %v differ in rank", shape, stride)
-	}
-	t := &TorchTensor{Storage: s, DType: s.DType, Offset: offset, Shape: shape, Stride: stride}
-	if len(args) >= 7 {
-		if g, ok := args[6].(Global); ok { // v3's dtype
-			if _, known := torchDTypes[g.Name]; !known || g.Module != "torch" {
-				return nil, fmt.Errorf("%s.%s is not a dtype", g.Module, g.Name)
-			}
-			t.DType = g.Name
-			if s.DType == "" {
-				s.DType = g.Name
-			}
-		}
-	}
-	if t.DType == "" {
-		return nil, errors.New("tensor of an untyped storage without a dtype")
-	}
-	return t, nil
-}
-
-// rebuildParameter unwraps an nn.Parameter to its tensor.
-func rebuildParameter(_ *Machine, args Tuple) (any, error) {
-	if len(args) < 1 {
-		return nil, errors.New("no data argument")
-	}
-	t, ok := args[0].(*TorchTensor)
-	if !ok {
-		return nil, fmt.Errorf("data is %s, not a tensor", TypeName(args[0]))
-	}
-	return t, nil
-}
-
 // Ints reads a tuple of non-negative integers (a shape, a stride).
 func Ints(v any) ([]int64, error) {
 	t, ok := v.(Tuple)
@@ -846,9 +699,10 @@ func Ints(v any) ([]int64, error) {
 }
 
 // TypeName names a value's Python type with its article, for messages
-// that must not print the value: it may nest a million levels deep.
+// that must not print the value: it may nest a million levels deep. A
+// value the rules made names itself with a TypeName method.
 func TypeName(v any) string {
-	switch v.(type) {
+	switch v := v.(type) {
 	case nil:
 		return "None"
 	case bool:
@@ -869,12 +723,10 @@ func TypeName(v any) string {
 		return "a dict"
 	case Global:
 		return "a global"
-	case *TorchStorage:
-		return "a storage"
-	case *TorchTensor:
-		return "a tensor"
 	case *Object:
-		return "a " + v.(*Object).Class
+		return "a " + v.Class
+	case interface{ TypeName() string }:
+		return v.TypeName()
 	}
 	return fmt.Sprintf("a %T", v)
 }

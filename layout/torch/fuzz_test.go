@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/ckptfs/ckptfs/layout/layouttest"
-	"github.com/ckptfs/ckptfs/layout/pickle"
 	"github.com/ckptfs/ckptfs/layout/safetensors"
 	"github.com/ckptfs/ckptfs/layout/view"
 )
@@ -77,9 +76,9 @@ func FuzzParsePickle(f *testing.F) {
 		f.Add(p)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var p *pickle.Pickled
+		var p *pickled
 		var err error
-		withinBudget(t, len(data), func() { p, err = pickle.ParsePickle(data) })
+		withinBudget(t, len(data), func() { p, err = parsePickle(data) })
 		if err != nil {
 			return
 		}

@@ -29,7 +29,7 @@ func TestHostilePicklesAreBounded(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var err error
-			used := layouttest.Allocated(func() { _, err = pickle.ParsePickle(tc.pickle) })
+			used := layouttest.Allocated(func() { _, err = parsePickle(tc.pickle) })
 			if tc.want == "" && err != nil {
 				t.Fatalf("refused: %v", err)
 			}

@@ -161,10 +161,10 @@ type storageRecord struct {
 }
 
 // storageRecords maps the storage keys of a parsed pickle to their records.
-func storageRecords(p *pickle.Pickled) map[string]storageRecord {
+func storageRecords(p *pickled) map[string]storageRecord {
 	out := make(map[string]storageRecord, len(p.Storages))
 	for _, s := range p.Storages {
-		dt, _ := pickle.LookupTorchDType(s.DType)
+		dt, _ := LookupDType(s.DType)
 		out[s.Key] = storageRecord{DType: dt.Safetensors, Bytes: s.Bytes}
 	}
 	return out
@@ -172,7 +172,8 @@ func storageRecords(p *pickle.Pickled) map[string]storageRecord {
 
 // Parse reads the tensors of a torch.save archive (PyTorch 1.6 and
 // later) from r without unpickling: the zip directory, data.pkl through
-// ParsePickle, and the storage records' places. It returns a Header whose
+// the restricted pickle reader (parsePickle), and the storage records'
+// places. It returns a Header whose
 // DataStart is 0 and whose tensor offsets are absolute in the file, so that
 // a view copies tensor bytes straight out of the storage records. Tensors
 // a safetensors file cannot hold as they are (non-contiguous strides,
@@ -212,7 +213,7 @@ func Parse(r io.ReaderAt, size int64, b HeaderBudget) (*safetensors.Header, []st
 type archive struct {
 	entries map[string]*zip.File
 	dir     string
-	pickled *pickle.Pickled
+	pickled *pickled
 }
 
 // HeaderBudget pays for header bytes before they are read: a plan's
@@ -222,7 +223,7 @@ type HeaderBudget interface {
 }
 
 // openArchive reads the zip directory of a torch.save archive of size
-// bytes, checks its byte order and reads data.pkl through ParsePickle,
+// bytes, checks its byte order and reads data.pkl through parsePickle,
 // paying b for the directory and data.pkl.
 func openArchive(r io.ReaderAt, size int64, b HeaderBudget) (*archive, error) {
 	dirSize, err := checkZipDirectory(r, size)
@@ -264,7 +265,7 @@ func openArchive(r io.ReaderAt, size int64, b HeaderBudget) (*archive, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, err := pickle.ParsePickle(data)
+	p, err := parsePickle(data)
 	if err != nil {
 		return nil, fmt.Errorf("torch zip: %s: %w", pkl.Name, err)
 	}
@@ -349,11 +350,11 @@ func readEntry(f *zip.File, limit uint64) ([]byte, error) {
 // placeTensor finds the bytes of a state dict value in its storage record,
 // which must lie inside the file of size bytes.
 func placeTensor(name string, v any, entries map[string]*zip.File, dir string, size int64) (safetensors.Tensor, error) {
-	t, ok := v.(*pickle.TorchTensor)
+	t, ok := v.(*Tensor)
 	if !ok {
 		return safetensors.Tensor{}, fmt.Errorf("%s, not a tensor", pickle.TypeName(v))
 	}
-	dt, _ := pickle.LookupTorchDType(t.DType)
+	dt, _ := LookupDType(t.DType)
 	if dt.Safetensors == "" {
 		return safetensors.Tensor{}, fmt.Errorf("dtype %s has no safetensors equivalent", t.DType)
 	}

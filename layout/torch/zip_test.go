@@ -12,7 +12,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ckptfs/ckptfs/layout/pickle"
 	"github.com/ckptfs/ckptfs/layout/safetensors"
 	"github.com/ckptfs/ckptfs/layout/view"
 	"github.com/ckptfs/ckptfs/layout/viewtest"
@@ -131,26 +130,10 @@ func TestParsePickleRefuses(t *testing.T) {
 		"bad memo":        {"\x80\x02h\x05.", "memo key 5"},
 		"not a storage":   {"\x80\x02X\x01\x00\x00\x00xQ.", "not a storage"},
 	} {
-		_, err := pickle.ParsePickle([]byte(tc.pickle))
+		_, err := parsePickle([]byte(tc.pickle))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: error %v, want %q", name, err, tc.want)
 		}
-	}
-}
-
-func TestParsePickleData(t *testing.T) {
-	// {"a": [1, -2, 3.5, None, True, b"x", (7,)], 5: "five"} as protocol 2.
-	p, err := pickle.ParsePickle([]byte("\x80\x02}q\x00(X\x01\x00\x00\x00a]q\x01(K\x01J\xfe\xff\xff\xffG@\x0c\x00\x00\x00\x00\x00\x00N\x88C\x01xK\x07\x85eK\x05X\x04\x00\x00\x00fiveu."))
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := p.Root.(*pickle.Dict)
-	if len(d.Keys) != 2 || d.Keys[0] != "a" || d.Keys[1] != int64(5) || d.Values[1] != "five" {
-		t.Fatalf("dict %#v", d)
-	}
-	l := d.Values[0].(*pickle.List).Items
-	if len(l) != 7 || l[0] != int64(1) || l[1] != int64(-2) || l[2] != 3.5 || l[3] != nil || l[4] != true {
-		t.Fatalf("list %#v", l)
 	}
 }
 

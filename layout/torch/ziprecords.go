@@ -153,7 +153,7 @@ func (z *zipReader) smallEntry(name string, size int64) error {
 	}
 	data := z.take(int(size))
 	if z.pickle == "" && isDataPickle(name) {
-		if p, err := pickle.ParsePickle(data); err == nil {
+		if p, err := parsePickle(data); err == nil {
 			z.pickle, z.records = name, storageRecords(p)
 		}
 	}
