@@ -17,4 +17,8 @@
 //     and tiles, the layout of @single and @shards files as extent maps,
 //     and the budget and warnings of one plan.
 //   - layouttest: checkpoint files for tests, hostile ones among them.
+//
+// The arrows point one way: safetensors and pickle import no other; torch
+// imports both, view safetensors, dcp the four. A parser that pays from a
+// view's budget, or warns, takes a one-method interface instead.
 package layout

@@ -334,7 +334,9 @@ func readIndex(st *store.Store, path string, in *meta.Inode) (*safetensors.Index
 // archive with absolute offsets and its warnings.
 func readHeader(r *store.FileReader, name string, b *view.Budget) (*safetensors.Header, []string, error) {
 	if strings.HasSuffix(name, ".bin") {
-		return torch.Parse(r, r.Size(), b)
+		var w view.Warnings
+		h, err := torch.Parse(r, r.Size(), b, &w)
+		return h, w.List(), err
 	}
 	h, err := safetensors.ReadHeader(r, r.Size(), b)
 	return h, nil, err

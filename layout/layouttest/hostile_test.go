@@ -15,8 +15,9 @@ import (
 // metadata the DCP reader takes.
 func TestBuildersMakeWhatTheySay(t *testing.T) {
 	zip := TorchZip(DeepKeyPickle(10), nil)
-	if _, warnings, err := torch.Parse(bytes.NewReader(zip), int64(len(zip)), view.NewBudget()); err != nil || len(warnings) != 1 {
-		t.Fatalf("torch zip: %v %q", err, warnings)
+	var warnings view.Warnings
+	if _, err := torch.Parse(bytes.NewReader(zip), int64(len(zip)), view.NewBudget(), &warnings); err != nil || len(warnings.List()) != 1 {
+		t.Fatalf("torch zip: %v %q", err, warnings.List())
 	}
 	st := TinyTensorsHeader(7, 100)
 	h, err := safetensors.ParseFile(st, int64(len(st)))

@@ -10,7 +10,6 @@ import (
 
 	"github.com/ckptfs/ckptfs/layout/layouttest"
 	"github.com/ckptfs/ckptfs/layout/safetensors"
-	"github.com/ckptfs/ckptfs/layout/view"
 )
 
 // torchSeeds adds the committed torch.save fixtures to a fuzz corpus.
@@ -38,7 +37,7 @@ func FuzzParseTorch(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var h *safetensors.Header
 		var err error
-		withinBudget(t, len(data), func() { h, _, err = Parse(bytes.NewReader(data), int64(len(data)), view.NewBudget()) })
+		withinBudget(t, len(data), func() { h, _, err = parse(data) })
 		if err != nil {
 			return
 		}

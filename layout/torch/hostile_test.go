@@ -1,7 +1,6 @@
 package torch
 
 import (
-	"bytes"
 	"encoding/binary"
 	"strings"
 	"testing"
@@ -45,7 +44,7 @@ func TestHostilePicklesAreBounded(t *testing.T) {
 
 func TestParseTorchNamesOddKeysWithoutPrintingThem(t *testing.T) {
 	data := layouttest.TorchZip(layouttest.DeepKeyPickle(800_000), nil)
-	h, warnings, err := Parse(bytes.NewReader(data), int64(len(data)), view.NewBudget())
+	h, warnings, err := parse(data)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +55,7 @@ func TestParseTorchNamesOddKeysWithoutPrintingThem(t *testing.T) {
 
 func TestParseTorchCapsWarnings(t *testing.T) {
 	data := layouttest.TorchZip(layouttest.WideDictPickle(1000), nil)
-	_, warnings, err := Parse(bytes.NewReader(data), int64(len(data)), view.NewBudget())
+	_, warnings, err := parse(data)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +77,7 @@ func TestParseTorchRefusesHugeDirectory(t *testing.T) {
 	loc := le.AppendUint32(le.AppendUint64(le.AppendUint32([]byte("PK\x06\x07"), 0), 0), 1)
 	end := le.AppendUint16(le.AppendUint32(le.AppendUint32(le.AppendUint32(le.AppendUint32([]byte("PK\x05\x06"), 0), 0xFFFFFFFF), 0xFFFFFFFF), 0xFFFFFFFF), 0)
 	data := append(append(rec, loc...), end...)
-	_, _, err := Parse(bytes.NewReader(data), int64(len(data)), view.NewBudget())
+	_, _, err := parse(data)
 	if err == nil || !strings.Contains(err.Error(), "262145 entries exceed the limit") {
 		t.Fatalf("error %v", err)
 	}

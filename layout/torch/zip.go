@@ -20,7 +20,6 @@ import (
 
 	"github.com/ckptfs/ckptfs/layout/pickle"
 	"github.com/ckptfs/ckptfs/layout/safetensors"
-	"github.com/ckptfs/ckptfs/layout/view"
 )
 
 // The zip signatures torch.save archives use.
@@ -177,35 +176,35 @@ func storageRecords(p *pickled) map[string]storageRecord {
 // DataStart is 0 and whose tensor offsets are absolute in the file, so that
 // a view copies tensor bytes straight out of the storage records. Tensors
 // a safetensors file cannot hold as they are (non-contiguous strides,
-// complex dtypes, non-tensor values) are left out with a warning. The zip
-// directory and data.pkl are paid for from b before they are read.
-func Parse(r io.ReaderAt, size int64, b HeaderBudget) (*safetensors.Header, []string, error) {
+// complex dtypes, non-tensor values) are left out with a warning to w,
+// which bounds how many it keeps: a state dict may have a million keys. The
+// zip directory and data.pkl are paid for from b before they are read.
+func Parse(r io.ReaderAt, size int64, b HeaderBudget, w Warnings) (*safetensors.Header, error) {
 	a, err := openArchive(r, size, b)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	root, ok := a.pickled.Root.(*pickle.Dict)
 	if !ok {
-		return nil, nil, fmt.Errorf("torch zip: data.pkl holds %s, not a state dict", pickle.TypeName(a.pickled.Root))
+		return nil, fmt.Errorf("torch zip: data.pkl holds %s, not a state dict", pickle.TypeName(a.pickled.Root))
 	}
 	entries, dir := a.entries, a.dir
 	h := &safetensors.Header{Metadata: map[string]string{"format": "pt"}}
-	var warnings view.Warnings
 	for i, k := range root.Keys {
 		name, ok := k.(string)
 		if !ok {
-			warnings.Addf("key %d is %s, not a name: left out", i, pickle.TypeName(k))
+			w.Addf("key %d is %s, not a name: left out", i, pickle.TypeName(k))
 			continue
 		}
 		t, err := placeTensor(name, root.Values[i], entries, dir, size)
 		if err != nil {
-			warnings.Addf("%q: %v: left out", name, err)
+			w.Addf("%q: %v: left out", name, err)
 			continue
 		}
 		h.Tensors = append(h.Tensors, t)
 	}
 	sort.SliceStable(h.Tensors, func(i, j int) bool { return h.Tensors[i].Begin < h.Tensors[j].Begin })
-	return h, warnings.List(), nil
+	return h, nil
 }
 
 // archive is a torch.save zip opened: its entries by name, the
@@ -220,6 +219,12 @@ type archive struct {
 // budget, spent by every header of a folder.
 type HeaderBudget interface {
 	SpendHeader(n int64) error
+}
+
+// Warnings takes what a parse leaves out, and why; view.Warnings keeps the
+// first few and counts the rest.
+type Warnings interface {
+	Addf(format string, args ...any)
 }
 
 // openArchive reads the zip directory of a torch.save archive of size

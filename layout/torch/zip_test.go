@@ -17,6 +17,14 @@ import (
 	"github.com/ckptfs/ckptfs/layout/viewtest"
 )
 
+// parse is Parse of data with a budget of its own, and the warnings
+// view.Warnings keeps.
+func parse(data []byte) (*safetensors.Header, []string, error) {
+	var w view.Warnings
+	h, err := Parse(bytes.NewReader(data), int64(len(data)), view.NewBudget(), &w)
+	return h, w.List(), err
+}
+
 // checkTorchFixtures checks Parse on every file gen.py wrote to dir:
 // refused files are refused for the stated reason; the others give the
 // tensors of their safetensors twin, same dtype, shape and bytes, and a
@@ -38,7 +46,7 @@ func checkTorchFixtures(t *testing.T, dir string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		h, warnings, err := Parse(bytes.NewReader(data), int64(len(data)), view.NewBudget())
+		h, warnings, err := parse(data)
 		if want.Refused != "" {
 			if err == nil || !strings.Contains(err.Error(), want.Refused) {
 				t.Errorf("%s: error %v, want one naming %q", name, err, want.Refused)
@@ -167,7 +175,7 @@ func TestParseTorchCompressedRecord(t *testing.T) {
 		w.Write(data)
 	}
 	zw.Close()
-	h, warnings, err := Parse(bytes.NewReader(buf.Bytes()), int64(buf.Len()), view.NewBudget())
+	h, warnings, err := parse(buf.Bytes())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +214,7 @@ func TestTorchTwinsLeftOut(t *testing.T) {
 	}
 	var sources []view.Source
 	for _, name := range []string{"pytorch_model-00001.bin", "pytorch_model-00002.bin"} {
-		h, _, err := Parse(bytes.NewReader(b), int64(len(b)), view.NewBudget())
+		h, _, err := parse(b)
 		if err != nil {
 			t.Fatal(err)
 		}
