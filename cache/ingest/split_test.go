@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"math/rand"
 	"os"
 	"path/filepath"
 	"sync"
@@ -14,11 +15,19 @@ import (
 
 	"github.com/ckptfs/ckptfs/cache/chunk"
 	"github.com/ckptfs/ckptfs/cache/meta"
-	"github.com/ckptfs/ckptfs/layout/layouttest"
 	"github.com/ckptfs/ckptfs/layout/safetensors"
 	"github.com/ckptfs/ckptfs/layout/torch"
 	"github.com/ckptfs/ckptfs/layout/view"
 )
+
+// random is n bytes from a seeded generator, as storetest.Random, which
+// ingest's own tests cannot import: storetest imports the store, which
+// imports ingest.
+func random(seed int64, n int) []byte {
+	b := make([]byte, n)
+	rand.New(rand.NewSource(seed)).Read(b)
+	return b
+}
 
 // memPutter stores chunks in a map; Run calls it from all cores.
 type memPutter struct {
@@ -119,7 +128,7 @@ func torchLikeZip(t testing.TB, record []byte, descriptors bool) []byte {
 // chunk.MaxSize pieces from its first byte, with its dtype as hint, whether the
 // entry sizes come from a data descriptor or from the local header.
 func TestZipSplitAtRecords(t *testing.T) {
-	record := layouttest.Random(3, 3*chunk.MaxSize+12)
+	record := random(3, 3*chunk.MaxSize+12)
 	for _, descriptors := range []bool{true, false} {
 		data := torchLikeZip(t, record, descriptors)
 		if h, err := torch.Parse(bytes.NewReader(data), int64(len(data)), view.NewBudget(), &view.Warnings{}); err != nil || len(h.Tensors) != 1 {
@@ -201,8 +210,8 @@ func FuzzSplitZip(f *testing.F) {
 		}
 		f.Add(data)
 	}
-	f.Add(torchLikeZip(f, layouttest.Random(1, 4096), true))
-	f.Add(torchLikeZip(f, layouttest.Random(2, 4096), false))
+	f.Add(torchLikeZip(f, random(1, 4096), true))
+	f.Add(torchLikeZip(f, random(2, 4096), false))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		splitAll(t, data)
 	})
@@ -231,7 +240,7 @@ func TestStoredZipOfSmallEntriesStreams(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		w.Write(layouttest.Random(int64(i), chunk.MaxSize-100))
+		w.Write(random(int64(i), chunk.MaxSize-100))
 	}
 	if err := zw.Close(); err != nil {
 		t.Fatal(err)

@@ -5,7 +5,6 @@ import (
 	"testing"
 
 	"github.com/ckptfs/ckptfs/cache/meta"
-	"github.com/ckptfs/ckptfs/layout/layouttest"
 )
 
 // What each checkpoint holds, kept from the changes once counted, is what
@@ -24,9 +23,9 @@ func TestCheckpointTotalsFollowChanges(t *testing.T) {
 	}
 	a, b := mkdir(meta.RootIno, "a"), mkdir(meta.RootIno, "b")
 	sub := mkdir(a.Ino, "sub")
-	addFile(t, s, "top", layouttest.Random(1, 1000)) // a file checkpoint
+	addFile(t, s, "top", random(1, 1000)) // a file checkpoint
 	put := func(parent uint64, name string, n int) *meta.Inode {
-		c := addFile(t, s, "tmp", layouttest.Random(int64(n), n))
+		c := addFile(t, s, "tmp", random(int64(n), n))
 		if err := ns.Rename(meta.RootIno, "tmp", parent, name, 0); err != nil {
 			t.Fatal(err)
 		}
@@ -61,7 +60,7 @@ func TestCheckpointTotalsFollowChanges(t *testing.T) {
 	check("counted by the first pass")
 	put(a.Ino, "w", 50)
 	check("a file added")
-	smaller := addFile(t, s, "smaller", layouttest.Random(9, 7))
+	smaller := addFile(t, s, "smaller", random(9, 7))
 	ns.Update(y.Ino, func(in *meta.Inode) error { in.Content = *smaller; return nil })
 	check("a file rewritten")
 	if _, err := ns.Link(y.Ino, b.Ino, "y-link"); err != nil {

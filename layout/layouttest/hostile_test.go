@@ -32,7 +32,4 @@ func TestBuildersMakeWhatTheySay(t *testing.T) {
 	if ck, _ := dcp.ParseMetadata(PlannerDataAgainPickle(3, 5)); len(ck.Paths) != 5 || len(ck.Paths["p4"]) != 3 {
 		t.Fatalf("planner data: %v", ck.Paths)
 	}
-	if !bytes.Equal(Random(1, 64), Random(1, 64)) || bytes.Equal(Random(1, 64), Random(2, 64)) {
-		t.Fatal("Random is not a function of its seed")
-	}
 }
