@@ -3,6 +3,7 @@ package dcp
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -67,7 +68,7 @@ func TestDCPViewsAssembleWhatTorchSaved(t *testing.T) {
 				}
 				got := viewtest.Tensors(t, v, f.data)
 				if len(got) != len(f.want) {
-					t.Fatalf("view has %d tensors, want %d: %v", len(got), len(f.want), slices.Sorted(mapKeys(got)))
+					t.Fatalf("view has %d tensors, want %d: %v", len(got), len(f.want), slices.Sorted(maps.Keys(got)))
 				}
 				for name, b := range f.want {
 					if !bytes.Equal(got[name], b) {
@@ -82,16 +83,6 @@ func TestDCPViewsAssembleWhatTorchSaved(t *testing.T) {
 // planView is viewtest.Lay of a DCP plan.
 func planView(ck *Checkpoint, names map[string]string, files []File, spec view.Spec) (*view.View, []string, error) {
 	return viewtest.Lay(spec, func(b *view.Budget, w *view.Warnings) (*view.Plan, error) { return Plan(ck, names, files, b, w) })
-}
-
-func mapKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 func TestDCPModelNames(t *testing.T) {

@@ -1,5 +1,9 @@
 // Package layouttest builds checkpoint files for tests: torch.save zips
-// around a given pickle, and pickles and headers made to hurt a reader.
+// around a given pickle, safetensors files and the pieces of a distributed
+// save, and pickles and headers made to hurt a reader. It checks what a
+// reader makes of them without the code under test: the memory it
+// allocates, a safetensors file read with encoding/json alone, the tensors
+// a fixture folder's reference.safetensors holds.
 package layouttest
 
 import (

@@ -1,5 +1,5 @@
-"""Writes the DCP checkpoints layout's tests read, with the torch it runs
-under: python gen.py OUT [--ranks N] [--format torch_save|safetensors|hf]
+"""Writes the DCP checkpoints layout/dcp's tests read, with the torch it
+runs under: python gen.py OUT [--ranks N] [--format torch_save|safetensors|hf]
 [--files K].
 
 Each checkpoint is saved from N gloo ranks on CPU as DTensors: sharded on
@@ -12,7 +12,8 @@ With --ranks 1 there is no process group and every tensor is whole.
 only) with HuggingFaceStorageWriter(save_distributed=True): a safetensors
 file of its pieces per rank, shard-RRRRR-model-00001-of-00001.safetensors,
 and no .metadata; a 2-row tensor split 4 ways adds empty pieces. --files K
-spreads the tensors over K files per rank (fqn_to_index_mapping).
+spreads the tensors over K files per rank (fqn_to_index_mapping). These
+are layout/view's fixtures (view/testdata/hf-*): views assemble them.
 """
 import argparse
 import os

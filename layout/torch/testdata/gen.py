@@ -1,4 +1,4 @@
-"""Writes the torch.save fixtures of layout's tests into a directory.
+"""Writes the torch.save fixtures of layout/torch's tests into a directory.
 
     python gen.py OUTDIR
 
