@@ -16,7 +16,9 @@
 //     rule for a name two files define, the assembly of pieces into runs
 //     and tiles, the layout of @single and @shards files as extent maps,
 //     and the budget and warnings of one plan.
-//   - layouttest: checkpoint files for tests, hostile ones among them.
+//   - layouttest: checkpoint files for tests, hostile ones among them,
+//     and checks that need no code under test; viewtest: planned views
+//     read back in tests.
 //
 // The arrows point one way: safetensors and pickle import no other; torch
 // imports both, view safetensors, dcp the four. A parser that pays from a
