@@ -114,8 +114,8 @@ unit:
 
 # Every parser has a fuzz target; make test runs each briefly.
 fuzz:
-	@for t in FuzzParseFile FuzzParseIndex FuzzParseTorch FuzzParsePickle FuzzParseDCPMetadata FuzzShardedSafetensors FuzzReadRecords; do \
-		$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) ./layout/ || exit 1; done
+	@for t in FuzzParseFile:layout/safetensors FuzzParseIndex:layout/safetensors FuzzParseTorch:layout/torch FuzzParse:layout/pickle FuzzParsePickle:layout/torch FuzzReadRecords:layout/torch FuzzParseDCPMetadata:layout/dcp FuzzShardedSafetensors:layout/view; do \
+		$(GO) test -run '^$$' -fuzz "^$${t%%:*}$$" -fuzztime $(FUZZTIME) ./$${t#*:}/ || exit 1; done
 	@for t in FuzzParseManifest:cache/remote FuzzChunkRoundTrip:cache/chunk FuzzDeltaRoundTrip:cache/chunk FuzzDeltaDecode:cache/chunk \
 			FuzzSplitZip:cache/ingest FuzzDecodeInode:cache/meta; do \
 		$(GO) test -run '^$$' -fuzz "^$${t%%:*}$$" -fuzztime $(FUZZTIME) ./$${t#*:}/ || exit 1; done

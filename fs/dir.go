@@ -6,7 +6,7 @@ import (
 	"syscall"
 
 	"github.com/ckptfs/ckptfs/cache/meta"
-	"github.com/ckptfs/ckptfs/layout"
+	"github.com/ckptfs/ckptfs/layout/view"
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 )
@@ -49,7 +49,7 @@ func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		return nil, toErrno(n.fsys.log, "lookup "+name, err)
 	}
 	// A written name always wins; only a missing one can be a view.
-	base, spec, ok, perr := layout.ParseViewName(name)
+	base, spec, ok, perr := view.ParseName(name)
 	if !ok || perr != nil {
 		return nil, syscall.ENOENT
 	}

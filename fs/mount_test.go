@@ -115,7 +115,7 @@ func TestWritesAfterSettling(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	first := layouttest.Random(1, 100<<10)
+	first := storetest.Random(1, 100<<10)
 	f.Write(first)
 	if err := f.Sync(); err != nil {
 		t.Fatal(err)
@@ -128,7 +128,7 @@ func TestWritesAfterSettling(t *testing.T) {
 	if err := os.Remove(tc.path("log")); err != nil {
 		t.Fatal(err)
 	}
-	more := layouttest.Random(2, 10<<10)
+	more := storetest.Random(2, 10<<10)
 	if _, err := f.Write(more); err != nil {
 		t.Fatalf("a write after the staged file went: %v", err)
 	}

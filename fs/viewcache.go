@@ -5,7 +5,7 @@ import (
 	"sync"
 
 	"github.com/ckptfs/ckptfs/cache/views"
-	"github.com/ckptfs/ckptfs/layout"
+	"github.com/ckptfs/ckptfs/layout/view"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -14,7 +14,7 @@ import (
 // every spec of a folder state lays out the one reading of its files
 // (views.Folder) that any of its plans kept. The cache is bounded in views
 // per folder (each distinct @shards=SIZE is one), in all, and in the
-// memory they hold; a view's own size is bounded by layout.MaxViewInline.
+// memory they hold; a view's own size is bounded by view.MaxInline.
 // View nodes hold no view of their own (see FS.viewOf), so these bounds
 // are the bounds.
 const (
@@ -25,7 +25,7 @@ const (
 
 type viewID struct {
 	dir  uint64
-	spec layout.ViewSpec
+	spec view.Spec
 }
 
 // viewPlan is a planned view, or the error that planning it gave, for the

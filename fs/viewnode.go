@@ -15,7 +15,7 @@ import (
 	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/cache/store"
 	"github.com/ckptfs/ckptfs/cache/views"
-	"github.com/ckptfs/ckptfs/layout"
+	"github.com/ckptfs/ckptfs/layout/view"
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/prometheus/client_golang/prometheus"
@@ -62,7 +62,7 @@ var (
 // lookupView resolves name = base@spec for the subdirectory base. Only a
 // caller who may search base has it planned: planning settles and reads
 // the folder's files.
-func (n *dirNode) lookupView(ctx context.Context, name, base string, spec layout.ViewSpec, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+func (n *dirNode) lookupView(ctx context.Context, name, base string, spec view.Spec, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	dir, err := n.fsys.store.Namespace().Lookup(n.ino, base)
 	if err != nil || dir.Mode&syscall.S_IFMT != syscall.S_IFDIR {
 		return nil, syscall.ENOENT

@@ -5,14 +5,14 @@ import (
 	"syscall"
 
 	"github.com/ckptfs/ckptfs/cache/views"
-	"github.com/ckptfs/ckptfs/layout"
+	"github.com/ckptfs/ckptfs/layout/view"
 )
 
 // view is the view spec of folder dirIno (at dirPath) through the mount's
 // cache of planned views. A view is planned once per folder state and
 // spec however many lookups ask for it at once, and lays out the folder
 // as read for any other spec of the same state.
-func (f *FS) view(dirIno uint64, dirPath string, spec layout.ViewSpec) (*views.View, error) {
+func (f *FS) view(dirIno uint64, dirPath string, spec view.Spec) (*views.View, error) {
 	entries, inodes, err := views.ReadFolder(f.store, f.writes, dirIno)
 	if err != nil {
 		return nil, err

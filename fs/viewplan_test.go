@@ -12,8 +12,8 @@ import (
 	"github.com/ckptfs/ckptfs/cache/store"
 	"github.com/ckptfs/ckptfs/cache/storetest"
 	"github.com/ckptfs/ckptfs/cache/views"
-	"github.com/ckptfs/ckptfs/layout"
 	"github.com/ckptfs/ckptfs/layout/layouttest"
+	"github.com/ckptfs/ckptfs/layout/view"
 )
 
 // Lookups of a folder's views at once, of one spec and of several, plan
@@ -31,7 +31,7 @@ func TestOnePlanAtATime(t *testing.T) {
 	var log bytes.Buffer // slog's handler writes a record at a time
 	fsys := &FS{store: st, log: slog.New(slog.NewTextHandler(&log, &slog.HandlerOptions{Level: slog.LevelDebug})), views: newViewCache()}
 
-	specs := []layout.ViewSpec{{}, {Shards: true, MaxShardSize: 1000}, {Shards: true, MaxShardSize: 2000}}
+	specs := []view.Spec{{}, {Shards: true, MaxShardSize: 1000}, {Shards: true, MaxShardSize: 2000}}
 	got := make([]*views.View, 4*len(specs))
 	var wg sync.WaitGroup
 	for i := range got {

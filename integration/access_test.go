@@ -195,7 +195,7 @@ func TestDCPViewsAreAsPrivateAsTheirFiles(t *testing.T) {
 	m := sharedMount(t)
 	folder := func(name, private string) {
 		t.Helper()
-		run(t, "cp", "-r", "../layout/testdata/dcp/2ranks", m.path(name))
+		run(t, "cp", "-r", "../layout/dcp/testdata/2ranks", m.path(name))
 		// The reference file would be the folder's weights: safetensors come first.
 		os.Remove(m.path(name, "reference.safetensors"))
 		if private != "" {

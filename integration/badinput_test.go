@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ckptfs/ckptfs/layout"
 	"github.com/ckptfs/ckptfs/layout/layouttest"
+	"github.com/ckptfs/ckptfs/layout/view"
 )
 
 // stFile builds a safetensors file from a literal header and a data length.
@@ -266,7 +266,7 @@ func TestViewPlanHasOneBudgetForTheFolder(t *testing.T) {
 	}
 	t.Logf("20 links to a %d-byte header: refused in %v; daemon peak RSS %s",
 		binary.LittleEndian.Uint64(big), time.Since(start).Round(time.Millisecond), daemonPeakRSS(m.pid()))
-	if lines := logLines(t, m.store, "/links"); len(lines) > layout.MaxWarnings+3 {
+	if lines := logLines(t, m.store, "/links"); len(lines) > view.MaxWarnings+3 {
 		t.Fatalf("%d log lines for the links", len(lines))
 	}
 	if len(logLines(t, m.store, "view of /links", "more like these")) != 1 {
@@ -335,7 +335,7 @@ func TestHostileDCPMetadataFromAnotherUser(t *testing.T) {
 	}
 	src := t.TempDir()
 	openToAll(src)
-	run(t, "cp", "-r", "../layout/testdata/dcp/2ranks", filepath.Join(src, "good"))
+	run(t, "cp", "-r", "../layout/dcp/testdata/2ranks", filepath.Join(src, "good"))
 	os.Remove(filepath.Join(src, "good", "reference.safetensors")) // else the folder's weights
 	hostile := layouttest.PosixPathAgainPickle(1<<20, 50_000, 1)
 	if err := os.Mkdir(filepath.Join(src, "evil"), 0o755); err != nil {

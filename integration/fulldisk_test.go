@@ -10,7 +10,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/ckptfs/ckptfs/layout/layouttest"
+	"github.com/ckptfs/ckptfs/cache/storetest"
 )
 
 // A store on a small file system: writes past its space fail with ENOSPC
@@ -32,11 +32,11 @@ func TestFullStoreDisk(t *testing.T) {
 	}
 	store := filepath.Join(disk, "store")
 	m := mountStore(t, store)
-	first := layouttest.Random(1, 30<<20)
+	first := storetest.Random(1, 30<<20)
 	if err := os.WriteFile(m.path("first.bin"), first, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	err := os.WriteFile(m.path("too-big.bin"), layouttest.Random(2, 200<<20), 0o644)
+	err := os.WriteFile(m.path("too-big.bin"), storetest.Random(2, 200<<20), 0o644)
 	if !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("writing past the space: %v, want ENOSPC", err)
 	}
@@ -46,7 +46,7 @@ func TestFullStoreDisk(t *testing.T) {
 	if err := os.Remove(ballast); err != nil {
 		t.Fatal(err)
 	}
-	again := layouttest.Random(3, 30<<20)
+	again := storetest.Random(3, 30<<20)
 	if err := os.WriteFile(m.path("again.bin"), again, 0o644); err != nil {
 		t.Fatalf("after freeing space: %v", err)
 	}
@@ -84,7 +84,7 @@ func TestFailedWriteNeverLooksSaved(t *testing.T) {
 	disk, _ := smallDisk(t, 256, 80)
 	store := filepath.Join(disk, "store")
 	m := mountStore(t, store)
-	v1 := layouttest.Random(1, 8<<20)
+	v1 := storetest.Random(1, 8<<20)
 	if err := os.WriteFile(m.path("old.bin"), v1, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +102,7 @@ func TestFailedWriteNeverLooksSaved(t *testing.T) {
 		}
 		var werr error
 		for i := 0; i < 300 && werr == nil; i++ {
-			_, werr = f.WriteAt(layouttest.Random(int64(10+i), 1<<20), int64(i)<<20) // distinct: no dedup
+			_, werr = f.WriteAt(storetest.Random(int64(10+i), 1<<20), int64(i)<<20) // distinct: no dedup
 		}
 		if !errors.Is(werr, syscall.ENOSPC) {
 			t.Errorf("%s: writes past the space: %v, want ENOSPC", tc.name, werr)
@@ -144,7 +144,7 @@ func TestHotCopiesGiveWayToWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := mountStore(t, store, "--hot-size=1GiB")
-	data := layouttest.Random(4, 60<<20) // with the 64 MiB reserve, more than is free
+	data := storetest.Random(4, 60<<20) // with the 64 MiB reserve, more than is free
 	if err := os.WriteFile(m.path("w.bin"), data, 0o644); err != nil {
 		t.Fatalf("a write the hot copy stood in the way of: %v", err)
 	}

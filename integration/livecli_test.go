@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ckptfs/ckptfs/layout/layouttest"
+	"github.com/ckptfs/ckptfs/cache/storetest"
 )
 
 // ckptfsStdout runs a CLI command against store and returns what it
@@ -45,11 +45,11 @@ func TestCLIAgainstALiveMount(t *testing.T) {
 	if err := os.MkdirAll(m.path("scratch", "sub"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(m.path("scratch", "sub", "a.bin"), layouttest.Random(7, 24<<20), 0o644); err != nil {
+	if err := os.WriteFile(m.path("scratch", "sub", "a.bin"), storetest.Random(7, 24<<20), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	waitSettled(t, store) // in packs, not staged
-	before := layouttest.TreeBytes(t, filepath.Join(store, "packs"))
+	before := storetest.TreeBytes(t, filepath.Join(store, "packs"))
 
 	// rm goes through the mount, and gc frees the space at once.
 	if out := ckptfsStdout(t, store, "rm", "scratch"); !strings.Contains(out, "removed scratch") {
@@ -62,7 +62,7 @@ func TestCLIAgainstALiveMount(t *testing.T) {
 	if !strings.HasPrefix(out, "freed ") || strings.HasPrefix(out, "freed 0 chunks") {
 		t.Fatalf("gc against the live mount freed nothing: %q", out)
 	}
-	if after := layouttest.TreeBytes(t, filepath.Join(store, "packs")); before-after < 20<<20 {
+	if after := storetest.TreeBytes(t, filepath.Join(store, "packs")); before-after < 20<<20 {
 		t.Fatalf("packs %d -> %d bytes: gc did not give the 24 MiB back while mounted", before, after)
 	}
 
@@ -79,7 +79,7 @@ func TestCLIAgainstALiveMount(t *testing.T) {
 		for i := 0; !stop.Load(); i++ {
 			p := m.path("busy", fmt.Sprintf("f%d.bin", i%3))
 			os.MkdirAll(filepath.Dir(p), 0o755)
-			if err := os.WriteFile(p, layouttest.Random(int64(i), 2<<20), 0o644); err != nil {
+			if err := os.WriteFile(p, storetest.Random(int64(i), 2<<20), 0o644); err != nil {
 				writeErr = err
 				return
 			}

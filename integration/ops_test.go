@@ -17,7 +17,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/ckptfs/ckptfs/layout/layouttest"
+	"github.com/ckptfs/ckptfs/cache/storetest"
 	"github.com/dustin/go-humanize"
 )
 
@@ -54,7 +54,7 @@ func TestMountThroughFstab(t *testing.T) {
 	}
 	defer os.Remove(helper)
 
-	data := layouttest.Random(3, 5<<20)
+	data := storetest.Random(3, 5<<20)
 	store := importedStore(t, "ck", data)
 	dir := filepath.Join(t.TempDir(), "mnt")
 	if err := os.Mkdir(dir, 0o755); err != nil {
@@ -117,7 +117,7 @@ func TestMetrics(t *testing.T) {
 	data := mustRead(t, m.path("ck", "tokenizer.json"))
 	single := mustRead(t, m.path("ck@single", "model.safetensors"))
 	checkTensors(t, "@single", readSafetensors(t, m.path("ck@single", "model.safetensors")), ck.tensors)
-	written := layouttest.Random(5, 1<<20+3)
+	written := storetest.Random(5, 1<<20+3)
 	if err := os.WriteFile(m.path("ck", "new"), written, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -265,7 +265,7 @@ func decodeJSON(t *testing.T, out string, v any) {
 // TestReadOnlyMount: --read-only serves reads and refuses every change
 // with EROFS.
 func TestReadOnlyMount(t *testing.T) {
-	data := layouttest.Random(6, 1<<20)
+	data := storetest.Random(6, 1<<20)
 	store := importedStore(t, "ck", data)
 	m := mountStore(t, store, "--read-only")
 	readEquals(t, m.path("ck", "f"), data)
@@ -301,7 +301,7 @@ func openErr(path string, flag int) error {
 func TestSigtermFinishesWrites(t *testing.T) {
 	store := newStore(t)
 	m := mountStore(t, store)
-	done := layouttest.Random(7, 2<<20)
+	done := storetest.Random(7, 2<<20)
 	if err := os.WriteFile(m.path("done"), done, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -309,7 +309,7 @@ func TestSigtermFinishesWrites(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	first, second := layouttest.Random(8, 4<<20), layouttest.Random(9, 4<<20)
+	first, second := storetest.Random(8, 4<<20), storetest.Random(9, 4<<20)
 	if _, err := f.Write(first); err != nil {
 		t.Fatal(err)
 	}
@@ -384,7 +384,7 @@ func TestTwoWritersLikeLocalDisk(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			a.Write(layouttest.Random(5, 3<<20))
+			a.Write(storetest.Random(5, 3<<20))
 			b, err := os.OpenFile(p, os.O_RDWR, 0)
 			if err != nil {
 				return err
@@ -393,7 +393,7 @@ func TestTwoWritersLikeLocalDisk(t *testing.T) {
 			if err := b.Close(); err != nil {
 				return err
 			}
-			a.Write(layouttest.Random(6, 1<<20))
+			a.Write(storetest.Random(6, 1<<20))
 			return a.Close()
 		},
 	}

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ckptfs/ckptfs/layout/layouttest"
+	"github.com/ckptfs/ckptfs/cache/storetest"
 )
 
 // archiveTree makes a folder with what users' trees hold: weights, a
@@ -31,7 +31,7 @@ func archiveTree(t *testing.T) string {
 		}
 	}
 	must(os.MkdirAll(filepath.Join(src, "sub", "deep"), 0o750))
-	must(os.WriteFile(filepath.Join(src, "sub", "w.bin"), layouttest.Random(1, 3<<20), 0o640))
+	must(os.WriteFile(filepath.Join(src, "sub", "w.bin"), storetest.Random(1, 3<<20), 0o640))
 	must(os.WriteFile(filepath.Join(src, "run.sh"), []byte("#!/bin/sh\n"), 0o755))
 	must(os.WriteFile(filepath.Join(src, "sub", "deep", "notes"), []byte("n"), 0o600))
 	must(os.Symlink("sub/w.bin", filepath.Join(src, "link")))

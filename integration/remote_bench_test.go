@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ckptfs/ckptfs/layout/layouttest"
+	"github.com/ckptfs/ckptfs/cache/storetest"
 )
 
 // TestBenchRemote is 'make bench-remote', skipped otherwise: a checkpoint
@@ -27,7 +27,7 @@ func TestBenchRemote(t *testing.T) {
 	// 8 MiB bf16 tensors, 32 to a shard.
 	tensors := int(gib * 128)
 	src := genHFCheckpoint(t, t.TempDir(), (tensors+31)/32, 32, 4<<20, 7).dir
-	size := layouttest.TreeBytes(t, src)
+	size := storetest.TreeBytes(t, src)
 	s := startMinio(t)
 	var rows []string
 	row := func(metric string, secs, localSecs float64) {

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ckptfs/ckptfs/layout/layouttest"
+	"github.com/ckptfs/ckptfs/cache/storetest"
 	"github.com/minio/minio-go/v7"
 )
 
@@ -124,7 +124,7 @@ func TestRemoteUploadAcrossServerCrash(t *testing.T) {
 	a := s.mountRemote(t, ckptfsBin, newStore(t))
 	b := s.mountRemote(t, ckptfsBin, newStore(t))
 	src := filepath.Join(t.TempDir(), "big")
-	if err := os.WriteFile(src, layouttest.Random(31, 96<<20), 0o644); err != nil {
+	if err := os.WriteFile(src, storetest.Random(31, 96<<20), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Mkdir(a.path("ck"), 0o755); err != nil {
@@ -219,7 +219,7 @@ func TestRemoteEvictionUnder64MiB(t *testing.T) {
 	s := startMinio(t)
 	a := s.mountRemote(t, plainBin, newStore(t), "--remote-cache-size", "64MiB")
 	run(t, "cp", "-r", ck.dir, a.path("hf"))
-	waitFor(t, "the writer's cache to shrink to 64 MiB", time.Minute, func() bool { return layouttest.TreeBytes(t, filepath.Join(a.store, "packs")) <= limit+slack })
+	waitFor(t, "the writer's cache to shrink to 64 MiB", time.Minute, func() bool { return storetest.TreeBytes(t, filepath.Join(a.store, "packs")) <= limit+slack })
 	a.unmount()
 
 	b := s.mountRemote(t, plainBin, newStore(t), "--remote-cache-size", "64MiB")
@@ -233,8 +233,8 @@ func TestRemoteEvictionUnder64MiB(t *testing.T) {
 			t.Fatalf("@single: tensor %s differs", name)
 		}
 	}
-	waitFor(t, "the reader's cache to shrink to 64 MiB", time.Minute, func() bool { return layouttest.TreeBytes(t, filepath.Join(b.store, "packs")) <= limit+slack })
-	t.Logf("packs after reading 600 MB: writer %d MiB, reader %d MiB", layouttest.TreeBytes(t, filepath.Join(a.store, "packs"))>>20, layouttest.TreeBytes(t, filepath.Join(b.store, "packs"))>>20)
+	waitFor(t, "the reader's cache to shrink to 64 MiB", time.Minute, func() bool { return storetest.TreeBytes(t, filepath.Join(b.store, "packs")) <= limit+slack })
+	t.Logf("packs after reading 600 MB: writer %d MiB, reader %d MiB", storetest.TreeBytes(t, filepath.Join(a.store, "packs"))>>20, storetest.TreeBytes(t, filepath.Join(b.store, "packs"))>>20)
 	b.unmount()
 	if out := mustCkptfs(t, b.store, "fsck"); !strings.Contains(out, "held by the bucket only") {
 		t.Fatalf("fsck of an evicting cache: %s", out)

@@ -9,9 +9,9 @@ import (
 	"testing"
 )
 
-// torchFixture is a torch.save file written by layout/testdata/torch/gen.py.
+// torchFixture is a torch.save file written by layout/torch/testdata/gen.py.
 func torchFixture(name string) string {
-	return filepath.Join("..", "layout", "testdata", "torch", name)
+	return filepath.Join("..", "layout", "torch", "testdata", name)
 }
 
 // TestTorchBinViews: a folder whose weights are pytorch_model.bin is served

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ckptfs/ckptfs/layout/layouttest"
+	"github.com/ckptfs/ckptfs/cache/storetest"
 )
 
 // waitSettled waits until the mounted store has chunked every file it
@@ -98,7 +98,7 @@ func TestWritesAfterTheStagedFileWent(t *testing.T) {
 	t.Parallel()
 	store := newStore(t)
 	m := mountStoreWith(t, plainBin, store)
-	first, more := layouttest.Random(31, 1<<20), layouttest.Random(32, 300<<10)
+	first, more := storetest.Random(31, 1<<20), storetest.Random(32, 300<<10)
 	kept, err := os.Create(m.path("log"))
 	if err != nil {
 		t.Fatal(err)
@@ -167,7 +167,7 @@ func TestAppendAndFsyncCostsWhatItAppends(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		line := layouttest.Random(int64(i), 1<<20)
+		line := storetest.Random(int64(i), 1<<20)
 		if _, err := f.Write(line); err != nil {
 			t.Fatal(err)
 		}
@@ -226,7 +226,7 @@ func TestSparseFileOfAnotherUserTakesNoRoom(t *testing.T) {
 	if fi, err := os.Stat(m.path("u", "sparse")); err != nil || fi.Size() != free || fi.Sys().(*syscall.Stat_t).Uid != 65534 {
 		t.Fatalf("the sparse file: %v", err)
 	}
-	data := layouttest.Random(33, 8<<20)
+	data := storetest.Random(33, 8<<20)
 	if err := os.WriteFile(m.path("root.bin"), data, 0o644); err != nil {
 		t.Fatalf("root's 8 MiB write after another user's sparse file: %v", err)
 	}

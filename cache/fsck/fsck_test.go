@@ -9,7 +9,7 @@ import (
 
 	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/cache/store"
-	"github.com/ckptfs/ckptfs/layout/layouttest"
+	"github.com/ckptfs/ckptfs/cache/storetest"
 )
 
 func openTemp(t *testing.T) *store.Store {
@@ -38,8 +38,8 @@ func addFile(t *testing.T, s *store.Store, name string, data []byte) {
 // is reported with the file that uses the chunk.
 func TestDamagedChunkNamesItsFile(t *testing.T) {
 	s := openTemp(t)
-	addFile(t, s, "keep", layouttest.Random(1, 100000))
-	addFile(t, s, "drop", layouttest.Random(2, 100000))
+	addFile(t, s, "keep", storetest.Random(1, 100000))
+	addFile(t, s, "drop", storetest.Random(2, 100000))
 	if err := s.Namespace().Remove(meta.RootIno, "drop", false); err != nil {
 		t.Fatal(err)
 	}

@@ -3,11 +3,10 @@ package hot
 import (
 	"bytes"
 	"log/slog"
+	"math/rand"
 	"os"
 	"testing"
 	"time"
-
-	"github.com/ckptfs/ckptfs/layout/layouttest"
 )
 
 // A copy becomes readable once complete and lands under its key; a second
@@ -17,7 +16,8 @@ func TestHotCopy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	data := layouttest.Random(3, 6<<20+123)
+	data := make([]byte, 6<<20+123)
+	rand.New(rand.NewSource(3)).Read(data)
 	hot.Copy("k", int64(len(data)), bytes.NewReader(data))
 	hot.Copy("k", int64(len(data)), bytes.NewReader(make([]byte, len(data)))) // a no-op
 	waitCopies(hot)
@@ -47,7 +47,8 @@ func TestHotFilesEvict(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, key := range []string{"a", "b", "c"} {
-		data := layouttest.Random(int64(i), 5<<20)
+		data := make([]byte, 5<<20)
+		rand.New(rand.NewSource(int64(i))).Read(data)
 		hot.Copy(key, int64(len(data)), bytes.NewReader(data))
 		waitCopies(hot)
 		if key == "b" {

@@ -16,7 +16,7 @@ import (
 
 	"github.com/ckptfs/ckptfs/cache/chunk"
 	"github.com/ckptfs/ckptfs/cache/meta"
-	"github.com/ckptfs/ckptfs/layout"
+	"github.com/ckptfs/ckptfs/layout/torch"
 	"github.com/restic/chunker"
 )
 
@@ -162,7 +162,7 @@ type allocFunc func(n int) []byte
 // chunks of their own. What layout cannot follow is chunked by content.
 func split(r *bufio.Reader, emit emitFunc, alloc allocFunc) (meta.Kind, error) {
 	var glue []byte // bytes between tensors, not emitted yet
-	format, rest, err := layout.ReadRecords(r, func(rec layout.Record) error {
+	format, rest, err := torch.ReadRecords(r, func(rec torch.Record) error {
 		if !rec.Tensor && rec.Size <= chunk.MaxSize {
 			var err error
 			if glue, err = appendAll(glue, rec.R); err != nil {
@@ -193,11 +193,11 @@ func split(r *bufio.Reader, emit emitFunc, alloc allocFunc) (meta.Kind, error) {
 }
 
 // kindOf is the kind of content a file read as format is.
-func kindOf(format layout.Format) meta.Kind {
+func kindOf(format torch.Format) meta.Kind {
 	switch format {
-	case layout.Safetensors:
+	case torch.Safetensors:
 		return meta.KindSafetensors
-	case layout.TorchZip:
+	case torch.Zip:
 		return meta.KindZip
 	}
 	return meta.KindOpaque

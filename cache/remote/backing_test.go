@@ -14,7 +14,7 @@ import (
 	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/cache/remote/object"
 	"github.com/ckptfs/ckptfs/cache/store"
-	"github.com/ckptfs/ckptfs/layout/layouttest"
+	"github.com/ckptfs/ckptfs/cache/storetest"
 )
 
 // storeWithFile makes a store holding checkpoint name with one file of data.
@@ -73,7 +73,7 @@ func readFile(t *testing.T, s *store.Store, p string) []byte {
 // server failing part way publishes no manifest.
 func TestPushPullThroughABucket(t *testing.T) {
 	ctx := context.Background()
-	data := layouttest.Random(30, 3<<20)
+	data := storetest.Random(30, 3<<20)
 	objects := object.NewMemory()
 	r := New(objects, "team", "s3://test/team")
 	a := storeWithFile(t, "ck", data)
@@ -93,7 +93,7 @@ func TestPushPullThroughABucket(t *testing.T) {
 	}
 
 	// A server that fails after two chunk uploads: no manifest appears.
-	third := storeWithFile(t, "ck2", layouttest.Random(31, 4<<20))
+	third := storeWithFile(t, "ck2", storetest.Random(31, 4<<20))
 	var puts atomic.Int32 // chunks upload 8 at a time
 	objects.Fail = func(op, key string) error {
 		if op == "put" && strings.Contains(key, "/chunks/") {

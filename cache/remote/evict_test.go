@@ -5,12 +5,12 @@ import (
 	"context"
 	"errors"
 	"github.com/ckptfs/ckptfs/cache/meta"
+	"github.com/ckptfs/ckptfs/cache/storetest"
 	"testing"
 
 	"github.com/ckptfs/ckptfs/cache/chunk"
 	"github.com/ckptfs/ckptfs/cache/fsck"
 	"github.com/ckptfs/ckptfs/cache/remote/object"
-	"github.com/ckptfs/ckptfs/layout/layouttest"
 )
 
 // A store in front of a bucket: publish uploads the chunks, eviction then
@@ -18,7 +18,7 @@ import (
 // its evicted chunks fetched; a chunk the bucket serves damaged is EIO.
 func TestEvictThenFetchBack(t *testing.T) {
 	ctx := context.Background()
-	data := layouttest.Random(40, 6<<20)
+	data := storetest.Random(40, 6<<20)
 	s := openTemp(t)
 	objects := object.NewMemory()
 	r := New(objects, "", "s3://test")

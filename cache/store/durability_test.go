@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/ckptfs/ckptfs/cache/chunk"
-	"github.com/ckptfs/ckptfs/layout/layouttest"
 )
 
 // A chunk appended to a pack that another writer's append filled is
@@ -27,14 +26,14 @@ func TestReclaimWaitsForARecordNotIndexedYet(t *testing.T) {
 			<-release
 		}
 	}
-	straggler := layouttest.Random(1, 64<<10)
+	straggler := random(1, 64<<10)
 	stored := make(chan error)
 	go func() {
 		_, err := s.PutChunk(straggler, "")
 		stored <- err
 	}()
-	<-held                                                               // appended, not indexed yet
-	if _, err := s.PutChunk(layouttest.Random(2, 100), ""); err != nil { // fills on: another pack
+	<-held                                                    // appended, not indexed yet
+	if _, err := s.PutChunk(random(2, 100), ""); err != nil { // fills on: another pack
 		t.Fatal(err)
 	}
 	passed := make(chan error)
@@ -63,7 +62,7 @@ func TestDedupChecksRecordsACrashMayHaveCut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	data := layouttest.Random(3, 3<<20)
+	data := random(3, 3<<20)
 	if _, _, err := s.Ingest(bytes.NewReader(data)); err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +96,7 @@ func TestCleanCloseLeavesNoSuspects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.Ingest(bytes.NewReader(layouttest.Random(3, 1<<20)))
+	s.Ingest(bytes.NewReader(random(3, 1<<20)))
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}

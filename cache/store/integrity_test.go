@@ -10,13 +10,12 @@ import (
 	"github.com/ckptfs/ckptfs/cache/chunk"
 	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/cache/pack"
-	"github.com/ckptfs/ckptfs/layout/layouttest"
 )
 
 // Writers storing the same new chunk at once append it once.
 func TestRacingPutsAppendOnce(t *testing.T) {
 	s := openTemp(t)
-	raw := layouttest.Random(4, 500_000)
+	raw := random(4, 500_000)
 	var wg sync.WaitGroup
 	for range 8 {
 		wg.Add(1)
@@ -44,7 +43,7 @@ func TestRacingPutsAppendOnce(t *testing.T) {
 // bucket lacks.
 func TestEvictionReadsTheIndexNotThePack(t *testing.T) {
 	s := openTemp(t)
-	_, ids := fileInSmallPacks(t, s, layouttest.Random(5, 3<<20))
+	_, ids := fileInSmallPacks(t, s, random(5, 3<<20))
 	s.packs.Seal()
 	f, err := os.OpenFile(s.packs.Path(ids[0]), os.O_RDWR, 0)
 	if err != nil {
@@ -66,7 +65,7 @@ func TestIOErrorIsNotCorruption(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ref, err := s.PutChunk(layouttest.Random(6, 1000), "")
+	ref, err := s.PutChunk(random(6, 1000), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +91,7 @@ func TestIOErrorIsNotCorruption(t *testing.T) {
 // corrupt, never as bytes at the wrong offsets or a panic.
 func TestLyingChunkLengthIsCorrupt(t *testing.T) {
 	s := openTemp(t)
-	ref, err := s.PutChunk(layouttest.Random(7, 1000), "")
+	ref, err := s.PutChunk(random(7, 1000), "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,6 @@ import (
 	"testing"
 
 	"github.com/ckptfs/ckptfs/cache/chunk"
-	"github.com/ckptfs/ckptfs/layout/layouttest"
 )
 
 // Importing a manifest marks as held by the bucket only the chunks this
@@ -13,11 +12,11 @@ import (
 // eviction drop this store's only copy.
 func TestImportMarksOnlyChunksTheStoreLacks(t *testing.T) {
 	s := openTemp(t)
-	mine, err := s.PutChunk(layouttest.Random(20, 1000), "")
+	mine, err := s.PutChunk(random(20, 1000), "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	later := layouttest.Random(21, 1000)
+	later := random(21, 1000)
 	absent := chunk.Ref{Hash: chunk.Sum([]byte("never stored here")), Len: 17}
 	if err := s.MarkBucketOnly([]chunk.Hash{mine.Hash, chunk.Sum(later), absent.Hash}); err != nil {
 		t.Fatal(err)

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/ckptfs/ckptfs/cache/meta"
-	"github.com/ckptfs/ckptfs/layout/layouttest"
 )
 
 // openReclaiming opens a store that reclaims while in use, with packs of
@@ -56,10 +55,10 @@ func reclaim(t *testing.T, s *Store) *GCResult {
 // is let go.
 func TestReclaimWhileInUse(t *testing.T) {
 	s := openReclaiming(t)
-	keepData := layouttest.Random(1, 3<<20)
+	keepData := random(1, 3<<20)
 	keep := addFile(t, s, "keep", keepData)
-	drop := addFile(t, s, "drop", layouttest.Random(2, 3<<20))
-	held := addFile(t, s, "held", layouttest.Random(3, 2<<20))
+	drop := addFile(t, s, "drop", random(2, 3<<20))
+	held := addFile(t, s, "held", random(3, 2<<20))
 	unpin := s.Pin(held)
 	for _, name := range []string{"drop", "held"} {
 		if err := s.ns.Remove(meta.RootIno, name, false); err != nil {
@@ -86,7 +85,7 @@ func TestReclaimWhileInUse(t *testing.T) {
 	if res.Chunks != int64(len(drop.Chunks)) || res.PacksRemoved == 0 {
 		t.Fatalf("second pass: %+v, want the %d chunks of the removed file", res, len(drop.Chunks))
 	}
-	if got := readAll(t, s, held); !bytes.Equal(got, layouttest.Random(3, 2<<20)) {
+	if got := readAll(t, s, held); !bytes.Equal(got, random(3, 2<<20)) {
 		t.Fatal("a pinned file was damaged")
 	}
 	unpin()
@@ -99,7 +98,7 @@ func TestReclaimWhileInUse(t *testing.T) {
 	if got := readAll(t, s, keep); !bytes.Equal(got, keepData) {
 		t.Fatal("the kept file was damaged")
 	}
-	if size := layouttest.TreeBytes(t, s.packs.Dir()); size > 5<<20 {
+	if size := packBytes(t, s); size > 5<<20 {
 		t.Fatalf("packs take %d bytes for a 3 MiB file", size)
 	}
 }
@@ -109,7 +108,7 @@ func TestReclaimWhileInUse(t *testing.T) {
 // between (a commit may wait for space to be made, or for a bucket).
 func TestReclaimKeepsAnIngestInFlight(t *testing.T) {
 	s := openReclaiming(t)
-	data := layouttest.Random(4, 6<<20)
+	data := random(4, 6<<20)
 	pr, pw := io.Pipe()
 	type ingested struct {
 		c       *meta.Content
@@ -160,11 +159,11 @@ func TestReclaimWeighsOnlyWhatChanged(t *testing.T) {
 	s := openReclaiming(t)
 	const files = 200
 	for i := range files {
-		addFile(t, s, fmt.Sprintf("f%03d", i), layouttest.Random(int64(100+i), 10<<10))
+		addFile(t, s, fmt.Sprintf("f%03d", i), random(int64(100+i), 10<<10))
 	}
 	reclaim(t, s) // the first pass counts every reference
 	reclaim(t, s)
-	gone := addFile(t, s, "gone", layouttest.Random(99, 3<<20))
+	gone := addFile(t, s, "gone", random(99, 3<<20))
 	reclaim(t, s)
 	reclaim(t, s)
 	if err := s.ns.Remove(meta.RootIno, "gone", false); err != nil {
@@ -186,7 +185,7 @@ func TestReclaimWeighsOnlyWhatChanged(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := readAll(t, s, &in.Content); !bytes.Equal(got, layouttest.Random(int64(100+i), 10<<10)) {
+		if got := readAll(t, s, &in.Content); !bytes.Equal(got, random(int64(100+i), 10<<10)) {
 			t.Fatalf("f%03d changed", i)
 		}
 	}

@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"io/fs"
+	"math/rand"
 	"os"
 	"strconv"
 	"syscall"
@@ -14,8 +16,36 @@ import (
 	"github.com/ckptfs/ckptfs/cache/chunk"
 	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/cache/pack"
-	"github.com/ckptfs/ckptfs/layout/layouttest"
 )
+
+// random is n bytes from a seeded generator, as storetest.Random, which
+// the store's own tests cannot import: storetest imports the store.
+func random(seed int64, n int) []byte {
+	b := make([]byte, n)
+	rand.New(rand.NewSource(seed)).Read(b)
+	return b
+}
+
+// packBytes is the size of the store's pack files.
+func packBytes(t *testing.T, s *Store) int64 {
+	t.Helper()
+	entries, err := os.ReadDir(s.packs.Dir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, e := range entries {
+		info, err := e.Info()
+		switch {
+		case errors.Is(err, fs.ErrNotExist): // evicted meanwhile
+		case err != nil:
+			t.Fatal(err)
+		case info.Mode().IsRegular():
+			n += info.Size()
+		}
+	}
+	return n
+}
 
 func openTemp(t *testing.T) *Store {
 	t.Helper()
@@ -39,7 +69,7 @@ func readAll(t *testing.T, s *Store, c *meta.Content) []byte {
 
 func TestPutGetDedup(t *testing.T) {
 	s := openTemp(t)
-	data := layouttest.Random(1, 3<<20)
+	data := random(1, 3<<20)
 	a, _, err := s.Ingest(bytes.NewReader(data))
 	if err != nil {
 		t.Fatal(err)
@@ -91,7 +121,7 @@ func safetensorsBytes(a, b []byte) []byte {
 
 func TestSafetensorsSplitAtTensors(t *testing.T) {
 	s := openTemp(t)
-	a, b := layouttest.Random(2, 5<<20+3), layouttest.Random(3, 1000)
+	a, b := random(2, 5<<20+3), random(3, 1000)
 	c1, _, err := s.Ingest(bytes.NewReader(safetensorsBytes(a, b)))
 	if err != nil {
 		t.Fatal(err)
@@ -127,7 +157,7 @@ func TestSafetensorsSplitAtTensors(t *testing.T) {
 
 func TestTruncatedAndMalformedRoundTrip(t *testing.T) {
 	s := openTemp(t)
-	full := safetensorsBytes(layouttest.Random(4, 3000), layouttest.Random(5, 10))
+	full := safetensorsBytes(random(4, 3000), random(5, 10))
 	inputs := [][]byte{
 		full[:5], full[:20], full[:len(full)-7], append(full, 1, 2, 3),
 		append(binary.LittleEndian.AppendUint64(nil, 40), []byte("{not json at all, but long enough ......}xyz")...),
@@ -146,7 +176,7 @@ func TestTruncatedAndMalformedRoundTrip(t *testing.T) {
 
 func TestCorruptionDetected(t *testing.T) {
 	s := openTemp(t)
-	data := layouttest.Random(6, 100000)
+	data := random(6, 100000)
 	c, _, err := s.Ingest(bytes.NewReader(data))
 	if err != nil {
 		t.Fatal(err)
@@ -174,8 +204,8 @@ func TestCorruptionDetected(t *testing.T) {
 
 func TestGCFreesOnlyUnreferenced(t *testing.T) {
 	s := openTemp(t)
-	keep, _, _ := s.Ingest(bytes.NewReader(layouttest.Random(7, 2<<20)))
-	drop, _, _ := s.Ingest(bytes.NewReader(layouttest.Random(8, 2<<20)))
+	keep, _, _ := s.Ingest(bytes.NewReader(random(7, 2<<20)))
+	drop, _, _ := s.Ingest(bytes.NewReader(random(8, 2<<20)))
 	f, _ := s.ns.Create(meta.RootIno, "keep", meta.Inode{Mode: syscall.S_IFREG | 0o644})
 	s.ns.Update(f.Ino, func(in *meta.Inode) error { in.Content = *keep; return nil })
 	g, _ := s.ns.Create(meta.RootIno, "drop", meta.Inode{Mode: syscall.S_IFREG | 0o644})
@@ -194,14 +224,14 @@ func TestGCFreesOnlyUnreferenced(t *testing.T) {
 	if res.PacksRewritten != 1 || res.PacksRemoved != 1 || res.PackBytesFreed < 2<<20 {
 		t.Fatalf("gc packs: %+v", res)
 	}
-	if size := layouttest.TreeBytes(t, s.packs.Dir()); size > 2<<20+4096 {
+	if size := packBytes(t, s); size > 2<<20+4096 {
 		t.Fatalf("packs take %d bytes after gc, want about 2 MiB", size)
 	}
 	in, err := s.ns.Lookup(meta.RootIno, "keep")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(readAll(t, s, &in.Content), layouttest.Random(7, 2<<20)) {
+	if !bytes.Equal(readAll(t, s, &in.Content), random(7, 2<<20)) {
 		t.Fatal("kept file damaged by gc")
 	}
 }
@@ -209,7 +239,7 @@ func TestGCFreesOnlyUnreferenced(t *testing.T) {
 // Packs roll over at their target size; gc deletes the ones left empty.
 func TestPacksRollAndEmptyOnesGo(t *testing.T) {
 	s := openTemp(t)
-	data := layouttest.Random(11, 5<<20)
+	data := random(11, 5<<20)
 	c, ids := fileInSmallPacks(t, s, data)
 	if len(ids) < 5 {
 		t.Fatalf("%d packs for 5 MiB at 1 MiB each", len(ids))
@@ -227,7 +257,7 @@ func TestPacksRollAndEmptyOnesGo(t *testing.T) {
 	if res.PacksRemoved != len(ids) || res.PacksRewritten != 0 {
 		t.Fatalf("gc of %d packs with nothing live: %+v", len(ids), res)
 	}
-	if size := layouttest.TreeBytes(t, s.packs.Dir()); size != 0 {
+	if size := packBytes(t, s); size != 0 {
 		t.Fatalf("packs take %d bytes with nothing stored", size)
 	}
 }
@@ -241,7 +271,7 @@ func TestReopen(t *testing.T) {
 	if _, err := Open(dir, Options{}); !errors.Is(err, ErrLocked) {
 		t.Fatalf("second open: %v", err)
 	}
-	data := layouttest.Random(9, 1<<20)
+	data := random(9, 1<<20)
 	c, _, _ := s.Ingest(bytes.NewReader(data))
 	d, _ := s.ns.Create(meta.RootIno, "ck", meta.Inode{Mode: syscall.S_IFDIR | 0o755, Mtime: time.Now().UnixNano()})
 	f, _ := s.ns.Create(d.Ino, "w.bin", meta.Inode{Mode: syscall.S_IFREG | 0o600, Uid: 7})
@@ -293,7 +323,7 @@ func TestNamespaceRules(t *testing.T) {
 // chunks the bucket holds, and no other.
 func TestEvictionDropsOnlyUploadedPacks(t *testing.T) {
 	s := openTemp(t)
-	c, ids := fileInSmallPacks(t, s, layouttest.Random(12, 6<<20))
+	c, ids := fileInSmallPacks(t, s, random(12, 6<<20))
 	if len(ids) < 4 {
 		t.Fatalf("%d packs for 6 MiB at 1 MiB each", len(ids))
 	}

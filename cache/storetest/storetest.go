@@ -1,6 +1,7 @@
 // Package storetest is the fixture of tests that need a store: one opened
 // in a temporary folder and closed with the test, and files put in it and
-// read back through the store's own API.
+// read back through the store's own API; and the data such tests use:
+// seeded random bytes and the size of a tree of files.
 package storetest
 
 import (

@@ -8,7 +8,6 @@ import (
 	"github.com/ckptfs/ckptfs/cache/store"
 	"github.com/ckptfs/ckptfs/cache/storetest"
 	"github.com/ckptfs/ckptfs/cache/usage"
-	"github.com/ckptfs/ckptfs/layout/layouttest"
 )
 
 // walked counts what checkpoint ino holds by walking it: the reference.
@@ -53,9 +52,9 @@ func TestCountsFollowChanges(t *testing.T) {
 	}
 	a, b := mkdir(meta.RootIno, "a"), mkdir(meta.RootIno, "b")
 	sub := mkdir(a.Ino, "sub")
-	storetest.AddFile(t, s, "top", layouttest.Random(1, 1000)) // a file checkpoint
+	storetest.AddFile(t, s, "top", storetest.Random(1, 1000)) // a file checkpoint
 	put := func(parent uint64, name string, n int) *meta.Inode {
-		storetest.AddFile(t, s, "tmp", layouttest.Random(int64(n), n))
+		storetest.AddFile(t, s, "tmp", storetest.Random(int64(n), n))
 		if err := ns.Rename(meta.RootIno, "tmp", parent, name, 0); err != nil {
 			t.Fatal(err)
 		}
@@ -88,7 +87,7 @@ func TestCountsFollowChanges(t *testing.T) {
 	check("counted by the first reclaim pass")
 	put(a.Ino, "w", 50)
 	check("a file added")
-	smaller := storetest.AddFile(t, s, "smaller", layouttest.Random(9, 7))
+	smaller := storetest.AddFile(t, s, "smaller", storetest.Random(9, 7))
 	ns.Update(y.Ino, func(in *meta.Inode) error { in.Content = *smaller; return nil })
 	check("a file rewritten")
 	if _, err := ns.Link(y.Ino, b.Ino, "y-link"); err != nil {

@@ -7,12 +7,14 @@ import (
 	"syscall"
 
 	"github.com/ckptfs/ckptfs/cache/meta"
-	"github.com/ckptfs/ckptfs/layout"
+	"github.com/ckptfs/ckptfs/layout/dcp"
+	"github.com/ckptfs/ckptfs/layout/pickle"
+	"github.com/ckptfs/ckptfs/layout/view"
 )
 
 // ModelPrefixFile, in a DCP checkpoint folder, overrides which tensors its
 // views serve: the one line it holds is a name prefix (see
-// layout.DCPModelNames); empty serves every tensor as named.
+// dcp.ModelNames); empty serves every tensor as named.
 const ModelPrefixFile = ".ckptfs-model-prefix"
 
 // maxPrefixFile bounds the ModelPrefixFile read.
@@ -24,8 +26,8 @@ func isDCPFolder(entries []meta.DirEntry) bool {
 	var md, data bool
 	for _, e := range entries {
 		if e.Mode == syscall.S_IFREG {
-			md = md || e.Name == layout.DCPMetadataName
-			data = data || layout.IsDCPDataFile(e.Name)
+			md = md || e.Name == dcp.MetadataName
+			data = data || dcp.IsDataFile(e.Name)
 		}
 	}
 	return md && data
@@ -34,20 +36,20 @@ func isDCPFolder(entries []meta.DirEntry) bool {
 // planDCP plans f from the folder's DCP checkpoint; it returns the files
 // it read, which are not passed through. A .metadata that does not parse
 // leaves the folder without views, with a warning.
-func planDCP(st Store, f *Folder, entries []meta.DirEntry, inodes map[string]*meta.Inode, b *layout.Budget, w *layout.Warnings) (map[string]bool, error) {
-	md := inodes[layout.DCPMetadataName]
-	if err := b.SpendHeader(min(md.Content.Size, layout.MaxPickleSize)); err != nil {
+func planDCP(st Store, f *Folder, entries []meta.DirEntry, inodes map[string]*meta.Inode, b *view.Budget, w *view.Warnings) (map[string]bool, error) {
+	md := inodes[dcp.MetadataName]
+	if err := b.SpendHeader(min(md.Content.Size, pickle.MaxSize)); err != nil {
 		return nil, err
 	}
-	data, err := readSmall(st, f.dirPath+"/"+layout.DCPMetadataName, md, layout.MaxPickleSize)
+	data, err := readSmall(st, f.dirPath+"/"+dcp.MetadataName, md, pickle.MaxSize)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", layout.DCPMetadataName, err)
+		return nil, fmt.Errorf("%s: %w", dcp.MetadataName, err)
 	}
-	ck, err := layout.ParseDCPMetadata(data)
+	ck, err := dcp.ParseMetadata(data)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", layout.DCPMetadataName, err)
+		return nil, fmt.Errorf("%s: %w", dcp.MetadataName, err)
 	}
-	used := map[string]bool{layout.DCPMetadataName: true}
+	used := map[string]bool{dcp.MetadataName: true}
 	prefix, override := "", false
 	if in, ok := inodes[ModelPrefixFile]; ok && in.Mode&syscall.S_IFMT == syscall.S_IFREG {
 		line, err := readSmall(st, f.dirPath+"/"+ModelPrefixFile, in, maxPrefixFile)
@@ -58,20 +60,20 @@ func planDCP(st Store, f *Folder, entries []meta.DirEntry, inodes map[string]*me
 			used[ModelPrefixFile] = true
 		}
 	}
-	var files []layout.DCPFile
+	var files []dcp.File
 	for _, e := range entries {
 		in := inodes[e.Name]
-		if !layout.IsDCPDataFile(e.Name) || in.Mode&syscall.S_IFMT != syscall.S_IFREG {
+		if !dcp.IsDataFile(e.Name) || in.Mode&syscall.S_IFMT != syscall.S_IFREG {
 			continue
 		}
 		r := st.NewReader(f.dirPath+"/"+e.Name, &in.Content)
-		files = append(files, layout.DCPFile{Name: e.Name, R: r, Size: r.Size()})
+		files = append(files, dcp.File{Name: e.Name, R: r, Size: r.Size()})
 		f.Sources = append(f.Sources, r)
 		f.Weights = append(f.Weights, in)
 		used[e.Name] = true
 	}
 	f.Weights = append(f.Weights, md)
-	f.plan, err = layout.PlanDCP(ck, layout.DCPModelNames(ck, prefix, override), files, b, w)
+	f.plan, err = dcp.Plan(ck, dcp.ModelNames(ck, prefix, override), files, b, w)
 	return used, err
 }
 

@@ -8,13 +8,14 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/ckptfs/ckptfs/layout"
+	"github.com/ckptfs/ckptfs/layout/safetensors"
+	"github.com/ckptfs/ckptfs/layout/view"
 )
 
 // tensorsOf reads a safetensors file's tensors by name.
 func tensorsOf(t *testing.T, b []byte) map[string][]byte {
 	t.Helper()
-	h, err := layout.ParseFile(b, int64(len(b)))
+	h, err := safetensors.ParseFile(b, int64(len(b)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,7 +33,7 @@ func tensorsOf(t *testing.T, b []byte) map[string][]byte {
 func TestDCPFolderViews(t *testing.T) {
 	s, dir, putMode := storedFolder(t)
 	put := func(name string, data []byte) { putMode(name, data, 0o644) }
-	src := "../../layout/testdata/dcp/4ranks"
+	src := "../../layout/dcp/testdata/4ranks"
 	names, _ := filepath.Glob(src + "/*.distcp")
 	for _, name := range append(names, src+"/.metadata") {
 		b, err := os.ReadFile(name)
@@ -54,7 +55,7 @@ func TestDCPFolderViews(t *testing.T) {
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	read := func() (*View, map[string][]byte) {
-		v, err := Build(s, nil, log, dir.Ino, "/ck", layout.ViewSpec{})
+		v, err := Build(s, nil, log, dir.Ino, "/ck", view.Spec{})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -19,7 +19,9 @@ import (
 	"github.com/ckptfs/ckptfs/cache/hot"
 	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/cache/store"
-	"github.com/ckptfs/ckptfs/layout"
+	"github.com/ckptfs/ckptfs/layout/safetensors"
+	"github.com/ckptfs/ckptfs/layout/torch"
+	"github.com/ckptfs/ckptfs/layout/view"
 )
 
 // Folder is a folder's weights read and planned as tensors, for one state
@@ -28,13 +30,13 @@ import (
 // stored contents it reads never change.
 type Folder struct {
 	Key     string              // changes whenever the folder's files change
-	Sources []*store.FileReader // by layout.Extent.Source
+	Sources []*store.FileReader // by view.Extent.Source
 	// Weights are the records of the files Sources read: every view file
 	// draws from all of them (each header carries all their metadata), so
 	// they say who may read it.
 	Weights []*meta.Inode
 
-	plan    *layout.Plan
+	plan    *view.Plan
 	others  []Passthrough // the files that are not weights
 	log     *slog.Logger
 	dirPath string
@@ -44,7 +46,7 @@ type Folder struct {
 // needs to read them.
 type View struct {
 	*Folder
-	Files []layout.ViewFile
+	Files []view.File
 	Extra []Passthrough // the folder's other files, shown as they are
 }
 
@@ -109,7 +111,7 @@ type Settler interface {
 // Build plans the view spec of folder dirIno (at dirPath, for messages).
 // Malformed weight files are left out with a warning; syscall.ENOENT when
 // the folder has no usable weights.
-func Build(st Store, settler Settler, log *slog.Logger, dirIno uint64, dirPath string, spec layout.ViewSpec) (*View, error) {
+func Build(st Store, settler Settler, log *slog.Logger, dirIno uint64, dirPath string, spec view.Spec) (*View, error) {
 	entries, inodes, err := ReadFolder(st, settler, dirIno)
 	if err != nil {
 		return nil, err
@@ -148,14 +150,14 @@ func ReadFolder(st Store, settler Settler, dirIno uint64) ([]meta.DirEntry, map[
 
 // Read reads and plans the weights of a folder already read: its entries,
 // their records and its FolderKey. What it reads and parses is paid for
-// from one layout.Budget, whatever the names or links that lead to the
+// from one view.Budget, whatever the names or links that lead to the
 // same bytes; a weight file's content is parsed once. What the folder's
-// files leave out is logged, at most layout.MaxWarnings lines and one
+// files leave out is logged, at most view.MaxWarnings lines and one
 // that counts the rest. syscall.ENOENT when the folder has no weights to
 // serve, or when planning them panics (see refusePanic).
 func Read(st Store, log *slog.Logger, dirPath string, entries []meta.DirEntry, inodes map[string]*meta.Inode, key string) (_ *Folder, err error) {
 	defer refusePanic(log, dirPath, &err)
-	b, w, start := layout.NewBudget(), &layout.Warnings{}, time.Now()
+	b, w, start := view.NewBudget(), &view.Warnings{}, time.Now()
 	defer func() {
 		for _, line := range w.List() {
 			log.Warn("view of "+dirPath, "warning", line)
@@ -182,14 +184,14 @@ func Read(st Store, log *slog.Logger, dirPath string, entries []meta.DirEntry, i
 }
 
 // planSources plans f from its weight files, names.
-func planSources(st Store, f *Folder, names []string, inodes map[string]*meta.Inode, b *layout.Budget, w *layout.Warnings) error {
+func planSources(st Store, f *Folder, names []string, inodes map[string]*meta.Inode, b *view.Budget, w *view.Warnings) error {
 	type parsed struct {
-		h        *layout.Header
+		h        *safetensors.Header
 		warnings []string
 		err      error
 	}
 	byContent := map[string]parsed{}
-	var sources []layout.Source
+	var sources []view.Source
 	for _, name := range names {
 		in := inodes[name]
 		r := st.NewReader(f.dirPath+"/"+name, &in.Content)
@@ -197,7 +199,7 @@ func planSources(st Store, f *Folder, names []string, inodes map[string]*meta.In
 		p, ok := byContent[key]
 		if !ok {
 			p.h, p.warnings, p.err = readHeader(r, name, b)
-			var over *layout.BudgetError
+			var over *view.BudgetError
 			if errors.As(p.err, &over) {
 				return p.err
 			}
@@ -206,20 +208,20 @@ func planSources(st Store, f *Folder, names []string, inodes map[string]*meta.In
 		for _, x := range p.warnings {
 			w.Addf("%s: %s", name, x)
 		}
-		sources = append(sources, layout.Source{Name: name, Header: p.h, Err: p.err})
+		sources = append(sources, view.Source{Name: name, Header: p.h, Err: p.err})
 		f.Sources = append(f.Sources, r)
 		if p.err == nil {
 			f.Weights = append(f.Weights, in)
 		}
 	}
 	var err error
-	f.plan, err = layout.PlanSources(sources, b, w)
+	f.plan, err = view.PlanSources(sources, b, w)
 	return err
 }
 
 // View lays the folder's weights out as spec says. A layout over the
 // bounds on what a view synthesizes is refused: syscall.ENOENT.
-func (f *Folder) View(spec layout.ViewSpec) (_ *View, err error) {
+func (f *Folder) View(spec view.Spec) (_ *View, err error) {
 	defer refusePanic(f.log, f.dirPath, &err)
 	lv, err := f.plan.View(spec)
 	if err != nil {
@@ -267,7 +269,7 @@ func passThrough(entries []meta.DirEntry, inodes map[string]*meta.Inode, used ma
 // *.safetensors file, sorted; then the same for PyTorch .bin weights. used
 // holds the files picked and their index. The indexes read are paid for
 // from b.
-func weightFiles(st Store, b *layout.Budget, w *layout.Warnings, dirPath string, entries []meta.DirEntry, inodes map[string]*meta.Inode) ([]string, map[string]bool, error) {
+func weightFiles(st Store, b *view.Budget, w *view.Warnings, dirPath string, entries []meta.DirEntry, inodes map[string]*meta.Inode) ([]string, map[string]bool, error) {
 	isFile := func(name string) bool {
 		in, ok := inodes[name]
 		return ok && in.Mode&syscall.S_IFMT == syscall.S_IFREG
@@ -326,22 +328,24 @@ func weightFiles(st Store, b *layout.Budget, w *layout.Warnings, dirPath string,
 	return nil, nil, nil
 }
 
-func readIndex(st Store, path string, in *meta.Inode) (*layout.Index, error) {
+func readIndex(st Store, path string, in *meta.Inode) (*safetensors.Index, error) {
 	data, err := readSmall(st, path, in, maxIndexSize)
 	if err != nil {
 		return nil, err
 	}
-	return layout.ParseIndex(data)
+	return safetensors.ParseIndex(data)
 }
 
 // readHeader reads and validates a stored weight file's header, paid for
 // from b: a safetensors header, or the tensor table of a torch.save
 // archive with absolute offsets and its warnings.
-func readHeader(r *store.FileReader, name string, b *layout.Budget) (*layout.Header, []string, error) {
+func readHeader(r *store.FileReader, name string, b *view.Budget) (*safetensors.Header, []string, error) {
 	if strings.HasSuffix(name, ".bin") {
-		return layout.ParseTorch(r, r.Size(), b)
+		var w view.Warnings
+		h, err := torch.Parse(r, r.Size(), b, &w)
+		return h, w.List(), err
 	}
-	h, err := layout.ReadHeader(r, r.Size(), b)
+	h, err := safetensors.ReadHeader(r, r.Size(), b)
 	return h, nil, err
 }
 

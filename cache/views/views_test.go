@@ -13,8 +13,9 @@ import (
 
 	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/cache/store"
-	"github.com/ckptfs/ckptfs/layout"
 	"github.com/ckptfs/ckptfs/layout/layouttest"
+	"github.com/ckptfs/ckptfs/layout/safetensors"
+	"github.com/ckptfs/ckptfs/layout/view"
 )
 
 // storedFolder opens a store in a temporary folder with a folder "ck" in
@@ -62,7 +63,7 @@ func TestBuildFromAStoredFolder(t *testing.T) {
 	put("a.safetensors", layouttest.TinyTensorsHeader(3, 10), 0o644)
 	put("b.safetensors", layouttest.TinyTensorsHeader(2, 10), 0o600)
 	put("stray.safetensors", layouttest.TinyTensorsHeader(1, 10), 0o644)
-	put("model.safetensors.index.json", layout.EmitIndex(5, map[string]string{"t0": "a.safetensors", "t1": "b.safetensors"}), 0o644)
+	put("model.safetensors.index.json", safetensors.EmitIndex(5, map[string]string{"t0": "a.safetensors", "t1": "b.safetensors"}), 0o644)
 	put("config.json", []byte("{}"), 0o644)
 
 	entries, _ := s.Namespace().ReadDir(dir.Ino)
@@ -70,7 +71,7 @@ func TestBuildFromAStoredFolder(t *testing.T) {
 		t.Fatal("a folder of safetensors has no weights")
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	v, err := Build(s, nil, log, dir.Ino, "/ck", layout.ViewSpec{})
+	v, err := Build(s, nil, log, dir.Ino, "/ck", view.Spec{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,11 +86,11 @@ func TestBuildFromAStoredFolder(t *testing.T) {
 		t.Fatalf("passed through %q", extra)
 	}
 	buf := readViewFile(t, v, "model.safetensors")
-	h, err := layout.ParseFile(buf, int64(len(buf)))
+	h, err := safetensors.ParseFile(buf, int64(len(buf)))
 	if err != nil || len(h.Tensors) != 1 || h.Tensors[0].Name != "t2" { // a and b both define t0 and t1
 		t.Fatalf("view header: %v, %d tensors", err, len(h.Tensors))
 	}
-	again, _ := Build(s, nil, log, dir.Ino, "/ck", layout.ViewSpec{Shards: true, MaxShardSize: 1})
+	again, _ := Build(s, nil, log, dir.Ino, "/ck", view.Spec{Shards: true, MaxShardSize: 1})
 	if again.Key != v.Key {
 		t.Fatal("the same folder state gave another key")
 	}
@@ -110,7 +111,7 @@ func TestPlanningPanicRefusesTheView(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(&logged, nil))
 	if f, err := Read(s, log, "/ck", entries, inodes, "k"); err != nil {
 		t.Fatalf("control: %v", err)
-	} else if _, err := f.View(layout.ViewSpec{}); err != nil {
+	} else if _, err := f.View(view.Spec{}); err != nil {
 		t.Fatalf("control: %v", err)
 	}
 	inodes["model.safetensors"] = nil

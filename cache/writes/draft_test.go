@@ -11,7 +11,6 @@ import (
 	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/cache/store"
 	"github.com/ckptfs/ckptfs/cache/storetest"
-	"github.com/ckptfs/ckptfs/layout/layouttest"
 )
 
 // newFile creates an empty file name in the root and a draft of it.
@@ -63,7 +62,7 @@ func TestDraftsChunkBeforeTheCommitReturns(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close()
-	data := layouttest.Random(1, 3<<20+5)
+	data := storetest.Random(1, 3<<20+5)
 	in, d := newFile(t, s, w, "streamed")
 	for off := 0; off < len(data); off += 1 << 20 {
 		if err := d.WriteAt(data[off:min(off+1<<20, len(data))], int64(off), 0); err != nil {
@@ -98,7 +97,7 @@ func TestDraftsChunkBeforeTheCommitReturns(t *testing.T) {
 // record names copies it first, leaving the staged file as it was.
 func TestDraftsWriteBehind(t *testing.T) {
 	s, w := openPath(t)
-	first := layouttest.Random(2, 1<<20)
+	first := storetest.Random(2, 1<<20)
 	in, d := newFile(t, s, w, "f")
 	if err := d.WriteAt(first, 0, 0); err != nil {
 		t.Fatal(err)
@@ -109,7 +108,7 @@ func TestDraftsWriteBehind(t *testing.T) {
 	}
 	before := s.NewReader("f", c)
 
-	more := layouttest.Random(3, 64<<10)
+	more := storetest.Random(3, 64<<10)
 	d = draftOf(t, s, w, in)
 	if err := d.WriteAt(more, int64(len(first)), 0); err != nil {
 		t.Fatal(err)
@@ -158,7 +157,7 @@ func TestDraftsWriteBehind(t *testing.T) {
 // a silent success.
 func TestDraftOfAFileGone(t *testing.T) {
 	s, w := openPath(t)
-	data := layouttest.Random(4, 100<<10)
+	data := storetest.Random(4, 100<<10)
 	_, d := newFile(t, s, w, "gone")
 	d.WriteAt(data, 0, 0)
 	if err := s.Namespace().Remove(meta.RootIno, "gone", false); err != nil {

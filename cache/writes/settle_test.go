@@ -15,7 +15,6 @@ import (
 	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/cache/store"
 	"github.com/ckptfs/ckptfs/cache/storetest"
-	"github.com/ckptfs/ckptfs/layout/layouttest"
 )
 
 // openPath opens a write path that writes behind on a new store, its
@@ -104,7 +103,7 @@ func stagedNames(t *testing.T, s *store.Store) []string {
 // dropped unread.
 func TestStagedFilesSettleToChunks(t *testing.T) {
 	s, w := openPath(t)
-	data := safetensorsBytes(layouttest.Random(5, 2<<20+7), layouttest.Random(6, 1000))
+	data := safetensorsBytes(storetest.Random(5, 2<<20+7), storetest.Random(6, 1000))
 	a := stageFile(t, w, "a.safetensors", data)
 	if a.Content.Staged == 0 || len(a.Content.Chunks) != 0 {
 		t.Fatalf("staged record holds %+v", a.Content)
@@ -200,7 +199,7 @@ func TestStagedFilesSurviveACrash(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.settler.stop()
-	data := layouttest.Random(4, 3<<20)
+	data := storetest.Random(4, 3<<20)
 	stageFile(t, w, "w.bin", data)
 	crash(t, s)
 	os.WriteFile(filepath.Join(dir, "staged", "ffff"), []byte("orphan"), 0o600)
@@ -254,8 +253,8 @@ func TestStagedBacklogIsReserved(t *testing.T) {
 
 func TestBadStagedFileDoesNotStopSettling(t *testing.T) {
 	s, w := openPath(t)
-	bad := stageFile(t, w, "bad", layouttest.Random(5, 2<<20))
-	good := stageFile(t, w, "good", layouttest.Random(6, 2<<20))
+	bad := stageFile(t, w, "bad", storetest.Random(5, 2<<20))
+	good := stageFile(t, w, "good", storetest.Random(6, 2<<20))
 	if err := os.Truncate(s.StagedPath(bad.Content.Staged), 1000); err != nil {
 		t.Fatal(err)
 	}
@@ -284,9 +283,9 @@ func TestFileCutShortByACrashIsRemoved(t *testing.T) {
 	if _, err := s.Namespace().Create(meta.RootIno, "d", meta.Inode{Mode: syscall.S_IFDIR | 0o755}); err != nil {
 		t.Fatal(err)
 	}
-	whole := layouttest.Random(7, 1<<20)
+	whole := storetest.Random(7, 1<<20)
 	stageFile(t, w, "whole", whole)
-	cut := stageFile(t, w, "cut", layouttest.Random(8, 1<<20))
+	cut := stageFile(t, w, "cut", storetest.Random(8, 1<<20))
 	if _, err := s.Namespace().Link(cut.Ino, mustLookup(t, s, "d").Ino, "link"); err != nil {
 		t.Fatal(err)
 	}
@@ -322,7 +321,7 @@ func mustLookup(t *testing.T, s *store.Store, name string) *meta.Inode {
 func TestReadOnlyOpenChangesNothing(t *testing.T) {
 	dir := t.TempDir()
 	s, w := openToCrash(t, dir)
-	in := stageFile(t, w, "w", layouttest.Random(9, 1<<20))
+	in := stageFile(t, w, "w", storetest.Random(9, 1<<20))
 	crash(t, s)
 	orphan := filepath.Join(dir, "staged", "ffff")
 	os.WriteFile(orphan, []byte("orphan"), 0o600)
@@ -397,14 +396,14 @@ func TestSparseStagedFileTakesNoRoom(t *testing.T) {
 // change, and a settle after the lease ends takes the longer file.
 func TestAppendsToAStagedFileInPlace(t *testing.T) {
 	s, w := openPath(t)
-	first := layouttest.Random(10, 1<<20)
+	first := storetest.Random(10, 1<<20)
 	in := stageFile(t, w, "log", first)
 	before := s.NewReader("log", &in.Content)
 	f, release, ok := w.lease(&in.Content)
 	if !ok {
 		t.Fatal("no lease on a staged file")
 	}
-	more := layouttest.Random(11, 300<<10)
+	more := storetest.Random(11, 300<<10)
 	if _, err := f.WriteAt(more, int64(len(first))); err != nil {
 		t.Fatal(err)
 	}
@@ -443,7 +442,7 @@ func TestAppendsToAStagedFileInPlace(t *testing.T) {
 // A staged file's sync that returns waits for what another sync took.
 func TestStagedSyncWaitsForTheOtherSync(t *testing.T) {
 	_, w := openPath(t)
-	stageFile(t, w, "a", layouttest.Random(12, 1<<20))
+	stageFile(t, w, "a", storetest.Random(12, 1<<20))
 	w.settler.syncMu.Lock() // another sync holds the staged files
 	done := make(chan error)
 	go func() { done <- w.Sync() }()
@@ -462,7 +461,7 @@ func TestStagedSyncWaitsForTheOtherSync(t *testing.T) {
 // snapshot names go: removals wait for the check.
 func TestFrozenKeepsStagedFiles(t *testing.T) {
 	s, w := openPath(t)
-	in := stageFile(t, w, "f", layouttest.Random(13, 1<<20))
+	in := stageFile(t, w, "f", storetest.Random(13, 1<<20))
 	err := s.Frozen(func(ns *meta.Namespace) error {
 		snap, err := ns.Lookup(meta.RootIno, "f")
 		if err != nil {

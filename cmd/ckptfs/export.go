@@ -10,7 +10,7 @@ import (
 	"github.com/ckptfs/ckptfs/cache/store"
 	"github.com/ckptfs/ckptfs/cache/views"
 	"github.com/ckptfs/ckptfs/cmd/ckptfs/localfs"
-	"github.com/ckptfs/ckptfs/layout"
+	"github.com/ckptfs/ckptfs/layout/view"
 	"github.com/spf13/cobra"
 )
 
@@ -61,7 +61,7 @@ func (a *app) export(store *store.Store, name, dst string) error {
 
 // planExport plans the view NAME names.
 func (a *app) planExport(store *store.Store, name string) (*views.View, error) {
-	base, spec, ok, err := layout.ParseViewName(path.Base(name))
+	base, spec, ok, err := view.ParseName(path.Base(name))
 	if err != nil {
 		return nil, fmt.Errorf("export %s: %w", name, err)
 	}

@@ -23,8 +23,8 @@ from transformers import AutoModel
 from conftest import assert_same_state, embed, unique_with_twin
 
 HF_FILES = ["config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"]
-FIXTURES = Path(__file__).resolve().parents[2] / "layout" / "testdata" / "dcp"
-FIXTURE = FIXTURES / "2ranks"
+LAYOUT = Path(__file__).resolve().parents[2] / "layout"
+FIXTURE = LAYOUT / "dcp" / "testdata" / "2ranks"
 
 # Each case: world size, how the model is sharded, dtype, how it is written,
 # and whether the state dict is nested {"model", "optim"}. "hf" is
@@ -323,7 +323,7 @@ def test_hf_distributed_malformed(mount):
     second file holds a piece of without saying where, 10 MB of sharding
     info. The mount stays up, the log names the cause, and every tensor
     served is the one torch saved."""
-    src = FIXTURES / "hf-2ranks"
+    src = LAYOUT / "view" / "testdata" / "hf-2ranks"
     want = fixture_tensors(src / "reference.safetensors")
     rank0, rank1 = "shard-00001-model-00001-of-00001.safetensors", "shard-00002-model-00001-of-00001.safetensors"
     cases = {}

@@ -1,5 +1,9 @@
 // Package layouttest builds checkpoint files for tests: torch.save zips
-// around a given pickle, and pickles and headers made to hurt a reader.
+// around a given pickle, safetensors files and the pieces of a distributed
+// save, and pickles and headers made to hurt a reader. It checks what a
+// reader makes of them without the code under test: the memory it
+// allocates, a safetensors file read with encoding/json alone, the tensors
+// a fixture folder's reference.safetensors holds.
 package layouttest
 
 import (
@@ -7,14 +11,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
-	"math/rand"
-	"os"
-	"path/filepath"
 	"strings"
-	"testing"
 )
 
 // TorchZip wraps a data.pkl and its storage records in a torch.save-style
@@ -100,33 +98,6 @@ func TinyTensorsHeader(n, metadataBytes int) []byte {
 	out := binary.LittleEndian.AppendUint64(nil, uint64(b.Len()))
 	out = append(out, b.String()...)
 	return append(out, make([]byte, n)...)
-}
-
-// Random is n bytes from a seeded generator: the same seed, the same bytes.
-func Random(seed int64, n int) []byte {
-	b := make([]byte, n)
-	rand.New(rand.NewSource(seed)).Read(b)
-	return b
-}
-
-// TreeBytes is the size of the regular files below root. A file removed
-// while it is counted (packs evicted meanwhile) counts nothing.
-func TreeBytes(t testing.TB, root string) int64 {
-	t.Helper()
-	var n int64
-	err := filepath.Walk(root, func(p string, info os.FileInfo, err error) error {
-		switch {
-		case errors.Is(err, fs.ErrNotExist) && p != root:
-			return nil
-		case err == nil && info.Mode().IsRegular():
-			n += info.Size()
-		}
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
 }
 
 // dcpObject is a DCP dataclass instance of module.class whose state is
