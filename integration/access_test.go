@@ -380,7 +380,7 @@ func TestViewLookupNeedsSearchOfTheFolder(t *testing.T) {
 	planned := func(dir string) bool {
 		log, _ := os.ReadFile(filepath.Join(m.store, "ckptfs.log"))
 		for _, line := range strings.Split(string(log), "\n") {
-			if strings.Contains(line, "left out of views") && strings.Contains(line, dir+"/b.safetensors") {
+			if strings.Contains(line, "view of "+dir+`"`) && strings.Contains(line, "b.safetensors:") && strings.Contains(line, "left out") {
 				return true
 			}
 		}

@@ -369,7 +369,7 @@ func TestHostileDCPMetadataFromAnotherUser(t *testing.T) {
 	}
 	readGood("after")
 	log, _ := os.ReadFile(filepath.Join(m.store, "ckptfs.log"))
-	for _, want := range []string{"u/evil/.metadata", "path of more than 4096 bytes"} {
+	for _, want := range []string{"dir=u/evil", "reason=\".metadata: ", "path of more than 4096 bytes"} {
 		if !bytes.Contains(log, []byte(want)) {
 			t.Errorf("the log does not say %q", want)
 		}
