@@ -1,5 +1,8 @@
 package integration
 
+// Other users: what another uid may reach through the mount, its views and
+// the CLI's commands that run in the root daemon.
+
 import (
 	"bufio"
 	"bytes"
@@ -12,12 +15,6 @@ import (
 	"testing"
 	"time"
 )
-
-// asNobody runs a command as uid/gid 65534 and returns its error.
-func asNobody(name string, args ...string) (string, error) {
-	out, err := exec.Command("setpriv", append([]string{"--reuid=65534", "--regid=65534", "--clear-groups", name}, args...)...).CombinedOutput()
-	return string(out), err
-}
 
 func TestAccessIsPrivateUnlessAllowOther(t *testing.T) {
 	if os.Geteuid() != 0 {
@@ -60,77 +57,6 @@ func TestAccessIsPrivateUnlessAllowOther(t *testing.T) {
 	if out, err := asNobody("touch", m.path("new.txt")); err == nil {
 		t.Fatalf("another user created a file in a 0755 root-owned folder: %s", out)
 	}
-}
-
-func TestUnmountWhileBusy(t *testing.T) {
-	store := newStore(t)
-	m := mountStore(t, store)
-	os.WriteFile(m.path("held.txt"), []byte("held"), 0o644)
-	f, err := os.Open(m.path("held.txt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := ckptfs(t, store, "umount", m.dir)
-	if err == nil || !strings.Contains(strings.ToLower(out), "busy") {
-		f.Close()
-		t.Fatalf("umount with an open file: %v %s", err, out)
-	}
-	// Still mounted and serving.
-	if b, err := os.ReadFile(m.path("held.txt")); err != nil || string(b) != "held" {
-		t.Fatalf("after refused umount: %q %v", b, err)
-	}
-	// --lazy detaches now; the daemon exits once the file is closed.
-	pid := m.pid()
-	mustCkptfs(t, store, "umount", "--lazy", m.dir)
-	if isMounted(m.dir) {
-		t.Fatal("still mounted after --lazy")
-	}
-	f.Close()
-	if !waitExit(pid) {
-		t.Fatalf("daemon %d still running after the last file closed", pid)
-	}
-	if _, err := ckptfs(t, store, "ls"); err != nil {
-		t.Fatal("store still locked after a lazy unmount")
-	}
-}
-
-// openToAll lets every user search dir and the folders above it, up to
-// the temporary folder: test temp dirs are 0700, and a path below one
-// would make every other-user test pass vacuously.
-func openToAll(dir string) {
-	for d := dir; d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
-		os.Chmod(d, 0o755)
-	}
-}
-
-// sharedMount mounts a new store with --allow-other, its parent folders
-// opened to all, for tests that read as another user (root only).
-func sharedMount(t *testing.T) *mount {
-	return sharedMountWith(t, ckptfsBin)
-}
-
-// sharedMountWith is sharedMount with the daemon binary bin.
-func sharedMountWith(t *testing.T, bin string) *mount {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to switch to another user")
-	}
-	m := mountStoreWith(t, bin, newStore(t), "--allow-other")
-	openToAll(filepath.Dir(m.dir))
-	return m
-}
-
-// addressSpaceCapped is a program that runs bin with its address space
-// capped at limit bytes (prlimit --as), inherited by the daemon it
-// starts: a daemon that asks for more fails at once instead of taking the
-// machine's memory. bin is the plain build: the race detector's shadow
-// memory needs terabytes of address space.
-func addressSpaceCapped(t *testing.T, bin string, limit int64) string {
-	wrapper := filepath.Join(t.TempDir(), "ckptfs-capped")
-	script := fmt.Sprintf("#!/bin/sh\nexec prlimit --as=%d -- %s \"$@\"\n", limit, bin)
-	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return wrapper
 }
 
 // TestViewsAreAsPrivateAsTheirSource reads views as another user with
@@ -392,4 +318,199 @@ func TestViewLookupNeedsSearchOfTheFolder(t *testing.T) {
 	if planned("/shut") {
 		t.Error("a user who may not search the folder made the daemon plan its views")
 	}
+}
+
+// The CLI's rm and export run in the mount's daemon, as root, on paths
+// other users may change while they run. These tests have uid 65534 swap
+// a folder for a symlink to a folder of root's, outside the mount, as
+// fast as it can, while root runs the command: nothing outside may be
+// removed or created. Each has a control: root doing the same by path,
+// as the daemon did, is led outside within a few tries, so the swaps do
+// land where they should.
+
+// asNobodyLoop runs a Python loop as uid 65534 in the background, for the
+// test's duration.
+func asNobodyLoop(t *testing.T, script string, args ...string) {
+	t.Helper()
+	cmd := exec.Command("setpriv", append([]string{"--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", script}, args...)...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+}
+
+// flipScript puts a folder and a symlink in turn at one name, over and
+// over (the mount has no RENAME_EXCHANGE).
+const flipScript = `
+import os, sys
+name, folder, link = sys.argv[1:]
+while True:
+    for src, dst in ((name, folder), (link, name), (name, link), (folder, name)):
+        try:
+            os.rename(src, dst)
+        except OSError:
+            pass
+`
+
+// TestRmThroughAFlippingSymlink: uid 65534 owns u, holding a folder a with
+// b0, b1... in it and a symlink l to root's folder outside, which holds
+// the same names; it puts one and the other at u/a without pause while
+// root runs 'ckptfs rm u/a/bN' against the live mount, 100 times.
+func TestRmThroughAFlippingSymlink(t *testing.T) {
+	const tries = 100
+	m := sharedMount(t)
+	outside := t.TempDir()
+	u := m.path("u")
+	if err := os.Mkdir(u, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(u, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for i := range 2 * tries {
+		names = append(names, fmt.Sprintf("%s/a/b%d", u, i))
+		if err := os.Mkdir(filepath.Join(outside, fmt.Sprint("b", i)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out, err := asNobody("mkdir", append([]string{"-p"}, names...)...); err != nil {
+		t.Fatalf("the other user cannot make its folders: %v %s", err, out)
+	}
+	if out, err := asNobody("ln", "-s", outside, filepath.Join(u, "l")); err != nil {
+		t.Fatalf("the other user cannot make its symlink: %v %s", err, out)
+	}
+	asNobodyLoop(t, flipScript, filepath.Join(u, "a"), filepath.Join(u, "d"), filepath.Join(u, "l"))
+	removedOutside := func() []string {
+		var gone []string
+		for i := range 2 * tries {
+			if _, err := os.Lstat(filepath.Join(outside, fmt.Sprint("b", i))); err != nil {
+				gone = append(gone, fmt.Sprint("b", i))
+			}
+		}
+		return gone
+	}
+	// Control: root removing by path, as the daemon did after its check in
+	// the store, is led outside.
+	led := false
+	for i := 0; i < tries && !led; i++ {
+		os.RemoveAll(filepath.Join(u, "a", fmt.Sprint("b", i)))
+		led = len(removedOutside()) > 0
+	}
+	if !led {
+		t.Fatalf("control: %d removals by path through the flipping folder never reached outside", tries)
+	}
+	for _, name := range removedOutside() {
+		os.Mkdir(filepath.Join(outside, name), 0o755)
+	}
+	removed := 0
+	for i := tries; i < 2*tries; i++ {
+		if _, err := ckptfs(t, m.store, "rm", fmt.Sprintf("u/a/b%d", i)); err == nil {
+			removed++
+		}
+		if gone := removedOutside(); len(gone) > 0 {
+			t.Fatalf("'ckptfs rm' removed %s outside the mount (try %d)", gone, i-tries+1)
+		}
+	}
+	t.Logf("%d of %d removals done, the rest refused", removed, tries)
+	// Control: with the folder left in place, rm removes what it is
+	// asked to.
+	if err := os.MkdirAll(m.path("v", "a", "b", "c"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	mustCkptfs(t, m.store, "rm", "v/a/b")
+	if _, err := os.Lstat(m.path("v", "a", "b")); !os.IsNotExist(err) {
+		t.Fatalf("control: v/a/b still there after rm: %v", err)
+	}
+}
+
+// exportSwapScript waits for w/out0, w/out1... to appear in turn, and
+// as soon as one does renames it aside and puts a symlink to root's
+// folder outside in its place.
+const exportSwapScript = `
+import os, sys
+w, outside = sys.argv[1], sys.argv[2]
+i = 0
+while True:
+    dst = "%s/out%d" % (w, i)
+    try:
+        os.rename(dst, dst + ".moved")
+    except OSError:
+        continue
+    try:
+        os.symlink(outside, dst)
+    except OSError:
+        pass
+    i += 1
+`
+
+// TestExportIntoAFolderAnotherUserWrites: root exports a checkpoint of 40
+// files (12 MB) into w/outN, w a folder of uid 65534's, which swaps each
+// outN for a symlink to root's folder outside as soon as it appears, 20
+// times.
+func TestExportIntoAFolderAnotherUserWrites(t *testing.T) {
+	const tries = 20
+	m := sharedMount(t)
+	for i := range 40 {
+		p := m.path("ck", fmt.Sprint("f", i))
+		if i%10 == 9 {
+			p = m.path("ck", "sub", fmt.Sprint("f", i))
+		}
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, []byte(strings.Repeat(fmt.Sprint(i), 150_000)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	outside, w := t.TempDir(), filepath.Join(t.TempDir(), "w")
+	openToAll(filepath.Dir(w))
+	if err := os.Mkdir(w, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(w, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	// Control: an export into a folder no one else writes is whole.
+	quiet := filepath.Join(t.TempDir(), "quiet")
+	mustCkptfs(t, m.store, "export", "ck", quiet)
+	sameTrees(t, m.path("ck"), quiet)
+
+	asNobodyLoop(t, exportSwapScript, w, outside)
+	madeOutside := func() []string { return strings.Fields(listNames(t, outside)) }
+	// Control: root making the same tree by path, as export did, is led
+	// outside.
+	next := 0
+	for led := false; !led; next++ {
+		if next == tries {
+			t.Fatalf("control: %d copies by path into the swapped folders never reached outside", tries)
+		}
+		dst := filepath.Join(w, fmt.Sprint("out", next))
+		if err := os.Mkdir(dst, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for j := range 40 {
+			os.WriteFile(filepath.Join(dst, fmt.Sprint("f", j)), nil, 0o644)
+		}
+		led = len(madeOutside()) > 0
+	}
+	for _, name := range madeOutside() {
+		os.Remove(filepath.Join(outside, name))
+	}
+	exported := 0
+	for range tries {
+		out, err := ckptfs(t, m.store, "export", "ck", filepath.Join(w, fmt.Sprint("out", next)))
+		if made := madeOutside(); len(made) > 0 {
+			t.Fatalf("'ckptfs export' made %s outside its destination (out%d: %v %s)", made, next, err, out)
+		}
+		if err == nil {
+			exported++
+			sameTrees(t, m.path("ck"), filepath.Join(w, fmt.Sprint("out", next, ".moved")))
+		} else {
+			t.Logf("out%d: %v %s", next, err, out)
+		}
+		next++
+	}
+	t.Logf("%d of %d exports done, the rest refused", exported, tries)
 }

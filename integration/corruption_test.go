@@ -1,5 +1,7 @@
 package integration
 
+// A store damaged on disk: bytes flipped in packs and in Badger's tables.
+
 import (
 	"bytes"
 	"encoding/binary"

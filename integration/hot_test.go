@@ -1,5 +1,7 @@
 package integration
 
+// Hot copies: decoded copies of files read often, served by FUSE passthrough.
+
 import (
 	"bytes"
 	"encoding/binary"
@@ -85,17 +87,6 @@ func TestHotCopyThenWrite(t *testing.T) {
 	mmapEquals(t, m.path("f"), next)
 }
 
-func readEquals(t *testing.T, path string, want []byte) {
-	t.Helper()
-	got, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Fatalf("%s: %d bytes differ from the %d written", path, len(got), len(want))
-	}
-}
-
 func mmapEquals(t *testing.T, path string, want []byte) {
 	t.Helper()
 	f, err := os.Open(path)
@@ -167,13 +158,4 @@ func TestHotCopyOfViewFile(t *testing.T) {
 	os.Chtimes(m.path("ck", filepath.Base(shard)), st.ModTime(), st.ModTime())
 	waitFor(t, "the view to change", 5*time.Second, func() bool { return fileHash(t, single) != before })
 	checkTensors(t, "@single after a same-size change", readSafetensors(t, single), ck.tensors)
-}
-
-func mustRead(t *testing.T, path string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }

@@ -1,22 +1,282 @@
 package integration
 
+// The mount behaves as a local file system: the operations tools use,
+// copies in and out, the rules of permissions and names, as on ext4.
+
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io/fs"
 	"maps"
+	"math/rand"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/ckptfs/ckptfs/cache/storetest"
 )
+
+func TestCopyRoundTripAndRemount(t *testing.T) {
+	ck := sharedHFCheckpoint(t)
+	store := newStore(t)
+	m := mountStore(t, store)
+	run(t, "cp", "-r", ck.dir, m.path("hf"))
+	out1 := filepath.Join(t.TempDir(), "out1")
+	run(t, "cp", "-r", m.path("hf"), out1)
+	sameTrees(t, ck.dir, out1)
+	run(t, "cmp", filepath.Join(ck.dir, "model-00002-of-00003.safetensors"), m.path("hf", "model-00002-of-00003.safetensors"))
+	m.unmount()
+
+	m = mountStore(t, store)
+	out2 := filepath.Join(t.TempDir(), "out2")
+	run(t, "cp", "-r", m.path("hf"), out2)
+	sameTrees(t, ck.dir, out2)
+	m.unmount()
+	fsckClean(t, store)
+}
+
+func TestFileOperations(t *testing.T) {
+	m := mountStore(t, newStore(t))
+	dir := m.path("ck")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write := func(name, s string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	read := func(name string) string {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	// rename over an existing file
+	write("a", "new contents")
+	write("b", "old")
+	if err := os.Rename(filepath.Join(dir, "a"), filepath.Join(dir, "b")); err != nil {
+		t.Fatal(err)
+	}
+	if got := read("b"); got != "new contents" {
+		t.Fatalf("after rename over: %q", got)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "a")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("source still there: %v", err)
+	}
+	// truncate, shorter and longer
+	if err := os.Truncate(filepath.Join(dir, "b"), 3); err != nil {
+		t.Fatal(err)
+	}
+	if got := read("b"); got != "new" {
+		t.Fatalf("after truncate: %q", got)
+	}
+	if err := os.Truncate(filepath.Join(dir, "b"), 5); err != nil {
+		t.Fatal(err)
+	}
+	if got := read("b"); got != "new\x00\x00" {
+		t.Fatalf("after extending truncate: %q", got)
+	}
+	// unlink then recreate
+	if err := os.Remove(filepath.Join(dir, "b")); err != nil {
+		t.Fatal(err)
+	}
+	write("b", "again")
+	if got := read("b"); got != "again" {
+		t.Fatalf("recreated: %q", got)
+	}
+	// append to an existing file
+	f, err := os.OpenFile(filepath.Join(dir, "b"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("+more")
+	f.Close()
+	if got := read("b"); got != "again+more" {
+		t.Fatalf("appended: %q", got)
+	}
+	// chmod, utimens, symlink, mkdir/rmdir, statfs
+	if err := os.Chmod(filepath.Join(dir, "b"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	when := time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC)
+	if err := os.Chtimes(filepath.Join(dir, "b"), when, when); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := os.Stat(filepath.Join(dir, "b"))
+	if st.Mode().Perm() != 0o600 || !st.ModTime().Equal(when) || st.Size() != 10 {
+		t.Fatalf("stat: %v %v %d", st.Mode(), st.ModTime(), st.Size())
+	}
+	if err := os.Symlink("b", filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	if target, _ := os.Readlink(filepath.Join(dir, "link")); target != "b" || read("link") != "again+more" {
+		t.Fatalf("symlink: %q", target)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(dir); err == nil {
+		t.Fatal("rmdir of a non-empty folder succeeded")
+	}
+	if err := os.Remove(filepath.Join(dir, "sub")); err != nil {
+		t.Fatal(err)
+	}
+	var sfs syscall.Statfs_t
+	if err := syscall.Statfs(m.dir, &sfs); err != nil || sfs.Blocks == 0 {
+		t.Fatalf("statfs: %v %+v", err, sfs)
+	}
+	// fsync makes a file visible to other openers before close
+	f, _ = os.Create(filepath.Join(dir, "synced"))
+	f.WriteString("durable")
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if got := read("synced"); got != "durable" {
+		t.Fatalf("after fsync: %q", got)
+	}
+	f.Close()
+}
+
+// Names of 256 bytes or more are ENAMETOOLONG through the mount, as on
+// ext4, so every file in it can be exported to a local disk.
+func TestLongNamesAsExt4(t *testing.T) {
+	m := mountStore(t, newStore(t))
+	local := t.TempDir()
+	for _, dir := range []string{m.dir, local} {
+		long := dir + "/" + strings.Repeat("n", 256)
+		if err := os.WriteFile(long, nil, 0o644); !errors.Is(err, syscall.ENAMETOOLONG) {
+			t.Fatalf("create of a 256-byte name in %s: %v", dir, err)
+		}
+		if err := os.WriteFile(long[:len(long)-1], []byte("x"), 0o644); err != nil {
+			t.Fatalf("create of a 255-byte name in %s: %v", dir, err)
+		}
+		if err := os.Rename(long[:len(long)-1], long); !errors.Is(err, syscall.ENAMETOOLONG) {
+			t.Fatalf("rename to a 256-byte name in %s: %v", dir, err)
+		}
+	}
+}
+
+// Two handles writing one file give what local disk gives: two O_APPEND
+// writers interleave, two writers at offsets both land, and a close of one
+// while the other goes on writing loses neither (it was last-close-wins).
+func TestTwoWritersLikeLocalDisk(t *testing.T) {
+	m := mountStore(t, newStore(t))
+	local := t.TempDir()
+	scenarios := map[string]func(dir string) error{
+		"two O_APPEND writers": func(dir string) error {
+			p := filepath.Join(dir, "log.txt")
+			a, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+			if err != nil {
+				return err
+			}
+			b, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0o644)
+			if err != nil {
+				return err
+			}
+			for i := range 50 {
+				fmt.Fprintf(a, "a%d\n", i)
+				fmt.Fprintf(b, "b%d\n", i)
+			}
+			return errors.Join(a.Close(), b.Close())
+		},
+		"two writers at offsets, closed in turn": func(dir string) error {
+			p := filepath.Join(dir, "x.bin")
+			if err := os.WriteFile(p, bytes.Repeat([]byte("."), 64), 0o644); err != nil {
+				return err
+			}
+			a, err := os.OpenFile(p, os.O_RDWR, 0)
+			if err != nil {
+				return err
+			}
+			b, err := os.OpenFile(p, os.O_RDWR, 0)
+			if err != nil {
+				return err
+			}
+			a.WriteAt([]byte("AAAA"), 0)
+			b.WriteAt([]byte("BBBB"), 100)
+			a.WriteAt([]byte("CC"), 50)
+			if err := a.Close(); err != nil {
+				return err
+			}
+			b.WriteAt([]byte("DD"), 10)
+			return b.Close()
+		},
+		"a streaming writer and a second one": func(dir string) error {
+			p := filepath.Join(dir, "s.bin")
+			a, err := os.Create(p)
+			if err != nil {
+				return err
+			}
+			a.Write(storetest.Random(5, 3<<20))
+			b, err := os.OpenFile(p, os.O_RDWR, 0)
+			if err != nil {
+				return err
+			}
+			b.WriteAt([]byte("second"), 2)
+			if err := b.Close(); err != nil {
+				return err
+			}
+			a.Write(storetest.Random(6, 1<<20))
+			return a.Close()
+		},
+	}
+	for name, run := range scenarios {
+		if err := run(local); err != nil {
+			t.Fatalf("%s on local disk: %v", name, err)
+		}
+		if err := run(m.dir); err != nil {
+			t.Fatalf("%s on the mount: %v", name, err)
+		}
+	}
+	for _, f := range []string{"log.txt", "x.bin", "s.bin"} {
+		want, _ := os.ReadFile(filepath.Join(local, f))
+		got, err := os.ReadFile(m.path(f))
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("%s: %d bytes differ from local disk's %d (%v)", f, len(got), len(want), err)
+		}
+	}
+}
+
+func TestConcurrentWriters(t *testing.T) {
+	m := mountStore(t, newStore(t))
+	var wg sync.WaitGroup
+	data := [2][]byte{make([]byte, 40<<20), make([]byte, 40<<20)}
+	rand.New(rand.NewSource(4)).Read(data[0])
+	rand.New(rand.NewSource(5)).Read(data[1])
+	errs := make(chan error, 2)
+	for i := range data {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- os.WriteFile(m.path("w"+strconv.Itoa(i)), data[i], 0o644)
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range data {
+		got, err := os.ReadFile(m.path("w" + strconv.Itoa(i)))
+		if err != nil || !bytes.Equal(got, data[i]) {
+			t.Fatalf("writer %d: content differs (%v)", i, err)
+		}
+	}
+}
 
 // archiveTree makes a folder with what users' trees hold: weights, a
 // script, a nested folder with its own mode, symlinks (one dangling), hard

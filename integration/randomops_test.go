@@ -1,5 +1,8 @@
 package integration
 
+// Random sequences of operations run on the mount and on a local folder
+// side by side: both must give the same results and bytes.
+
 import (
 	"bytes"
 	"errors"
@@ -9,11 +12,47 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
-	"time"
 )
+
+func TestRandomWritesMatchLocalDisk(t *testing.T) {
+	m := mountStore(t, newStore(t))
+	const size = 64 << 20
+	local := filepath.Join(t.TempDir(), "local")
+	remote := m.path("random.bin")
+	r := rand.New(rand.NewSource(3))
+	fl, _ := os.Create(local)
+	fr, err := os.Create(remote)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1<<20)
+	for i := 0; i < 300; i++ {
+		off := r.Int63n(size)
+		n := 1 + r.Intn(len(buf))
+		r.Read(buf[:n])
+		if _, err := fl.WriteAt(buf[:n], off); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := fr.WriteAt(buf[:n], off); err != nil {
+			t.Fatal(err)
+		}
+		if i%50 == 0 { // read back through the same handle mid-way
+			a, b := make([]byte, 4096), make([]byte, 4096)
+			fl.ReadAt(a, off)
+			fr.ReadAt(b, off)
+			if !bytes.Equal(a, b) {
+				t.Fatalf("read-back at %d differs", off)
+			}
+		}
+	}
+	fl.Close()
+	if err := fr.Close(); err != nil {
+		t.Fatal(err)
+	}
+	run(t, "cmp", local, remote)
+}
 
 // errKind reduces an error to what both file systems must agree on.
 func errKind(err error) string {
@@ -152,56 +191,4 @@ func sameDirs(a, b string, only ...string) error {
 		}
 	}
 	return nil
-}
-
-// Readers of views, writers, renames and unlinks on one checkpoint at once:
-// every read of a view returns a whole, valid file, and the daemon, built
-// with -race, reports no race.
-func TestConcurrentViewsAndWriters(t *testing.T) {
-	ck := sharedHFCheckpoint(t)
-	m := mountStore(t, importShared(t, ck))
-	want := fileHash(t, m.path("hf@single", "model.safetensors"))
-	stop := time.Now().Add(20 * time.Second)
-	var wg sync.WaitGroup
-	errs := make(chan error, 16)
-	for i := 0; i < 3; i++ { // readers of the view
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for time.Now().Before(stop) {
-				if got := fileHash(t, m.path("hf@single", "model.safetensors")); got != want {
-					// The folder changes only in non-weight files, so the weights stay the same.
-					errs <- fmt.Errorf("view read gave a different file")
-					return
-				}
-			}
-		}()
-	}
-	wg.Add(1)
-	go func() { // writer, renamer and unlinker of non-weight files in the same folder
-		defer wg.Done()
-		data := make([]byte, 1<<20)
-		for i := 0; time.Now().Before(stop); i++ {
-			p := m.path("hf", fmt.Sprintf("extra-%d.bin", i%4))
-			if err := os.WriteFile(p, data, 0o644); err != nil {
-				errs <- err
-				return
-			}
-			if err := os.Rename(p, m.path("hf", "extra-renamed.bin")); err != nil {
-				errs <- err
-				return
-			}
-			if i%3 == 0 {
-				if err := os.Remove(m.path("hf", "extra-renamed.bin")); err != nil {
-					errs <- err
-					return
-				}
-			}
-		}
-	}()
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
 }

@@ -1,72 +1,22 @@
 package integration
 
+// Views: a folder's weights as one file (DIR@single) and as an HF sharded
+// folder (DIR@shards[=SIZE]), from safetensors and torch .bin files.
+
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
+	"fmt"
 	"math/rand"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 )
-
-// checkTensors asserts that got holds exactly the tensors of want.
-func checkTensors(t *testing.T, what string, got, want map[string][]byte) {
-	t.Helper()
-	if len(got) != len(want) {
-		t.Fatalf("%s: %d tensors, want %d", what, len(got), len(want))
-	}
-	for name, data := range want {
-		if !bytes.Equal(got[name], data) {
-			t.Fatalf("%s: tensor %s differs", what, name)
-		}
-	}
-}
-
-// readShardedView reads an HF sharded folder: its index and every shard.
-func readShardedView(t *testing.T, dir string, maxShard int64) map[string][]byte {
-	t.Helper()
-	var idx struct {
-		Metadata  map[string]int64  `json:"metadata"`
-		WeightMap map[string]string `json:"weight_map"`
-	}
-	b, err := os.ReadFile(filepath.Join(dir, "model.safetensors.index.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &idx); err != nil {
-		t.Fatal(err)
-	}
-	all := map[string][]byte{}
-	shards := map[string]bool{}
-	for _, f := range idx.WeightMap {
-		shards[f] = true
-	}
-	var total int64
-	for f := range shards {
-		ts := readSafetensors(t, filepath.Join(dir, f))
-		var size int64
-		for name, data := range ts {
-			if idx.WeightMap[name] != f {
-				t.Fatalf("index puts %s in %s, found in %s", name, idx.WeightMap[name], f)
-			}
-			all[name] = data
-			size += int64(len(data))
-		}
-		if size > maxShard && len(ts) > 1 {
-			t.Fatalf("%s holds %d bytes in %d tensors, max %d", f, size, len(ts), maxShard)
-		}
-		total += size
-	}
-	if idx.Metadata["total_size"] != total {
-		t.Fatalf("total_size %d, tensors add to %d", idx.Metadata["total_size"], total)
-	}
-	return all
-}
 
 func TestViews(t *testing.T) {
 	t.Parallel() // mostly reads through its own mount; overlaps with the long randomized tests
@@ -190,4 +140,86 @@ func TestViews(t *testing.T) {
 			}
 		}
 	})
+}
+
+// Readers of views, writers, renames and unlinks on one checkpoint at once:
+// every read of a view returns a whole, valid file, and the daemon, built
+// with -race, reports no race.
+func TestConcurrentViewsAndWriters(t *testing.T) {
+	ck := sharedHFCheckpoint(t)
+	m := mountStore(t, importShared(t, ck))
+	want := fileHash(t, m.path("hf@single", "model.safetensors"))
+	stop := time.Now().Add(20 * time.Second)
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for i := 0; i < 3; i++ { // readers of the view
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(stop) {
+				if got := fileHash(t, m.path("hf@single", "model.safetensors")); got != want {
+					// The folder changes only in non-weight files, so the weights stay the same.
+					errs <- fmt.Errorf("view read gave a different file")
+					return
+				}
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() { // writer, renamer and unlinker of non-weight files in the same folder
+		defer wg.Done()
+		data := make([]byte, 1<<20)
+		for i := 0; time.Now().Before(stop); i++ {
+			p := m.path("hf", fmt.Sprintf("extra-%d.bin", i%4))
+			if err := os.WriteFile(p, data, 0o644); err != nil {
+				errs <- err
+				return
+			}
+			if err := os.Rename(p, m.path("hf", "extra-renamed.bin")); err != nil {
+				errs <- err
+				return
+			}
+			if i%3 == 0 {
+				if err := os.Remove(m.path("hf", "extra-renamed.bin")); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}
+	}()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
+// TestTorchBinViews: a folder whose weights are pytorch_model.bin is served
+// as written and, through @single and @shards, as safetensors holding the
+// same tensors as the safetensors twin torch wrote of them.
+func TestTorchBinViews(t *testing.T) {
+	store := newStore(t)
+	m := mountStore(t, store)
+	run(t, "mkdir", m.path("tb"))
+	run(t, "cp", torchFixture("state_dict.bin"), m.path("tb", "pytorch_model.bin"))
+	if err := os.WriteFile(m.path("tb", "config.json"), []byte(`{"model_type":"bert"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run(t, "cmp", torchFixture("state_dict.bin"), m.path("tb", "pytorch_model.bin"))
+	want := readSafetensors(t, torchFixture("state_dict.safetensors"))
+
+	checkTensors(t, "@single", readSafetensors(t, m.path("tb@single", "model.safetensors")), want)
+	checkTensors(t, "@shards=256", readShardedView(t, m.path("tb@shards=256"), 256), want)
+	for _, view := range []string{"tb@single", "tb@shards=256"} {
+		names := listNames(t, m.path(view))
+		if !strings.Contains(names, "config.json") || strings.Contains(names, ".bin") {
+			t.Errorf("%s lists %s", view, names)
+		}
+	}
+	log := string(mustRead(t, filepath.Join(store, "ckptfs.log")))
+	for _, left := range []string{"transposed", "complex", "not_a_tensor"} {
+		if !strings.Contains(log, left) {
+			t.Errorf("no warning about %q in the daemon log", left)
+		}
+	}
 }

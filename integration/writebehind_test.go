@@ -1,32 +1,17 @@
 package integration
 
+// Saves write behind: a close stages the file, the settler chunks it later;
+// what a staged file holds reads back, and writes go on after it settled.
+
 import (
 	"bytes"
-	"encoding/json"
 	"os"
 	"path/filepath"
-	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/ckptfs/ckptfs/cache/storetest"
 )
-
-// waitSettled waits until the mounted store has chunked every file it
-// staged, as its live 'ckptfs stat' says.
-func waitSettled(t *testing.T, store string) {
-	t.Helper()
-	waitFor(t, "the staged files chunked", 2*time.Minute, func() bool {
-		var st struct {
-			StagedFiles int64 `json:"staged_files"`
-		}
-		if err := json.Unmarshal([]byte(ckptfsStdout(t, store, "stat", "--json")), &st); err != nil {
-			t.Fatal(err)
-		}
-		return st.StagedFiles == 0
-	})
-}
 
 func stagedFiles(t *testing.T, store string) int {
 	t.Helper()
@@ -192,47 +177,4 @@ func TestAppendAndFsyncCostsWhatItAppends(t *testing.T) {
 	}
 	m.unmount()
 	fsckClean(t, store)
-}
-
-// Another user's sparse file takes no room from anyone: uid 65534
-// truncates a file of its own to the store disk's free space and closes
-// it, and root's 8 MiB write still lands (the room kept for settling
-// counts what staged files take on disk, not their length).
-func TestSparseFileOfAnotherUserTakesNoRoom(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to switch to another user")
-	}
-	t.Parallel()
-	store := newStore(t)
-	m := mountStoreWith(t, plainBin, store, "--allow-other")
-	for d := filepath.Dir(m.dir); d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
-		os.Chmod(d, 0o755)
-	}
-	if err := os.Mkdir(m.path("u"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chown(m.path("u"), 65534, 65534); err != nil {
-		t.Fatal(err)
-	}
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(store, &st); err != nil {
-		t.Fatal(err)
-	}
-	free := int64(st.Bavail) * st.Bsize
-	if out, err := asNobody("truncate", "-s", strconv.FormatInt(free, 10), m.path("u", "sparse")); err != nil {
-		t.Fatalf("uid 65534's truncate: %v %s", err, out)
-	}
-	// Control: the file is the other user's and as long as the disk is free.
-	if fi, err := os.Stat(m.path("u", "sparse")); err != nil || fi.Size() != free || fi.Sys().(*syscall.Stat_t).Uid != 65534 {
-		t.Fatalf("the sparse file: %v", err)
-	}
-	data := storetest.Random(33, 8<<20)
-	if err := os.WriteFile(m.path("root.bin"), data, 0o644); err != nil {
-		t.Fatalf("root's 8 MiB write after another user's sparse file: %v", err)
-	}
-	if got := mustRead(t, m.path("root.bin")); !bytes.Equal(got, data) {
-		t.Fatal("root.bin reads differently")
-	}
-	os.Remove(m.path("u", "sparse"))
-	m.unmount()
 }

@@ -1,5 +1,9 @@
 package integration
 
+// Hostile input: malformed and adversarial weight files, indexes, pickles
+// and DCP metadata; each is stored as written, refused or bounded in its
+// views, and the mount stays up.
+
 import (
 	"bytes"
 	"encoding/binary"
@@ -146,6 +150,30 @@ func TestMalformedIndexes(t *testing.T) {
 	if got := readSafetensors(t, dir+"@shards/model-00001-of-00001.safetensors"); len(got) != 1 || got["u"] == nil {
 		t.Fatalf("tensor in two shards: view holds %d tensors", len(got))
 	}
+}
+
+// TestTorchBinRefused: a pickle that would run os.system, and a legacy
+// (pre-zip) torch.save file, are stored and read back byte for byte and
+// given no view; the refusal names the global.
+func TestTorchBinRefused(t *testing.T) {
+	store := newStore(t)
+	m := mountStore(t, store)
+	for dir, fixture := range map[string]string{"evil": "malicious.bin", "old": "legacy.bin"} {
+		run(t, "mkdir", m.path(dir))
+		run(t, "cp", torchFixture(fixture), m.path(dir, "pytorch_model.bin"))
+		run(t, "cmp", torchFixture(fixture), m.path(dir, "pytorch_model.bin"))
+		if _, err := os.Stat(m.path(dir + "@single")); !errors.Is(err, syscall.ENOENT) {
+			t.Errorf("%s@single: %v, want ENOENT", dir, err)
+		}
+	}
+	if _, err := os.Stat("/tmp/ckptfs-pwned"); err == nil {
+		t.Fatal("the pickle's command ran")
+	}
+	if log := string(mustRead(t, filepath.Join(store, "ckptfs.log"))); !strings.Contains(log, "posix.system refused") {
+		t.Errorf("daemon log does not name the refused global:\n%s", log)
+	}
+	m.unmount()
+	fsckClean(t, store)
 }
 
 // TestHostileWeightsLeaveTheMountUp writes the inputs that used to take the
