@@ -167,7 +167,7 @@ bench-delta: venv-bench
 	HF_HUB_OFFLINE=1 $(BPY) integration/bench/delta_bench.py
 
 bench-remote: fuse minio
-	CKPTFS_BENCH_REMOTE=1 CKPTFS_MINIO=$(MINIO) $(GO) test -count=1 -timeout 60m -run '^TestBenchRemote$$' -v ./integration/
+	CKPTFS_MINIO=$(MINIO) $(GO) test -count=1 -timeout 60m -run '^$$' -bench '^BenchmarkRemote$$' -benchtime=1x ./integration/
 
 clean:
 	rm -rf bin dist

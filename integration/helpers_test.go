@@ -668,7 +668,7 @@ func scrape(t *testing.T, addr string) map[string]float64 {
 	return out
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -688,7 +688,7 @@ const (
 // minioServer is a real MinIO server on 127.0.0.1, started by the test
 // from the binary 'make minio' builds, on a data folder of its own.
 type minioServer struct {
-	t    *testing.T
+	t    testing.TB
 	bin  string
 	data string
 	addr string
@@ -697,7 +697,7 @@ type minioServer struct {
 
 // startMinio starts MinIO with an empty bucket, and sets the AWS variables
 // of this process (which ckptfs inherits) to its credentials.
-func startMinio(t *testing.T) *minioServer {
+func startMinio(t testing.TB) *minioServer {
 	bin := os.Getenv("CKPTFS_MINIO")
 	if bin == "" {
 		home, _ := os.UserHomeDir()
@@ -779,7 +779,7 @@ func (s *minioServer) remote() []string {
 
 // mountRemote mounts store in front of the test bucket, looking for other
 // mounts' checkpoints every second.
-func (s *minioServer) mountRemote(t *testing.T, bin, store string, extra ...string) *mount {
+func (s *minioServer) mountRemote(t testing.TB, bin, store string, extra ...string) *mount {
 	t.Helper()
 	return mountStoreWith(t, bin, store, append(append(s.remote(), "--remote-ttl", "1s"), extra...)...)
 }

@@ -10,16 +10,17 @@ import (
 	"time"
 )
 
-// TestCodecTable measures the chunk codecs on real inputs for make
-// bench-codec: it runs only when CKPTFS_CODEC_INPUTS names a file of
-// "name dtype path" lines, and appends one JSON object per input to
-// CKPTFS_CODEC_OUT. Inputs are cut into MaxSize chunks as ingest does; run
-// it with GOMAXPROCS=1 for single-core figures.
-func TestCodecTable(t *testing.T) {
-	list, out := TableFiles(t, "CKPTFS_CODEC_INPUTS", "CKPTFS_CODEC_OUT", "bench-codec")
+// BenchmarkCodecTable measures the chunk codecs on real inputs for make
+// bench-codec: CKPTFS_CODEC_INPUTS names a file of "name dtype path"
+// lines, and it appends one JSON object per input to CKPTFS_CODEC_OUT.
+// Inputs are cut into MaxSize chunks as ingest does; each figure is one
+// timed pass (run it with -benchtime=1x, and GOMAXPROCS=1 for single-core
+// figures).
+func BenchmarkCodecTable(b *testing.B) {
+	list, out := TableFiles(b, "CKPTFS_CODEC_INPUTS", "CKPTFS_CODEC_OUT", "bench-codec")
 	f, err := os.Open(list)
 	if err != nil {
-		t.Fatal(err)
+		b.Fatal(err)
 	}
 	defer f.Close()
 	c := NewCodecs()
@@ -32,7 +33,7 @@ func TestCodecTable(t *testing.T) {
 		name, dtype, path := fields[0], fields[1], fields[2]
 		raw, err := os.ReadFile(path)
 		if err != nil {
-			t.Fatal(err)
+			b.Fatal(err)
 		}
 		var chunks [][]byte
 		for off := 0; off < len(raw); off += MaxSize {
@@ -51,7 +52,7 @@ func TestCodecTable(t *testing.T) {
 		start = time.Now()
 		for i, v := range values {
 			if _, err := c.decode(CodecID(v[0]), v[HeaderLen:], len(chunks[i])); err != nil {
-				t.Fatal(err)
+				b.Fatal(err)
 			}
 		}
 		dec := time.Since(start)
@@ -63,7 +64,7 @@ func TestCodecTable(t *testing.T) {
 		for i, v := range values {
 			got, err := c.Decode(hashes[i], v) // checks the hash of what it decodes
 			if err != nil || !bytes.Equal(got, chunks[i]) {
-				t.Fatalf("%s: chunk %d does not round-trip: %v", name, i, err)
+				b.Fatalf("%s: chunk %d does not round-trip: %v", name, i, err)
 			}
 		}
 		verified := time.Since(start)
@@ -79,7 +80,7 @@ func TestCodecTable(t *testing.T) {
 // TableFiles starts a table test of make target: it skips the test unless
 // the variable inputs names its inputs, and opens the file the variable
 // out names, for the test to append its rows to (closed with the test).
-func TableFiles(t *testing.T, inputs, out, target string) (string, *os.File) {
+func TableFiles(t testing.TB, inputs, out, target string) (string, *os.File) {
 	list := os.Getenv(inputs)
 	if list == "" {
 		t.Skipf("%s not set: run make %s", inputs, target)

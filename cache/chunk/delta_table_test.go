@@ -12,10 +12,11 @@ import (
 	"github.com/ckptfs/ckptfs/cache/ingest"
 )
 
-// TestDeltaTable measures deltas between the versions of a file for make
-// bench-delta: it runs only when CKPTFS_DELTA_INPUTS names a JSON list of
-// series ({"series", "kind", "files": [oldest, ..., newest]}), and appends
-// one JSON object per series to CKPTFS_DELTA_OUT. Each file is chunked by
+// BenchmarkDeltaTable measures deltas between the versions of a file for
+// make bench-delta, in one timed pass (run it with -benchtime=1x):
+// CKPTFS_DELTA_INPUTS names a JSON list of series ({"series", "kind",
+// "files": [oldest, ..., newest]}), and it appends one JSON object per
+// series to CKPTFS_DELTA_OUT. Each file is chunked by
 // ingest.Run, as the store chunks it; a chunk already stored is stored
 // once. "today" encodes every chunk plainly; "forward" stores the oldest
 // file plainly and each chunk of a later one as a delta against the chunk
@@ -23,18 +24,18 @@ import (
 // to the plain value); "reverse" stores the newest plainly and each older
 // one against the version after. Every delta is decoded back (against its
 // reference, hash checked). Run with GOMAXPROCS=1 for one core's MB/s.
-func TestDeltaTable(t *testing.T) {
-	list, out := chunk.TableFiles(t, "CKPTFS_DELTA_INPUTS", "CKPTFS_DELTA_OUT", "bench-delta")
+func BenchmarkDeltaTable(b *testing.B) {
+	list, out := chunk.TableFiles(b, "CKPTFS_DELTA_INPUTS", "CKPTFS_DELTA_OUT", "bench-delta")
 	var series []struct {
 		Series, Kind string
 		Files        []string
 	}
-	b, err := os.ReadFile(list)
+	data, err := os.ReadFile(list)
 	if err == nil {
-		err = json.Unmarshal(b, &series)
+		err = json.Unmarshal(data, &series)
 	}
 	if err != nil {
-		t.Fatal(err)
+		b.Fatal(err)
 	}
 	for _, s := range series {
 		chunks := &collector{raw: map[chunk.Hash]piece{}}
@@ -43,12 +44,12 @@ func TestDeltaTable(t *testing.T) {
 		for _, path := range s.Files {
 			f, err := os.Open(path)
 			if err != nil {
-				t.Fatal(err)
+				b.Fatal(err)
 			}
 			content, err := ingest.Run(f, chunks)
 			f.Close()
 			if err != nil {
-				t.Fatalf("%s: %v", path, err)
+				b.Fatalf("%s: %v", path, err)
 			}
 			versions = append(versions, newVersion(content.Chunks))
 			raw += int(content.Size)
@@ -67,11 +68,11 @@ func TestDeltaTable(t *testing.T) {
 		for i := range order {
 			order[i] = i
 		}
-		fwd := chain(t, c, chunks, versions, order)
+		fwd := chain(b, c, chunks, versions, order)
 		for i, j := 0, len(order)-1; i < j; i, j = i+1, j-1 {
 			order[i], order[j] = order[j], order[i]
 		}
-		rev := chain(t, c, chunks, versions, order)
+		rev := chain(b, c, chunks, versions, order)
 		json.NewEncoder(out).Encode(map[string]any{
 			"series": s.Series, "kind": s.Kind, "files": len(s.Files), "raw": raw,
 			"today": sum(today), "forward": fwd.stored, "reverse": rev.stored,
@@ -134,7 +135,7 @@ func (r chainResult) decodeMBs() float64 { return float64(r.decoded) / r.decode.
 // chain stores the versions in the given order, the first plainly and
 // each chunk of the others against the chunk at its offset in the version
 // stored before it, and decodes every delta back.
-func chain(t *testing.T, c *chunk.Codecs, chunks *collector, versions []version, order []int) chainResult {
+func chain(t testing.TB, c *chunk.Codecs, chunks *collector, versions []version, order []int) chainResult {
 	var r chainResult
 	stored := map[chunk.Hash]bool{}
 	type delta struct {

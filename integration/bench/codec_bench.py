@@ -67,7 +67,8 @@ def main():
         listing.write_text("".join(f"{n} {d} {p}\n" for n, d, p in rows))
         ours_out = tmp / "ours.jsonl"
         env = dict(os.environ, GOMAXPROCS="1", CKPTFS_CODEC_INPUTS=str(listing), CKPTFS_CODEC_OUT=str(ours_out))
-        subprocess.run(["go", "test", "-count=1", "-run", "^TestCodecTable$", "./cache/chunk/"], cwd=ROOT, env=env, check=True)
+        subprocess.run(["go", "test", "-count=1", "-run", "^$", "-bench", "^BenchmarkCodecTable$", "-benchtime=1x", "./cache/chunk/"],
+                       cwd=ROOT, env=env, check=True)
         ours = [json.loads(l) for l in ours_out.read_text().splitlines()]
         table = []
         for (name, dtype, path), o in zip(rows, ours):

@@ -19,7 +19,7 @@ Stored / raw for every column, side by side in one run:
                    (chunk.Codecs.EncodeDelta) against the previous version's
                    chunk at the same place; reverse: the newest as today, each
                    older one against the next newer (what the store keeps)
-The ckptfs rows come from TestDeltaTable (cache/chunk), which chunks the files
+The ckptfs rows come from BenchmarkDeltaTable (cache/chunk), which chunks the files
 with ingest.Run and checks every value decodes to its chunk. Run it with
 GOMAXPROCS=1 so its MB/s are one core's. ZipNN and z4ai round trips are checked
 too. Needs zipnn and z4ai (make bench-delta installs them into a venv of their
@@ -97,11 +97,11 @@ def files(root: Path):
 
 
 def go_rows(series, tmp: Path):
-    """TestDeltaTable's rows, one per series, on one core."""
+    """BenchmarkDeltaTable's rows, one per series, on one core."""
     listing, out = tmp / "series.json", tmp / "ckptfs.jsonl"
     listing.write_text(json.dumps([{"series": c, "kind": k, "files": [str(f) for f in fs]} for c, k, _, fs in series]))
     env = dict(os.environ, GOMAXPROCS="1", CKPTFS_DELTA_INPUTS=str(listing), CKPTFS_DELTA_OUT=str(out))
-    subprocess.run(["go", "test", "-count=1", "-timeout=60m", "-run", "^TestDeltaTable$", "./cache/chunk/"],
+    subprocess.run(["go", "test", "-count=1", "-timeout=60m", "-run", "^$", "-bench", "^BenchmarkDeltaTable$", "-benchtime=1x", "./cache/chunk/"],
                    cwd=ROOT, env=env, check=True)
     return [json.loads(line) for line in out.read_text().splitlines()]
 
