@@ -145,7 +145,7 @@ func readAfterDamage(t *testing.T, store string, files map[string][]byte) []stri
 			damaged = append(damaged, name)
 		}
 	}
-	if syscall.Kill(m.pid(), 0) != nil {
+	if exited(m.pid()) {
 		t.Fatal("daemon died")
 	}
 	t.Logf("%d of %d files unreadable", len(damaged), len(files))

@@ -147,12 +147,29 @@ func isMounted(dir string) bool {
 // waitExit waits up to a minute for process pid to exit.
 func waitExit(pid int) bool {
 	for i := 0; i < 6000; i++ {
-		if syscall.Kill(pid, 0) != nil {
+		if exited(pid) {
 			return true
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	return false
+}
+
+// exited reports whether process pid has exited: gone, or a zombie whose
+// threads are all gone. A daemon's parent is init, which may reap it
+// seconds later; by then it holds no file, lock or mount any more.
+func exited(pid int) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	// The state follows the command name, which is in parentheses.
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 || i+2 >= len(stat) || stat[i+2] != 'Z' {
+		return false
+	}
+	threads, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	return len(threads) <= 1
 }
 
 // The CLI, and commands run on the test's behalf.
