@@ -123,10 +123,13 @@ fuzz:
 integration: fuse minio venv
 	CKPTFS_MINIO=$(MINIO) CKPTFS_REQUIRE_MINIO=1 CKPTFS_PYTHON=$(PY) $(GO) test -race -count=1 -parallel 4 -timeout 30m ./integration/
 
-# Long variants of the randomized tests.
-stress: fuse
-	CKPTFS_STRESS_STEPS=50000 CKPTFS_RACE_STEPS=10000 CKPTFS_CRASH_KILLS=60 $(GO) test -race -count=1 -timeout 90m \
-		-run 'TestRandomOps|TestConcurrent|TestCrash' -v ./integration/
+# Long variants of the randomized tests, and the whole integration suite
+# on the daemon built with the race detector (make test gives it only to
+# the tests whose point is concurrency).
+stress: fuse minio venv
+	CKPTFS_RACE_DAEMON=1 CKPTFS_STRESS_STEPS=50000 CKPTFS_RACE_STEPS=10000 CKPTFS_CRASH_KILLS=60 \
+	CKPTFS_MINIO=$(MINIO) CKPTFS_REQUIRE_MINIO=1 CKPTFS_PYTHON=$(PY) \
+		$(GO) test -race -count=1 -timeout 120m -v ./integration/
 
 python: build fuse venv venv-colossalai
 	CKPTFS_BIN=$(CURDIR)/bin/ckptfs HF_HUB_OFFLINE=1 $(PY) -m pytest -q -x -p no:cacheprovider integration/python

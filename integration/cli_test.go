@@ -332,7 +332,7 @@ func TestMetrics(t *testing.T) {
 func TestCLIAgainstALiveMount(t *testing.T) {
 	t.Parallel()
 	store := newStore(t)
-	m := mountStore(t, store)
+	m := mountStoreWith(t, raceBin, store)
 	if err := os.MkdirAll(m.path("scratch", "sub"), 0o755); err != nil {
 		t.Fatal(err)
 	}

@@ -221,7 +221,7 @@ func TestHostileWeightsLeaveTheMountUp(t *testing.T) {
 	if _, err := os.ReadFile(m.path("good@single", "model.safetensors")); err != nil {
 		t.Fatalf("the good folder's view after the hostile ones: %v", err)
 	}
-	t.Logf("daemon (race detector on) peak RSS: %s", daemonPeakRSS(m.pid()))
+	t.Logf("daemon peak RSS: %s", daemonPeakRSS(m.pid()))
 	log, _ := os.ReadFile(filepath.Join(m.store, "ckptfs.log"))
 	for _, want := range []string{"view of /deep", "key 0 is a tuple", "view of /dup", "over the reader's limit", "view of /meta", "model.safetensors: __metadata__ of 5242"} {
 		if !bytes.Contains(log, []byte(want)) {

@@ -52,7 +52,7 @@ func TestHotCopyServesSameBytes(t *testing.T) {
 // sees the new content, not the copy of the old one.
 func TestHotCopyThenWrite(t *testing.T) {
 	store := newStore(t)
-	m := mountStore(t, store, "--hot-as-written")
+	m := mountStoreWith(t, raceBin, store, "--hot-as-written")
 	r := rand.New(rand.NewSource(14))
 	old := make([]byte, 8<<20)
 	r.Read(old)

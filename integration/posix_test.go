@@ -172,7 +172,7 @@ func TestLongNamesAsExt4(t *testing.T) {
 // writers interleave, two writers at offsets both land, and a close of one
 // while the other goes on writing loses neither (it was last-close-wins).
 func TestTwoWritersLikeLocalDisk(t *testing.T) {
-	m := mountStore(t, newStore(t))
+	m := mountStoreWith(t, raceBin, newStore(t))
 	local := t.TempDir()
 	scenarios := map[string]func(dir string) error{
 		"two O_APPEND writers": func(dir string) error {
@@ -250,7 +250,7 @@ func TestTwoWritersLikeLocalDisk(t *testing.T) {
 }
 
 func TestConcurrentWriters(t *testing.T) {
-	m := mountStore(t, newStore(t))
+	m := mountStoreWith(t, raceBin, newStore(t))
 	var wg sync.WaitGroup
 	data := [2][]byte{make([]byte, 40<<20), make([]byte, 40<<20)}
 	rand.New(rand.NewSource(4)).Read(data[0])

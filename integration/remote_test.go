@@ -262,7 +262,7 @@ func TestRemoteMountsShareMiniLM(t *testing.T) {
 func TestRemoteUploadAcrossServerCrash(t *testing.T) {
 	t.Parallel() // waits on MinIO and the daemons, beside the other such tests
 	s := startMinio(t)
-	a := s.mountRemote(t, ckptfsBin, newStore(t))
+	a := s.mountRemote(t, raceBin, newStore(t)) // uploads in the background while the server dies
 	b := s.mountRemote(t, ckptfsBin, newStore(t))
 	src := filepath.Join(t.TempDir(), "big")
 	if err := os.WriteFile(src, storetest.Random(31, 96<<20), 0o644); err != nil {
@@ -490,7 +490,7 @@ func TestBucketIsUntrusted(t *testing.T) {
 	variant("lyingsize", func(es []any) { entry(es, "config.json")["Content"].(map[string]any)["Size"] = float64(1 << 40) })
 	variant("suid", func(es []any) { entry(es, "run.sh")["Mode"] = float64(0o104755) })
 
-	c := s.mountRemote(t, ckptfsBin, newStore(t))
+	c := s.mountRemote(t, raceBin, newStore(t)) // refreshes while a writer has a file open
 	waitFor(t, "the valid manifest imported", 30*time.Second, func() bool { _, err := os.Stat(c.path("suid")); return err == nil })
 	for _, name := range []string{"dotdot", "longname", "fifo", "lyingsize"} {
 		if _, err := os.Stat(c.path(name)); err == nil {

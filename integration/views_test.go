@@ -147,7 +147,7 @@ func TestViews(t *testing.T) {
 // with -race, reports no race.
 func TestConcurrentViewsAndWriters(t *testing.T) {
 	ck := sharedHFCheckpoint(t)
-	m := mountStore(t, importShared(t, ck))
+	m := mountStoreWith(t, raceBin, importShared(t, ck))
 	want := fileHash(t, m.path("hf@single", "model.safetensors"))
 	stop := time.Now().Add(20 * time.Second)
 	var wg sync.WaitGroup
