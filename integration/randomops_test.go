@@ -74,9 +74,11 @@ func errKind(err error) string {
 func TestRandomOpsMatchLocalDisk(t *testing.T) {
 	t.Parallel() // waits on FUSE round trips; overlaps with the crash test
 	t.Run("race", func(t *testing.T) {
+		t.Parallel() // each has a mount of its own
 		randomOps(t, mountStoreWith(t, raceBin, newStore(t)), envInt("CKPTFS_RACE_STEPS", 2000), 8) // make stress: 10,000
 	})
 	t.Run("plain", func(t *testing.T) {
+		t.Parallel()
 		randomOps(t, mountStoreWith(t, plainBin, newStore(t)), envInt("CKPTFS_STRESS_STEPS", 10000), 9) // make stress: 50,000
 	})
 }

@@ -94,6 +94,7 @@ func randomFile(t testing.TB, p string, seed int64, n int64) string {
 // back within the reclaim bound, while a reader of another file, unlinked
 // too, reads it to the end and a writer saves a third; fsck is clean.
 func TestRemoveGivesSpaceBackWhileMounted(t *testing.T) {
+	t.Parallel() // waits for reclaim passes and a slow reader
 	store := newStore(t)
 	m := mountStoreWith(t, plainBin, store, "--reclaim-after=2s")
 	base := diskUse(t, store)
