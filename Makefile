@@ -11,7 +11,7 @@ CPY      := $(CVENV)/bin/python
 # "context deadline exceeded" at a -fuzztime duration boundary (golang/go#75804).
 FUZZTIME ?= 2000000x
 
-.PHONY: build install wheel wheel-test minio venvs run test unit fuzz integration python fuse venv venv-colossalai bench bench-codec bench-dedup bench-delta venv-bench bench-mount bench-dcp bench-remote stress clean
+.PHONY: build install wheel wheel-test minio run test test-parts check mod lint unit unit-torch smoke fuzz integration python fuse venv venv-colossalai bench bench-codec bench-dedup bench-delta venv-bench bench-mount bench-dcp bench-remote stress clean
 
 build:
 	$(GO) build -o bin/ckptfs ./cmd/ckptfs
@@ -62,13 +62,14 @@ fuse:
 		test -z "$$missing" || { apt-get update -qq && apt-get install -y -qq fuse3 rsync tar attr; }
 
 # The venv lives outside the clone and is made only once; pip runs again only
-# when the requirements change.
-venv: $(VENV)/.requirements
-$(VENV)/.requirements: integration/python/requirements.txt
-	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r integration/python/requirements.txt
-	cp integration/python/requirements.txt $@
+# when the requirements differ from those it was made with (by content, not
+# by time: a new clone's files are all newer than the venv).
+venv:
+	@cmp -s integration/python/requirements.txt $(VENV)/.requirements || { \
+		{ test -x $(PY) || python3 -m venv $(VENV); } && \
+		$(PY) -m pip install -q --upgrade pip && \
+		$(PY) -m pip install -q -r integration/python/requirements.txt && \
+		cp integration/python/requirements.txt $(VENV)/.requirements; }
 
 # A real S3-compatible server for the remote tests, built once from the Go
 # module proxy into the cache outside the clone.
@@ -78,17 +79,13 @@ minio: $(MINIO)
 $(MINIO):
 	GOBIN=$(dir $(MINIO)) $(GO) install github.com/minio/minio@$(MINIO_VERSION)
 
-venvs:
-	$(MAKE) venv
-	$(MAKE) venv-colossalai
-
 # colossalai pins older torch and transformers than the main venv tests.
-venv-colossalai: $(CVENV)/.requirements
-$(CVENV)/.requirements: integration/python/requirements-colossalai.txt
-	@test -x $(CPY) || python3 -m venv $(CVENV)
-	$(CPY) -m pip install -q --upgrade pip
-	$(CPY) -m pip install -q -r integration/python/requirements-colossalai.txt
-	cp integration/python/requirements-colossalai.txt $@
+venv-colossalai:
+	@cmp -s integration/python/requirements-colossalai.txt $(CVENV)/.requirements || { \
+		{ test -x $(CPY) || python3 -m venv $(CVENV); } && \
+		$(CPY) -m pip install -q --upgrade pip && \
+		$(CPY) -m pip install -q -r integration/python/requirements-colossalai.txt && \
+		cp integration/python/requirements-colossalai.txt $(CVENV)/.requirements; }
 
 run: build fuse
 	mkdir -p $(MOUNT)
@@ -96,32 +93,61 @@ run: build fuse
 	@echo "ckptfs mounted at $(MOUNT) (store: $${CKPTFS_STORE:-$${XDG_DATA_HOME:-$$HOME/.local/share}/ckptfs})"
 	@echo "unmount with: ./bin/ckptfs umount $(MOUNT)"
 
-# The venvs (mostly downloads) and MinIO (mostly compiling) are made side by
-# side on a fresh machine; each venv on its own, so pip never races pip.
-test: fuse
-	$(MAKE) -j2 venvs minio
+# make test: everything, from nothing. What is mostly downloading (fuse3,
+# the Go modules, the two venvs) and the MinIO build start at once, beside
+# the Go checks that need none of them (vet, gofmt, unit tests, fuzzing);
+# the suites that need them (integration, python, wheel-test) start as soon
+# as what they need is there, the Go and Python suites side by side. Each
+# part's output is printed whole when it ends (-Otarget).
+TEST_JOBS ?= 8
+test:
+	$(MAKE) -j$(TEST_JOBS) -Otarget test-parts
+test-parts: fuse mod venv venv-colossalai minio lint unit fuzz unit-torch integration python wheel-test
+# Here unit runs without the venv, which may still be in the making, and
+# unit-torch runs what needs it once it is there.
+test-parts: UNIT_PYTHON :=
+test-parts: FUZZTIME := 30000x
+
+# make check: the inner loop, a few minutes. vet, gofmt, the unit tests
+# under -race (go test runs each fuzz target's seed corpus as a test) and
+# one short mount: an HF checkpoint copied in, read back as written and
+# through @single, after a remount too.
+check:
+	$(MAKE) -j3 -Otarget lint unit smoke
+
+mod:
+	$(GO) mod download
+
+lint: mod
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt needed"; exit 1; }
-	$(MAKE) unit
-	$(MAKE) fuzz FUZZTIME=30000x
-	$(MAKE) integration
-	$(MAKE) python
-	$(MAKE) wheel-test
 
-# With the venv made, layout's tests also read files today's torch.save writes.
-unit:
-	CKPTFS_PYTHON=$$(test -x $(PY) && echo $(PY)) $(GO) test -race -count=1 ./layout/... ./cache/... ./fs/ ./cmd/...
+# Every package but the integration suite. With the venv made, layout's
+# tests also read files today's torch.save writes (CKPTFS_PYTHON).
+UNIT_PYTHON ?= $(if $(wildcard $(VENV)/.requirements),$(PY))
+unit: mod
+	CKPTFS_PYTHON=$(UNIT_PYTHON) $(GO) test -race -count=1 $$($(GO) list ./... | grep -v /integration$$)
 
-# Every parser has a fuzz target; make test runs each briefly.
-fuzz:
-	@for t in FuzzParseFile:layout/safetensors FuzzParseIndex:layout/safetensors FuzzParseTorch:layout/torch FuzzParse:layout/pickle FuzzParsePickle:layout/torch FuzzReadRecords:layout/torch FuzzParseDCPMetadata:layout/dcp FuzzShardedSafetensors:layout/view; do \
-		$(GO) test -run '^$$' -fuzz "^$${t%%:*}$$" -fuzztime $(FUZZTIME) ./$${t#*:}/ || exit 1; done
-	@for t in FuzzParseManifest:cache/remote FuzzChunkRoundTrip:cache/chunk FuzzDeltaRoundTrip:cache/chunk FuzzDeltaDecode:cache/chunk \
-			FuzzSplitZip:cache/ingest FuzzDecodeInode:cache/meta; do \
-		$(GO) test -run '^$$' -fuzz "^$${t%%:*}$$" -fuzztime $(FUZZTIME) ./$${t#*:}/ || exit 1; done
+# The unit tests that need the venv's torch, for make test.
+unit-torch: mod venv
+	CKPTFS_PYTHON=$(PY) $(GO) test -race -count=1 -run 'FreshSave' ./layout/...
 
-integration: fuse minio venv
-	CKPTFS_MINIO=$(MINIO) CKPTFS_REQUIRE_MINIO=1 CKPTFS_PYTHON=$(PY) $(GO) test -race -count=1 -parallel 4 -timeout 30m ./integration/
+# Every parser has a fuzz target (func FuzzX in a _test.go file); each runs
+# for FUZZTIME inputs.
+fuzz: mod
+	@for d in $$(grep -rl --include='*_test.go' '^func Fuzz' cache layout fs cmd | xargs -n1 dirname | sort -u); do \
+		for t in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$d/*_test.go); do \
+			echo "$$t ./$$d/"; \
+			$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) ./$$d/ || exit 1; done; done
+
+# The suite's own code is built without the race detector: the daemons it
+# mounts are what it checks (see integration/helpers_test.go), and the data
+# it generates costs 8x more under -race. make stress builds it with it.
+integration: fuse mod minio venv
+	CKPTFS_MINIO=$(MINIO) CKPTFS_REQUIRE_MINIO=1 CKPTFS_PYTHON=$(PY) $(GO) test -count=1 -parallel 4 -timeout 30m ./integration/
+
+smoke: fuse mod
+	$(GO) test -count=1 -run '^TestCopyRoundTripAndRemount$$' ./integration/
 
 # Long variants of the randomized tests, and the whole integration suite
 # on the daemon built with the race detector (make test gives it only to
