@@ -396,6 +396,37 @@ func DeltaReference(v []byte) (Ref, bool) {
 	return r, true
 }
 
+// HintOf is the hint a checked value was coded with, as far as the value
+// tells, to code its chunk again: a delta's dtype, the element size of
+// planes (4 bytes: F32; 2: BF16, so an F16 tensor's delta is as exact and
+// less compact); "" otherwise.
+func HintOf(v []byte) Hint {
+	if len(v) <= HeaderLen {
+		return ""
+	}
+	switch CodecID(v[0]) {
+	case CodecPlanes:
+		switch v[HeaderLen] {
+		case 2:
+			return "BF16"
+		case 4:
+			return "F32"
+		}
+	case CodecDelta:
+		if len(v) > HeaderLen+deltaRefLen {
+			switch v[HeaderLen+deltaRefLen] {
+			case deltaBF16:
+				return "BF16"
+			case deltaF16:
+				return "F16"
+			case deltaF32:
+				return "F32"
+			}
+		}
+	}
+	return ""
+}
+
 // deltaGain is how much smaller than the plain value a delta must be to be
 // kept: a delta costs its reader the reference's decode, and its store the
 // reference's space for as long as the delta lives.
