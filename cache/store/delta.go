@@ -60,6 +60,7 @@ type DeltaPair struct{ Chunk, Ref chunk.Hash }
 type DeltaResult struct {
 	Stored        int   // chunks now stored as deltas
 	Before, After int64 // their stored bytes before and after
+	RawBytes      int64 // their raw bytes
 }
 
 // StoreAsDeltas stores the chunks of pairs as deltas against their
@@ -81,14 +82,15 @@ func (s *Store) StoreAsDeltas(ctx context.Context, pairs []DeltaPair) (DeltaResu
 	defer s.deltaMu.Unlock()
 	var batch []meta.Rebased
 	inBatch := map[chunk.Hash]bool{} // chunks and references of batch
+	rawLen := map[chunk.Hash]int64{}
 	var pinned []chunk.Hash
 	flush := func() error {
 		defer func() { s.live.unpin(pinned); pinned = nil }()
 		if len(batch) == 0 {
 			return nil
 		}
-		err := s.rebase(batch, &res)
-		batch, inBatch = batch[:0], map[chunk.Hash]bool{}
+		err := s.rebase(batch, rawLen, &res)
+		batch, inBatch, rawLen = batch[:0], map[chunk.Hash]bool{}, map[chunk.Hash]int64{}
 		return err
 	}
 	buf, _ := s.values.Get().(*[]byte)
@@ -107,13 +109,14 @@ func (s *Store) StoreAsDeltas(ctx context.Context, pairs []DeltaPair) (DeltaResu
 		}
 		s.live.pin([]chunk.Hash{p.Chunk, p.Ref})
 		pinned = append(pinned, p.Chunk, p.Ref)
-		r, ok, err := s.encodeDelta(ctx, p, buf)
+		r, n, ok, err := s.encodeDelta(ctx, p, buf)
 		if err != nil {
 			return res, errors.Join(fmt.Errorf("delta of chunk %s: %w", p.Chunk.Short(), err), flush())
 		}
 		if ok {
 			batch = append(batch, r)
 			inBatch[p.Chunk], inBatch[p.Ref] = true, true
+			rawLen[p.Chunk] = n
 		}
 		if len(batch) == 256 {
 			if err := flush(); err != nil {
@@ -124,52 +127,52 @@ func (s *Store) StoreAsDeltas(ctx context.Context, pairs []DeltaPair) (DeltaResu
 	return res, flush()
 }
 
-// encodeDelta appends chunk p.Chunk to the current pack as a delta
-// against p.Ref, if it may be one and that saves enough.
-func (s *Store) encodeDelta(ctx context.Context, p DeltaPair, buf *[]byte) (meta.Rebased, bool, error) {
+// encodeDelta appends chunk p.Chunk, of n raw bytes, to the current pack
+// as a delta against p.Ref, if it may be one and that saves enough.
+func (s *Store) encodeDelta(ctx context.Context, p DeltaPair, buf *[]byte) (r meta.Rebased, n int64, ok bool, err error) {
 	if p.Chunk == p.Ref || s.refs.Unnamed(p.Chunk) { // garbage soon
-		return meta.Rebased{}, false, nil
+		return r, 0, false, nil
 	}
-	if ok, err := s.mayRebase(p); !ok || err != nil {
-		return meta.Rebased{}, false, err
+	if may, err := s.mayRebase(p); !may || err != nil {
+		return r, 0, false, err
 	}
 	val, from, err := s.storedValue(p.Chunk)
 	if errors.Is(err, chunk.ErrCorrupt) {
-		return meta.Rebased{}, false, nil // gone meanwhile, or damaged: readers will say
+		return r, 0, false, nil // gone meanwhile, or damaged: readers will say
 	}
 	if err != nil {
-		return meta.Rebased{}, false, err
+		return r, 0, false, err
 	}
 	if _, isDelta := chunk.DeltaReference(val); isDelta {
-		return meta.Rebased{}, false, nil
+		return r, 0, false, nil
 	}
 	raw, err := s.codecs.DecodeChecksummed(p.Chunk, val)
 	if err != nil {
-		return meta.Rebased{}, false, nil
+		return r, 0, false, nil
 	}
 	refRaw, err := s.chunks.Get(ctx, p.Ref)
 	if err != nil {
-		return meta.Rebased{}, false, nil
+		return r, 0, false, nil
 	}
-	v, ok := s.codecs.EncodeDelta(*buf, raw, p.Ref, refRaw, chunk.HintOf(val))
+	v, sound := s.codecs.EncodeDelta(*buf, raw, p.Ref, refRaw, chunk.HintOf(val))
 	*buf = v
-	if !ok {
+	if !sound {
 		s.log.Error("codec bug: a delta did not decode to its chunk; left as it was", "chunk", p.Chunk.String(), "reference", p.Ref.String())
-		return meta.Rebased{}, false, nil
+		return r, 0, false, nil
 	}
 	if _, isDelta := chunk.DeltaReference(v); !isDelta {
-		return meta.Rebased{}, false, nil // saves too little
+		return r, 0, false, nil // saves too little
 	}
 	if err := s.EnsureSpace(int64(len(v)), ChunkReserve, false); err != nil {
-		return meta.Rebased{}, false, err
+		return r, 0, false, err
 	}
 	s.evictMu.RLock()
 	to, err := s.packs.Append(p.Chunk, v)
 	s.evictMu.RUnlock()
 	if err != nil {
-		return meta.Rebased{}, false, err
+		return r, 0, false, err
 	}
-	return meta.Rebased{Hash: p.Chunk, Ref: p.Ref, From: from, To: to}, true, nil
+	return meta.Rebased{Hash: p.Chunk, Ref: p.Ref, From: from, To: to}, int64(len(raw)), true, nil
 }
 
 // mayRebase reports whether p.Chunk may become a delta against p.Ref: the
@@ -223,7 +226,7 @@ func (s *Store) height(h chunk.Hash, limit int) (int, error) {
 
 // rebase makes the index name the delta copies of batch, once they are
 // durable, and counts what each leaves behind as its pack's garbage.
-func (s *Store) rebase(batch []meta.Rebased, res *DeltaResult) error {
+func (s *Store) rebase(batch []meta.Rebased, rawLen map[chunk.Hash]int64, res *DeltaResult) error {
 	if err := s.packs.Sync(); err != nil {
 		return fmt.Errorf("sync deltas: %w", err)
 	}
@@ -242,6 +245,7 @@ func (s *Store) rebase(batch []meta.Rebased, res *DeltaResult) error {
 		res.Stored++
 		res.Before += int64(r.From.Len)
 		res.After += int64(r.To.Len)
+		res.RawBytes += rawLen[r.Hash]
 	}
 	for _, r := range batch {
 		left := r.To // the copy, if the chunk went meanwhile

@@ -156,7 +156,8 @@ func openStore(dir string, o Options) (*Store, error) {
 		WithChecksumVerificationMode(options.OnBlockRead). // a damaged table block is an error, not garbage
 		WithReadOnly(o.ReadOnly)
 	db, err := meta.Open(bo)
-	if o.ReadOnly && errors.Is(err, badger.ErrTruncateNeeded) {
+	// Badger reports a torn memtable with the cause in the text only.
+	if o.ReadOnly && err != nil && (errors.Is(err, badger.ErrTruncateNeeded) || strings.Contains(err.Error(), badger.ErrTruncateNeeded.Error())) {
 		// A crash left a torn tail in Badger's log, which only a writer
 		// may cut: Badger's own recovery, no change to what the store holds.
 		db, err = meta.Open(bo.WithReadOnly(false))

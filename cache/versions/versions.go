@@ -167,12 +167,23 @@ func (e *Encoder) loop(ctx context.Context) {
 		pending := e.pending
 		e.pending = map[uint64]*meta.Content{}
 		e.mu.Unlock()
+		var round store.DeltaResult
+		start := time.Now()
 		for ino, before := range pending {
 			if ctx.Err() != nil {
 				return
 			}
-			e.encode(ctx, ino, before)
+			res := e.encode(ctx, ino, before)
+			round.Stored += res.Stored
+			round.Before += res.Before
+			round.After += res.After
+			round.RawBytes += res.RawBytes
 		}
+		if round.Stored == 0 {
+			continue
+		}
+		e.log.Info("older versions stored as deltas", "files", len(pending), "chunks", round.Stored, "raw_bytes", round.RawBytes,
+			"bytes_before", round.Before, "bytes_after", round.After, "took", time.Since(start).Round(time.Millisecond))
 	}
 }
 
@@ -192,43 +203,56 @@ func (e *Encoder) waitQuiet(ctx context.Context) bool {
 	}
 }
 
-// encode stores the older versions of file ino as deltas against it.
-func (e *Encoder) encode(ctx context.Context, ino uint64, before *meta.Content) {
+// encode stores the version saved before file ino as deltas against it,
+// and ino as deltas against the version saved after it: whichever order
+// the versions settle in, each is paired with its neighbours once both
+// are chunked.
+func (e *Encoder) encode(ctx context.Context, ino uint64, before *meta.Content) store.DeltaResult {
 	in, err := e.ns.GetInode(ino)
-	if err != nil || !isFile(in) || len(in.Content.Chunks) == 0 {
-		return // gone, or not chunked: nothing to pair
+	if !chunked(in, err) {
+		return store.DeltaResult{} // gone, or not chunked: nothing to pair
 	}
 	var pairs []store.DeltaPair
 	if before != nil {
 		pairs = Pairs(before, &in.Content)
 	}
-	older, where := e.previous(in)
-	if older != nil {
+	older, newer, where := e.neighbours(in)
+	if chunked(older, nil) && older.Content.Kind == in.Content.Kind {
 		pairs = append(pairs, Pairs(&older.Content, &in.Content)...)
 	}
-	if len(pairs) == 0 {
-		return
+	if chunked(newer, nil) && newer.Content.Kind == in.Content.Kind {
+		pairs = append(pairs, Pairs(&in.Content, &newer.Content)...)
 	}
-	start := time.Now()
+	if len(pairs) == 0 {
+		return store.DeltaResult{}
+	}
 	res, err := e.st.StoreAsDeltas(ctx, pairs)
 	if err != nil && ctx.Err() == nil {
 		e.log.Warn("storing older versions as deltas stopped", "ino", ino, "version", where, "err", err)
 	}
 	if res.Stored > 0 {
-		e.log.Info("older version stored as deltas", "ino", ino, "version", where, "chunks", res.Stored,
-			"bytes_before", res.Before, "bytes_after", res.After, "took", time.Since(start).Round(time.Millisecond))
+		e.log.Debug("older version stored as deltas", "ino", ino, "version", where, "chunks", res.Stored,
+			"raw_bytes", res.RawBytes, "bytes_before", res.Before, "bytes_after", res.After)
 	}
+	return res
 }
 
-// previous is the version of in saved most recently before it, and a
-// description of where: the same path below the sibling folder of one of
-// in's two nearest folders whose file has the latest mtime not after in's.
-func (e *Encoder) previous(in *meta.Inode) (*meta.Inode, string) {
+// chunked reports whether in, read with err, is a file whose content is
+// chunks.
+func chunked(in *meta.Inode, err error) bool {
+	return err == nil && isFile(in) && len(in.Content.Chunks) > 0 && in.Content.Staged == 0
+}
+
+// neighbours are the versions of in saved just before and just after it,
+// chunked or not, and a description of where: the same path below the
+// sibling folders of the nearer of in's two nearest folders that has one,
+// by mtime.
+func (e *Encoder) neighbours(in *meta.Inode) (before, after *meta.Inode, where string) {
 	e.mu.Lock()
 	here, ok := e.places[in.Ino]
 	e.mu.Unlock()
 	if !ok {
-		return nil, ""
+		return nil, nil, ""
 	}
 	tail := []string{here.name}
 	dir := here.parent
@@ -237,38 +261,41 @@ func (e *Encoder) previous(in *meta.Inode) (*meta.Inode, string) {
 		up, ok := e.places[dir]
 		e.mu.Unlock()
 		if !ok {
-			return nil, ""
+			return nil, nil, ""
 		}
-		if best := e.sibling(in, up, tail); best != nil {
-			return best, up.name
+		if before, after = e.siblings(in, up, tail); before != nil || after != nil {
+			return before, after, up.name
 		}
 		tail = append([]string{up.name}, tail...)
 		dir = up.parent
 	}
-	return nil, ""
+	return nil, nil, ""
 }
 
-// sibling looks for tail below each folder next to dir.name in dir.parent
-// and returns the file there saved last before in, if any.
-func (e *Encoder) sibling(in *meta.Inode, dir place, tail []string) *meta.Inode {
+// siblings looks for tail below each folder next to dir.name in
+// dir.parent, and returns the files there saved last before in and first
+// after it.
+func (e *Encoder) siblings(in *meta.Inode, dir place, tail []string) (before, after *meta.Inode) {
 	entries, err := e.ns.ReadDir(dir.parent)
 	if err != nil || len(entries) > maxSiblings {
-		return nil
+		return nil, nil
 	}
-	var best *meta.Inode
 	for _, d := range entries {
 		if d.Name == dir.name || d.Mode&syscall.S_IFMT != syscall.S_IFDIR {
 			continue
 		}
 		f := e.resolve(d.Ino, tail)
-		if !isFile(f) || f.Ino == in.Ino || len(f.Content.Chunks) == 0 || f.Content.Kind != in.Content.Kind || f.Mtime > in.Mtime {
+		if !isFile(f) || f.Ino == in.Ino {
 			continue
 		}
-		if best == nil || f.Mtime > best.Mtime {
-			best = f
+		if f.Mtime <= in.Mtime && (before == nil || f.Mtime > before.Mtime) {
+			before = f
+		}
+		if f.Mtime > in.Mtime && (after == nil || f.Mtime < after.Mtime) {
+			after = f
 		}
 	}
-	return best
+	return before, after
 }
 
 // resolve is the record at path below folder ino, or nil.

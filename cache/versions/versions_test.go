@@ -127,3 +127,47 @@ func TestPairs(t *testing.T) {
 		t.Errorf("%d pairs of chunks at other offsets", len(ps))
 	}
 }
+
+// Versions that settle out of order (a later one chunked before an
+// earlier one is) still pair with their neighbours: each becomes deltas
+// against the version saved just after it, never one further on.
+func TestVersionsSettlingOutOfOrder(t *testing.T) {
+	s := storetest.Open(t, store.Options{Mounted: true})
+	e := versions.Start(s, versions.Options{Quiet: 10 * time.Millisecond})
+	defer e.Close()
+	s.FollowRecords(e.Changed)
+	ns := s.Namespace()
+
+	run := layouttest.TrainingRun(3, 3, 2, 30_000, 1e-4)
+	t0 := time.Now().Add(-time.Hour)
+	first := save(t, s, "run/step1/model.safetensors", run[0], t0)
+	dir, err := ns.MkdirAll("run/step2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	staged, err := ns.Create(dir, "model.safetensors", meta.Inode{Mode: syscall.S_IFREG | 0o644, Mtime: t0.Add(time.Minute).UnixNano(),
+		Content: meta.Content{Size: int64(len(run[1])), Staged: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := save(t, s, "run/step3/model.safetensors", run[2], t0.Add(2*time.Minute))
+	time.Sleep(200 * time.Millisecond) // the encoder looks while step2 is staged
+	c, release, err := s.Ingest(bytes.NewReader(run[1]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	middle, err := ns.Update(staged.Ino, func(in *meta.Inode) error { in.Content = *c; return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "both older versions stored as deltas", func() bool { return deltas(s, first) == 2 && deltas(s, middle) == 2 })
+	for i := 1; i < 3; i++ {
+		if r, _, _ := s.DeltaOf(first.Content.Chunks[i].Hash); r != middle.Content.Chunks[i].Hash {
+			t.Errorf("the first version's tensor %d is a delta against another than the next version", i)
+		}
+		if r, _, _ := s.DeltaOf(middle.Content.Chunks[i].Hash); r != last.Content.Chunks[i].Hash {
+			t.Errorf("the middle version's tensor %d is a delta against another than the last version", i)
+		}
+	}
+}
