@@ -154,13 +154,15 @@ func (s *Store) encodeDelta(ctx context.Context, p DeltaPair, buf *[]byte) (r me
 	if err != nil {
 		return r, 0, false, nil
 	}
-	v, sound := s.codecs.EncodeDelta(*buf, raw, p.Ref, refRaw, chunk.HintOf(val))
-	*buf = v
+	v, sound := s.codecs.DeltaBelow(*buf, raw, p.Ref, refRaw, chunk.HintOf(val), len(val))
+	if v != nil {
+		*buf = v
+	}
 	if !sound {
 		s.log.Error("codec bug: a delta did not decode to its chunk; left as it was", "chunk", p.Chunk.String(), "reference", p.Ref.String())
 		return r, 0, false, nil
 	}
-	if _, isDelta := chunk.DeltaReference(v); !isDelta {
+	if v == nil {
 		return r, 0, false, nil // saves too little
 	}
 	if err := s.EnsureSpace(int64(len(v)), ChunkReserve, false); err != nil {

@@ -369,3 +369,30 @@ func mustStored(t *testing.T, s *Store, h chunk.Hash) []byte {
 	}
 	return v
 }
+
+// BenchmarkStoreAsDeltas is the background encoder's work for one version:
+// read the older version's chunks and the newer's, encode, verify, append
+// and index the deltas. MB/s are of the older version's raw bytes.
+func BenchmarkStoreAsDeltas(b *testing.B) {
+	run := layouttest.TrainingRun(1, 2, 16, 500_000, 1e-4)
+	for range b.N {
+		b.StopTimer()
+		s := openOfflineB(b)
+		older := addFile(b, s, "older", run[0])
+		newer := addFile(b, s, "newer", run[1])
+		b.SetBytes(older.Size)
+		b.StartTimer()
+		if res, err := s.StoreAsDeltas(context.Background(), pairs(older, newer)); err != nil || res.Stored != 16 {
+			b.Fatal(res, err)
+		}
+	}
+}
+
+func openOfflineB(b *testing.B) *Store {
+	s, err := Open(b.TempDir(), Options{CacheBytes: 64 << 20})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	return s
+}
