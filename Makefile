@@ -176,8 +176,8 @@ bench-mount: build fuse venv
 bench-dcp: build fuse venv
 	CKPTFS_BIN=$(CURDIR)/bin/ckptfs $(PY) integration/bench/dcp_bench.py
 
-bench-dedup: build fuse venv
-	CKPTFS_BIN=$(CURDIR)/bin/ckptfs HF_HUB_OFFLINE=1 $(PY) integration/bench/dedup_bench.py
+bench-dedup: build fuse venv-bench
+	CKPTFS_BIN=$(CURDIR)/bin/ckptfs HF_HUB_OFFLINE=1 $(BPY) integration/bench/dedup_bench.py
 
 # The codecs bench-delta compares with (ZipNN, z4ai) go into a venv of their
 # own, which sees the test venv's torch and transformers through a .pth file:

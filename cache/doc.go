@@ -1,6 +1,9 @@
 // Package cache groups the store and the mechanisms it stands on, one
 // package each, none importing this folder or its parent: store (the
-// Store: chunks, the read and write paths, settling, reclaim, space),
-// views, fsck, remote (a bucket behind the store), chunk, pack, meta,
-// ingest, hot and durable. It holds no code.
+// Store: chunks, the read path, reclaim, space, deltas), writes (the write
+// path: drafts, staged files and the settler), versions (which versions of
+// a file become deltas), usage (reference counts and checkpoint totals),
+// chunkcache (decoded chunks for readers), views, fsck, remote (a bucket
+// behind the store), chunk, pack, meta, ingest, hot, durable, and
+// storetest (the fixture of tests that need a store). It holds no code.
 package cache

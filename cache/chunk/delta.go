@@ -396,6 +396,37 @@ func DeltaReference(v []byte) (Ref, bool) {
 	return r, true
 }
 
+// HintOf is the hint a checked value was coded with, as far as the value
+// tells, to code its chunk again: a delta's dtype, the element size of
+// planes (4 bytes: F32; 2: BF16, so an F16 tensor's delta is as exact and
+// less compact); "" otherwise.
+func HintOf(v []byte) Hint {
+	if len(v) <= HeaderLen {
+		return ""
+	}
+	switch CodecID(v[0]) {
+	case CodecPlanes:
+		switch v[HeaderLen] {
+		case 2:
+			return "BF16"
+		case 4:
+			return "F32"
+		}
+	case CodecDelta:
+		if len(v) > HeaderLen+deltaRefLen {
+			switch v[HeaderLen+deltaRefLen] {
+			case deltaBF16:
+				return "BF16"
+			case deltaF16:
+				return "F16"
+			case deltaF32:
+				return "F32"
+			}
+		}
+	}
+	return ""
+}
+
 // deltaGain is how much smaller than the plain value a delta must be to be
 // kept: a delta costs its reader the reference's decode, and its store the
 // reference's space for as long as the delta lives.
@@ -409,28 +440,42 @@ const deltaGain = 8 // 1/8
 // which it gave; the chunk's identity stays Sum(raw) either way.
 func (c *Codecs) EncodeDelta(buf, raw []byte, ref Hash, refRaw []byte, hint Hint) (v []byte, ok bool) {
 	v, ok = c.EncodeTo(buf, raw, hint)
-	if len(raw) > MaxSize || len(refRaw) > MaxSize {
-		return v, ok
-	}
 	scratch, _ := c.plain.Get().(*[]byte)
 	if scratch == nil {
 		scratch = new([]byte)
 	}
 	defer c.plain.Put(scratch)
-	d := append((*scratch)[:0], make([]byte, HeaderLen)...)
+	d, sound := c.DeltaBelow(*scratch, raw, ref, refRaw, hint, len(v))
+	if d == nil {
+		return v, ok && sound
+	}
+	*scratch = d
+	return append(v[:0], d...), ok
+}
+
+// DeltaBelow is raw's value as a delta against the chunk ref (refRaw its
+// bytes), built in buf, if it saves at least an eighth of plainLen, the
+// size of its plain value; nil if not, if either chunk is over MaxSize, or
+// if the delta does not decode to raw (a codec bug, which ok reports).
+// For a caller that has the plain value already: EncodeDelta without
+// encoding it again.
+func (c *Codecs) DeltaBelow(buf, raw []byte, ref Hash, refRaw []byte, hint Hint, plainLen int) (v []byte, ok bool) {
+	if len(raw) > MaxSize || len(refRaw) > MaxSize {
+		return nil, true
+	}
+	d := append(buf[:0], make([]byte, HeaderLen)...)
 	d = append(d, ref[:]...)
 	d = binary.LittleEndian.AppendUint32(d, uint32(len(refRaw)))
 	d = c.delta.Encode(d, raw, refRaw, hint)
-	*scratch = d
-	if len(d) >= len(v)-len(v)/deltaGain {
-		return v, ok
+	if len(d) >= plainLen-plainLen/deltaGain {
+		return nil, true
 	}
 	if !c.decodesTo(raw, func(dst []byte) ([]byte, error) {
 		return c.delta.Decode(dst, d[HeaderLen+deltaRefLen:], refRaw, len(raw))
 	}) {
-		return v, false
+		return nil, false
 	}
-	return seal(append(v[:0], d...), CodecDelta, len(raw)), ok
+	return seal(d, CodecDelta, len(raw)), true
 }
 
 // decodeDelta decodes a delta value's payload against ref.

@@ -88,6 +88,11 @@ func (c *Cache) Get(ctx context.Context, h chunk.Hash) ([]byte, error) {
 	}
 }
 
+// Peek returns a chunk if the cache holds it, and loads nothing: for a
+// load that needs another chunk, which must not wait on a flight (a loop
+// of loads would wait for itself).
+func (c *Cache) Peek(h chunk.Hash) ([]byte, bool) { return c.lru.get(h) }
+
 // run loads chunk h for flight f.
 func (c *Cache) run(ctx context.Context, h chunk.Hash, f *flight) {
 	defer f.cancel()

@@ -37,10 +37,12 @@ type Checked interface {
 	ScanChunks(fn func(h chunk.Hash, loc pack.Loc, err error) error) error
 	ReadLocal(h chunk.Hash) ([]byte, error)
 	Uploaded(h chunk.Hash) bool
+	DeltaProblems() ([]string, error)
 }
 
 // Store walks the namespace of s, decodes every inode, reads and verifies
-// every stored chunk against its hash, and checks that every chunk a file
+// every stored chunk against its hash (a delta through its chain),
+// checks the dependencies of deltas, and checks that every chunk a file
 // references exists with the length the file expects. A store in use is
 // checked as it was when the check began: the namespace from one snapshot,
 // its chunks kept meanwhile (see store.Store.Frozen).
@@ -146,6 +148,13 @@ func check(s Checked, ns *meta.Namespace) (*Report, error) {
 	close(work)
 	wg.Wait()
 
+	deltas, err := s.DeltaProblems()
+	if err != nil {
+		return nil, fmt.Errorf("fsck: deltas: %w", err)
+	}
+	for _, p := range deltas {
+		problem("%s", p)
+	}
 	for h, rel := range users {
 		switch {
 		case stored[h]:

@@ -144,19 +144,189 @@ func (x *Index) InPack(id uint32) ([]Record, error) {
 	return out, err
 }
 
-// Delete drops the index entries of recs and their listings.
-func (x *Index) Delete(recs []Record) error {
+// Delete drops the index entries of recs and their listings, and returns
+// the references of those that were deltas: their dependency on them goes
+// too.
+func (x *Index) Delete(recs []Record) ([]chunk.Hash, error) {
+	refs := map[chunk.Hash]chunk.Hash{}
+	err := x.db.View(func(txn *badger.Txn) error {
+		for _, r := range recs {
+			ref, ok, err := getReference(txn, r.Hash)
+			if err != nil {
+				return err
+			}
+			if ok {
+				refs[r.Hash] = ref
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
 	wb := x.db.NewWriteBatch()
 	defer wb.Cancel()
+	var freed []chunk.Hash
 	for _, r := range recs {
 		if err := wb.Delete(ChunkKey(r.Hash)); err != nil {
-			return err
+			return nil, err
 		}
 		if err := wb.Delete(packRecordKey(r.Loc)); err != nil {
-			return err
+			return nil, err
+		}
+		if ref, ok := refs[r.Hash]; ok {
+			if err := wb.Delete(dependentKey(ref, r.Hash)); err != nil {
+				return nil, err
+			}
+			if err := wb.Delete(referenceKey(r.Hash)); err != nil {
+				return nil, err
+			}
+			freed = append(freed, ref)
 		}
 	}
-	return wb.Flush()
+	return freed, wb.Flush()
+}
+
+func dependentKey(ref, h chunk.Hash) []byte {
+	return append(append([]byte(prefixDependent), ref[:]...), h[:]...)
+}
+
+func referenceKey(h chunk.Hash) []byte { return append([]byte(prefixReference), h[:]...) }
+
+func getReference(txn *badger.Txn, h chunk.Hash) (chunk.Hash, bool, error) {
+	item, err := txn.Get(referenceKey(h))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return chunk.Hash{}, false, nil
+	}
+	if err != nil {
+		return chunk.Hash{}, false, err
+	}
+	var ref chunk.Hash
+	err = item.Value(func(v []byte) error {
+		if len(v) != len(ref) {
+			return fmt.Errorf("reference of chunk %s is malformed: %w", h.Short(), chunk.ErrCorrupt)
+		}
+		copy(ref[:], v)
+		return nil
+	})
+	return ref, err == nil, err
+}
+
+// Reference is the chunk h is stored as a delta against, if it is.
+func (x *Index) Reference(h chunk.Hash) (ref chunk.Hash, ok bool, err error) {
+	err = x.db.View(func(txn *badger.Txn) error {
+		ref, ok, err = getReference(txn, h)
+		return err
+	})
+	return ref, ok, err
+}
+
+// Dependents are the indexed chunks stored as deltas against ref: it
+// stays while any does.
+func (x *Index) Dependents(ref chunk.Hash) ([]chunk.Hash, error) {
+	var out []chunk.Hash
+	err := x.db.View(func(txn *badger.Txn) error {
+		prefix := append([]byte(prefixDependent), ref[:]...)
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			k := it.Item().Key()
+			if len(k) != len(prefix)+len(ref) {
+				return fmt.Errorf("dependency key %x is malformed: %w", k, chunk.ErrCorrupt)
+			}
+			h := chunk.Hash(k[len(prefix):])
+			if _, err := getLoc(txn, h); errors.Is(err, ErrNoChunk) {
+				continue // a deletion cut short left the key
+			} else if err != nil {
+				return err
+			}
+			out = append(out, h)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// HasDeltas reports whether any chunk is stored as a delta.
+func (x *Index) HasDeltas() (bool, error) {
+	found := false
+	err := x.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixReference)})
+		defer it.Close()
+		it.Rewind()
+		found = it.Valid()
+		return nil
+	})
+	return found, err
+}
+
+// References calls fn with every chunk stored as a delta and its
+// reference, in one pass.
+func (x *Index) References(fn func(h, ref chunk.Hash) error) error {
+	return x.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixReference)})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			k := it.Item().Key()[len(prefixReference):]
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			if len(k) != len(chunk.Hash{}) || len(v) != len(chunk.Hash{}) {
+				return fmt.Errorf("reference key %x is malformed: %w", it.Item().Key(), chunk.ErrCorrupt)
+			}
+			if err := fn(chunk.Hash(k), chunk.Hash(v)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Rebased is a chunk stored again as a delta against Ref, at To, where it
+// was at From.
+type Rebased struct {
+	Hash     chunk.Hash
+	Ref      chunk.Hash
+	From, To pack.Loc
+}
+
+// Rebase points the index at the delta copies of the chunks still indexed
+// where they were copied from, whose references are still indexed, and
+// records each one's dependency on its reference, in one transaction (a
+// delta is never indexed without the dependency that keeps its reference);
+// it returns those it moved. A chunk deleted or moved meanwhile keeps its
+// entry, and its copy is garbage.
+func (x *Index) Rebase(rs []Rebased) ([]Rebased, error) {
+	var done []Rebased
+	err := x.db.Update(func(txn *badger.Txn) error {
+		done = done[:0]
+		for _, r := range rs {
+			loc, err := getLoc(txn, r.Hash)
+			if err != nil || loc != r.From {
+				continue
+			}
+			if _, err := getLoc(txn, r.Ref); err != nil {
+				continue
+			}
+			for _, kv := range [][2][]byte{
+				{dependentKey(r.Ref, r.Hash), nil},
+				{referenceKey(r.Hash), r.Ref[:]},
+				{ChunkKey(r.Hash), r.To.Encode()},
+				{packRecordKey(r.To), r.Hash[:]},
+			} {
+				if err := txn.Set(kv[0], kv[1]); err != nil {
+					return err
+				}
+			}
+			if err := txn.Delete(packRecordKey(r.From)); err != nil {
+				return err
+			}
+			done = append(done, r)
+		}
+		return nil
+	})
+	return done, err
 }
 
 // Move is a record copied from one pack to another.

@@ -50,7 +50,7 @@ func TestIndexListsEachPacksRecords(t *testing.T) {
 	if loc, _ := x.Get(c); loc != locC {
 		t.Fatalf("c, moved from a place it was not, is at %v", loc)
 	}
-	if err := x.Delete([]Record{{b, locB}}); err != nil {
+	if _, err := x.Delete([]Record{{b, locB}}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := x.Get(b); !errors.Is(err, ErrNoChunk) || !errors.Is(err, chunk.ErrCorrupt) {

@@ -38,6 +38,11 @@ const (
 	KeyPackIDs = "m/packs"
 	// prefixPackRecord + pack id + offset -> hash: a pack's records.
 	prefixPackRecord = "p/"
+	// prefixDependent + reference hash + hash: a chunk stored as a delta
+	// against the reference, which stays while it does; prefixReference +
+	// hash -> the reference hash, to find that key again.
+	prefixDependent = "D/"
+	prefixReference = "R/"
 	// keyIndexVersion says what the chunk index keeps (see EnsureListing).
 	keyIndexVersion = "m/index"
 )
@@ -107,11 +112,14 @@ type Hooks struct {
 
 // RecordChange is one record a committed change created (Before nil),
 // rewrote, or removed (After nil). Parent is the folder where an entry of
-// it was made or removed, NewParent the folder it was renamed into (0 if
-// none): a rewrite with neither is a change of the record alone.
+// it was made or removed, NewParent the folder it was linked or renamed
+// into (0 if none; a rename within a folder has both): a rewrite with
+// neither is a change of the record alone. Name is the entry made: in
+// NewParent if set, else in Parent; "" for a removal.
 type RecordChange struct {
 	Before, After     *Inode
 	Parent, NewParent uint64
+	Name              string
 }
 
 // Namespace is the tree of inodes and directory entries in db.
@@ -480,7 +488,7 @@ func (s *Namespace) Create(parent uint64, name string, in Inode) (*Inode, error)
 	}
 	in.Ino = ino + RootIno + 1
 	err = s.updateRecords(func(txn *badger.Txn, ch *changes) error {
-		ch.note(RecordChange{After: &in, Parent: parent})
+		ch.note(RecordChange{After: &in, Parent: parent, Name: name})
 		p, err := freeName(txn, parent, name)
 		if err != nil {
 			return err
@@ -589,7 +597,7 @@ func (s *Namespace) Link(ino, parent uint64, name string) (*Inode, error) {
 			return syscall.EPERM
 		}
 		before := *in
-		defer func() { ch.note(RecordChange{Before: &before, After: in, NewParent: parent}) }()
+		defer func() { ch.note(RecordChange{Before: &before, After: in, NewParent: parent, Name: name}) }()
 		if in.Links() >= MaxLinks {
 			return syscall.EMLINK
 		}
@@ -723,14 +731,12 @@ func (s *Namespace) rename(oldParent uint64, oldName string, newParent uint64, n
 				return err
 			}
 		}
-		if newParent != oldParent {
-			moved, err := getInode(txn, ino)
-			if err != nil && !errors.Is(err, chunk.ErrCorrupt) {
-				return err
-			}
-			if err == nil {
-				ch.note(RecordChange{Before: moved, After: moved, Parent: oldParent, NewParent: newParent})
-			}
+		moved, err := getInode(txn, ino)
+		if err != nil && !errors.Is(err, chunk.ErrCorrupt) {
+			return err
+		}
+		if err == nil {
+			ch.note(RecordChange{Before: moved, After: moved, Parent: oldParent, NewParent: newParent, Name: newName})
 		}
 		if err := txn.Delete(dentryKey(oldParent, oldName)); err != nil {
 			return err

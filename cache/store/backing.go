@@ -127,27 +127,29 @@ func (s *Store) HasChunk(h chunk.Hash) bool {
 }
 
 // StoredValue reads chunk h as stored, after checking its checksum and,
-// with decode, that it decodes to bytes of hash h: what a bucket holds.
+// with decode, that it decodes to bytes of hash h: what a bucket holds. A
+// delta comes back coded alone: a bucket holds plain values, so that any
+// node reads a chunk by itself, and a bucket's reclaim or a cache's
+// eviction drops one without knowing what else needs it.
 func (s *Store) StoredValue(h chunk.Hash, decode bool) ([]byte, error) {
-	s.evictMu.RLock() // the pack is not evicted under the read
-	defer s.evictMu.RUnlock()
-	loc, err := s.index.Get(h)
+	val, _, err := s.storedValue(h)
 	if err != nil {
 		return nil, err
 	}
-	var val []byte
-	err = s.packs.Read(h, loc, func(v []byte) error {
-		if decode {
-			if _, err := s.codecs.Decode(h, v); err != nil {
-				return err
-			}
-		} else if err := chunk.Check(h, v); err != nil {
-			return err
+	if _, isDelta := chunk.DeltaReference(val); isDelta {
+		raw, err := s.readLocal(context.Background(), h, decode)
+		if err != nil {
+			return nil, err
 		}
-		val = append([]byte(nil), v...)
-		return nil
-	})
-	return val, err
+		plain, _ := s.codecs.EncodeTo(nil, raw, chunk.HintOf(val)) // raw if the codec failed
+		return plain, nil
+	}
+	if decode {
+		if _, err := s.codecs.Decode(h, val); err != nil {
+			return nil, err
+		}
+	}
+	return val, nil
 }
 
 // AddFetched verifies val, chunk ref as a bucket stores it, against its
@@ -155,6 +157,9 @@ func (s *Store) StoredValue(h chunk.Hash, decode bool) ([]byte, error) {
 // does not verify is chunk.ErrCorrupt.
 func (s *Store) AddFetched(ref chunk.Ref, val []byte) ([]byte, error) {
 	raw, err := s.codecs.Decode(ref.Hash, val)
+	if errors.Is(err, chunk.ErrNeedsReference) {
+		err = fmt.Errorf("a delta, which a bucket never holds: %w", chunk.ErrCorrupt)
+	}
 	if err == nil && ref.Len != 0 && len(raw) != int(ref.Len) {
 		err = fmt.Errorf("%d bytes, the manifest says %d: %w", len(raw), ref.Len, chunk.ErrCorrupt)
 	}
@@ -217,7 +222,7 @@ func (s *Store) EvictPack(id uint32, droppable func(chunk.Hash) bool) (bool, err
 			return false, nil // pinned
 		}
 	}
-	if err := s.index.Delete(live); err != nil {
+	if _, err := s.index.Delete(live); err != nil { // a store in front of a bucket keeps no deltas
 		return false, err
 	}
 	if err := s.packs.Remove(id); err != nil {

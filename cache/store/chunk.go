@@ -93,11 +93,7 @@ func (s *Store) checkRecord(h chunk.Hash, loc pack.Loc) error {
 // A chunk the packs lack or hold damaged is fetched from the backing, until
 // ctx is done.
 func (s *Store) loadChunk(ctx context.Context, h chunk.Hash) ([]byte, error) {
-	decode := s.codecs.DecodeChecksummed // see there why no hash
-	if s.verifyReads {
-		decode = s.codecs.Decode
-	}
-	raw, err := s.readLocal(h, decode)
+	raw, err := s.readLocal(ctx, h, s.verifyReads)
 	// Only a chunk the store lacks, or holds damaged, is fetched: an I/O
 	// error (EMFILE, a closed database) says nothing about the copy.
 	if err == nil || !errors.Is(err, chunk.ErrCorrupt) {
@@ -107,26 +103,43 @@ func (s *Store) loadChunk(ctx context.Context, h chunk.Hash) ([]byte, error) {
 }
 
 // ReadLocal reads chunk h from its pack and verifies it, its hash
-// included, bypassing the LRU and the backing.
+// included, bypassing the LRU and the backing; a delta's references are
+// read and verified the same way.
 func (s *Store) ReadLocal(h chunk.Hash) ([]byte, error) {
-	return s.readLocal(h, s.codecs.Decode)
+	return s.readLocal(context.Background(), h, true)
 }
 
-// readLocal reads chunk h from its pack and decodes it with decode.
-func (s *Store) readLocal(h chunk.Hash, decode func(chunk.Hash, []byte) ([]byte, error)) ([]byte, error) {
+// readLocal reads chunk h from its pack and decodes it; verify checks the
+// hash of what it decodes (see chunk.DecodeChecksummed for why a reader
+// need not). A delta is decoded outside the eviction lock, against its
+// reference (see decodeDelta).
+func (s *Store) readLocal(ctx context.Context, h chunk.Hash, verify bool) ([]byte, error) {
+	decode := s.codecs.DecodeChecksummed
+	if verify {
+		decode = s.codecs.Decode
+	}
 	s.evictMu.RLock()
-	defer s.evictMu.RUnlock()
 	loc, err := s.index.Get(h)
 	if err != nil {
+		s.evictMu.RUnlock()
 		return nil, err
 	}
-	defer since(s.metrics.decodeSeconds, time.Now())
-	var raw []byte
+	start := time.Now()
+	var raw, delta []byte
 	err = s.packs.Read(h, loc, func(val []byte) error {
+		if _, ok := chunk.DeltaReference(val); ok {
+			delta = append([]byte(nil), val...)
+			return chunk.Check(h, val) // before the reference it names is read
+		}
 		var derr error
 		raw, derr = decode(h, val) // into a new slice
 		return derr
 	})
+	s.evictMu.RUnlock()
+	since(s.metrics.decodeSeconds, start)
+	if err == nil && delta != nil {
+		raw, err = s.decodeDelta(ctx, h, delta, verify)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read chunk %s: %w", h.Short(), err)
 	}

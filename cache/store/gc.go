@@ -186,6 +186,12 @@ func (s *Store) freeCandidates(res *GCResult) (map[uint32]bool, error) {
 		if errors.Is(err, meta.ErrNoChunk) {
 			continue // deleted before, or evicted to a bucket
 		}
+		if err == nil && s.hasDeltas.Load() {
+			var deps []chunk.Hash
+			if deps, err = s.index.Dependents(h); err == nil && len(deps) > 0 {
+				continue // a delta needs it: its deletion makes h a candidate again
+			}
+		}
 		if err != nil {
 			s.refs.Unlock()
 			return nil, err
@@ -196,8 +202,12 @@ func (s *Store) freeCandidates(res *GCResult) (map[uint32]bool, error) {
 	for _, h := range kept {
 		s.refs.Keep(h)
 	}
-	if err := s.index.Delete(freed); err != nil {
+	refs, err := s.index.Delete(freed)
+	if err != nil {
 		return nil, err
+	}
+	for _, ref := range refs { // a delta gone: its reference may be garbage now
+		s.refs.Keep(ref)
 	}
 	in := map[uint32]bool{}
 	for _, r := range freed {
@@ -348,19 +358,33 @@ func (s *Store) sweepChunks(referenced map[chunk.Hash]struct{}, res *GCResult) (
 	if err != nil || len(dead) == 0 {
 		return live, err
 	}
+	refOf := map[chunk.Hash]chunk.Hash{}
+	if err := s.index.References(func(h, ref chunk.Hash) error { refOf[h] = ref; return nil }); err != nil {
+		return live, err
+	}
 	for i := range s.putLocks {
 		s.putLocks[i].Lock()
 		defer s.putLocks[i].Unlock()
 	}
 	s.live.mu.Lock()
 	defer s.live.mu.Unlock()
-	var freed []meta.Record
+	var doomed []meta.Record
 	for _, r := range dead {
 		if keep, recent := s.live.keepsLocked(r.Hash); keep {
 			live[r.Loc.Pack] = append(live[r.Loc.Pack], r)
+			referenced[r.Hash] = struct{}{}
 			if recent {
 				res.Recent++
 			}
+			continue
+		}
+		doomed = append(doomed, r)
+	}
+	needed := neededReferences(referenced, refOf)
+	var freed []meta.Record
+	for _, r := range doomed {
+		if _, ok := needed[r.Hash]; ok {
+			live[r.Loc.Pack] = append(live[r.Loc.Pack], r)
 			continue
 		}
 		freed = append(freed, r)
@@ -371,7 +395,31 @@ func (s *Store) sweepChunks(referenced map[chunk.Hash]struct{}, res *GCResult) (
 		res.Chunks++
 		res.ChunkBytes += int64(r.Loc.Len)
 	}
-	return live, s.index.Delete(freed)
+	_, err = s.index.Delete(freed) // what they needed is not kept above
+	return live, err
+}
+
+// neededReferences are the chunks the deltas among kept need, and what
+// those need in turn, as refOf (each delta's reference) says.
+func neededReferences(kept map[chunk.Hash]struct{}, refOf map[chunk.Hash]chunk.Hash) map[chunk.Hash]struct{} {
+	needed := map[chunk.Hash]struct{}{}
+	if len(refOf) == 0 {
+		return needed
+	}
+	for h := range kept {
+		for steps := 0; steps <= MaxChain; steps++ { // a longer chain is damage: fsck says so
+			ref, ok := refOf[h]
+			if !ok {
+				break
+			}
+			if _, seen := needed[ref]; seen {
+				break
+			}
+			needed[ref] = struct{}{}
+			h = ref
+		}
+	}
+	return needed
 }
 
 // sealPack ends appends to pack id, the current one, so that it can go

@@ -27,7 +27,7 @@ func openReclaiming(t *testing.T) *Store {
 	return s
 }
 
-func addFile(t *testing.T, s *Store, name string, data []byte) *meta.Content {
+func addFile(t testing.TB, s *Store, name string, data []byte) *meta.Content {
 	t.Helper()
 	c, release, err := s.Ingest(bytes.NewReader(data))
 	if err != nil {

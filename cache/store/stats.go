@@ -18,10 +18,16 @@ type Stats struct {
 	// Files whose content is staged, not chunked yet (see settle.go), and
 	// their bytes: in Logical, not in Unique or Stored.
 	Staged, StagedBytes int64
+	// Deltas counts the chunks stored as deltas against another version
+	// (see StoreAsDeltas), and DeltaBytes what they take; KeptForDeltas is
+	// what the chunks those deltas need, and the subtree does not name,
+	// take: in Stored.
+	Deltas, DeltaBytes, KeptForDeltas int64
 }
 
-// Stats sums the files below ino (or ino itself, if it is a file).
-func (s *Store) Stats(ino uint64) (*Stats, error) {
+// Stats sums the files below each of inos (or the file itself), each file
+// and chunk counted once.
+func (s *Store) Stats(inos ...uint64) (*Stats, error) {
 	st := &Stats{}
 	seen := map[chunk.Hash]bool{}
 	files := map[uint64]bool{} // a file with hard links counts once, as du counts it
@@ -43,19 +49,42 @@ func (s *Store) Stats(ino uint64) (*Stats, error) {
 			}
 		}
 	}
-	in, err := s.ns.GetInode(ino)
-	if err != nil {
-		return nil, err
-	}
-	add(in)
-	if in.Mode&syscall.S_IFMT == syscall.S_IFDIR {
-		if err := s.ns.Walk(ino, func(_ string, in *meta.Inode) error { add(in); return nil }); err != nil {
+	for _, ino := range inos {
+		in, err := s.ns.GetInode(ino)
+		if err != nil {
 			return nil, err
 		}
+		add(in)
+		if in.Mode&syscall.S_IFMT == syscall.S_IFDIR {
+			if err := s.ns.Walk(ino, func(_ string, in *meta.Inode) error { add(in); return nil }); err != nil {
+				return nil, err
+			}
+		}
 	}
-	err = s.ScanChunks(func(h chunk.Hash, loc pack.Loc, err error) error {
-		if seen[h] && err == nil {
+	refOf := map[chunk.Hash]chunk.Hash{}
+	if err := s.index.References(func(h, ref chunk.Hash) error { refOf[h] = ref; return nil }); err != nil {
+		return nil, fmt.Errorf("stats: %w", err)
+	}
+	named := make(map[chunk.Hash]struct{}, len(seen))
+	for h := range seen {
+		named[h] = struct{}{}
+	}
+	needed := neededReferences(named, refOf)
+	err := s.ScanChunks(func(h chunk.Hash, loc pack.Loc, err error) error {
+		if err != nil {
+			return nil
+		}
+		_, need := needed[h]
+		switch {
+		case seen[h]:
 			st.Stored += int64(loc.Len)
+			if _, ok := refOf[h]; ok {
+				st.Deltas++
+				st.DeltaBytes += int64(loc.Len)
+			}
+		case need:
+			st.Stored += int64(loc.Len)
+			st.KeptForDeltas += int64(loc.Len)
 		}
 		return nil
 	})

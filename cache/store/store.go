@@ -75,9 +75,12 @@ type Store struct {
 	evictMu sync.RWMutex
 	// putLocks serialize stores of chunks by their hash's first byte, so
 	// that two writers of one new chunk append it once.
-	putLocks  [256]sync.Mutex
-	values    sync.Pool // *[]byte: buffers chunk values are encoded into
-	makeRoom  func(need int64)
+	putLocks [256]sync.Mutex
+	values   sync.Pool // *[]byte: buffers chunk values are encoded into
+	makeRoom func(need int64)
+	// follower is told of committed changes after the store (see
+	// FollowRecords).
+	follower  atomic.Pointer[func([]meta.RecordChange)]
 	space     freeSpace        // see EnsureSpace
 	live      *liveChunks      // what Reclaim keeps although unreferenced
 	refs      *usage.Refs      // what records name, and what may be garbage
@@ -85,6 +88,10 @@ type Store struct {
 	reclaimMu sync.Mutex       // one collection at a time
 	garbage   map[uint32]int64 // garbage bytes of each pack, under reclaimMu
 	reclaimer *reclaimer       // nil unless Options.ReclaimEvery
+	// deltaMu runs one StoreAsDeltas at a time; hasDeltas says the index
+	// may hold a delta, whose reference reclaim must keep.
+	deltaMu   sync.Mutex
+	hasDeltas atomic.Bool
 	// cachesBucket says the store is, or was, in front of a bucket, so its
 	// index may hold marks of chunks the bucket has (see PutChunk).
 	cachesBucket atomic.Bool
@@ -149,7 +156,8 @@ func openStore(dir string, o Options) (*Store, error) {
 		WithChecksumVerificationMode(options.OnBlockRead). // a damaged table block is an error, not garbage
 		WithReadOnly(o.ReadOnly)
 	db, err := meta.Open(bo)
-	if o.ReadOnly && errors.Is(err, badger.ErrTruncateNeeded) {
+	// Badger reports a torn memtable with the cause in the text only.
+	if o.ReadOnly && err != nil && (errors.Is(err, badger.ErrTruncateNeeded) || strings.Contains(err.Error(), badger.ErrTruncateNeeded.Error())) {
 		// A crash left a torn tail in Badger's log, which only a writer
 		// may cut: Badger's own recovery, no change to what the store holds.
 		db, err = meta.Open(bo.WithReadOnly(false))
@@ -198,6 +206,12 @@ func openStore(dir string, o Options) (*Store, error) {
 		s.Close()
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
+	hasDeltas, err := s.index.HasDeltas()
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("open store %s: %w", dir, err)
+	}
+	s.hasDeltas.Store(hasDeltas)
 	if s.unclean, err = s.startSession(); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
@@ -229,6 +243,19 @@ func (s *Store) recordsChanged(chs []meta.RecordChange) {
 		s.reclaimer.kick() // what they named may be garbage now
 	}
 	s.usage.Changed(chs)
+	if f := s.follower.Load(); f != nil {
+		(*f)(chs)
+	}
+}
+
+// FollowRecords has fn told of every change committed from now on, after
+// the store followed it: what the versions encoder learns from. fn must
+// not block.
+func (s *Store) FollowRecords(fn func([]meta.RecordChange)) { s.follower.Store(&fn) }
+
+// DeltaOf is the reference chunk h is stored as a delta against, if it is.
+func (s *Store) DeltaOf(h chunk.Hash) (ref chunk.Hash, ok bool, err error) {
+	return s.index.Reference(h)
 }
 
 // CheckpointTotals is what checkpoint ino (an entry of the root) holds:

@@ -122,6 +122,13 @@ func (r *Refs) Unlock() { r.mu.Unlock() }
 // the lock.
 func (r *Refs) NamedLocked(h chunk.Hash) bool { return r.counts[KeyOf(h)] > 0 }
 
+// Unnamed reports whether the counts are kept and no record names h.
+func (r *Refs) Unnamed(h chunk.Hash) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.counts != nil && r.counts[KeyOf(h)] == 0
+}
+
 // Take returns the candidates gathered so far and starts a new set.
 func (r *Refs) Take() map[chunk.Hash]struct{} {
 	r.mu.Lock()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"path"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 
@@ -77,7 +78,7 @@ type inspected interface {
 	Namespace() *meta.Namespace
 	Dir() string
 	CheckpointTotals(ino uint64) (usage.Totals, error)
-	Stats(ino uint64) (*store.Stats, error)
+	Stats(inos ...uint64) (*store.Stats, error)
 	PendingUploads() (chunks, bytes int64, err error)
 	GC() (*store.GCResult, error)
 	ReclaimNow() (*store.GCResult, error)
@@ -119,39 +120,46 @@ func (a *app) printJSON(v any) error {
 func (a *app) statCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "stat [NAME]",
-		Short: "Show logical, deduplicated and stored bytes of a checkpoint or the store",
+		Use:   "stat [NAME...]",
+		Short: "Show logical, deduplicated and stored bytes of checkpoints or the store",
 		Long: `Show the files and the logical (as written), unique (after deduplication) and
-stored (after compression) bytes of checkpoint NAME, or of the whole store,
+stored (after compression) bytes of checkpoint NAME (a nested path or a
+file too; several NAMEs are summed, each chunk once), or of the whole store,
 the files a mount saved and has yet to chunk (staged: in logical bytes
 only), and for the store the disk its hot copies take and the chunks
 write-back has still to upload to its bucket. --json prints {name, store,
 files, logical_bytes, unique_bytes, stored_bytes, dedup_ratio,
-compression_ratio, staged_files, staged_bytes, hot_bytes,
-pending_upload_chunks, pending_upload_bytes}.`,
-		Args: cobra.MaximumNArgs(1),
+compression_ratio, staged_files, staged_bytes, delta_chunks, delta_bytes,
+kept_for_deltas_bytes, hot_bytes, pending_upload_chunks,
+pending_upload_bytes}. Chunks stored as deltas against another version are
+in stored bytes, and so are the chunks they need that NAME does not hold.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.withStore(store.Options{ReadOnly: true}, func(opened *store.Store) error {
 				var store inspected = opened
-				ino, name := meta.RootIno, ""
-				if len(args) == 1 {
-					var err error
-					if name, err = cleanName(args[0]); err != nil {
+				inos, names := []uint64{meta.RootIno}, []string{}
+				if len(args) > 0 {
+					inos = inos[:0]
+				}
+				for _, arg := range args {
+					name, err := cleanName(arg)
+					if err != nil {
 						return err
 					}
 					in, err := store.Namespace().Resolve(name)
 					if err != nil {
-						return err
+						return fmt.Errorf("%s: %w", name, err)
 					}
-					ino = in.Ino
+					inos, names = append(inos, in.Ino), append(names, name)
 				}
-				st, err := store.Stats(ino)
+				name := strings.Join(names, " ")
+				st, err := store.Stats(inos...)
 				if err != nil {
 					return err
 				}
 				r := statReport{Name: name, Store: a.storeDir, Files: st.Files, LogicalBytes: st.Logical,
 					UniqueBytes: st.Unique, StoredBytes: st.Stored, StagedFiles: st.Staged, StagedBytes: st.StagedBytes,
-					DedupRatio: ratio(st.Unique, st.Logical), CompressionRatio: ratio(st.Stored, st.Unique)}
+					DedupRatio: ratio(st.Unique, st.Logical), CompressionRatio: ratio(st.Stored, st.Unique),
+					DeltaChunks: st.Deltas, DeltaBytes: st.DeltaBytes, KeptForDeltas: st.KeptForDeltas}
 				if r.HotBytes, err = hot.Usage(hotDir(store.Dir())); err != nil {
 					return err
 				}
@@ -182,6 +190,9 @@ type statReport struct {
 	CompressionRatio float64 `json:"compression_ratio"` // stored / unique
 	StagedFiles      int64   `json:"staged_files"`      // saved, not chunked yet
 	StagedBytes      int64   `json:"staged_bytes"`
+	DeltaChunks      int64   `json:"delta_chunks"` // stored as deltas against another version
+	DeltaBytes       int64   `json:"delta_bytes"`
+	KeptForDeltas    int64   `json:"kept_for_deltas_bytes"` // what those need, outside NAME
 	// Of the whole store, whatever NAME:
 	HotBytes            int64 `json:"hot_bytes"` // decoded hot copies on disk
 	PendingUploadChunks int64 `json:"pending_upload_chunks"`
@@ -208,6 +219,10 @@ func (r *statReport) print(out io.Writer) {
 	fmt.Fprintf(w, "stored bytes\t%d\t(%s)\tcompression ratio %.3f\n", r.StoredBytes, humanize.IBytes(uint64(r.StoredBytes)), r.CompressionRatio)
 	fmt.Fprintf(w, "stored / logical\t%.3f\n", ratio(r.StoredBytes, r.LogicalBytes))
 	fmt.Fprintf(w, "staged, not chunked yet\t%d files\t(%s)\n", r.StagedFiles, humanize.IBytes(uint64(r.StagedBytes)))
+	if r.DeltaChunks > 0 || r.KeptForDeltas > 0 {
+		fmt.Fprintf(w, "stored as deltas\t%d chunks\t(%s)\tand %s they need elsewhere\n", r.DeltaChunks,
+			humanize.IBytes(uint64(r.DeltaBytes)), humanize.IBytes(uint64(r.KeptForDeltas)))
+	}
 	fmt.Fprintf(w, "store hot copies\t%d\t(%s)\n", r.HotBytes, humanize.IBytes(uint64(r.HotBytes)))
 	fmt.Fprintf(w, "store pending uploads\t%d chunks\t(%s)\n", r.PendingUploadChunks, humanize.IBytes(uint64(r.PendingUploadBytes)))
 	w.Flush()

@@ -18,6 +18,7 @@ import (
 	"github.com/ckptfs/ckptfs/cache/hot"
 	"github.com/ckptfs/ckptfs/cache/remote"
 	"github.com/ckptfs/ckptfs/cache/store"
+	"github.com/ckptfs/ckptfs/cache/versions"
 	"github.com/ckptfs/ckptfs/cache/writes"
 	"github.com/ckptfs/ckptfs/fs"
 	"github.com/ckptfs/ckptfs/fs/metrics"
@@ -150,6 +151,7 @@ The source is the store; options are the flags above with _ for -.`,
 	cmd.Flags().BoolVar(&opts.ReadOnly, "read-only", false, "refuse every change with EROFS")
 	cmd.Flags().BoolVar(&srv.verifyReads, "verify-reads", false, "hash every chunk read against its name, not only its checksum (fsck always does)")
 	cmd.Flags().BoolVar(&srv.writeThrough, "write-through", false, "chunk and compress each file before its close returns, not in the background after")
+	cmd.Flags().BoolVar(&srv.deltas, "deltas", true, "store each older version of a checkpoint file (the same name in a sibling folder) as deltas against the version saved after it, in the background")
 	cmd.Flags().DurationVar(&srv.reclaimAfter, "reclaim-after", 5*time.Second, "free the space of removed and overwritten files this long after a change (0: only by 'ckptfs gc')")
 	cmd.Flags().StringVar(&srv.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9101)")
 	cmd.Flags().BoolVar(&srv.pprof, "pprof", false, "also serve net/http/pprof under /debug/pprof/ on --metrics-addr")
@@ -257,6 +259,7 @@ type serveOptions struct {
 	remoteTTL            time.Duration
 	reclaimAfter         time.Duration
 	writeThrough         bool
+	deltas               bool
 	verifyReads          bool
 }
 
@@ -309,6 +312,11 @@ func (a *app) serve(mnt string, opts fs.Options, so serveOptions) (err error) {
 			err = cerr
 		}
 	}()
+	if so.deltas && bucket == nil { // a bucket holds plain values (see store.StoredValue)
+		enc := versions.Start(store, versions.Options{Logger: a.log})
+		defer enc.Close() // before the store closes
+		store.FollowRecords(enc.Changed)
+	}
 	wp, err := writes.Open(store, writes.Options{Behind: !so.writeThrough, Logger: a.log})
 	if err != nil {
 		return err

@@ -24,9 +24,10 @@ def du(path: Path) -> int:
     return int(out.stdout.split()[0])
 
 
-def train(minilm_dir: Path, output_dir: Path, max_steps: int, resume: bool = False):
-    """Trains to max_steps and returns the trainer, the seconds it took and
-    the steps this call ran."""
+def train(minilm_dir: Path, output_dir: Path, max_steps: int, resume: bool = False, keep: int | None = 2):
+    """Trains to max_steps, keeping the last `keep` checkpoints (None: all),
+    and returns the trainer, the seconds it took and the steps this call
+    ran."""
     from transformers import (AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainerCallback,
                               TrainingArguments)
 
@@ -44,7 +45,7 @@ def train(minilm_dir: Path, output_dir: Path, max_steps: int, resume: bool = Fal
     data = [{"input_ids": enc["input_ids"][i], "attention_mask": enc["attention_mask"][i], "labels": i % 2}
             for i in range(len(texts))]
     args = TrainingArguments(output_dir=str(output_dir), max_steps=max_steps, per_device_train_batch_size=4,
-                             save_steps=1, save_total_limit=2, use_cpu=True, report_to=[], logging_steps=1,
+                             save_steps=1, save_total_limit=keep, use_cpu=True, report_to=[], logging_steps=1,
                              disable_tqdm=True, seed=0, dataloader_num_workers=0)
     trainer = Trainer(model=model, args=args, train_dataset=data, callbacks=[CountSteps()])
     start = time.monotonic()
