@@ -106,9 +106,9 @@ func TestDeltasThroughTheMount(t *testing.T) {
 // deltas are indexed or after, while the others are encoded.
 func TestPowerCutDuringDeltaEncoding(t *testing.T) {
 	t.Parallel()
-	run := layouttest.TrainingRun(4, 4, 16, 500_000, 1e-4) // 4 versions of 16 MB, 16 tensors each
+	run := layouttest.TrainingRun(4, 4, 8, 250_000, 1e-4) // 4 versions of 4 MB, 8 tensors each
 	r := rand.New(rand.NewSource(31))
-	for _, after := range []int64{0, 16} { // deltas indexed before the cut
+	for _, after := range []int64{0, 8} { // deltas indexed before the cut
 		store := newStore(t)
 		m, log, began := powercutMount(t, store)
 		saveRun(t, m, run)
