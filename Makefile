@@ -164,7 +164,7 @@ python: build fuse venv venv-colossalai
 		integration/python/test_colossalai.py integration/python/test_torch_bin.py
 
 # Benchmarks print side-by-side tables and write them to integration/bench/out/.
-bench: bench-mount bench-dcp bench-codec bench-dedup bench-delta bench-remote
+bench: bench-mount bench-dcp bench-codec bench-dedup bench-delta bench-remote bench-scale
 
 bench-codec: venv
 	$(PY) -m pip install -q -r integration/bench/requirements.txt
@@ -194,6 +194,11 @@ $(BVENV)/.requirements: integration/bench/requirements-delta.txt | venv
 
 bench-delta: venv-bench
 	HF_HUB_OFFLINE=1 $(BPY) integration/bench/delta_bench.py
+
+# A store of 1,000,000 one-chunk files (about 25 minutes to build; keep it
+# with CKPTFS_SCALE_KEEP=DIR): mount, ls, gc, and a create and an rm a second.
+bench-scale: build fuse
+	CKPTFS_BIN=$(CURDIR)/bin/ckptfs python3 integration/bench/scale_bench.py
 
 bench-remote: fuse minio
 	CKPTFS_MINIO=$(MINIO) $(GO) test -count=1 -timeout 60m -run '^$$' -bench '^BenchmarkRemote$$' -benchtime=1x ./integration/

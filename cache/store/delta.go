@@ -14,7 +14,7 @@ import (
 // MaxChain bounds the deltas one read decodes: a chunk is at most MaxChain
 // deltas away from a plain value, so its read costs at most MaxChain delta
 // decodes after the plain one, and holds at most MaxChain values and
-// references (2 MiB each) at once. A chain longer than that, which only a
+// references (chunk.MaxSize each) at once. A chain longer than that, which only a
 // damaged or hostile store holds, is ErrCorrupt, not a deeper read.
 const MaxChain = 8
 
