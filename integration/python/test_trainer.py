@@ -14,7 +14,13 @@ import torch
 from conftest import SENTENCES, Mount
 
 STEPS = 12
-RECLAIM_BOUND_S = 30  # --reclaim-after 5s plus passes; the README states it
+# The space of the rotated checkpoints is back within --reclaim-after (5 s)
+# plus two passes (the README's bound), about 10 s on a quiet machine. Under
+# make test, every suite side by side, passes take longer, each waits four
+# times the last, and the background delta encoder's rewrite of the newest
+# checkpoint but one is a change of its own: the wait is a timeout, the time
+# it took is printed, and its figure is make bench-dedup's.
+RECLAIM_WAIT_S = 120
 
 
 def du(path: Path) -> int:
@@ -75,7 +81,7 @@ def test_trainer_rotates_checkpoints_in_the_mount(minilm_dir, record_property):
                 assert got == f.read_bytes(), f.name
 
         at_end = du(m.store)
-        deadline = time.monotonic() + RECLAIM_BOUND_S
+        deadline = time.monotonic() + RECLAIM_WAIT_S
         waited = time.monotonic()
         while True:
             store_bytes = du(m.store)
