@@ -155,10 +155,11 @@ def test_save_pretrained_and_single_view(tmp_path, minilm_dir, reference):
 
 
 def save_and_load(mnt, store, minilm_dir, reference):
-    with ckptfs.mount(mnt, store=store, hot_size="0") as mnt:
+    with ckptfs.mount(mnt, store=store, hot_size="0", deltas=False) as mnt:
         assert mounted(mnt)
         pid = daemon_pid(store)
-        assert "--hot-size=0" in Path(f"/proc/{pid}/cmdline").read_text().split("\0")
+        args = Path(f"/proc/{pid}/cmdline").read_text().split("\0")
+        assert "--hot-size=0" in args and "--deltas=false" in args
         AutoModel.from_pretrained(minilm_dir).save_pretrained(mnt / "minilm")
         single = ckptfs.view(mnt / "minilm")
         assert single == mnt / "minilm@single"

@@ -91,8 +91,9 @@ def _run(args: List[str], store: Optional[StrPath] = None) -> str:
 
 def _flag_args(flags: Dict[str, Any]) -> List[str]:
     """Command-line flags from keyword arguments: allow_other=True is
-    --allow-other, hot_size="1GiB" is --hot-size=1GiB, False or None leaves
-    the flag out, a timedelta is given in seconds."""
+    --allow-other, deltas=False is --deltas=false (a flag on by default is
+    turned off so), hot_size="1GiB" is --hot-size=1GiB, None leaves the flag
+    out, a timedelta is given in seconds."""
     args = []
     for name, value in flags.items():
         if name == "foreground":
@@ -100,7 +101,9 @@ def _flag_args(flags: Dict[str, Any]) -> List[str]:
         flag = "--" + name.replace("_", "-")
         if value is True:
             args.append(flag)
-        elif value is False or value is None:
+        elif value is False:
+            args.append(f"{flag}=false")
+        elif value is None:
             continue
         elif isinstance(value, datetime.timedelta):
             args.append(f"{flag}={value.total_seconds()}s")
@@ -159,7 +162,7 @@ def mount(mountpoint: StrPath, store: Optional[StrPath] = None, **flags: Any) ->
         mountpoint: an empty directory, created (and removed after) if missing.
         store: the store directory (``--store``); None for the default.
         **flags: flags of ``ckptfs mount``, ``_`` for ``-``: ``allow_other=True``,
-            ``hot_size="1GiB"``, ``reclaim_after=timedelta(seconds=2)``,
+            ``deltas=False``, ``hot_size="1GiB"``, ``reclaim_after=timedelta(seconds=2)``,
             ``remote="s3://bucket/prefix"``.
 
     Raises:
