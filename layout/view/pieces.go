@@ -22,9 +22,9 @@ import (
 // A source that could not be read is left out with a warning; in a
 // distributed save (some source has sharding info) the plan is refused
 // instead, since the pieces that file held are unknown. The view headers
-// carry the __metadata__ keys the sources agree on, without the DCP_ keys
-// that describe a rank's pieces. Every source's tensors are paid for from
-// b, however many sources share a header.
+// carry the __metadata__ keys every source has with one value, without
+// the DCP_ keys that describe a rank's pieces. Every source's tensors are
+// paid for from b, however many sources share a header.
 func PlanSources(sources []Source, b *Budget, w *Warnings) (*Plan, error) {
 	total := 0
 	for _, s := range sources {
@@ -38,7 +38,7 @@ func PlanSources(sources []Source, b *Budget, w *Warnings) (*Plan, error) {
 	files := make([]sourceFile, len(sources))
 	pieces := make([]piece, 0, total)
 	names := map[string]int32{} // by first appearance
-	metadata := metadataVote{}
+	var metadata metadataVote
 	for i, s := range sources {
 		if s.Err != nil {
 			continue
@@ -232,28 +232,44 @@ func assemblePieces(ps []piece, files []sourceFile, b *Budget) (*Tensor, error) 
 }
 
 // metadataVote gathers the __metadata__ view headers carry: each key
-// whose value every source that has it agrees on, but for the DCP_ keys,
-// which describe a rank's pieces, not the whole.
-type metadataVote map[string]*string // nil: the sources disagree
+// that every source has, with one value, but for the DCP_ keys, which
+// describe a rank's pieces, not the whole. A key one rank's file alone
+// carries is that rank's, not the model's.
+type metadataVote struct {
+	sources int
+	keys    map[string]*ballot
+}
 
-func (m metadataVote) add(md map[string]string) {
+type ballot struct {
+	value    string
+	votes    int
+	disagree bool
+}
+
+func (m *metadataVote) add(md map[string]string) {
+	m.sources++
+	if m.keys == nil {
+		m.keys = map[string]*ballot{}
+	}
 	for k, v := range md {
 		if strings.HasPrefix(k, safetensors.ShardingKeyPrefix) {
 			continue
 		}
-		if cur, ok := m[k]; !ok {
-			m[k] = &v
-		} else if cur != nil && *cur != v {
-			m[k] = nil
+		b, ok := m.keys[k]
+		if !ok {
+			b = &ballot{value: v}
+			m.keys[k] = b
 		}
+		b.votes++
+		b.disagree = b.disagree || b.value != v
 	}
 }
 
-func (m metadataVote) agreed() map[string]string {
+func (m *metadataVote) agreed() map[string]string {
 	out := map[string]string{}
-	for k, v := range m {
-		if v != nil {
-			out[k] = *v
+	for k, b := range m.keys {
+		if b.votes == m.sources && !b.disagree {
+			out[k] = b.value
 		}
 	}
 	return out

@@ -222,6 +222,70 @@ func TestBadShardingInfoLeavesItsTensorsOut(t *testing.T) {
 	}
 }
 
+// A view's __metadata__ is what every source says, with one value: a key
+// one rank's file alone carries, or that two files give different values,
+// is not presented as the model's; the sharding keys never are.
+func TestViewMetadataIsWhatEverySourceSays(t *testing.T) {
+	top := layouttest.Tensor{Name: "w", DType: "F32", Shape: []int64{1, 2}, Data: f32(0, 2)}
+	bottom := layouttest.Tensor{Name: "w", DType: "F32", Shape: []int64{1, 2}, Data: f32(2, 2)}
+	md := func(at []int64, extra map[string]string) map[string]string {
+		m := map[string]string{"format": "pt", safetensors.ShardingVersionKey: "1.0",
+			safetensors.ShardingInfoKey: layouttest.ShardingInfo(map[string][]int64{"w": at})}
+		maps.Copy(m, extra)
+		return m
+	}
+	f := &shardedFolder{}
+	f.add(t, "shard-00001.safetensors", layouttest.Safetensors(md([]int64{0, 0}, map[string]string{"rank": "0", "run": "a", "rank0_only": "x"}), top))
+	f.add(t, "shard-00002.safetensors", layouttest.Safetensors(md([]int64{1, 0}, map[string]string{"rank": "1", "run": "a"}), bottom))
+	if got, warnings := f.served(t); len(warnings) > 0 || !bytes.Equal(got["w"], f32(0, 4)) {
+		t.Fatalf("served %v, warnings %q", got, warnings)
+	}
+	v, _, err := viewtest.LaySources(f.sources, Spec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	head := viewtest.Read(v.Files[0], f.data, 0, v.Files[0].Size)
+	var hdr struct {
+		Metadata map[string]string `json:"__metadata__"`
+	}
+	if err := json.Unmarshal(head[8:8+binary.LittleEndian.Uint64(head)], &hdr); err != nil {
+		t.Fatal(err)
+	}
+	if want := map[string]string{"format": "pt", "run": "a"}; !maps.Equal(hdr.Metadata, want) {
+		t.Fatalf("view metadata %v, want %v", hdr.Metadata, want)
+	}
+}
+
+// A rank's sharding info past the 64 KiB that bounds the rest of its
+// __metadata__ is read (up to safetensors.MaxShardingInfo): a large
+// model's ranks are not left out.
+func TestLargeShardingInfoIsServed(t *testing.T) {
+	const n = 1500
+	at := [2]map[string][]int64{{}, {}}
+	var pieces [2][]layouttest.Tensor
+	want := map[string][]byte{}
+	for i := range n {
+		name := fmt.Sprintf("model.layers.%04d.self_attn.weight", i)
+		for r := range 2 {
+			at[r][name] = []int64{int64(r)}
+			pieces[r] = append(pieces[r], layouttest.Tensor{Name: name, DType: "F32", Shape: []int64{1}, Data: f32(2*i+r, 1)})
+		}
+		want[name] = f32(2*i, 2)
+	}
+	f := &shardedFolder{}
+	for r := range 2 {
+		info := layouttest.ShardingInfo(at[r])
+		if len(info) <= 64<<10 {
+			t.Fatalf("control: sharding info of %d bytes", len(info))
+		}
+		f.add(t, fmt.Sprintf("shard-0000%d.safetensors", r+1), layouttest.Piece(at[r], pieces[r]...))
+	}
+	got, warnings := f.served(t)
+	if len(warnings) > 0 || !maps.EqualFunc(got, want, bytes.Equal) {
+		t.Fatalf("served %d tensors of %d, warnings %q", len(got), len(want), warnings)
+	}
+}
+
 // A distributed save with a file that could not be read is not served at
 // all: the pieces that file held are unknown, and what the others hold
 // may look whole without them. A file removed (the first rank's here)
