@@ -93,6 +93,9 @@ type Set struct {
 	// beforeSync, if set, runs before each pack file is synced: tests
 	// hold a sync there.
 	beforeSync func(*os.File)
+	// beforeWrite, if set, runs as Append has placed a record and not
+	// written it yet: tests sync there.
+	beforeWrite func()
 	// willCreate, if set, is told the id of a pack about to be made, and
 	// may refuse it (see SetIDLog).
 	willCreate func(id uint32) error
@@ -168,13 +171,22 @@ func (p *Set) Append(h chunk.Hash, value []byte) (Loc, error) {
 	}
 	f, loc := p.cur, Loc{Pack: p.curID, Offset: p.curSize, Len: uint32(len(value))}
 	p.curSize += n
-	p.dirty[loc.Pack] = f
 	p.mu.Unlock()
 
+	if p.beforeWrite != nil {
+		p.beforeWrite()
+	}
 	var hdr [RecordHeader]byte
 	copy(hdr[:], h[:])
 	binary.LittleEndian.PutUint32(hdr[32:], uint32(len(value)))
-	if err := writeAt(f, loc.Offset, hdr[:], value); err != nil {
+	err := writeAt(f, loc.Offset, hdr[:], value)
+	// Dirty once written: a Sync between the placing and the write would
+	// take the mark and write back nothing of this record, and the sync
+	// its appender makes next would find the pack clean.
+	p.mu.Lock()
+	p.dirty[loc.Pack] = f
+	p.mu.Unlock()
+	if err != nil {
 		// The range stays a hole no index entry points at; appends after
 		// it go to a new pack.
 		p.mu.Lock()

@@ -96,6 +96,33 @@ func TestConcurrentSyncWaitsForTheWriteback(t *testing.T) {
 	}
 }
 
+// A Sync while a record is being written leaves its pack dirty: the sync
+// the appender makes after Append returns writes the record back.
+func TestSyncDuringAppendLeavesThePackDirty(t *testing.T) {
+	p, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	p.beforeWrite = func() {
+		p.beforeWrite = nil
+		if err := p.Sync(); err != nil {
+			t.Error(err)
+		}
+	}
+	if _, err := p.Append(chunk.Sum([]byte("a")), []byte("value a")); err != nil {
+		t.Fatal(err)
+	}
+	synced := 0
+	p.beforeSync = func(*os.File) { synced++ }
+	if err := p.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if synced != 1 {
+		t.Fatalf("the sync after an append wrote back %d packs, want its pack", synced)
+	}
+}
+
 // Once a pack's writeback failed, no later Sync reports success: the
 // kernel would not report the lost bytes again.
 func TestFailedSyncIsSticky(t *testing.T) {
