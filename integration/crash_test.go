@@ -328,6 +328,21 @@ func writeFile(t *testing.T, p string, data []byte, sync bool) {
 	}
 }
 
+// appendFile appends data to p and closes it, without a sync.
+func appendFile(t *testing.T, p string, data []byte) {
+	t.Helper()
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // readBackOrGone fails the test unless p reads back as want or is gone:
 // never an error, never other bytes.
 func readBackOrGone(t *testing.T, p string, want []byte) {
@@ -346,8 +361,9 @@ func readBackOrGone(t *testing.T, p string, want []byte) {
 // fsync after a rename returned, reads back exactly; a file closed and not
 // synced reads back whole or not at all, never EIO; a file fsynced and
 // then settled keeps its chunks (they are durable before the record that
-// names them); a cut-short staged file does not stop the settling of the
-// others; fsck of the store before it is mounted again changes nothing.
+// names them); a file fsynced and then appended to keeps at least what
+// was synced, as on a local disk; a cut-short staged file does not stop
+// the settling of the others; fsck of the store before it is mounted again changes nothing.
 func TestPowerCutKeepsWhatWasSynced(t *testing.T) {
 	t.Parallel()
 	store := newStore(t)
@@ -370,7 +386,14 @@ func TestPowerCutKeepsWhatWasSynced(t *testing.T) {
 	dir.Close()
 	synced := random(4 << 20)
 	writeFile(t, m.path("synced.bin"), synced, true)
+	// Logs: fsynced, then appended to and closed without a sync, one
+	// after its chunks settled, one while its staged file takes appends.
+	logLines, more := random(1<<20), random(64<<10)
+	writeFile(t, m.path("settled.log"), logLines, true)
 	waitSettled(t, store) // swapped to chunks, and no sync since
+	writeFile(t, m.path("staged.log"), logLines, true)
+	appendFile(t, m.path("staged.log"), more)
+	appendFile(t, m.path("settled.log"), more) // no sync after it
 	notSynced := random(3 << 20)
 	writeFile(t, m.path("closed.bin"), notSynced, false)
 	cutPower(t, m, log, began)
@@ -389,6 +412,13 @@ func TestPowerCutKeepsWhatWasSynced(t *testing.T) {
 		t.Fatalf("a file renamed into a folder then fsynced, after the power cut: %v", err)
 	}
 	readBackOrGone(t, m.path("closed.bin"), notSynced)
+	for _, name := range []string{"settled.log", "staged.log"} {
+		got, err := os.ReadFile(m.path(name))
+		if err != nil || !bytes.Equal(got, logLines) && !bytes.Equal(got, append(logLines, more...)) {
+			t.Errorf("%s, fsynced, then appended to: %v (%d bytes; want the fsynced %d, or those and the %d appended)",
+				name, err, len(got), len(logLines), len(more))
+		}
+	}
 	waitSettled(t, store) // none stuck behind a file the cut damaged
 	m.unmount()
 	fsckClean(t, store)

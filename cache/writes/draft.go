@@ -40,8 +40,11 @@ type Draft struct {
 	// base.Size only, under the lease release ends.
 	appending bool
 	release   func()
-	size      int64
-	mtime     int64
+	// changedBase says a write or a truncate reached into base's bytes:
+	// the commit is not base with bytes appended.
+	changedBase bool
+	size        int64
+	mtime       int64
 }
 
 // NewDraft starts the content of inode ino (at name) from base, which
@@ -65,6 +68,9 @@ func (d *Draft) WriteAt(p []byte, off int64, uid uint32) error {
 	}
 	if d.stream == nil && d.file == nil && off >= d.size && d.size == d.base.Size && behind {
 		d.appendInPlace()
+	}
+	if off < d.base.Size {
+		d.changedBase = true
 	}
 	if d.appending && off < d.base.Size {
 		if err := d.copyStaged(d.size, uid); err != nil {
@@ -185,6 +191,9 @@ func (d *Draft) Truncate(size int64, uid uint32) error {
 		d.baseReader = d.w.st.NewReader(d.name, d.base)
 		return nil
 	}
+	if size < d.base.Size {
+		d.changedBase = true
+	}
 	if d.appending && size < d.base.Size {
 		if err := d.copyStaged(size, uid); err != nil {
 			return err
@@ -221,10 +230,11 @@ func (d *Draft) Commit(ctx context.Context, unlinked bool) (*meta.Content, *stor
 		c, release, err = d.stream.Close()
 		d.stream = nil
 	case d.appending:
-		c = d.w.restage(d.file, d.base, d.size)
-		d.file = nil // the path's now; the lease holds until Discard
+		if c, err = d.w.restage(d.file, d.base, d.size, d.appendedToSynced()); err == nil {
+			d.file = nil // the path's now; the lease holds until Discard
+		}
 	case d.file != nil && d.w.Behind():
-		c, err = d.w.stage(d.file, d.size)
+		c, err = d.w.stage(d.file, d.size, d.appendedToSynced())
 		d.file = nil
 	case d.file != nil:
 		c, release, err = d.w.st.Ingest(io.NewSectionReader(d.file, 0, d.size))
@@ -262,6 +272,18 @@ func (d *Draft) Commit(ctx context.Context, unlinked bool) (*meta.Content, *stor
 	// In front of a bucket, a commit waits until the bucket holds the file.
 	checkpoint, _, _ := strings.Cut(d.name, "/")
 	return c, r, d.w.st.Publish(ctx, checkpoint)
+}
+
+// appendedToSynced says the commit appends to a durable version of the
+// file, a log fsynced now and then: what it appends is then made durable
+// before the record that names it. Otherwise a power cut that kept the
+// record and not the appended bytes would cost the whole file (a file cut
+// short is removed at the next mount, see dropLost), the bytes an fsync
+// promised with it, where a local disk keeps them. Other commits written
+// behind are made durable by the next sync, and read back after a power
+// cut whole or not at all.
+func (d *Draft) appendedToSynced() bool {
+	return !d.changedBase && d.base.Size > 0 && d.size > d.base.Size && d.w.synced(d.base)
 }
 
 // Discard drops what was written and not committed, and ends a lease.

@@ -109,8 +109,10 @@ func newSettler(w *Path) *settler {
 
 // stage takes f, a draft file of size bytes, as the content of a file
 // about to be committed: the record that holds the returned content queues
-// it to be chunked. The path owns f from here on, whatever the outcome.
-func (w *Path) stage(f *os.File, size int64) (*meta.Content, error) {
+// it to be chunked. With durably, f is durable under its staged name
+// before stage returns (see appendedToSynced). The path owns f from here
+// on, whatever the outcome.
+func (w *Path) stage(f *os.File, size int64, durably bool) (*meta.Content, error) {
 	st := w.settler
 	st.mu.Lock()
 	id := max(uint64(time.Now().UnixNano()), st.lastID+1) // ordered, never reused
@@ -122,8 +124,19 @@ func (w *Path) stage(f *os.File, size int64) (*meta.Content, error) {
 		return nil, fmt.Errorf("stage %s: %w", f.Name(), err)
 	}
 	used := allocated(f)
+	if durably {
+		if err := st.syncNow(f, true); err != nil {
+			f.Close()
+			os.Remove(w.st.StagedPath(id))
+			return nil, fmt.Errorf("stage %s: %w", f.Name(), err)
+		}
+	}
 	st.mu.Lock()
-	st.unsynced[id] = f
+	if durably {
+		f.Close()
+	} else {
+		st.unsynced[id] = f
+	}
 	st.counted[id] = used
 	st.mu.Unlock()
 	w.metrics.staged.Add(size)
@@ -182,21 +195,64 @@ func (w *Path) lease(c *meta.Content) (f *os.File, release func(), ok bool) {
 
 // restage takes the staged file of content c, appended to in place
 // through f (from lease) up to size bytes, as the content of a file about
-// to be committed. The path owns f from here on.
-func (w *Path) restage(f *os.File, c *meta.Content, size int64) *meta.Content {
+// to be committed. With durably, what was appended is durable before
+// restage returns (see appendedToSynced). The path owns f from here on,
+// but for a failed sync: the writer's then, to take back what it appended.
+func (w *Path) restage(f *os.File, c *meta.Content, size int64, durably bool) (*meta.Content, error) {
 	st := w.settler
+	if durably {
+		if err := st.syncNow(f, false); err != nil {
+			return nil, fmt.Errorf("append to %s: %w", f.Name(), err)
+		}
+	}
 	used := allocated(f)
 	st.mu.Lock()
 	if old := st.unsynced[c.Staged]; old != nil {
 		old.Close()
 	}
-	st.unsynced[c.Staged] = f
+	if durably {
+		delete(st.unsynced, c.Staged)
+		f.Close()
+	} else {
+		st.unsynced[c.Staged] = f
+	}
 	st.backlog.Add(used - st.counted[c.Staged])
 	st.counted[c.Staged] = used
 	st.quiet[c.Staged] = time.Now()
 	st.mu.Unlock()
 	w.metrics.staged.Add(size - c.Size)
-	return &meta.Content{Size: size, Staged: c.Staged}
+	return &meta.Content{Size: size, Staged: c.Staged}, nil
+}
+
+// synced reports whether content c is durable: chunks (durable before any
+// record names them), or a staged file no write since its last sync
+// changed.
+func (w *Path) synced(c *meta.Content) bool {
+	if c.Staged == 0 {
+		return true
+	}
+	st := w.settler
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	_, dirty := st.unsynced[c.Staged]
+	return !dirty
+}
+
+// syncNow makes f durable, and with dir the staged folder too, as
+// syncStaged would: after any sync under way, and failing for good once a
+// sync failed.
+func (st *settler) syncNow(f *os.File, dir bool) error {
+	st.syncMu.Lock()
+	defer st.syncMu.Unlock()
+	if st.failed != nil {
+		return st.failed
+	}
+	err := durable.File(f)
+	if err == nil && dir {
+		err = durable.Dir(st.w.st.StagedDir())
+	}
+	st.failed = err
+	return err
 }
 
 func (st *settler) kick() {

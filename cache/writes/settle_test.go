@@ -65,7 +65,7 @@ func stageFile(t *testing.T, w *Path, name string, data []byte) *meta.Inode {
 	if _, err := f.Write(data); err != nil {
 		t.Fatal(err)
 	}
-	c, err := w.stage(f, int64(len(data)))
+	c, err := w.stage(f, int64(len(data)), false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -375,7 +375,7 @@ func TestSparseStagedFileTakesNoRoom(t *testing.T) {
 	if err := f.Truncate(free); err != nil {
 		t.Fatal(err)
 	}
-	c, err := w.stage(f, free)
+	c, err := w.stage(f, free, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -413,8 +413,11 @@ func TestAppendsToAStagedFileInPlace(t *testing.T) {
 	if got, _ := s.Namespace().GetInode(in.Ino); got.Content.Staged != in.Content.Staged {
 		t.Fatal("a staged file under a lease was settled")
 	}
-	c := w.restage(f, &in.Content, int64(len(first)+len(more)))
-	in, err := s.Namespace().Update(in.Ino, func(in *meta.Inode) error { in.Content = *c; return nil })
+	c, err := w.restage(f, &in.Content, int64(len(first)+len(more)), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err = s.Namespace().Update(in.Ino, func(in *meta.Inode) error { in.Content = *c; return nil })
 	if err != nil {
 		t.Fatal(err)
 	}
