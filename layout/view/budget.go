@@ -9,8 +9,9 @@ import (
 // Bounds on planning the views of one state of a folder, for all its
 // files together: hard links and copies make names free, so a bound per
 // file bounds nothing. A 70B model saved as distributed safetensors from
-// 1,024 ranks (723 tensors, a piece of each in every rank's file) needs
-// about 150 MB of headers, 740,000 tensor entries and as many parts.
+// 1,024 ranks (723 tensors, a piece of each in every rank's file) takes
+// 104 MB of headers, 575,649 tensor entries and 1,150,952 parts, planned
+// in 5.5 s (BenchmarkPlan70BFrom1024Ranks).
 const (
 	// MaxPlanHeaderBytes bounds the header bytes a plan reads and parses:
 	// safetensors headers, the zip directories and data.pkl of torch.save
