@@ -256,6 +256,20 @@ func TestViewMetadataIsWhatEverySourceSays(t *testing.T) {
 	}
 }
 
+// Sharding info without a DCP_VERSION is read as version 1.0's
+// (safetensors.ShardingVersions).
+func TestShardingInfoWithoutAVersion(t *testing.T) {
+	f := &shardedFolder{}
+	for r := range 2 {
+		info := layouttest.ShardingInfo(map[string][]int64{"w": {int64(r), 0}})
+		piece := layouttest.Tensor{Name: "w", DType: "F32", Shape: []int64{1, 2}, Data: f32(2*r, 2)}
+		f.add(t, fmt.Sprintf("shard-0000%d.safetensors", r+1), layouttest.Safetensors(map[string]string{safetensors.ShardingInfoKey: info}, piece))
+	}
+	if got, warnings := f.served(t); len(warnings) > 0 || len(got) != 1 || !bytes.Equal(got["w"], f32(0, 4)) {
+		t.Fatalf("served %v, warnings %q", got, warnings)
+	}
+}
+
 // A rank's sharding info past the 64 KiB that bounds the rest of its
 // __metadata__ is read (up to safetensors.MaxShardingInfo): a large
 // model's ranks are not left out.
