@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -232,6 +233,56 @@ func smallDisk(t *testing.T, size, ballast int) (dir, ballastPath string) {
 		t.Fatal(err)
 	}
 	return dir, ballastPath
+}
+
+// Another user filling the store's disk leaves root's share of it free,
+// written behind or streamed (--write-through): root's write lands after
+// the other user's failed with ENOSPC.
+func TestRootShareOfTheDisk(t *testing.T) {
+	for name, mode := range map[string][]string{"behind": nil, "write-through": {"--write-through"}} {
+		t.Run(name, func(t *testing.T) {
+			disk, _ := smallDisk(t, 512, 0)
+			store := filepath.Join(disk, "store")
+			m := mountStoreWith(t, plainBin, store, append([]string{"--allow-other"}, mode...)...)
+			openToAll(m.dir)
+			if err := os.Mkdir(m.path("u"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chown(m.path("u"), 65534, 65534); err != nil {
+				t.Fatal(err)
+			}
+			// uid 65534 writes 600 MiB of random bytes to the 512 MiB disk,
+			// and says how far it got.
+			out, err := asNobody("/usr/bin/python3", "-c", `
+import os, sys
+f, n = open(sys.argv[1], "wb", buffering=0), 0
+try:
+    for _ in range(600):
+        n += f.write(os.urandom(1 << 20))
+    f.close()
+except OSError as e:
+    print(n >> 20, e.strerror)`, m.path("u", "fill"))
+			var written int
+			var cause string
+			if _, scanErr := fmt.Sscanf(out, "%d %s", &written, &cause); err != nil || scanErr != nil || !strings.HasPrefix(out[strings.Index(out, " ")+1:], "No space left") {
+				t.Fatalf("uid 65534 writing 600 MiB to a 512 MiB disk: %v %q", err, out)
+			}
+			// Control: it got far before it failed (a failed write never
+			// looks saved: the file keeps no byte of it).
+			if written < 200 {
+				t.Fatalf("uid 65534 wrote %d MiB before ENOSPC", written)
+			}
+			data := storetest.Random(34, 32<<20)
+			if err := os.WriteFile(m.path("root.bin"), data, 0o644); err != nil {
+				t.Fatalf("root's 32 MiB write after another user filled the disk: %v", err)
+			}
+			if got := mustRead(t, m.path("root.bin")); !bytes.Equal(got, data) {
+				t.Fatal("root.bin reads differently")
+			}
+			os.Remove(m.path("u", "fill"))
+			m.unmount()
+		})
+	}
 }
 
 // A write that fails never looks saved: after ENOSPC, a retried fsync and

@@ -83,6 +83,13 @@ func (d *Draft) WriteAt(p []byte, off int64, uid uint32) error {
 		}
 	}
 	if d.stream != nil {
+		// The chunks ingest stores keep only the store's reserve free:
+		// another user's stream leaves root's share too.
+		if uid != 0 {
+			if err := d.w.ensureSpace(int64(len(p)), uid); err != nil {
+				return err
+			}
+		}
 		if _, err := d.stream.Write(p); err != nil {
 			return err
 		}
