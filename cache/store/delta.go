@@ -80,6 +80,27 @@ func (s *Store) StoreAsDeltas(ctx context.Context, pairs []DeltaPair) (DeltaResu
 	}
 	s.deltaMu.Lock()
 	defer s.deltaMu.Unlock()
+	buf, _ := s.values.Get().(*[]byte)
+	if buf == nil {
+		buf = new([]byte)
+	}
+	defer s.values.Put(buf)
+	// A reclaim pass that rewrites a pack meanwhile moves chunks under
+	// their encoding, and rebase leaves those: the pass after a round of
+	// deltas rewrites the packs that round left garbage in, while the
+	// next version is encoded. They are encoded once more, from where
+	// they are now.
+	moved, err := s.storeAsDeltas(ctx, pairs, buf, &res)
+	if err == nil && len(moved) > 0 {
+		_, err = s.storeAsDeltas(ctx, moved, buf, &res)
+	}
+	return res, err
+}
+
+// storeAsDeltas is one pass of StoreAsDeltas over pairs; it returns the
+// pairs whose chunk left the place it was encoded from before the index
+// could name the delta.
+func (s *Store) storeAsDeltas(ctx context.Context, pairs []DeltaPair, buf *[]byte, res *DeltaResult) (moved []DeltaPair, err error) {
 	var batch []meta.Rebased
 	inBatch := map[chunk.Hash]bool{} // chunks and references of batch
 	rawLen := map[chunk.Hash]int64{}
@@ -89,29 +110,25 @@ func (s *Store) StoreAsDeltas(ctx context.Context, pairs []DeltaPair) (DeltaResu
 		if len(batch) == 0 {
 			return nil
 		}
-		err := s.rebase(batch, rawLen, &res)
+		left, err := s.rebase(batch, rawLen, res)
+		moved = append(moved, left...)
 		batch, inBatch, rawLen = batch[:0], map[chunk.Hash]bool{}, map[chunk.Hash]int64{}
 		return err
 	}
-	buf, _ := s.values.Get().(*[]byte)
-	if buf == nil {
-		buf = new([]byte)
-	}
-	defer s.values.Put(buf)
 	for _, p := range pairs {
 		if err := ctx.Err(); err != nil {
-			return res, errors.Join(err, flush())
+			return moved, errors.Join(err, flush())
 		}
 		if inBatch[p.Chunk] || inBatch[p.Ref] { // its chain is the batch's to change first
 			if err := flush(); err != nil {
-				return res, err
+				return moved, err
 			}
 		}
 		s.live.pin([]chunk.Hash{p.Chunk, p.Ref})
 		pinned = append(pinned, p.Chunk, p.Ref)
 		r, n, ok, err := s.encodeDelta(ctx, p, buf)
 		if err != nil {
-			return res, errors.Join(fmt.Errorf("delta of chunk %s: %w", p.Chunk.Short(), err), flush())
+			return moved, errors.Join(fmt.Errorf("delta of chunk %s: %w", p.Chunk.Short(), err), flush())
 		}
 		if ok {
 			batch = append(batch, r)
@@ -120,11 +137,11 @@ func (s *Store) StoreAsDeltas(ctx context.Context, pairs []DeltaPair) (DeltaResu
 		}
 		if len(batch) == 256 {
 			if err := flush(); err != nil {
-				return res, err
+				return moved, err
 			}
 		}
 	}
-	return res, flush()
+	return moved, flush()
 }
 
 // encodeDelta appends chunk p.Chunk, of n raw bytes, to the current pack
@@ -227,23 +244,28 @@ func (s *Store) height(h chunk.Hash, limit int) (int, error) {
 }
 
 // rebase makes the index name the delta copies of batch, once they are
-// durable, and counts what each leaves behind as its pack's garbage.
-func (s *Store) rebase(batch []meta.Rebased, rawLen map[chunk.Hash]int64, res *DeltaResult) error {
+// durable, and counts what each leaves behind as its pack's garbage. It
+// returns the pairs whose chunk is indexed elsewhere now than where it
+// was encoded from.
+func (s *Store) rebase(batch []meta.Rebased, rawLen map[chunk.Hash]int64, res *DeltaResult) (moved []DeltaPair, err error) {
 	if err := s.packs.Sync(); err != nil {
-		return fmt.Errorf("sync deltas: %w", err)
+		return nil, fmt.Errorf("sync deltas: %w", err)
 	}
 	s.reclaimMu.Lock() // no reclaim frees a reference between the check and the index
 	defer s.reclaimMu.Unlock()
+	if s.beforeRebase != nil {
+		s.beforeRebase()
+	}
 	s.evictMu.Lock() // no read between the old location and the new
 	done, err := s.index.Rebase(batch)
 	s.evictMu.Unlock()
 	if err != nil {
-		return fmt.Errorf("index deltas: %w", err)
+		return nil, fmt.Errorf("index deltas: %w", err)
 	}
 	s.hasDeltas.Store(true)
-	moved := map[chunk.Hash]bool{}
+	rebased := map[chunk.Hash]bool{}
 	for _, r := range done {
-		moved[r.Hash] = true
+		rebased[r.Hash] = true
 		res.Stored++
 		res.Before += int64(r.From.Len)
 		res.After += int64(r.To.Len)
@@ -251,15 +273,17 @@ func (s *Store) rebase(batch []meta.Rebased, rawLen map[chunk.Hash]int64, res *D
 	}
 	for _, r := range batch {
 		left := r.To // the copy, if the chunk went meanwhile
-		if moved[r.Hash] {
+		if rebased[r.Hash] {
 			left = r.From
+		} else if loc, err := s.index.Get(r.Hash); err == nil && loc != r.From {
+			moved = append(moved, DeltaPair{Chunk: r.Hash, Ref: r.Ref})
 		}
 		if s.garbage != nil {
 			s.garbage[left.Pack] += pack.RecordHeader + int64(left.Len)
 		}
 	}
 	s.reclaimer.kick()
-	return nil
+	return moved, nil
 }
 
 // storedValue is a copy of chunk h's value as stored, checked, and where

@@ -334,6 +334,47 @@ func TestStoreAsDeltasBoundsChains(t *testing.T) {
 	}
 }
 
+// A chunk a pack rewrite moves while it is encoded is encoded again from
+// where it went: a reclaim pass rewrites the packs a round of deltas left
+// garbage in while the next version is encoded.
+func TestDeltasOfChunksMovedMeanwhile(t *testing.T) {
+	run := layouttest.TrainingRun(1, 2, 3, 40_000, 1e-4)
+	s := openOffline(t)
+	older := addFile(t, s, "v0", run[0])
+	newer := addFile(t, s, "v1", run[1])
+	ps := pairs(older, newer)
+	h := ps[1].Chunk
+	s.beforeRebase = func() {
+		s.beforeRebase = nil
+		val, from, err := s.storedValue(h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		to, err := s.packs.Append(h, val)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.index.Move([]meta.Move{{Hash: h, From: from, To: to}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := s.StoreAsDeltas(context.Background(), ps)
+	if err != nil || res.Stored != len(ps) {
+		t.Fatalf("stored %d of %d pairs as deltas: %v", res.Stored, len(ps), err)
+	}
+	if _, ok, _ := s.DeltaOf(h); !ok {
+		t.Fatal("the chunk moved meanwhile is not a delta")
+	}
+	if s.beforeRebase != nil {
+		t.Fatal("control: nothing moved")
+	}
+	for v, c := range []*meta.Content{older, newer} {
+		if got, err := readVerified(s, c); err != nil || !bytes.Equal(got, run[v]) {
+			t.Fatalf("version %d: %v", v, err)
+		}
+	}
+}
+
 // A delta goes to a bucket coded alone: the value StoredValue gives
 // decodes without any other chunk.
 func TestDeltaGoesToABucketWhole(t *testing.T) {

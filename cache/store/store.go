@@ -103,6 +103,9 @@ type Store struct {
 	// one is checked before dedup trusts it (see PutChunk).
 	suspectMu sync.Mutex
 	suspect   map[uint32]bool
+	// beforeRebase, if set, runs as StoreAsDeltas is about to index a
+	// batch of deltas: tests move a chunk there, as a pack rewrite would.
+	beforeRebase func()
 	// afterAppend, if set, runs between a chunk's append and its index
 	// entry: tests hold a store there.
 	afterAppend func()
