@@ -638,6 +638,20 @@ func openToAll(dir string) {
 	}
 }
 
+// nobodysFolder makes folder u of mount m, owned by uid 65534, and
+// returns its path.
+func nobodysFolder(t *testing.T, m *mount) string {
+	t.Helper()
+	u := m.path("u")
+	if err := os.Mkdir(u, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(u, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
 // sharedMount mounts a new store with --allow-other, its parent folders
 // opened to all, for tests that read as another user (root only).
 func sharedMount(t *testing.T) *mount {

@@ -355,12 +355,7 @@ func TestViewPlanHasOneBudgetForTheFolder(t *testing.T) {
 // same user writes a sound DCP folder and reads its view.
 func TestHostileDCPMetadataFromAnotherUser(t *testing.T) {
 	m := sharedMountWith(t, addressSpaceCapped(t, plainBin, 8<<30))
-	if err := os.Mkdir(m.path("u"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chown(m.path("u"), 65534, 65534); err != nil {
-		t.Fatal(err)
-	}
+	nobodysFolder(t, m)
 	src := t.TempDir()
 	openToAll(src)
 	run(t, "cp", "-r", "../layout/dcp/testdata/2ranks", filepath.Join(src, "good"))

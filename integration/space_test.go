@@ -235,6 +235,18 @@ func smallDisk(t *testing.T, size, ballast int) (dir, ballastPath string) {
 	return dir, ballastPath
 }
 
+// rootWriteLands fails the test unless root writes data to root.bin of m
+// and reads it back, after what another user did.
+func rootWriteLands(t *testing.T, m *mount, data []byte, after string) {
+	t.Helper()
+	if err := os.WriteFile(m.path("root.bin"), data, 0o644); err != nil {
+		t.Fatalf("root's %d MiB write after %s: %v", len(data)>>20, after, err)
+	}
+	if got := mustRead(t, m.path("root.bin")); !bytes.Equal(got, data) {
+		t.Fatal("root.bin reads differently")
+	}
+}
+
 // Another user filling the store's disk leaves root's share of it free,
 // written behind or streamed (--write-through): root's write lands after
 // the other user's failed with ENOSPC.
@@ -245,12 +257,7 @@ func TestRootShareOfTheDisk(t *testing.T) {
 			store := filepath.Join(disk, "store")
 			m := mountStoreWith(t, plainBin, store, append([]string{"--allow-other"}, mode...)...)
 			openToAll(m.dir)
-			if err := os.Mkdir(m.path("u"), 0o755); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.Chown(m.path("u"), 65534, 65534); err != nil {
-				t.Fatal(err)
-			}
+			nobodysFolder(t, m)
 			// uid 65534 writes 600 MiB of random bytes to the 512 MiB disk,
 			// and says how far it got.
 			out, err := asNobody("/usr/bin/python3", "-c", `
@@ -272,13 +279,7 @@ except OSError as e:
 			if written < 200 {
 				t.Fatalf("uid 65534 wrote %d MiB before ENOSPC", written)
 			}
-			data := storetest.Random(34, 32<<20)
-			if err := os.WriteFile(m.path("root.bin"), data, 0o644); err != nil {
-				t.Fatalf("root's 32 MiB write after another user filled the disk: %v", err)
-			}
-			if got := mustRead(t, m.path("root.bin")); !bytes.Equal(got, data) {
-				t.Fatal("root.bin reads differently")
-			}
+			rootWriteLands(t, m, storetest.Random(34, 32<<20), "another user filled the disk")
 			os.Remove(m.path("u", "fill"))
 			m.unmount()
 		})
@@ -378,15 +379,8 @@ func TestSparseFileOfAnotherUserTakesNoRoom(t *testing.T) {
 	t.Parallel()
 	store := newStore(t)
 	m := mountStoreWith(t, plainBin, store, "--allow-other")
-	for d := filepath.Dir(m.dir); d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
-		os.Chmod(d, 0o755)
-	}
-	if err := os.Mkdir(m.path("u"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chown(m.path("u"), 65534, 65534); err != nil {
-		t.Fatal(err)
-	}
+	openToAll(filepath.Dir(m.dir))
+	nobodysFolder(t, m)
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(store, &st); err != nil {
 		t.Fatal(err)
@@ -399,13 +393,7 @@ func TestSparseFileOfAnotherUserTakesNoRoom(t *testing.T) {
 	if fi, err := os.Stat(m.path("u", "sparse")); err != nil || fi.Size() != free || fi.Sys().(*syscall.Stat_t).Uid != 65534 {
 		t.Fatalf("the sparse file: %v", err)
 	}
-	data := storetest.Random(33, 8<<20)
-	if err := os.WriteFile(m.path("root.bin"), data, 0o644); err != nil {
-		t.Fatalf("root's 8 MiB write after another user's sparse file: %v", err)
-	}
-	if got := mustRead(t, m.path("root.bin")); !bytes.Equal(got, data) {
-		t.Fatal("root.bin reads differently")
-	}
+	rootWriteLands(t, m, storetest.Random(33, 8<<20), "another user's sparse file")
 	os.Remove(m.path("u", "sparse"))
 	m.unmount()
 }
