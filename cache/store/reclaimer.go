@@ -63,6 +63,8 @@ func (r *reclaimer) loop() {
 		if res.Recent > 0 {
 			r.kick() // judged again by the next pass
 		}
+		r.s.log.Debug("reclaim pass", "weighed", res.Weighed, "chunks", res.Chunks, "recent", res.Recent,
+			"packs_rewritten", res.PacksRewritten, "took", took.Round(time.Millisecond), "next_after", rest)
 		if res.Chunks > 0 || res.PacksRemoved > 0 {
 			r.s.log.Info("space reclaimed", "chunks", res.Chunks, "packs_removed", res.PacksRemoved,
 				"packs_rewritten", res.PacksRewritten, "bytes_freed", res.PackBytesFreed, "took", took.Round(time.Millisecond))
