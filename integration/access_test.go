@@ -332,7 +332,11 @@ func TestViewLookupNeedsSearchOfTheFolder(t *testing.T) {
 // test's duration.
 func asNobodyLoop(t *testing.T, script string, args ...string) {
 	t.Helper()
-	cmd := exec.Command("setpriv", append([]string{"--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", script}, args...)...)
+	cmd := exec.Command("setpriv", append([]string{"--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", "print('looping', flush=True)\n" + script}, args...)...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -340,6 +344,21 @@ func asNobodyLoop(t *testing.T, script string, args ...string) {
 		cmd.Process.Kill()
 		cmd.Wait()
 	})
+	// Under make test's load, python takes seconds to start: the tries
+	// below are meant against a running loop, the controls' too.
+	started := make(chan error, 1)
+	go func() {
+		_, err := bufio.NewReader(out).ReadString('\n')
+		started <- err
+	}()
+	select {
+	case err := <-started:
+		if err != nil {
+			t.Fatalf("uid 65534's loop did not start: %v", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("uid 65534's loop did not start within a minute")
+	}
 }
 
 // flipScript puts a folder and a symlink in turn at one name, over and

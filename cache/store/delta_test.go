@@ -164,6 +164,43 @@ func TestDeltasOutliveAnyRemoval(t *testing.T) {
 	}
 }
 
+// Versions removed together, each a delta against the next, go in the
+// same pass: under load, passes come seconds apart and rotations pile up
+// between them, and a pass that freed one link of a chain each left the
+// rest until the next change, which a finished training run never makes.
+func TestChainRemovedWholeGoesInOnePass(t *testing.T) {
+	s := openReclaiming(t)
+	run := layouttest.TrainingRun(1, 4, 2, 40_000, 1e-4)
+	cs := storeRun(t, s, run)
+	for _, v := range []string{"v0", "v1", "v2"} {
+		if err := s.ns.Remove(meta.RootIno, v, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 4 { // past the passes that keep what was touched lately
+		if res := reclaim(t, s); res.Chunks > 0 {
+			break
+		}
+	}
+	newest := map[chunk.Hash]bool{}
+	for _, c := range cs[3].Chunks {
+		newest[c.Hash] = true
+	}
+	var left []chunk.Hash
+	s.ScanChunks(func(h chunk.Hash, _ pack.Loc, _ error) error {
+		if !newest[h] {
+			left = append(left, h)
+		}
+		return nil
+	})
+	if len(left) > 0 {
+		t.Errorf("%d chunks of the removed versions left after the pass that freed the rest", len(left))
+	}
+	if got, err := readVerified(s, cs[3]); err != nil || !bytes.Equal(got, run[3]) {
+		t.Fatalf("the newest version: %v", err)
+	}
+}
+
 // damage flips the last byte of chunk h's value in its pack.
 func damage(t *testing.T, s *Store, h chunk.Hash) {
 	t.Helper()

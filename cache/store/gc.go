@@ -156,6 +156,11 @@ func (s *Store) countRefs() error {
 // names that liveChunks does not keep, counts them as their packs'
 // garbage, and returns the packs it freed from. Stores wait meanwhile, so
 // none can find a chunk by dedup as it goes.
+//
+// A candidate a delta needs stays, unless every delta that needs it goes
+// in this pass: versions removed together (rotations that piled up between
+// two passes) go together, a chain's deltas deleted before their
+// references, so that a crash in between leaves no delta without one.
 func (s *Store) freeCandidates(res *GCResult) (map[uint32]bool, error) {
 	candidates := s.refs.Take()
 	if len(candidates) == 0 {
@@ -167,7 +172,8 @@ func (s *Store) freeCandidates(res *GCResult) (map[uint32]bool, error) {
 	}
 	s.live.mu.Lock()
 	defer s.live.mu.Unlock()
-	var freed []meta.Record
+	var free []meta.Record // this round's
+	var needed []neededChunk
 	var kept []chunk.Hash
 	s.refs.Lock()
 	res.Weighed = int64(len(candidates))
@@ -186,37 +192,76 @@ func (s *Store) freeCandidates(res *GCResult) (map[uint32]bool, error) {
 		if errors.Is(err, meta.ErrNoChunk) {
 			continue // deleted before, or evicted to a bucket
 		}
+		var deps []chunk.Hash
 		if err == nil && s.hasDeltas.Load() {
-			var deps []chunk.Hash
-			if deps, err = s.index.Dependents(h); err == nil && len(deps) > 0 {
-				continue // a delta needs it: its deletion makes h a candidate again
-			}
+			deps, err = s.index.Dependents(h)
 		}
 		if err != nil {
 			s.refs.Unlock()
 			return nil, err
 		}
-		freed = append(freed, meta.Record{Hash: h, Loc: loc})
+		if len(deps) > 0 {
+			needed = append(needed, neededChunk{meta.Record{Hash: h, Loc: loc}, deps})
+			continue
+		}
+		free = append(free, meta.Record{Hash: h, Loc: loc})
 	}
 	s.refs.Unlock()
 	for _, h := range kept {
 		s.refs.Keep(h)
 	}
-	refs, err := s.index.Delete(freed)
-	if err != nil {
-		return nil, err
-	}
-	for _, ref := range refs { // a delta gone: its reference may be garbage now
-		s.refs.Keep(ref)
-	}
 	in := map[uint32]bool{}
-	for _, r := range freed {
-		in[r.Loc.Pack] = true
-		s.garbage[r.Loc.Pack] += pack.RecordHeader + int64(r.Loc.Len)
-		res.Chunks++
-		res.ChunkBytes += int64(r.Loc.Len)
+	freed := map[chunk.Hash]bool{}
+	for round := 0; len(free) > 0; round++ {
+		refs, err := s.index.Delete(free)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range free {
+			freed[r.Hash] = true
+			in[r.Loc.Pack] = true
+			s.garbage[r.Loc.Pack] += pack.RecordHeader + int64(r.Loc.Len)
+			res.Chunks++
+			res.ChunkBytes += int64(r.Loc.Len)
+		}
+		for _, ref := range refs { // a delta gone: its reference may be garbage now
+			if !freed[ref] {
+				s.refs.Keep(ref)
+			}
+		}
+		free = nil
+		rest := needed[:0]
+		for _, n := range needed {
+			if n.neededOnlyBy(freed) {
+				free = append(free, n.Record)
+			} else {
+				rest = append(rest, n)
+			}
+		}
+		needed = rest
+		if round == MaxChain && len(free) > 0 { // a longer chain is damage: the next pass goes on
+			for _, r := range free {
+				s.refs.Keep(r.Hash)
+			}
+			break
+		}
 	}
 	return in, nil
+}
+
+// neededChunk is a candidate chunk and the deltas that need it.
+type neededChunk struct {
+	meta.Record
+	deps []chunk.Hash
+}
+
+func (n neededChunk) neededOnlyBy(freed map[chunk.Hash]bool) bool {
+	for _, d := range n.deps {
+		if !freed[d] {
+			return false
+		}
+	}
+	return true
 }
 
 // ReclaimNow is Reclaim for a user who asked for the space now: while a
