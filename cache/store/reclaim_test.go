@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -188,5 +189,25 @@ func TestReclaimWeighsOnlyWhatChanged(t *testing.T) {
 		if got := readAll(t, s, &in.Content); !bytes.Equal(got, random(int64(100+i), 10<<10)) {
 			t.Fatalf("f%03d changed", i)
 		}
+	}
+}
+
+// The reclaimer's rest follows the CPU its pass spent, which a pass
+// waiting on the disk or on locks does not spend.
+func TestThreadCPUCountsWorkNotWaits(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	start := threadCPU()
+	time.Sleep(200 * time.Millisecond)
+	slept := threadCPU() - start
+	start = threadCPU()
+	begin := time.Now()
+	for threadCPU()-start < 100*time.Millisecond {
+		if time.Since(begin) > time.Minute {
+			t.Fatal("thread CPU: a minute busy did not count 100 ms")
+		}
+	}
+	if slept > 50*time.Millisecond {
+		t.Fatalf("thread CPU: %v counted for 200 ms asleep", slept)
 	}
 }
