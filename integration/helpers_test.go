@@ -146,9 +146,24 @@ func (m *mount) cleanup() {
 		}
 	}
 	// A daemon built with -race logs what it finds: a report fails the test.
-	if log, _ := os.ReadFile(filepath.Join(m.store, "ckptfs.log")); bytes.Contains(log, []byte("DATA RACE")) {
+	log, _ := os.ReadFile(filepath.Join(m.store, "ckptfs.log"))
+	if bytes.Contains(log, []byte("DATA RACE")) {
 		m.t.Errorf("data race in the daemon:\n%s", log)
+	} else if m.t.Failed() {
+		m.t.Logf("the daemon of %s warned:\n%s", m.dir, warnings(log))
 	}
+}
+
+// warnings are the last 40 lines of a daemon's log at WARN or ERROR: what
+// a failed test's daemon had to say.
+func warnings(log []byte) string {
+	var out []string
+	for _, line := range strings.Split(string(log), "\n") {
+		if strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR") {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out[max(0, len(out)-40):], "\n")
 }
 
 func isMounted(dir string) bool {

@@ -260,11 +260,11 @@ func (p *Set) Sync() error {
 	p.dirty, p.created = map[uint32]*os.File{}, false
 	p.mu.Unlock()
 	var errs []error
-	for _, f := range dirty {
+	for id, f := range dirty {
 		if p.beforeSync != nil {
 			p.beforeSync(f)
 		}
-		if err := durable.File(f); err != nil {
+		if err := durable.File(f); err != nil && !(errors.Is(err, os.ErrClosed) && p.removed(id, f)) {
 			errs = append(errs, fmt.Errorf("pack: %w", err))
 		}
 	}
@@ -280,6 +280,15 @@ func (p *Set) Sync() error {
 		p.Seal() // appends go to a pack whose writeback has not failed
 	}
 	return p.failed
+}
+
+// removed reports whether pack id, open as f, was removed: an eviction or
+// a reclaim pass that closes it while a Sync writes it back leaves nothing
+// that needs the writeback.
+func (p *Set) removed(id uint32, f *os.File) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.files[id] != f
 }
 
 // seal makes the next append start a new pack.

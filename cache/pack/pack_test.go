@@ -123,6 +123,38 @@ func TestSyncDuringAppendLeavesThePackDirty(t *testing.T) {
 	}
 }
 
+// A pack removed while a Sync writes it back (evicted to a bucket, or
+// dropped by reclaim) needs no writeback: the Sync succeeds, and so do the
+// next. It failed for good with "file already closed", and every later
+// commit of the mount with it.
+func TestPackRemovedDuringSyncLeavesSyncSound(t *testing.T) {
+	p, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	loc, err := p.Append(chunk.Sum([]byte("a")), []byte("value a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Seal()
+	p.beforeSync = func(*os.File) {
+		p.beforeSync = nil
+		if err := p.Remove(loc.Pack); err != nil {
+			t.Error(err)
+		}
+	}
+	if err := p.Sync(); err != nil {
+		t.Fatalf("sync of a pack removed meanwhile: %v", err)
+	}
+	if _, err := p.Append(chunk.Sum([]byte("b")), []byte("value b")); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Sync(); err != nil {
+		t.Fatalf("the sync after: %v", err)
+	}
+}
+
 // Once a pack's writeback failed, no later Sync reports success: the
 // kernel would not report the lost bytes again.
 func TestFailedSyncIsSticky(t *testing.T) {
@@ -141,7 +173,7 @@ func TestFailedSyncIsSticky(t *testing.T) {
 	}
 	broken.Close() // its sync fails
 	p.mu.Lock()
-	p.dirty[loc.Pack] = broken
+	p.dirty[loc.Pack], p.files[loc.Pack] = broken, broken
 	p.mu.Unlock()
 	if err := p.Sync(); err == nil {
 		t.Fatal("a failed writeback reported success")
