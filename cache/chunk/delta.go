@@ -8,6 +8,13 @@ import (
 	"sync"
 )
 
+// MaxChain bounds the deltas one read decodes: a chunk is at most MaxChain
+// deltas away from a plain value, so its read costs at most MaxChain delta
+// decodes after the plain one, and holds at most MaxChain values and
+// references (MaxSize each) at once. A chain longer than that, which only a
+// damaged or hostile store holds, is ErrCorrupt, not a deeper read.
+const MaxChain = 8
+
 // deltaCodec codes a chunk as its difference from a reference chunk: the
 // same tensor bytes in a neighbouring version of a checkpoint. Between two
 // steps of training the sign and exponent of a weight rarely change and

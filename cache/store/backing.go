@@ -116,7 +116,7 @@ func (s *Store) MarkBucketOnly(hs []chunk.Hash) error {
 			return err
 		}
 	}
-	s.live.touch(hs...) // the imported tree is created next
+	s.live.Touch(hs...) // the imported tree is created next
 	return s.MarkUploaded(absent...)
 }
 
@@ -169,7 +169,7 @@ func (s *Store) AddFetched(ref chunk.Ref, val []byte) ([]byte, error) {
 	if err := s.EnsureSpace(int64(len(val)), ChunkReserve, false); err != nil {
 		return nil, err
 	}
-	s.live.touch(ref.Hash) // a pull's tree is created after its chunks
+	s.live.Touch(ref.Hash) // a pull's tree is created after its chunks
 	if err := s.storeValue(ref.Hash, val, false); err != nil {
 		return nil, fmt.Errorf("store chunk %s: %w", ref.Hash.Short(), err)
 	}

@@ -24,7 +24,7 @@ func (s *Store) PutChunk(raw []byte, hint chunk.Hint) (chunk.Ref, error) {
 		err = s.checkRecord(ref.Hash, loc)
 	}
 	if err == nil {
-		s.live.touch(ref.Hash) // under the lock: a reclaim pass sees it
+		s.live.Touch(ref.Hash) // under the lock: a reclaim pass sees it
 		return ref, nil        // dedup: already stored
 	}
 	if !errors.Is(err, chunk.ErrCorrupt) {
@@ -48,9 +48,9 @@ func (s *Store) PutChunk(raw []byte, hint chunk.Hint) (chunk.Ref, error) {
 	if err := s.storeValue(ref.Hash, val, s.cachesBucket.Load()); err != nil {
 		return ref, fmt.Errorf("write chunk %s: %w", ref.Hash.Short(), err)
 	}
-	s.live.touch(ref.Hash)
+	s.live.Touch(ref.Hash)
 	s.refs.Stored(ref.Hash)
-	s.reclaimer.kick() // garbage if no record comes to name it
+	s.pacer.Kick() // garbage if no record comes to name it
 	s.backing.Stored(ref.Hash)
 	since(s.metrics.storeSeconds, start)
 	s.metrics.unique.Add(int64(len(raw)))

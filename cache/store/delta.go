@@ -11,13 +11,6 @@ import (
 	"github.com/ckptfs/ckptfs/cache/pack"
 )
 
-// MaxChain bounds the deltas one read decodes: a chunk is at most MaxChain
-// deltas away from a plain value, so its read costs at most MaxChain delta
-// decodes after the plain one, and holds at most MaxChain values and
-// references (chunk.MaxSize each) at once. A chain longer than that, which only a
-// damaged or hostile store holds, is ErrCorrupt, not a deeper read.
-const MaxChain = 8
-
 // chainDepth is the context key of the deltas a read is inside of.
 type chainDepth struct{}
 
@@ -27,8 +20,8 @@ type chainDepth struct{}
 func (s *Store) decodeDelta(ctx context.Context, h chunk.Hash, v []byte, verify bool) ([]byte, error) {
 	ref, _ := chunk.DeltaReference(v)
 	depth, _ := ctx.Value(chainDepth{}).(int)
-	if depth >= MaxChain {
-		return nil, fmt.Errorf("a delta chain longer than %d: %w", MaxChain, chunk.ErrCorrupt)
+	if depth >= chunk.MaxChain {
+		return nil, fmt.Errorf("a delta chain longer than %d: %w", chunk.MaxChain, chunk.ErrCorrupt)
 	}
 	ctx = context.WithValue(ctx, chainDepth{}, depth+1)
 	var refRaw []byte
@@ -65,7 +58,7 @@ type DeltaResult struct {
 
 // StoreAsDeltas stores the chunks of pairs as deltas against their
 // references where that saves at least an eighth of their value (see
-// chunk.EncodeDelta), keeps the chains MaxChain deep at most and free of
+// chunk.EncodeDelta), keeps the chains chunk.MaxChain deep at most and free of
 // loops, and leaves alone a chunk already a delta, one no record names,
 // and every chunk of a store in front of a bucket (a bucket holds plain
 // values, and eviction drops whole packs). A delta is decoded and compared
@@ -106,7 +99,7 @@ func (s *Store) storeAsDeltas(ctx context.Context, pairs []DeltaPair, buf *[]byt
 	rawLen := map[chunk.Hash]int64{}
 	var pinned []chunk.Hash
 	flush := func() error {
-		defer func() { s.live.unpin(pinned); pinned = nil }()
+		defer func() { s.live.Unpin(pinned); pinned = nil }()
 		if len(batch) == 0 {
 			return nil
 		}
@@ -124,7 +117,7 @@ func (s *Store) storeAsDeltas(ctx context.Context, pairs []DeltaPair, buf *[]byt
 				return moved, err
 			}
 		}
-		s.live.pin([]chunk.Hash{p.Chunk, p.Ref})
+		s.live.Pin([]chunk.Hash{p.Chunk, p.Ref})
 		pinned = append(pinned, p.Chunk, p.Ref)
 		r, n, ok, err := s.encodeDelta(ctx, p, buf)
 		if err != nil {
@@ -196,7 +189,7 @@ func (s *Store) encodeDelta(ctx context.Context, p DeltaPair, buf *[]byte) (r me
 
 // mayRebase reports whether p.Chunk may become a delta against p.Ref: the
 // reference's chain, one delta more, and the longest chain below p.Chunk
-// stay MaxChain deep at most, and the reference does not depend on
+// stay chunk.MaxChain deep at most, and the reference does not depend on
 // p.Chunk (a loop no read could decode).
 func (s *Store) mayRebase(p DeltaPair) (bool, error) {
 	depth := 0 // deltas from p.Ref down to a plain value
@@ -211,13 +204,13 @@ func (s *Store) mayRebase(p DeltaPair) (bool, error) {
 			}
 			break
 		}
-		if depth++; depth >= MaxChain {
+		if depth++; depth >= chunk.MaxChain {
 			return false, nil
 		}
 		h = ref
 	}
-	below, err := s.height(p.Chunk, MaxChain)
-	return err == nil && depth+1+below <= MaxChain, err
+	below, err := s.height(p.Chunk, chunk.MaxChain)
+	return err == nil && depth+1+below <= chunk.MaxChain, err
 }
 
 // height is how many deltas deep the chains below h go, counted up to
@@ -251,38 +244,42 @@ func (s *Store) rebase(batch []meta.Rebased, rawLen map[chunk.Hash]int64, res *D
 	if err := s.packs.Sync(); err != nil {
 		return nil, fmt.Errorf("sync deltas: %w", err)
 	}
-	s.reclaimMu.Lock() // no reclaim frees a reference between the check and the index
-	defer s.reclaimMu.Unlock()
-	if s.beforeRebase != nil {
-		s.beforeRebase()
-	}
-	s.evictMu.Lock() // no read between the old location and the new
-	done, err := s.index.Rebase(batch)
-	s.evictMu.Unlock()
+	// No reclaim frees a reference between the check and the index.
+	err = s.reclaim.Exclusive(func(left func(pack.Loc)) error {
+		if s.beforeRebase != nil {
+			s.beforeRebase()
+		}
+		s.evictMu.Lock() // no read between the old location and the new
+		done, err := s.index.Rebase(batch)
+		s.evictMu.Unlock()
+		if err != nil {
+			return fmt.Errorf("index deltas: %w", err)
+		}
+		s.hasDeltas.Store(true)
+		rebased := map[chunk.Hash]bool{}
+		for _, r := range done {
+			rebased[r.Hash] = true
+			res.Stored++
+			res.Before += int64(r.From.Len)
+			res.After += int64(r.To.Len)
+			res.RawBytes += rawLen[r.Hash]
+		}
+		for _, r := range batch {
+			if rebased[r.Hash] {
+				left(r.From)
+				continue
+			}
+			left(r.To) // the copy: the chunk went meanwhile
+			if loc, err := s.index.Get(r.Hash); err == nil && loc != r.From {
+				moved = append(moved, DeltaPair{Chunk: r.Hash, Ref: r.Ref})
+			}
+		}
+		return nil
+	})
 	if err != nil {
-		return nil, fmt.Errorf("index deltas: %w", err)
+		return nil, err
 	}
-	s.hasDeltas.Store(true)
-	rebased := map[chunk.Hash]bool{}
-	for _, r := range done {
-		rebased[r.Hash] = true
-		res.Stored++
-		res.Before += int64(r.From.Len)
-		res.After += int64(r.To.Len)
-		res.RawBytes += rawLen[r.Hash]
-	}
-	for _, r := range batch {
-		left := r.To // the copy, if the chunk went meanwhile
-		if rebased[r.Hash] {
-			left = r.From
-		} else if loc, err := s.index.Get(r.Hash); err == nil && loc != r.From {
-			moved = append(moved, DeltaPair{Chunk: r.Hash, Ref: r.Ref})
-		}
-		if s.garbage != nil {
-			s.garbage[left.Pack] += pack.RecordHeader + int64(left.Len)
-		}
-	}
-	s.reclaimer.kick()
+	s.pacer.Kick()
 	return moved, nil
 }
 

@@ -66,8 +66,8 @@ func readVerified(s *Store, c *meta.Content) ([]byte, error) {
 // deltas the last one left no reference of.
 func reclaimAll(t *testing.T, s *Store) {
 	t.Helper()
-	for range 2*MaxChain + 4 {
-		if res := reclaim(t, s); res.Chunks == 0 && res.Recent == 0 {
+	for range 2*chunk.MaxChain + 4 {
+		if res := pass(t, s); res.Chunks == 0 && res.Recent == 0 {
 			return
 		}
 	}
@@ -178,7 +178,7 @@ func TestChainRemovedWholeGoesInOnePass(t *testing.T) {
 		}
 	}
 	for range 4 { // past the passes that keep what was touched lately
-		if res := reclaim(t, s); res.Chunks > 0 {
+		if res := pass(t, s); res.Chunks > 0 {
 			break
 		}
 	}
@@ -282,10 +282,10 @@ func putDelta(t *testing.T, s *Store, raw []byte, ref chunk.Hash, refRaw []byte)
 	return h
 }
 
-// A chain longer than MaxChain, or a loop of deltas, is refused as damage
-// at the bound, and never waits for itself; one MaxChain long reads.
+// A chain longer than chunk.MaxChain, or a loop of deltas, is refused as damage
+// at the bound, and never waits for itself; one chunk.MaxChain long reads.
 func TestChainsAreBounded(t *testing.T) {
-	run := layouttest.TrainingRun(1, MaxChain+3, 1, 20_000, 1e-4)
+	run := layouttest.TrainingRun(1, chunk.MaxChain+3, 1, 20_000, 1e-4)
 	tensor := func(v int) []byte { return run[v][len(run[v])-40_000:] }
 	s := openOffline(t)
 	base, err := s.PutChunk(tensor(0), "BF16")
@@ -293,20 +293,20 @@ func TestChainsAreBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	chain := []chunk.Hash{base.Hash}
-	for v := 1; v <= MaxChain+1; v++ {
+	for v := 1; v <= chunk.MaxChain+1; v++ {
 		chain = append(chain, putDelta(t, s, tensor(v), chain[v-1], tensor(v-1)))
 	}
 	for v, h := range chain {
 		raw, err := s.ReadLocal(h)
-		if v <= MaxChain && (err != nil || !bytes.Equal(raw, tensor(v))) {
+		if v <= chunk.MaxChain && (err != nil || !bytes.Equal(raw, tensor(v))) {
 			t.Errorf("%d deltas deep: %v", v, err)
 		}
-		if v > MaxChain && !errors.Is(err, chunk.ErrCorrupt) {
+		if v > chunk.MaxChain && !errors.Is(err, chunk.ErrCorrupt) {
 			t.Errorf("%d deltas deep: %v, want ErrCorrupt", v, err)
 		}
 	}
 	// A loop: a against b, b against a.
-	a, b := tensor(MaxChain+1), tensor(MaxChain+2)
+	a, b := tensor(chunk.MaxChain+1), tensor(chunk.MaxChain+2)
 	ha, hb := chunk.Sum(a), chunk.Sum(b)
 	putDelta(t, s, a, hb, b)
 	putDelta(t, s, b, ha, a)
@@ -328,12 +328,12 @@ func TestChainsAreBounded(t *testing.T) {
 	}
 }
 
-// StoreAsDeltas keeps chains MaxChain deep at most however many versions
+// StoreAsDeltas keeps chains chunk.MaxChain deep at most however many versions
 // come, so a run of more versions keeps some whole; every version reads
 // back. It leaves alone a chunk no record names, and every chunk of a
 // store in front of a bucket.
 func TestStoreAsDeltasBoundsChains(t *testing.T) {
-	run := layouttest.TrainingRun(1, MaxChain+3, 1, 20_000, 1e-4)
+	run := layouttest.TrainingRun(1, chunk.MaxChain+3, 1, 20_000, 1e-4)
 	s := openReclaiming(t)
 	cs := storeRun(t, s, run)
 	whole := 0
@@ -346,7 +346,7 @@ func TestStoreAsDeltasBoundsChains(t *testing.T) {
 		if depth == 0 {
 			whole++
 		}
-		if depth > MaxChain {
+		if depth > chunk.MaxChain {
 			t.Errorf("version %d is %d deltas deep", v, depth)
 		}
 		if got, err := readVerified(s, c); err != nil || !bytes.Equal(got, run[v]) {
@@ -360,7 +360,7 @@ func TestStoreAsDeltasBoundsChains(t *testing.T) {
 	extra := layouttest.TrainingRun(1, 2, 1, 20_000, 2e-4)
 	unnamed, _ := s.PutChunk(extra[0][len(extra[0])-40_000:], "BF16")
 	named := addFile(t, s, "named", extra[1])
-	reclaim(t, s) // counts the references
+	pass(t, s) // counts the references
 	res, err := s.StoreAsDeltas(context.Background(), []DeltaPair{{Chunk: unnamed.Hash, Ref: named.Chunks[1].Hash}})
 	if err != nil || res.Stored != 0 {
 		t.Errorf("a chunk no record names was stored as a delta: %+v %v", res, err)

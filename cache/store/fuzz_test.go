@@ -11,17 +11,17 @@ import (
 )
 
 // FuzzDeltaChains: whatever graph of deltas a damaged or hostile store
-// holds (chains past MaxChain, loops, a chunk against itself, references
+// holds (chains past chunk.MaxChain, loops, a chunk against itself, references
 // the store lacks, damaged values anywhere), a read of any of its chunks
 // returns its bytes when its chain reaches a sound plain value within
-// MaxChain deltas, and fails otherwise; it never returns wrong bytes and
+// chunk.MaxChain deltas, and fails otherwise; it never returns wrong bytes and
 // never waits for itself (a reader that finds a reference decoded in the
-// LRU may read a chain longer than MaxChain: it decodes one delta). Byte i of graph codes chunk i: 0 plain, else a
+// LRU may read a chain longer than chunk.MaxChain: it decodes one delta). Byte i of graph codes chunk i: 0 plain, else a
 // delta against chunk (b&0x7f-1) mod n+1, where n is a chunk the store
 // lacks; the 0x80 bit damages the chunk's value.
 func FuzzDeltaChains(f *testing.F) {
-	const n = MaxChain + 3
-	f.Add([]byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10})   // one chain, MaxChain+2 deltas long
+	const n = chunk.MaxChain + 3
+	f.Add([]byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10})   // one chain, chunk.MaxChain+2 deltas long
 	f.Add([]byte{2, 1, 0x80, 4, 5, 6, 0, 0, 0, 0, 0}) // a loop, a damaged plain value
 	f.Add([]byte{1, 12, 0x82, 0, 3})                  // a self-reference, a missing reference
 	s, err := Open(f.TempDir(), Options{CacheBytes: 8 << 20})
@@ -70,9 +70,9 @@ func FuzzDeltaChains(f *testing.F) {
 		}
 		for i := range n {
 			// Chunk i reads when its chain reaches a sound plain value
-			// within MaxChain deltas, all of it sound.
+			// within chunk.MaxChain deltas, all of it sound.
 			readable := false
-			for c, depth := i, 0; c < n && !damaged[c] && depth <= MaxChain; c, depth = ref[c], depth+1 {
+			for c, depth := i, 0; c < n && !damaged[c] && depth <= chunk.MaxChain; c, depth = ref[c], depth+1 {
 				if ref[c] < 0 {
 					readable = true
 					break

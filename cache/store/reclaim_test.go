@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -12,18 +11,18 @@ import (
 	"time"
 
 	"github.com/ckptfs/ckptfs/cache/meta"
+	"github.com/ckptfs/ckptfs/cache/reclaim"
 )
 
 // openReclaiming opens a store that reclaims while in use, with packs of
 // 1 MiB and generations that turn at every pass; the test runs the passes.
 func openReclaiming(t *testing.T) *Store {
 	t.Helper()
-	s, err := Open(t.TempDir(), Options{CacheBytes: 8 << 20, ReclaimEvery: time.Hour})
+	s, err := Open(t.TempDir(), Options{CacheBytes: 8 << 20, ReclaimEvery: time.Hour, touchedFor: time.Nanosecond})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	s.live.minAge = 0
 	s.packs.SetTarget(1 << 20)
 	return s
 }
@@ -41,7 +40,7 @@ func addFile(t testing.TB, s *Store, name string, data []byte) *meta.Content {
 	return c
 }
 
-func reclaim(t *testing.T, s *Store) *GCResult {
+func pass(t *testing.T, s *Store) *reclaim.Result {
 	t.Helper()
 	res, err := s.Reclaim()
 	if err != nil {
@@ -79,10 +78,10 @@ func TestReclaimWhileInUse(t *testing.T) {
 			}
 		}
 	}()
-	if res := reclaim(t, s); res.Chunks != 0 {
+	if res := pass(t, s); res.Chunks != 0 {
 		t.Fatalf("the first pass freed %d chunks written since the one before", res.Chunks)
 	}
-	res := reclaim(t, s)
+	res := pass(t, s)
 	if res.Chunks != int64(len(drop.Chunks)) || res.PacksRemoved == 0 {
 		t.Fatalf("second pass: %+v, want the %d chunks of the removed file", res, len(drop.Chunks))
 	}
@@ -90,8 +89,8 @@ func TestReclaimWhileInUse(t *testing.T) {
 		t.Fatal("a pinned file was damaged")
 	}
 	unpin()
-	reclaim(t, s)
-	if res := reclaim(t, s); res.Chunks != int64(len(held.Chunks)) {
+	pass(t, s)
+	if res := pass(t, s); res.Chunks != int64(len(held.Chunks)) {
 		t.Fatalf("after unpinning: %+v, want the %d chunks of the held file", res, len(held.Chunks))
 	}
 	stop.Store(true)
@@ -126,7 +125,7 @@ func TestReclaimKeepsAnIngestInFlight(t *testing.T) {
 	}
 	time.Sleep(100 * time.Millisecond) // let the pipeline store what it has
 	for range 3 {
-		if res := reclaim(t, s); res.Chunks != 0 {
+		if res := pass(t, s); res.Chunks != 0 {
 			t.Fatalf("a pass freed %d chunks of an ingest in flight", res.Chunks)
 		}
 	}
@@ -138,7 +137,7 @@ func TestReclaimKeepsAnIngestInFlight(t *testing.T) {
 		t.Fatal(err)
 	}
 	for range 3 {
-		if res := reclaim(t, s); res.Chunks != 0 {
+		if res := pass(t, s); res.Chunks != 0 {
 			t.Fatalf("a pass between an ingest's end and its commit freed %d chunks", res.Chunks)
 		}
 	}
@@ -146,8 +145,8 @@ func TestReclaimKeepsAnIngestInFlight(t *testing.T) {
 		t.Fatal(err)
 	}
 	release()
-	reclaim(t, s)
-	reclaim(t, s)
+	pass(t, s)
+	pass(t, s)
 	if got := readAll(t, s, c); !bytes.Equal(got, data) {
 		t.Fatal("the committed file differs")
 	}
@@ -162,17 +161,17 @@ func TestReclaimWeighsOnlyWhatChanged(t *testing.T) {
 	for i := range files {
 		addFile(t, s, fmt.Sprintf("f%03d", i), random(int64(100+i), 10<<10))
 	}
-	reclaim(t, s) // the first pass counts every reference
-	reclaim(t, s)
+	pass(t, s) // the first pass counts every reference
+	pass(t, s)
 	gone := addFile(t, s, "gone", random(99, 3<<20))
-	reclaim(t, s)
-	reclaim(t, s)
+	pass(t, s)
+	pass(t, s)
 	if err := s.ns.Remove(meta.RootIno, "gone", false); err != nil {
 		t.Fatal(err)
 	}
 	var freed int64
 	for range 3 { // its chunks are recent for two passes
-		res := reclaim(t, s)
+		res := pass(t, s)
 		if res.Weighed > int64(len(gone.Chunks)) {
 			t.Fatalf("a pass weighed %d chunks after one file of %d chunks went, in a store of %d files", res.Weighed, len(gone.Chunks), files)
 		}
@@ -189,25 +188,5 @@ func TestReclaimWeighsOnlyWhatChanged(t *testing.T) {
 		if got := readAll(t, s, &in.Content); !bytes.Equal(got, random(int64(100+i), 10<<10)) {
 			t.Fatalf("f%03d changed", i)
 		}
-	}
-}
-
-// The reclaimer's rest follows the CPU its pass spent, which a pass
-// waiting on the disk or on locks does not spend.
-func TestThreadCPUCountsWorkNotWaits(t *testing.T) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	start := threadCPU()
-	time.Sleep(200 * time.Millisecond)
-	slept := threadCPU() - start
-	start = threadCPU()
-	begin := time.Now()
-	for threadCPU()-start < 100*time.Millisecond {
-		if time.Since(begin) > time.Minute {
-			t.Fatal("thread CPU: a minute busy did not count 100 ms")
-		}
-	}
-	if slept > 50*time.Millisecond {
-		t.Fatalf("thread CPU: %v counted for 200 ms asleep", slept)
 	}
 }

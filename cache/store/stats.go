@@ -7,6 +7,7 @@ import (
 	"github.com/ckptfs/ckptfs/cache/chunk"
 	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/cache/pack"
+	"github.com/ckptfs/ckptfs/cache/reclaim"
 )
 
 // Stats describe the space a subtree of the namespace uses.
@@ -69,7 +70,7 @@ func (s *Store) Stats(inos ...uint64) (*Stats, error) {
 	for h := range seen {
 		named[h] = struct{}{}
 	}
-	needed := neededReferences(named, refOf)
+	needed := reclaim.NeededReferences(named, refOf)
 	err := s.ScanChunks(func(h chunk.Hash, loc pack.Loc, err error) error {
 		if err != nil {
 			return nil

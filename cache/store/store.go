@@ -22,6 +22,7 @@ import (
 	"github.com/ckptfs/ckptfs/cache/chunkcache"
 	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/cache/pack"
+	"github.com/ckptfs/ckptfs/cache/reclaim"
 	"github.com/ckptfs/ckptfs/cache/usage"
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
@@ -36,7 +37,7 @@ type Options struct {
 	// blocks, for fsck to report what they affect. Without it Open refuses.
 	AllowDamagedTables bool
 	// ReclaimEvery, if set, runs Reclaim in the background that long after
-	// the namespace changes (see reclaimer.go); a daemon sets it.
+	// the namespace changes (see reclaim.Pacer); a daemon sets it.
 	ReclaimEvery time.Duration
 	// Mounted says the store serves a mount: the chunks open files and
 	// ingests use are tracked, so that Reclaim may run while they go on
@@ -52,6 +53,10 @@ type Options struct {
 	// nothing is settled, removed, recovered or written, whatever a crash
 	// left.
 	ReadOnly bool
+	// touchedFor is how long a chunk stored or let go is kept at least
+	// although no record names it (see reclaim.Live; default 2 s): tests
+	// shorten it.
+	touchedFor time.Duration
 }
 
 // Store is an open ckptfs store directory.
@@ -80,14 +85,13 @@ type Store struct {
 	makeRoom func(need int64)
 	// follower is told of committed changes after the store (see
 	// FollowRecords).
-	follower  atomic.Pointer[func([]meta.RecordChange)]
-	space     freeSpace        // see EnsureSpace
-	live      *liveChunks      // what Reclaim keeps although unreferenced
-	refs      *usage.Refs      // what records name, and what may be garbage
-	usage     *usage.Counts    // what each checkpoint holds
-	reclaimMu sync.Mutex       // one collection at a time
-	garbage   map[uint32]int64 // garbage bytes of each pack, under reclaimMu
-	reclaimer *reclaimer       // nil unless Options.ReclaimEvery
+	follower atomic.Pointer[func([]meta.RecordChange)]
+	space    freeSpace          // see EnsureSpace
+	live     *reclaim.Live      // what Reclaim keeps although unreferenced; nil offline
+	refs     *usage.Refs        // what records name, and what may be garbage
+	usage    *usage.Counts      // what each checkpoint holds
+	reclaim  *reclaim.Collector // frees what no record names
+	pacer    *reclaim.Pacer     // nil unless Options.ReclaimEvery
 	// deltaMu runs one StoreAsDeltas at a time; hasDeltas says the index
 	// may hold a delta, whose reference reclaim must keep.
 	deltaMu   sync.Mutex
@@ -180,9 +184,15 @@ func openStore(dir string, o Options) (*Store, error) {
 		return nil, fmt.Errorf("open store %s: %w (ckptfs fsck reports what it affects)", dir, damage)
 	}
 	s := &Store{dir: dir, opts: bo, db: db, index: meta.NewIndex(db), log: o.Logger, packs: packs, metrics: newMetrics(), damage: damage, backing: noBacking{},
-		live: newLiveChunks(o.Mounted || o.ReclaimEvery > 0), refs: usage.NewRefs(), usage: usage.New(), garbage: map[uint32]int64{}, verifyReads: o.VerifyReads, readOnly: o.ReadOnly, suspect: map[uint32]bool{}}
+		refs: usage.NewRefs(), usage: usage.New(), verifyReads: o.VerifyReads, readOnly: o.ReadOnly, suspect: map[uint32]bool{}}
 	if o.Loaders <= 0 {
 		o.Loaders = runtime.NumCPU()
+	}
+	if o.touchedFor == 0 {
+		o.touchedFor = 2 * time.Second
+	}
+	if o.Mounted || o.ReclaimEvery > 0 {
+		s.live = reclaim.NewLive(o.touchedFor)
 	}
 	s.codecs = chunk.NewCodecs()
 	s.chunks = chunkcache.New(s.loadChunk, o.CacheBytes, o.Loaders, s.metrics.cacheHits, s.metrics.cacheMisses)
@@ -201,6 +211,8 @@ func openStore(dir string, o Options) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
+	s.reclaim = reclaim.New(reclaim.Parts{DB: db, NS: s.ns, Index: s.index, Packs: packs, Refs: s.refs, Usage: s.usage,
+		Live: s.live, Evict: &s.evictMu, Log: s.log}, collected{s})
 	s.cachesBucket.Store(s.RemoteURL() != "")
 	if o.ReadOnly {
 		return s, nil
@@ -220,7 +232,7 @@ func openStore(dir string, o Options) (*Store, error) {
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
 	if o.ReclaimEvery > 0 {
-		s.reclaimer = startReclaimer(s, o.ReclaimEvery)
+		s.pacer = reclaim.StartPacer(s.reclaim, o.ReclaimEvery)
 	}
 	return s, nil
 }
@@ -243,7 +255,7 @@ func (s *Store) recordsChanged(chs []meta.RecordChange) {
 		s.refs.Changed(removed, added)
 	}
 	if len(removed) > 0 {
-		s.reclaimer.kick() // what they named may be garbage now
+		s.pacer.Kick() // what they named may be garbage now
 	}
 	s.usage.Changed(chs)
 	if f := s.follower.Load(); f != nil {
@@ -372,6 +384,44 @@ func (s *Store) isSuspect(id uint32) bool {
 	return s.suspect[id]
 }
 
+// collected is the store as its Collector sees it.
+type collected struct{ s *Store }
+
+// HaltStores holds every put lock: no chunk is stored, and none found by
+// dedup, until resume.
+func (c collected) HaltStores() (resume func()) {
+	for i := range c.s.putLocks {
+		c.s.putLocks[i].Lock()
+	}
+	return func() {
+		for i := range c.s.putLocks {
+			c.s.putLocks[i].Unlock()
+		}
+	}
+}
+
+func (c collected) MayHoldDeltas() bool         { return c.s.hasDeltas.Load() }
+func (c collected) PackRemoved(id uint32) error { return c.s.packRemoved(id) }
+
+// Reclaim runs one pass of the Collector (see reclaim.Collector.Pass).
+func (s *Store) Reclaim() (*reclaim.Result, error) { return s.reclaim.Pass() }
+
+// ReclaimNow runs passes until what was kept for being recent is freed
+// (see reclaim.Collector.Now): a user asked for the space.
+func (s *Store) ReclaimNow() (*reclaim.Result, error) { return s.reclaim.Now() }
+
+// GC frees what no record names in a store nothing else uses (see
+// reclaim.Collector.GC).
+func (s *Store) GC() (*reclaim.Result, error) { return s.reclaim.GC() }
+
+// Frozen calls fn with a snapshot of the namespace while no reclaim runs
+// (see reclaim.Collector.Frozen).
+func (s *Store) Frozen(fn func(*meta.Namespace) error) error { return s.reclaim.Frozen(fn) }
+
+// Unfrozen runs fn while no Frozen check runs (see
+// reclaim.Collector.Unfrozen).
+func (s *Store) Unfrozen(fn func() error) error { return s.reclaim.Unfrozen(fn) }
+
 // packRemoved forgets what the store knew of pack id, once it is gone.
 func (s *Store) packRemoved(id uint32) error {
 	if err := s.index.DropPack(id); err != nil {
@@ -395,7 +445,7 @@ func (s *Store) Close() error {
 		}
 		return nil
 	}
-	s.reclaimer.stop()
+	s.pacer.Stop()
 	errs := []error{s.backing.Close(), s.packs.Close()}
 	if s.ns != nil {
 		if errors.Join(errs...) == nil { // all durable: the session ends cleanly
@@ -414,7 +464,7 @@ func (s *Store) Close() error {
 // or synced that was not, the session not ended, so that the next open
 // recovers as after a crash. Tests of recovery use it.
 func (s *Store) Abandon() error {
-	s.reclaimer.stop()
+	s.pacer.Stop()
 	s.ns.Close()
 	return errors.Join(s.packs.Close(), s.db.Close())
 }

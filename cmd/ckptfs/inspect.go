@@ -13,6 +13,7 @@ import (
 	"github.com/ckptfs/ckptfs/cache/fsck"
 	"github.com/ckptfs/ckptfs/cache/hot"
 	"github.com/ckptfs/ckptfs/cache/meta"
+	"github.com/ckptfs/ckptfs/cache/reclaim"
 	"github.com/ckptfs/ckptfs/cache/store"
 	"github.com/ckptfs/ckptfs/cache/usage"
 	"github.com/ckptfs/ckptfs/cache/views"
@@ -80,8 +81,8 @@ type inspected interface {
 	CheckpointTotals(ino uint64) (usage.Totals, error)
 	Stats(inos ...uint64) (*store.Stats, error)
 	PendingUploads() (chunks, bytes int64, err error)
-	GC() (*store.GCResult, error)
-	ReclaimNow() (*store.GCResult, error)
+	GC() (*reclaim.Result, error)
+	ReclaimNow() (*reclaim.Result, error)
 }
 
 func list(store inspected) ([]checkpointRow, error) {
