@@ -28,7 +28,10 @@ const cdcPolynomial = chunker.Pol(0x3DA3358B4DC173)
 // Content-defined chunk bounds for opaque files.
 const (
 	cdcMin = 256 << 10
-	cdcMax = chunk.MaxSize
+	// smallTail is what splitCDC reads before it knows a stream needs the
+	// chunker; below cdcMin, so a stream that short is one chunk either way.
+	smallTail = 64 << 10
+	cdcMax    = chunk.MaxSize
 )
 
 // Run reads r to its end, splits it into chunks, stores each through p
@@ -242,7 +245,21 @@ func emitPieces(b []byte, emit emitFunc) error {
 }
 
 func splitCDC(r io.Reader, emit emitFunc, alloc allocFunc) error {
-	c := chunker.NewWithBoundaries(r, cdcPolynomial, cdcMin, cdcMax)
+	// A stream shorter than the smallest cut is one chunk: read alone, it
+	// costs its size, not a chunk buffer and the chunker's (a megabyte and
+	// a half for each config.json or 200-byte log line of a training run).
+	head := make([]byte, smallTail)
+	n, err := io.ReadFull(r, head)
+	if err == io.EOF {
+		return nil
+	}
+	if err == io.ErrUnexpectedEOF {
+		return emit(head[:n], "", false)
+	}
+	if err != nil {
+		return err
+	}
+	c := chunker.NewWithBoundaries(io.MultiReader(bytes.NewReader(head), r), cdcPolynomial, cdcMin, cdcMax)
 	for {
 		ch, err := c.Next(alloc(0))
 		if err == io.EOF {

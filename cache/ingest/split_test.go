@@ -18,6 +18,7 @@ import (
 	"github.com/ckptfs/ckptfs/layout/safetensors"
 	"github.com/ckptfs/ckptfs/layout/torch"
 	"github.com/ckptfs/ckptfs/layout/view"
+	"github.com/restic/chunker"
 )
 
 // random is n bytes from a seeded generator, as storetest.Random, which
@@ -264,5 +265,42 @@ func TestStoredZipOfSmallEntriesStreams(t *testing.T) {
 	}
 	if readAtFirst > 8<<20 {
 		t.Fatalf("the first chunk went out after %d MiB of a %d MiB archive was read", readAtFirst>>20, len(data)>>20)
+	}
+}
+
+// Opaque streams are cut by content whatever their length: one chunk
+// below the smallest cut (read apart from the chunker), the same cuts as
+// the chunker alone makes above it, and nothing for an empty stream.
+func TestOpaqueStreamsOfAnyLength(t *testing.T) {
+	for _, n := range []int{0, 1, 200, smallTail - 1, smallTail, smallTail + 1, cdcMin + 1, 5 << 20} {
+		data := random(int64(n), n)
+		var m memPutter
+		c, err := Run(bytes.NewReader(data), &m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := m.join(c); !bytes.Equal(got, data) {
+			t.Fatalf("%d bytes: read back %d", n, len(got))
+		}
+		var want []int
+		ch := chunker.NewWithBoundaries(bytes.NewReader(data), cdcPolynomial, cdcMin, cdcMax)
+		for {
+			piece, err := ch.Next(nil)
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, int(piece.Length))
+		}
+		if len(c.Chunks) != len(want) {
+			t.Fatalf("%d bytes: %d chunks, the chunker alone cuts %d", n, len(c.Chunks), len(want))
+		}
+		for i, r := range c.Chunks {
+			if int(r.Len) != want[i] {
+				t.Fatalf("%d bytes: chunk %d is %d bytes, the chunker's %d", n, i, r.Len, want[i])
+			}
+		}
 	}
 }
