@@ -159,7 +159,7 @@ stress: fuse minio venv
 		$(GO) test -race -count=1 -timeout 120m -v ./integration/
 
 python: build fuse venv venv-colossalai
-	CKPTFS_BIN=$(CURDIR)/bin/ckptfs HF_HUB_OFFLINE=1 $(PY) -m pytest -q -x -p no:cacheprovider integration/python
+	CKPTFS_BIN=$(CURDIR)/bin/ckptfs HF_HUB_OFFLINE=1 $(PY) -m pytest -q -x -p no:cacheprovider --durations=8 integration/python
 	CKPTFS_BIN=$(CURDIR)/bin/ckptfs HF_HUB_OFFLINE=1 CKPTFS_REQUIRE_COLOSSALAI=1 CKPTFS_REQUIRE_BIN_SAVE=1 \
 		$(CPY) -m pytest -q -x -p no:cacheprovider -W ignore::FutureWarning \
 		integration/python/test_colossalai.py integration/python/test_torch_bin.py

@@ -444,14 +444,21 @@ func (st *settler) settle(queued []queuedFile, minAge time.Duration) (taken int,
 	if st.beforeSwap != nil {
 		st.beforeSwap()
 	}
+	swapped := 0
+	defer func() {
+		st.w.log.Debug("staged files chunked", "files", len(batch), "swapped", swapped, "bytes", batchBytes)
+	}()
 	for _, b := range batch {
 		settled, err := s.Namespace().Settle(b.ino, b.id, b.content)
 		if err != nil {
 			return taken, after, fmt.Errorf("inode %d: swap staged file %s for its chunks: %w", b.ino, s.StagedPath(b.id), err)
 		}
 		if settled {
+			swapped++
 			st.w.metrics.settled.Add(b.content.Size)
 			st.doom(b.id, time.Now())
+		} else {
+			st.doom(b.id, time.Time{}) // removed or rewritten while chunked: nobody's
 		}
 	}
 	return taken, after, nil

@@ -151,6 +151,38 @@ func TestStagedFilesSettleToChunks(t *testing.T) {
 	}
 }
 
+// A file removed or rewritten while its batch is chunked is nobody's at
+// the swap: its staged file goes like one removed before its turn. It was
+// left on disk until the next mount, and under load, when chunking takes
+// seconds, save_total_limit rotation left a checkpoint of staged files
+// there every few saves.
+func TestStagedFileGoneDuringItsSettleIsRemoved(t *testing.T) {
+	s, w := openPath(t)
+	stageFile(t, w, "rotated", storetest.Random(7, 300_000))
+	stageFile(t, w, "rewritten", storetest.Random(8, 300_000))
+	ns := s.Namespace()
+	w.settler.beforeSwap = func() {
+		w.settler.beforeSwap = nil
+		if err := ns.Remove(meta.RootIno, "rotated", false); err != nil {
+			t.Error(err)
+		}
+		stageFile(t, w, "rewritten", []byte("the new content"))
+	}
+	if _, err := w.settler.settleAll(nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.settler.removeDoomed(0); err != nil {
+		t.Fatal(err)
+	}
+	in, err := ns.Lookup(meta.RootIno, "rewritten")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if left := stagedNames(t, s); len(left) != 1 || left[0] != strconv.FormatUint(in.Content.Staged, 16) {
+		t.Fatalf("staged files left: %v, want only the rewrite's %x", left, in.Content.Staged)
+	}
+}
+
 // safetensorsBytes is a safetensors file of two U8 tensors.
 func safetensorsBytes(a, b []byte) []byte {
 	js := []byte(`{"a":{"dtype":"U8","shape":[` + strconv.Itoa(len(a)) + `],"data_offsets":[0,` + strconv.Itoa(len(a)) + `]},` +

@@ -35,7 +35,7 @@ def where_the_bytes_are(store: Path) -> str:
     settler and delta encoder logged: the story of a store that stayed big."""
     out = subprocess.run(["du", "-s", "-B1M", *map(str, sorted(store.iterdir()))], capture_output=True, text=True)
     log = (store / "ckptfs.log").read_text(errors="replace").splitlines()
-    said = [line for line in log if "level=DEBUG" not in line or "reclaim" in line or "delta" in line]
+    said = [line for line in log if "level=DEBUG" not in line or any(w in line for w in ("reclaim", "delta", "staged"))]
     return "MiB by folder:\n" + out.stdout + "daemon log:\n" + "\n".join(said[-80:])
 
 
