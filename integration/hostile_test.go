@@ -319,11 +319,6 @@ func TestViewPlanHasOneBudgetForTheFolder(t *testing.T) {
 	if err := os.WriteFile(m.path("twins", "c.safetensors"), expertsFile(4_000), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	// Settled first: a lookup settles the folder's staged files, but not
-	// one whose writer's release the kernel has yet to send (it comes after
-	// close returns), and under load a lookup planned it staged and a later
-	// one chunked: two keys, two plans.
-	waitSettled(t, m.store)
 	var wg sync.WaitGroup
 	sameSpec := []string{"1GB", "1000MB", "1000000KB", "1000000000", "1000000000B", "0.001TB", "1gb", "1000mb"}
 	for i, size := range sameSpec {
