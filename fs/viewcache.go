@@ -51,10 +51,20 @@ type viewCache struct {
 	// planning runs one planning of a view, and one reading of a folder,
 	// at a time per folder state: lookups that come meanwhile wait for it.
 	planning singleflight.Group
+	// read are the folders read whose plan is not kept yet, by folder: a
+	// lookup of another spec between the read and the put of the first
+	// plan finds the reading here, not in a plan, and reads no second time.
+	read map[uint64]folderRead
+}
+
+type folderRead struct {
+	key    string
+	folder *views.Folder
+	err    error
 }
 
 func newViewCache() *viewCache {
-	return &viewCache{order: list.New(), byID: map[viewID]*list.Element{}}
+	return &viewCache{order: list.New(), byID: map[viewID]*list.Element{}, read: map[uint64]folderRead{}}
 }
 
 // get returns the plan for id if it was made for folder state key.
@@ -79,7 +89,18 @@ func (c *viewCache) folder(dir uint64, key string) (*views.Folder, error, bool) 
 			return p.folder, p.folderErr, true
 		}
 	}
+	if r, ok := c.read[dir]; ok && r.key == key {
+		return r.folder, r.err, true
+	}
 	return nil, nil, false
+}
+
+// folderRead keeps folder dir as read for folder state key until a plan
+// keeps it.
+func (c *viewCache) folderRead(dir uint64, key string, folder *views.Folder, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.read[dir] = folderRead{key, folder, err}
 }
 
 // put keeps p, dropping the least recently used plans past the bounds.
@@ -91,6 +112,9 @@ func (c *viewCache) put(p *viewPlan) {
 	}
 	if p.view != nil {
 		p.weight = viewWeight(p.view)
+	}
+	if r, ok := c.read[p.id.dir]; ok && r.key == p.key {
+		delete(c.read, p.id.dir) // the plan keeps it now
 	}
 	c.byID[p.id] = c.order.PushFront(p)
 	c.weight += p.weight

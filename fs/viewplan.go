@@ -50,7 +50,9 @@ func (f *FS) folder(dir uint64, key string, read func() (*views.Folder, error)) 
 		if folder, err, ok := f.views.folder(dir, key); ok {
 			return folder, err
 		}
-		return read()
+		folder, err := read()
+		f.views.folderRead(dir, key, folder, err)
+		return folder, err
 	})
 	folder, _ := got.(*views.Folder)
 	return folder, err

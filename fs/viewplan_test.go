@@ -55,3 +55,28 @@ func TestOnePlanAtATime(t *testing.T) {
 		t.Fatalf("the folder was read %d times:\n%s", n, log.String())
 	}
 }
+
+// A folder's reading is kept from the moment it is read: a lookup of
+// another spec that comes after the read and before the first plan is
+// kept reads the folder no second time (under load it did: two plans of
+// one folder, its warnings twice).
+func TestFolderReadIsKeptBeforeItsPlan(t *testing.T) {
+	fsys := &FS{views: newViewCache()}
+	reads := 0
+	read := func() (*views.Folder, error) { reads++; return &views.Folder{Key: "k"}, nil }
+	a, _ := fsys.folder(7, "k", read)
+	b, _ := fsys.folder(7, "k", read)
+	if reads != 1 || a != b {
+		t.Fatalf("read %d times, the same reading: %v", reads, a == b)
+	}
+	if _, _, ok := fsys.views.folder(7, "another state"); ok {
+		t.Fatal("a reading served for another state of the folder")
+	}
+	fsys.views.put(&viewPlan{id: viewID{dir: 7}, key: "k", folder: a})
+	if len(fsys.views.read) != 0 {
+		t.Fatal("the reading is kept twice once a plan keeps it")
+	}
+	if got, _, ok := fsys.views.folder(7, "k"); !ok || got != a {
+		t.Fatal("the plan does not serve the reading")
+	}
+}
