@@ -66,6 +66,14 @@ func (c *Collector) freeCandidates(res *Result) (map[uint32]bool, error) {
 	in := map[uint32]bool{}
 	freed := map[chunk.Hash]bool{}
 	for round := 0; len(free) > 0; round++ {
+		// A reference's deletion is written only once its deltas' are
+		// durable: Badger replays each memtable file on its own, so a
+		// later batch can outlive an earlier one cut by a crash.
+		if round > 0 {
+			if err := c.DB.Sync(); err != nil {
+				return nil, err
+			}
+		}
 		refs, err := c.Index.Delete(free)
 		if err != nil {
 			return nil, err

@@ -246,9 +246,10 @@ func (c *Collector) Unfrozen(fn func() error) error {
 	return fn()
 }
 
-// Exclusive runs fn while no pass runs: fn moves chunks to new values (as
-// deltas), and says of each value it leaves behind, counted as its pack's
-// garbage.
+// Exclusive runs fn while no pass (nor GC, nor Frozen check) runs: fn
+// moves chunks to new values (as deltas) and says of each value it leaves
+// behind, counted as its pack's garbage; or it drops packs (eviction),
+// which must not meet a pass copying records into them.
 func (c *Collector) Exclusive(fn func(left func(pack.Loc)) error) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -209,24 +209,31 @@ func (s *Store) SetPackTarget(n int64) { s.packs.SetTarget(min(pack.TargetSize, 
 // it, with their index entries, and reports whether it did. No chunk is
 // read from, appended to or indexed in a pack meanwhile. The index says
 // which chunks are live, never the pack's bytes: a failed append can
-// leave a hole that a walk of the records would misread.
-func (s *Store) EvictPack(id uint32, droppable func(chunk.Hash) bool) (bool, error) {
-	s.evictMu.Lock()
-	defer s.evictMu.Unlock()
-	live, err := s.index.InPack(id)
-	if err != nil {
-		return false, err
-	}
-	for _, r := range live {
-		if !droppable(r.Hash) {
-			return false, nil // pinned
+// leave a hole that a walk of the records would misread. No reclaim pass
+// runs meanwhile either: a pass's copies of records sit in a pack before
+// the index lists them there, so that pack looks empty to eviction until
+// the pass ends.
+func (s *Store) EvictPack(id uint32, droppable func(chunk.Hash) bool) (evicted bool, err error) {
+	err = s.reclaim.Exclusive(func(func(pack.Loc)) error {
+		s.evictMu.Lock()
+		defer s.evictMu.Unlock()
+		live, err := s.index.InPack(id)
+		if err != nil {
+			return err
 		}
-	}
-	if _, err := s.index.Delete(live); err != nil { // a store in front of a bucket keeps no deltas
-		return false, err
-	}
-	if err := s.packs.Remove(id); err != nil {
-		return false, err
-	}
-	return true, s.packRemoved(id)
+		for _, r := range live {
+			if !droppable(r.Hash) {
+				return nil // pinned
+			}
+		}
+		if _, err := s.index.Delete(live); err != nil { // a store in front of a bucket keeps no deltas
+			return err
+		}
+		if err := s.packs.Remove(id); err != nil {
+			return err
+		}
+		evicted = true
+		return s.packRemoved(id)
+	})
+	return evicted, err
 }

@@ -370,6 +370,32 @@ func TestEvictionDropsOnlyUploadedPacks(t *testing.T) {
 	}
 }
 
+// Eviction waits for a reclaim pass (or a Frozen check) under way: a
+// pass's copies of records sit in a new pack before the index lists them
+// there, and an eviction meanwhile found that pack empty and dropped it
+// (the copies' chunks then lost, had they not been uploaded).
+func TestEvictionWaitsForAReclaimPass(t *testing.T) {
+	s := openReclaiming(t)
+	_, ids := fileInSmallPacks(t, s, random(3, 3<<20))
+	held, release := make(chan struct{}), make(chan struct{})
+	go s.Frozen(func(*meta.Namespace) error { close(held); <-release; return nil })
+	<-held
+	evicted := make(chan error, 1)
+	go func() {
+		_, err := s.EvictPack(ids[0], func(chunk.Hash) bool { return true })
+		evicted <- err
+	}()
+	select {
+	case err := <-evicted:
+		t.Fatalf("an eviction ran while a pass held the store: %v", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(release)
+	if err := <-evicted; err != nil {
+		t.Fatal(err)
+	}
+}
+
 // evictAll evicts every sealed pack whose live chunks the bucket holds.
 func evictAll(t *testing.T, s *Store) {
 	t.Helper()
