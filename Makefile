@@ -11,7 +11,7 @@ CPY      := $(CVENV)/bin/python
 # "context deadline exceeded" at a -fuzztime duration boundary (golang/go#75804).
 FUZZTIME ?= 2000000x
 
-.PHONY: build install wheel wheel-test minio run test test-parts check mod lint unit unit-torch smoke fuzz integration python fuse venv venv-colossalai bench bench-codec bench-dedup bench-delta venv-bench bench-mount bench-dcp bench-remote stress clean
+.PHONY: build install wheel wheel-test minio run test test-parts check mod lint unit unit-torch smoke fuzz integration python python-colossalai fuse venv venv-colossalai bench bench-codec bench-dedup bench-delta venv-bench bench-mount bench-dcp bench-remote stress clean
 
 build:
 	$(GO) build -o bin/ckptfs ./cmd/ckptfs
@@ -68,7 +68,7 @@ venv:
 	@cmp -s integration/python/requirements.txt $(VENV)/.requirements || { \
 		{ test -x $(PY) || python3 -m venv $(VENV); } && \
 		$(PY) -m pip install -q --upgrade pip && \
-		$(PY) -m pip install -q -r integration/python/requirements.txt && \
+		$(PY) -m pip install -q --no-compile -r integration/python/requirements.txt && \
 		cp integration/python/requirements.txt $(VENV)/.requirements; }
 
 # A real S3-compatible server for the remote tests, built once from the Go
@@ -84,7 +84,7 @@ venv-colossalai:
 	@cmp -s integration/python/requirements-colossalai.txt $(CVENV)/.requirements || { \
 		{ test -x $(CPY) || python3 -m venv $(CVENV); } && \
 		$(CPY) -m pip install -q --upgrade pip && \
-		$(CPY) -m pip install -q -r integration/python/requirements-colossalai.txt && \
+		$(CPY) -m pip install -q --no-compile -r integration/python/requirements-colossalai.txt && \
 		cp integration/python/requirements-colossalai.txt $(CVENV)/.requirements; }
 
 run: build fuse
@@ -102,11 +102,13 @@ run: build fuse
 TEST_JOBS ?= 8
 test:
 	$(MAKE) -j$(TEST_JOBS) -Otarget test-parts
-test-parts: fuse mod venv venv-colossalai minio lint unit fuzz unit-torch integration python wheel-test
+test-parts: fuse mod venv venv-colossalai minio lint unit fuzz unit-torch integration python python-colossalai wheel-test
 # Here unit runs without the venv, which may still be in the making, and
 # unit-torch runs what needs it once it is there.
 test-parts: UNIT_PYTHON :=
 test-parts: FUZZTIME := 10s
+# One fuzzing worker beside the suites: two would take both cores from them.
+test-parts: FUZZPAR := -parallel 1
 
 # make check: the inner loop, a few minutes. vet, gofmt, the unit tests
 # under -race (go test runs each fuzz target's seed corpus as a test) and
@@ -139,7 +141,7 @@ fuzz: mod
 	@for d in $$(grep -rl --include='*_test.go' '^func Fuzz' cache layout fs cmd | xargs -n1 dirname | sort -u); do \
 		for t in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$d/*_test.go); do \
 			echo "$$t ./$$d/"; \
-			$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) ./$$d/ || exit 1; done; done
+			$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $(FUZZPAR) ./$$d/ || exit 1; done; done
 
 # The suite's own code is built without the race detector: the daemons it
 # mounts are what it checks (see integration/helpers_test.go), and the data
@@ -158,8 +160,12 @@ stress: fuse minio venv
 	CKPTFS_MINIO=$(MINIO) CKPTFS_REQUIRE_MINIO=1 CKPTFS_PYTHON=$(PY) \
 		$(GO) test -race -count=1 -timeout 120m -v ./integration/
 
-python: build fuse venv venv-colossalai
+python: build fuse venv
 	CKPTFS_BIN=$(CURDIR)/bin/ckptfs HF_HUB_OFFLINE=1 $(PY) -m pytest -q -x -p no:cacheprovider --durations=8 integration/python
+
+# The ColossalAI and .bin tests again in the colossalai venv, apart, so that
+# the main suite need not wait for a second torch to install.
+python-colossalai: build fuse venv-colossalai
 	CKPTFS_BIN=$(CURDIR)/bin/ckptfs HF_HUB_OFFLINE=1 CKPTFS_REQUIRE_COLOSSALAI=1 CKPTFS_REQUIRE_BIN_SAVE=1 \
 		$(CPY) -m pytest -q -x -p no:cacheprovider -W ignore::FutureWarning \
 		integration/python/test_colossalai.py integration/python/test_torch_bin.py
