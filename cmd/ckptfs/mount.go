@@ -347,6 +347,13 @@ func (a *app) serve(mnt string, opts fs.Options, so serveOptions) (err error) {
 		}
 		defer stop()
 	}
+	// Signals are caught before the mount is visible: a SIGINT in between
+	// would kill the daemon with the default action and leave a dead mount
+	// (ENOTCONN) for fusermount3 -u. One that comes before the mount is up
+	// unmounts it as soon as it is.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sig)
 	server, err := fs.Mount(mnt, store, wp, opts)
 	if err != nil {
 		return fmt.Errorf("mount %s: %w", mnt, err)
@@ -366,8 +373,6 @@ func (a *app) serve(mnt string, opts fs.Options, so serveOptions) (err error) {
 	a.log.Info("mounted", "mountpoint", mnt, "store", a.storeDir, "pid", os.Getpid())
 	ready("ok")
 
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	go func() {
 		for s := range sig {
 			a.log.Info("unmounting", "signal", s.String())
@@ -378,7 +383,6 @@ func (a *app) serve(mnt string, opts fs.Options, so serveOptions) (err error) {
 		}
 	}()
 	server.Wait()
-	signal.Stop(sig)
 	a.log.Info("unmounted", "mountpoint", mnt)
 	return nil
 }
