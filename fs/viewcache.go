@@ -95,9 +95,9 @@ func (c *viewCache) folder(dir uint64, key string) (*views.Folder, error, bool) 
 	return nil, nil, false
 }
 
-// folderRead keeps folder dir as read for folder state key until a plan
+// keepRead keeps folder dir as read for folder state key until a plan
 // keeps it.
-func (c *viewCache) folderRead(dir uint64, key string, folder *views.Folder, err error) {
+func (c *viewCache) keepRead(dir uint64, key string, folder *views.Folder, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.read[dir] = folderRead{key, folder, err}

@@ -51,7 +51,7 @@ func (f *FS) folder(dir uint64, key string, read func() (*views.Folder, error)) 
 			return folder, err
 		}
 		folder, err := read()
-		f.views.folderRead(dir, key, folder, err)
+		f.views.keepRead(dir, key, folder, err)
 		return folder, err
 	})
 	folder, _ := got.(*views.Folder)

@@ -9,14 +9,21 @@ import (
 	"github.com/ckptfs/ckptfs/cache/chunk"
 )
 
-// A failed append seals its pack: the next record goes to a new pack, so
-// nothing in use ever follows the hole.
-func TestFailedAppendSealsPack(t *testing.T) {
+// openSet opens a pack set in a temporary folder, closed after the test.
+func openSet(t *testing.T) *Set {
+	t.Helper()
 	p, err := Open(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer p.Close()
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+// A failed append seals its pack: the next record goes to a new pack, so
+// nothing in use ever follows the hole.
+func TestFailedAppendSealsPack(t *testing.T) {
+	p := openSet(t)
 	first, err := p.Append(chunk.Sum([]byte("a")), []byte("value a"))
 	if err != nil {
 		t.Fatal(err)
@@ -42,11 +49,7 @@ func TestFailedAppendSealsPack(t *testing.T) {
 
 // A record is read back only through a location that points at it.
 func TestReadChecksTheRecord(t *testing.T) {
-	p, err := Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := openSet(t)
 	h := chunk.Sum([]byte("a"))
 	loc, err := p.Append(h, []byte("value a"))
 	if err != nil {
@@ -67,11 +70,7 @@ func TestReadChecksTheRecord(t *testing.T) {
 // A Sync that starts while another is writing back returns only once what
 // was dirty at its start is durable, although the first took it.
 func TestConcurrentSyncWaitsForTheWriteback(t *testing.T) {
-	p, err := Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := openSet(t)
 	if _, err := p.Append(chunk.Sum([]byte("a")), []byte("value a")); err != nil {
 		t.Fatal(err)
 	}
@@ -99,11 +98,7 @@ func TestConcurrentSyncWaitsForTheWriteback(t *testing.T) {
 // A Sync while a record is being written leaves its pack dirty: the sync
 // the appender makes after Append returns writes the record back.
 func TestSyncDuringAppendLeavesThePackDirty(t *testing.T) {
-	p, err := Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := openSet(t)
 	p.beforeWrite = func() {
 		p.beforeWrite = nil
 		if err := p.Sync(); err != nil {
@@ -128,11 +123,7 @@ func TestSyncDuringAppendLeavesThePackDirty(t *testing.T) {
 // next. It failed for good with "file already closed", and every later
 // commit of the mount with it.
 func TestPackRemovedDuringSyncLeavesSyncSound(t *testing.T) {
-	p, err := Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := openSet(t)
 	loc, err := p.Append(chunk.Sum([]byte("a")), []byte("value a"))
 	if err != nil {
 		t.Fatal(err)
@@ -158,11 +149,7 @@ func TestPackRemovedDuringSyncLeavesSyncSound(t *testing.T) {
 // Once a pack's writeback failed, no later Sync reports success: the
 // kernel would not report the lost bytes again.
 func TestFailedSyncIsSticky(t *testing.T) {
-	p, err := Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := openSet(t)
 	loc, err := p.Append(chunk.Sum([]byte("a")), []byte("value a"))
 	if err != nil {
 		t.Fatal(err)
@@ -193,11 +180,7 @@ func TestFailedSyncIsSticky(t *testing.T) {
 // A record the pack file does not hold whole (a crash cut the file) reads
 // as corrupt, so the store refetches or re-stores it, never as EOF.
 func TestShortRecordIsCorrupt(t *testing.T) {
-	p, err := Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := openSet(t)
 	h := chunk.Sum([]byte("a"))
 	loc, err := p.Append(h, []byte("value a"))
 	if err != nil {

@@ -65,6 +65,7 @@ func (c *Collector) freeCandidates(res *Result) (map[uint32]bool, error) {
 	}
 	in := map[uint32]bool{}
 	freed := map[chunk.Hash]bool{}
+	var refs []chunk.Hash // of the deltas freed
 	for round := 0; len(free) > 0; round++ {
 		// A reference's deletion is written only once its deltas' are
 		// durable: Badger replays each memtable file on its own, so a
@@ -74,21 +75,17 @@ func (c *Collector) freeCandidates(res *Result) (map[uint32]bool, error) {
 				return nil, err
 			}
 		}
-		refs, err := c.Index.Delete(free)
+		left, err := c.Index.Delete(free)
 		if err != nil {
 			return nil, err
 		}
+		refs = append(refs, left...)
 		for _, r := range free {
 			freed[r.Hash] = true
 			in[r.Loc.Pack] = true
 			c.garbage[r.Loc.Pack] += pack.RecordHeader + int64(r.Loc.Len)
 			res.Chunks++
 			res.ChunkBytes += int64(r.Loc.Len)
-		}
-		for _, ref := range refs { // a delta gone: its reference may be garbage now
-			if !freed[ref] {
-				c.Refs.Keep(ref)
-			}
 		}
 		free = nil
 		rest := needed[:0]
@@ -105,6 +102,11 @@ func (c *Collector) freeCandidates(res *Result) (map[uint32]bool, error) {
 				c.Refs.Keep(r.Hash)
 			}
 			break
+		}
+	}
+	for _, ref := range refs { // a delta gone: its reference may be garbage now
+		if !freed[ref] {
+			c.Refs.Keep(ref)
 		}
 	}
 	return in, nil
