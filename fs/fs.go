@@ -83,11 +83,13 @@ func Mount(dir string, store Store, w *writes.Path, opts Options) (*fuse.Server,
 		MaxWrite:      1 << 20,
 		MaxReadAhead:  1 << 20,
 		MaxBackground: 64,
-		AllowOther:    opts.AllowOther,
-		Options:       []string{"default_permissions"},
-		Debug:         opts.Debug,
-		DirectMount:   true,
-		Logger:        slog.NewLogLogger(opts.Logger.Handler(), slog.LevelDebug), // go-fuse's notes are chatty
+		// The daemon clears set-ID bits itself (see privDropper).
+		ExtraCapabilities: fuse.CAP_HANDLE_KILLPRIV_V2,
+		AllowOther:        opts.AllowOther,
+		Options:           []string{"default_permissions"},
+		Debug:             opts.Debug,
+		DirectMount:       true,
+		Logger:            slog.NewLogLogger(opts.Logger.Handler(), slog.LevelDebug), // go-fuse's notes are chatty
 	}
 	if opts.ReadOnly {
 		mo.Options = append(mo.Options, "ro")
@@ -100,7 +102,7 @@ func Mount(dir string, store Store, w *writes.Path, opts Options) (*fuse.Server,
 		RootStableAttr: &fs.StableAttr{Ino: meta.RootIno},
 		Logger:         mo.Logger,
 	})
-	server, err := fuse.NewServer(opts.Metrics.Counted(raw), dir, &mo)
+	server, err := fuse.NewServer(opts.Metrics.Counted(&privDropper{raw, fsys}), dir, &mo)
 	if err != nil {
 		return nil, err
 	}

@@ -32,7 +32,7 @@ func New() *Metrics {
 		writtenBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "ckptfs_written_bytes_total",
 			Help: "Bytes written to files as written."}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ckptfs_fuse_requests_total",
-			Help: "FUSE requests that do the work (lookup, open, create, read, write, flush, fsync, release, readdirplus), by operation."},
+			Help: "FUSE requests that do the work (lookup, open, create, read, write, flush, fsync, release, readdirplus, getattr, setattr, getxattr), by operation."},
 			[]string{"op"}),
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ckptfs_fuse_requests_in_flight",
 			Help: "Those FUSE requests being served now."}),
@@ -124,4 +124,21 @@ func (f *countedFS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 func (f *countedFS) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
 	defer f.track("readdirplus")()
 	return f.RawFileSystem.ReadDirPlus(cancel, in, out)
+}
+
+// GetXAttr counts the kernel's own questions too: before a write it asks
+// for security.capability unless the mount handles privilege removal.
+func (f *countedFS) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string, dest []byte) (uint32, fuse.Status) {
+	defer f.track("getxattr")()
+	return f.RawFileSystem.GetXAttr(cancel, h, attr, dest)
+}
+
+func (f *countedFS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
+	defer f.track("getattr")()
+	return f.RawFileSystem.GetAttr(cancel, in, out)
+}
+
+func (f *countedFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) fuse.Status {
+	defer f.track("setattr")()
+	return f.RawFileSystem.SetAttr(cancel, in, out)
 }

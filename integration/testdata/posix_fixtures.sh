@@ -13,3 +13,5 @@ touch theirs writable && chmod 0666 theirs writable
 touch readonly theirs-ro && chmod 0644 readonly theirs-ro
 echo secret > private && chmod 0600 private && setfattr -n user.kept -v v private
 mkdir closed && chmod 0755 closed
+for f in suid-w sgid-nx suid-t suid-o suid-c; do echo data > $f; done
+chmod 6777 suid-w suid-t suid-o suid-c && chmod 2766 sgid-nx

@@ -24,6 +24,12 @@ step chmod-theirs chmod 600 theirs
 step chown-theirs chown 65534 theirs
 step chgrp-own sh -c 'touch own-grp && chgrp 65534 own-grp && stat -c "%g" own-grp'
 step setuid-own sh -c 'touch own-suid && chmod 4755 own-suid && stat -c "%a" own-suid'
+# A write, a truncate or a chown drops set-ID bits, unless root's.
+step write-suid sh -c 'echo x >> suid-w && stat -c "%a" suid-w'
+step write-sgid-noexec sh -c 'echo x >> sgid-nx && stat -c "%a" sgid-nx'
+step truncate-suid sh -c 'truncate -s 1 suid-t && stat -c "%a" suid-t'
+step otrunc-suid sh -c ': > suid-o && stat -c "%a" suid-o'
+step chown-suid sh -c 'chown 0:0 suid-c && stat -c "%a" suid-c'
 step write-readonly sh -c 'echo x >> readonly'
 step read-private cat private
 step xattr-set-readonly setfattr -n user.x -v 1 readonly
