@@ -129,11 +129,14 @@ func gatherBytes4(w uint64) uint16 {
 	return uint16(w&0xFF | (w>>24)&0xFF00)
 }
 
-// spreadBytes2 is the inverse of gatherBytes2.
-func spreadBytes2(v uint32) uint64 {
-	w := uint64(v)
-	w = (w | w<<16) & 0x0000FFFF0000FFFF
-	return (w | w<<8) & 0x00FF00FF00FF00FF
+// interleaveBytes gives x0 y0 x1 y1 x2 y2 x3 y3 of the bytes of x and y,
+// by two swaps of the middle parts of a word (a perfect shuffle).
+func interleaveBytes(x, y uint32) uint64 {
+	z := uint64(x) | uint64(y)<<32
+	t := (z ^ z>>16) & 0x00000000FFFF0000
+	z ^= t ^ t<<16
+	t = (z ^ z>>8) & 0x0000FF000000FF00
+	return z ^ t ^ t<<8
 }
 
 // spreadBytes4 is the inverse of gatherBytes4.
@@ -151,12 +154,15 @@ func joinPlanes(dst []byte, planes [][]byte, width, n int) {
 		dst = dst[:2*n]
 		i := 0
 		for ; i+8 <= n; i += 8 {
+			// Rotate right by one bit, eight lanes a word: each low byte
+			// takes the high byte's lowest bit as its top, and each high
+			// byte the low byte's; then interleave the two words' bytes.
 			a, b := le.Uint64(p0[i:i+8]), le.Uint64(p1[i:i+8])
-			lo := spreadBytes2(uint32(a)) | spreadBytes2(uint32(b))<<8
-			hi := spreadBytes2(uint32(a>>32)) | spreadBytes2(uint32(b>>32))<<8
+			lo := (a>>1)&0x7F7F7F7F7F7F7F7F | (b&0x0101010101010101)<<7
+			hi := (b>>1)&0x7F7F7F7F7F7F7F7F | (a&0x0101010101010101)<<7
 			out := dst[2*i : 2*i+16]
-			le.PutUint64(out, (lo>>1)&0x7FFF7FFF7FFF7FFF|(lo&0x0001000100010001)<<15) // rotr1 per lane
-			le.PutUint64(out[8:], (hi>>1)&0x7FFF7FFF7FFF7FFF|(hi&0x0001000100010001)<<15)
+			le.PutUint64(out, interleaveBytes(uint32(lo), uint32(hi)))
+			le.PutUint64(out[8:], interleaveBytes(uint32(lo>>32), uint32(hi>>32)))
 		}
 		for ; i < n; i++ {
 			v := uint16(p0[i]) | uint16(p1[i])<<8
