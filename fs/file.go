@@ -176,7 +176,7 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 }
 
 // load takes a freshly read record's content as the committed content.
-// Unchanged content keeps its reader, and with it the readahead state.
+// Unchanged content keeps its reader.
 func (n *fileNode) load(in *meta.Inode) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -225,7 +225,7 @@ func (n *fileNode) newHandle(cached, writable bool) *handle {
 }
 
 func (n *fileNode) newHandleLocked(cached, writable bool) *handle {
-	h := &handle{node: n, cached: cached, writable: writable}
+	h := &handle{node: n, cached: cached, writable: writable, ra: store.NewReadahead()}
 	if cached {
 		n.hot.cached++
 	}

@@ -3,11 +3,12 @@ package fs
 import (
 	"context"
 	"fmt"
-	"github.com/ckptfs/ckptfs/fs/metrics"
 	"io"
 	"sync"
 	"syscall"
 
+	"github.com/ckptfs/ckptfs/cache/store"
+	"github.com/ckptfs/ckptfs/fs/metrics"
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 )
@@ -19,6 +20,7 @@ type handle struct {
 	node     *fileNode
 	cached   bool // the kernel reads it through the FUSE page cache
 	writable bool // opened for writing
+	ra       *store.Readahead
 
 	mu sync.Mutex
 	// err is sticky: once a write, truncate or commit of this handle's
@@ -65,7 +67,7 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 		}
 	}
 	_, r := h.node.current()
-	n, err := r.ReadAtContext(ctx, dest, off)
+	n, err := r.ReadAhead(ctx, h.ra, dest, off)
 	return h.readResult(dest[:n], err)
 }
 

@@ -13,8 +13,42 @@ import (
 )
 
 // readaheadChunks is how many chunks past a sequential read are loaded in
-// the background.
+// the background, at most: the window starts at 2 on a reader's third read
+// in a row and doubles with each further one, as the kernel's readahead
+// does, so that a random reader (a loader's preads at tensor offsets, each
+// followed by the kernel's own readahead request) decodes what it touches
+// and not 32 chunks after each.
 const readaheadChunks = 32
+
+// Readahead is one reader's position, which decides the readahead of its
+// next read. Each open file handle has its own, so that two readers at
+// different offsets do not switch each other's off.
+type Readahead struct {
+	mu     sync.Mutex
+	last   int // index of the chunk the previous read ended in
+	streak int // reads in a row that continued the one before
+}
+
+// NewReadahead is the position of a reader that has read nothing: a first
+// read from the start counts as continuing it.
+func NewReadahead() *Readahead { return &Readahead{last: -1} }
+
+// next records a read of chunks first to lastRead and returns how many
+// chunks past lastRead to load ahead.
+func (ra *Readahead) next(first, lastRead int) int {
+	ra.mu.Lock()
+	defer ra.mu.Unlock()
+	if first == ra.last || first == ra.last+1 {
+		ra.streak++
+	} else {
+		ra.streak = 0
+	}
+	ra.last = lastRead
+	if ra.streak < 2 {
+		return 0
+	}
+	return min(1<<(ra.streak-1), readaheadChunks)
+}
 
 // FileReader reads a file's content from its chunk list. It is safe for
 // concurrent use; sequential reads trigger parallel readahead.
@@ -27,9 +61,7 @@ type FileReader struct {
 	// when the reader is made: the open file keeps the bytes once the
 	// settler removes the name (see settle.go).
 	staged *stagedReader
-
-	mu   sync.Mutex
-	last int // index of the chunk the previous read ended in
+	ra     *Readahead // for ReadAt and ReadAtContext
 }
 
 // NewReader reads content; name labels errors and logs.
@@ -41,7 +73,7 @@ func (s *Store) NewReader(name string, c *meta.Content) *FileReader {
 	for i, ch := range c.Chunks {
 		starts[i+1] = starts[i] + int64(ch.Len)
 	}
-	return &FileReader{store: s, name: name, chunks: c.Chunks, starts: starts, last: -1}
+	return &FileReader{store: s, name: name, chunks: c.Chunks, starts: starts, ra: NewReadahead()}
 }
 
 // Size is the content length.
@@ -57,6 +89,12 @@ func (r *FileReader) ReadAt(p []byte, off int64) (int, error) {
 // ReadAtContext is ReadAt for a reader that may give up: a chunk fetched
 // from a bucket for it stops being fetched once ctx is done.
 func (r *FileReader) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
+	return r.ReadAhead(ctx, r.ra, p, off)
+}
+
+// ReadAhead is ReadAtContext for the reader at position ra, which it
+// updates.
+func (r *FileReader) ReadAhead(ctx context.Context, ra *Readahead, p []byte, off int64) (int, error) {
 	if off >= r.Size() {
 		return 0, io.EOF
 	}
@@ -82,23 +120,18 @@ func (r *FileReader) ReadAtContext(ctx context.Context, p []byte, off int64) (in
 			i++
 		}
 	}
-	r.readahead(first, min(i, len(r.chunks)-1))
+	r.readahead(ra, first, min(i, len(r.chunks)-1))
 	if n < len(p) {
 		return n, io.EOF
 	}
 	return n, nil
 }
 
-// readahead warms the chunks after a read that continues the previous one.
-func (r *FileReader) readahead(first, lastRead int) {
-	r.mu.Lock()
-	sequential := first == r.last || first == r.last+1
-	r.last = lastRead
-	r.mu.Unlock()
-	if !sequential {
-		return
-	}
-	for j := lastRead + 1; j <= lastRead+readaheadChunks && j < len(r.chunks); j++ {
+// readahead warms the chunks after a read of chunks first to lastRead by
+// the reader at ra, as many as its streak of sequential reads earns.
+func (r *FileReader) readahead(ra *Readahead, first, lastRead int) {
+	ahead := ra.next(first, lastRead)
+	for j := lastRead + 1; j <= lastRead+ahead && j < len(r.chunks); j++ {
 		r.store.chunks.Warm(r.chunks[j].Hash)
 	}
 }
