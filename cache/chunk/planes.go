@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
+	"slices"
 	"sync"
 
 	"github.com/klauspost/compress/fse"
@@ -264,11 +265,10 @@ func (c *planesCodec) Decode(dst, payload []byte, rawLen int) ([]byte, error) {
 	}
 	in := payload[1:]
 	n := rawLen / width
-	if dst == nil {
-		dst = make([]byte, 0, rawLen)
-	}
+	// Every byte of out is written below (the planes, then the tail), so
+	// it is grown without clearing what dst's capacity already holds.
 	start := len(dst)
-	dst = append(dst, make([]byte, rawLen)...)
+	dst = slices.Grow(dst, rawLen)[:start+rawLen]
 	out := dst[start:]
 	buf := c.buffer()
 	defer c.buffers.Put(buf)
