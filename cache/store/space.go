@@ -52,6 +52,15 @@ func (s *Store) EnsureSpace(n, reserve int64, user bool) error {
 	return nil
 }
 
+// Roomy reports whether n bytes fit with reserve and root's share of the
+// disk, as a reading of the disk now says, making no room: for a choice
+// that can go another way (a backing file the kernel writes, whose writes
+// no grant checks).
+func (s *Store) Roomy(n, reserve int64) bool {
+	free, total, err := s.diskSpace()
+	return err == nil && free >= n+reserve+min(max(total/20, rootShareMin), rootShareMax)
+}
+
 // diskSpace is what the store's file system has free, and its size.
 func (s *Store) diskSpace() (free, total int64, err error) {
 	var st syscall.Statfs_t
