@@ -111,6 +111,11 @@ func (n *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	}
 	node := child.Operations().(*fileNode)
 	node.load(in)
+	if h, err := node.openBacked(ctx, flags); err != nil {
+		return nil, nil, 0, toErrno(n.fsys.log, "create "+name, err)
+	} else if h != nil {
+		return child, h, 0, 0
+	}
 	return child, node.newHandle(true, flags&syscall.O_ACCMODE != syscall.O_RDONLY), 0, 0
 }
 

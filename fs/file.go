@@ -37,7 +37,8 @@ type fileNode struct {
 	unpin   func()
 	record  *meta.Inode // as last read, for the attributes of an unlinked open file
 
-	hot hotOpens // guarded by mu
+	hot    hotOpens     // guarded by mu
+	backed *backedOpens // guarded by mu; see backed.go
 }
 
 var (
@@ -77,13 +78,22 @@ func (n *fileNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrO
 // system would, although other handles read the committed content.
 func (n *fileNode) fillAttr(out *fuse.Attr, in *meta.Inode) {
 	setAttr(out, in)
-	if size, writing := n.pendingSize(); writing {
+	size, writing := n.backedSize()
+	if !writing {
+		size, writing = n.pendingSize()
+	}
+	if writing {
 		out.Size = uint64(size)
 		out.Blocks = (out.Size + 511) / 512
 	}
 }
 
 func (n *fileNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if backed, err := n.backedSetattr(in); err != nil {
+		return toErrno(n.fsys.log, "setattr", err)
+	} else if backed {
+		return n.setRecordAttr(in, out)
+	}
 	if size, ok := in.GetSize(); ok {
 		var err error
 		uid := callerUid(ctx)
@@ -108,6 +118,11 @@ func (n *fileNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAtt
 			p.mu.Unlock()
 		}
 	}
+	return n.setRecordAttr(in, out)
+}
+
+// setRecordAttr applies chmod, chown and utimens to the record.
+func (n *fileNode) setRecordAttr(in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	rec, err := n.fsys.store.Namespace().Update(n.ino, func(rec *meta.Inode) error { applyAttr(rec, in); return nil })
 	if err != nil {
 		return toErrno(n.fsys.log, "setattr", err)
@@ -144,7 +159,18 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 		return nil, 0, toErrno(n.fsys.log, "open", err)
 	}
 	n.load(in)
-	readOnly := flags&syscall.O_ACCMODE == syscall.O_RDONLY
+	if h, err := n.openBacked(ctx, flags); err != nil {
+		return nil, 0, toErrno(n.fsys.log, "open", err)
+	} else if h != nil {
+		if flags&syscall.O_TRUNC != 0 { // the kernel leaves it to the daemon (atomic_o_trunc)
+			if _, err := n.backedSetattr(truncateTo(0)); err != nil {
+				h.Release(ctx)
+				return nil, 0, toErrno(n.fsys.log, "open", err)
+			}
+		}
+		return h, 0, 0
+	}
+	readOnly := flags&syscall.O_ACCMODE == syscall.O_RDONLY && flags&syscall.O_TRUNC == 0
 	content, _ := n.current()
 	// Staged content gets no copy: it is a local file already, and its key
 	// changes once it is chunked.
@@ -157,6 +183,20 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 			return h, 0, 0
 		}
 	}
+	h, fuseFlags, errno := n.openCached(readOnly, hotReads, key, content)
+	if errno != 0 || flags&syscall.O_TRUNC == 0 {
+		return h, fuseFlags, errno
+	}
+	// The kernel leaves O_TRUNC to the daemon (atomic_o_trunc).
+	if err := h.truncate(callerUid(ctx), 0); err != nil {
+		n.forget(h)
+		return nil, 0, toErrno(n.fsys.log, "open", err)
+	}
+	return h, fuseFlags &^ fuse.FOPEN_KEEP_CACHE, 0
+}
+
+// openCached opens a handle the kernel reads through the page cache.
+func (n *fileNode) openCached(readOnly, hotReads bool, key string, content *meta.Content) (*handle, uint32, syscall.Errno) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if !n.hot.waitClosed() {
@@ -173,6 +213,13 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 	}
 	n.opened, n.seenGen = true, n.gen
 	return h, fuseFlags, 0
+}
+
+// truncateTo is a setattr of the size alone.
+func truncateTo(size uint64) *fuse.SetAttrIn {
+	in := &fuse.SetAttrIn{}
+	in.Valid, in.Size = fuse.FATTR_SIZE, size
+	return in
 }
 
 // load takes a freshly read record's content as the committed content.

@@ -10,6 +10,7 @@ import (
 	"github.com/ckptfs/ckptfs/fs/metrics"
 	"hash/fnv"
 	"log/slog"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -37,6 +38,9 @@ type Options struct {
 	HotAsWritten bool
 	// ReadOnly mounts read-only: the kernel answers every change with EROFS.
 	ReadOnly bool
+	// DaemonWrites keeps every write on the daemon's path: no file gets a
+	// backing file the kernel writes itself (see backed.go).
+	DaemonWrites bool
 	// Metrics counts what the mount serves; nil counts into metrics no one reads.
 	Metrics *metrics.Metrics
 }
@@ -59,6 +63,8 @@ type FS struct {
 	opts    Options
 	metrics *metrics.Metrics
 	views   *viewCache
+	// passthrough says the kernel takes backing files (probePassthrough).
+	passthrough atomic.Bool
 }
 
 // timeout is the kernel's entry and attribute cache time. Every change goes
@@ -83,8 +89,9 @@ func Mount(dir string, store Store, w *writes.Path, opts Options) (*fuse.Server,
 		MaxWrite:      1 << 20,
 		MaxReadAhead:  1 << 20,
 		MaxBackground: 64,
-		// The daemon clears set-ID bits itself (see privDropper).
-		ExtraCapabilities: fuse.CAP_HANDLE_KILLPRIV_V2,
+		// The daemon clears set-ID bits itself (see privDropper), and
+		// truncates at an O_TRUNC open (a backing file starts empty).
+		ExtraCapabilities: fuse.CAP_HANDLE_KILLPRIV_V2 | fuse.CAP_ATOMIC_O_TRUNC,
 		AllowOther:        opts.AllowOther,
 		Options:           []string{"default_permissions"},
 		Debug:             opts.Debug,
@@ -109,6 +116,9 @@ func Mount(dir string, store Store, w *writes.Path, opts Options) (*fuse.Server,
 	go server.Serve()
 	if err := server.WaitMount(); err != nil {
 		return nil, err
+	}
+	if !opts.DaemonWrites && !opts.ReadOnly {
+		fsys.passthrough.Store(probePassthrough(server, store.Dir(), opts.Logger))
 	}
 	return server, nil
 }

@@ -21,12 +21,7 @@ type handle struct {
 	cached   bool // the kernel reads it through the FUSE page cache
 	writable bool // opened for writing
 	ra       *store.Readahead
-
-	mu sync.Mutex
-	// err is sticky: once a write, truncate or commit of this handle's
-	// writes failed, every later write, flush and fsync returns it, so a
-	// retried fsync or the close never reports lost data as saved.
-	err error
+	sticky
 }
 
 var (
@@ -37,22 +32,43 @@ var (
 	_ = (fs.FileReleaser)((*handle)(nil))
 )
 
-func (h *handle) errno(op string, err error) syscall.Errno {
-	return toErrno(h.node.fsys.log, fmt.Sprintf("%s %s", op, h.node.Path(nil)), err)
+// sticky is an open file's error: once a write, truncate or commit of its
+// writes failed, every later write, flush and fsync returns it, so a
+// retried fsync or the close never reports lost data as saved.
+type sticky struct {
+	mu  sync.Mutex
+	err error
 }
 
-func (h *handle) setErr(err error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.err == nil {
-		h.err = err
+func (s *sticky) setErr(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err == nil {
+		s.err = err
 	}
 }
 
-func (h *handle) stickyErr() error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.err
+func (s *sticky) stickyErr() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// fsync commits, then makes durable everything written so far; a failure
+// of either sticks to s.
+func (f *FS) fsync(s *sticky, commit func() error) error {
+	if err := commit(); err != nil {
+		return err
+	}
+	if err := f.writes.Sync(); err != nil {
+		s.setErr(err)
+		return err
+	}
+	return nil
+}
+
+func (h *handle) errno(op string, err error) syscall.Errno {
+	return toErrno(h.node.fsys.log, fmt.Sprintf("%s %s", op, h.node.Path(nil)), err)
 }
 
 func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
@@ -146,14 +162,7 @@ func (h *handle) Flush(ctx context.Context) syscall.Errno {
 }
 
 func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
-	if err := h.commit(false); err != nil {
-		return h.errno("fsync", err)
-	}
-	if err := h.node.fsys.writes.Sync(); err != nil {
-		h.setErr(err)
-		return h.errno("fsync", err)
-	}
-	return 0
+	return h.errno("fsync", h.node.fsys.fsync(&h.sticky, func() error { return h.commit(false) }))
 }
 
 func (h *handle) Release(ctx context.Context) syscall.Errno {

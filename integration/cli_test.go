@@ -291,8 +291,20 @@ func TestMetrics(t *testing.T) {
 	data := mustRead(t, m.path("ck", "tokenizer.json"))
 	single := mustRead(t, m.path("ck@single", "model.safetensors"))
 	checkTensors(t, "@single", readSafetensors(t, m.path("ck@single", "model.safetensors")), ck.tensors)
+	// A new file's writes go to its backing file (counted by what it grew
+	// by at its close), an append to it through the daemon.
 	written := storetest.Random(5, 1<<20+3)
-	if err := os.WriteFile(m.path("ck", "new"), written, 0o644); err != nil {
+	if err := os.WriteFile(m.path("ck", "new"), written[:1<<20], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(m.path("ck", "new"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(written[1<<20:]); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
 	waitSettled(t, store) // ingest counts what the settler chunks

@@ -78,11 +78,12 @@ func TestSavesWriteBehind(t *testing.T) {
 // A file written, fsynced and left quiet until the settler chunked it and
 // removed its staged file takes more writes, as does a file unlinked while
 // open: the writes start from the content the open file reads, not from a
-// staged file that is gone.
+// staged file that is gone. On the daemon's path: a file on its backing
+// file is not chunked before its last close (TestBackedFileSettlesAfterItsLastClose).
 func TestWritesAfterTheStagedFileWent(t *testing.T) {
 	t.Parallel()
 	store := newStore(t)
-	m := mountStoreWith(t, plainBin, store)
+	m := mountStoreWith(t, plainBin, store, "--daemon-writes")
 	first, more := storetest.Random(31, 1<<20), storetest.Random(32, 300<<10)
 	kept, err := os.Create(m.path("log"))
 	if err != nil {

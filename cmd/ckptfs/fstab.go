@@ -23,7 +23,7 @@ var mountOptionFlags = map[string]string{
 	"allow_other": "--allow-other", "ro": "--read-only", "show_views": "--show-views",
 	"cache_size": "--cache-size", "hot_size": "--hot-size", "hot_as_written": "--hot-as-written",
 	"metrics_addr": "--metrics-addr", "pprof": "--pprof", "debug": "--debug", "reclaim_after": "--reclaim-after",
-	"write_through": "--write-through", "verify_reads": "--verify-reads",
+	"write_through": "--write-through", "verify_reads": "--verify-reads", "daemon_writes": "--daemon-writes",
 	"remote": "--remote", "remote_endpoint": "--remote-endpoint",
 	"remote_cache_size": "--remote-cache-size", "remote_ttl": "--remote-ttl",
 	"remote_credentials": "--remote-credentials", "remote_profile": "--remote-profile",

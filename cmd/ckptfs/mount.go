@@ -54,6 +54,17 @@ from its copy, opening it for writing or truncating it fails with ETXTBSY
 (the kernel allows one kind of open per file), and loaders such as
 from_pretrained keep the file mapped as long as the model lives.
 
+Saves go to the local disk at its own speed where the kernel allows it
+(Linux 6.9 or later, a daemon with CAP_SYS_ADMIN; the log says which): a
+file root creates, or opens for writing when it is empty or with O_TRUNC,
+while nothing else has it open, gets a backing file in STORE that the
+kernel writes and reads itself (FUSE passthrough), with no round trip to
+the daemon per write. Every open of the file joins that backing file until
+the last one closes; close, fsync, truncate and utimens still reach the
+daemon, which commits what it holds. Other files, and other users' first
+opens (whose writes the space guard checks), go through the daemon, as
+everything does with --daemon-writes.
+
 Space comes back while mounted: --reclaim-after after a change (an rm, an
 overwrite, a truncate), a background pass frees the chunks no file uses any
 more, deletes packs left empty and rewrites packs a quarter garbage (at most
@@ -149,6 +160,7 @@ The source is the store; options are the flags above with _ for -.`,
 	cmd.Flags().StringVar(&hotSize, "hot-size", "auto", "disk for decoded copies of view files read often (auto: a quarter of the free space at mount; 0: none)")
 	cmd.Flags().BoolVar(&opts.HotAsWritten, "hot-as-written", false, "give files as written hot copies too (writers then get ETXTBSY while one is read)")
 	cmd.Flags().BoolVar(&opts.ReadOnly, "read-only", false, "refuse every change with EROFS")
+	cmd.Flags().BoolVar(&opts.DaemonWrites, "daemon-writes", false, "send every write through the daemon (no backing files for the kernel to write)")
 	cmd.Flags().BoolVar(&srv.verifyReads, "verify-reads", false, "hash every chunk read against its name, not only its checksum (fsck always does)")
 	cmd.Flags().BoolVar(&srv.writeThrough, "write-through", false, "chunk and compress each file before its close returns, not in the background after")
 	cmd.Flags().BoolVar(&srv.deltas, "deltas", true, "store each older version of a checkpoint file (the same name in a sibling folder) as deltas against the version saved after it, in the background")

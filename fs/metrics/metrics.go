@@ -30,7 +30,7 @@ func New() *Metrics {
 			Help: "Bytes the daemon returned to reads, by view: as_written, single, shards. Reads of hot copies go kernel-direct and are not seen."},
 			[]string{"view"}),
 		writtenBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "ckptfs_written_bytes_total",
-			Help: "Bytes written to files as written."}),
+			Help: "Bytes written to files as written; a file the kernel writes on its backing file counts what it grew by at each commit."}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ckptfs_fuse_requests_total",
 			Help: "FUSE requests that do the work (lookup, open, create, read, write, flush, fsync, release, readdirplus, getattr, setattr, getxattr), by operation."},
 			[]string{"op"}),

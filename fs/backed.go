@@ -1,0 +1,233 @@
+package fs
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"syscall"
+
+	"github.com/ckptfs/ckptfs/cache/writes"
+	"github.com/ckptfs/ckptfs/fs/metrics"
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// Writes the kernel makes itself. A file root creates, or opens for writing
+// when it is empty or with O_TRUNC, while nothing else has it open, gets a
+// backing file (writes.Backed) that the kernel reads and writes without the
+// daemon (FUSE passthrough): a save writes at the speed of the local disk,
+// with no round trip per write and none for the kernel's security
+// questions. The kernel then requires every open of the inode to use that
+// same backing file, so every open until the last is released joins it,
+// readers and writers of any user: they see each other's writes at once, as
+// on a local disk. Flush, fsync and release still come to the daemon, which
+// commits what the backing file holds; a truncate and a utimens come too.
+//
+// Other users' first opens keep the daemon's path, whose writes the space
+// guard checks (see writes.Path.ensureSpace): a backing file's writes are
+// checked by the disk only.
+
+// backedOpens is the backing of a file while the kernel holds it.
+type backedOpens struct {
+	mu sync.Mutex // serializes b's operations
+	b  *writes.Backed
+	// opens counts the kernel's opens, guarded by the node's mu.
+	opens int
+}
+
+// probePassthrough reports whether the kernel takes backing files from
+// this daemon (a kernel of 6.9 or later, and CAP_SYS_ADMIN), and logs which
+// write path the mount uses.
+func probePassthrough(server *fuse.Server, dir string, log *slog.Logger) bool {
+	f, err := os.CreateTemp(dir, ".passthrough-probe-*")
+	if err != nil {
+		log.Warn("writes go through the daemon: no probe file", "err", err)
+		return false
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	id, errno := server.RegisterBackingFd(&fuse.BackingMap{Fd: int32(f.Fd())})
+	if errno != 0 {
+		log.Info("writes go through the daemon: the kernel takes no backing files (FUSE passthrough needs Linux 6.9 and CAP_SYS_ADMIN)", "err", errno)
+		return false
+	}
+	server.UnregisterBackingFd(id)
+	log.Info("writes of new and truncated files go to their backing files (FUSE passthrough)")
+	return true
+}
+
+// openBacked opens the node on its backing file: joining the one the
+// kernel holds, or, for a writer that may start one (see above), a new
+// empty one. It returns nil when the open takes the daemon's path.
+func (n *fileNode) openBacked(ctx context.Context, flags uint32) (*backedHandle, error) {
+	writable := flags&syscall.O_ACCMODE != syscall.O_RDONLY
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if bo := n.backed; bo != nil {
+		bo.opens++
+		return &backedHandle{node: n, bo: bo, writable: writable}, nil
+	}
+	empty := n.content.Size == 0 || flags&syscall.O_TRUNC != 0
+	if !writable || !empty || !n.fsys.passthrough.Load() || callerUid(ctx) != 0 ||
+		n.handles > 0 || n.hot.hot > 0 || n.pending != nil || !n.fsys.writes.CanBack() {
+		return nil, nil
+	}
+	b, err := n.fsys.writes.NewBacked(n.ino, n.Path(nil))
+	if err != nil {
+		return nil, err
+	}
+	n.backed = &backedOpens{b: b, opens: 1}
+	return &backedHandle{node: n, bo: n.backed, writable: writable}, nil
+}
+
+// backedSize is the length of the node's backing file, if it has one.
+func (n *fileNode) backedSize() (int64, bool) {
+	n.mu.Lock()
+	bo := n.backed
+	n.mu.Unlock()
+	if bo == nil {
+		return 0, false
+	}
+	bo.mu.Lock()
+	defer bo.mu.Unlock()
+	size, err := bo.b.Size()
+	return size, err == nil
+}
+
+// backedSetattr applies a truncate and a utimens to the node's backing
+// file, if it has one, and reports whether it had.
+func (n *fileNode) backedSetattr(in *fuse.SetAttrIn) (bool, error) {
+	n.mu.Lock()
+	bo := n.backed
+	n.mu.Unlock()
+	if bo == nil {
+		return false, nil
+	}
+	bo.mu.Lock()
+	defer bo.mu.Unlock()
+	if size, ok := in.GetSize(); ok {
+		c, r, err := bo.b.Truncate(context.Background(), int64(size), n.unlinked.Load())
+		if err != nil {
+			return true, err
+		}
+		if c != nil {
+			n.contentChanged(c, r)
+		}
+	}
+	if mt, ok := in.GetMTime(); ok {
+		if err := bo.b.SetMtime(mt.UnixNano()); err != nil {
+			return true, err
+		}
+	}
+	return true, nil
+}
+
+// backedHandle is an open of a file on its backing file. The kernel reads
+// and writes the backing file itself; Read and Write serve it only where
+// the kernel could not take it over.
+type backedHandle struct {
+	node     *fileNode
+	bo       *backedOpens
+	writable bool
+	sticky
+}
+
+var (
+	_ = (fs.FilePassthroughFder)((*backedHandle)(nil))
+	_ = (fs.FileReader)((*backedHandle)(nil))
+	_ = (fs.FileWriter)((*backedHandle)(nil))
+	_ = (fs.FileFlusher)((*backedHandle)(nil))
+	_ = (fs.FileFsyncer)((*backedHandle)(nil))
+	_ = (fs.FileReleaser)((*backedHandle)(nil))
+)
+
+// PassthroughFd is asked for the first open of the inode only; later ones
+// share what it returned.
+func (h *backedHandle) PassthroughFd() (int, bool) {
+	h.bo.mu.Lock()
+	defer h.bo.mu.Unlock()
+	return h.bo.b.Fd(), true
+}
+
+func (h *backedHandle) errno(op string, err error) syscall.Errno {
+	return toErrno(h.node.fsys.log, op+" "+h.node.Path(nil), err)
+}
+
+func (h *backedHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	h.bo.mu.Lock()
+	n, err := h.bo.b.ReadAt(dest, off)
+	h.bo.mu.Unlock()
+	if err != nil && err != io.EOF {
+		return nil, h.errno("read", err)
+	}
+	h.node.fsys.metrics.Reads(metrics.AsWritten).Add(float64(n))
+	return fuse.ReadResultData(dest[:n]), 0
+}
+
+func (h *backedHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	if err := h.stickyErr(); err != nil {
+		return 0, h.errno("write", err)
+	}
+	h.bo.mu.Lock()
+	err := h.bo.b.WriteAt(data, off, callerUid(ctx))
+	h.bo.mu.Unlock()
+	if err != nil {
+		h.setErr(err)
+		return 0, h.errno("write", err)
+	}
+	h.node.fsys.metrics.Written().Add(float64(len(data)))
+	return uint32(len(data)), 0
+}
+
+// commit records what the backing file holds, if this open may write.
+func (h *backedHandle) commit() error {
+	if err := h.stickyErr(); err != nil || !h.writable {
+		return err
+	}
+	h.bo.mu.Lock()
+	defer h.bo.mu.Unlock()
+	before := h.bo.b.CommittedSize()
+	c, r, err := h.bo.b.Commit(context.Background(), h.node.unlinked.Load())
+	if err != nil {
+		h.setErr(err)
+		return err
+	}
+	h.node.contentChanged(c, r)
+	// The daemon sees none of the kernel's writes: what the file grew by
+	// stands for them in the written bytes.
+	h.node.fsys.metrics.Written().Add(float64(max(c.Size-before, 0)))
+	return nil
+}
+
+func (h *backedHandle) Flush(ctx context.Context) syscall.Errno {
+	return h.errno("flush", h.commit())
+}
+
+func (h *backedHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	return h.errno("fsync", h.node.fsys.fsync(&h.sticky, h.commit))
+}
+
+// Release commits a writer's bytes; the last open's release ends the
+// backing, and the file's next open takes the daemon's path or a new
+// backing file.
+func (h *backedHandle) Release(ctx context.Context) syscall.Errno {
+	if err := h.commit(); err != nil {
+		h.node.fsys.log.Error("release: content lost", "file", h.node.Path(nil), "err", err)
+	}
+	n := h.node
+	n.mu.Lock()
+	h.bo.opens--
+	last := h.bo.opens == 0
+	if last {
+		n.backed = nil
+	}
+	n.mu.Unlock()
+	if last {
+		h.bo.mu.Lock()
+		h.bo.b.Close(n.unlinked.Load())
+		h.bo.mu.Unlock()
+	}
+	return 0
+}
