@@ -14,12 +14,14 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 )
 
-// Writes the kernel makes itself. A file root creates, or opens for writing
-// when it is empty or with O_TRUNC, while nothing else has it open, gets a
-// backing file (writes.Backed) that the kernel reads and writes without the
-// daemon (FUSE passthrough): a save writes at the speed of the local disk,
-// with no round trip per write and none for the kernel's security
-// questions. The kernel then requires every open of the inode to use that
+// Writes and reads the kernel makes itself. A file root creates, or opens
+// for writing when it is empty or with O_TRUNC, while nothing else has it
+// open, gets a backing file (writes.Backed) that the kernel reads and
+// writes without the daemon (FUSE passthrough): a save writes at the speed
+// of the local disk, with no round trip per write. A file whose content is
+// still staged (saved a moment ago, not chunked yet) opened while nothing
+// else has it open gets its staged file as backing file: the checkpoint
+// saved last, the one loaded next, is read at the disk's speed. The kernel then requires every open of the inode to use that
 // same backing file, so every open until the last is released joins it,
 // readers and writers of any user: they see each other's writes at once, as
 // on a local disk. Flush, fsync and release still come to the daemon, which
@@ -69,14 +71,25 @@ func (n *fileNode) openBacked(ctx context.Context, flags uint32) (*backedHandle,
 		bo.opens++
 		return &backedHandle{node: n, bo: bo, writable: writable}, nil
 	}
-	empty := n.content.Size == 0 || flags&syscall.O_TRUNC != 0
-	if !writable || !empty || !n.fsys.passthrough.Load() || callerUid(ctx) != 0 ||
-		n.handles > 0 || n.hot.hot > 0 || n.pending != nil || !n.fsys.writes.CanBack() {
+	if !n.fsys.passthrough.Load() || n.handles > 0 || n.hot.hot > 0 || n.pending != nil ||
+		writable && callerUid(ctx) != 0 || !n.fsys.writes.CanBack() {
 		return nil, nil
 	}
-	b, err := n.fsys.writes.NewBacked(n.ino, n.Path(nil))
-	if err != nil {
-		return nil, err
+	var b *writes.Backed
+	switch {
+	case writable && (n.content.Size == 0 || flags&syscall.O_TRUNC != 0):
+		var err error
+		if b, err = n.fsys.writes.NewBacked(n.ino, n.Path(nil)); err != nil {
+			return nil, err
+		}
+	case n.content.Staged != 0 && flags&syscall.O_TRUNC == 0:
+		// Saved a moment ago: read (or appended to) on its staged file.
+		var ok bool
+		if b, ok = n.fsys.writes.BackStaged(n.ino, n.Path(nil), n.content); !ok {
+			return nil, nil
+		}
+	default:
+		return nil, nil
 	}
 	n.backed = &backedOpens{b: b, opens: 1}
 	return &backedHandle{node: n, bo: n.backed, writable: writable}, nil

@@ -71,6 +71,19 @@ func (b *Backed) CommittedSize() int64 {
 	return b.committed.Size
 }
 
+// BackStaged makes the staged file of content c, inode ino's at name, the
+// backing file of its opens: a file saved a moment ago is read at the
+// disk's speed, and a writer that joins writes it in place. It is leased
+// until Close; ok is false when c is not staged, or its file is being
+// settled or going.
+func (w *Path) BackStaged(ino uint64, name string, c *meta.Content) (*Backed, bool) {
+	f, release, ok := w.lease(c)
+	if !ok {
+		return nil, false
+	}
+	return &Backed{w: w, ino: ino, name: name, file: f, committed: c, release: release}, true
+}
+
 // Fd is the backing file's descriptor, for the kernel to take.
 func (b *Backed) Fd() int { return int(b.file.Fd()) }
 
