@@ -33,8 +33,11 @@ import (
 
 // backedOpens is the backing of a file while the kernel holds it.
 type backedOpens struct {
-	mu sync.Mutex // serializes b's operations
-	b  *writes.Backed
+	fd int // b's backing file, for the kernel: fixed, read without mu
+
+	mu     sync.Mutex // serializes b's operations
+	b      *writes.Backed
+	closed bool // b is closed: the last open was released
 	// opens counts the kernel's opens, guarded by the node's mu.
 	opens int
 }
@@ -60,38 +63,45 @@ func probePassthrough(server *fuse.Server, dir string, log *slog.Logger) bool {
 	return true
 }
 
-// openBacked opens the node on its backing file: joining the one the
-// kernel holds, or, for a writer that may start one (see above), a new
-// empty one. It returns nil when the open takes the daemon's path.
-func (n *fileNode) openBacked(ctx context.Context, flags uint32) (*backedHandle, error) {
+// openBacked opens the node, at path, on its backing file: joining the one
+// the kernel holds, or starting one (see above). It returns nil when the
+// open takes the daemon's path.
+func (n *fileNode) openBacked(ctx context.Context, path string, flags uint32) (*backedHandle, error) {
 	writable := flags&syscall.O_ACCMODE != syscall.O_RDONLY
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	root := callerUid(ctx) == 0
 	if bo := n.backed; bo != nil {
+		if writable && !root {
+			// Its writes would pass no space guard (see above).
+			n.fsys.log.Warn("open for writing refused: root is writing the file on its backing file", "file", n.Path(nil), "uid", callerUid(ctx))
+			return nil, syscall.ETXTBSY
+		}
 		bo.opens++
 		return &backedHandle{node: n, bo: bo, writable: writable}, nil
 	}
-	if !n.fsys.passthrough.Load() || n.handles > 0 || n.hot.hot > 0 || n.pending != nil ||
-		writable && callerUid(ctx) != 0 || !n.fsys.writes.CanBack() {
+	if !root || !n.fsys.passthrough.Load() || n.handles > 0 || n.hot.hot > 0 || n.pending != nil ||
+		!n.fsys.writes.CanBack() {
 		return nil, nil
 	}
 	var b *writes.Backed
 	switch {
-	case writable && (n.content.Size == 0 || flags&syscall.O_TRUNC != 0):
+	case flags&syscall.O_ACCMODE == syscall.O_WRONLY && (n.content.Size == 0 || flags&syscall.O_TRUNC != 0):
+		// Write-only: no writable mapping outlives its close unseen.
 		var err error
-		if b, err = n.fsys.writes.NewBacked(n.ino, n.Path(nil)); err != nil {
+		if b, err = n.fsys.writes.NewBacked(n.ino, path); err != nil {
 			return nil, err
 		}
-	case n.content.Staged != 0 && flags&syscall.O_TRUNC == 0:
-		// Saved a moment ago: read (or appended to) on its staged file.
+	case !writable && n.content.Staged != 0:
+		// Saved a moment ago: read on its staged file.
 		var ok bool
-		if b, ok = n.fsys.writes.BackStaged(n.ino, n.Path(nil), n.content); !ok {
+		if b, ok = n.fsys.writes.BackStaged(n.ino, path, n.content); !ok {
 			return nil, nil
 		}
 	default:
 		return nil, nil
 	}
-	n.backed = &backedOpens{b: b, opens: 1}
+	n.backed = &backedOpens{fd: b.Fd(), b: b, opens: 1}
 	return &backedHandle{node: n, bo: n.backed, writable: writable}, nil
 }
 
@@ -105,12 +115,17 @@ func (n *fileNode) backedSize() (int64, bool) {
 	}
 	bo.mu.Lock()
 	defer bo.mu.Unlock()
+	if bo.closed {
+		return 0, false
+	}
 	size, err := bo.b.Size()
 	return size, err == nil
 }
 
 // backedSetattr applies a truncate and a utimens to the node's backing
-// file, if it has one, and reports whether it had.
+// file, if it has one, and reports whether it had. A setattr right after
+// the last close (cp -p, tar: the release reaches the daemon after close
+// returns) may find it closed meanwhile: the daemon's path takes it.
 func (n *fileNode) backedSetattr(in *fuse.SetAttrIn) (bool, error) {
 	n.mu.Lock()
 	bo := n.backed
@@ -120,14 +135,21 @@ func (n *fileNode) backedSetattr(in *fuse.SetAttrIn) (bool, error) {
 	}
 	bo.mu.Lock()
 	defer bo.mu.Unlock()
+	if bo.closed {
+		return false, nil
+	}
 	if size, ok := in.GetSize(); ok {
-		c, r, err := bo.b.Truncate(context.Background(), int64(size), n.unlinked.Load())
+		// A truncate changes the content as a write does, but comes from
+		// any open, or none: it is committed here.
+		unlinked := n.unlinked.Load()
+		if _, _, err := bo.b.Truncate(context.Background(), int64(size), unlinked); err != nil {
+			return true, err
+		}
+		c, r, err := bo.b.Commit(context.Background(), unlinked)
 		if err != nil {
 			return true, err
 		}
-		if c != nil {
-			n.contentChanged(c, r)
-		}
+		n.contentChanged(c, r)
 	}
 	if mt, ok := in.GetMTime(); ok {
 		if err := bo.b.SetMtime(mt.UnixNano()); err != nil {
@@ -158,11 +180,7 @@ var (
 
 // PassthroughFd is asked for the first open of the inode only; later ones
 // share what it returned.
-func (h *backedHandle) PassthroughFd() (int, bool) {
-	h.bo.mu.Lock()
-	defer h.bo.mu.Unlock()
-	return h.bo.b.Fd(), true
-}
+func (h *backedHandle) PassthroughFd() (int, bool) { return h.bo.fd, true }
 
 func (h *backedHandle) errno(op string, err error) syscall.Errno {
 	return toErrno(h.node.fsys.log, op+" "+h.node.Path(nil), err)
@@ -201,6 +219,9 @@ func (h *backedHandle) commit() error {
 	}
 	h.bo.mu.Lock()
 	defer h.bo.mu.Unlock()
+	if h.bo.closed {
+		return nil
+	}
 	before := h.bo.b.CommittedSize()
 	c, r, err := h.bo.b.Commit(context.Background(), h.node.unlinked.Load())
 	if err != nil {
@@ -240,6 +261,7 @@ func (h *backedHandle) Release(ctx context.Context) syscall.Errno {
 	if last {
 		h.bo.mu.Lock()
 		h.bo.b.Close(n.unlinked.Load())
+		h.bo.closed = true
 		h.bo.mu.Unlock()
 	}
 	return 0

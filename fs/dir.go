@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"errors"
+	"path"
 	"syscall"
 
 	"github.com/ckptfs/ckptfs/cache/meta"
@@ -111,7 +112,8 @@ func (n *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	}
 	node := child.Operations().(*fileNode)
 	node.load(in)
-	if h, err := node.openBacked(ctx, flags); err != nil {
+	// Not linked under n until Create returns: its path from n's.
+	if h, err := node.openBacked(ctx, path.Join(n.Path(nil), name), flags); err != nil {
 		return nil, nil, 0, toErrno(n.fsys.log, "create "+name, err)
 	} else if h != nil {
 		return child, h, 0, 0

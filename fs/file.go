@@ -159,7 +159,7 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 		return nil, 0, toErrno(n.fsys.log, "open", err)
 	}
 	n.load(in)
-	if h, err := n.openBacked(ctx, flags); err != nil {
+	if h, err := n.openBacked(ctx, n.Path(nil), flags); err != nil {
 		return nil, 0, toErrno(n.fsys.log, "open", err)
 	} else if h != nil {
 		if flags&syscall.O_TRUNC != 0 { // the kernel leaves it to the daemon (atomic_o_trunc)

@@ -109,7 +109,7 @@ func Mount(dir string, store Store, w *writes.Path, opts Options) (*fuse.Server,
 		RootStableAttr: &fs.StableAttr{Ino: meta.RootIno},
 		Logger:         mo.Logger,
 	})
-	server, err := fuse.NewServer(opts.Metrics.Counted(&privDropper{raw, fsys}), dir, &mo)
+	server, err := fuse.NewServer(opts.Metrics.Counted(&privDropper{newReleaseOrder(raw), fsys}), dir, &mo)
 	if err != nil {
 		return nil, err
 	}

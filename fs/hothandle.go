@@ -38,7 +38,7 @@ type hotOpens struct {
 // read the inode in passthrough mode now. current tells whether the content
 // named key is still the node's; it is called with mu held.
 func (o *hotOpens) open(hot *hot.Files, key string, current func() bool, name string, log *slog.Logger) *hotHandle {
-	if hot == nil {
+	if hot == nil || key == noCopy {
 		return nil
 	}
 	h := &hotHandle{o: o, name: name, log: log}
@@ -91,10 +91,14 @@ func (o *hotOpens) waitClosed() bool {
 // once is not worth a copy, and the copy of one read again is made while
 // the page cache serves it. Called with mu held.
 func (o *hotOpens) countOpen(hot *hot.Files, key string, size int64, src io.ReaderAt) {
-	if o.opens++; o.opens >= 2 && hot != nil {
+	if o.opens++; o.opens >= 2 && hot != nil && key != noCopy {
 		hot.Copy(key, size, src)
 	}
 }
+
+// noCopy is the key of content that gets no hot copy: staged content,
+// which a file on its backing file changes in place under one key.
+const noCopy = ""
 
 // hotHandle is a read-only open served from a hot copy: the kernel reads
 // the copy itself (FUSE passthrough), at the speed of the local page cache.

@@ -173,10 +173,14 @@ func (n *viewDirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOu
 			return v.ReadAt(ctx, i, p, off)
 		}
 		sources := make([]uint64, len(v.Weights))
+		key := hot.Key("view", n.key, n.name, name)
 		for i, in := range v.Weights {
 			sources[i] = in.Ino
+			if in.Content.Staged != 0 {
+				key = noCopy // a file on its backing file changes in place under one key
+			}
 		}
-		node, err := n.newFile(name, f.Size, sources, n.mtime, readAt, hot.Key("view", n.key, n.name, name))
+		node, err := n.newFile(name, f.Size, sources, n.mtime, readAt, key)
 		if err != nil {
 			return nil, toErrno(n.fsys.log, "view "+n.dirPath, err)
 		}
@@ -208,7 +212,11 @@ func (n *viewDirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOu
 			return n.NewInode(ctx, node, fs.StableAttr{Mode: syscall.S_IFLNK, Ino: x.Inode.Ino}), 0
 		}
 		r := n.fsys.store.NewReader(n.Path(nil)+"/"+name, &x.Inode.Content)
-		node, err := n.newFile(name, r.Size(), []uint64{x.Inode.Ino}, x.Inode.Mtime, r.ReadAtContext, store.ContentKey(&x.Inode.Content))
+		key := store.ContentKey(&x.Inode.Content)
+		if x.Inode.Content.Staged != 0 {
+			key = noCopy
+		}
+		node, err := n.newFile(name, r.Size(), []uint64{x.Inode.Ino}, x.Inode.Mtime, r.ReadAtContext, key)
 		if err != nil {
 			return nil, toErrno(n.fsys.log, "view "+n.dirPath, err)
 		}

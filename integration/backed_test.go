@@ -230,6 +230,70 @@ func TestBackedFileSettlesAfterItsLastClose(t *testing.T) {
 	fsckClean(t, store)
 }
 
+// A close and what comes right after it (the release reaches the daemon
+// after close returns): a utimens, as cp -p and tar make, succeeds, and a
+// new version written at once by an O_TRUNC open is the one every later
+// read gets, never bytes left in the version the release closed.
+func TestBackedCloseThenAtOnce(t *testing.T) {
+	store := newStore(t)
+	m := mountStore(t, store)
+	var last []byte
+	for i := 0; i < 150; i++ {
+		last = storetest.Random(int64(60+i), 64<<10+i)
+		if err := os.WriteFile(m.path("v.bin"), last, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(m.path("v.bin"), time0, time0); err != nil {
+			t.Fatalf("utimens %d right after the close: %v", i, err)
+		}
+		readEquals(t, m.path("v.bin"), last)
+	}
+	waitSettled(t, store)
+	readEquals(t, m.path("v.bin"), last)
+	if st, err := os.Stat(m.path("v.bin")); err != nil || !st.ModTime().Equal(time0) {
+		t.Fatalf("mtime after the last utimens: %v %v", st.ModTime(), err)
+	}
+	m.unmount()
+	fsckClean(t, store)
+}
+
+// Another user may read a file root is writing on its backing file, but
+// not write it (its writes would pass no space guard): ETXTBSY, and once
+// root closed it, the write goes through the daemon (the control).
+func TestBackedFileRefusesOtherWriters(t *testing.T) {
+	m := sharedMount(t)
+	name := m.path("shared.bin")
+	f, err := os.OpenFile(name, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o666)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(storetest.Random(70, 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(name, 0o666); err != nil { // past the umask
+		t.Fatal(err)
+	}
+	write := `
+import sys
+try:
+    open(sys.argv[1], "ab").write(b"x")
+    print("wrote")
+except OSError as e:
+    print(e.strerror)`
+	if out, _ := asNobody("/usr/bin/python3", "-c", write, name); !strings.Contains(out, "Text file busy") {
+		t.Errorf("uid 65534 writing root's file while root writes it: %q, want ETXTBSY", out)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if out, _ := asNobody("/usr/bin/python3", "-c", write, name); !strings.Contains(out, "wrote") {
+		t.Errorf("uid 65534 writing root's 0666 file once root closed it: %q", out)
+	}
+	if st, err := os.Stat(name); err != nil || st.Size() != 1<<20+1 {
+		t.Fatalf("after the other user's append: %v %v", st, err)
+	}
+}
+
 // A power cut keeps what was fsynced of a file written on its backing
 // file, and what was written after reads back or not, never wrong bytes.
 func TestBackedPowerCutKeepsWhatWasSynced(t *testing.T) {
@@ -250,14 +314,33 @@ func TestBackedPowerCutKeepsWhatWasSynced(t *testing.T) {
 	if _, err := f.Write(more); err != nil { // not synced, not closed
 		t.Fatal(err)
 	}
+	// A cut below what was synced, not synced: after the cut the file is
+	// either length, never gone (a record naming more than its file).
+	cut, err := os.OpenFile(m.path("cut.bin"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cut.Write(synced); err != nil {
+		t.Fatal(err)
+	}
+	if err := cut.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cut.Truncate(1 << 20); err != nil {
+		t.Fatal(err)
+	}
 	cutPower(t, m, log, began)
 	f.Close() // the mount is gone
+	cut.Close()
 
 	m = mountStoreWith(t, plainBin, store)
 	got, err := os.ReadFile(m.path("ckpt.bin"))
 	if err != nil || !bytes.Equal(got, synced) && !bytes.Equal(got, append(synced, more...)) {
 		t.Fatalf("a file fsynced on its backing file, then written: %v (%d bytes; want the %d synced, or with the %d after)",
 			err, len(got), len(synced), len(more))
+	}
+	if got, err := os.ReadFile(m.path("cut.bin")); err != nil || !bytes.Equal(got, synced) && !bytes.Equal(got, synced[:1<<20]) {
+		t.Fatalf("a file fsynced, then cut short: %v (%d bytes; head equal %v, tail zero %v)", err, len(got), len(got) >= 1<<20 && bytes.Equal(got[:1<<20], synced[:1<<20]), len(got) > 1<<20 && bytes.Count(got[1<<20:], []byte{0}) == len(got)-1<<20)
 	}
 	waitSettled(t, store)
 	m.unmount()

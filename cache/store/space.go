@@ -52,13 +52,20 @@ func (s *Store) EnsureSpace(n, reserve int64, user bool) error {
 	return nil
 }
 
-// Roomy reports whether n bytes fit with reserve and root's share of the
-// disk, as a reading of the disk now says, making no room: for a choice
-// that can go another way (a backing file the kernel writes, whose writes
-// no grant checks).
-func (s *Store) Roomy(n, reserve int64) bool {
+// Roomy reports whether n bytes, and with diskPart > 0 a diskPart-th of
+// the disk and root's share of it, fit with reserve, as a reading of the
+// disk now says, making no room: for a choice that can go another way (a
+// backing file the kernel writes, whose writes no grant checks).
+func (s *Store) Roomy(n, reserve, diskPart int64) bool {
 	free, total, err := s.diskSpace()
-	return err == nil && free >= n+reserve+min(max(total/20, rootShareMin), rootShareMax)
+	if err != nil {
+		return false
+	}
+	if diskPart > 0 {
+		n = max(n, total/diskPart)
+		reserve += min(max(total/20, rootShareMin), rootShareMax)
+	}
+	return free >= n+reserve
 }
 
 // diskSpace is what the store's file system has free, and its size.

@@ -35,9 +35,11 @@ type Backed struct {
 	ino  uint64
 	name string // the file's path, for messages and its checkpoint
 	file *os.File
-	// committed is the staged content last recorded, nil before the first
-	// commit; release ends the lease on its file.
+	// committed is the staged content of the backing file, nil before the
+	// first commit staged it; recorded says a record took it; release
+	// ends the lease on its file.
 	committed *meta.Content
+	recorded  bool
 	release   func()
 }
 
@@ -48,9 +50,10 @@ type Backed struct {
 const backedRoom = 1 << 30
 
 // CanBack reports whether a file may get a backing file now: the path
-// writes behind, and the disk has backedRoom free past the reserves.
+// writes behind, and the disk has a tenth of its size free (and at least
+// backedRoom) past the reserves and root's share.
 func (w *Path) CanBack() bool {
-	return w.Behind() && w.st.Roomy(backedRoom, store.ChunkReserve+w.settler.backlog.Load())
+	return w.Behind() && w.st.Roomy(backedRoom, store.ChunkReserve+w.settler.backlog.Load(), 10)
 }
 
 // NewBacked starts the content of inode ino (at name) as an empty backing
@@ -81,7 +84,20 @@ func (w *Path) BackStaged(ino uint64, name string, c *meta.Content) (*Backed, bo
 	if !ok {
 		return nil, false
 	}
-	return &Backed{w: w, ino: ino, name: name, file: f, committed: c, release: release}, true
+	// The kernel reads a backing file to its own end: bytes past what the
+	// record names (an append never committed, a crash's leftovers) are
+	// nobody's and go; a file shorter than its record is left to the
+	// daemon's path, which reports it.
+	st, err := f.Stat()
+	if err == nil && st.Size() > c.Size {
+		err = f.Truncate(c.Size)
+	}
+	if err != nil || st.Size() < c.Size {
+		f.Close()
+		release()
+		return nil, false
+	}
+	return &Backed{w: w, ino: ino, name: name, file: f, committed: c, recorded: true, release: release}, true
 }
 
 // Fd is the backing file's descriptor, for the kernel to take.
@@ -132,9 +148,17 @@ func (b *Backed) Truncate(ctx context.Context, size int64, unlinked bool) (*meta
 	var c *meta.Content
 	var r *store.FileReader
 	if b.committed != nil && size < b.committed.Size {
+		synced := b.w.synced(b.committed)
 		var err error
 		if c, r, err = b.commit(ctx, size, unlinked); err != nil {
 			return nil, nil, err
+		}
+		// A record durable before the cut: the file may be cut on disk
+		// before Badger writes the record back.
+		if synced {
+			if err := b.w.Sync(); err != nil {
+				return nil, nil, err
+			}
 		}
 	}
 	if err := b.file.Truncate(size); err != nil {
@@ -169,12 +193,12 @@ func (b *Backed) commit(ctx context.Context, size int64, unlinked bool) (*meta.C
 	// The kernel's writes fail with ENOSPC without the daemon hearing of
 	// it: a disk full to the chunk reserve may have failed some, so the
 	// commit fails rather than record what may lack them.
-	if !b.w.st.Roomy(0, store.ChunkReserve) {
+	if !b.w.st.Roomy(0, store.ChunkReserve, 0) {
 		return nil, nil, fmt.Errorf("%s: the disk filled up while it was written, some writes may have failed: %w", b.name, syscall.ENOSPC)
 	}
 	// stage and restage own the file they are given: they get one of
 	// their own, and the kernel's stays open.
-	fd, err := unix.Dup(b.Fd())
+	fd, err := unix.FcntlInt(uintptr(b.Fd()), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
 		return nil, nil, fmt.Errorf("backing file of %s: %w", b.name, err)
 	}
@@ -208,6 +232,7 @@ func (b *Backed) commit(ctx context.Context, size int64, unlinked bool) (*meta.C
 		return nil
 	})
 	b.committed = c
+	b.recorded = b.recorded || err == nil
 	if errors.Is(err, syscall.ENOENT) {
 		if !unlinked {
 			return nil, nil, fmt.Errorf("%s: %w", b.name, ErrReplaced)
@@ -229,7 +254,7 @@ func (b *Backed) Close(unlinked bool) {
 	case b.committed == nil:
 		b.file.Close()
 		os.Remove(b.file.Name())
-	case unlinked:
+	case unlinked || !b.recorded: // no record names the staged file
 		b.file.Close()
 		b.w.unstage(b.committed)
 		b.release()

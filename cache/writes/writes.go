@@ -44,7 +44,7 @@ type Store interface {
 	SyncChunks() error
 	Sync() error
 	EnsureSpace(n, reserve int64, user bool) error
-	Roomy(n, reserve int64) bool
+	Roomy(n, reserve, diskPart int64) bool
 	CachesBucket() bool
 	Unclean() bool
 	Unfrozen(fn func() error) error

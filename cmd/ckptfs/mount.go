@@ -56,14 +56,17 @@ from_pretrained keep the file mapped as long as the model lives.
 
 Saves go to the local disk at its own speed where the kernel allows it
 (Linux 6.9 or later, a daemon with CAP_SYS_ADMIN; the log says which): a
-file root creates, or opens for writing when it is empty or with O_TRUNC,
+file root creates, or opens write-only when it is empty or with O_TRUNC,
 while nothing else has it open, gets a backing file in STORE that the
 kernel writes and reads itself (FUSE passthrough), with no round trip to
-the daemon per write. Every open of the file joins that backing file until
-the last one closes; close, fsync, truncate and utimens still reach the
-daemon, which commits what it holds. Other files, and other users' first
-opens (whose writes the space guard checks), go through the daemon, as
-everything does with --daemon-writes.
+the daemon per write; a file still staged that root opens read-only gets
+its staged file the same way. Every open of the file joins that backing
+file until the last one closes (other users' opens for writing get
+ETXTBSY meanwhile); close, fsync, truncate and utimens still reach the
+daemon, which commits what it holds. Backing files are handed out while a
+tenth of the disk is free; a root save larger than what is free can then
+fill the disk past the store's reserves: --daemon-writes sends every
+write through the daemon and its space guard.
 
 Space comes back while mounted: --reclaim-after after a change (an rm, an
 overwrite, a truncate), a background pass frees the chunks no file uses any
