@@ -72,9 +72,8 @@ func (n *fileNode) openBacked(ctx context.Context, path string, flags uint32) (*
 	defer n.mu.Unlock()
 	root := callerUid(ctx) == 0
 	if bo := n.backed; bo != nil {
-		if writable && !root {
-			// Its writes would pass no space guard (see above).
-			n.fsys.log.Warn("open for writing refused: root is writing the file on its backing file", "file", n.Path(nil), "uid", callerUid(ctx))
+		if writable && !root { // its writes would pass no space guard (see above)
+			n.fsys.log.Warn("open for writing refused: the file is open on its backing file, written by root only", "file", path, "uid", callerUid(ctx))
 			return nil, syscall.ETXTBSY
 		}
 		bo.opens++

@@ -107,6 +107,9 @@ func (n *fileNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAtt
 			p.mu.Unlock()
 		} else {
 			err = n.truncateStored(uid, int64(size))
+			if err == errBackedSince {
+				return n.Setattr(ctx, f, in, out)
+			}
 		}
 		if err != nil {
 			return toErrno(n.fsys.log, "truncate", err)
@@ -131,6 +134,10 @@ func (n *fileNode) setRecordAttr(in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.
 	return 0
 }
 
+// errBackedSince is truncateStored's answer when the file got a backing
+// file after Setattr looked: Setattr starts again.
+var errBackedSince = errors.New("a backing file started meanwhile")
+
 // truncateStored changes the committed length of a file nobody is
 // writing, for uid.
 func (n *fileNode) truncateStored(uid uint32, size int64) error {
@@ -144,7 +151,11 @@ func (n *fileNode) truncateStored(uid uint32, size int64) error {
 		n.mu.Unlock()
 		return syscall.ETXTBSY // see hotOpens
 	}
-	h := n.newHandleLocked(true, true) // counted, so no hot open starts meanwhile
+	if n.backed != nil { // started since Setattr looked
+		n.mu.Unlock()
+		return errBackedSince
+	}
+	h := n.newHandleLocked(true, true) // counted, so no hot open or backing file starts meanwhile
 	n.mu.Unlock()
 	defer n.forget(h)
 	if err := h.truncate(uid, size); err != nil {
@@ -199,7 +210,10 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 func (n *fileNode) openCached(readOnly, hotReads bool, key string, content *meta.Content) (*handle, uint32, syscall.Errno) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if !n.hot.waitClosed() {
+	// No wait for the hot opens to go, unlike truncateStored: a release of
+	// this node that reached the daemon before this open has run (see
+	// releaseOrder), and one behind it waits for this open to end.
+	if n.hot.hot > 0 {
 		n.fsys.log.Warn("open refused: the file is being read from its hot copy", "file", n.Path(nil))
 		return nil, 0, syscall.ETXTBSY
 	}

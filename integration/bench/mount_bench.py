@@ -124,7 +124,7 @@ def safe_open_all(d):
     for p in sorted(Path(d).glob("*.safetensors")):
         with safe_open(p, framework="pt") as f:
             for k in f.keys():
-                f.get_tensor(k)
+                f.get_tensor(k).clone()  # a mapped tensor is read when touched
 
 
 def random_preads(path, size, n=400, threads=4):
