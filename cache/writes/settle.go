@@ -3,6 +3,7 @@ package writes
 import (
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"io"
 	"os"
 	"path/filepath"
@@ -391,6 +392,7 @@ type settling struct {
 	queuedFile
 	content *meta.Content
 	release func() // the chunks' pins, held until the swap commits
+	changed int64  // the staged file's ctime when it was chunked (see changedSince)
 }
 
 // settle takes one batch from the front of queued: it chunks each staged
@@ -449,6 +451,12 @@ func (st *settler) settle(queued []queuedFile, minAge time.Duration) (taken int,
 		st.w.log.Debug("staged files chunked", "files", len(batch), "swapped", swapped, "bytes", batchBytes)
 	}()
 	for _, b := range batch {
+		if st.changedSince(b) { // left queued: chunked again once quiet
+			if after == 0 || settleDelay < after {
+				after = settleDelay
+			}
+			continue
+		}
 		settled, err := s.Namespace().Settle(b.ino, b.id, b.content)
 		if err != nil {
 			return taken, after, fmt.Errorf("inode %d: swap staged file %s for its chunks: %w", b.ino, s.StagedPath(b.id), err)
@@ -520,33 +528,54 @@ func (st *settler) chunk(q queuedFile, minAge time.Duration) (*settling, time.Du
 		st.doom(q.id, time.Time{})
 		return nil, 0, nil
 	}
-	c, release, err := st.ingest(q, in.Content.Size)
+	changed, c, release, err := st.ingest(q, in.Content.Size)
 	if err != nil {
 		st.unmark(q.id)
 		return nil, 0, fmt.Errorf("inode %d: chunk staged file %s: %w", q.ino, s.StagedPath(q.id), err)
 	}
-	return &settling{q, c, release}, 0, nil
+	return &settling{q, c, release, changed}, 0, nil
+}
+
+// changedSince reports whether b's staged file changed since it was
+// chunked, and if so leaves it queued, to be chunked again once quiet. No
+// commit changes a file the settler takes, but the kernel may: a shared
+// writable mapping of a file on its backing file outlives the last close,
+// and after a crash of the daemon a backing file's writers write on.
+// Swapping would lose what they wrote.
+func (st *settler) changedSince(b settling) bool {
+	var now unix.Stat_t
+	if err := unix.Stat(st.w.st.StagedPath(b.id), &now); err != nil || now.Ctim.Nano() == b.changed {
+		return false
+	}
+	st.mu.Lock()
+	st.quiet[b.id] = time.Now()
+	st.mu.Unlock()
+	st.w.log.Warn("a staged file changed while it was chunked: chunked again once quiet", "inode", b.ino, "file", st.w.st.StagedPath(b.id))
+	return true
 }
 
 // ingest chunks the first size bytes of staged file q, which must hold
 // them: bytes past them are a writer's not committed yet.
-func (st *settler) ingest(q queuedFile, size int64) (*meta.Content, func(), error) {
+// It returns the file's ctime from before it was read, which a later write
+// changes (see changedSince).
+func (st *settler) ingest(q queuedFile, size int64) (int64, *meta.Content, func(), error) {
 	f, err := os.Open(st.w.st.StagedPath(q.id))
 	if err != nil {
-		return nil, nil, &stagedFileError{err}
+		return 0, nil, nil, &stagedFileError{err}
 	}
 	defer f.Close()
-	if fi, err := f.Stat(); err != nil {
-		return nil, nil, &stagedFileError{err}
-	} else if fi.Size() < size {
-		return nil, nil, &stagedFileError{fmt.Errorf("holds %d bytes, its record says %d", fi.Size(), size)}
+	var fi unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &fi); err != nil {
+		return 0, nil, nil, &stagedFileError{err}
+	} else if fi.Size < size {
+		return 0, nil, nil, &stagedFileError{fmt.Errorf("holds %d bytes, its record says %d", fi.Size, size)}
 	}
 	c, release, err := st.w.st.Ingest(stagedFileReader{io.LimitReader(f, size)})
 	if err == nil && c.Size != size {
 		release()
 		err = &stagedFileError{fmt.Errorf("read %d bytes of %d", c.Size, size)}
 	}
-	return c, release, err
+	return fi.Ctim.Nano(), c, release, err
 }
 
 func (st *settler) unmark(id uint64) {

@@ -183,6 +183,45 @@ func TestStagedFileGoneDuringItsSettleIsRemoved(t *testing.T) {
 	}
 }
 
+// A staged file the kernel writes while it is chunked (a shared mapping
+// that outlived its close; a backing file's writer after a daemon crash)
+// is not swapped for chunks of what it held before: it stays staged and is
+// chunked again, with what was written.
+func TestStagedFileChangedWhileChunkedIsChunkedAgain(t *testing.T) {
+	s, w := openPath(t)
+	data := storetest.Random(9, 300_000)
+	c := stageFile(t, w, "mapped", data)
+	w.settler.beforeSwap = func() {
+		w.settler.beforeSwap = nil
+		f, err := os.OpenFile(s.StagedPath(c.Content.Staged), os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		copy(data, "written through a mapping")
+		if _, err := f.WriteAt(data[:32], 0); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+	}
+	if _, err := w.settler.settleAll(nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	in, err := s.Namespace().Lookup(meta.RootIno, "mapped")
+	if err != nil || in.Content.Staged != c.Content.Staged {
+		t.Fatalf("a staged file written while chunked was swapped: %+v, %v", in.Content, err)
+	}
+	if _, err := w.settler.settleAll(nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	in, err = s.Namespace().Lookup(meta.RootIno, "mapped")
+	if err != nil || in.Content.Staged != 0 {
+		t.Fatalf("not chunked the second time: %+v, %v", in.Content, err)
+	}
+	if got := storetest.ReadAll(t, s, &in.Content); !bytes.Equal(got, data) {
+		t.Fatal("the chunks miss what was written while the file was chunked first")
+	}
+}
+
 // safetensorsBytes is a safetensors file of two U8 tensors.
 func safetensorsBytes(a, b []byte) []byte {
 	js := []byte(`{"a":{"dtype":"U8","shape":[` + strconv.Itoa(len(a)) + `],"data_offsets":[0,` + strconv.Itoa(len(a)) + `]},` +
