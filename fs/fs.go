@@ -109,10 +109,12 @@ func Mount(dir string, store Store, w *writes.Path, opts Options) (*fuse.Server,
 		RootStableAttr: &fs.StableAttr{Ino: meta.RootIno},
 		Logger:         mo.Logger,
 	})
-	server, err := fuse.NewServer(opts.Metrics.Counted(&privDropper{newReleaseOrder(raw), fsys}), dir, &mo)
+	dropper := &privDropper{RawFileSystem: newReleaseOrder(raw), fsys: fsys}
+	server, err := fuse.NewServer(opts.Metrics.Counted(dropper), dir, &mo)
 	if err != nil {
 		return nil, err
 	}
+	dropper.server = server
 	go server.Serve()
 	if err := server.WaitMount(); err != nil {
 		return nil, err

@@ -80,7 +80,8 @@ func (f *FS) dropPrivs(ino uint64, caller *fuse.Caller) error {
 // served. A truncate's and a chown's come to setattr (applyAttr).
 type privDropper struct {
 	fuse.RawFileSystem
-	fsys *FS
+	fsys   *FS
+	server *fuse.Server // set before it serves
 }
 
 // dropFor drops the privileges of the node a request is for.
@@ -95,6 +96,10 @@ func (p *privDropper) dropFor(cancel <-chan struct{}, h *fuse.InHeader) fuse.Sta
 	if err := p.fsys.dropPrivs(out.Ino, &h.Caller); err != nil {
 		return fuse.Status(toErrno(p.fsys.log, "drop set-ID bits", err))
 	}
+	// No reply to an OPEN or a WRITE carries the new mode, and the kernel
+	// keeps the old one for the attribute timeout: it drops it now (the
+	// attributes only, which takes no lock the request holds).
+	p.server.InodeNotify(h.NodeId, -1, 0)
 	return fuse.OK
 }
 
