@@ -15,21 +15,22 @@ import (
 )
 
 // Writes and reads the kernel makes itself. A file root creates, or opens
-// for writing when it is empty or with O_TRUNC, while nothing else has it
+// write-only when it is empty or with O_TRUNC, while nothing else has it
 // open, gets a backing file (writes.Backed) that the kernel reads and
 // writes without the daemon (FUSE passthrough): a save writes at the speed
 // of the local disk, with no round trip per write. A file whose content is
-// still staged (saved a moment ago, not chunked yet) opened while nothing
-// else has it open gets its staged file as backing file: the checkpoint
-// saved last, the one loaded next, is read at the disk's speed. The kernel then requires every open of the inode to use that
-// same backing file, so every open until the last is released joins it,
-// readers and writers of any user: they see each other's writes at once, as
-// on a local disk. Flush, fsync and release still come to the daemon, which
-// commits what the backing file holds; a truncate and a utimens come too.
+// still staged (saved a moment ago, not chunked yet) that root opens
+// read-only while nothing else has it open gets its staged file as backing
+// file: the checkpoint saved last, the one loaded next, is read at the
+// disk's speed. The kernel then requires every open of the inode to use
+// that same backing file, so every open until the last is released joins
+// it: they see each other's writes at once, as on a local disk. Flush,
+// fsync and release still come to the daemon, which commits what the
+// backing file holds; a truncate and a utimens come too.
 //
-// Other users' first opens keep the daemon's path, whose writes the space
-// guard checks (see writes.Path.ensureSpace): a backing file's writes are
-// checked by the disk only.
+// A backing file's writes are checked by the disk only, no space guard
+// (see writes.Path.ensureSpace): other users' opens start none, and their
+// opens for writing do not join one (ETXTBSY).
 
 // backedOpens is the backing of a file while the kernel holds it.
 type backedOpens struct {
@@ -141,7 +142,7 @@ func (n *fileNode) backedSetattr(in *fuse.SetAttrIn) (bool, error) {
 		// A truncate changes the content as a write does, but comes from
 		// any open, or none: it is committed here.
 		unlinked := n.unlinked.Load()
-		if _, _, err := bo.b.Truncate(context.Background(), int64(size), unlinked); err != nil {
+		if err := bo.b.Truncate(context.Background(), int64(size), unlinked); err != nil {
 			return true, err
 		}
 		c, r, err := bo.b.Commit(context.Background(), unlinked)
@@ -181,16 +182,12 @@ var (
 // share what it returned.
 func (h *backedHandle) PassthroughFd() (int, bool) { return h.bo.fd, true }
 
-func (h *backedHandle) errno(op string, err error) syscall.Errno {
-	return toErrno(h.node.fsys.log, op+" "+h.node.Path(nil), err)
-}
-
 func (h *backedHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	h.bo.mu.Lock()
 	n, err := h.bo.b.ReadAt(dest, off)
 	h.bo.mu.Unlock()
 	if err != nil && err != io.EOF {
-		return nil, h.errno("read", err)
+		return nil, h.node.errno("read", err)
 	}
 	h.node.fsys.metrics.Reads(metrics.AsWritten).Add(float64(n))
 	return fuse.ReadResultData(dest[:n]), 0
@@ -198,14 +195,14 @@ func (h *backedHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.R
 
 func (h *backedHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
 	if err := h.stickyErr(); err != nil {
-		return 0, h.errno("write", err)
+		return 0, h.node.errno("write", err)
 	}
 	h.bo.mu.Lock()
 	err := h.bo.b.WriteAt(data, off, callerUid(ctx))
 	h.bo.mu.Unlock()
 	if err != nil {
 		h.setErr(err)
-		return 0, h.errno("write", err)
+		return 0, h.node.errno("write", err)
 	}
 	h.node.fsys.metrics.Written().Add(float64(len(data)))
 	return uint32(len(data)), 0
@@ -235,11 +232,11 @@ func (h *backedHandle) commit() error {
 }
 
 func (h *backedHandle) Flush(ctx context.Context) syscall.Errno {
-	return h.errno("flush", h.commit())
+	return h.node.errno("flush", h.commit())
 }
 
 func (h *backedHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
-	return h.errno("fsync", h.node.fsys.fsync(&h.sticky, h.commit))
+	return h.node.errno("fsync", h.node.fsys.fsync(&h.sticky, h.commit))
 }
 
 // Release commits a writer's bytes; the last open's release ends the

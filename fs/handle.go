@@ -2,7 +2,6 @@ package fs
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"sync"
 	"syscall"
@@ -67,8 +66,9 @@ func (f *FS) fsync(s *sticky, commit func() error) error {
 	return nil
 }
 
-func (h *handle) errno(op string, err error) syscall.Errno {
-	return toErrno(h.node.fsys.log, fmt.Sprintf("%s %s", op, h.node.Path(nil)), err)
+// errno is the answer to op on the file, err logged if it is not one.
+func (n *fileNode) errno(op string, err error) syscall.Errno {
+	return toErrno(n.fsys.log, op+" "+n.Path(nil), err)
 }
 
 func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
@@ -89,7 +89,7 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 
 func (h *handle) readResult(data []byte, err error) (fuse.ReadResult, syscall.Errno) {
 	if err != nil && err != io.EOF {
-		return nil, h.errno("read", err)
+		return nil, h.node.errno("read", err)
 	}
 	h.node.fsys.metrics.Reads(metrics.AsWritten).Add(float64(len(data)))
 	return fuse.ReadResultData(data), 0
@@ -99,7 +99,7 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 	uid := callerUid(ctx)
 	err := h.change(func(p *pending) error { return p.draft.WriteAt(data, off, uid) })
 	if err != nil {
-		return 0, h.errno("write", err)
+		return 0, h.node.errno("write", err)
 	}
 	h.node.fsys.metrics.Written().Add(float64(len(data)))
 	return uint32(len(data)), 0
@@ -158,11 +158,11 @@ func (h *handle) commit(last bool) error {
 }
 
 func (h *handle) Flush(ctx context.Context) syscall.Errno {
-	return h.errno("flush", h.commit(false))
+	return h.node.errno("flush", h.commit(false))
 }
 
 func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
-	return h.errno("fsync", h.node.fsys.fsync(&h.sticky, func() error { return h.commit(false) }))
+	return h.node.errno("fsync", h.node.fsys.fsync(&h.sticky, func() error { return h.commit(false) }))
 }
 
 func (h *handle) Release(ctx context.Context) syscall.Errno {

@@ -47,8 +47,11 @@ func inGroup(caller *fuse.Caller, gid uint32) bool {
 	if caller.Uid == 0 || caller.Gid == gid {
 		return true
 	}
+	if caller.Pid == 0 {
+		return false
+	}
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", caller.Pid))
-	if err != nil || caller.Pid == 0 {
+	if err != nil {
 		return false
 	}
 	for _, line := range strings.Split(string(status), "\n") {

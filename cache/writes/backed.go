@@ -140,31 +140,32 @@ func (b *Backed) WriteAt(p []byte, off int64, uid uint32) error {
 	return nil
 }
 
-// Truncate sets the length to size. A cut below what a record names is
-// recorded first: a crash between the two then leaves a record no longer
-// than its file (a record longer than its staged file costs the whole
-// file at the next mount).
-func (b *Backed) Truncate(ctx context.Context, size int64, unlinked bool) (*meta.Content, *store.FileReader, error) {
-	var c *meta.Content
-	var r *store.FileReader
+// Truncate sets the length to size; a Commit records it. A cut below what
+// a record names is recorded first: a crash between the two then leaves a
+// record no longer than its file (a record longer than its staged file
+// costs the whole file at the next mount).
+func (b *Backed) Truncate(ctx context.Context, size int64, unlinked bool) error {
 	if b.committed != nil && size < b.committed.Size {
 		synced := b.w.synced(b.committed)
-		var err error
-		if c, r, err = b.commit(ctx, size, unlinked); err != nil {
-			return nil, nil, err
+		_, mtime, err := b.stat()
+		if err != nil {
+			return err
+		}
+		if _, _, err := b.commit(ctx, size, mtime, unlinked); err != nil {
+			return err
 		}
 		// A record durable before the cut: the file may be cut on disk
 		// before Badger writes the record back.
 		if synced {
 			if err := b.w.Sync(); err != nil {
-				return nil, nil, err
+				return err
 			}
 		}
 	}
 	if err := b.file.Truncate(size); err != nil {
-		return nil, nil, fmt.Errorf("backing file of %s: %w", b.name, err)
+		return fmt.Errorf("backing file of %s: %w", b.name, err)
 	}
-	return c, r, nil
+	return nil
 }
 
 // SetMtime sets the backing file's modification time, which the next
@@ -178,18 +179,15 @@ func (b *Backed) SetMtime(ns int64) error {
 // returns it with a reader of it. A file its user unlinked meanwhile
 // (unlinked) takes nothing. The backing file stays the opens' until Close.
 func (b *Backed) Commit(ctx context.Context, unlinked bool) (*meta.Content, *store.FileReader, error) {
-	size, err := b.Size()
+	size, mtime, err := b.stat()
 	if err != nil {
 		return nil, nil, err
 	}
-	return b.commit(ctx, size, unlinked)
+	return b.commit(ctx, size, mtime, unlinked)
 }
 
-func (b *Backed) commit(ctx context.Context, size int64, unlinked bool) (*meta.Content, *store.FileReader, error) {
-	_, mtime, err := b.stat()
-	if err != nil {
-		return nil, nil, err
-	}
+// commit records size bytes of the backing file, modified at mtime.
+func (b *Backed) commit(ctx context.Context, size, mtime int64, unlinked bool) (*meta.Content, *store.FileReader, error) {
 	// The kernel's writes fail with ENOSPC without the daemon hearing of
 	// it: a disk full to the chunk reserve may have failed some, so the
 	// commit fails rather than record what may lack them.
@@ -250,16 +248,14 @@ func (b *Backed) commit(ctx context.Context, size int64, unlinked bool) (*meta.C
 // file goes to the settler, a file never committed or no longer recorded
 // (unlinked) goes at once.
 func (b *Backed) Close(unlinked bool) {
+	b.file.Close()
 	switch {
 	case b.committed == nil:
-		b.file.Close()
 		os.Remove(b.file.Name())
 	case unlinked || !b.recorded: // no record names the staged file
-		b.file.Close()
 		b.w.unstage(b.committed)
 		b.release()
 	default:
-		b.file.Close()
 		b.release() // kicks the settler
 	}
 }
