@@ -311,7 +311,16 @@ func fileIdentity(t *testing.T, p string) (string, time.Time) {
 // writeFile writes data to p, fsynced when sync is set, and closes it.
 func writeFile(t *testing.T, p string, data []byte, sync bool) {
 	t.Helper()
-	f, err := os.Create(p)
+	if err := createWritten(t, p, os.O_RDWR, data, sync).Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// createWritten creates p, open for access (os.O_RDWR, os.O_WRONLY), with
+// data, fsynced when sync is set, and returns it open.
+func createWritten(t *testing.T, p string, access int, data []byte, sync bool) *os.File {
+	t.Helper()
+	f, err := os.OpenFile(p, access|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -323,9 +332,7 @@ func writeFile(t *testing.T, p string, data []byte, sync bool) {
 			t.Fatalf("fsync %s: %v", p, err)
 		}
 	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
+	return f
 }
 
 // appendFile appends data to p and closes it, without a sync.
