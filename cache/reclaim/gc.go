@@ -50,7 +50,7 @@ func (c *Collector) GC() (*Result, error) {
 		return res, fmt.Errorf("gc: %w", err)
 	}
 	// Compaction turns deletions into discard statistics the value-log GC uses.
-	if err := c.DB.Flatten(1); err != nil {
+	if err := c.Compactor.Flatten(); err != nil {
 		c.Log.Warn("gc: flatten", "err", err)
 	}
 	for {

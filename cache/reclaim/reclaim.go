@@ -72,13 +72,14 @@ type Store interface {
 
 // Parts are the store's pieces a Collector works on.
 type Parts struct {
-	DB    *badger.DB
-	NS    *meta.Namespace
-	Index *meta.Index
-	Packs *pack.Set
-	Refs  *usage.Refs   // what records name, and what may be garbage
-	Usage *usage.Counts // what each checkpoint holds, counted with Refs
-	Live  *Live         // nil: nothing in use to keep
+	DB        *badger.DB
+	Compactor *meta.Compactor // compacts DB, gc's flatten included
+	NS        *meta.Namespace
+	Index     *meta.Index
+	Packs     *pack.Set
+	Refs      *usage.Refs   // what records name, and what may be garbage
+	Usage     *usage.Counts // what each checkpoint holds, counted with Refs
+	Live      *Live         // nil: nothing in use to keep
 	// Evict is held shared to read from packs and to append and index a
 	// chunk, and exclusively to move index entries and drop packs.
 	Evict *sync.RWMutex

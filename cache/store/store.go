@@ -85,13 +85,14 @@ type Store struct {
 	makeRoom func(need int64)
 	// follower is told of committed changes after the store (see
 	// FollowRecords).
-	follower atomic.Pointer[func([]meta.RecordChange)]
-	space    freeSpace          // see EnsureSpace
-	live     *reclaim.Live      // what Reclaim keeps although unreferenced; nil offline
-	refs     *usage.Refs        // what records name, and what may be garbage
-	usage    *usage.Counts      // what each checkpoint holds
-	reclaim  *reclaim.Collector // frees what no record names
-	pacer    *reclaim.Pacer     // nil unless Options.ReclaimEvery
+	follower  atomic.Pointer[func([]meta.RecordChange)]
+	space     freeSpace          // see EnsureSpace
+	live      *reclaim.Live      // what Reclaim keeps although unreferenced; nil offline
+	refs      *usage.Refs        // what records name, and what may be garbage
+	usage     *usage.Counts      // what each checkpoint holds
+	reclaim   *reclaim.Collector // frees what no record names
+	pacer     *reclaim.Pacer     // nil unless Options.ReclaimEvery
+	compactor *meta.Compactor    // nil when read-only
 	// deltaMu runs one StoreAsDeltas at a time; hasDeltas says the index
 	// may hold a delta, whose reference reclaim must keep.
 	deltaMu   sync.Mutex
@@ -159,7 +160,7 @@ func openStore(dir string, o Options) (*Store, error) {
 		WithNumMemtables(2).
 		WithBlockCacheSize(32 << 20).
 		WithIndexCacheSize(16 << 20).
-		WithNumCompactors(2).
+		WithNumCompactors(0).                              // a meta.Compactor compacts: Badger's wake 20 times a second
 		WithChecksumVerificationMode(options.OnBlockRead). // a damaged table block is an error, not garbage
 		WithReadOnly(o.ReadOnly)
 	db, err := meta.Open(bo)
@@ -211,7 +212,10 @@ func openStore(dir string, o Options) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
-	s.reclaim = reclaim.New(reclaim.Parts{DB: db, NS: s.ns, Index: s.index, Packs: packs, Refs: s.refs, Usage: s.usage,
+	if !o.ReadOnly {
+		s.compactor = meta.StartCompactor(db, s.log, time.Second)
+	}
+	s.reclaim = reclaim.New(reclaim.Parts{DB: db, Compactor: s.compactor, NS: s.ns, Index: s.index, Packs: packs, Refs: s.refs, Usage: s.usage,
 		Live: s.live, Evict: &s.evictMu, Log: s.log}, collected{s})
 	s.cachesBucket.Store(s.RemoteURL() != "")
 	if o.ReadOnly {
@@ -446,6 +450,7 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.pacer.Stop()
+	s.compactor.Stop()
 	errs := []error{s.backing.Close(), s.packs.Close()}
 	if s.ns != nil {
 		if errors.Join(errs...) == nil { // all durable: the session ends cleanly
@@ -465,6 +470,7 @@ func (s *Store) Close() error {
 // recovers as after a crash. Tests of recovery use it.
 func (s *Store) Abandon() error {
 	s.pacer.Stop()
+	s.compactor.Stop()
 	s.ns.Close()
 	return errors.Join(s.packs.Close(), s.db.Close())
 }
