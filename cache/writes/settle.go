@@ -81,11 +81,14 @@ type settler struct {
 	// doomed are the staged files settled, or nobody's, to remove once
 	// what replaced them is durable and their grace is over.
 	doomed map[uint64]time.Time
-	// leases count the writers appending to a staged file (LeaseStaged);
-	// settling takes a file only with none, and a file being settled or
-	// doomed takes no lease.
+	// leases count the opens of a staged file in place: writers appending
+	// to it, a backing file's opens. The settler takes a file only with
+	// none; a lease taken while it is chunked stops the chunking, or skips
+	// its swap, and the file is chunked again once the leases end (the
+	// checkpoint saved last, read back at once, is read from its staged
+	// file). A file being swapped or doomed takes no lease.
 	leases   map[uint64]int
-	settling map[uint64]bool
+	swapping map[uint64]bool
 	// quiet is when a file staged before was last appended to; files
 	// staged once are quiet since their id, the staging time.
 	quiet map[uint64]time.Time
@@ -105,7 +108,7 @@ type settler struct {
 func newSettler(w *Path) *settler {
 	return &settler{w: w, kicks: make(chan struct{}, 1), done: make(chan struct{}),
 		unsynced: map[uint64]*os.File{}, counted: map[uint64]int64{}, doomed: map[uint64]time.Time{},
-		leases: map[uint64]int{}, settling: map[uint64]bool{}, quiet: map[uint64]time.Time{}, quarantined: map[uint64]bool{}}
+		leases: map[uint64]int{}, swapping: map[uint64]bool{}, quiet: map[uint64]time.Time{}, quarantined: map[uint64]bool{}}
 }
 
 // stage takes f, a draft file of size bytes, as the content of a file
@@ -161,10 +164,11 @@ func (w *Path) unstage(c *meta.Content) {
 	os.Remove(w.st.StagedPath(c.Staged))
 }
 
-// lease opens the staged file of content c for a writer to append to:
-// bytes past c.Size, which no record names. ok is false when c is not
-// staged, or its file is being settled or going: the writer then copies.
-// release ends the lease; the settler takes no file under a lease.
+// lease opens the staged file of content c for a writer to append to
+// (bytes past c.Size, which no record names), or for a backing file. ok is
+// false when c is not staged, or its file is being swapped for its chunks
+// or going: the writer then copies. release ends the lease; the settler
+// takes no file under a lease.
 func (w *Path) lease(c *meta.Content) (f *os.File, release func(), ok bool) {
 	st := w.settler
 	id := c.Staged
@@ -173,7 +177,7 @@ func (w *Path) lease(c *meta.Content) (f *os.File, release func(), ok bool) {
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if _, doomed := st.doomed[id]; doomed || st.settling[id] || st.quarantined[id] {
+	if _, doomed := st.doomed[id]; doomed || st.swapping[id] || st.quarantined[id] {
 		return nil, nil, false
 	}
 	f, err := os.OpenFile(w.st.StagedPath(id), os.O_RDWR, 0)
@@ -410,7 +414,7 @@ func (st *settler) settle(queued []queuedFile, minAge time.Duration) (taken int,
 	defer func() {
 		st.mu.Lock()
 		for _, b := range batch {
-			delete(st.settling, b.id)
+			delete(st.swapping, b.id)
 		}
 		st.mu.Unlock()
 		for _, b := range batch {
@@ -451,6 +455,9 @@ func (st *settler) settle(queued []queuedFile, minAge time.Duration) (taken int,
 		st.w.log.Debug("staged files chunked", "files", len(batch), "swapped", swapped, "bytes", batchBytes)
 	}()
 	for _, b := range batch {
+		if !st.startSwap(b.id) {
+			continue // leased since it was chunked: chunked again once the leases end
+		}
 		if st.changedSince(b) { // left queued: chunked again once quiet
 			if after == 0 || settleDelay < after {
 				after = settleDelay
@@ -506,22 +513,17 @@ func (st *settler) chunk(q queuedFile, minAge time.Duration) (*settling, time.Du
 	st.mu.Lock()
 	leased, quarantined := st.leases[q.id] > 0, st.quarantined[q.id]
 	quiet, appended := st.quiet[q.id]
-	if !leased && !quarantined {
-		st.settling[q.id] = true // no lease starts now
-	}
 	st.mu.Unlock()
 	if leased || quarantined {
-		return nil, 0, nil // its writers' release kicks the settler
+		return nil, 0, nil // the last lease's release kicks the settler
 	}
 	if !appended {
 		quiet = time.Unix(0, int64(q.id)) // ids are staging times
 	}
 	if age := time.Since(quiet); held && age >= 0 && age < minAge {
-		st.unmark(q.id)
 		return nil, minAge - age, nil
 	}
 	if !held { // nobody's: off the queue, and gone at once
-		defer st.unmark(q.id)
 		if _, err := s.Namespace().Settle(q.ino, q.id, nil); err != nil {
 			return nil, 0, err
 		}
@@ -529,8 +531,10 @@ func (st *settler) chunk(q queuedFile, minAge time.Duration) (*settling, time.Du
 		return nil, 0, nil
 	}
 	changed, c, release, err := st.ingest(q, in.Content.Size)
+	if errors.Is(err, errLeased) {
+		return nil, 0, nil // the last lease's release kicks the settler
+	}
 	if err != nil {
-		st.unmark(q.id)
 		return nil, 0, fmt.Errorf("inode %d: chunk staged file %s: %w", q.ino, s.StagedPath(q.id), err)
 	}
 	return &settling{q, c, release, changed}, 0, nil
@@ -570,7 +574,7 @@ func (st *settler) ingest(q queuedFile, size int64) (int64, *meta.Content, func(
 	} else if fi.Size < size {
 		return 0, nil, nil, &stagedFileError{fmt.Errorf("holds %d bytes, its record says %d", fi.Size, size)}
 	}
-	c, release, err := st.w.st.Ingest(stagedFileReader{io.LimitReader(f, size)})
+	c, release, err := st.w.st.Ingest(stagedFileReader{unleasedReader{st, q.id, io.LimitReader(f, size)}})
 	if err == nil && c.Size != size {
 		release()
 		err = &stagedFileError{fmt.Errorf("read %d bytes of %d", c.Size, size)}
@@ -578,10 +582,38 @@ func (st *settler) ingest(q queuedFile, size int64) (int64, *meta.Content, func(
 	return fi.Ctim.Nano(), c, release, err
 }
 
-func (st *settler) unmark(id uint64) {
+// errLeased stops the chunking of a staged file a lease took meanwhile.
+var errLeased = errors.New("leased while chunked")
+
+// unleasedReader reads staged file id until a lease takes it: its swap
+// would be skipped, so what is left to chunk would be wasted, and the
+// disk is the reader's.
+type unleasedReader struct {
+	st *settler
+	id uint64
+	r  io.Reader
+}
+
+func (r unleasedReader) Read(p []byte) (int, error) {
+	r.st.mu.Lock()
+	leased := r.st.leases[r.id] > 0
+	r.st.mu.Unlock()
+	if leased {
+		return 0, errLeased
+	}
+	return r.r.Read(p)
+}
+
+// startSwap marks staged file id as being swapped for its chunks, when no
+// lease holds it: no lease starts from here on.
+func (st *settler) startSwap(id uint64) bool {
 	st.mu.Lock()
-	delete(st.settling, id)
-	st.mu.Unlock()
+	defer st.mu.Unlock()
+	if st.leases[id] > 0 {
+		return false
+	}
+	st.swapping[id] = true
+	return true
 }
 
 // quarantine leaves staged file q queued and readable as far as it reads,

@@ -222,6 +222,64 @@ func TestStagedFileChangedWhileChunkedIsChunkedAgain(t *testing.T) {
 	}
 }
 
+// A staged file opened in place while it is chunked (a backing file: the
+// checkpoint saved last, read back at once) is not swapped for its chunks:
+// the open gets its lease, its chunking stops or its swap is skipped, and
+// it is chunked once the lease ends. Only a file being swapped refuses
+// one.
+func TestLeaseWhileChunkedStopsTheSettle(t *testing.T) {
+	s, w := openPath(t)
+	data := storetest.Random(10, 300_000)
+	in := stageFile(t, w, "saved", data)
+	var b *Backed
+	w.settler.beforeSwap = func() {
+		w.settler.beforeSwap = nil
+		var ok bool
+		if b, ok = w.BackStaged(in.Ino, "saved", &in.Content); !ok {
+			t.Fatal("no lease for a file chunked, not swapped yet")
+		}
+	}
+	if _, err := w.settler.settleAll(nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Namespace().Lookup(meta.RootIno, "saved")
+	if err != nil || got.Content.Staged != in.Content.Staged {
+		t.Fatalf("swapped while leased: %+v, %v", got.Content, err)
+	}
+	// Leased, it is not read again; the chunking of one leased as it is
+	// read stops at its next read.
+	q := queuedFile{ino: in.Ino, id: in.Content.Staged}
+	if _, _, _, err := w.settler.ingest(q, in.Content.Size); !errors.Is(err, errLeased) {
+		t.Fatalf("chunking a leased file: %v, want errLeased", err)
+	}
+	if _, err := w.settler.settleAll(nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ = s.Namespace().Lookup(meta.RootIno, "saved"); got.Content.Staged == 0 {
+		t.Fatal("chunked while leased")
+	}
+	b.Close(false)
+	if _, err := w.settler.settleAll(nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	got, err = s.Namespace().Lookup(meta.RootIno, "saved")
+	if err != nil || got.Content.Staged != 0 {
+		t.Fatalf("not chunked once the lease ended: %+v, %v", got.Content, err)
+	}
+	if !bytes.Equal(storetest.ReadAll(t, s, &got.Content), data) {
+		t.Fatal("chunks differ from the staged file")
+	}
+	// Being swapped, a file takes no lease.
+	in = stageFile(t, w, "swapping", data)
+	if !w.settler.startSwap(in.Content.Staged) {
+		t.Fatal("an unleased file did not start its swap")
+	}
+	if b, ok := w.BackStaged(in.Ino, "swapping", &in.Content); ok {
+		b.Close(false)
+		t.Fatal("a file being swapped was leased")
+	}
+}
+
 // safetensorsBytes is a safetensors file of two U8 tensors.
 func safetensorsBytes(a, b []byte) []byte {
 	js := []byte(`{"a":{"dtype":"U8","shape":[` + strconv.Itoa(len(a)) + `],"data_offsets":[0,` + strconv.Itoa(len(a)) + `]},` +
