@@ -77,8 +77,8 @@ func (b *Backed) CommittedSize() int64 {
 // BackStaged makes the staged file of content c, inode ino's at name, the
 // backing file of its opens: a file saved a moment ago is read at the
 // disk's speed, and a writer that joins writes it in place. It is leased
-// until Close; ok is false when c is not staged, or its file is being
-// settled or going.
+// until Close, which stops a settle under way; ok is false when c is not
+// staged, or its file is being swapped for its chunks or going.
 func (w *Path) BackStaged(ino uint64, name string, c *meta.Content) (*Backed, bool) {
 	f, release, ok := w.lease(c)
 	if !ok {
