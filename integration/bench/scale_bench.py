@@ -130,7 +130,7 @@ def main():
         rows.append(("daemon CPU, 1 create + 1 rm a second for 60 s", cpu, "% of a core", "< 1"))
         rows.append(("ckptfs ls, live", median_of(3, cli, store, "ls"), "s", "< 1"))
         rows.append(("ckptfs gc, live", median_of(3, cli, store, "gc"), "s", "< 1"))
-        rows.append(("ckptfs stat big, live (reads its 1,000,000 records)", median_of(3, cli, store, "stat", "big"), "s", ""))
+        rows.append((f"ckptfs stat big, live (reads its {FILES:,} records)", median_of(3, cli, store, "stat", "big"), "s", ""))
         anon = next(int(l.split()[1]) for l in Path(f"/proc/{pid}/status").read_text().splitlines() if l.startswith("RssAnon"))
         rows.append(("daemon RssAnon after that", anon / 1024, "MiB", ""))
     finally:
