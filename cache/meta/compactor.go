@@ -35,6 +35,7 @@ func (c *Compactor) loop(interval time.Duration) {
 	defer close(c.done)
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	failures := 0
 	for {
 		select {
 		case <-c.stop:
@@ -46,13 +47,17 @@ func (c *Compactor) loop(interval time.Duration) {
 		}
 		if err := c.Flatten(); err != nil {
 			// A full disk, say: writes stall at Badger's limit of level-0
-			// tables until a later look succeeds.
-			c.log.Warn("metadata compaction failed, retried in a minute", "err", err)
+			// tables until a later try succeeds.
+			if failures++; failures%30 == 1 {
+				c.log.Warn("metadata compaction failed, tried again every 10 s", "err", err, "failures", failures)
+			}
 			select {
 			case <-c.stop:
 				return
-			case <-time.After(time.Minute):
+			case <-time.After(10 * time.Second):
 			}
+		} else {
+			failures = 0
 		}
 	}
 }
@@ -69,11 +74,15 @@ func (c *Compactor) due() bool {
 }
 
 // Flatten compacts until no level is over its target and the tables sit in
-// one level besides level 0: Badger's Flatten, the one compaction it
-// exposes. When a single level holds the tables, which is the case once
-// Flatten ran, that is Badger's own choice (level 0 into the base level);
-// a tree of several levels (a store Badger's compactors compacted) is
-// merged into one first, once.
+// one level: Badger's Flatten, the one compaction it exposes. When the
+// tables below level 0 sit in one level, as after Flatten, and it is the
+// base level (a store under about 100 MiB of records), that is Badger's own
+// choice (level 0 into the base level). Above that level 0 goes to a base
+// level above the last, and Flatten merges it into the last at once, where
+// Badger would wait for it to fill: each look that finds level 0 full
+// rewrites the last level, once per about 160 MiB of records written (five
+// 32 MiB memtables). A tree of several levels (a store Badger's own
+// compactors compacted) is merged into one at its first compaction.
 func (c *Compactor) Flatten() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()

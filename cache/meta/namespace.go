@@ -312,6 +312,11 @@ func (s *Namespace) Queued(id uint64) (bool, error) {
 	return err == nil, err
 }
 
+// ErrSettleRaced is a Settle the record moved past since the settler read
+// it (an append committed, a file it took for nobody's held again): the
+// staged file stays queued.
+var ErrSettleRaced = errors.New("record changed since the staged file was chunked")
+
 // Settle replaces staged content id of inode ino by its chunked form c and
 // takes id off the queue, in one transaction. It reports false, and takes
 // id off the queue, when the record no longer holds it (removed, or
@@ -332,10 +337,10 @@ func (s *Namespace) Settle(ino, id uint64, c *Content) (bool, error) {
 			return err
 		}
 		if c == nil {
-			return fmt.Errorf("inode %d still holds staged file %x", ino, id)
+			return fmt.Errorf("%w: inode %d holds staged file %x", ErrSettleRaced, ino, id)
 		}
 		if c.Size != in.Content.Size {
-			return fmt.Errorf("inode %d: staged %d bytes, chunked %d", ino, in.Content.Size, c.Size)
+			return fmt.Errorf("%w: inode %d: staged %d bytes, chunked %d", ErrSettleRaced, ino, in.Content.Size, c.Size)
 		}
 		before := *in
 		in.Content, settled = *c, true

@@ -450,7 +450,6 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.pacer.Stop()
-	s.compactor.Stop()
 	errs := []error{s.backing.Close(), s.packs.Close()}
 	if s.ns != nil {
 		if errors.Join(errs...) == nil { // all durable: the session ends cleanly
@@ -458,6 +457,7 @@ func (s *Store) Close() error {
 		}
 		errs = append(errs, s.ns.Close())
 	}
+	s.compactor.Stop() // after the last writes: one may wait for a compaction
 	errs = append(errs, s.db.Close())
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("close store %s: %w", s.dir, err)

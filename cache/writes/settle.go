@@ -89,8 +89,9 @@ type settler struct {
 	// file). A file being swapped or doomed takes no lease.
 	leases   map[uint64]int
 	swapping map[uint64]bool
-	// quiet is when a file staged before was last appended to; files
-	// staged once are quiet since their id, the staging time.
+	// quiet is when a file staged before was last appended to, or its
+	// last lease ended; files staged once are quiet since their id, the
+	// staging time.
 	quiet map[uint64]time.Time
 	// quarantined are the staged files that could not be settled for a
 	// fault of their own: left queued and readable as far as they are, not
@@ -191,6 +192,11 @@ func (w *Path) lease(c *meta.Content) (f *os.File, release func(), ok bool) {
 			st.mu.Lock()
 			if st.leases[id]--; st.leases[id] <= 0 {
 				delete(st.leases, id)
+			}
+			if _, doomed := st.doomed[id]; !doomed {
+				// Quiet from here: a file opened again and again is
+				// chunked once its opens pause, not restarted at each.
+				st.quiet[id] = time.Now()
 			}
 			st.mu.Unlock()
 			st.kick()
@@ -412,12 +418,8 @@ func (st *settler) settle(queued []queuedFile, minAge time.Duration) (taken int,
 	var batch []settling
 	var batchBytes int64
 	defer func() {
-		st.mu.Lock()
 		for _, b := range batch {
-			delete(st.swapping, b.id)
-		}
-		st.mu.Unlock()
-		for _, b := range batch {
+			st.endSwap(b.id)
 			b.release()
 		}
 	}()
@@ -465,6 +467,13 @@ func (st *settler) settle(queued []queuedFile, minAge time.Duration) (taken int,
 			continue
 		}
 		settled, err := s.Namespace().Settle(b.ino, b.id, b.content)
+		if errors.Is(err, meta.ErrSettleRaced) { // left queued: chunked again once quiet
+			st.w.log.Debug("a staged file's record moved on while it was chunked", "err", err)
+			if after == 0 || settleDelay < after {
+				after = settleDelay
+			}
+			continue
+		}
 		if err != nil {
 			return taken, after, fmt.Errorf("inode %d: swap staged file %s for its chunks: %w", b.ino, s.StagedPath(b.id), err)
 		}
@@ -524,7 +533,13 @@ func (st *settler) chunk(q queuedFile, minAge time.Duration) (*settling, time.Du
 		return nil, minAge - age, nil
 	}
 	if !held { // nobody's: off the queue, and gone at once
-		if _, err := s.Namespace().Settle(q.ino, q.id, nil); err != nil {
+		if !st.startSwap(q.id) { // an unlinked file's writer holds it
+			return nil, 0, nil
+		}
+		defer st.endSwap(q.id)
+		if _, err := s.Namespace().Settle(q.ino, q.id, nil); errors.Is(err, meta.ErrSettleRaced) {
+			return nil, settleDelay, nil
+		} else if err != nil {
 			return nil, 0, err
 		}
 		st.doom(q.id, time.Time{})
@@ -574,10 +589,14 @@ func (st *settler) ingest(q queuedFile, size int64) (int64, *meta.Content, func(
 	} else if fi.Size < size {
 		return 0, nil, nil, &stagedFileError{fmt.Errorf("holds %d bytes, its record says %d", fi.Size, size)}
 	}
-	c, release, err := st.w.st.Ingest(stagedFileReader{unleasedReader{st, q.id, io.LimitReader(f, size)}})
+	r := unleasedReader{st, q.id, io.LimitReader(f, size)}
+	c, release, err := st.w.st.Ingest(stagedFileReader{r})
 	if err == nil && c.Size != size {
 		release()
 		err = &stagedFileError{fmt.Errorf("read %d bytes of %d", c.Size, size)}
+	}
+	if err != nil && r.leased() { // a lease between a check and a read, cutting it, say
+		err = errLeased
 	}
 	return fi.Ctim.Nano(), c, release, err
 }
@@ -595,13 +614,16 @@ type unleasedReader struct {
 }
 
 func (r unleasedReader) Read(p []byte) (int, error) {
-	r.st.mu.Lock()
-	leased := r.st.leases[r.id] > 0
-	r.st.mu.Unlock()
-	if leased {
+	if r.leased() {
 		return 0, errLeased
 	}
 	return r.r.Read(p)
+}
+
+func (r unleasedReader) leased() bool {
+	r.st.mu.Lock()
+	defer r.st.mu.Unlock()
+	return r.st.leases[r.id] > 0
 }
 
 // startSwap marks staged file id as being swapped for its chunks, when no
@@ -614,6 +636,12 @@ func (st *settler) startSwap(id uint64) bool {
 	}
 	st.swapping[id] = true
 	return true
+}
+
+func (st *settler) endSwap(id uint64) {
+	st.mu.Lock()
+	delete(st.swapping, id)
+	st.mu.Unlock()
 }
 
 // quarantine leaves staged file q queued and readable as far as it reads,

@@ -280,6 +280,40 @@ func TestLeaseWhileChunkedStopsTheSettle(t *testing.T) {
 	}
 }
 
+// The staged file of a file removed while a writer holds it in place (an
+// unlinked file's appender) stays while the lease lasts, and goes after.
+func TestLeasedStagedFileOfNobodyStaysWhileLeased(t *testing.T) {
+	s, w := openPath(t)
+	in := stageFile(t, w, "unlinked", storetest.Random(11, 100_000))
+	f, release, ok := w.lease(&in.Content)
+	if !ok {
+		t.Fatal("no lease")
+	}
+	defer f.Close()
+	if err := s.Namespace().Remove(meta.RootIno, "unlinked", false); err != nil {
+		t.Fatal(err)
+	}
+	path := s.StagedPath(in.Content.Staged)
+	settle := func() {
+		t.Helper()
+		if _, err := w.settler.settleAll(nil, 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.settler.removeDoomed(0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	settle()
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("a leased staged file went: %v", err)
+	}
+	release()
+	settle()
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the staged file of nobody stayed once its lease ended: %v", err)
+	}
+}
+
 // safetensorsBytes is a safetensors file of two U8 tensors.
 func safetensorsBytes(a, b []byte) []byte {
 	js := []byte(`{"a":{"dtype":"U8","shape":[` + strconv.Itoa(len(a)) + `],"data_offsets":[0,` + strconv.Itoa(len(a)) + `]},` +
