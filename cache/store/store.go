@@ -160,7 +160,13 @@ func openStore(dir string, o Options) (*Store, error) {
 		WithNumMemtables(2).
 		WithBlockCacheSize(32 << 20).
 		WithIndexCacheSize(16 << 20).
-		WithNumCompactors(0).                              // a meta.Compactor compacts: Badger's wake 20 times a second
+		// A meta.Compactor compacts: Badger's own wake 20 times a second.
+		WithNumCompactors(0).
+		// A session's level-0 table goes to the base level at its close,
+		// which is cheap (a small level above the last once the records
+		// pass ~100 MiB); left to pile up, five would make the Compactor
+		// merge every level into the last.
+		WithCompactL0OnClose(true).
 		WithChecksumVerificationMode(options.OnBlockRead). // a damaged table block is an error, not garbage
 		WithReadOnly(o.ReadOnly)
 	db, err := meta.Open(bo)
