@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ckptfs/ckptfs/cache/chunk"
+	"github.com/ckptfs/ckptfs/cache/compaction"
 	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/cache/pack"
 	"github.com/ckptfs/ckptfs/cache/usage"
@@ -73,7 +74,7 @@ type Store interface {
 // Parts are the store's pieces a Collector works on.
 type Parts struct {
 	DB        *badger.DB
-	Compactor *meta.Compactor // compacts DB, gc's flatten included
+	Compactor *compaction.Compactor // compacts DB, gc's flatten included
 	NS        *meta.Namespace
 	Index     *meta.Index
 	Packs     *pack.Set

@@ -20,6 +20,7 @@ import (
 
 	"github.com/ckptfs/ckptfs/cache/chunk"
 	"github.com/ckptfs/ckptfs/cache/chunkcache"
+	"github.com/ckptfs/ckptfs/cache/compaction"
 	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/cache/pack"
 	"github.com/ckptfs/ckptfs/cache/reclaim"
@@ -86,13 +87,13 @@ type Store struct {
 	// follower is told of committed changes after the store (see
 	// FollowRecords).
 	follower  atomic.Pointer[func([]meta.RecordChange)]
-	space     freeSpace          // see EnsureSpace
-	live      *reclaim.Live      // what Reclaim keeps although unreferenced; nil offline
-	refs      *usage.Refs        // what records name, and what may be garbage
-	usage     *usage.Counts      // what each checkpoint holds
-	reclaim   *reclaim.Collector // frees what no record names
-	pacer     *reclaim.Pacer     // nil unless Options.ReclaimEvery
-	compactor *meta.Compactor    // nil when read-only
+	space     freeSpace             // see EnsureSpace
+	live      *reclaim.Live         // what Reclaim keeps although unreferenced; nil offline
+	refs      *usage.Refs           // what records name, and what may be garbage
+	usage     *usage.Counts         // what each checkpoint holds
+	reclaim   *reclaim.Collector    // frees what no record names
+	pacer     *reclaim.Pacer        // nil unless Options.ReclaimEvery
+	compactor *compaction.Compactor // nil when read-only
 	// deltaMu runs one StoreAsDeltas at a time; hasDeltas says the index
 	// may hold a delta, whose reference reclaim must keep.
 	deltaMu   sync.Mutex
@@ -160,7 +161,7 @@ func openStore(dir string, o Options) (*Store, error) {
 		WithNumMemtables(2).
 		WithBlockCacheSize(32 << 20).
 		WithIndexCacheSize(16 << 20).
-		// A meta.Compactor compacts: Badger's own wake 20 times a second.
+		// A compaction.Compactor compacts: Badger's own wake 20 times a second.
 		WithNumCompactors(0).
 		// A session's level-0 table goes to the base level at its close,
 		// which is cheap (a small level above the last once the records
@@ -219,7 +220,7 @@ func openStore(dir string, o Options) (*Store, error) {
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
 	if !o.ReadOnly {
-		s.compactor = meta.StartCompactor(db, s.log, time.Second)
+		s.compactor = compaction.Start(db, s.log, time.Second)
 	}
 	s.reclaim = reclaim.New(reclaim.Parts{DB: db, Compactor: s.compactor, NS: s.ns, Index: s.index, Packs: packs, Refs: s.refs, Usage: s.usage,
 		Live: s.live, Evict: &s.evictMu, Log: s.log}, collected{s})

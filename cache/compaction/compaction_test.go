@@ -1,4 +1,4 @@
-package meta
+package compaction
 
 import (
 	"bytes"
@@ -28,7 +28,7 @@ func TestCompactorKeepsLevelZeroBelowItsStall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := StartCompactor(db, slog.New(slog.DiscardHandler), 10*time.Millisecond)
+	c := Start(db, slog.New(slog.DiscardHandler), 10*time.Millisecond)
 	if c.due() {
 		t.Fatal("an empty database is due a compaction")
 	}

@@ -1,4 +1,6 @@
-package meta
+// Package compaction compacts Badger's tables for a database opened with no
+// compactors of its own.
+package compaction
 
 import (
 	"log/slog"
@@ -24,8 +26,8 @@ type Compactor struct {
 	once sync.Once
 }
 
-// StartCompactor starts compacting db, looking every interval.
-func StartCompactor(db *badger.DB, log *slog.Logger, interval time.Duration) *Compactor {
+// Start starts compacting db, looking every interval.
+func Start(db *badger.DB, log *slog.Logger, interval time.Duration) *Compactor {
 	c := &Compactor{db: db, log: log, stop: make(chan struct{}), done: make(chan struct{})}
 	go c.loop(interval)
 	return c
