@@ -13,8 +13,10 @@ FUZZTIME ?= 2000000x
 
 .PHONY: build install wheel wheel-test minio run test test-parts check mod lint unit unit-torch smoke fuzz integration integration-go integration-venv python python-colossalai fuse venv venv-colossalai bench bench-codec bench-dedup bench-delta venv-bench bench-mount bench-dcp bench-remote stress clean
 
+# Built as the wheel's binary is (static, no cgo, paths trimmed): the suites
+# test what ships, and make test compiles the packages once for both.
 build:
-	$(GO) build -o bin/ckptfs ./cmd/ckptfs
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/ckptfs ./cmd/ckptfs
 
 # The binary, and the helper mount(8) runs for type fuse.ckptfs (mount(8)
 # looks for helpers in /sbin only).
@@ -33,7 +35,7 @@ WHEEL_ARCHES ?= amd64 arm64
 PYTHON3      ?= python3
 wheel:
 	@for arch in $(WHEEL_ARCHES); do \
-		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags='-s -w' -o bin/linux-$$arch/ckptfs ./cmd/ckptfs && \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(NICE) $(GO) build -trimpath -ldflags='-s -w' -o bin/linux-$$arch/ckptfs ./cmd/ckptfs && \
 		$(PYTHON3) cmd/ckptfs/python/build_wheel.py --goarch $$arch --binary bin/linux-$$arch/ckptfs --out dist || exit 1; \
 	done
 
@@ -93,7 +95,7 @@ $(MINIO):
 	CGO_ENABLED=0 GOBIN=$(dir $(MINIO)) $(GO) install -gcflags='all=-N -l' -ldflags='-s -w' github.com/minio/minio@$(MINIO_VERSION)
 
 # colossalai pins older torch and transformers than the main venv tests.
-venv-colossalai: $(UV)
+venv-colossalai: $(UV) | $(VENVS_IN_TURN)
 	@cmp -s integration/python/requirements-colossalai.txt $(CVENV)/.requirements || { \
 		{ test -x $(CPY) || python3 -m venv $(CVENV); } && \
 		$(UV) pip install -q --python $(CPY) -r integration/python/requirements-colossalai.txt && \
@@ -106,27 +108,23 @@ run: build fuse
 	@echo "unmount with: ./bin/ckptfs umount $(MOUNT)"
 
 # make test: everything, from nothing. What is mostly downloading (fuse3,
-# the Go modules, the two venvs) and the MinIO build start at once, beside
-# the Go checks that need none of them (vet, gofmt, unit tests, fuzzing);
-# the suites that need them (integration, python, wheel-test) start as soon
-# as what they need is there, the Go and Python suites side by side. Each
-# part's output is printed whole when it ends (-Otarget).
+# the Go modules, the venvs) and the MinIO build start at once, beside the
+# Go checks that need none of them (vet, gofmt, unit tests, the wheels); the
+# suites that need them (integration, python, wheel-test) start as soon as
+# what they need is there, the Go and Python suites side by side. The
+# machine is busy throughout, so what no suite waits for runs niced
+# (NICE): the Python suite after the venv, and the Go integration suite
+# after MinIO, are what make test waits for. The main venv is installed
+# before the ColossalAI one, whose suite is short. Each part's output is
+# printed whole when it ends (-Otarget). Fuzzing is make fuzz's: each
+# target's seeds run in make unit.
 TEST_JOBS ?= 8
 test:
-	$(MAKE) -j$(TEST_JOBS) -Otarget test-parts FIRST=build
-test-parts: fuse mod venv venv-colossalai minio lint unit fuzz unit-torch integration python python-colossalai wheel-test
+	$(MAKE) -j$(TEST_JOBS) -Otarget test-parts NICE='nice -n 19' VENVS_IN_TURN=venv
+test-parts: fuse mod venv venv-colossalai minio lint unit unit-torch integration python python-colossalai wheel-test
 # Here unit runs without the venv, which may still be in the making, and
 # unit-torch runs what needs it once it is there.
 test-parts: UNIT_PYTHON :=
-# A count, as for make fuzz (see FUZZTIME): a duration failed a target
-# whose worker the installs beside it starved (0 execs/s for 8 s).
-test-parts: FUZZTIME := 2000x
-# One fuzzing worker beside the suites: two would take both cores from them.
-test-parts: FUZZPAR := -parallel 1
-# The daemon is built before the other Go builds start (FIRST=build): the
-# Python suite, the longest part, waits for it, and built beside them from
-# nothing it took 6 min instead of one.
-minio lint unit unit-torch fuzz integration-go integration-venv: | $(FIRST)
 
 # make check: the inner loop, a few minutes. vet, gofmt, the unit tests
 # under -race (go test runs each fuzz target's seed corpus as a test) and
@@ -139,27 +137,26 @@ mod:
 	$(GO) mod download
 
 lint: mod
-	$(GO) vet ./...
+	$(NICE) $(GO) vet ./...
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt needed"; exit 1; }
 
 # Every package but the integration suite. With the venv made, layout's
 # tests also read files today's torch.save writes (CKPTFS_PYTHON).
 UNIT_PYTHON ?= $(if $(wildcard $(VENV)/.requirements),$(PY))
 unit: mod
-	CKPTFS_PYTHON=$(UNIT_PYTHON) $(GO) test -race -count=1 $$($(GO) list ./... | grep -v /integration$$)
+	CKPTFS_PYTHON=$(UNIT_PYTHON) $(NICE) $(GO) test -race -count=1 $$($(GO) list ./... | grep -v /integration$$)
 
 # The unit tests that need the venv's torch, for make test.
 unit-torch: mod venv
-	CKPTFS_PYTHON=$(PY) $(GO) test -race -count=1 -run 'FreshSave' ./layout/...
+	CKPTFS_PYTHON=$(PY) $(NICE) $(GO) test -race -count=1 -run 'FreshSave' ./layout/...
 
 # Every parser has a fuzz target (func FuzzX in a _test.go file); each runs
-# for FUZZTIME inputs (2,000,000 for make fuzz, 2,000 for make test, where
-# the seeds also run as unit tests).
+# for FUZZTIME inputs (its seeds also run as unit tests).
 fuzz: mod
 	@for d in $$(grep -rl --include='*_test.go' '^func Fuzz' cache layout fs cmd | xargs -n1 dirname | sort -u); do \
 		for t in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$d/*_test.go); do \
 			echo "$$t ./$$d/"; \
-			$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $(FUZZPAR) ./$$d/ || exit 1; done; done
+			$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) ./$$d/ || exit 1; done; done
 
 # The suite's own code is built without the race detector: the daemons it
 # mounts are what it checks (see integration/helpers_test.go), and the data
