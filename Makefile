@@ -175,8 +175,8 @@ smoke: fuse mod
 	$(GO) test -count=1 -run '^TestCopyRoundTripAndRemount$$' ./integration/
 
 # Long variants of the randomized tests, and the whole integration suite
-# on the daemon built with the race detector (make test gives it only to
-# the tests whose point is concurrency).
+# on the daemon built with the race detector (make test builds none: its
+# unit tests run under -race).
 stress: fuse minio venv
 	CKPTFS_RACE_DAEMON=1 CKPTFS_STRESS_STEPS=50000 CKPTFS_RACE_STEPS=10000 CKPTFS_CRASH_KILLS=60 \
 	CKPTFS_MINIO=$(MINIO) CKPTFS_REQUIRE_MINIO=1 CKPTFS_PYTHON=$(PY) \

@@ -38,11 +38,11 @@ import (
 )
 
 // The ckptfs binaries built for this run. The race detector slows a
-// daemon 5-10x, so raceBin serves the tests whose point is concurrency
-// (many writers, readers and renames at once, background uploads) and
-// plainBin the others. ckptfsBin is the one mountStore and the CLI helpers
-// use: plainBin, or raceBin for every test when CKPTFS_RACE_DAEMON is set
-// (make stress).
+// daemon 5-10x, so raceBin serves the tests whose point is concurrency and
+// plainBin the others; without make stress's variables raceBin is plainBin
+// (make test's unit tests run under -race). ckptfsBin is the one
+// mountStore and the CLI helpers use: plainBin, or raceBin for every test
+// when CKPTFS_RACE_DAEMON is set (make stress).
 var ckptfsBin, raceBin, plainBin string
 
 func TestMain(m *testing.M) {
@@ -59,8 +59,14 @@ func TestMain(m *testing.M) {
 	if os.Getenv("CKPTFS_RACE_DAEMON") != "" {
 		ckptfsBin = raceBin
 	}
+	builds := map[string][]string{plainBin: nil}
+	if raceDaemonWanted() {
+		builds[raceBin] = []string{"-race"}
+	} else {
+		raceBin = plainBin
+	}
 	var wg sync.WaitGroup
-	for bin, flags := range map[string][]string{raceBin: {"-race"}, plainBin: nil} {
+	for bin, flags := range builds {
 		wg.Go(func() {
 			args := append(append([]string{"build"}, flags...), "-o", bin, "../cmd/ckptfs")
 			if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
@@ -76,6 +82,13 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(hfGen.dir) // the checkpoint shared by the tests
 	}
 	os.Exit(code)
+}
+
+// raceDaemonWanted says whether this run builds the daemon with the race
+// detector: make stress's (CKPTFS_RACE_DAEMON, CKPTFS_RACE_STEPS). make
+// test leaves it out, its unit tests run under -race.
+func raceDaemonWanted() bool {
+	return os.Getenv("CKPTFS_RACE_DAEMON") != "" || os.Getenv("CKPTFS_RACE_STEPS") != ""
 }
 
 // Mounts: one daemon each, on a temporary store and mountpoint.

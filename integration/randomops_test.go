@@ -74,6 +74,9 @@ func errKind(err error) string {
 func TestRandomOpsMatchLocalDisk(t *testing.T) {
 	t.Parallel() // waits on FUSE round trips; overlaps with the crash test
 	t.Run("race", func(t *testing.T) {
+		if !raceDaemonWanted() {
+			t.Skip("make stress's: CKPTFS_RACE_STEPS or CKPTFS_RACE_DAEMON builds a daemon with the race detector")
+		}
 		t.Parallel() // each has a mount of its own
 		// make stress: 10,000 steps
 		randomOps(t, mountStoreWith(t, raceBin, newStore(t)), envInt("CKPTFS_RACE_STEPS", 2000), 8)
