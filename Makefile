@@ -112,9 +112,10 @@ run: build fuse
 # Go checks that need none of them (vet, gofmt, unit tests, the wheels); the
 # suites that need them (integration, python, wheel-test) start as soon as
 # what they need is there, the Go and Python suites side by side. The
-# machine is busy throughout, so what no suite waits for runs niced
-# (NICE): the Python suite after the venv, and the Go integration suite
-# after MinIO, are what make test waits for. The main venv is installed
+# machine is busy throughout, so the builds no suite waits for (vet, the
+# wheels) run niced (NICE): the Python suite after the venv, and the Go
+# integration suite after MinIO, are what make test waits for. The unit
+# tests are not niced: niced, they ran last, after the suites, for 3 min. The main venv is installed
 # before the ColossalAI one, whose suite is short. Each part's output is
 # printed whole when it ends (-Otarget). Fuzzing is make fuzz's: each
 # target's seeds run in make unit.
@@ -144,7 +145,7 @@ lint: mod
 # tests also read files today's torch.save writes (CKPTFS_PYTHON).
 UNIT_PYTHON ?= $(if $(wildcard $(VENV)/.requirements),$(PY))
 unit: mod
-	CKPTFS_PYTHON=$(UNIT_PYTHON) $(NICE) $(GO) test -race -count=1 $$($(GO) list ./... | grep -v /integration$$)
+	CKPTFS_PYTHON=$(UNIT_PYTHON) $(GO) test -race -count=1 $$($(GO) list ./... | grep -v /integration$$)
 
 # The unit tests that need the venv's torch, for make test.
 unit-torch: mod venv
