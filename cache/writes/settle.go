@@ -589,13 +589,12 @@ func (st *settler) ingest(q queuedFile, size int64) (int64, *meta.Content, func(
 	} else if fi.Size < size {
 		return 0, nil, nil, &stagedFileError{fmt.Errorf("holds %d bytes, its record says %d", fi.Size, size)}
 	}
-	r := unleasedReader{st, q.id, io.LimitReader(f, size)}
-	c, release, err := st.w.st.Ingest(stagedFileReader{r})
+	c, release, err := st.w.st.Ingest(stagedFileReader{unleasedReader{st, q.id, io.LimitReader(f, size)}})
 	if err == nil && c.Size != size {
 		release()
 		err = &stagedFileError{fmt.Errorf("read %d bytes of %d", c.Size, size)}
 	}
-	if err != nil && r.leased() { // a lease between a check and a read, cutting it, say
+	if err != nil && st.leased(q.id) { // a lease between a check and a read, cutting it, say
 		err = errLeased
 	}
 	return fi.Ctim.Nano(), c, release, err
@@ -614,16 +613,16 @@ type unleasedReader struct {
 }
 
 func (r unleasedReader) Read(p []byte) (int, error) {
-	if r.leased() {
+	if r.st.leased(r.id) {
 		return 0, errLeased
 	}
 	return r.r.Read(p)
 }
 
-func (r unleasedReader) leased() bool {
-	r.st.mu.Lock()
-	defer r.st.mu.Unlock()
-	return r.st.leases[r.id] > 0
+func (st *settler) leased(id uint64) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.leases[id] > 0
 }
 
 // startSwap marks staged file id as being swapped for its chunks, when no
