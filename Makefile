@@ -11,7 +11,7 @@ CPY      := $(CVENV)/bin/python
 # "context deadline exceeded" at a -fuzztime duration boundary (golang/go#75804).
 FUZZTIME ?= 2000000x
 
-.PHONY: build install wheel wheel-test minio run test test-parts check mod lint unit unit-torch smoke fuzz integration integration-go integration-venv python python-colossalai fuse venv venv-colossalai bench bench-codec bench-dedup bench-delta venv-bench bench-mount bench-dcp bench-remote stress clean
+.PHONY: build install wheel wheel-test minio run test test-parts check mod lint unit unit-torch smoke fuzz integration integration-suite integration-go integration-venv python python-colossalai fuse venv venv-colossalai bench bench-codec bench-dedup bench-delta venv-bench bench-mount bench-dcp bench-remote stress clean
 
 # Built as the wheel's binary is (static, no cgo, paths trimmed): the suites
 # test what ships, and make test compiles the packages once for both.
@@ -126,6 +126,9 @@ test-parts: fuse mod venv venv-colossalai minio lint unit unit-torch integration
 # Here unit runs without the venv, which may still be in the making, and
 # unit-torch runs what needs it once it is there.
 test-parts: UNIT_PYTHON :=
+# wheel-test installs the wheel of this machine's architecture: the other's
+# cross build (1 CPU-min) is make wheel's.
+test-parts: WHEEL_ARCHES := $(shell $(GO) env GOARCH)
 
 # make check: the inner loop, a few minutes. vet, gofmt, the unit tests
 # under -race (go test runs each fuzz target's seed corpus as a test) and
@@ -164,13 +167,18 @@ fuzz: mod
 # it generates costs 8x more under -race. make stress builds it with it.
 # The tests that run the venv's Python go apart, so that the rest need not
 # wait for the venv to be installed.
+# Both runs use one compiled suite and make build's daemon: compiled by
+# each, side by side, they cost make test 2 CPU-min more.
 VENV_TESTS := ^TestRemoteMountsShareMiniLM$$
-INTEGRATION := CKPTFS_MINIO=$(MINIO) CKPTFS_REQUIRE_MINIO=1 CKPTFS_PYTHON=$(PY) $(GO) test -count=1 -parallel 4 -timeout 30m
+INTEGRATION := cd integration && CKPTFS_BIN=$(CURDIR)/bin/ckptfs CKPTFS_MINIO=$(MINIO) CKPTFS_REQUIRE_MINIO=1 \
+	CKPTFS_PYTHON=$(PY) ../bin/integration.test -test.parallel 4 -test.timeout 30m
 integration: integration-go integration-venv
-integration-go: fuse mod minio
-	$(INTEGRATION) -skip '$(VENV_TESTS)' ./integration/
-integration-venv: fuse mod minio venv
-	$(INTEGRATION) -run '$(VENV_TESTS)' ./integration/
+integration-suite: mod
+	$(GO) test -c -o bin/integration.test ./integration/
+integration-go: fuse build integration-suite minio
+	$(INTEGRATION) -test.skip '$(VENV_TESTS)'
+integration-venv: fuse build integration-suite minio venv
+	$(INTEGRATION) -test.run '$(VENV_TESTS)'
 
 smoke: fuse mod
 	$(GO) test -count=1 -run '^TestCopyRoundTripAndRemount$$' ./integration/

@@ -45,31 +45,45 @@ import (
 // when CKPTFS_RACE_DAEMON is set (make stress).
 var ckptfsBin, raceBin, plainBin string
 
+// binDir holds the binaries this run builds, removed at its end.
+var binDir string
+
 func TestMain(m *testing.M) {
 	if _, err := exec.LookPath("fusermount3"); err != nil {
 		fmt.Fprintln(os.Stderr, "integration tests need fusermount3 (apt-get install -y fuse3)")
 		os.Exit(1)
 	}
-	dir, err := os.MkdirTemp("", "ckptfs-bin-")
-	if err != nil {
+	var err error
+	if binDir, err = os.MkdirTemp("", "ckptfs-bin-"); err != nil {
 		panic(err)
 	}
-	raceBin, plainBin = filepath.Join(dir, "ckptfs-race"), filepath.Join(dir, "ckptfs-plain")
+	raceBin, plainBin = filepath.Join(binDir, "ckptfs-race"), filepath.Join(binDir, "ckptfs-plain")
+	// Built as make build builds bin/ckptfs (static, paths trimmed), so they
+	// share its build cache; the race detector needs cgo.
+	builds := map[string][]string{plainBin: {"CGO_ENABLED=0", "-trimpath"}}
+	if prebuilt := os.Getenv("CKPTFS_BIN"); prebuilt != "" {
+		// make's bin/ckptfs: the suite tests the binary that ships, and make
+		// test's two runs of the suite build no daemon of their own.
+		delete(builds, plainBin)
+		if plainBin, err = filepath.Abs(prebuilt); err != nil {
+			panic(err)
+		}
+	}
+	if raceDaemonWanted() {
+		builds[raceBin] = []string{"CGO_ENABLED=1", "-race"}
+	} else {
+		raceBin = plainBin
+	}
 	ckptfsBin = plainBin
 	if os.Getenv("CKPTFS_RACE_DAEMON") != "" {
 		ckptfsBin = raceBin
 	}
-	builds := map[string][]string{plainBin: nil}
-	if raceDaemonWanted() {
-		builds[raceBin] = []string{"-race"}
-	} else {
-		raceBin = plainBin
-	}
 	var wg sync.WaitGroup
-	for bin, flags := range builds {
+	for bin, how := range builds {
 		wg.Go(func() {
-			args := append(append([]string{"build"}, flags...), "-o", bin, "../cmd/ckptfs")
-			if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
+			cmd := exec.Command("go", "build", how[1], "-o", bin, "../cmd/ckptfs")
+			cmd.Env = append(os.Environ(), how[0])
+			if out, err := cmd.CombinedOutput(); err != nil {
 				fmt.Fprintf(os.Stderr, "build ckptfs: %v\n%s", err, out)
 				os.Exit(1)
 			}
@@ -77,7 +91,7 @@ func TestMain(m *testing.M) {
 	}
 	wg.Wait()
 	code := m.Run()
-	os.RemoveAll(dir)
+	os.RemoveAll(binDir)
 	if hfGen != nil {
 		os.RemoveAll(hfGen.dir) // the checkpoint shared by the tests
 	}
