@@ -3,8 +3,6 @@ package fs
 import (
 	"context"
 	"io"
-	"log/slog"
-	"os"
 	"sync"
 	"syscall"
 
@@ -43,27 +41,6 @@ type backedOpens struct {
 	opens int
 }
 
-// probePassthrough reports whether the kernel takes backing files from
-// this daemon (a kernel of 6.9 or later, and CAP_SYS_ADMIN), and logs which
-// write path the mount uses.
-func probePassthrough(server *fuse.Server, dir string, log *slog.Logger) bool {
-	f, err := os.CreateTemp(dir, ".passthrough-probe-*")
-	if err != nil {
-		log.Warn("writes go through the daemon: no probe file", "err", err)
-		return false
-	}
-	defer os.Remove(f.Name())
-	defer f.Close()
-	id, errno := server.RegisterBackingFd(&fuse.BackingMap{Fd: int32(f.Fd())})
-	if errno != 0 {
-		log.Info("writes go through the daemon: the kernel takes no backing files (FUSE passthrough needs Linux 6.9 and CAP_SYS_ADMIN)", "err", errno)
-		return false
-	}
-	server.UnregisterBackingFd(id)
-	log.Info("writes of new and truncated files go to their backing files (FUSE passthrough)")
-	return true
-}
-
 // openBacked opens the node, at path, on its backing file: joining the one
 // the kernel holds, or starting one (see above). It returns nil when the
 // open takes the daemon's path.
@@ -80,7 +57,7 @@ func (n *fileNode) openBacked(ctx context.Context, path string, flags uint32) (*
 		bo.opens++
 		return &backedHandle{node: n, bo: bo, writable: writable}, nil
 	}
-	if !root || !n.fsys.passthrough.Load() || n.handles > 0 || n.hot.hot > 0 || n.pending != nil ||
+	if !root || !n.fsys.passthrough.Load() || n.handles > 0 || n.hot.Hot() || n.pending != nil ||
 		!n.fsys.writes.CanBack() {
 		return nil, nil
 	}

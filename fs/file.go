@@ -9,6 +9,7 @@ import (
 
 	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/cache/store"
+	"github.com/ckptfs/ckptfs/fs/hotopen"
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 )
@@ -37,8 +38,8 @@ type fileNode struct {
 	unpin   func()
 	record  *meta.Inode // as last read, for the attributes of an unlinked open file
 
-	hot    hotOpens     // guarded by mu
-	backed *backedOpens // guarded by mu; see backed.go
+	hot    hotopen.Opens // guarded by mu
+	backed *backedOpens  // guarded by mu; see backed.go
 }
 
 var (
@@ -147,9 +148,9 @@ func (n *fileNode) truncateStored(uid uint32, size int64) error {
 	}
 	n.load(in)
 	n.mu.Lock()
-	if !n.hot.waitClosed() {
+	if !n.hot.WaitClosed() {
 		n.mu.Unlock()
-		return syscall.ETXTBSY // see hotOpens
+		return syscall.ETXTBSY // see hotopen.Opens
 	}
 	if n.backed != nil { // started since Setattr looked
 		n.mu.Unlock()
@@ -190,7 +191,7 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 	if hotReads {
 		key = store.ContentKey(content)
 		current := func() bool { return n.content == content }
-		if h := n.hot.open(n.fsys.hot, key, current, n.Path(nil), n.fsys.log); h != nil {
+		if h := n.hot.Open(n.fsys.hot, key, current, n.Path(nil), n.fsys.log); h != nil {
 			return h, 0, 0
 		}
 	}
@@ -213,13 +214,13 @@ func (n *fileNode) openCached(readOnly, hotReads bool, key string, content *meta
 	// No wait for the hot opens to go, unlike truncateStored: a release of
 	// this node that reached the daemon before this open has run (see
 	// releaseOrder), and one behind it waits for this open to end.
-	if n.hot.hot > 0 {
+	if n.hot.Hot() {
 		n.fsys.log.Warn("open refused: the file is being read from its hot copy", "file", n.Path(nil))
 		return nil, 0, syscall.ETXTBSY
 	}
 	h := n.newHandleLocked(true, !readOnly)
 	if hotReads && n.content == content {
-		n.hot.countOpen(n.fsys.hot, key, content.Size, n.fsys.store.NewReader(n.Path(nil), content))
+		n.hot.CountOpen(n.fsys.hot, key, content.Size, n.fsys.store.NewReader(n.Path(nil), content))
 	}
 	var fuseFlags uint32
 	if n.opened && n.seenGen == n.gen {
@@ -278,7 +279,7 @@ func (n *fileNode) contentChanged(c *meta.Content, r *store.FileReader) {
 }
 
 // newHandle opens a handle. cached says the kernel reads it through the
-// FUSE page cache (see hotHandle); handles the kernel does not hold are not.
+// FUSE page cache (see hotopen.Handle); handles the kernel does not hold are not.
 func (n *fileNode) newHandle(cached, writable bool) *handle {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -288,7 +289,7 @@ func (n *fileNode) newHandle(cached, writable bool) *handle {
 func (n *fileNode) newHandleLocked(cached, writable bool) *handle {
 	h := &handle{node: n, cached: cached, writable: writable, ra: store.NewReadahead()}
 	if cached {
-		n.hot.cached++
+		n.hot.Cached++
 	}
 	if n.handles++; n.handles == 1 {
 		n.unpin = n.fsys.store.Pin(n.content)
@@ -300,7 +301,7 @@ func (n *fileNode) forget(h *handle) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if h.cached {
-		n.hot.cached--
+		n.hot.Cached--
 	}
 	if n.handles--; n.handles == 0 {
 		n.unpin()

@@ -18,7 +18,9 @@ import (
 	"github.com/ckptfs/ckptfs/cache/hot"
 	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/cache/store"
+	"github.com/ckptfs/ckptfs/cache/views"
 	"github.com/ckptfs/ckptfs/cache/writes"
+	"github.com/ckptfs/ckptfs/fs/raw"
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 )
@@ -33,7 +35,7 @@ type Options struct {
 	// later opens hand to the kernel (FUSE passthrough); nil keeps none.
 	HotFiles *hot.Files
 	// HotAsWritten gives as-written files hot copies too. While one is read
-	// from its copy its content cannot change (see hotOpens), and loaders
+	// from its copy its content cannot change (see hotopen.Opens), and loaders
 	// that keep the file mapped hold it that long.
 	HotAsWritten bool
 	// ReadOnly mounts read-only: the kernel answers every change with EROFS.
@@ -62,8 +64,8 @@ type FS struct {
 	log     *slog.Logger
 	opts    Options
 	metrics *metrics.Metrics
-	views   *viewCache
-	// passthrough says the kernel takes backing files (probePassthrough).
+	views   *views.Plans
+	// passthrough says the kernel takes backing files (raw.ProbePassthrough).
 	passthrough atomic.Bool
 }
 
@@ -81,7 +83,8 @@ func Mount(dir string, store Store, w *writes.Path, opts Options) (*fuse.Server,
 	if opts.Metrics == nil {
 		opts.Metrics = metrics.New()
 	}
-	fsys := &FS{store: store, writes: w, hot: opts.HotFiles, log: opts.Logger, opts: opts, metrics: opts.Metrics, views: newViewCache()}
+	fsys := &FS{store: store, writes: w, hot: opts.HotFiles, log: opts.Logger, opts: opts, metrics: opts.Metrics,
+		views: views.NewPlans(store, w, opts.Logger)}
 	to := timeout
 	mo := fuse.MountOptions{
 		FsName:        "ckptfs:" + store.Dir(),
@@ -89,7 +92,7 @@ func Mount(dir string, store Store, w *writes.Path, opts Options) (*fuse.Server,
 		MaxWrite:      1 << 20,
 		MaxReadAhead:  1 << 20,
 		MaxBackground: 64,
-		// The daemon clears set-ID bits itself (see privDropper), and
+		// The daemon clears set-ID bits itself (see killpriv.go), and
 		// truncates at an O_TRUNC open (a backing file starts empty).
 		ExtraCapabilities: fuse.CAP_HANDLE_KILLPRIV_V2 | fuse.CAP_ATOMIC_O_TRUNC,
 		AllowOther:        opts.AllowOther,
@@ -101,26 +104,25 @@ func Mount(dir string, store Store, w *writes.Path, opts Options) (*fuse.Server,
 	if opts.ReadOnly {
 		mo.Options = append(mo.Options, "ro")
 	}
-	// fs.Mount, with the raw filesystem wrapped to count requests.
-	raw := fs.NewNodeFS(&dirNode{stored: stored{fsys, meta.RootIno}}, &fs.Options{
+	// fs.Mount, with the raw request stream wrapped: set-ID bits dropped,
+	// opens and releases of a node ordered, requests counted.
+	nodes := fs.NewNodeFS(&dirNode{stored: stored{fsys, meta.RootIno}}, &fs.Options{
 		MountOptions:   mo,
 		EntryTimeout:   &to,
 		AttrTimeout:    &to,
 		RootStableAttr: &fs.StableAttr{Ino: meta.RootIno},
 		Logger:         mo.Logger,
 	})
-	dropper := &privDropper{RawFileSystem: newReleaseOrder(raw), fsys: fsys}
-	server, err := fuse.NewServer(opts.Metrics.Counted(dropper), dir, &mo)
+	server, err := fuse.NewServer(opts.Metrics.Counted(raw.NewPrivDropper(raw.NewReleaseOrder(nodes), fsys.dropPrivs)), dir, &mo)
 	if err != nil {
 		return nil, err
 	}
-	dropper.server = server
 	go server.Serve()
 	if err := server.WaitMount(); err != nil {
 		return nil, err
 	}
 	if !opts.DaemonWrites && !opts.ReadOnly {
-		fsys.passthrough.Store(probePassthrough(server, store.Dir(), opts.Logger))
+		fsys.passthrough.Store(raw.ProbePassthrough(server, store.Dir(), opts.Logger))
 	}
 	return server, nil
 }
@@ -172,7 +174,7 @@ func (f *FS) newNode(ctx context.Context, parent *fs.Inode, in *meta.Inode) *fs.
 		node = &symlinkNode{stored: st}
 	case syscall.S_IFREG:
 		n := &fileNode{stored: st}
-		n.hot.mu = &n.mu
+		n.hot.Guard(&n.mu)
 		node = n
 	default: // FIFO, socket, device: the kernel serves their opens
 		node = &specialNode{stored: st}

@@ -5,6 +5,7 @@ import (
 	"syscall"
 
 	"github.com/ckptfs/ckptfs/cache/meta"
+	"github.com/ckptfs/ckptfs/fs/access"
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 )
@@ -58,8 +59,8 @@ func (n *stored) setattr(in *fuse.SetAttrIn, out *fuse.AttrOut, sizeErr syscall.
 // applyAttr applies chmod, chown and utimens parts of a setattr.
 func applyAttr(rec *meta.Inode, in *fuse.SetAttrIn) {
 	t := now()
-	if in.Valid&fuse.FATTR_KILL_SUIDGID != 0 { // before a chown's new group; see privDropper
-		rec.Mode = withoutPrivs(rec.Mode, rec.Gid, &in.Caller)
+	if in.Valid&fuse.FATTR_KILL_SUIDGID != 0 { // before a chown's new group; see raw.PrivDropper
+		rec.Mode = access.WithoutPrivs(rec.Mode, rec.Gid, &in.Caller)
 	}
 	if mode, ok := in.GetMode(); ok {
 		rec.Mode = rec.Mode&syscall.S_IFMT | mode&^syscall.S_IFMT

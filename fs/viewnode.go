@@ -15,6 +15,7 @@ import (
 	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/ckptfs/ckptfs/cache/store"
 	"github.com/ckptfs/ckptfs/cache/views"
+	"github.com/ckptfs/ckptfs/fs/hotopen"
 	"github.com/ckptfs/ckptfs/layout/view"
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -28,7 +29,7 @@ type viewDirNode struct {
 	fs.Inode
 	viewXattrs
 	fsys    *FS
-	id      viewID
+	id      views.PlanID
 	key     string // the folder state it shows
 	dirPath string // the folder's, for planning and messages
 	name    string // base@spec
@@ -70,7 +71,7 @@ func (n *dirNode) lookupView(ctx context.Context, name, base string, spec view.S
 	if !access.Of(dir).Permits(ctx, access.Search) {
 		return nil, syscall.EACCES
 	}
-	v, err := n.fsys.view(dir.Ino, n.Path(nil)+"/"+base, spec)
+	v, err := n.fsys.views.View(dir.Ino, n.Path(nil)+"/"+base, spec)
 	if err != nil {
 		return nil, toErrno(n.fsys.log, "view "+name, err)
 	}
@@ -79,7 +80,7 @@ func (n *dirNode) lookupView(ctx context.Context, name, base string, spec view.S
 		kind = metrics.Shards
 	}
 	acc := access.Of(dir)
-	node := &viewDirNode{fsys: n.fsys, id: viewID{dir.Ino, spec}, key: v.Key, dirPath: n.Path(nil) + "/" + base,
+	node := &viewDirNode{fsys: n.fsys, id: views.PlanID{Dir: dir.Ino, Spec: spec}, key: v.Key, dirPath: n.Path(nil) + "/" + base,
 		name: name, kind: kind, mtime: dir.Mtime, acc: acc, last: weak.Make(v),
 		ino: syntheticIno("view", dir.Ino, name, v.Key, acc.Uid, acc.Gid, acc.Perm)}
 	node.fillAttr(&out.Attr)
@@ -112,7 +113,7 @@ func (n *viewDirNode) fillAttr(out *fuse.Attr) {
 // current is the view directory's rights now, the folder's: a chmod or
 // chown of the folder applies to a view looked up before it.
 func (n *viewDirNode) current() (access.Rights, error) {
-	return n.fsys.accessNow(n.id.dir)
+	return n.fsys.accessNow(n.id.Dir)
 }
 
 // Getattr answers with the rights the folder has now, or, when the folder
@@ -141,14 +142,14 @@ func (n *viewDirNode) allows(ctx context.Context, want uint32) syscall.Errno {
 func (n *viewDirNode) Opendir(ctx context.Context) syscall.Errno { return n.allows(ctx, access.Read) }
 
 // plan is the node's view: the one still in use, or the plan cache's
-// (see FS.viewOf).
+// (see views.Plans.Again).
 func (n *viewDirNode) plan() (*views.View, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if v := n.last.Value(); v != nil {
 		return v, nil
 	}
-	v, err := n.fsys.viewOf(n.id, n.key, n.dirPath)
+	v, err := n.fsys.views.Again(n.id, n.key, n.dirPath)
 	if err == nil {
 		n.last = weak.Make(v)
 	}
@@ -177,7 +178,7 @@ func (n *viewDirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOu
 		for i, in := range v.Weights {
 			sources[i] = in.Ino
 			if in.Content.Staged != 0 {
-				key = noCopy // a file on its backing file changes in place under one key
+				key = hotopen.NoCopy // a file on its backing file changes in place under one key
 			}
 		}
 		node, err := n.newFile(name, f.Size, sources, n.mtime, readAt, key)
@@ -214,7 +215,7 @@ func (n *viewDirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOu
 		r := n.fsys.store.NewReader(n.Path(nil)+"/"+name, &x.Inode.Content)
 		key := store.ContentKey(&x.Inode.Content)
 		if x.Inode.Content.Staged != 0 {
-			key = noCopy
+			key = hotopen.NoCopy
 		}
 		node, err := n.newFile(name, r.Size(), []uint64{x.Inode.Ino}, x.Inode.Mtime, r.ReadAtContext, key)
 		if err != nil {
@@ -266,7 +267,7 @@ func (n *viewDirNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.E
 // roFileNode is a read-only file of a view: a synthesized view file or a
 // folder file passed through. Its content never changes under its inode
 // number, so the kernel may keep its pages, and a hot copy named by hotKey
-// (see hotOpens) serves it once it has been opened twice.
+// (see hotopen.Opens) serves it once it has been opened twice.
 type roFileNode struct {
 	fs.Inode
 	viewXattrs
@@ -283,7 +284,7 @@ type roFileNode struct {
 	reads   prometheus.Counter // bytes served, by view kind
 
 	mu  sync.Mutex
-	hot hotOpens // guarded by mu
+	hot hotopen.Opens // guarded by mu
 }
 
 var (
@@ -303,7 +304,7 @@ func (n *viewDirNode) newFile(name string, size int64, sources []uint64, mtime i
 	}
 	f := &roFileNode{fsys: n.fsys, dir: n, ino: syntheticIno("file", n.ino, name, acc.Uid, acc.Gid, acc.Perm), size: size,
 		sources: sources, acc: acc, mtime: mtime, readAt: readAt, hotKey: hotKey, reads: n.fsys.metrics.Reads(n.kind)}
-	f.hot.mu = &f.mu
+	f.hot.Guard(&f.mu)
 	return f, nil
 }
 
@@ -344,7 +345,7 @@ func (n *roFileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uin
 		return nil, 0, syscall.EACCES
 	}
 	always := func() bool { return true }
-	if h := n.hot.open(n.fsys.hot, n.hotKey, always, n.Path(nil), n.fsys.log); h != nil {
+	if h := n.hot.Open(n.fsys.hot, n.hotKey, always, n.Path(nil), n.fsys.log); h != nil {
 		return h, 0, 0
 	}
 	release, err := n.pin()
@@ -354,8 +355,8 @@ func (n *roFileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uin
 	h := &roHandle{node: n, release: release}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	n.hot.cached++
-	n.hot.countOpen(n.fsys.hot, n.hotKey, n.size, readAtFunc(func(p []byte, off int64) (int, error) { return n.readAt(context.Background(), p, off) }))
+	n.hot.Cached++
+	n.hot.CountOpen(n.fsys.hot, n.hotKey, n.size, readAtFunc(func(p []byte, off int64) (int, error) { return n.readAt(context.Background(), p, off) }))
 	return h, fuse.FOPEN_KEEP_CACHE, 0
 }
 
@@ -379,7 +380,7 @@ func (h *roHandle) Release(ctx context.Context) syscall.Errno {
 	h.release()
 	h.node.mu.Lock()
 	defer h.node.mu.Unlock()
-	h.node.hot.cached--
+	h.node.hot.Cached--
 	return 0
 }
 

@@ -1,14 +1,17 @@
 // Package access is who may read a read-only node of a view, and the
 // kernel's rule for whether a caller may: a view is exactly as private as
-// its source.
+// its source. And the set-ID bits a caller's change drops, as the kernel
+// would.
 package access
 
 import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/ckptfs/ckptfs/cache/meta"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -84,28 +87,48 @@ func (r Rights) Permits(ctx context.Context, want uint32) bool {
 		return true
 	case c.Uid == r.Uid:
 		bits >>= 6
-	case bits>>3&want != bits&want && (c.Gid == r.Gid || inGroup(c.Pid, r.Gid)):
+	case bits>>3&want != bits&want && InGroup(c, r.Gid):
 		bits >>= 3
 	}
 	return bits&want == want
 }
 
-// inGroup reports whether process pid has gid among its supplementary
-// groups; false when it cannot be told (the process is gone).
-func inGroup(pid, gid uint32) bool {
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+// InGroup says whether caller is in group gid, or root. The kernel sends
+// only the primary group: the others are read from the caller's
+// /proc/PID/status, in the rare case they matter. A caller that cannot be
+// read (gone already) is taken as outside.
+func InGroup(caller *fuse.Caller, gid uint32) bool {
+	if caller.Uid == 0 || caller.Gid == gid {
+		return true
+	}
+	if caller.Pid == 0 {
+		return false
+	}
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", caller.Pid))
 	if err != nil {
 		return false
 	}
 	for _, line := range strings.Split(string(status), "\n") {
 		if groups, ok := strings.CutPrefix(line, "Groups:"); ok {
-			for _, g := range strings.Fields(groups) {
-				if g == strconv.FormatUint(uint64(gid), 10) {
-					return true
-				}
-			}
-			return false
+			return slices.Contains(strings.Fields(groups), strconv.FormatUint(uint64(gid), 10))
 		}
 	}
 	return false
+}
+
+// WithoutPrivs is the mode of a file of group gid once caller's write,
+// truncate or chown has dropped its privileges, as Linux's VFS drops them
+// (setattr_should_drop_suidgid): set-user-ID always goes; set-group-ID
+// goes with group execute, and without it (where it marks mandatory
+// locking) only for a caller outside the group, which a caller that
+// cannot be read is taken to be. Only regular files lose them.
+func WithoutPrivs(mode, gid uint32, caller *fuse.Caller) uint32 {
+	if mode&syscall.S_IFMT != syscall.S_IFREG {
+		return mode
+	}
+	mode &^= syscall.S_ISUID
+	if mode&syscall.S_ISGID != 0 && (mode&syscall.S_IXGRP != 0 || !InGroup(caller, gid)) {
+		mode &^= syscall.S_ISGID
+	}
+	return mode
 }

@@ -1,4 +1,7 @@
-package fs
+// Package raw wraps the mount's stream of FUSE requests where the node API
+// cannot see or order them: the opens and releases of one node, the flags
+// that drop set-ID bits, and the kernel's taking of backing files.
+package raw
 
 import (
 	"sync"
@@ -6,7 +9,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 )
 
-// releaseOrder keeps the OPENs and the RELEASEs of one node apart: an
+// ReleaseOrder keeps the OPENs and the RELEASEs of one node apart: an
 // open waits for a release of the node under way, and a release for the
 // opens under way. go-fuse serves a RELEASE by calling the handle's
 // Release and only then dropping the node's backing file id; an open in
@@ -14,7 +17,7 @@ import (
 // closed (a writer's bytes landing in a file no record names). The kernel
 // drops its own backing before it sends RELEASE, so the wait costs an open
 // only the release's commit.
-type releaseOrder struct {
+type ReleaseOrder struct {
 	fuse.RawFileSystem
 
 	mu    sync.Mutex
@@ -24,15 +27,16 @@ type releaseOrder struct {
 // nodeOrder is one node's lock: opens share it, a release holds it alone.
 type nodeOrder struct {
 	sync.RWMutex
-	users int // requests holding or waiting for it, guarded by releaseOrder.mu
+	users int // requests holding or waiting for it, guarded by ReleaseOrder.mu
 }
 
-func newReleaseOrder(raw fuse.RawFileSystem) *releaseOrder {
-	return &releaseOrder{RawFileSystem: raw, nodes: map[uint64]*nodeOrder{}}
+// NewReleaseOrder orders the opens and releases raw serves.
+func NewReleaseOrder(raw fuse.RawFileSystem) *ReleaseOrder {
+	return &ReleaseOrder{RawFileSystem: raw, nodes: map[uint64]*nodeOrder{}}
 }
 
 // node returns node id's lock, counted until done.
-func (o *releaseOrder) node(id uint64) (*nodeOrder, func()) {
+func (o *ReleaseOrder) node(id uint64) (*nodeOrder, func()) {
 	o.mu.Lock()
 	n := o.nodes[id]
 	if n == nil {
@@ -50,7 +54,7 @@ func (o *releaseOrder) node(id uint64) (*nodeOrder, func()) {
 	}
 }
 
-func (o *releaseOrder) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+func (o *ReleaseOrder) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
 	n, done := o.node(in.NodeId)
 	defer done()
 	n.RLock()
@@ -58,7 +62,7 @@ func (o *releaseOrder) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.O
 	return o.RawFileSystem.Open(cancel, in, out)
 }
 
-func (o *releaseOrder) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
+func (o *ReleaseOrder) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 	n, done := o.node(in.NodeId)
 	defer done()
 	n.Lock()

@@ -1,4 +1,4 @@
-package fs
+package access
 
 import (
 	"os"
@@ -26,7 +26,7 @@ func TestWithoutPrivsAsLinux(t *testing.T) {
 		{"a folder keeps its bits", syscall.S_IFDIR | 0o2777, 50, outsider, syscall.S_IFDIR | 0o2777},
 		{"no bits, no change", reg | 0o644, 0, outsider, reg | 0o644},
 	} {
-		if got := withoutPrivs(c.mode, c.gid, c.caller); got != c.want {
+		if got := WithoutPrivs(c.mode, c.gid, c.caller); got != c.want {
 			t.Errorf("%s: %o gives %o, want %o", c.name, c.mode, got, c.want)
 		}
 	}
@@ -40,10 +40,10 @@ func TestInGroupReadsSupplementaryGroups(t *testing.T) {
 		t.Skip("no supplementary groups to find")
 	}
 	caller := &fuse.Caller{Owner: fuse.Owner{Uid: 1000, Gid: 4242424}, Pid: uint32(os.Getpid())}
-	if !inGroup(caller, uint32(groups[len(groups)-1])) {
+	if !InGroup(caller, uint32(groups[len(groups)-1])) {
 		t.Errorf("group %d of this process not found", groups[len(groups)-1])
 	}
-	if inGroup(caller, 4242423) {
+	if InGroup(caller, 4242423) {
 		t.Error("a group the process is not in was found")
 	}
 }
