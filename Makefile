@@ -11,7 +11,7 @@ CPY      := $(CVENV)/bin/python
 # "context deadline exceeded" at a -fuzztime duration boundary (golang/go#75804).
 FUZZTIME ?= 2000000x
 
-.PHONY: build install wheel wheel-test minio run test test-parts check mod lint unit unit-torch smoke fuzz integration integration-suite integration-go integration-venv python python-colossalai fuse venv venv-colossalai bench bench-codec bench-dedup bench-delta venv-bench bench-mount bench-dcp bench-remote stress clean
+.PHONY: build install wheel wheel-test minio run test test-parts check mod lint unit unit-torch smoke fuzz integration integration-suite integration-local integration-remote python python-colossalai fuse venv venv-colossalai bench bench-codec bench-dedup bench-delta venv-bench bench-mount bench-dcp bench-remote stress clean
 
 # Built as the wheel's binary is (static, no cgo, paths trimmed): the suites
 # test what ships, and make test compiles the packages once for both.
@@ -126,9 +126,6 @@ test-parts: fuse mod venv venv-colossalai minio lint unit unit-torch integration
 # Here unit runs without the venv, which may still be in the making, and
 # unit-torch runs what needs it once it is there.
 test-parts: UNIT_PYTHON :=
-# wheel-test installs the wheel of this machine's architecture: the other's
-# cross build (1 CPU-min) is make wheel's.
-test-parts: WHEEL_ARCHES := $(shell $(GO) env GOARCH)
 
 # make check: the inner loop, a few minutes. vet, gofmt, the unit tests
 # under -race (go test runs each fuzz target's seed corpus as a test) and
@@ -165,20 +162,17 @@ fuzz: mod
 # The suite's own code is built without the race detector: the daemons it
 # mounts are what it checks (see integration/helpers_test.go), and the data
 # it generates costs 8x more under -race. make stress builds it with it.
-# The tests that run the venv's Python go apart, so that the rest need not
-# wait for the venv to be installed.
-# Both runs use one compiled suite and make build's daemon: compiled by
-# each, side by side, they cost make test 2 CPU-min more.
-VENV_TESTS := ^TestRemoteMountsShareMiniLM$$
-INTEGRATION := cd integration && CKPTFS_BIN=$(CURDIR)/bin/ckptfs CKPTFS_MINIO=$(MINIO) CKPTFS_REQUIRE_MINIO=1 \
-	CKPTFS_PYTHON=$(PY) ../bin/integration.test -test.parallel 4 -test.timeout 30m
-integration: integration-go integration-venv
+# It is compiled once and run twice on make build's daemon: the tests that
+# need MinIO (TestRemote..., which also run the venv's Python) once it is
+# built, the others before, without waiting for it.
+INTEGRATION := cd integration && CKPTFS_BIN=$(CURDIR)/bin/ckptfs ../bin/integration.test -test.parallel 4 -test.timeout 30m
+integration: integration-local integration-remote
 integration-suite: mod
 	$(GO) test -c -o bin/integration.test ./integration/
-integration-go: fuse build integration-suite minio
-	$(INTEGRATION) -test.skip '$(VENV_TESTS)'
-integration-venv: fuse build integration-suite minio venv
-	$(INTEGRATION) -test.run '$(VENV_TESTS)'
+integration-local: fuse build integration-suite
+	$(INTEGRATION) -test.skip '^TestRemote'
+integration-remote: fuse build integration-suite minio venv
+	CKPTFS_MINIO=$(MINIO) CKPTFS_REQUIRE_MINIO=1 CKPTFS_PYTHON=$(PY) $(INTEGRATION) -test.run '^TestRemote'
 
 smoke: fuse mod
 	$(GO) test -count=1 -run '^TestCopyRoundTripAndRemount$$' ./integration/

@@ -135,7 +135,7 @@ func TestPowerCutDuringDeltaEncoding(t *testing.T) {
 // A checkpoint whose older versions are deltas goes to a bucket and comes
 // back on another node byte for byte: the bucket holds every chunk coded
 // alone (see store.StoredValue), so the node pulling needs no other.
-func TestPushPullOfDeltas(t *testing.T) {
+func TestRemotePushPullOfDeltas(t *testing.T) {
 	t.Parallel()
 	s := startMinio(t)
 	run := layouttest.TrainingRun(5, 3, 4, 250_000, 1e-4)

@@ -781,8 +781,13 @@ type minioServer struct {
 }
 
 // startMinio starts MinIO with an empty bucket, and sets the AWS variables
-// of this process (which ckptfs inherits) to its credentials.
+// of this process (which ckptfs inherits) to its credentials. The tests
+// that use it are named TestRemote... (BenchmarkRemote...): make test runs
+// them apart, once MinIO is built, and the others before.
 func startMinio(t testing.TB) *minioServer {
+	if name := t.Name(); !strings.HasPrefix(name, "TestRemote") && !strings.HasPrefix(name, "BenchmarkRemote") {
+		t.Fatalf("%s starts MinIO: its name must start with TestRemote, which make test runs once MinIO is built", name)
+	}
 	bin := os.Getenv("CKPTFS_MINIO")
 	if bin == "" {
 		home, _ := os.UserHomeDir()

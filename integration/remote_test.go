@@ -52,9 +52,9 @@ func (s *minioServer) corrupt(key string) {
 	}
 }
 
-// TestPushPull: a checkpoint pushed from one store and pulled into another
+// TestRemotePushPull: a checkpoint pushed from one store and pulled into another
 // is bit-identical; pushing again moves nothing; a pull never overwrites.
-func TestPushPull(t *testing.T) {
+func TestRemotePushPull(t *testing.T) {
 	t.Parallel() // waits on MinIO and the daemons, beside the other such tests
 	s := startMinio(t)
 	ck := genHFCheckpoint(t, t.TempDir(), 2, 6, 256<<10, 21)
@@ -81,10 +81,10 @@ func TestPushPull(t *testing.T) {
 	}
 }
 
-// TestPushAcrossServerCrash: MinIO killed during a push fails the push and
+// TestRemotePushAcrossServerCrash: MinIO killed during a push fails the push and
 // publishes nothing; after a restart the push completes without sending
 // again what had arrived, and the pull is bit-identical.
-func TestPushAcrossServerCrash(t *testing.T) {
+func TestRemotePushAcrossServerCrash(t *testing.T) {
 	t.Parallel() // waits on MinIO and the daemons, beside the other such tests
 	s := startMinio(t)
 	ck := genHFCheckpoint(t, t.TempDir(), 2, 20, 1<<20, 22) // ~80 MB, ~80 chunks
@@ -138,9 +138,9 @@ func TestPushAcrossServerCrash(t *testing.T) {
 // without the push knowing.
 const transferSlack = 8
 
-// TestPullRejectsCorruptChunk: a chunk object changed in the bucket fails
+// TestRemotePullRejectsCorruptChunk: a chunk object changed in the bucket fails
 // the pull with an error naming it; nothing is added to the store.
-func TestPullRejectsCorruptChunk(t *testing.T) {
+func TestRemotePullRejectsCorruptChunk(t *testing.T) {
 	t.Parallel() // waits on MinIO and the daemons, beside the other such tests
 	s := startMinio(t)
 	ck := genHFCheckpoint(t, t.TempDir(), 1, 4, 256<<10, 23)
@@ -445,13 +445,13 @@ func (s *minioServer) manifest(name string) map[string]any {
 	return m
 }
 
-// TestBucketIsUntrusted: what a bucket holds is checked like a user's
+// TestRemoteBucketIsUntrusted: what a bucket holds is checked like a user's
 // file. Manifests naming "..", overlong names, FIFOs or sizes their chunks
 // do not add up to are not imported, and the mount stays up; set-user-ID
 // bits from another node are cleared; push honours another store's lease;
 // a re-import of a checkpoint under an open writer fails that writer's
 // close instead of dropping its writes silently.
-func TestBucketIsUntrusted(t *testing.T) {
+func TestRemoteBucketIsUntrusted(t *testing.T) {
 	t.Parallel() // waits on MinIO and the daemons, beside the other such tests
 	s := startMinio(t)
 	src := t.TempDir()
@@ -534,12 +534,12 @@ func TestBucketIsUntrusted(t *testing.T) {
 	}
 }
 
-// TestCredentialsFromSharedFile: with no AWS variables, as under fstab,
+// TestRemoteCredentialsFromSharedFile: with no AWS variables, as under fstab,
 // credentials come from ~/.aws/credentials or --remote-credentials with a
 // profile. The control with none anywhere fails, so the others are not
 // passing on credentials from somewhere else. AWS_EC2_METADATA_DISABLED
 // keeps the chain off the instance-metadata address.
-func TestCredentialsFromSharedFile(t *testing.T) {
+func TestRemoteCredentialsFromSharedFile(t *testing.T) {
 	t.Parallel() // waits on MinIO and the daemons, beside the other such tests
 	s := startMinio(t)
 	store := newStore(t)
