@@ -165,14 +165,15 @@ fuzz: mod
 # It is compiled once and run twice on make build's daemon: the tests that
 # need MinIO (TestRemote..., which also run the venv's Python) once it is
 # built, the others before, without waiting for it.
-INTEGRATION := cd integration && CKPTFS_BIN=$(CURDIR)/bin/ckptfs ../bin/integration.test -test.parallel 4 -test.timeout 30m
+INTEGRATION := ../bin/integration.test -test.parallel 4 -test.timeout 30m
 integration: integration-local integration-remote
 integration-suite: mod
 	$(GO) test -c -o bin/integration.test ./integration/
 integration-local: fuse build integration-suite
-	$(INTEGRATION) -test.skip '^TestRemote'
+	cd integration && CKPTFS_BIN=$(CURDIR)/bin/ckptfs $(INTEGRATION) -test.skip '^TestRemote'
 integration-remote: fuse build integration-suite minio venv
-	CKPTFS_MINIO=$(MINIO) CKPTFS_REQUIRE_MINIO=1 CKPTFS_PYTHON=$(PY) $(INTEGRATION) -test.run '^TestRemote'
+	cd integration && CKPTFS_BIN=$(CURDIR)/bin/ckptfs CKPTFS_MINIO=$(MINIO) CKPTFS_REQUIRE_MINIO=1 CKPTFS_PYTHON=$(PY) \
+		$(INTEGRATION) -test.run '^TestRemote'
 
 smoke: fuse mod
 	$(GO) test -count=1 -run '^TestCopyRoundTripAndRemount$$' ./integration/

@@ -213,7 +213,7 @@ func (n *fileNode) openCached(readOnly, hotReads bool, key string, content *meta
 	defer n.mu.Unlock()
 	// No wait for the hot opens to go, unlike truncateStored: a release of
 	// this node that reached the daemon before this open has run (see
-	// releaseOrder), and one behind it waits for this open to end.
+	// raw.ReleaseOrder), and one behind it waits for this open to end.
 	if n.hot.Hot() {
 		n.fsys.log.Warn("open refused: the file is being read from its hot copy", "file", n.Path(nil))
 		return nil, 0, syscall.ETXTBSY

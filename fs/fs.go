@@ -92,7 +92,7 @@ func Mount(dir string, store Store, w *writes.Path, opts Options) (*fuse.Server,
 		MaxWrite:      1 << 20,
 		MaxReadAhead:  1 << 20,
 		MaxBackground: 64,
-		// The daemon clears set-ID bits itself (see killpriv.go), and
+		// The daemon clears set-ID bits itself (see raw.PrivDropper), and
 		// truncates at an O_TRUNC open (a backing file starts empty).
 		ExtraCapabilities: fuse.CAP_HANDLE_KILLPRIV_V2 | fuse.CAP_ATOMIC_O_TRUNC,
 		AllowOther:        opts.AllowOther,

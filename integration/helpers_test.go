@@ -64,10 +64,13 @@ func TestMain(m *testing.M) {
 	if prebuilt := os.Getenv("CKPTFS_BIN"); prebuilt != "" {
 		// make's bin/ckptfs: the suite tests the binary that ships, and make
 		// test's two runs of the suite build no daemon of their own.
-		delete(builds, plainBin)
-		if plainBin, err = filepath.Abs(prebuilt); err != nil {
-			panic(err)
+		if _, err := os.Stat(prebuilt); err != nil || !filepath.IsAbs(prebuilt) {
+			fmt.Fprintf(os.Stderr, "CKPTFS_BIN=%s: the daemon to test must be an absolute path to a binary (%v)\n", prebuilt, err)
+			os.Exit(1)
 		}
+		fmt.Fprintf(os.Stderr, "testing the daemon at %s (CKPTFS_BIN)\n", prebuilt)
+		delete(builds, plainBin)
+		plainBin = prebuilt
 	}
 	if raceDaemonWanted() {
 		builds[raceBin] = []string{"CGO_ENABLED=1", "-race"}

@@ -64,7 +64,11 @@ func (s *served) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (u
 func TestReleaseOrderKeepsOpensOutOfARelease(t *testing.T) {
 	s := newServed()
 	o := NewReleaseOrder(s)
-	go o.Release(nil, &fuse.ReleaseIn{InHeader: fuse.InHeader{NodeId: 1}})
+	releaseDone := make(chan struct{})
+	go func() {
+		o.Release(nil, &fuse.ReleaseIn{InHeader: fuse.InHeader{NodeId: 1}})
+		close(releaseDone)
+	}()
 	for len(s.seen()) == 0 {
 		time.Sleep(time.Millisecond)
 	}
@@ -81,6 +85,7 @@ func TestReleaseOrderKeepsOpensOutOfARelease(t *testing.T) {
 	}
 	close(s.released)
 	<-opened
+	<-releaseDone
 	want := []string{"release started", "open", "release done", "open"}
 	if got := s.seen(); !slices.Equal(got, want) {
 		t.Fatalf("served %v, want %v", got, want)
@@ -125,7 +130,7 @@ func TestPrivDropperDropsFlaggedRequests(t *testing.T) {
 	if write(fuse.WRITE_KILL_SUIDGID) != fuse.OK || open(fuse.OPEN_KILL_SUIDGID) != fuse.OK {
 		t.Fatal("flagged requests failed")
 	}
-	if len(dropped) != 2 || dropped[0] != 1007 || dropped[1] != 1008 || len(stale) != 2 || stale[0] != 7 {
+	if len(dropped) != 2 || dropped[0] != 1007 || dropped[1] != 1008 || len(stale) != 2 || stale[0] != 7 || stale[1] != 8 {
 		t.Fatalf("dropped %v, attributes dropped of %v; want inodes 1007 1008, nodes 7 8", dropped, stale)
 	}
 	dropErr = syscall.EROFS

@@ -7,7 +7,9 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,23 @@ SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",
     "Deduplicated, compressed and checksummed tensors.",
 ]
+
+
+def in_thread(fn, *args) -> Future:
+    """fn(*args) in a daemon thread of this process, where it shares the
+    imports (a Python per call costs seconds of torch imports); a call stuck
+    in a dead mount fails the test through result(timeout) and never holds
+    pytest's exit, as a thread pool's threads would."""
+    f = Future()
+
+    def run():
+        try:
+            f.set_result(fn(*args))
+        except BaseException as e:
+            f.set_exception(e)
+
+    threading.Thread(target=run, daemon=True).start()
+    return f
 
 
 def ckptfs_bin() -> str:

@@ -3,14 +3,13 @@ bit-for-bit with the same operations on the original folder."""
 
 import hashlib
 import re
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
 from safetensors import safe_open
 from transformers import AutoModel
 
-from conftest import assert_same_state, embed
+from conftest import assert_same_state, embed, in_thread
 
 
 def load(path):
@@ -156,10 +155,9 @@ def test_concurrent_readers_and_writer(mount, minilm_in_mount, minilm_dir):
     want = sha256_of(target)
     # Threads, not processes: the daemon serves their reads and writes at
     # once all the same, and five Pythons importing torch cost 5x the test.
-    with ThreadPoolExecutor(5) as pool:
-        writer = pool.submit(save_copy, str(minilm_dir), str(mount / "concurrent-save"))
-        readers = [pool.submit(sha256_of, target) for _ in range(4)]
-        assert [r.result(timeout=600) for r in readers] == [want] * 4
-        writer.result(timeout=600)
+    writer = in_thread(save_copy, str(minilm_dir), str(mount / "concurrent-save"))
+    readers = [in_thread(sha256_of, target) for _ in range(4)]
+    assert [r.result(timeout=600) for r in readers] == [want] * 4
+    writer.result(timeout=600)
     ref = load(minilm_dir).state_dict()
     assert_same_state(load(mount / "concurrent-save@single").state_dict(), ref)
