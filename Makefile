@@ -113,16 +113,14 @@ run: build fuse
 
 # make test: everything, from nothing. What is mostly downloading (fuse3,
 # the Go modules, the venvs) and the MinIO build start at once, beside the
-# Go checks that need none of them (vet, gofmt, unit tests, the wheels); the
-# suites that need them (integration, python, wheel-test) start as soon as
-# what they need is there, the Go and Python suites side by side. The
-# machine is busy throughout, so the builds no suite waits for (vet, the
-# wheels) run niced (NICE): the Python suite after the venv, and the Go
-# integration suite after MinIO, are what make test waits for. The unit
-# tests are not niced: niced, they ran last, after the suites, for 3 min. The main venv is installed
-# before the ColossalAI one, whose suite is short. Each part's output is
-# printed whole when it ends (-Otarget). Fuzzing is make fuzz's: each
-# target's seeds run in make unit.
+# daemon's build and the unit tests; the rest start as soon as what they need
+# is there (see the README's Tests). From nothing the two cores are busy
+# throughout, so order only moves work around: what no suite waits for (vet,
+# the wheels, unit-torch) runs niced (NICE). The unit tests are not niced:
+# niced, they ran last, after the suites, for 3 min. The main venv is
+# installed before the ColossalAI one, whose suite is short. Each part's
+# output is printed whole when it ends (-Otarget). Fuzzing is make fuzz's:
+# each target's seeds run in make unit.
 TEST_JOBS ?= 8
 test:
 	$(MAKE) -j$(TEST_JOBS) -Otarget test-parts NICE='nice -n 19' VENVS_IN_TURN=venv
