@@ -386,15 +386,21 @@ func (st *settler) settleAll(stop <-chan struct{}, minAge time.Duration) (time.D
 		default:
 		}
 		n, wait, err := st.settle(queued, minAge)
-		if wait > 0 && (after == 0 || wait < after) {
-			after = wait
-		}
+		after = sooner(after, wait)
 		if err != nil {
 			return after, err
 		}
 		queued = queued[n:]
 	}
 	return after, nil
+}
+
+// sooner is the shorter of two waits, 0 standing for none.
+func sooner(a, b time.Duration) time.Duration {
+	if b > 0 && (a == 0 || b < a) {
+		return b
+	}
+	return a
 }
 
 // settling is a staged file chunked in a batch, waiting for its swap.
@@ -426,9 +432,7 @@ func (st *settler) settle(queued []queuedFile, minAge time.Duration) (taken int,
 	for ; taken < len(queued) && len(batch) < settleBatchFiles && batchBytes < settleBatchBytes; taken++ {
 		q := queued[taken]
 		c, wait, err := st.chunk(q, minAge)
-		if wait > 0 && (after == 0 || wait < after) {
-			after = wait
-		}
+		after = sooner(after, wait)
 		var own *stagedFileError
 		if errors.As(err, &own) {
 			st.quarantine(q, err)
@@ -461,17 +465,13 @@ func (st *settler) settle(queued []queuedFile, minAge time.Duration) (taken int,
 			continue // leased since it was chunked: chunked again once the leases end
 		}
 		if st.changedSince(b) { // left queued: chunked again once quiet
-			if after == 0 || settleDelay < after {
-				after = settleDelay
-			}
+			after = sooner(after, settleDelay)
 			continue
 		}
 		settled, err := s.Namespace().Settle(b.ino, b.id, b.content)
 		if errors.Is(err, meta.ErrSettleRaced) { // left queued: chunked again once quiet
 			st.w.log.Debug("a staged file's record moved on while it was chunked", "err", err)
-			if after == 0 || settleDelay < after {
-				after = settleDelay
-			}
+			after = sooner(after, settleDelay)
 			continue
 		}
 		if err != nil {
