@@ -210,12 +210,7 @@ func powercutBin(t *testing.T) string {
 	t.Helper()
 	powercutOnce.Do(func() {
 		powercutPath = filepath.Join(binDir, "ckptfs-powercut")
-		cmd := exec.Command("go", "build", "-trimpath", "-tags", "powercut", "-o", powercutPath, "../cmd/ckptfs")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // as make build: its build cache serves
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			powercutErr = fmt.Errorf("build the powercut daemon: %v\n%s", err, out)
-		}
+		powercutErr = buildDaemon(powercutPath, "-tags", "powercut")
 	})
 	if powercutErr != nil {
 		t.Fatal(powercutErr)

@@ -25,6 +25,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -58,9 +59,7 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	raceBin, plainBin = filepath.Join(binDir, "ckptfs-race"), filepath.Join(binDir, "ckptfs-plain")
-	// Built as make build builds bin/ckptfs (static, paths trimmed), so they
-	// share its build cache; the race detector needs cgo.
-	builds := map[string][]string{plainBin: {"CGO_ENABLED=0", "-trimpath"}}
+	builds := map[string][]string{plainBin: nil}
 	if prebuilt := os.Getenv("CKPTFS_BIN"); prebuilt != "" {
 		// make's bin/ckptfs: the suite tests the binary that ships, and make
 		// test's two runs of the suite build no daemon of their own.
@@ -73,7 +72,7 @@ func TestMain(m *testing.M) {
 		plainBin = prebuilt
 	}
 	if raceDaemonWanted() {
-		builds[raceBin] = []string{"CGO_ENABLED=1", "-race"}
+		builds[raceBin] = []string{"-race"}
 	} else {
 		raceBin = plainBin
 	}
@@ -82,12 +81,10 @@ func TestMain(m *testing.M) {
 		ckptfsBin = raceBin
 	}
 	var wg sync.WaitGroup
-	for bin, how := range builds {
+	for bin, flags := range builds {
 		wg.Go(func() {
-			cmd := exec.Command("go", "build", how[1], "-o", bin, "../cmd/ckptfs")
-			cmd.Env = append(os.Environ(), how[0])
-			if out, err := cmd.CombinedOutput(); err != nil {
-				fmt.Fprintf(os.Stderr, "build ckptfs: %v\n%s", err, out)
+			if err := buildDaemon(bin, flags...); err != nil {
+				fmt.Fprintln(os.Stderr, err)
 				os.Exit(1)
 			}
 		})
@@ -99,6 +96,22 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(hfGen.dir) // the checkpoint shared by the tests
 	}
 	os.Exit(code)
+}
+
+// buildDaemon builds cmd/ckptfs into out with flags, as make build builds
+// bin/ckptfs (static, paths trimmed), so that its build cache serves; with
+// the race detector, which needs cgo, with cgo.
+func buildDaemon(out string, flags ...string) error {
+	cgo := "CGO_ENABLED=0"
+	if slices.Contains(flags, "-race") {
+		cgo = "CGO_ENABLED=1"
+	}
+	cmd := exec.Command("go", append(append([]string{"build", "-trimpath"}, flags...), "-o", out, "../cmd/ckptfs")...)
+	cmd.Env = append(os.Environ(), cgo)
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("build ckptfs %v: %v\n%s", flags, err, msg)
+	}
+	return nil
 }
 
 // raceDaemonWanted says whether this run builds the daemon with the race
