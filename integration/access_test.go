@@ -525,7 +525,11 @@ func TestExportIntoAFolderAnotherUserWrites(t *testing.T) {
 		}
 		if err == nil {
 			exported++
-			sameTrees(t, m.path("ck"), filepath.Join(w, fmt.Sprint("out", next, ".moved")))
+			// The swapper renames every outN in turn, but an export may
+			// finish before it gets there: wait for the rename.
+			moved := filepath.Join(w, fmt.Sprint("out", next, ".moved"))
+			waitFor(t, moved, time.Minute, func() bool { _, err := os.Lstat(moved); return err == nil })
+			sameTrees(t, m.path("ck"), moved)
 		} else {
 			t.Logf("out%d: %v %s", next, err, out)
 		}
