@@ -83,7 +83,7 @@ func TestRandomOpsMatchLocalDisk(t *testing.T) {
 	})
 	t.Run("plain", func(t *testing.T) {
 		t.Parallel()
-		randomOps(t, mountStoreWith(t, plainBin, newStore(t)), envInt("CKPTFS_STRESS_STEPS", 10000), 9) // make stress: 50,000
+		randomOps(t, mountStoreWith(t, plainBin, newStore(t)), envInt("CKPTFS_STRESS_STEPS", 4000), 9) // make stress: 50,000
 	})
 }
 
