@@ -194,6 +194,8 @@ integration-remote: fuse build integration-suite minio venv
 	cd integration && CKPTFS_BIN=$(CURDIR)/bin/ckptfs CKPTFS_MINIO=$(MINIO) CKPTFS_REQUIRE_MINIO=1 CKPTFS_PYTHON=$(PY) \
 		$(INTEGRATION) -test.run '^TestRemote'
 
+# smoke and stress build no BUILDGC: go test hands its environment to the
+# daemons the suite starts.
 smoke: fuse mod
 	$(STATIC) $(GO) test -trimpath -count=1 -run '^TestCopyRoundTripAndRemount$$' ./integration/
 
