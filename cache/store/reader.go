@@ -101,19 +101,13 @@ func (r *FileReader) ReadAhead(ctx context.Context, ra *Readahead, p []byte, off
 	if r.staged != nil {
 		return r.staged.readAt(r, p, off)
 	}
-	i := sort.Search(len(r.chunks), func(i int) bool { return r.starts[i+1] > off }) // chunk holding off
+	i := r.chunkAt(off)
 	first := i
 	n := 0
 	for n < len(p) && i < len(r.chunks) {
-		data, err := r.store.chunks.Get(ctx, r.chunks[i].Hash)
-		if err == nil && len(data) != int(r.chunks[i].Len) { // a manifest from a bucket may lie
-			err = fmt.Errorf("chunk %s: %d bytes, the manifest says %d: %w", r.chunks[i].Hash.Short(), len(data), r.chunks[i].Len, chunk.ErrCorrupt)
-		}
+		data, err := r.chunk(ctx, i)
 		if err != nil {
-			if errors.Is(err, chunk.ErrCorrupt) {
-				r.store.log.Error("read failed verification", "file", r.name, "chunk", r.chunks[i].Hash.String(), "err", err)
-			}
-			return n, fmt.Errorf("%s: %w", r.name, err)
+			return n, err
 		}
 		n += copy(p[n:], data[off+int64(n)-r.starts[i]:])
 		if n < len(p) {
@@ -125,6 +119,74 @@ func (r *FileReader) ReadAhead(ctx context.Context, ra *Readahead, p []byte, off
 		return n, io.EOF
 	}
 	return n, nil
+}
+
+// Span is a run of bytes to read: len(Dst) bytes from Off.
+type Span struct {
+	Dst []byte
+	Off int64
+}
+
+// ReadSpans fills spans, each whole (io.EOF if one runs past the end).
+// Spans in increasing order that share a chunk, as
+// the rows of one rank's part of a tensor split on dim 1 do, fetch it once
+// and count as one read for readahead: read one at a time, a 1 MiB read of
+// a tensor split 8 ways cost a chunk lookup and a readahead check per
+// 1 KiB row part.
+func (r *FileReader) ReadSpans(ctx context.Context, spans []Span) error {
+	if r.staged != nil {
+		for _, s := range spans {
+			if _, err := r.staged.readAt(r, s.Dst, s.Off); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	cur, first := -1, -1
+	var data []byte
+	for _, s := range spans {
+		for n := 0; n < len(s.Dst); {
+			off := s.Off + int64(n)
+			if off >= r.Size() {
+				return io.EOF
+			}
+			if cur < 0 || off < r.starts[cur] || off >= r.starts[cur+1] {
+				var err error
+				cur = r.chunkAt(off)
+				if data, err = r.chunk(ctx, cur); err != nil {
+					return err
+				}
+				if first < 0 {
+					first = cur
+				}
+			}
+			n += copy(s.Dst[n:], data[off-r.starts[cur]:])
+		}
+	}
+	if cur >= 0 {
+		r.readahead(r.ra, first, cur)
+	}
+	return nil
+}
+
+// chunkAt is the index of the chunk holding off, len(r.chunks) past the end.
+func (r *FileReader) chunkAt(off int64) int {
+	return sort.Search(len(r.chunks), func(i int) bool { return r.starts[i+1] > off })
+}
+
+// chunk is chunk i's bytes, checked against the length the content says.
+func (r *FileReader) chunk(ctx context.Context, i int) ([]byte, error) {
+	data, err := r.store.chunks.Get(ctx, r.chunks[i].Hash)
+	if err == nil && len(data) != int(r.chunks[i].Len) { // a manifest from a bucket may lie
+		err = fmt.Errorf("chunk %s: %d bytes, the manifest says %d: %w", r.chunks[i].Hash.Short(), len(data), r.chunks[i].Len, chunk.ErrCorrupt)
+	}
+	if err != nil {
+		if errors.Is(err, chunk.ErrCorrupt) {
+			r.store.log.Error("read failed verification", "file", r.name, "chunk", r.chunks[i].Hash.String(), "err", err)
+		}
+		return nil, fmt.Errorf("%s: %w", r.name, err)
+	}
+	return data, nil
 }
 
 // readahead warms the chunks after a read of chunks first to lastRead by

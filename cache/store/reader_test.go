@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"context"
+	"io"
 	"testing"
 	"time"
 )
@@ -77,4 +78,100 @@ func TestTwoReadersKeepTheirOwnReadahead(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// ReadSpans reads a tile's interleaved row parts as one read each would:
+// strided spans, spans across chunk boundaries and spans out of order give
+// the source's bytes; a span past the end is io.EOF.
+func TestReadSpansReadsWhatReadAtReads(t *testing.T) {
+	s, err := Open(t.TempDir(), Options{CacheBytes: 256 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	data := random(5, 12<<20)
+	c, _, err := s.Ingest(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Chunks) < 4 {
+		t.Fatalf("%d chunks, the test needs 4", len(c.Chunks))
+	}
+	r := s.NewReader("test", c)
+	check := func(what string, spans []Span) {
+		t.Helper()
+		if err := r.ReadSpans(context.Background(), spans); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		for _, sp := range spans {
+			if !bytes.Equal(sp.Dst, data[sp.Off:sp.Off+int64(len(sp.Dst))]) {
+				t.Fatalf("%s: span at %d (%d bytes) read wrong", what, sp.Off, len(sp.Dst))
+			}
+		}
+	}
+	// One rank's part of a tensor split on dim 1: 1 KiB of every 8 KiB row.
+	var rows []Span
+	for off := int64(3 << 10); off+1024 <= int64(len(data)); off += 8 << 10 {
+		rows = append(rows, Span{Dst: make([]byte, 1024), Off: off})
+	}
+	check("rows", rows)
+	// Spans across every chunk boundary, and in reverse order.
+	var across []Span
+	for i := len(r.starts) - 2; i > 0; i-- {
+		across = append(across, Span{Dst: make([]byte, 5000), Off: r.starts[i] - 2500})
+	}
+	check("across boundaries, in reverse", across)
+	check("the whole", []Span{{Dst: make([]byte, len(data)), Off: 0}})
+
+	if err := r.ReadSpans(context.Background(), []Span{{Dst: make([]byte, 10), Off: int64(len(data)) - 5}}); err != io.EOF {
+		t.Fatalf("a span past the end: %v, want io.EOF", err)
+	}
+}
+
+// BenchmarkTileRows reads one rank's parts of 1 MiB of a tensor split 8
+// ways on dim 1 (512 bytes of each 4 KiB row) from cached chunks: one
+// ReadAtContext a part, as views read them before ReadSpans, against one
+// ReadSpans.
+func BenchmarkTileRows(b *testing.B) {
+	s, err := Open(b.TempDir(), Options{CacheBytes: 256 << 20})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	data := random(7, 16<<20)
+	c, _, err := s.Ingest(bytes.NewReader(data))
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := s.NewReader("bench", c)
+	whole := make([]byte, len(data))
+	if _, err := r.ReadAt(whole, 0); err != nil {
+		b.Fatal(err)
+	}
+	spans := make([]Span, 0, 256)
+	for row := int64(0); row < 256; row++ { // 1 MiB of the view: 256 rows of 4 KiB
+		spans = append(spans, Span{Dst: make([]byte, 512), Off: 4<<20 + row*512})
+	}
+	b.Run("ReadAtContext", func(b *testing.B) {
+		b.SetBytes(8 * 256 * 512)
+		for b.Loop() {
+			for range 8 { // the 8 ranks' sources
+				for _, sp := range spans {
+					if _, err := r.ReadAtContext(context.Background(), sp.Dst, sp.Off); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+		}
+	})
+	b.Run("ReadSpans", func(b *testing.B) {
+		b.SetBytes(8 * 256 * 512)
+		for b.Loop() {
+			for range 8 {
+				if err := r.ReadSpans(context.Background(), spans); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	})
 }

@@ -2,6 +2,7 @@ package views
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"log/slog"
 	"os"
@@ -68,6 +69,22 @@ func TestDCPFolderViews(t *testing.T) {
 	for name, b := range want {
 		if !bytes.Equal(got[name], b) {
 			t.Fatalf("%s differs", name)
+		}
+	}
+	// Read in odd windows, as the kernel's reads cut a file: pieces of
+	// several ranks and rows in each, some cut mid-row; and past the end.
+	whole := readViewFile(t, v, "model.safetensors")
+	i, _ := v.FileIndex("model.safetensors")
+	for _, window := range []int{777, 4096, 100_003} {
+		buf := make([]byte, window)
+		for off := 0; off < len(whole); off += window {
+			n, err := v.ReadAt(context.Background(), i, buf, int64(off))
+			if want := min(window, len(whole)-off); n != want || (err != nil && !(err == io.EOF && n < window)) {
+				t.Fatalf("window %d at %d: read %d, %v; want %d", window, off, n, err, want)
+			}
+			if !bytes.Equal(buf[:n], whole[off:off+n]) {
+				t.Fatalf("window %d at %d: bytes differ from the whole read", window, off)
+			}
 		}
 	}
 	if len(v.Extra) != 1 || v.Extra[0].Name != "config.json" || len(v.Weights) != len(names)+1 {

@@ -351,19 +351,33 @@ func readHeader(r *store.FileReader, name string, b *view.Budget) (*safetensors.
 
 // ReadAt reads view file i at off: synthesized bytes from memory, tensor
 // bytes from only the source chunks the range covers, until ctx is done.
+// The pieces of each source are read in one pass (store.FileReader.ReadSpans):
+// a tile's rows interleave the sources, one piece per rank and row.
 func (v *View) ReadAt(ctx context.Context, i int, p []byte, off int64) (int, error) {
 	f := &v.Files[i]
 	n := 0
+	var spans [][]store.Span // by source
 	for _, piece := range f.Pieces(off, int64(len(p))) {
 		dst := p[piece.Off-off : piece.Off-off+piece.Len]
+		n += len(dst)
 		if piece.Inline != nil {
-			n += copy(dst, piece.Inline)
+			copy(dst, piece.Inline)
 			continue
 		}
-		got, err := v.Sources[piece.Source].ReadAtContext(ctx, dst, piece.SrcOff)
-		n += got
-		if err != nil && !(err == io.EOF && got == len(dst)) {
-			return n, err
+		if piece.Source >= len(spans) {
+			spans = append(spans, make([][]store.Span, piece.Source+1-len(spans))...)
+		}
+		spans[piece.Source] = append(spans[piece.Source], store.Span{Dst: dst, Off: piece.SrcOff})
+	}
+	for src, list := range spans {
+		if len(list) == 0 {
+			continue
+		}
+		if err := v.Sources[src].ReadSpans(ctx, list); err != nil {
+			if err == io.EOF { // the plan said the source holds more: never a short read
+				err = fmt.Errorf("%s: a view piece runs past the end of source %d: %w", v.dirPath, src, io.ErrUnexpectedEOF)
+			}
+			return 0, err
 		}
 	}
 	if n < len(p) {
