@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import torch.multiprocessing as mp
 
-from mount_bench import OUT, Mount, drop_caches, in_scratch, row, rows, timed
+from mount_bench import OUT, Mount, drop_caches, in_scratch, read_all, row, rows, timed
 
 MIB = 1 << 20
 HIDDEN, FFN, LAYERS, VOCAB = 2048, 5504, 8, 32000
@@ -50,11 +50,11 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 
-def model_tensors():
+def model_tensors(layers=LAYERS):
     """A Llama-shaped bf16 state dict of about 1 GiB, the same on every rank."""
     g = torch.Generator().manual_seed(0)
     sd = {"embed_tokens.weight": torch.randn(VOCAB, HIDDEN, generator=g).bfloat16()}
-    for i in range(LAYERS):
+    for i in range(layers):
         p = f"layers.{i}."
         for n in ("q_proj", "k_proj", "v_proj", "o_proj"):
             sd[p + f"self_attn.{n}.weight"] = torch.randn(HIDDEN, HIDDEN, generator=g).bfloat16()
@@ -86,6 +86,31 @@ def save_ranks(rank, world, port, dirs, hf_dirs):
     dist.destroy_process_group()
 
 
+TILE_RANKS, TILE_LAYERS = 8, 4
+
+
+def save_tile_ranks(rank, world, port, out):
+    """Every 2-D tensor split on dim 1 across world ranks (a row of a bf16
+    tensor 2048 wide is 8 parts of 512 bytes), each rank holding only its
+    parts, as tensor parallelism leaves them."""
+    import torch.distributed as dist
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import DTensor, Replicate, Shard
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    mesh = init_device_mesh("cpu", (world,))
+    sd = {}
+    for k, v in model_tensors(TILE_LAYERS).items():
+        if v.dim() == 1:
+            sd[k] = DTensor.from_local(v, mesh, [Replicate()])
+        else:
+            sd[k] = DTensor.from_local(v.chunk(world, dim=1)[rank].contiguous(), mesh, [Shard(1)])
+    dcp.save(sd, checkpoint_id=out)
+    dist.destroy_process_group()
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -104,9 +129,11 @@ def load_all(path):
 
 def main():
     in_scratch("ckptfs-bench-dcp-", bench)
-    lines = ["| metric | ckptfs | consolidation job | unit | ckptfs/job |", "|---|---|---|---|---|"]
+    lines = ["| metric | ckptfs | consolidation job | unit | ckptfs/job | target | met |", "|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['metric']} | {r['ckptfs']:.2f} | {r['local']:.2f} | {r['unit']} | {r['ratio']:.2f} |")
+        met = "" if r["met"] is None else "yes" if r["met"] else "no"
+        lines.append(f"| {r['metric']} | {r['ckptfs']:.2f} | {r['local']:.2f} | {r['unit']} | {r['ratio']:.2f} | "
+                     f"{r['target'] or ''} | {met} |")
     md = "\n".join(lines)
     print(md)
     (OUT / "dcp.md").write_text(md + "\n")
@@ -157,6 +184,7 @@ def bench(tmp: Path):
     finally:
         m.close()
     hf = bench_hf(tmp, local_hf)
+    tile = bench_tile(tmp)
     row("time to a loadable HF folder (s)", t_plan, t_job, "s", higher_is_better=False)
     row("time to the full state dict in memory, cold (s)", t_plan + t_load_view, t_job + t_load_local, "s", higher_is_better=False)
     row("load_file of the HF folder alone, cold (s)", t_load_view, t_load_local, "s", higher_is_better=False)
@@ -169,6 +197,8 @@ def bench(tmp: Path):
     row(f"{what} load_file of the HF folder alone, cold (s)", hf["load_view"], hf["load_job"], "s", higher_is_better=False)
     row(f"{what} extra disk (MiB)", hf["extra"] / MIB, hf["job_disk"] / MIB, "MiB", higher_is_better=False)
     row(f"{what} peak memory, daemon vs the job (MiB)", hf["rss"], hf["job_rss"], "MiB", higher_is_better=False)
+    row(f"DCP split {TILE_RANKS} ways on dim 1: @single read cold (MB/s; job column: the same tensors as one "
+        "safetensors file, its @single)", tile["tiles"], tile["one"], "MB/s", target=0.8)
 
 
 def bench_hf(tmp: Path, pieces: Path):
@@ -202,6 +232,38 @@ def bench_hf(tmp: Path, pieces: Path):
     finally:
         m.close()
     return hf
+
+
+def bench_tile(tmp: Path):
+    """The read rate of DIR@single of a DCP checkpoint whose every 2-D tensor
+    is split TILE_RANKS ways on dim 1 (each row of the view interleaves
+    TILE_RANKS parts, one a rank), against DIR@single of the same tensors
+    saved as one safetensors file, each read whole and cold (page cache
+    dropped) through a fresh mount with no hot copies."""
+    from safetensors.torch import save_file
+
+    m = Mount(tmp / "store-tile", tmp / "mnt")
+    try:
+        (m.mnt / "tiles").mkdir()
+        (m.mnt / "one").mkdir()
+        mp.spawn(save_tile_ranks, args=(TILE_RANKS, free_port(), str(m.mnt / "tiles")), nprocs=TILE_RANKS)
+        save_file(model_tensors(TILE_LAYERS), str(m.mnt / "one" / "model.safetensors"), metadata={"format": "pt"})
+    finally:
+        m.close()
+    m = Mount(tmp / "store-tile", tmp / "mnt", "--hot-size", "0")
+    out = {}
+    try:
+        for name in ("tiles", "one"):
+            view = m.mnt / f"{name}@single" / "model.safetensors"
+            size = view.stat().st_size
+            drop_caches()
+            cpu = m.cpu_s()
+            out[name] = size / timed(read_all, view) / 1e6
+            out[name + "_cpu_per_gb"] = (m.cpu_s() - cpu) / (size / 1e9)
+        print(f"split {TILE_RANKS} ways on dim 1: {size / MIB:.0f} MiB; MB/s and daemon CPU-s per GB {out}", flush=True)
+    finally:
+        m.close()
+    return out
 
 
 if __name__ == "__main__":
