@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"math/bits"
 	"math/rand"
 	"testing"
 )
@@ -195,5 +196,49 @@ func BenchmarkJoinPlanes(b *testing.B) {
 				joinPlanes(out, planes, width, n)
 			}
 		})
+	}
+}
+
+// The joins, whose bulk is a vector loop on amd64, give each element's
+// rotated bytes for every count and alignment, and write nothing past
+// their n elements.
+func TestJoinPlanesEveryLengthAndAlignment(t *testing.T) {
+	r := rand.New(rand.NewSource(11))
+	for _, width := range []int{2, 4} {
+		for n := 0; n <= 100; n++ {
+			for shift := 0; shift < 3; shift++ {
+				planes := make([][]byte, width)
+				for p := range planes {
+					planes[p] = make([]byte, n+shift)
+					r.Read(planes[p])
+					planes[p] = planes[p][shift:]
+				}
+				dst := make([]byte, width*n+shift+8)
+				for i := range dst {
+					dst[i] = 0xA5
+				}
+				joinPlanes(dst[shift:], planes, width, n)
+				for i := 0; i < n; i++ {
+					var v uint32
+					for p := width - 1; p >= 0; p-- {
+						v = v<<8 | uint32(planes[p][i])
+					}
+					var want, got uint32
+					if width == 2 {
+						want, got = uint32(bits.RotateLeft16(uint16(v), -1)), uint32(binary.LittleEndian.Uint16(dst[shift+2*i:]))
+					} else {
+						want, got = bits.RotateLeft32(v, -1), binary.LittleEndian.Uint32(dst[shift+4*i:])
+					}
+					if got != want {
+						t.Fatalf("width %d n %d shift %d element %d: %#x, want %#x", width, n, shift, i, got, want)
+					}
+				}
+				for i, b := range append(dst[:shift:shift], dst[shift+width*n:]...) {
+					if b != 0xA5 {
+						t.Fatalf("width %d n %d shift %d: byte %d outside the elements written", width, n, shift, i)
+					}
+				}
+			}
+		}
 	}
 }

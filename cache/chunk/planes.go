@@ -153,7 +153,7 @@ func joinPlanes(dst []byte, planes [][]byte, width, n int) {
 	case 2:
 		p0, p1 := planes[0][:n], planes[1][:n]
 		dst = dst[:2*n]
-		i := 0
+		i := joinPlanes2Fast(dst, p0, p1, n)
 		for ; i+8 <= n; i += 8 {
 			// Rotate right by one bit, eight lanes a word: each low byte
 			// takes the high byte's lowest bit as its top, and each high
@@ -172,7 +172,7 @@ func joinPlanes(dst []byte, planes [][]byte, width, n int) {
 	case 4:
 		p0, p1, p2, p3 := planes[0][:n], planes[1][:n], planes[2][:n], planes[3][:n]
 		dst = dst[:4*n]
-		i := 0
+		i := joinPlanes4Fast(dst, p0, p1, p2, p3, n)
 		for ; i+8 <= n; i += 8 {
 			a0, a1 := le.Uint64(p0[i:i+8]), le.Uint64(p1[i:i+8])
 			a2, a3 := le.Uint64(p2[i:i+8]), le.Uint64(p3[i:i+8])
