@@ -29,23 +29,30 @@ func TestReadaheadRampsUpOnSequentialReads(t *testing.T) {
 	}
 }
 
+// ingested opens a store whose chunk cache holds data whole, stores data
+// in it and returns a reader of it.
+func ingested(tb testing.TB, data []byte) (*Store, *FileReader) {
+	tb.Helper()
+	s, err := Open(tb.TempDir(), Options{CacheBytes: 256 << 20})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { s.Close() })
+	c, _, err := s.Ingest(bytes.NewReader(data))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s, s.NewReader("test", c)
+}
+
 // Two readers at different offsets, reading in turn, each get their
 // readahead: with one position per file each read looked random to it.
 func TestTwoReadersKeepTheirOwnReadahead(t *testing.T) {
-	s, err := Open(t.TempDir(), Options{CacheBytes: 256 << 20}) // nothing evicted
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
 	data := random(3, 48<<20)
-	c, _, err := s.Ingest(bytes.NewReader(data))
-	if err != nil {
-		t.Fatal(err)
+	s, r := ingested(t, data)
+	if len(r.chunks) < 30 {
+		t.Fatalf("%d chunks, the test needs 30", len(r.chunks))
 	}
-	if len(c.Chunks) < 30 {
-		t.Fatalf("%d chunks, the test needs 30", len(c.Chunks))
-	}
-	r := s.NewReader("test", c)
 	a, b := NewReadahead(), NewReadahead()
 	starts := r.starts
 	readChunk := func(ra *Readahead, i int) {
@@ -84,20 +91,11 @@ func TestTwoReadersKeepTheirOwnReadahead(t *testing.T) {
 // strided spans, spans across chunk boundaries and spans out of order give
 // the source's bytes; a span past the end is io.EOF.
 func TestReadSpansReadsWhatReadAtReads(t *testing.T) {
-	s, err := Open(t.TempDir(), Options{CacheBytes: 256 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
 	data := random(5, 12<<20)
-	c, _, err := s.Ingest(bytes.NewReader(data))
-	if err != nil {
-		t.Fatal(err)
+	_, r := ingested(t, data)
+	if len(r.chunks) < 4 {
+		t.Fatalf("%d chunks, the test needs 4", len(r.chunks))
 	}
-	if len(c.Chunks) < 4 {
-		t.Fatalf("%d chunks, the test needs 4", len(c.Chunks))
-	}
-	r := s.NewReader("test", c)
 	check := func(what string, spans []Span) {
 		t.Helper()
 		if err := r.ReadSpans(context.Background(), spans); err != nil {
@@ -133,17 +131,8 @@ func TestReadSpansReadsWhatReadAtReads(t *testing.T) {
 // ReadAtContext a part, as views read them before ReadSpans, against one
 // ReadSpans.
 func BenchmarkTileRows(b *testing.B) {
-	s, err := Open(b.TempDir(), Options{CacheBytes: 256 << 20})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { s.Close() })
 	data := random(7, 16<<20)
-	c, _, err := s.Ingest(bytes.NewReader(data))
-	if err != nil {
-		b.Fatal(err)
-	}
-	r := s.NewReader("bench", c)
+	_, r := ingested(b, data)
 	whole := make([]byte, len(data))
 	if _, err := r.ReadAt(whole, 0); err != nil {
 		b.Fatal(err)
