@@ -95,6 +95,9 @@ func (r *FileReader) ReadAtContext(ctx context.Context, p []byte, off int64) (in
 // ReadAhead is ReadAtContext for the reader at position ra, which it
 // updates.
 func (r *FileReader) ReadAhead(ctx context.Context, ra *Readahead, p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("%s: read at %d: %w", r.name, off, errNegativeOffset)
+	}
 	if off >= r.Size() {
 		return 0, io.EOF
 	}
@@ -121,6 +124,10 @@ func (r *FileReader) ReadAhead(ctx context.Context, ra *Readahead, p []byte, off
 	return n, nil
 }
 
+// errNegativeOffset is a read before the start: a plan gone wrong, refused
+// rather than a panic.
+var errNegativeOffset = errors.New("negative offset")
+
 // Span is a run of bytes to read: len(Dst) bytes from Off.
 type Span struct {
 	Dst []byte
@@ -134,6 +141,11 @@ type Span struct {
 // a tensor split 8 ways cost a chunk lookup and a readahead check per
 // 1 KiB row part.
 func (r *FileReader) ReadSpans(ctx context.Context, spans []Span) error {
+	for _, s := range spans {
+		if s.Off < 0 {
+			return fmt.Errorf("%s: read at %d: %w", r.name, s.Off, errNegativeOffset)
+		}
+	}
 	if r.staged != nil {
 		for _, s := range spans {
 			if _, err := r.staged.readAt(r, s.Dst, s.Off); err != nil {

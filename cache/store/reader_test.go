@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"testing"
 	"time"
@@ -123,6 +124,29 @@ func TestReadSpansReadsWhatReadAtReads(t *testing.T) {
 
 	if err := r.ReadSpans(context.Background(), []Span{{Dst: make([]byte, 10), Off: int64(len(data)) - 5}}); err != io.EOF {
 		t.Fatalf("a span past the end: %v, want io.EOF", err)
+	}
+	if err := r.ReadSpans(context.Background(), []Span{{Dst: make([]byte, 10), Off: -5}}); !errors.Is(err, errNegativeOffset) {
+		t.Fatalf("a span before the start: %v", err)
+	}
+
+	// Readahead: spans through chunks 0 to 3 in four reads, as a tile's
+	// part is read row after row, load chunks after them.
+	_, fresh := ingested(t, data)
+	for i := range 4 {
+		sp := Span{Dst: make([]byte, 100), Off: fresh.starts[i] + 10}
+		if err := fresh.ReadSpans(context.Background(), []Span{sp, {Dst: make([]byte, 100), Off: sp.Off + 1000}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, ok := fresh.store.chunks.Peek(fresh.chunks[4].Hash); ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("four reads of spans in a row loaded nothing ahead")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

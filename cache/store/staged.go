@@ -53,6 +53,9 @@ func (sr *stagedReader) readAt(r *FileReader, p []byte, off int64) (int, error) 
 	if sr.err != nil {
 		return 0, fmt.Errorf("%s: %w", r.name, sr.err)
 	}
+	if off >= r.Size() {
+		return 0, io.EOF
+	}
 	want := min(int64(len(p)), r.Size()-off)
 	n, err := sr.f.ReadAt(p[:want], off)
 	if int64(n) == want {

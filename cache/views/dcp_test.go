@@ -72,10 +72,12 @@ func TestDCPFolderViews(t *testing.T) {
 		}
 	}
 	// Read in odd windows, as the kernel's reads cut a file: pieces of
-	// several ranks and rows in each, some cut mid-row; and past the end.
+	// several ranks and rows in each, some cut mid-row (this fixture's
+	// sources are one chunk each: store.TestReadSpansReadsWhatReadAtReads
+	// crosses chunks); and at the end.
 	whole := readViewFile(t, v, "model.safetensors")
 	i, _ := v.FileIndex("model.safetensors")
-	for _, window := range []int{777, 4096, 100_003} {
+	for _, window := range []int{97, 777, 4096} {
 		buf := make([]byte, window)
 		for off := 0; off < len(whole); off += window {
 			n, err := v.ReadAt(context.Background(), i, buf, int64(off))
@@ -86,6 +88,9 @@ func TestDCPFolderViews(t *testing.T) {
 				t.Fatalf("window %d at %d: bytes differ from the whole read", window, off)
 			}
 		}
+	}
+	if n, err := v.ReadAt(context.Background(), i, make([]byte, 10), int64(len(whole))); n != 0 || err != io.EOF {
+		t.Fatalf("a read at the end: %d, %v", n, err)
 	}
 	if len(v.Extra) != 1 || v.Extra[0].Name != "config.json" || len(v.Weights) != len(names)+1 {
 		t.Fatalf("passed through %+v, %d weights", v.Extra, len(v.Weights))
