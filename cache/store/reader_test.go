@@ -130,7 +130,8 @@ func TestReadSpansReadsWhatReadAtReads(t *testing.T) {
 	}
 
 	// Readahead: spans through chunks 0 to 3 in four reads, as a tile's
-	// part is read row after row, load chunks after them.
+	// part is read row after row, load chunks after them (some of 4-6: a
+	// load is dropped when every slot is busy).
 	_, fresh := ingested(t, data)
 	for i := range 4 {
 		sp := Span{Dst: make([]byte, 100), Off: fresh.starts[i] + 10}
@@ -140,7 +141,12 @@ func TestReadSpansReadsWhatReadAtReads(t *testing.T) {
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if _, ok := fresh.store.chunks.Peek(fresh.chunks[4].Hash); ok {
+		loaded := false
+		for i := 4; i <= 6 && i < len(fresh.chunks); i++ {
+			_, ok := fresh.store.chunks.Peek(fresh.chunks[i].Hash)
+			loaded = loaded || ok
+		}
+		if loaded {
 			break
 		}
 		if time.Now().After(deadline) {
