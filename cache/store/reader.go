@@ -95,33 +95,15 @@ func (r *FileReader) ReadAtContext(ctx context.Context, p []byte, off int64) (in
 // ReadAhead is ReadAtContext for the reader at position ra, which it
 // updates.
 func (r *FileReader) ReadAhead(ctx context.Context, ra *Readahead, p []byte, off int64) (int, error) {
-	if off < 0 {
-		return 0, fmt.Errorf("%s: read at %d: %w", r.name, off, errNegativeOffset)
-	}
 	if off >= r.Size() {
 		return 0, io.EOF
 	}
-	if r.staged != nil {
-		return r.staged.readAt(r, p, off)
+	want := min(int64(len(p)), r.Size()-off)
+	n, err := r.readSpans(ctx, ra, []Span{{Dst: p[:want], Off: off}})
+	if err == nil && want < int64(len(p)) {
+		err = io.EOF
 	}
-	i := r.chunkAt(off)
-	first := i
-	n := 0
-	for n < len(p) && i < len(r.chunks) {
-		data, err := r.chunk(ctx, i)
-		if err != nil {
-			return n, err
-		}
-		n += copy(p[n:], data[off+int64(n)-r.starts[i]:])
-		if n < len(p) {
-			i++
-		}
-	}
-	r.readahead(ra, first, min(i, len(r.chunks)-1))
-	if n < len(p) {
-		return n, io.EOF
-	}
-	return n, nil
+	return n, err
 }
 
 // errNegativeOffset is a read before the start: a plan gone wrong, refused
@@ -135,50 +117,61 @@ type Span struct {
 }
 
 // ReadSpans fills spans, each whole (io.EOF if one runs past the end).
-// Spans in increasing order that share a chunk, as
-// the rows of one rank's part of a tensor split on dim 1 do, fetch it once
-// and count as one read for readahead: read one at a time, a 1 MiB read of
-// a tensor split 8 ways cost a chunk lookup and a readahead check per
-// 1 KiB row part.
+// Spans in increasing order that share a chunk, as the rows of one rank's
+// part of a tensor split on dim 1 do, fetch it once and count as one read
+// for readahead: read one at a time, a 1 MiB read of a tensor split 8 ways
+// cost a chunk lookup and a readahead check per 1 KiB row part.
 func (r *FileReader) ReadSpans(ctx context.Context, spans []Span) error {
+	_, err := r.readSpans(ctx, r.ra, spans)
+	return err
+}
+
+// readSpans fills spans for the reader at ra and returns how many bytes it
+// filled, in order, before an error.
+func (r *FileReader) readSpans(ctx context.Context, ra *Readahead, spans []Span) (int, error) {
 	for _, s := range spans {
 		if s.Off < 0 {
-			return fmt.Errorf("%s: read at %d: %w", r.name, s.Off, errNegativeOffset)
+			return 0, fmt.Errorf("%s: read at %d: %w", r.name, s.Off, errNegativeOffset)
 		}
 	}
+	n := 0
 	if r.staged != nil {
 		for _, s := range spans {
-			if _, err := r.staged.readAt(r, s.Dst, s.Off); err != nil {
-				return err
+			got, err := r.staged.readAt(r, s.Dst, s.Off)
+			n += got
+			if err != nil {
+				return n, err
 			}
 		}
-		return nil
+		return n, nil
 	}
 	cur, first := -1, -1
 	var data []byte
 	for _, s := range spans {
-		for n := 0; n < len(s.Dst); {
-			off := s.Off + int64(n)
+		for done := 0; done < len(s.Dst); {
+			off := s.Off + int64(done)
 			if off >= r.Size() {
-				return io.EOF
+				return n, io.EOF
 			}
 			if cur < 0 || off < r.starts[cur] || off >= r.starts[cur+1] {
 				var err error
 				cur = r.chunkAt(off)
 				if data, err = r.chunk(ctx, cur); err != nil {
-					return err
+					return n, err
 				}
 				if first < 0 {
 					first = cur
 				}
 			}
-			n += copy(s.Dst[n:], data[off-r.starts[cur]:])
+			got := copy(s.Dst[done:], data[off-r.starts[cur]:])
+			done += got
+			n += got
 		}
 	}
 	if cur >= 0 {
-		r.readahead(r.ra, first, cur)
+		r.readahead(ra, first, cur)
 	}
-	return nil
+	return n, nil
 }
 
 // chunkAt is the index of the chunk holding off, len(r.chunks) past the end.

@@ -356,16 +356,13 @@ func readHeader(r *store.FileReader, name string, b *view.Budget) (*safetensors.
 func (v *View) ReadAt(ctx context.Context, i int, p []byte, off int64) (int, error) {
 	f := &v.Files[i]
 	n := 0
-	var spans [][]store.Span // by source
+	spans := make([][]store.Span, len(v.Sources))
 	for _, piece := range f.Pieces(off, int64(len(p))) {
 		dst := p[piece.Off-off : piece.Off-off+piece.Len]
 		n += len(dst)
 		if piece.Inline != nil {
 			copy(dst, piece.Inline)
 			continue
-		}
-		if piece.Source >= len(spans) {
-			spans = append(spans, make([][]store.Span, piece.Source+1-len(spans))...)
 		}
 		spans[piece.Source] = append(spans[piece.Source], store.Span{Dst: dst, Off: piece.SrcOff})
 	}
