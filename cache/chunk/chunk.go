@@ -74,11 +74,39 @@ func (c *Codecs) Decode(h Hash, v []byte) ([]byte, error) { return c.DecodeWith(
 // ref holds the raw bytes of the chunk DeltaReference(v) names, and is
 // ignored for other values. The hash check covers a wrong ref too.
 func (c *Codecs) DecodeWith(h Hash, v, ref []byte) ([]byte, error) {
-	raw, err := c.DecodeChecksummedWith(h, v, ref)
-	if err == nil && Sum(raw) != h {
-		return nil, fmt.Errorf("chunk %s: content hash mismatch: %w", h.Short(), ErrCorrupt)
+	return hashed(h)(c.DecodeChecksummedWith(h, v, ref))
+}
+
+// hashed passes on what a decode of chunk h returned if its bytes have
+// hash h.
+func hashed(h Hash) func(raw []byte, err error) ([]byte, error) {
+	return func(raw []byte, err error) ([]byte, error) {
+		if err == nil && Sum(raw) != h {
+			return nil, fmt.Errorf("chunk %s: content hash mismatch: %w", h.Short(), ErrCorrupt)
+		}
+		return raw, err
+	}
+}
+
+// DecodeTo is DecodeChecksummed, or Decode when verify, of a value that is
+// not a delta, into dst's room: a buffer used again, as a fresh one is
+// zeroed first. dst is empty; the bytes go to a new slice when it has too
+// little room.
+func (c *Codecs) DecodeTo(dst []byte, h Hash, v []byte, verify bool) ([]byte, error) {
+	raw, err := c.decodeChecksummed(dst, h, v, nil)
+	if verify {
+		return hashed(h)(raw, err)
 	}
 	return raw, err
+}
+
+// RawLen is the length value v says it decodes to, unchecked: for sizing
+// a buffer before DecodeTo checks it.
+func RawLen(v []byte) int {
+	if len(v) < HeaderLen {
+		return 0
+	}
+	return int(binary.LittleEndian.Uint32(v[1:]))
 }
 
 // DecodeChecksummed is Decode without the hash of the decoded bytes: the
@@ -94,6 +122,10 @@ func (c *Codecs) DecodeChecksummed(h Hash, v []byte) ([]byte, error) {
 // delta, against ref: it trusts ref to be the bytes of the reference
 // chunk (decoded and checked as this chunk is).
 func (c *Codecs) DecodeChecksummedWith(h Hash, v, ref []byte) ([]byte, error) {
+	return c.decodeChecksummed(nil, h, v, ref)
+}
+
+func (c *Codecs) decodeChecksummed(dst []byte, h Hash, v, ref []byte) ([]byte, error) {
 	if err := Check(h, v); err != nil {
 		return nil, err
 	}
@@ -107,7 +139,7 @@ func (c *Codecs) DecodeChecksummedWith(h Hash, v, ref []byte) ([]byte, error) {
 	if codec == CodecDelta {
 		raw, err = c.decodeDelta(payload, ref, rawLen)
 	} else {
-		raw, err = c.decode(codec, payload, rawLen)
+		raw, err = c.decode(dst, codec, payload, rawLen)
 	}
 	if errors.Is(err, ErrNeedsReference) {
 		return nil, fmt.Errorf("chunk %s: %w", h.Short(), err)

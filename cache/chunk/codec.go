@@ -108,12 +108,12 @@ func (c *Codecs) decodesTo(raw []byte, decode func(dst []byte) ([]byte, error)) 
 	return err == nil && bytes.Equal(got, raw)
 }
 
-func (c *Codecs) decode(id CodecID, payload []byte, rawLen int) ([]byte, error) {
+func (c *Codecs) decode(dst []byte, id CodecID, payload []byte, rawLen int) ([]byte, error) {
 	codec, ok := c.byID[id]
 	if !ok {
 		return nil, fmt.Errorf("unknown codec %d", id)
 	}
-	return codec.Decode(nil, payload, rawLen)
+	return codec.Decode(dst, payload, rawLen)
 }
 
 type rawCodec struct{}

@@ -51,7 +51,7 @@ func BenchmarkCodecTable(b *testing.B) {
 		}
 		start = time.Now()
 		for i, v := range values {
-			if _, err := c.decode(CodecID(v[0]), v[HeaderLen:], len(chunks[i])); err != nil {
+			if _, err := c.decode(nil, CodecID(v[0]), v[HeaderLen:], len(chunks[i])); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -59,6 +59,10 @@ func TestCodecRoundTripEveryDType(t *testing.T) {
 			if err != nil || !bytes.Equal(got, raw) {
 				t.Fatalf("%s, %d bytes: round trip failed: %v", dt, len(raw), err)
 			}
+			into, err := c.DecodeTo(usedBuffer(len(raw)), Sum(raw), v, true)
+			if err != nil || !bytes.Equal(into, raw) {
+				t.Fatalf("%s, %d bytes: round trip into a buffer used before failed: %v", dt, len(raw), err)
+			}
 		}
 	}
 }

@@ -21,6 +21,9 @@ func FuzzChunkRoundTrip(f *testing.F) {
 		if err != nil || !bytes.Equal(got, raw) {
 			t.Fatalf("round trip: %v", err)
 		}
+		if got, err := c.DecodeTo(usedBuffer(len(raw)), h, v, false); err != nil || !bytes.Equal(got, raw) {
+			t.Fatalf("round trip into a buffer used before: %v", err)
+		}
 		if len(v) > HeaderLen {
 			v[len(v)-1] ^= 1
 			if _, err := c.Decode(h, v); err == nil {
@@ -99,4 +102,10 @@ func FuzzDeltaDecode(f *testing.F) {
 			t.Fatalf("allocated %d bytes for %d raw bytes, budget %d", used, n, budget)
 		}
 	})
+}
+
+// usedBuffer is an empty buffer with room for n bytes, which hold what a
+// decode before left there: DecodeTo must write every byte it returns.
+func usedBuffer(n int) []byte {
+	return bytes.Repeat([]byte{0xA5}, n+7)[:0]
 }

@@ -1,7 +1,8 @@
 // Package chunkcache serves decoded chunks to readers: from a byte-bounded
 // LRU, else loaded once however many readers ask at the same time, and
 // loaded ahead of sequential readers in the background, a bounded number
-// at a time.
+// at a time. Readers hold what they get until they release it, so that a
+// chunk's buffer is decoded into again only once nobody reads it.
 package chunkcache
 
 import (
@@ -12,10 +13,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+// Load reads and verifies chunk h, stopping when ctx is done. It may
+// decode into the buffer buffer(n) returns for a chunk of n bytes: an
+// empty slice with room for n, or nil for a chunk it should allocate.
+type Load func(ctx context.Context, h chunk.Hash, buffer func(n int) []byte) ([]byte, error)
+
 // Cache holds decoded chunks.
 type Cache struct {
-	load         func(context.Context, chunk.Hash) ([]byte, error)
+	load         Load
 	lru          *lru
+	bufs         buffers
 	prefetch     chan struct{} // bounds background readahead loads
 	hits, misses prometheus.Counter
 
@@ -27,17 +34,18 @@ type Cache struct {
 // it is cancelled once every one of them has given up, so that a reader
 // interrupted stops a fetch from a bucket, and another reader's does not.
 type flight struct {
-	done    chan struct{}
-	data    []byte
-	err     error
-	waiters int
-	cancel  context.CancelFunc
+	done     chan struct{}
+	e        *entry
+	err      error
+	waiters  int
+	finished bool // e and err are set, and e is held for each waiter
+	cancel   context.CancelFunc
 }
 
 // New makes a cache of at most maxBytes of chunks, which load reads and
-// verifies (stopping when its context is done), with at most 2*parallel
-// loads ahead of readers at once; hits and misses count lookups.
-func New(load func(context.Context, chunk.Hash) ([]byte, error), maxBytes int64, parallel int, hits, misses prometheus.Counter) *Cache {
+// verifies, with at most 2*parallel loads ahead of readers at once; hits
+// and misses count lookups.
+func New(load Load, maxBytes int64, parallel int, hits, misses prometheus.Counter) *Cache {
 	return &Cache{
 		load:     load,
 		lru:      newLRU(maxBytes),
@@ -48,20 +56,20 @@ func New(load func(context.Context, chunk.Hash) ([]byte, error), maxBytes int64,
 	}
 }
 
-// Get returns the verified raw bytes of a chunk, or ctx's error once it is
-// done. The slice is shared: callers must not modify it.
-func (c *Cache) Get(ctx context.Context, h chunk.Hash) ([]byte, error) {
-	if data, ok := c.lru.get(h); ok {
+// Get returns the verified raw bytes of a chunk, held until the caller
+// releases them, or ctx's error once it is done.
+func (c *Cache) Get(ctx context.Context, h chunk.Hash) (Chunk, error) {
+	if e := c.lru.get(h); e != nil {
 		c.hits.Inc()
-		return data, nil
+		return Chunk{e.data, e}, nil
 	}
 	c.mu.Lock()
 	f := c.flights[h]
 	if f == nil {
-		if data, ok := c.lru.get(h); ok { // loaded meanwhile
+		if e := c.lru.get(h); e != nil { // loaded meanwhile
 			c.mu.Unlock()
 			c.hits.Inc()
-			return data, nil
+			return Chunk{e.data, e}, nil
 		}
 		c.misses.Inc()
 		var lctx context.Context
@@ -74,38 +82,82 @@ func (c *Cache) Get(ctx context.Context, h chunk.Hash) ([]byte, error) {
 	c.mu.Unlock()
 	select {
 	case <-f.done:
-		return f.data, f.err
+		return f.result()
 	case <-ctx.Done():
 		c.mu.Lock()
-		if f.waiters--; f.waiters == 0 {
-			f.cancel()
-			if c.flights[h] == f {
-				delete(c.flights, h) // a reader after this one loads anew
+		finished := f.finished
+		if !finished {
+			if f.waiters--; f.waiters == 0 {
+				f.cancel()
+				if c.flights[h] == f {
+					delete(c.flights, h) // a reader after this one loads anew
+				}
 			}
 		}
 		c.mu.Unlock()
-		return nil, ctx.Err()
+		if finished && f.e != nil { // held for this waiter when the load ended
+			f.e.release()
+		}
+		return Chunk{}, ctx.Err()
 	}
 }
 
-// Peek returns a chunk if the cache holds it, and loads nothing: for a
-// load that needs another chunk, which must not wait on a flight (a loop
-// of loads would wait for itself).
-func (c *Cache) Peek(h chunk.Hash) ([]byte, bool) { return c.lru.get(h) }
+// result is a finished flight's chunk, held for the waiter asking.
+func (f *flight) result() (Chunk, error) {
+	if f.err != nil {
+		return Chunk{}, f.err
+	}
+	return Chunk{f.e.data, f.e}, nil
+}
+
+// Peek returns a chunk, held, if the cache holds it, and loads nothing:
+// for a load that needs another chunk, which must not wait on a flight (a
+// loop of loads would wait for itself).
+func (c *Cache) Peek(h chunk.Hash) (Chunk, bool) {
+	if e := c.lru.get(h); e != nil {
+		return Chunk{e.data, e}, true
+	}
+	return Chunk{}, false
+}
 
 // run loads chunk h for flight f.
 func (c *Cache) run(ctx context.Context, h chunk.Hash, f *flight) {
 	defer f.cancel()
-	f.data, f.err = c.load(ctx, h)
-	if f.err == nil {
-		c.lru.add(h, f.data)
+	var buf []byte
+	buffer := func(n int) []byte {
+		if buf != nil || n < bufMin || n > bufSize {
+			return nil
+		}
+		buf = c.bufs.get()
+		return buf
+	}
+	data, err := c.load(ctx, h, buffer)
+	var e *entry
+	if err == nil {
+		e = &entry{data: data}
+		e.refs.Store(1) // run's own, until the waiters hold it
+		if buf != nil && len(data) > 0 && &data[0] == &buf[:1][0] {
+			e.bufs = &c.bufs
+			buf = nil
+		}
+		c.lru.add(h, e)
+	}
+	if buf != nil { // not what the chunk was decoded into
+		c.bufs.put(buf)
 	}
 	c.mu.Lock()
 	if c.flights[h] == f {
 		delete(c.flights, h)
 	}
+	f.e, f.err, f.finished = e, err, true
+	if e != nil {
+		e.refs.Add(int32(f.waiters))
+	}
 	c.mu.Unlock()
 	close(f.done)
+	if e != nil {
+		e.release()
+	}
 }
 
 // Warm loads a chunk in the background if it is not cached and a
@@ -118,7 +170,8 @@ func (c *Cache) Warm(h chunk.Hash) {
 	case c.prefetch <- struct{}{}:
 		go func() {
 			defer func() { <-c.prefetch }()
-			_, _ = c.Get(context.Background(), h) // errors surface when the reader gets there
+			got, _ := c.Get(context.Background(), h) // errors surface when the reader gets there
+			got.Release()
 		}()
 	default:
 	}

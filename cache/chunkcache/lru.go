@@ -7,8 +7,9 @@ import (
 	"github.com/ckptfs/ckptfs/cache/chunk"
 )
 
-// lru holds decoded chunks up to a total number of bytes. Values are shared
-// with readers and never modified.
+// lru holds decoded chunks up to a total number of bytes, each held (see
+// entry) while it is kept. Values are shared with readers and never
+// modified.
 type lru struct {
 	mu    sync.Mutex
 	max   int64
@@ -18,22 +19,26 @@ type lru struct {
 }
 
 type lruEntry struct {
-	h    chunk.Hash
-	data []byte
+	h chunk.Hash
+	e *entry
 }
 
 func newLRU(max int64) *lru {
 	return &lru{max: max, order: list.New(), items: map[chunk.Hash]*list.Element{}}
 }
 
-func (l *lru) get(h chunk.Hash) ([]byte, bool) {
+// get returns chunk h held for the caller, or nil. It is held under the
+// lock, so an eviction cannot give its buffer back in between.
+func (l *lru) get(h chunk.Hash) *entry {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if e, ok := l.items[h]; ok {
-		l.order.MoveToFront(e)
-		return e.Value.(*lruEntry).data, true
+	if el, ok := l.items[h]; ok {
+		l.order.MoveToFront(el)
+		e := el.Value.(*lruEntry).e
+		e.hold()
+		return e
 	}
-	return nil, false
+	return nil
 }
 
 func (l *lru) contains(h chunk.Hash) bool {
@@ -43,19 +48,23 @@ func (l *lru) contains(h chunk.Hash) bool {
 	return ok
 }
 
-func (l *lru) add(h chunk.Hash, data []byte) {
+// add keeps e, held, unless the LRU has h or e is larger than it, and lets
+// go of the least recently used past its bound. A buffer counts whole.
+func (l *lru) add(h chunk.Hash, e *entry) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if _, ok := l.items[h]; ok || int64(len(data)) > l.max {
+	if _, ok := l.items[h]; ok || int64(cap(e.data)) > l.max {
 		return
 	}
-	l.items[h] = l.order.PushFront(&lruEntry{h, data})
-	l.used += int64(len(data))
+	e.hold()
+	l.items[h] = l.order.PushFront(&lruEntry{h, e})
+	l.used += int64(cap(e.data))
 	for l.used > l.max {
-		e := l.order.Back()
-		ent := e.Value.(*lruEntry)
-		l.order.Remove(e)
+		el := l.order.Back()
+		ent := el.Value.(*lruEntry)
+		l.order.Remove(el)
 		delete(l.items, ent.h)
-		l.used -= int64(len(ent.data))
+		l.used -= int64(cap(ent.e.data))
+		ent.e.release()
 	}
 }

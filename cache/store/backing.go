@@ -137,7 +137,7 @@ func (s *Store) StoredValue(h chunk.Hash, decode bool) ([]byte, error) {
 		return nil, err
 	}
 	if _, isDelta := chunk.DeltaReference(val); isDelta {
-		raw, err := s.readLocal(context.Background(), h, decode)
+		raw, err := s.readLocal(context.Background(), h, decode, nil)
 		if err != nil {
 			return nil, err
 		}

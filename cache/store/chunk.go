@@ -92,8 +92,8 @@ func (s *Store) checkRecord(h chunk.Hash, loc pack.Loc) error {
 // loadChunk reads and verifies a chunk from its pack, bypassing the LRU.
 // A chunk the packs lack or hold damaged is fetched from the backing, until
 // ctx is done.
-func (s *Store) loadChunk(ctx context.Context, h chunk.Hash) ([]byte, error) {
-	raw, err := s.readLocal(ctx, h, s.verifyReads)
+func (s *Store) loadChunk(ctx context.Context, h chunk.Hash, buffer func(n int) []byte) ([]byte, error) {
+	raw, err := s.readLocal(ctx, h, s.verifyReads, buffer)
 	// Only a chunk the store lacks, or holds damaged, is fetched: an I/O
 	// error (EMFILE, a closed database) says nothing about the copy.
 	if err == nil || !errors.Is(err, chunk.ErrCorrupt) {
@@ -106,18 +106,15 @@ func (s *Store) loadChunk(ctx context.Context, h chunk.Hash) ([]byte, error) {
 // included, bypassing the LRU and the backing; a delta's references are
 // read and verified the same way.
 func (s *Store) ReadLocal(h chunk.Hash) ([]byte, error) {
-	return s.readLocal(context.Background(), h, true)
+	return s.readLocal(context.Background(), h, true, nil)
 }
 
 // readLocal reads chunk h from its pack and decodes it; verify checks the
 // hash of what it decodes (see chunk.DecodeChecksummed for why a reader
 // need not). A delta is decoded outside the eviction lock, against its
-// reference (see decodeDelta).
-func (s *Store) readLocal(ctx context.Context, h chunk.Hash, verify bool) ([]byte, error) {
-	decode := s.codecs.DecodeChecksummed
-	if verify {
-		decode = s.codecs.Decode
-	}
+// reference (see decodeDelta). buffer, when not nil, gives the buffer to
+// decode into (see chunkcache.Load).
+func (s *Store) readLocal(ctx context.Context, h chunk.Hash, verify bool, buffer func(n int) []byte) ([]byte, error) {
 	s.evictMu.RLock()
 	loc, err := s.index.Get(h)
 	if err != nil {
@@ -131,8 +128,12 @@ func (s *Store) readLocal(ctx context.Context, h chunk.Hash, verify bool) ([]byt
 			delta = append([]byte(nil), val...)
 			return chunk.Check(h, val) // before the reference it names is read
 		}
+		var dst []byte
+		if buffer != nil {
+			dst = buffer(chunk.RawLen(val))
+		}
 		var derr error
-		raw, derr = decode(h, val) // into a new slice
+		raw, derr = s.codecs.DecodeTo(dst, h, val, verify)
 		return derr
 	})
 	s.evictMu.RUnlock()

@@ -28,11 +28,13 @@ func (s *Store) decodeDelta(ctx context.Context, h chunk.Hash, v []byte, verify 
 	var err error
 	switch cached, ok := s.chunks.Peek(ref.Hash); {
 	case verify:
-		refRaw, err = s.readLocal(ctx, ref.Hash, true)
+		cached.Release()
+		refRaw, err = s.readLocal(ctx, ref.Hash, true, nil)
 	case ok:
-		refRaw = cached
+		defer cached.Release()
+		refRaw = cached.Data
 	default:
-		refRaw, err = s.loadChunk(ctx, ref.Hash)
+		refRaw, err = s.loadChunk(ctx, ref.Hash, nil)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("delta against %s: %w", ref.Hash.Short(), err)
@@ -160,11 +162,12 @@ func (s *Store) encodeDelta(ctx context.Context, p DeltaPair, buf *[]byte) (r me
 	if err != nil {
 		return r, 0, false, nil
 	}
-	refRaw, err := s.chunks.Get(ctx, p.Ref)
+	ref, err := s.chunks.Get(ctx, p.Ref)
 	if err != nil {
 		return r, 0, false, nil
 	}
-	v, sound := s.codecs.DeltaBelow(*buf, raw, p.Ref, refRaw, chunk.HintOf(val), len(val))
+	v, sound := s.codecs.DeltaBelow(*buf, raw, p.Ref, ref.Data, chunk.HintOf(val), len(val))
+	ref.Release()
 	if v != nil {
 		*buf = v
 	}

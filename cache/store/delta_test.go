@@ -249,7 +249,7 @@ func TestDamagedReferenceFailsItsDependentsOnly(t *testing.T) {
 			}
 			for _, read := range []func() ([]byte, error){
 				func() ([]byte, error) { return s.ReadLocal(ref.Hash) },
-				func() ([]byte, error) { return s.loadChunk(context.Background(), ref.Hash) },
+				func() ([]byte, error) { return s.loadChunk(context.Background(), ref.Hash, nil) },
 			} {
 				raw, err := read()
 				if want != (err != nil) || err != nil && !errors.Is(err, chunk.ErrCorrupt) {

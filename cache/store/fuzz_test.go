@@ -80,7 +80,11 @@ func FuzzDeltaChains(f *testing.F) {
 			}
 			for how, read := range []func() ([]byte, error){
 				func() ([]byte, error) { return s.ReadLocal(hs[i]) },
-				func() ([]byte, error) { return s.chunks.Get(context.Background(), hs[i]) },
+				func() ([]byte, error) {
+					got, err := s.chunks.Get(context.Background(), hs[i])
+					defer got.Release()
+					return bytes.Clone(got.Data), err
+				},
 			} {
 				got, err := read()
 				if err == nil && !bytes.Equal(got, raw[i]) {

@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/ckptfs/ckptfs/cache/chunk"
+	"github.com/ckptfs/ckptfs/cache/chunkcache"
 	"github.com/ckptfs/ckptfs/cache/meta"
 )
 
@@ -146,7 +147,8 @@ func (r *FileReader) readSpans(ctx context.Context, ra *Readahead, spans []Span)
 		return n, nil
 	}
 	cur, first := -1, -1
-	var data []byte
+	var held chunkcache.Chunk
+	defer func() { held.Release() }()
 	for _, s := range spans {
 		for done := 0; done < len(s.Dst); {
 			off := s.Off + int64(done)
@@ -154,16 +156,18 @@ func (r *FileReader) readSpans(ctx context.Context, ra *Readahead, spans []Span)
 				return n, io.EOF
 			}
 			if cur < 0 || off < r.starts[cur] || off >= r.starts[cur+1] {
+				held.Release()
+				held = chunkcache.Chunk{}
 				var err error
 				cur = r.chunkAt(off)
-				if data, err = r.chunk(ctx, cur); err != nil {
+				if held, err = r.chunk(ctx, cur); err != nil {
 					return n, err
 				}
 				if first < 0 {
 					first = cur
 				}
 			}
-			got := copy(s.Dst[done:], data[off-r.starts[cur]:])
+			got := copy(s.Dst[done:], held.Data[off-r.starts[cur]:])
 			done += got
 			n += got
 		}
@@ -179,19 +183,21 @@ func (r *FileReader) chunkAt(off int64) int {
 	return sort.Search(len(r.chunks), func(i int) bool { return r.starts[i+1] > off })
 }
 
-// chunk is chunk i's bytes, checked against the length the content says.
-func (r *FileReader) chunk(ctx context.Context, i int) ([]byte, error) {
-	data, err := r.store.chunks.Get(ctx, r.chunks[i].Hash)
-	if err == nil && len(data) != int(r.chunks[i].Len) { // a manifest from a bucket may lie
-		err = fmt.Errorf("chunk %s: %d bytes, the manifest says %d: %w", r.chunks[i].Hash.Short(), len(data), r.chunks[i].Len, chunk.ErrCorrupt)
+// chunk is chunk i's bytes, held until the caller releases them, checked
+// against the length the content says.
+func (r *FileReader) chunk(ctx context.Context, i int) (chunkcache.Chunk, error) {
+	got, err := r.store.chunks.Get(ctx, r.chunks[i].Hash)
+	if err == nil && len(got.Data) != int(r.chunks[i].Len) { // a manifest from a bucket may lie
+		got.Release()
+		err = fmt.Errorf("chunk %s: %d bytes, the manifest says %d: %w", r.chunks[i].Hash.Short(), len(got.Data), r.chunks[i].Len, chunk.ErrCorrupt)
 	}
 	if err != nil {
 		if errors.Is(err, chunk.ErrCorrupt) {
 			r.store.log.Error("read failed verification", "file", r.name, "chunk", r.chunks[i].Hash.String(), "err", err)
 		}
-		return nil, fmt.Errorf("%s: %w", r.name, err)
+		return chunkcache.Chunk{}, fmt.Errorf("%s: %w", r.name, err)
 	}
-	return data, nil
+	return got, nil
 }
 
 // readahead warms the chunks after a read of chunks first to lastRead by
