@@ -1,8 +1,10 @@
 package chunkcache
 
 import (
+	"bytes"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/ckptfs/ckptfs/cache/chunk"
 )
@@ -21,10 +23,28 @@ type buffers struct{ pool sync.Pool }
 
 // get returns an empty buffer of capacity bufSize.
 func (b *buffers) get() []byte {
-	if p, ok := b.pool.Get().(*[]byte); ok {
+	if p, ok := b.pool.Get().(*[]byte); ok && cap(*p) >= bufSize {
 		return (*p)[:0]
 	}
 	return make([]byte, 0, bufSize)
+}
+
+// decodedInto reports whether data is buf's own bytes from its start:
+// then the chunk holds the buffer. Bytes elsewhere in buf would be
+// counted by no one; those are copied out (no codec returns them today).
+func decodedInto(data, buf []byte) (holds bool, out []byte) {
+	if len(data) == 0 {
+		return false, data
+	}
+	start := uintptr(unsafe.Pointer(unsafe.SliceData(buf)))
+	at := uintptr(unsafe.Pointer(unsafe.SliceData(data)))
+	switch {
+	case at == start:
+		return true, data
+	case at > start && at < start+uintptr(cap(buf)):
+		return false, bytes.Clone(data)
+	}
+	return false, data
 }
 
 func (b *buffers) put(buf []byte) {

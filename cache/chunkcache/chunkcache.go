@@ -136,9 +136,12 @@ func (c *Cache) run(ctx context.Context, h chunk.Hash, f *flight) {
 	if err == nil {
 		e = &entry{data: data}
 		e.refs.Store(1) // run's own, until the waiters hold it
-		if buf != nil && len(data) > 0 && &data[0] == &buf[:1][0] {
-			e.bufs = &c.bufs
-			buf = nil
+		if buf != nil {
+			var holds bool
+			if holds, e.data = decodedInto(data, buf); holds {
+				e.bufs = &c.bufs
+				buf = nil
+			}
 		}
 		c.lru.add(h, e)
 	}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -81,7 +83,8 @@ func TestABufferIsUsedAgainOnlyOnceNobodyHoldsIt(t *testing.T) {
 	load := func(_ context.Context, h chunk.Hash, buffer func(int) []byte) ([]byte, error) {
 		buf := buffer(bufSize)
 		if buf == nil {
-			t.Fatal("no buffer for a chunk of bufSize")
+			t.Error("no buffer for a chunk of bufSize")
+			return nil, errors.New("no buffer")
 		}
 		decodedInto = append(decodedInto, buf[:1])
 		return append(buf, bytes.Repeat([]byte{fill(h)}, bufSize)...), nil
@@ -126,4 +129,56 @@ func TestABufferIsUsedAgainOnlyOnceNobodyHoldsIt(t *testing.T) {
 	}, bufSize, 1, counter(), counter())
 	got, _ := small.Get(context.Background(), a)
 	got.Release()
+}
+
+// Readers that give up at random moments, peeks and readahead, over more
+// chunks than the LRU holds: every reader's bytes are its chunk's, and
+// stay so while it holds them.
+func TestHeldChunksNeverChangeUnderReaders(t *testing.T) {
+	load := func(ctx context.Context, h chunk.Hash, buffer func(int) []byte) ([]byte, error) {
+		select {
+		case <-time.After(time.Duration(h[1]) * 10 * time.Microsecond):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if h[1]%7 == 0 {
+			return nil, errors.New("load failed")
+		}
+		return append(buffer(bufSize), bytes.Repeat([]byte{h[0]}, bufSize)...), nil
+	}
+	c := New(load, 3*bufSize, 2, counter(), counter())
+	check := func(got Chunk, h chunk.Hash) {
+		time.Sleep(20 * time.Microsecond) // long enough for others to evict and load
+		if got.Data[0] != h[0] || got.Data[bufSize-1] != h[0] || got.Data[bufSize/2] != h[0] {
+			t.Errorf("chunk %d holds bytes of chunk %d", h[0], got.Data[0])
+		}
+		got.Release()
+	}
+	var wg sync.WaitGroup
+	for g := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(g), 1))
+			for range 100 {
+				i := byte(r.IntN(12))
+				h := chunk.Hash{i + 1, byte(r.IntN(30))}
+				switch r.IntN(4) {
+				case 0:
+					if got, ok := c.Peek(h); ok {
+						check(got, h)
+					}
+				case 1:
+					c.Warm(h)
+				default:
+					ctx, cancel := context.WithTimeout(context.Background(), time.Duration(r.IntN(300))*time.Microsecond)
+					if got, err := c.Get(ctx, h); err == nil {
+						check(got, h)
+					}
+					cancel()
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }
