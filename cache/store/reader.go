@@ -207,9 +207,17 @@ func (r *FileReader) chunk(ctx context.Context, i int) (chunkcache.Chunk, error)
 // time, eight of them in turn, and at 32 chunks each they loaded 256 MiB
 // ahead into a cache of 128 and decoded 1.75x the chunks they read.
 func (r *FileReader) readahead(ra *Readahead, first, lastRead, n int) {
-	want := int64(ra.next(first, lastRead)) * int64(n)
-	for j := lastRead + 1; want > 0 && j <= lastRead+readaheadChunks && j < len(r.chunks); j++ {
+	for j := lastRead + 1; j <= r.windowEnd(lastRead, int64(ra.next(first, lastRead))*int64(n)); j++ {
 		r.store.chunks.Warm(r.chunks[j].Hash)
-		want -= int64(r.chunks[j].Len)
 	}
+}
+
+// windowEnd is the last chunk of a readahead of want bytes after chunk
+// lastRead: the chunks that hold them, at most readaheadChunks.
+func (r *FileReader) windowEnd(lastRead int, want int64) int {
+	j := lastRead
+	for ; want > 0 && j < lastRead+readaheadChunks && j+1 < len(r.chunks); j++ {
+		want -= int64(r.chunks[j+1].Len)
+	}
+	return j
 }

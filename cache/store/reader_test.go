@@ -7,6 +7,8 @@ import (
 	"io"
 	"testing"
 	"time"
+
+	"github.com/ckptfs/ckptfs/cache/chunk"
 )
 
 func TestReadaheadRampsUpOnSequentialReads(t *testing.T) {
@@ -27,6 +29,33 @@ func TestReadaheadRampsUpOnSequentialReads(t *testing.T) {
 		if n := ra.next(at, at) + ra.next(at+1, at+1); n != 0 {
 			t.Fatalf("a random read at %d loaded %d chunks ahead", at, n)
 		}
+	}
+}
+
+// The window is counted in the reader's bytes: a reader of 128 KiB a call
+// (one source of a tile) earns 4 MiB at most, a reader of 1 MiB 32 chunks.
+func TestReadaheadWindowIsInTheReadersBytes(t *testing.T) {
+	const mib = 1 << 20
+	r := &FileReader{chunks: make([]chunk.Ref, 100)}
+	for i := range r.chunks {
+		r.chunks[i].Len = mib
+	}
+	for _, c := range []struct {
+		want int64
+		end  int
+	}{
+		{0, 10},              // no readahead
+		{1, 11},              // a byte needs the next chunk
+		{32 * 128 << 10, 14}, // 32 reads of 128 KiB
+		{32 * mib, 42},       // 32 reads of 1 MiB
+		{64 * mib, 42},       // at most readaheadChunks
+	} {
+		if got := r.windowEnd(10, c.want); got != c.end {
+			t.Errorf("a window of %d bytes after chunk 10 ends at chunk %d, want %d", c.want, got, c.end)
+		}
+	}
+	if got := r.windowEnd(98, 32*mib); got != 99 {
+		t.Errorf("a window past the last chunk ends at %d, want 99", got)
 	}
 }
 
@@ -130,8 +159,8 @@ func TestReadSpansReadsWhatReadAtReads(t *testing.T) {
 	}
 
 	// Readahead: spans through chunks 0 to 3 in four reads, as a tile's
-	// part is read row after row, load chunks after them (some of 4-6: a
-	// load is dropped when every slot is busy).
+	// part is read row after row, load the chunk after them (a window of
+	// reads of 200 bytes is one chunk).
 	_, fresh := ingested(t, data)
 	for i := range 4 {
 		sp := Span{Dst: make([]byte, 100), Off: fresh.starts[i] + 10}

@@ -7,6 +7,7 @@ import concurrent.futures as cf
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -98,6 +99,16 @@ class Mount:
         fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+    def settled(self, timeout=300):
+        """Waits until the daemon has chunked every staged file, so that its
+        settling does not run beside the local side's work."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            m = re.search(r"staged, not chunked yet\s+(\d+) files", self.cli("stat"))
+            if m and m.group(1) == "0":
+                return
+            time.sleep(0.5)
+
     def close(self):
         self.cli("umount", str(self.mnt))
 
@@ -171,14 +182,17 @@ def train_seconds(output_dir: Path, minilm: Path):
     return train(minilm, output_dir, STEPS)[1]
 
 
-def abba(local_fn, mount_fn):
+def abba(local_fn, mount_fn, m):
     """Runs local_fn and mount_fn in the order local, mount, mount, local,
     each called with its round (0 or 1) after the page cache is dropped and
     returning the seconds it took, and returns their mean times: this
     VM's disk slows down under sustained writes (1.2 GB/s reads fell to
-    0.3 GB/s within one run), so whatever runs second would pay for it."""
+    0.3 GB/s within one run), so whatever runs second would pay for it.
+    The local side waits for mount m to settle what the mount side wrote."""
     t = {"local": [], "mount": []}
     for rnd, (side, fn) in enumerate([("local", local_fn), ("mount", mount_fn), ("mount", mount_fn), ("local", local_fn)]):
+        if side == "local":
+            m.settled()
         drop_caches()
         t[side].append(fn(rnd // 2))
     return sum(t["local"]) / 2, sum(t["mount"]) / 2
@@ -223,7 +237,8 @@ def bench(tmp: Path):
 
     # 5. ingest: cp -r into the mount vs cp -r to local disk; RSS during it.
     # Local copies before and after the mount's (this VM's disk slows down
-    # under sustained writes; see abba), which is read right after it.
+    # under sustained writes; see abba); the mount's is read before the
+    # second, with the local copy's read first.
     def cp_local(dst):
         drop_caches()
         return timed(subprocess.run, ["cp", "-r", str(src), str(dst)])
@@ -244,6 +259,7 @@ def bench(tmp: Path):
         drop_caches()
         t = timed(lambda: [read_all(p) for p in paths])
         fresh.append((f"read cold of a file saved since the mount, {label}", size / t / 1e6))
+    m.settled()
     t_local = (t_local + cp_local(tmp / "local-copy1")) / 2
     shutil.rmtree(tmp / "local-copy1")
     row(f"ingest: cp -r {BIG_GIB:g} GiB folder in", size / t_mount / 1e6, size / t_local / 1e6, "MB/s", 0.9)
@@ -266,7 +282,7 @@ def bench(tmp: Path):
     big = gen_big_model()
     # Round 1 saves over round 0's files, as a job saving each epoch does.
     t_save_local, t_save_mount = abba(lambda _: timed(big.save_pretrained, tmp / "bigmodel"),
-                                      lambda _: timed(big.save_pretrained, m.mnt / "bigmodel"))
+                                      lambda _: timed(big.save_pretrained, m.mnt / "bigmodel"), m)
     model_bytes = sum(p.stat().st_size for p in (tmp / "bigmodel").iterdir())
     row("save_pretrained ~1 GiB Llama-shaped bf16 model", model_bytes / t_save_mount / 1e6,
         model_bytes / t_save_local / 1e6, "MB/s", 0.9)
@@ -275,7 +291,7 @@ def bench(tmp: Path):
 
     # HF Trainer saving every step, the last two kept
     t_train_local, t_train_mount = abba(lambda rnd: train_seconds(tmp / f"trainer-local{rnd}", minilm),
-                                        lambda rnd: train_seconds(m.mnt / f"trainer{rnd}", minilm))
+                                        lambda rnd: train_seconds(m.mnt / f"trainer{rnd}", minilm), m)
     row("HF Trainer, MiniLM, 12 steps, save_steps=1 (s)", t_train_mount, t_train_local, "s", 1.1,
         higher_is_better=False)
     m.close()
