@@ -188,11 +188,12 @@ def abba(local_fn, mount_fn, m):
     returning the seconds it took, and returns their mean times: this
     VM's disk slows down under sustained writes (1.2 GB/s reads fell to
     0.3 GB/s within one run), so whatever runs second would pay for it.
-    The local side waits for mount m to settle what the mount side wrote."""
+    Each round waits for mount m to settle what the rounds before it wrote:
+    one job's saves meet only the settling of their own files, not that of
+    a whole earlier run."""
     t = {"local": [], "mount": []}
     for rnd, (side, fn) in enumerate([("local", local_fn), ("mount", mount_fn), ("mount", mount_fn), ("local", local_fn)]):
-        if side == "local":
-            m.settled()
+        m.settled()
         drop_caches()
         t[side].append(fn(rnd // 2))
     return sum(t["local"]) / 2, sum(t["mount"]) / 2
