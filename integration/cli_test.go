@@ -320,7 +320,7 @@ func TestMetrics(t *testing.T) {
 			t.Errorf("%s moved by %.0f, want %.0f", name, got, want)
 		}
 	}
-	for _, name := range []string{`ckptfs_chunk_cache_misses_total`, `ckptfs_chunk_decode_seconds_count`,
+	for _, name := range []string{`ckptfs_chunk_cache_misses_total`, `ckptfs_chunk_cache_loaded_bytes_total`, `ckptfs_chunk_decode_seconds_count`,
 		`ckptfs_chunk_store_seconds_count`, `ckptfs_fuse_requests_total{op="read"}`, `ckptfs_fuse_requests_total{op="write"}`} {
 		if delta(name) <= 0 {
 			t.Errorf("%s did not move", name)

@@ -96,10 +96,13 @@ func (s *Store) loadChunk(ctx context.Context, h chunk.Hash, buffer func(n int) 
 	raw, err := s.readLocal(ctx, h, s.verifyReads, buffer)
 	// Only a chunk the store lacks, or holds damaged, is fetched: an I/O
 	// error (EMFILE, a closed database) says nothing about the copy.
-	if err == nil || !errors.Is(err, chunk.ErrCorrupt) {
-		return raw, err
+	if err != nil && errors.Is(err, chunk.ErrCorrupt) {
+		raw, err = s.backing.Fetch(ctx, h, err)
 	}
-	return s.backing.Fetch(ctx, h, err)
+	if err == nil {
+		s.metrics.loadedBytes.Add(float64(len(raw)))
+	}
+	return raw, err
 }
 
 // ReadLocal reads chunk h from its pack and verifies it, its hash

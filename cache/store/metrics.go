@@ -11,6 +11,7 @@ import (
 // Collectors to the registry it serves.
 type Metrics struct {
 	cacheHits, cacheMisses prometheus.Counter
+	loadedBytes            prometheus.Counter
 	decodeSeconds          prometheus.Histogram
 	storeSeconds           prometheus.Histogram
 	// Ingested bytes: all of them, those of new chunks, and those new
@@ -25,6 +26,8 @@ func newMetrics() *Metrics {
 			Help: "Chunk lookups served from the decoded-chunk cache."}),
 		cacheMisses: prometheus.NewCounter(prometheus.CounterOpts{Name: "ckptfs_chunk_cache_misses_total",
 			Help: "Chunk lookups that read and decoded the chunk from its pack (readahead included)."}),
+		loadedBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "ckptfs_chunk_cache_loaded_bytes_total",
+			Help: "Bytes of the chunks the misses loaded: against the bytes read, what a read pattern costs in decoding."}),
 		decodeSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "ckptfs_chunk_decode_seconds",
 			Help: "Time to read a chunk from its pack, decode it and verify its hash.", Buckets: latency}),
 		storeSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "ckptfs_chunk_store_seconds",
@@ -44,7 +47,7 @@ func (m *Metrics) Collectors() []prometheus.Collector {
 		}
 	}
 	return []prometheus.Collector{
-		m.cacheHits, m.cacheMisses, m.decodeSeconds, m.storeSeconds,
+		m.cacheHits, m.cacheMisses, m.loadedBytes, m.decodeSeconds, m.storeSeconds,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "ckptfs_ingest_logical_bytes_total",
 			Help: "Bytes written into the store, before deduplication."}, bytes(&m.logical)),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "ckptfs_ingest_unique_bytes_total",
