@@ -207,7 +207,8 @@ func (r *FileReader) chunk(ctx context.Context, i int) (chunkcache.Chunk, error)
 // time, eight of them in turn, and at 32 chunks each they loaded 256 MiB
 // ahead into a cache of 128 and decoded 1.75x the chunks they read.
 func (r *FileReader) readahead(ra *Readahead, first, lastRead, n int) {
-	for j := lastRead + 1; j <= r.windowEnd(lastRead, int64(ra.next(first, lastRead))*int64(n)); j++ {
+	end := r.windowEnd(lastRead, int64(ra.next(first, lastRead))*int64(n))
+	for j := lastRead + 1; j <= end; j++ {
 		r.store.chunks.Warm(r.chunks[j].Hash)
 	}
 }

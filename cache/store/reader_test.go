@@ -59,6 +59,28 @@ func TestReadaheadWindowIsInTheReadersBytes(t *testing.T) {
 	}
 }
 
+// Sequential reads that each cross into the next chunk, as 1 MiB reads
+// over chunks at other offsets do, count once each: the streak grows by
+// one a read and earns a window (a readahead that asked its position at
+// every chunk it warmed took the read for a jump back and lost it).
+func TestReadsAcrossChunksKeepTheirStreak(t *testing.T) {
+	_, r := ingested(t, random(4, 16<<20))
+	if len(r.chunks) < 6 {
+		t.Fatalf("%d chunks, the test needs 6", len(r.chunks))
+	}
+	ra := NewReadahead()
+	for k := range 4 {
+		off := (r.starts[k] + r.starts[k+1]) / 2
+		p := make([]byte, r.starts[k+1]-off+1) // one byte into chunk k+1
+		if _, err := r.ReadAhead(context.Background(), ra, p, off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ra.streak != 4 || ra.last != 4 {
+		t.Fatalf("after four reads in a row the streak is %d ending at chunk %d, want 4 at chunk 4", ra.streak, ra.last)
+	}
+}
+
 // ingested opens a store whose chunk cache holds data whole, stores data
 // in it and returns a reader of it.
 func ingested(tb testing.TB, data []byte) (*Store, *FileReader) {
