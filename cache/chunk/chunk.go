@@ -74,18 +74,17 @@ func (c *Codecs) Decode(h Hash, v []byte) ([]byte, error) { return c.DecodeWith(
 // ref holds the raw bytes of the chunk DeltaReference(v) names, and is
 // ignored for other values. The hash check covers a wrong ref too.
 func (c *Codecs) DecodeWith(h Hash, v, ref []byte) ([]byte, error) {
-	return hashed(h)(c.DecodeChecksummedWith(h, v, ref))
+	raw, err := c.DecodeChecksummedWith(h, v, ref)
+	return hashed(h, raw, err)
 }
 
 // hashed passes on what a decode of chunk h returned if its bytes have
 // hash h.
-func hashed(h Hash) func(raw []byte, err error) ([]byte, error) {
-	return func(raw []byte, err error) ([]byte, error) {
-		if err == nil && Sum(raw) != h {
-			return nil, fmt.Errorf("chunk %s: content hash mismatch: %w", h.Short(), ErrCorrupt)
-		}
-		return raw, err
+func hashed(h Hash, raw []byte, err error) ([]byte, error) {
+	if err == nil && Sum(raw) != h {
+		return nil, fmt.Errorf("chunk %s: content hash mismatch: %w", h.Short(), ErrCorrupt)
 	}
+	return raw, err
 }
 
 // DecodeTo is DecodeChecksummed, or Decode when verify, of a value that is
@@ -95,7 +94,7 @@ func hashed(h Hash) func(raw []byte, err error) ([]byte, error) {
 func (c *Codecs) DecodeTo(dst []byte, h Hash, v []byte, verify bool) ([]byte, error) {
 	raw, err := c.decodeChecksummed(dst, h, v, nil)
 	if verify {
-		return hashed(h)(raw, err)
+		return hashed(h, raw, err)
 	}
 	return raw, err
 }

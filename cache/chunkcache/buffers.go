@@ -64,6 +64,9 @@ type entry struct {
 
 func (e *entry) hold() { e.refs.Add(1) }
 
+// chunk is e as a reader holds it; the caller has taken its hold.
+func (e *entry) chunk() Chunk { return Chunk{e.data, e} }
+
 func (e *entry) release() {
 	if e.refs.Add(-1) == 0 && e.bufs != nil {
 		e.bufs.put(e.data)

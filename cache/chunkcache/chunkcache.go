@@ -61,7 +61,7 @@ func New(load Load, maxBytes int64, parallel int, hits, misses prometheus.Counte
 func (c *Cache) Get(ctx context.Context, h chunk.Hash) (Chunk, error) {
 	if e := c.lru.get(h); e != nil {
 		c.hits.Inc()
-		return Chunk{e.data, e}, nil
+		return e.chunk(), nil
 	}
 	c.mu.Lock()
 	f := c.flights[h]
@@ -69,7 +69,7 @@ func (c *Cache) Get(ctx context.Context, h chunk.Hash) (Chunk, error) {
 		if e := c.lru.get(h); e != nil { // loaded meanwhile
 			c.mu.Unlock()
 			c.hits.Inc()
-			return Chunk{e.data, e}, nil
+			return e.chunk(), nil
 		}
 		c.misses.Inc()
 		var lctx context.Context
@@ -107,7 +107,7 @@ func (f *flight) result() (Chunk, error) {
 	if f.err != nil {
 		return Chunk{}, f.err
 	}
-	return Chunk{f.e.data, f.e}, nil
+	return f.e.chunk(), nil
 }
 
 // Peek returns a chunk, held, if the cache holds it, and loads nothing:
@@ -115,7 +115,7 @@ func (f *flight) result() (Chunk, error) {
 // loop of loads would wait for itself).
 func (c *Cache) Peek(h chunk.Hash) (Chunk, bool) {
 	if e := c.lru.get(h); e != nil {
-		return Chunk{e.data, e}, true
+		return e.chunk(), true
 	}
 	return Chunk{}, false
 }

@@ -157,7 +157,6 @@ func (r *FileReader) readSpans(ctx context.Context, ra *Readahead, spans []Span)
 			}
 			if cur < 0 || off < r.starts[cur] || off >= r.starts[cur+1] {
 				held.Release()
-				held = chunkcache.Chunk{}
 				var err error
 				cur = r.chunkAt(off)
 				if held, err = r.chunk(ctx, cur); err != nil {
